@@ -1,0 +1,116 @@
+"""Model directories: JSON + safetensors + a SHA-256 manifest; never pickle.
+
+A directory is written to a temporary sibling and swapped in only once complete, so a
+failed save never destroys the model that was there before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from fraudseq.errors import ModelDirectoryError
+
+MODEL_JSON = "model.json"
+WEIGHTS = "weights.safetensors"
+MANIFEST = "manifest.json"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_model_dir(
+    out: str | Path, config: dict, tensors: dict[str, torch.Tensor] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write config, tensors and extra files to `out` atomically, with a manifest."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        (staging / MODEL_JSON).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if tensors:
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, staging / WEIGHTS)
+        for name, content in (extra_files or {}).items():
+            (staging / name).write_bytes(content)
+        files = {p.name: sha256(p) for p in sorted(staging.iterdir())}
+        manifest = {"algorithm": "sha256", "files": files}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace `out` by `staging`, keeping the old directory until the rename succeeded."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    if not out.is_dir():
+        raise ModelDirectoryError(f"{out} exists and is not a directory; choose another --out")
+    backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, backup)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        os.replace(backup, out)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def verify_model_dir(path: str | Path) -> dict[str, str]:
+    """Check every file against the manifest; raise ModelDirectoryError naming the problem."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelDirectoryError(f"{path}: not a model directory (train one with `fraudseq train`)")
+    manifest_path = path / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelDirectoryError(
+            f"{manifest_path}: missing or unreadable manifest ({exc}); retrain or restore the directory"
+        ) from None
+    for name, expected in files.items():
+        file = path / name
+        if Path(name).name != name:
+            raise ModelDirectoryError(f"{manifest_path}: invalid file name {name!r}")
+        if not file.is_file():
+            raise ModelDirectoryError(f"{path}: {name} is missing; the directory is incomplete")
+        if sha256(file) != expected:
+            raise ModelDirectoryError(
+                f"{file}: SHA-256 does not match the manifest: the file was modified or "
+                "truncated; retrain or restore the model directory"
+            )
+    return files
+
+
+def load_model_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Verify a model directory, then read its config and tensors (no code is executed)."""
+    path = Path(path)
+    files = verify_model_dir(path)
+    if MODEL_JSON not in files:
+        raise ModelDirectoryError(f"{path}: the manifest does not list {MODEL_JSON}")
+    config = json.loads((path / MODEL_JSON).read_text())
+    tensors: dict[str, torch.Tensor] = {}
+    if WEIGHTS in files:
+        try:
+            tensors = load_file(path / WEIGHTS)
+        except (SafetensorError, OSError) as exc:
+            raise ModelDirectoryError(f"{path / WEIGHTS}: unreadable weights ({exc})") from None
+    return config, tensors

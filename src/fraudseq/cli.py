@@ -1,0 +1,138 @@
+"""The `fraudseq` command line: simulate, train, score, evaluate."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from fraudseq.errors import FraudseqError
+from fraudseq.io import write_json, write_table
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Payment fraud detection from sequences of transactions.",
+)
+console = Console(stderr=True)
+log = logging.getLogger("fraudseq")
+
+DataArg = Annotated[Path, typer.Argument(help="Transactions file: CSV, CSV.gz or Parquet.")]
+ModelDirArg = Annotated[Path, typer.Argument(help="Model directory written by `fraudseq train`.")]
+FromOpt = Annotated[str | None, typer.Option("--from", help="Start date/ISO time (inclusive).")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="End date/ISO time (exclusive).")]
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)]
+        if console.is_terminal else [logging.StreamHandler(sys.stderr)],
+        force=True,
+    )
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Output file (.csv, .csv.gz or .parquet).")],
+    accounts: Annotated[int, typer.Option(min=1, help="Number of card accounts.")] = 2000,
+    days: Annotated[int, typer.Option(min=1, help="Number of days.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    start: Annotated[str, typer.Option(help="First day.")] = "2026-01-01",
+) -> None:
+    """Write simulated card transactions with labelled fraud scenarios."""
+    from fraudseq.simulate import simulate as run_simulation
+
+    frame = run_simulation(accounts=accounts, days=days, seed=seed, start=start)
+    write_table(frame, out)
+    log.info("wrote %d transactions (%d fraud) to %s", len(frame), frame["is_fraud"].sum(), out)
+
+
+@app.command()
+def train(
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="Model directory to write (replaced only on success).")],
+    schema: Annotated[Path | None, typer.Option(help="Schema TOML; default: simulator columns.")] = None,
+    model: Annotated[str, typer.Option(help="Model family: lstm, gru or rnn.")] = "lstm",
+    train_from: Annotated[str | None, typer.Option(help="First training date (inclusive).")] = None,
+    train_until: Annotated[str | None, typer.Option(help="Train on time < this date.")] = None,
+    valid_days: Annotated[float, typer.Option(min=0, help="Last days before --train-until for validation.")] = 7,
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    window: Annotated[int, typer.Option(min=1, help="Events per window.")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1)] = 512,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train a sequence model on labelled transactions before --train-until."""
+    from fraudseq.fraud_model import FraudModel
+    from fraudseq.schema import Schema
+
+    parsed = Schema.from_toml(schema) if schema else Schema.simulator()
+    fitted = FraudModel(model, window=window, epochs=epochs, batch_size=batch_size, seed=seed)
+    fitted.fit(data, parsed, train_from=train_from, train_until=train_until, valid_days=valid_days)
+    fitted.save(out)
+    m = fitted.validation_metrics_
+    log.info("validation AP %.4f  AUC ROC %.4f  threshold %.4f", m["average_precision"],
+             m["auc_roc"], fitted.threshold_)
+    log.info("model saved to %s", out)
+
+
+@app.command()
+def score(
+    model_dir: ModelDirArg, data: DataArg,
+    out: Annotated[Path, typer.Option(help="Scores file: transaction_id,score,alert.")],
+    start: FromOpt = None, end: UntilOpt = None,
+) -> None:
+    """Score transactions in [--from, --until); earlier ones serve as history."""
+    from fraudseq.fraud_model import FraudModel
+
+    scores = FraudModel.load(model_dir).score(data, start=start, end=end)
+    write_table(scores, out)
+    log.info("scored %d transactions (%d alerts) into %s", len(scores), scores["alert"].sum(), out)
+
+
+@app.command()
+def evaluate(
+    model_dir: ModelDirArg, data: DataArg, start: FromOpt = None, end: UntilOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write metrics as JSON.")] = None,
+) -> None:
+    """Print AUC ROC, AP, recall at 1% FPR and the alerting view at the model's threshold."""
+    from fraudseq.fraud_model import FraudModel
+
+    result = FraudModel.load(model_dir).evaluate(data, start=start, end=end)
+    Console().print(metrics_table(result))
+    if json_out:
+        write_json(result, json_out)
+
+
+def metrics_table(result: dict) -> Table:
+    table = Table(title=f"{result['n']} transactions, {result['n_fraud']} fraud")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("average_precision", "auc_roc", "recall_at_1pct_fpr", "threshold",
+                "precision", "recall", "f1"):
+        table.add_row(key, f"{result[key]:.4f}")
+    c = result["confusion"]
+    table.add_row("confusion (tp fp / fn tn)", f"{c['tp']} {c['fp']} / {c['fn']} {c['tn']}")
+    return table
+
+
+def main() -> None:
+    """Entry point: user errors print one clear message and exit 1, without a traceback."""
+    try:
+        code = app(standalone_mode=False)
+    except FraudseqError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,271 @@
+"""FraudModel: schema + feature encoder + windowed network + threshold, with a
+scikit-learn-like API (fit / score / evaluate / save / load)."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import fraudseq
+from fraudseq import metrics, thresholds
+from fraudseq.artifacts import load_model_dir, save_model_dir
+from fraudseq.errors import FraudseqError
+from fraudseq.features import FeatureEncoder
+from fraudseq.models import build_network
+from fraudseq.schema import Schema, load_transactions
+from fraudseq.splits import in_period, parse_time, validation_start
+from fraudseq.training import Trainer, WindowSet, WindowSource, predict_logits
+
+log = logging.getLogger("fraudseq")
+
+FORMAT_VERSION = 1
+NETWORK_PARAMS = ("hidden_size", "num_layers", "dropout")
+TRAINER_PARAMS = ("epochs", "batch_size", "learning_rate", "weight_decay", "patience",
+                  "class_weight")
+
+
+class FraudModel:
+    """A sequence fraud classifier over per-entity windows of the last `window` events.
+
+    >>> model = FraudModel("lstm", epochs=3, seed=0)             # doctest: +SKIP
+    >>> model.fit("tx.csv", schema, train_until="2026-02-15")    # doctest: +SKIP
+    >>> model.score("tx.csv", start="2026-02-15")                # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str = "lstm",
+        *,
+        window: int = 16,
+        features: tuple[str, ...] = ("event", "recency"),
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        dropout: float = 0.1,
+        epochs: int = 10,
+        batch_size: int = 512,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.0,
+        patience: int = 3,
+        class_weight: str | float = "auto",
+        min_count: int = 5,
+        seed: int = 0,
+        progress: bool | None = None,
+    ) -> None:
+        self.model = model
+        self.window = window
+        self.features = features
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.class_weight = class_weight
+        self.min_count = min_count
+        self.seed = seed
+        self.progress = progress
+
+    # -- training ------------------------------------------------------------------------
+    def fit(
+        self,
+        data,
+        schema: Schema | None = None,
+        *,
+        train_from=None,
+        train_until=None,
+        valid_days: float = 7,
+    ) -> FraudModel:
+        """Train on labelled transactions with time in [train_from, train_until).
+
+        Validation is the last `valid_days` of that period. Earlier transactions serve as
+        history only; later ones are dropped before anything is computed.
+        """
+        self._check_params()
+        schema = schema or Schema.simulator()
+        frame = load_transactions(data, schema, require_label=True)
+        times = frame[schema.time]
+        until = parse_time(train_until, "--train-until") or times.max() + pd.Timedelta(1, "ns")
+        frame = frame[(times < until).to_numpy()].reset_index(drop=True)
+        valid_from = validation_start(until, valid_days)
+        train_rows = in_period(frame[schema.time], train_from, valid_from)
+        valid_rows = in_period(frame[schema.time], _later(train_from, valid_from), until)
+        if train_rows.sum() == 0:
+            raise FraudseqError(
+                f"no training transactions before {valid_from} (--train-until {until} minus "
+                f"--valid-days {valid_days}); choose a later --train-until or fewer --valid-days"
+            )
+        self.schema_ = schema
+        history = frame[(frame[schema.time] < valid_from).to_numpy()]
+        self.encoder_ = FeatureEncoder(
+            schema, blocks=self.features, min_count=self.min_count
+        ).fit(history)
+        source = WindowSource(self.encoder_.transform(frame), self.window)
+        labels = frame[schema.label].to_numpy()
+        train = _window_set(source, train_rows, labels)
+        valid = _window_set(source, valid_rows, labels)
+        log.info(
+            "training %s on %d windows (%d fraud), validating on %d (%d fraud)",
+            self.model, len(train), int(train.labels.sum()), len(valid), int(valid.labels.sum()),
+        )
+        torch.manual_seed(self.seed)
+        self.network_ = build_network(
+            self.model, self.encoder_.n_numeric, self.encoder_.cardinalities, self._network_params()
+        )
+        trainer = Trainer(seed=self.seed, progress=self.progress,
+                          **{k: getattr(self, k) for k in TRAINER_PARAMS})
+        trainer.fit(self.network_, train, valid if len(valid) else None)
+        self.history_ = trainer.history_
+        chosen_on = valid if len(valid) and valid.labels.sum() > 0 else train
+        probability = _sigmoid(predict_logits(self.network_, chosen_on))
+        self.threshold_ = thresholds.best_f1(chosen_on.labels, probability)
+        self.validation_metrics_ = metrics.summary(chosen_on.labels, probability, self.threshold_)
+        self.training_period_ = {
+            "train_from": str(parse_time(train_from)) if train_from is not None else None,
+            "valid_from": str(valid_from), "train_until": str(until),
+            "n_train": len(train), "n_valid": len(valid),
+        }
+        return self
+
+    def _check_params(self) -> None:
+        if self.window < 1:
+            raise FraudseqError(f"window must be at least 1, got {self.window}")
+        if self.epochs < 1:
+            raise FraudseqError(f"epochs must be at least 1, got {self.epochs}")
+
+    def _network_params(self) -> dict:
+        return {k: getattr(self, k) for k in NETWORK_PARAMS}
+
+    # -- scoring -------------------------------------------------------------------------
+    def score(self, data, *, start=None, end=None) -> pd.DataFrame:
+        """Score transactions with time in [start, end), using earlier ones as history.
+
+        Returns `transaction_id, score, alert` in time order; `score` is the fraud
+        probability and `alert` applies the model's threshold.
+        """
+        frame, scored = self._scored(data, start, end, require_label=False)
+        return pd.DataFrame({
+            "transaction_id": frame[self.schema_.id].to_numpy()[scored.rows],
+            "score": scored.probability,
+            "alert": (scored.probability >= self.threshold_).astype(np.int8),
+        })
+
+    def evaluate(self, data, *, start=None, end=None) -> dict:
+        """Metrics on labelled transactions with time in [start, end)."""
+        frame, scored = self._scored(data, start, end, require_label=True)
+        labels = frame[self.schema_.label].to_numpy()[scored.rows]
+        result = metrics.summary(labels, scored.probability, self.threshold_)
+        result["period"] = {"from": _text(start), "until": _text(end)}
+        return result
+
+    def _scored(self, data, start, end, *, require_label: bool):
+        self._check_fitted()
+        schema = self.schema_
+        frame = load_transactions(data, schema, require_label=require_label)
+        if end is not None:
+            frame = frame[(frame[schema.time] < parse_time(end, "--until")).to_numpy()]
+            frame = frame.reset_index(drop=True)
+        rows = np.flatnonzero(in_period(frame[schema.time], start, None))
+        if len(rows) == 0:
+            raise FraudseqError(
+                f"no transactions in [{_text(start)}, {_text(end)}); check --from/--until"
+            )
+        source = WindowSource(self.encoder_.transform(frame), self.window)
+        windows = WindowSet(source, source.positions_of(rows))
+        probability = _sigmoid(predict_logits(self.network_, windows))
+        return frame, _Scored(rows, probability)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the model directory atomically: model.json, weights.safetensors, manifest."""
+        self._check_fitted()
+        config = {
+            "format_version": FORMAT_VERSION,
+            "model": self.model,
+            "params": self.get_params(),
+            "schema": self.schema_.to_dict(),
+            "encoder": self.encoder_.to_json(),
+            "threshold": {"value": self.threshold_, "strategy": "best-f1"},
+            "validation_metrics": self.validation_metrics_,
+            "history": self.history_,
+            "training_period": self.training_period_,
+            "versions": versions(),
+        }
+        return save_model_dir(path, config, self.network_.state_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> FraudModel:
+        """Load a model directory after checking every file against its manifest."""
+        config, tensors = load_model_dir(path)
+        if config.get("format_version") != FORMAT_VERSION:
+            raise FraudseqError(
+                f"{path}: model format {config.get('format_version')} is not supported by this "
+                f"fraudseq ({FORMAT_VERSION}); retrain the model"
+            )
+        params = dict(config["params"])
+        params["features"] = tuple(params["features"])
+        model = cls(config["model"], **params)
+        model.schema_ = Schema.from_dict(config["schema"], source=f"{path}/model.json")
+        model.encoder_ = FeatureEncoder.from_json(config["encoder"], model.schema_)
+        model.network_ = build_network(
+            model.model, model.encoder_.n_numeric, model.encoder_.cardinalities,
+            model._network_params(),
+        )
+        model.network_.load_state_dict(tensors)
+        model.network_.eval()
+        model.threshold_ = float(config["threshold"]["value"])
+        model.validation_metrics_ = config["validation_metrics"]
+        model.history_ = config["history"]
+        model.training_period_ = config["training_period"]
+        return model
+
+    def get_params(self) -> dict:
+        names = ("window", "features", "hidden_size", "num_layers", "dropout", "epochs",
+                 "batch_size", "learning_rate", "weight_decay", "patience", "class_weight",
+                 "min_count", "seed")
+        params = {name: getattr(self, name) for name in names}
+        params["features"] = list(params["features"])
+        return params
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise FraudseqError("this FraudModel is not fitted; call fit() or FraudModel.load()")
+
+
+class _Scored:
+    def __init__(self, rows: np.ndarray, probability: np.ndarray) -> None:
+        self.rows, self.probability = rows, probability
+
+
+def _window_set(source: WindowSource, rows_mask: np.ndarray, labels: np.ndarray) -> WindowSet:
+    rows = np.flatnonzero(rows_mask)
+    return WindowSet(source, source.positions_of(rows), labels[rows].astype(np.float32))
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float64)
+
+
+def _later(a, b):
+    return b if a is None else max(parse_time(a), parse_time(b))
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(parse_time(value))
+
+
+def versions() -> dict[str, str]:
+    import safetensors
+    import sklearn
+
+    return {
+        "fraudseq": fraudseq.__version__, "torch": torch.__version__, "numpy": np.__version__,
+        "pandas": pd.__version__, "scikit-learn": sklearn.__version__,
+        "safetensors": safetensors.__version__, "python": platform.python_version(),
+    }

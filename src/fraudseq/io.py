@@ -1,0 +1,65 @@
+"""Reading and atomically writing tables (CSV, CSV.gz, Parquet) and small files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fraudseq.errors import FraudseqError
+
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+
+def table_format(path: str | Path) -> str:
+    """Return "csv" or "parquet" from a file name, or raise naming the accepted suffixes."""
+    name = str(path).lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".csv", ".csv.gz")):
+        return "csv"
+    raise FraudseqError(
+        f"{path}: unknown file type; use one of {', '.join(TABLE_SUFFIXES)}"
+    )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`, renamed onto it only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write `df` as CSV (gzip when the name ends in .gz) or Parquet, atomically."""
+    path = Path(path)
+    fmt = table_format(path)
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            compression = "gzip" if path.name.lower().endswith(".gz") else None
+            df.to_csv(tmp, index=False, compression=compression)
+    return path
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write JSON atomically, with sorted keys so files diff cleanly."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return path

@@ -1,0 +1,177 @@
+"""The one training loop: batches of windows, weighted BCE on logits, early stopping on AP."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from fraudseq.features import EncodedFrame
+from fraudseq.metrics import average_precision
+from fraudseq.windows import window_index
+
+log = logging.getLogger("fraudseq")
+
+
+class WindowSource:
+    """Encoded rows as tensors with one padding row appended, for window gathering."""
+
+    def __init__(self, encoded: EncodedFrame, window: int) -> None:
+        n, n_cat = len(encoded), encoded.categorical.shape[1]
+        self.window = window
+        self.pad_index = n
+        numeric = np.vstack([encoded.numeric, np.zeros((1, encoded.numeric.shape[1]), np.float32)])
+        categorical = np.vstack([encoded.categorical, np.zeros((1, n_cat), np.int64)])
+        self.numeric = torch.from_numpy(numeric)
+        self.categorical = torch.from_numpy(categorical)
+        self.starts = encoded.starts
+        self.encoded = encoded
+
+    def positions_of(self, rows: np.ndarray) -> np.ndarray:
+        """Sorted positions of frame rows, i.e. where their windows end."""
+        return self.encoded.positions_of(rows)
+
+    def batch(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Numeric (B, K, F), categorical (B, K, C) and lengths (B,) of the windows ending at
+        the given sorted positions."""
+        index, lengths = window_index(positions, self.starts, self.window, self.pad_index)
+        index_t = torch.from_numpy(index)
+        return self.numeric[index_t], self.categorical[index_t], torch.from_numpy(lengths)
+
+
+@dataclass
+class WindowSet:
+    """Windows to train or score on: the sorted positions of their last events, and labels."""
+
+    source: WindowSource
+    positions: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+@dataclass
+class Trainer:
+    """Adam on `BCEWithLogitsLoss`, one line per epoch, best weights by validation AP."""
+
+    epochs: int = 10
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 3
+    class_weight: str | float = "auto"
+    seed: int = 0
+    progress: bool | None = None
+    history_: list[dict] = field(default_factory=list, init=False)
+
+    def fit(self, net: nn.Module, train: WindowSet, valid: WindowSet | None) -> nn.Module:
+        """Train `net` in place and return it with the best validation weights loaded."""
+        labels = torch.from_numpy(train.labels.astype(np.float32))
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=self._pos_weight(train.labels))
+        optimizer = torch.optim.Adam(
+            net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
+        )
+        best_score, best_state, stale = -np.inf, copy.deepcopy(net.state_dict()), 0
+        self.history_ = []
+        for epoch in range(1, self.epochs + 1):
+            started = time.perf_counter()
+            train_loss = self._train_epoch(net, train, labels, loss_fn, optimizer, epoch)
+            record = {"epoch": epoch, "train_loss": train_loss}
+            if valid is not None and len(valid):
+                scores = predict_logits(net, valid, self.batch_size * 4)
+                record["valid_loss"] = float(
+                    loss_fn(torch.from_numpy(scores), torch.from_numpy(valid.labels.astype(np.float32)))
+                )
+                record["valid_ap"] = average_precision(valid.labels, scores)
+            record["seconds"] = round(time.perf_counter() - started, 2)
+            self.history_.append(record)
+            log.info(_epoch_line(record, self.epochs))
+            monitor = record.get("valid_ap", np.nan)
+            if not np.isfinite(monitor):
+                monitor = -record.get("valid_loss", train_loss)
+            if monitor > best_score:
+                best_score, best_state, stale = monitor, copy.deepcopy(net.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    log.info("early stopping: no validation improvement in %d epochs", stale)
+                    break
+        net.load_state_dict(best_state)
+        return net
+
+    def _pos_weight(self, labels: np.ndarray) -> torch.Tensor | None:
+        if self.class_weight in ("none", None, 1, 1.0):
+            return None
+        if self.class_weight == "auto":
+            positives = max(int(labels.sum()), 1)
+            # sqrt of the class ratio: full balancing over-weights a few noisy positives.
+            return torch.tensor(float(np.sqrt((len(labels) - positives) / positives)))
+        return torch.tensor(float(self.class_weight))
+
+    def _train_epoch(self, net, train, labels, loss_fn, optimizer, epoch) -> float:
+        net.train()
+        rng = np.random.default_rng([self.seed, epoch])
+        permutation = rng.permutation(len(train))
+        batches = range(0, len(train), self.batch_size)
+        total, count = 0.0, 0
+        with _progress(self.progress, f"epoch {epoch}", len(batches)) as advance:
+            for start in batches:
+                picked = permutation[start : start + self.batch_size]
+                numeric, categorical, lengths = train.source.batch(train.positions[picked])
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(net(numeric, categorical, lengths), labels[picked])
+                loss.backward()
+                optimizer.step()
+                total += float(loss) * len(picked)
+                count += len(picked)
+                advance()
+        return total / max(count, 1)
+
+
+@torch.no_grad()
+def predict_logits(net: nn.Module, windows: WindowSet, batch_size: int = 4096) -> np.ndarray:
+    """Logits for every window, in the order of `windows.positions`."""
+    net.eval()
+    out = np.empty(len(windows), dtype=np.float32)
+    for start in range(0, len(windows), batch_size):
+        positions = windows.positions[start : start + batch_size]
+        out[start : start + len(positions)] = net(*windows.source.batch(positions)).numpy()
+    return out
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['train_loss']:.4f}"]
+    if "valid_ap" in record:
+        parts += [f"valid_loss {record['valid_loss']:.4f}", f"valid_AP {record['valid_ap']:.4f}"]
+    parts.append(f"{record['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+class _progress:
+    """A rich progress bar on a terminal; nothing otherwise (the epoch line is logged)."""
+
+    def __init__(self, enabled: bool | None, description: str, total: int) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.description, self.total = description, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), transient=True
+        )
+        self.bar.start()
+        task = self.bar.add_task(self.description, total=self.total)
+        return lambda: self.bar.advance(task)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+import torch
+
+from fraudseq.artifacts import load_model_dir, save_model_dir
+from fraudseq.errors import ModelDirectoryError
+
+
+def save(path, value=1.0):
+    return save_model_dir(path, {"value": value}, {"w": torch.full((3,), value)})
+
+
+def test_round_trip(tmp_path):
+    save(tmp_path / "m")
+    config, tensors = load_model_dir(tmp_path / "m")
+    assert config == {"value": 1.0}
+    assert torch.equal(tensors["w"], torch.ones(3))
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "manifest.json", "model.json", "weights.safetensors"
+    ]
+
+
+def test_tampered_file_is_refused(tmp_path):
+    save(tmp_path / "m")
+    (tmp_path / "m" / "model.json").write_text(json.dumps({"value": 2.0}))
+    with pytest.raises(ModelDirectoryError, match="model.json.*SHA-256"):
+        load_model_dir(tmp_path / "m")
+
+
+def test_truncated_weights_are_refused(tmp_path):
+    save(tmp_path / "m")
+    weights = tmp_path / "m" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4])
+    with pytest.raises(ModelDirectoryError, match="weights.safetensors"):
+        load_model_dir(tmp_path / "m")
+
+
+def test_missing_file_and_manifest(tmp_path):
+    save(tmp_path / "m")
+    (tmp_path / "m" / "weights.safetensors").unlink()
+    with pytest.raises(ModelDirectoryError, match="missing"):
+        load_model_dir(tmp_path / "m")
+    (tmp_path / "m" / "manifest.json").unlink()
+    with pytest.raises(ModelDirectoryError, match="manifest"):
+        load_model_dir(tmp_path / "m")
+    with pytest.raises(ModelDirectoryError, match="not a model directory"):
+        load_model_dir(tmp_path / "nothing")
+
+
+def test_replacing_keeps_old_on_failure(tmp_path, monkeypatch):
+    save(tmp_path / "m", 1.0)
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("fraudseq.artifacts.save_file", disk_full)
+    with pytest.raises(OSError):
+        save(tmp_path / "m", 3.0)
+    monkeypatch.undo()
+    config, _ = load_model_dir(tmp_path / "m")
+    assert config["value"] == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no staging directories left
+    save(tmp_path / "m", 2.0)
+    assert load_model_dir(tmp_path / "m")[0]["value"] == 2.0
