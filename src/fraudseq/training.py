@@ -130,7 +130,7 @@ class Trainer:
                 loss = loss_fn(net(numeric, categorical, lengths), labels[picked])
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(picked)
+                total += loss.item() * len(picked)
                 count += len(picked)
                 advance()
         return total / max(count, 1)

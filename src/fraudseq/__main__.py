@@ -1,0 +1,3 @@
+from fraudseq.cli import main
+
+main()

@@ -1,0 +1,31 @@
+"""Shared fixtures: small seeded simulator data, written once per test session."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fraudseq.simulate import simulate
+
+SMALL = {"accounts": 300, "days": 40, "seed": 7}
+TRAIN_UNTIL = "2026-01-31"  # simulate() starts on 2026-01-01
+
+
+@pytest.fixture(scope="session")
+def small_frame() -> pd.DataFrame:
+    return simulate(**SMALL)
+
+
+@pytest.fixture(scope="session")
+def small_csv(tmp_path_factory, small_frame) -> str:
+    path = tmp_path_factory.mktemp("data") / "tx.csv"
+    small_frame.to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def trained(small_frame):
+    from fraudseq.fraud_model import FraudModel
+
+    model = FraudModel("lstm", epochs=2, hidden_size=16, seed=3, progress=False)
+    return model.fit(small_frame, train_until=TRAIN_UNTIL, valid_days=7)

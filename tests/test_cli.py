@@ -1,0 +1,75 @@
+"""End-to-end CLI runs on a small simulated file, in-process through the real entry point."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from fraudseq.cli import main
+
+
+def run(monkeypatch, *args) -> int:
+    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code
+
+
+def test_simulate_train_score_evaluate(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "tx.csv.gz"
+    assert run(monkeypatch, "simulate", "--out", data, "--accounts", 200, "--days", 30) == 0
+    assert len(pd.read_csv(data)) > 1000
+
+    model = tmp_path / "model"
+    assert run(monkeypatch, "train", data, "--schema", "schemas/simulator.toml", "--out", model,
+               "--train-until", "2026-01-24", "--valid-days", 5, "--epochs", 1, "--seed", 1) == 0
+    assert {p.name for p in model.iterdir()} == {"model.json", "weights.safetensors", "manifest.json"}
+
+    scores = tmp_path / "scores.csv"
+    assert run(monkeypatch, "score", model, data, "--out", scores, "--from", "2026-01-24",
+               "--until", "2026-01-28") == 0
+    table = pd.read_csv(scores)
+    assert list(table.columns) == ["transaction_id", "score", "alert"]
+    frame = pd.read_csv(data, parse_dates=["ts"])
+    assert len(table) == ((frame.ts >= "2026-01-24") & (frame.ts < "2026-01-28")).sum()
+
+    metrics = tmp_path / "m.json"
+    assert run(monkeypatch, "evaluate", model, data, "--from", "2026-01-24", "--json", metrics) == 0
+    out = capsys.readouterr().out
+    assert "average_precision" in out and "auc_roc" in out and "recall_at_1pct_fpr" in out
+    result = json.loads(metrics.read_text())
+    assert 0 <= result["average_precision"] <= 1
+    assert set(result["confusion"]) == {"tp", "fp", "fn", "tn"}
+
+
+def test_failed_train_keeps_existing_model(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "tx.csv"
+    assert run(monkeypatch, "simulate", "--out", data, "--accounts", 100, "--days", 20) == 0
+    model = tmp_path / "model"
+    assert run(monkeypatch, "train", data, "--out", model, "--epochs", 1) == 0
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    code = run(monkeypatch, "train", data, "--out", model, "--train-until", "2025-01-01")
+    assert code == 1
+    assert "no training transactions" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+
+
+def test_bad_data_exits_nonzero_with_message(tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("tx_id,card_id,ts,amount,is_fraud\n1,a,2026-01-01,5,0\n2,a,2026-01-02,oops,0\n")
+    schema = tmp_path / "s.toml"
+    schema.write_text('[columns]\nid = "tx_id"\nentity = "card_id"\ntime = "ts"\n'
+                      'amount = "amount"\nlabel = "is_fraud"\n')
+    code = run(monkeypatch, "train", bad, "--schema", schema, "--out", tmp_path / "m")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "amount" in err and "bad.csv" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_console_script_usage_error():
+    result = subprocess.run([sys.executable, "-m", "fraudseq", "score"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Missing argument" in result.stderr

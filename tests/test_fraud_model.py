@@ -1,0 +1,74 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudseq.errors import FraudseqError, ModelDirectoryError
+from fraudseq.fraud_model import FraudModel
+from tests.conftest import TRAIN_UNTIL
+
+
+def test_scores_are_probabilities_for_the_period(trained, small_frame):
+    scores = trained.score(small_frame, start=TRAIN_UNTIL)
+    period = small_frame[small_frame["ts"] >= TRAIN_UNTIL]
+    assert list(scores.columns) == ["transaction_id", "score", "alert"]
+    assert len(scores) == len(period)
+    assert set(scores["transaction_id"]) == set(period["tx_id"])
+    assert scores["score"].between(0, 1).all()
+    assert (scores["alert"] == (scores["score"] >= trained.threshold_)).all()
+
+
+def test_save_load_gives_identical_scores(trained, small_frame, tmp_path):
+    trained.save(tmp_path / "model")
+    loaded = FraudModel.load(tmp_path / "model")
+    a = trained.score(small_frame, start=TRAIN_UNTIL)
+    b = loaded.score(small_frame, start=TRAIN_UNTIL)
+    pd.testing.assert_frame_equal(a, b)
+    assert loaded.threshold_ == trained.threshold_
+
+
+def test_same_seed_same_scores(small_frame):
+    def fit():
+        model = FraudModel("lstm", epochs=1, hidden_size=8, seed=11, progress=False)
+        return model.fit(small_frame, train_until=TRAIN_UNTIL).score(small_frame, start=TRAIN_UNTIL)
+
+    pd.testing.assert_frame_equal(fit(), fit())
+
+
+def test_input_frame_not_mutated(small_frame):
+    before = small_frame.copy()
+    model = FraudModel("gru", epochs=1, hidden_size=8, progress=False)
+    model.fit(small_frame, train_until=TRAIN_UNTIL).score(small_frame, start=TRAIN_UNTIL)
+    pd.testing.assert_frame_equal(small_frame, before)
+
+
+def test_history_before_the_period_is_used(trained, small_frame):
+    """Scoring [start, end) equals scoring everything then selecting: earlier rows are history,
+    and later rows never matter."""
+    full = trained.score(small_frame).set_index("transaction_id")["score"]
+    part = trained.score(small_frame, start=TRAIN_UNTIL, end="2026-02-05")
+    assert len(part) > 0
+    np.testing.assert_allclose(part["score"], full.loc[part["transaction_id"]].to_numpy(), atol=1e-6)
+
+
+def test_future_transactions_do_not_change_scores(trained, small_frame):
+    cut = pd.Timestamp("2026-02-03")
+    past = small_frame[small_frame["ts"] < cut]
+    a = trained.score(past, start=TRAIN_UNTIL)
+    b = trained.score(small_frame, start=TRAIN_UNTIL, end=cut)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_training_record(trained):
+    assert 1 <= len(trained.history_) <= 2
+    assert {"epoch", "train_loss", "valid_ap"} <= set(trained.history_[0])
+    assert 0 <= trained.threshold_ <= 1
+    assert trained.validation_metrics_["n_fraud"] > 0
+
+
+def test_clear_errors(small_frame, tmp_path):
+    with pytest.raises(FraudseqError, match="no training transactions"):
+        FraudModel(epochs=1).fit(small_frame, train_until="2026-01-03", valid_days=7)
+    with pytest.raises(FraudseqError, match="not fitted"):
+        FraudModel().score(small_frame)
+    with pytest.raises(ModelDirectoryError):
+        FraudModel.load(tmp_path / "missing")
