@@ -13,27 +13,17 @@ import numpy as np
 import pandas as pd
 
 from fraudseq.errors import FraudseqError
+from fraudseq.feature_blocks import (
+    FEATURE_BLOCKS,
+    NS_PER_SECOND,
+    SECONDS_PER_DAY,
+    SortedFrame,
+)
 from fraudseq.schema import Schema
 from fraudseq.windows import entity_order, group_starts
 
-NS_PER_SECOND = 1_000_000_000
-SECONDS_PER_DAY = 86_400
 PAD_CODE = 0  # categorical code of padding steps
 OOV_CODE = 1  # categorical code of values not in the training vocabulary
-
-
-@dataclass
-class SortedFrame:
-    """The columns a feature block needs, in entity-sorted order."""
-
-    time_ns: np.ndarray
-    amount: np.ndarray
-    starts: np.ndarray
-    extra_numeric: dict[str, np.ndarray]
-
-    @property
-    def has_previous(self) -> np.ndarray:
-        return np.arange(len(self.time_ns)) > self.starts
 
 
 @dataclass
@@ -55,33 +45,6 @@ class EncodedFrame:
         return inverse[np.asarray(rows, dtype=np.int64)]
 
 
-def event_features(frame: SortedFrame) -> dict[str, np.ndarray]:
-    """What the transaction alone shows: signed log-amount, cyclic time of day and week."""
-    seconds = frame.time_ns // NS_PER_SECOND
-    day_fraction = (seconds % SECONDS_PER_DAY) / SECONDS_PER_DAY
-    week_fraction = ((seconds // SECONDS_PER_DAY + 3) % 7) / 7  # 1970-01-01 was a Thursday
-    return {
-        "log_amount": np.sign(frame.amount) * np.log1p(np.abs(frame.amount)),
-        "hour_sin": np.sin(2 * np.pi * day_fraction),
-        "hour_cos": np.cos(2 * np.pi * day_fraction),
-        "dow_sin": np.sin(2 * np.pi * week_fraction),
-        "dow_cos": np.cos(2 * np.pi * week_fraction),
-    }
-
-
-def recency_features(frame: SortedFrame) -> dict[str, np.ndarray]:
-    """Time since the entity's previous transaction (0 with has_previous=0 for its first)."""
-    has_prev = frame.has_previous
-    gap = np.zeros(len(frame.time_ns), dtype=np.float64)
-    gap[1:] = (frame.time_ns[1:] - frame.time_ns[:-1]) / NS_PER_SECOND
-    gap[~has_prev] = 0.0
-    return {"log_gap_seconds": np.log1p(gap), "has_previous": has_prev.astype(np.float64)}
-
-
-# Blocks are computed in entity-sorted order; each may only look backwards in time.
-FEATURE_BLOCKS = {"event": event_features, "recency": recency_features}
-
-
 class FeatureEncoder:
     """Encode transactions into scaled numeric features and categorical codes.
 
@@ -96,9 +59,11 @@ class FeatureEncoder:
         blocks: tuple[str, ...] = ("event", "recency"),
         min_count: int = 5,
         max_vocabulary: int = 5000,
+        label_delay_days: float = 7,
     ) -> None:
         self.schema = schema
         self.blocks = blocks
+        self.label_delay_days = label_delay_days
         self.min_count = min_count
         self.max_vocabulary = max_vocabulary
 
@@ -146,7 +111,7 @@ class FeatureEncoder:
         return np.where(codes < 0, OOV_CODE, codes + 2)
 
     def _raw_numeric(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], _Sorted]:
-        sorted_frame = _sort_by_entity(frame, self.schema)
+        sorted_frame = _sort_by_entity(frame, self.schema, self.label_delay_days)
         raw: dict[str, np.ndarray] = {}
         for block in self.blocks:
             raw.update(FEATURE_BLOCKS[block](sorted_frame.sorted))
@@ -176,6 +141,7 @@ class FeatureEncoder:
             "blocks": list(self.blocks),
             "min_count": self.min_count,
             "max_vocabulary": self.max_vocabulary,
+            "label_delay_days": self.label_delay_days,
             "numeric_names": self.numeric_names_,
             "means": [float(v) for v in self.means_],
             "scales": [float(v) for v in self.scales_],
@@ -189,6 +155,7 @@ class FeatureEncoder:
             blocks=tuple(state["blocks"]),
             min_count=state["min_count"],
             max_vocabulary=state["max_vocabulary"],
+            label_delay_days=state["label_delay_days"],
         )
         encoder.numeric_names_ = list(state["numeric_names"])
         encoder.means_ = np.asarray(state["means"], dtype=np.float64)
@@ -203,10 +170,11 @@ class _Sorted:
     sorted: SortedFrame
 
 
-def _sort_by_entity(frame: pd.DataFrame, schema: Schema) -> _Sorted:
+def _sort_by_entity(frame: pd.DataFrame, schema: Schema, label_delay_days: float) -> _Sorted:
     entity_codes, _ = pd.factorize(frame[schema.entity], sort=False)
     time_ns = frame[schema.time].to_numpy(dtype="datetime64[ns]").view(np.int64)
     order = entity_order(entity_codes, time_ns)
+    has_label = schema.label is not None and schema.label in frame.columns
     sorted_frame = SortedFrame(
         time_ns=time_ns[order],
         amount=frame[schema.amount].to_numpy(dtype=np.float64)[order],
@@ -214,5 +182,15 @@ def _sort_by_entity(frame: pd.DataFrame, schema: Schema) -> _Sorted:
         extra_numeric={
             c: frame[c].to_numpy(dtype=np.float64)[order] for c in schema.numeric
         },
+        categorical={c: _factorized(frame[c])[order] for c in schema.categorical},
+        counterparty=(
+            _factorized(frame[schema.counterparty])[order] if schema.counterparty else None
+        ),
+        label=frame[schema.label].to_numpy(dtype=np.float64)[order] if has_label else None,
+        label_delay_ns=int(label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND),
     )
     return _Sorted(order, sorted_frame)
+
+
+def _factorized(values: pd.Series) -> np.ndarray:
+    return pd.factorize(values, sort=False)[0].astype(np.int64)
