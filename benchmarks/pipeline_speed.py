@@ -44,8 +44,10 @@ def encoding_and_windows(frame, schema):
     encoded, transform_s = timed(lambda: encoder.transform(frame))
     positions = np.arange(len(encoded))
     (_, _), window_s = timed(lambda: window_index(positions, encoded.starts, 16, len(encoded)))
-    print(f"encoding fit {fit_s:.2f}s + transform {transform_s:.2f}s + windows (all {len(frame):,} "
-          f"x 16) {window_s:.2f}s = {fit_s + transform_s + window_s:.2f}s  (goal <= 10 s)")
+    print(
+        f"encoding fit {fit_s:.2f}s + transform {transform_s:.2f}s + windows (all {len(frame):,} "
+        f"x 16) {window_s:.2f}s = {fit_s + transform_s + window_s:.2f}s  (goal <= 10 s)"
+    )
     return encoder, encoded
 
 
@@ -76,25 +78,39 @@ def training_throughput(encoder, encoded, labels, n_windows: int, batch_size: in
     _, raw_s = timed(raw_steps)
     trainer_rate = n_windows / trainer_s
     raw_rate = (n_windows // batch_size) * batch_size / raw_s
-    print(f"training: Trainer {trainer_rate:,.0f} windows/s, raw torch fwd+bwd {raw_rate:,.0f} "
-          f"windows/s -> {100 * trainer_rate / raw_rate:.0f}% (goal >= 70%)")
+    print(
+        f"training: Trainer {trainer_rate:,.0f} windows/s, raw torch fwd+bwd {raw_rate:,.0f} "
+        f"windows/s -> {100 * trainer_rate / raw_rate:.0f}% (goal >= 70%)"
+    )
 
 
 def scoring_throughput(frame, schema, workdir: Path):
     data = workdir / "tx.csv"
     frame.to_csv(data, index=False)
-    train_until = frame[schema.time].min() + (frame[schema.time].max() - frame[schema.time].min()) / 2
+    train_until = (
+        frame[schema.time].min() + (frame[schema.time].max() - frame[schema.time].min()) / 2
+    )
     model = FraudModel("lstm", epochs=1, progress=False).fit(
-        frame.iloc[: len(frame) // 4], schema, train_until=str(train_until))
+        frame.iloc[: len(frame) // 4], schema, train_until=str(train_until)
+    )
     model.save(workdir / "model")
-    command = [sys.executable, "-m", "fraudseq", "score", str(workdir / "model"), str(data),
-               "--out", str(workdir / "scores.csv")]
+    command = [
+        sys.executable,
+        "-m",
+        "fraudseq",
+        "score",
+        str(workdir / "model"),
+        str(data),
+        "--out",
+        str(workdir / "scores.csv"),
+    ]
     _, seconds = timed(lambda: subprocess.run(command, check=True, capture_output=True))
-    print(f"scoring end to end (CLI, read CSV -> write CSV, process start included): "
-          f"{len(frame):,} in {seconds:.2f}s = {len(frame) / seconds:,.0f} tx/s (goal >= 100k/s)")
+    print(
+        f"scoring end to end (CLI, read CSV -> write CSV, process start included): "
+        f"{len(frame):,} in {seconds:.2f}s = {len(frame) / seconds:,.0f} tx/s (goal >= 100k/s)"
+    )
     _, in_process = timed(lambda: model.score(frame))
-    print(f"scoring in process (DataFrame in, DataFrame out): "
-          f"{len(frame) / in_process:,.0f} tx/s")
+    print(f"scoring in process (DataFrame in, DataFrame out): {len(frame) / in_process:,.0f} tx/s")
 
 
 def main() -> None:

@@ -17,7 +17,9 @@ def test_round_trip(tmp_path):
     assert config == {"value": 1.0}
     assert torch.equal(tensors["w"], torch.ones(3))
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "manifest.json", "model.json", "weights.safetensors"
+        "manifest.json",
+        "model.json",
+        "weights.safetensors",
     ]
 
 

@@ -23,13 +23,48 @@ def test_simulate_train_score_evaluate(tmp_path, monkeypatch, capsys):
     assert len(pd.read_csv(data)) > 1000
 
     model = tmp_path / "model"
-    assert run(monkeypatch, "train", data, "--schema", "schemas/simulator.toml", "--out", model,
-               "--train-until", "2026-01-24", "--valid-days", 5, "--epochs", 1, "--seed", 1) == 0
-    assert {p.name for p in model.iterdir()} == {"model.json", "weights.safetensors", "manifest.json"}
+    assert (
+        run(
+            monkeypatch,
+            "train",
+            data,
+            "--schema",
+            "schemas/simulator.toml",
+            "--out",
+            model,
+            "--train-until",
+            "2026-01-24",
+            "--valid-days",
+            5,
+            "--epochs",
+            1,
+            "--seed",
+            1,
+        )
+        == 0
+    )
+    assert {p.name for p in model.iterdir()} == {
+        "model.json",
+        "weights.safetensors",
+        "manifest.json",
+    }
 
     scores = tmp_path / "scores.csv"
-    assert run(monkeypatch, "score", model, data, "--out", scores, "--from", "2026-01-24",
-               "--until", "2026-01-28") == 0
+    assert (
+        run(
+            monkeypatch,
+            "score",
+            model,
+            data,
+            "--out",
+            scores,
+            "--from",
+            "2026-01-24",
+            "--until",
+            "2026-01-28",
+        )
+        == 0
+    )
     table = pd.read_csv(scores)
     assert list(table.columns) == ["transaction_id", "score", "alert"]
     frame = pd.read_csv(data, parse_dates=["ts"])
@@ -60,8 +95,10 @@ def test_bad_data_exits_nonzero_with_message(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("tx_id,card_id,ts,amount,is_fraud\n1,a,2026-01-01,5,0\n2,a,2026-01-02,oops,0\n")
     schema = tmp_path / "s.toml"
-    schema.write_text('[columns]\nid = "tx_id"\nentity = "card_id"\ntime = "ts"\n'
-                      'amount = "amount"\nlabel = "is_fraud"\n')
+    schema.write_text(
+        '[columns]\nid = "tx_id"\nentity = "card_id"\ntime = "ts"\n'
+        'amount = "amount"\nlabel = "is_fraud"\n'
+    )
     code = run(monkeypatch, "train", bad, "--schema", schema, "--out", tmp_path / "m")
     err = capsys.readouterr().err
     assert code == 1
@@ -70,6 +107,8 @@ def test_bad_data_exits_nonzero_with_message(tmp_path, monkeypatch, capsys):
 
 
 def test_console_script_usage_error():
-    result = subprocess.run([sys.executable, "-m", "fraudseq", "score"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "fraudseq", "score"], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "Missing argument" in result.stderr

@@ -4,7 +4,8 @@ import pytest
 
 from fraudseq.errors import FraudseqError, ModelDirectoryError
 from fraudseq.fraud_model import FraudModel
-from tests.conftest import TRAIN_UNTIL
+
+TRAIN_UNTIL = "2026-01-31"  # as in conftest.py
 
 
 def test_scores_are_probabilities_for_the_period(trained, small_frame):
@@ -47,7 +48,9 @@ def test_history_before_the_period_is_used(trained, small_frame):
     full = trained.score(small_frame).set_index("transaction_id")["score"]
     part = trained.score(small_frame, start=TRAIN_UNTIL, end="2026-02-05")
     assert len(part) > 0
-    np.testing.assert_allclose(part["score"], full.loc[part["transaction_id"]].to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        part["score"], full.loc[part["transaction_id"]].to_numpy(), atol=1e-6
+    )
 
 
 def test_future_transactions_do_not_change_scores(trained, small_frame):

@@ -9,7 +9,8 @@ def brute_force_windows(entities, times, size):
     windows = []
     for i in range(len(entities)):
         earlier = [
-            j for j in range(len(entities))
+            j
+            for j in range(len(entities))
             if entities[j] == entities[i] and (times[j], j) <= (times[i], i)
         ]
         earlier.sort(key=lambda j: (times[j], j))

@@ -33,7 +33,9 @@ def sha256(path: Path) -> str:
 
 
 def save_model_dir(
-    out: str | Path, config: dict, tensors: dict[str, torch.Tensor] | None = None,
+    out: str | Path,
+    config: dict,
+    tensors: dict[str, torch.Tensor] | None = None,
     extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write config, tensors and extra files to `out` atomically, with a manifest."""
@@ -77,14 +79,17 @@ def verify_model_dir(path: str | Path) -> dict[str, str]:
     """Check every file against the manifest; raise ModelDirectoryError naming the problem."""
     path = Path(path)
     if not path.is_dir():
-        raise ModelDirectoryError(f"{path}: not a model directory (train one with `fraudseq train`)")
+        raise ModelDirectoryError(
+            f"{path}: not a model directory (train one with `fraudseq train`)"
+        )
     manifest_path = path / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
     except (OSError, ValueError, KeyError) as exc:
         raise ModelDirectoryError(
-            f"{manifest_path}: missing or unreadable manifest ({exc}); retrain or restore the directory"
+            f"{manifest_path}: missing or unreadable manifest ({exc}); "
+            "retrain or restore the directory"
         ) from None
     for name, expected in files.items():
         file = path / name

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -17,7 +16,9 @@ from fraudseq.errors import FraudseqError
 from fraudseq.io import write_json, write_table
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Payment fraud detection from sequences of transactions.",
 )
 console = Console(stderr=True)
@@ -32,9 +33,11 @@ UntilOpt = Annotated[str | None, typer.Option("--until", help="End date/ISO time
 @app.callback()
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, show_time=False)]
-        if console.is_terminal else [logging.StreamHandler(sys.stderr)],
+        if console.is_terminal
+        else [logging.StreamHandler(sys.stderr)],
         force=True,
     )
 
@@ -59,11 +62,15 @@ def simulate(
 def train(
     data: DataArg,
     out: Annotated[Path, typer.Option(help="Model directory to write (replaced only on success).")],
-    schema: Annotated[Path | None, typer.Option(help="Schema TOML; default: simulator columns.")] = None,
+    schema: Annotated[
+        Path | None, typer.Option(help="Schema TOML; default: simulator columns.")
+    ] = None,
     model: Annotated[str, typer.Option(help="Model family: lstm, gru or rnn.")] = "lstm",
     train_from: Annotated[str | None, typer.Option(help="First training date (inclusive).")] = None,
     train_until: Annotated[str | None, typer.Option(help="Train on time < this date.")] = None,
-    valid_days: Annotated[float, typer.Option(min=0, help="Last days before --train-until for validation.")] = 7,
+    valid_days: Annotated[
+        float, typer.Option(min=0, help="Last days before --train-until for validation.")
+    ] = 7,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     window: Annotated[int, typer.Option(min=1, help="Events per window.")] = 16,
     batch_size: Annotated[int, typer.Option(min=1)] = 512,
@@ -78,16 +85,22 @@ def train(
     fitted.fit(data, parsed, train_from=train_from, train_until=train_until, valid_days=valid_days)
     fitted.save(out)
     m = fitted.validation_metrics_
-    log.info("validation AP %.4f  AUC ROC %.4f  threshold %.4f", m["average_precision"],
-             m["auc_roc"], fitted.threshold_)
+    log.info(
+        "validation AP %.4f  AUC ROC %.4f  threshold %.4f",
+        m["average_precision"],
+        m["auc_roc"],
+        fitted.threshold_,
+    )
     log.info("model saved to %s", out)
 
 
 @app.command()
 def score(
-    model_dir: ModelDirArg, data: DataArg,
+    model_dir: ModelDirArg,
+    data: DataArg,
     out: Annotated[Path, typer.Option(help="Scores file: transaction_id,score,alert.")],
-    start: FromOpt = None, end: UntilOpt = None,
+    start: FromOpt = None,
+    end: UntilOpt = None,
 ) -> None:
     """Score transactions in [--from, --until); earlier ones serve as history."""
     from fraudseq.fraud_model import FraudModel
@@ -99,8 +112,13 @@ def score(
 
 @app.command()
 def evaluate(
-    model_dir: ModelDirArg, data: DataArg, start: FromOpt = None, end: UntilOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write metrics as JSON.")] = None,
+    model_dir: ModelDirArg,
+    data: DataArg,
+    start: FromOpt = None,
+    end: UntilOpt = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write metrics as JSON.")
+    ] = None,
 ) -> None:
     """Print AUC ROC, AP, recall at 1% FPR and the alerting view at the model's threshold."""
     from fraudseq.fraud_model import FraudModel
@@ -115,8 +133,15 @@ def metrics_table(result: dict) -> Table:
     table = Table(title=f"{result['n']} transactions, {result['n_fraud']} fraud")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("average_precision", "auc_roc", "recall_at_1pct_fpr", "threshold",
-                "precision", "recall", "f1"):
+    for key in (
+        "average_precision",
+        "auc_roc",
+        "recall_at_1pct_fpr",
+        "threshold",
+        "precision",
+        "recall",
+        "f1",
+    ):
         table.add_row(key, f"{result[key]:.4f}")
     c = result["confusion"]
     table.add_row("confusion (tp fp / fn tn)", f"{c['tp']} {c['fp']} / {c['fn']} {c['tn']}")
@@ -126,13 +151,7 @@ def metrics_table(result: dict) -> Table:
 def main() -> None:
     """Entry point: user errors print one clear message and exit 1, without a traceback."""
     try:
-        code = app(standalone_mode=False)
+        app()
     except FraudseqError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)

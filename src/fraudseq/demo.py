@@ -23,8 +23,12 @@ def run(out: Path, accounts: int, days: int, test_days: int, epochs: int, seed: 
     started = time.perf_counter()
     frame = simulate(accounts=accounts, days=days, seed=seed)
     data = write_table(frame, out / "transactions.csv.gz")
-    log.info("simulated %d transactions (%.2f%% fraud) -> %s",
-             len(frame), 100 * frame["is_fraud"].mean(), data)
+    log.info(
+        "simulated %d transactions (%.2f%% fraud) -> %s",
+        len(frame),
+        100 * frame["is_fraud"].mean(),
+        data,
+    )
 
     schema = Schema.simulator()
     test_from = (frame["ts"].min().normalize() + pd.Timedelta(days=days - test_days)).date()
@@ -36,26 +40,35 @@ def run(out: Path, accounts: int, days: int, test_days: int, epochs: int, seed: 
     }
     results = {}
     for name, model in models.items():
-        log.info("training %s (train until %s, validation = last 7 days before it)", name, test_from)
+        log.info(
+            "training %s (train until %s, validation = last 7 days before it)", name, test_from
+        )
         model.fit(data, schema, train_until=test_from, valid_days=7)
         results[name] = model.evaluate(data, start=test_from)
-        log.info("%s: held-out AP %.4f, AUC ROC %.4f", name,
-                 results[name]["average_precision"], results[name]["auc_roc"])
+        log.info(
+            "%s: held-out AP %.4f, AUC ROC %.4f",
+            name,
+            results[name]["average_precision"],
+            results[name]["auc_roc"],
+        )
     lstm = models["lstm"]
     lstm.save(out / "model")
     write_table(lstm.score(data, start=test_from), out / "scores.csv")
     write_json(results, out / "metrics.json")
     report = write_report(
-        out / "report.html", title="fraudseq demo: LSTM on simulated card transactions",
+        out / "report.html",
+        title="fraudseq demo: LSTM on simulated card transactions",
         summary={
             "data": f"{len(frame):,} simulated transactions, {accounts} accounts, {days} days",
             "training": f"before {test_from}, last 7 days of it for validation",
             "held-out period": f"{test_from} onwards ({results['lstm']['n']:,} transactions, "
-                               f"{results['lstm']['n_fraud']} fraud)",
+            f"{results['lstm']['n_fraud']} fraud)",
             "model directory": str(out / "model"),
             "run time": f"{time.perf_counter() - started:.0f} s",
         },
-        results=results, main_model="lstm", history=lstm.history_,
+        results=results,
+        main_model="lstm",
+        history=lstm.history_,
     )
     return report
 

@@ -38,7 +38,6 @@ class SortedFrame:
         return np.arange(len(self.time_ns)) > self.starts
 
 
-
 def event_features(frame: SortedFrame) -> dict[str, np.ndarray]:
     """What the transaction alone shows: signed log-amount, cyclic time of day and week."""
     seconds = frame.time_ns // NS_PER_SECOND
@@ -62,5 +61,243 @@ def recency_features(frame: SortedFrame) -> dict[str, np.ndarray]:
     return {"log_gap_seconds": np.log1p(gap), "has_previous": has_prev.astype(np.float64)}
 
 
+# -- per-entity sequence blocks ----------------------------------------------------------
+# Shared conventions: "previous" transactions of the row at sorted position i are the
+# positions starts[i] .. i-1 of its entity run (earlier time, or equal time and earlier in
+# the file). Amounts enter as the signed log-amount sign(a) * log1p(|a|), which is
+# log(a + 1) for the usual non-negative amounts and stays finite for refunds.
+
+NS_PER_DAY = SECONDS_PER_DAY * NS_PER_SECOND
+HISTORY_LAST_N = 10  # amount_zscore: statistics over the last N previous log-amounts
+ZSCORE_STD_FLOOR = 0.1
+NOVELTY_WINDOW = 16  # new_values_in_window: last K transactions, the current one included
+VELOCITY_WINDOWS_NS = {
+    "1h": 3_600 * NS_PER_SECOND,
+    "1d": NS_PER_DAY,
+    "7d": 7 * NS_PER_DAY,
+}
+VELOCITY_AMOUNT_WINDOWS = ("1d", "7d")
+COUNTERPARTY_WINDOWS_DAYS = (1, 7, 30)
+
+
+def _signed_log1p(values: np.ndarray) -> np.ndarray:
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def _entity_ids(starts: np.ndarray) -> np.ndarray:
+    """Dense entity number (0, 1, ...) of every sorted position, from `starts`."""
+    is_first = starts == np.arange(len(starts))
+    return np.cumsum(is_first) - 1
+
+
+def amount_history_features(frame: SortedFrame) -> dict[str, np.ndarray]:
+    """The log-amount against the entity's previous transactions (the current one excluded).
+
+    amount_to_mean: log-amount minus the mean log-amount of all previous transactions;
+    amount_zscore: (log-amount - mean of the last 10 previous) / (their std, ddof=0, + 0.1);
+    amount_to_max: log-amount minus the largest previous log-amount;
+    n_previous: log1p(number of previous transactions).
+    Defaults without history: 0 (amount_zscore needs at least 2 previous transactions).
+    """
+    n = len(frame.time_ns)
+    log_amount = _signed_log1p(np.asarray(frame.amount, dtype=np.float64))
+    positions = np.arange(n)
+    n_prev = positions - frame.starts
+    has_prev = n_prev > 0
+
+    # Mean over all previous: prefix sums (what a live service keeps as a running sum).
+    prefix = np.zeros(n + 1, dtype=np.float64)
+    np.cumsum(log_amount, out=prefix[1:])
+    prev_sum = prefix[positions] - prefix[frame.starts]
+    to_mean = np.where(has_prev, log_amount - prev_sum / np.maximum(n_prev, 1), 0.0)
+
+    # Last N previous: one pass per lag (N vectorised passes), two-pass mean and variance
+    # so near-constant histories give an exact std of ~0 rather than cancellation noise.
+    lags = [(n_prev >= lag, np.maximum(positions - lag, 0)) for lag in range(1, HISTORY_LAST_N + 1)]
+    window_n = np.minimum(n_prev, HISTORY_LAST_N)
+    window_sum = np.zeros(n, dtype=np.float64)
+    for valid, index in lags:
+        window_sum += np.where(valid, log_amount[index], 0.0)
+    window_mean = window_sum / np.maximum(window_n, 1)
+    window_sq = np.zeros(n, dtype=np.float64)
+    for valid, index in lags:
+        window_sq += np.where(valid, (log_amount[index] - window_mean) ** 2, 0.0)
+    window_std = np.sqrt(window_sq / np.maximum(window_n, 1))
+    zscore = np.where(
+        n_prev >= 2, (log_amount - window_mean) / (window_std + ZSCORE_STD_FLOOR), 0.0
+    )
+
+    # Running max within entity runs, exactly: accumulate an integer key that puts the
+    # entity first and the rank of the value second, then map ranks back to values.
+    if n:
+        values, rank = np.unique(log_amount, return_inverse=True)
+        key = _entity_ids(frame.starts) * len(values) + rank.reshape(-1)
+        running = np.maximum.accumulate(key)
+        prev_max = np.zeros(n, dtype=np.float64)
+        prev_max[1:] = values[running[:-1] % len(values)]
+        to_max = np.where(has_prev, log_amount - prev_max, 0.0)
+    else:
+        to_max = np.zeros(0, dtype=np.float64)
+
+    return {
+        "amount_to_mean": to_mean,
+        "amount_zscore": zscore,
+        "amount_to_max": to_max,
+        "n_previous": np.log1p(n_prev).astype(np.float64),
+    }
+
+
+def novelty_features(frame: SortedFrame) -> dict[str, np.ndarray]:
+    """First-seen flags per categorical column, and their count over the last 16 rows.
+
+    new_<c>: 1.0 if the row's value of c never occurred in the entity's previous
+    transactions (so 1.0 on the entity's first transaction), else 0.0. A missing value
+    (code -1) is treated as one value of its own.
+    new_values_in_window: sum of all new_<c> flags over the entity's last 16 transactions,
+    the current one included. No categorical columns: no features.
+    """
+    if not frame.categorical:
+        return {}
+    n = len(frame.time_ns)
+    entity = _entity_ids(frame.starts)
+    out: dict[str, np.ndarray] = {}
+    total = np.zeros(n, dtype=np.int64)
+    for column, codes in frame.categorical.items():
+        codes = np.asarray(codes, dtype=np.int64)
+        # Order rows by (entity, code, position): the first row of each (entity, code) run
+        # is the first occurrence of that value for that entity.
+        order = np.lexsort((np.arange(n), codes, entity))
+        e, c = entity[order], codes[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = (e[1:] != e[:-1]) | (c[1:] != c[:-1])
+        flag = np.zeros(n, dtype=np.float64)
+        flag[order[first]] = 1.0
+        out[f"new_{column}"] = flag
+        total += flag.astype(np.int64)
+    prefix = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(total, out=prefix[1:])
+    positions = np.arange(n)
+    window_start = np.maximum(frame.starts, positions - NOVELTY_WINDOW + 1)
+    out["new_values_in_window"] = (prefix[positions + 1] - prefix[window_start]).astype(np.float64)
+    return out
+
+
+def _window_sums(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """sum(values[lo[i]:hi[i]]) for each i, with lo <= hi <= len(values) - 1 (0 if empty)."""
+    if len(lo) == 0:
+        return np.zeros(0, dtype=np.float64)
+    bounds = np.empty(2 * len(lo), dtype=np.int64)
+    bounds[0::2] = lo
+    bounds[1::2] = hi
+    sums = np.add.reduceat(values, bounds)[0::2]
+    return np.where(hi > lo, sums, 0.0)
+
+
+def velocity_features(frame: SortedFrame) -> dict[str, np.ndarray]:
+    """Activity of the entity just before the transaction, over 1 hour, 1 day and 7 days.
+
+    count_<w>: log1p(number of previous transactions with time in (t - w, t]);
+    amount_<w> (1d, 7d): signed log1p of the sum of their amounts. Previous means earlier
+    positions of the entity, so same-timestamp rows earlier in the file count, later don't.
+    """
+    n = len(frame.time_ns)
+    time_ns = np.asarray(frame.time_ns, dtype=np.int64)
+    positions = np.arange(n)
+    out: dict[str, np.ndarray] = {}
+    if n == 0:
+        for name in VELOCITY_WINDOWS_NS:
+            out[f"count_{name}"] = np.zeros(0, dtype=np.float64)
+        for name in VELOCITY_AMOUNT_WINDOWS:
+            out[f"amount_{name}"] = np.zeros(0, dtype=np.float64)
+        return out
+    # Times as dense ranks so that (entity, time) fits one int64 key that is sorted in the
+    # frame's order; "time > t - w" becomes "rank >= number of distinct times <= t - w".
+    distinct, rank = np.unique(time_ns, return_inverse=True)
+    base = _entity_ids(frame.starts) * (len(distinct) + 1)
+    key = base + rank.reshape(-1)
+    amount = np.asarray(frame.amount, dtype=np.float64)
+    for name, width in VELOCITY_WINDOWS_NS.items():
+        lower_rank = np.searchsorted(distinct, time_ns - width, side="right")
+        first = np.searchsorted(key, base + lower_rank, side="left")  # <= i: row i qualifies
+        out[f"count_{name}"] = np.log1p(positions - first).astype(np.float64)
+        if name in VELOCITY_AMOUNT_WINDOWS:
+            out[f"amount_{name}"] = _signed_log1p(_window_sums(amount, first, positions))
+    return out
+
+
+def label_delay_days(label_delay_ns: int) -> int:
+    """The label delay in whole days, rounded up (never less than the delay), at least 0."""
+    return max(0, -(-int(label_delay_ns) // NS_PER_DAY))
+
+
+def counterparty_risk_features(frame: SortedFrame) -> dict[str, np.ndarray]:
+    """Counterparty (terminal) count and fraud rate over day windows shifted by the delay.
+
+    With day(t) = floor(t / 1 day) in UTC and D = ceil(label delay in days), for w in
+    (1, 7, 30) the window is the counterparty's transactions, from all entities, whose day
+    lies in [day(t) - D - w, day(t) - D). All of them are strictly older than
+    t - label_delay, since they precede day(t) - D, which starts at or before t - D days.
+    cp_count_<w>d: log1p(their number); cp_risk_<w>d: number labelled 1 / their number
+    (0 when none; unknown labels count in the number, not as fraud). Rows with a missing
+    counterparty (code -1) get 0 and do not enter any statistic. No counterparty column:
+    no features.
+    """
+    if frame.counterparty is None:
+        return {}
+    n = len(frame.time_ns)
+    counterparty = np.asarray(frame.counterparty, dtype=np.int64)
+    day = np.asarray(frame.time_ns, dtype=np.int64) // NS_PER_DAY
+    known_cp = counterparty >= 0
+    if frame.label is None:
+        fraud = np.zeros(n, dtype=np.int64)
+    else:
+        label = np.asarray(frame.label, dtype=np.float64)
+        fraud = (np.nan_to_num(label, nan=0.0) > 0.5).astype(np.int64)
+
+    out: dict[str, np.ndarray] = {}
+    for w in COUNTERPARTY_WINDOWS_DAYS:
+        out[f"cp_count_{w}d"] = np.zeros(n, dtype=np.float64)
+        out[f"cp_risk_{w}d"] = np.zeros(n, dtype=np.float64)
+    if not known_cp.any():
+        return out
+
+    # Per-(counterparty, day) buckets, as sorted integer keys with cumulative counts.
+    first_day = int(day[known_cp].min())
+    n_days = int(day[known_cp].max()) - first_day + 1
+    rel_day = day - first_day
+    bucket_key = counterparty * n_days + rel_day
+    buckets, inverse = np.unique(bucket_key[known_cp], return_inverse=True)
+    inverse = inverse.reshape(-1)
+    cum_count = np.zeros(len(buckets) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(inverse, minlength=len(buckets)), out=cum_count[1:])
+    cum_fraud = np.zeros(len(buckets) + 1, dtype=np.int64)
+    np.cumsum(
+        np.bincount(inverse, weights=fraud[known_cp], minlength=len(buckets)).astype(np.int64),
+        out=cum_fraud[1:],
+    )
+
+    rows = np.flatnonzero(known_cp)
+    cp_base = counterparty[rows] * n_days
+    delay_days = label_delay_days(frame.label_delay_ns)
+    # Day offsets are clipped to [0, n_days - 1] so a key never leaves its counterparty.
+    end_day = np.clip(rel_day[rows] - delay_days, 0, n_days - 1)
+    end = np.searchsorted(buckets, cp_base + end_day, side="left")
+    for w in COUNTERPARTY_WINDOWS_DAYS:
+        start_day = np.clip(rel_day[rows] - delay_days - w, 0, n_days - 1)
+        start = np.searchsorted(buckets, cp_base + start_day, side="left")
+        count = cum_count[end] - cum_count[start]
+        frauds = cum_fraud[end] - cum_fraud[start]
+        out[f"cp_count_{w}d"][rows] = np.log1p(count)
+        out[f"cp_risk_{w}d"][rows] = frauds / np.maximum(count, 1)
+    return out
+
+
 # Blocks are computed in entity-sorted order; each may only look backwards in time.
-FEATURE_BLOCKS = {"event": event_features, "recency": recency_features}
+FEATURE_BLOCKS = {
+    "event": event_features,
+    "recency": recency_features,
+    "amount_history": amount_history_features,
+    "novelty": novelty_features,
+    "velocity": velocity_features,
+    "counterparty_risk": counterparty_risk_features,
+}

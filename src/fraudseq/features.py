@@ -107,7 +107,7 @@ class FeatureEncoder:
 
     def _codes(self, values: np.ndarray, column: str) -> np.ndarray:
         vocabulary = self.vocabularies_[column]
-        codes = pd.Categorical(values.astype(str), categories=vocabulary).codes.astype(np.int64)
+        codes = pd.Index(vocabulary, dtype=object).get_indexer(values.astype(object))
         return np.where(codes < 0, OOV_CODE, codes + 2)
 
     def _raw_numeric(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], _Sorted]:
@@ -179,9 +179,7 @@ def _sort_by_entity(frame: pd.DataFrame, schema: Schema, label_delay_days: float
         time_ns=time_ns[order],
         amount=frame[schema.amount].to_numpy(dtype=np.float64)[order],
         starts=group_starts(entity_codes[order]),
-        extra_numeric={
-            c: frame[c].to_numpy(dtype=np.float64)[order] for c in schema.numeric
-        },
+        extra_numeric={c: frame[c].to_numpy(dtype=np.float64)[order] for c in schema.numeric},
         categorical={c: _factorized(frame[c])[order] for c in schema.categorical},
         counterparty=(
             _factorized(frame[schema.counterparty])[order] if schema.counterparty else None

@@ -25,8 +25,14 @@ log = logging.getLogger("fraudseq")
 
 FORMAT_VERSION = 1
 NETWORK_PARAMS = ("hidden_size", "num_layers", "dropout")
-TRAINER_PARAMS = ("epochs", "batch_size", "learning_rate", "weight_decay", "patience",
-                  "class_weight")
+TRAINER_PARAMS = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "patience",
+    "class_weight",
+)
 
 
 class FraudModel:
@@ -103,23 +109,28 @@ class FraudModel:
             )
         self.schema_ = schema
         history = frame[(frame[schema.time] < valid_from).to_numpy()]
-        self.encoder_ = FeatureEncoder(
-            schema, blocks=self.features, min_count=self.min_count
-        ).fit(history)
+        self.encoder_ = FeatureEncoder(schema, blocks=self.features, min_count=self.min_count).fit(
+            history
+        )
         source = WindowSource(self.encoder_.transform(frame), self.window)
         labels = frame[schema.label].to_numpy()
         train = _window_set(source, train_rows, labels)
         valid = _window_set(source, valid_rows, labels)
         log.info(
             "training %s on %d windows (%d fraud), validating on %d (%d fraud)",
-            self.model, len(train), int(train.labels.sum()), len(valid), int(valid.labels.sum()),
+            self.model,
+            len(train),
+            int(train.labels.sum()),
+            len(valid),
+            int(valid.labels.sum()),
         )
         torch.manual_seed(self.seed)
         self.network_ = build_network(
             self.model, self.encoder_.n_numeric, self.encoder_.cardinalities, self._network_params()
         )
-        trainer = Trainer(seed=self.seed, progress=self.progress,
-                          **{k: getattr(self, k) for k in TRAINER_PARAMS})
+        trainer = Trainer(
+            seed=self.seed, progress=self.progress, **{k: getattr(self, k) for k in TRAINER_PARAMS}
+        )
         trainer.fit(self.network_, train, valid if len(valid) else None)
         self.history_ = trainer.history_
         chosen_on = valid if len(valid) and valid.labels.sum() > 0 else train
@@ -128,8 +139,10 @@ class FraudModel:
         self.validation_metrics_ = metrics.summary(chosen_on.labels, probability, self.threshold_)
         self.training_period_ = {
             "train_from": str(parse_time(train_from)) if train_from is not None else None,
-            "valid_from": str(valid_from), "train_until": str(until),
-            "n_train": len(train), "n_valid": len(valid),
+            "valid_from": str(valid_from),
+            "train_until": str(until),
+            "n_train": len(train),
+            "n_valid": len(valid),
         }
         return self
 
@@ -150,11 +163,13 @@ class FraudModel:
         probability and `alert` applies the model's threshold.
         """
         frame, scored = self._scored(data, start, end, require_label=False)
-        return pd.DataFrame({
-            "transaction_id": frame[self.schema_.id].to_numpy()[scored.rows],
-            "score": scored.probability,
-            "alert": (scored.probability >= self.threshold_).astype(np.int8),
-        })
+        return pd.DataFrame(
+            {
+                "transaction_id": frame[self.schema_.id].to_numpy()[scored.rows],
+                "score": scored.probability,
+                "alert": (scored.probability >= self.threshold_).astype(np.int8),
+            }
+        )
 
     def evaluate(self, data, *, start=None, end=None) -> dict:
         """Metrics on labelled transactions with time in [start, end)."""
@@ -214,7 +229,9 @@ class FraudModel:
         model.schema_ = Schema.from_dict(config["schema"], source=f"{path}/model.json")
         model.encoder_ = FeatureEncoder.from_json(config["encoder"], model.schema_)
         model.network_ = build_network(
-            model.model, model.encoder_.n_numeric, model.encoder_.cardinalities,
+            model.model,
+            model.encoder_.n_numeric,
+            model.encoder_.cardinalities,
             model._network_params(),
         )
         model.network_.load_state_dict(tensors)
@@ -226,9 +243,21 @@ class FraudModel:
         return model
 
     def get_params(self) -> dict:
-        names = ("window", "features", "hidden_size", "num_layers", "dropout", "epochs",
-                 "batch_size", "learning_rate", "weight_decay", "patience", "class_weight",
-                 "min_count", "seed")
+        names = (
+            "window",
+            "features",
+            "hidden_size",
+            "num_layers",
+            "dropout",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "weight_decay",
+            "patience",
+            "class_weight",
+            "min_count",
+            "seed",
+        )
         params = {name: getattr(self, name) for name in names}
         params["features"] = list(params["features"])
         return params
@@ -265,7 +294,11 @@ def versions() -> dict[str, str]:
     import sklearn
 
     return {
-        "fraudseq": fraudseq.__version__, "torch": torch.__version__, "numpy": np.__version__,
-        "pandas": pd.__version__, "scikit-learn": sklearn.__version__,
-        "safetensors": safetensors.__version__, "python": platform.python_version(),
+        "fraudseq": fraudseq.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
     }

@@ -24,9 +24,7 @@ def table_format(path: str | Path) -> str:
         return "parquet"
     if name.endswith((".csv", ".csv.gz")):
         return "csv"
-    raise FraudseqError(
-        f"{path}: unknown file type; use one of {', '.join(TABLE_SUFFIXES)}"
-    )
+    raise FraudseqError(f"{path}: unknown file type; use one of {', '.join(TABLE_SUFFIXES)}")
 
 
 @contextlib.contextmanager

@@ -88,7 +88,9 @@ class Trainer:
             if valid is not None and len(valid):
                 scores = predict_logits(net, valid, self.batch_size * 4)
                 record["valid_loss"] = float(
-                    loss_fn(torch.from_numpy(scores), torch.from_numpy(valid.labels.astype(np.float32)))
+                    loss_fn(
+                        torch.from_numpy(scores), torch.from_numpy(valid.labels.astype(np.float32))
+                    )
                 )
                 record["valid_ap"] = average_precision(valid.labels, scores)
             record["seconds"] = round(time.perf_counter() - started, 2)

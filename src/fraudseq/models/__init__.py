@@ -11,9 +11,7 @@ NETWORKS = tuple(CELLS)
 __all__ = ["NETWORKS", "RecurrentClassifier", "build_network"]
 
 
-def build_network(
-    name: str, n_numeric: int, cardinalities: list[int], params: dict
-) -> nn.Module:
+def build_network(name: str, n_numeric: int, cardinalities: list[int], params: dict) -> nn.Module:
     """Build the torch module for model family `name` with hyperparameters `params`."""
     if name in CELLS:
         return RecurrentClassifier(n_numeric, cardinalities, cell=name, **params)

@@ -48,32 +48,45 @@ def metrics_section(results: dict[str, dict]) -> str:
 
 def confusion_section(result: dict) -> str:
     c = result["confusion"]
-    return _table(["", "predicted fraud", "predicted legit"],
-                  [["actual fraud", c["tp"], c["fn"]], ["actual legit", c["fp"], c["tn"]]])
+    return _table(
+        ["", "predicted fraud", "predicted legit"],
+        [["actual fraud", c["tp"], c["fn"]], ["actual legit", c["fp"], c["tn"]]],
+    )
 
 
 def history_section(history: list[dict]) -> str:
-    keys = [k for k in ("epoch", "train_loss", "valid_loss", "valid_ap", "seconds") if k in history[0]]
+    keys = [
+        k for k in ("epoch", "train_loss", "valid_loss", "valid_ap", "seconds") if k in history[0]
+    ]
     return _table(keys, [[h[k] for k in keys] for h in history])
 
 
 def write_report(
-    path: str | Path, *, title: str, summary: dict[str, str], results: dict[str, dict],
-    main_model: str, history: list[dict],
+    path: str | Path,
+    *,
+    title: str,
+    summary: dict[str, str],
+    results: dict[str, dict],
+    main_model: str,
+    history: list[dict],
 ) -> Path:
     """Write the report atomically and return its path."""
     main = results[main_model]
-    facts = "".join(f"<li><b>{html.escape(k)}:</b> {html.escape(str(v))}</li>" for k, v in summary.items())
+    facts = "".join(
+        f"<li><b>{html.escape(k)}:</b> {html.escape(str(v))}</li>" for k, v in summary.items()
+    )
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
         f"<div class='card'><ul>{facts}</ul></div>",
-        "<h2>Held-out metrics</h2>", metrics_section(results),
+        "<h2>Held-out metrics</h2>",
+        metrics_section(results),
         "<p class='muted'>Ranking metrics first; accuracy is not shown because it is "
         "meaningless at this fraud rate.</p>",
         f"<h2>Confusion matrix of {html.escape(main_model)} at its threshold</h2>",
         confusion_section(main),
-        f"<h2>Training curve of {html.escape(main_model)}</h2>", history_section(history),
+        f"<h2>Training curve of {html.escape(main_model)}</h2>",
+        history_section(history),
         "</body></html>",
     ]
     path = Path(path)
