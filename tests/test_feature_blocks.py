@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 
+from fraudseq import feature_blocks
 from fraudseq.feature_blocks import (
     FEATURE_BLOCKS,
     NS_PER_DAY,
@@ -189,7 +190,9 @@ def test_novelty_matches_reference(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_velocity_matches_reference(seed):
+@pytest.mark.parametrize("budget", [64, 0])  # 0: amounts summed by prefix-sum differences
+def test_velocity_matches_reference(seed, budget, monkeypatch):
+    monkeypatch.setattr(feature_blocks, "WINDOW_SUM_BUDGET_PER_ROW", budget)
     table = random_table(seed)
     # Also exercise sub-slot gaps: some rows exactly 1 hour / 1 day after another one.
     table["time"][::7] += HOUR // 2

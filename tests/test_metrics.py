@@ -42,3 +42,16 @@ def test_best_f1_threshold_separates():
     t = thresholds.best_f1(y, s)
     assert 0.3 < t <= 0.8
     assert metrics.summary(y, s, t)["f1"] == 1.0
+
+
+def test_card_precision_at_k_removes_detected_cards():
+    # day 0: cards a (fraud, 0.9), b (legit, 0.8), c (fraud, 0.1); day 1: a again (fraud, 0.9)
+    entity = np.array(["a", "a", "b", "c", "a", "c", "d"])
+    day = np.array([0, 0, 0, 0, 1, 1, 1])
+    y = np.array([1, 0, 0, 1, 1, 1, 0])
+    score = np.array([0.2, 0.9, 0.8, 0.1, 0.9, 0.5, 0.4])
+    # day 0, top 2 by max score: a (max label 1), b (0) -> 1/2; a detected.
+    # day 1 without a: c (1), d (0) -> 1/2.
+    assert metrics.card_precision_at_k(entity, day, y, score, k=2) == pytest.approx(0.5)
+    # k=1: day 0 -> a (1/1); day 1 -> c (1/1)
+    assert metrics.card_precision_at_k(entity, day, y, score, k=1) == pytest.approx(1.0)

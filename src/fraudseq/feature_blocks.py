@@ -182,10 +182,20 @@ def novelty_features(frame: SortedFrame) -> dict[str, np.ndarray]:
     return out
 
 
+# Above this many summed elements per row on average, window sums switch from direct
+# summation (reduceat: exact in the order a live service would add its events, but costing
+# the total window size) to differences of prefix sums (O(n), rounding ~ ulp of the prefix).
+WINDOW_SUM_BUDGET_PER_ROW = 64
+
+
 def _window_sums(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """sum(values[lo[i]:hi[i]]) for each i, with lo <= hi <= len(values) - 1 (0 if empty)."""
     if len(lo) == 0:
         return np.zeros(0, dtype=np.float64)
+    if int((hi - lo).sum()) > WINDOW_SUM_BUDGET_PER_ROW * len(lo):
+        prefix = np.zeros(len(values) + 1, dtype=np.float64)
+        np.cumsum(values, out=prefix[1:])
+        return prefix[hi] - prefix[lo]
     bounds = np.empty(2 * len(lo), dtype=np.int64)
     bounds[0::2] = lo
     bounds[1::2] = hi
@@ -210,15 +220,25 @@ def velocity_features(frame: SortedFrame) -> dict[str, np.ndarray]:
         for name in VELOCITY_AMOUNT_WINDOWS:
             out[f"amount_{name}"] = np.zeros(0, dtype=np.float64)
         return out
-    # Times as dense ranks so that (entity, time) fits one int64 key that is sorted in the
-    # frame's order; "time > t - w" becomes "rank >= number of distinct times <= t - w".
-    distinct, rank = np.unique(time_ns, return_inverse=True)
-    base = _entity_ids(frame.starts) * (len(distinct) + 1)
-    key = base + rank.reshape(-1)
+    # Replace times by ranks so that (entity, time) fits one int64 key, sorted in the
+    # frame's order: with r(x) = #{times < x} and c(q) = #{times <= q}, x > q <=> r(x) >= c(q).
+    # Ranks come from one global time sort, in which the queries t - w are sorted too
+    # (searchsorted is several times faster on sorted queries).
+    by_time = np.argsort(time_ns)
+    sorted_time = time_ns[by_time]
+    run_first = np.ones(n, dtype=bool)
+    run_first[1:] = sorted_time[1:] != sorted_time[:-1]
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_time] = np.maximum.accumulate(np.where(run_first, np.arange(n), 0))
+    base = _entity_ids(frame.starts) * (n + 1)
+    key = base + rank
     amount = np.asarray(frame.amount, dtype=np.float64)
     for name, width in VELOCITY_WINDOWS_NS.items():
-        lower_rank = np.searchsorted(distinct, time_ns - width, side="right")
-        first = np.searchsorted(key, base + lower_rank, side="left")  # <= i: row i qualifies
+        lower_rank = np.empty(n, dtype=np.int64)
+        lower_rank[by_time] = np.searchsorted(sorted_time, sorted_time - width, side="right")
+        # First position of the entity inside the window (<= i, as row i itself qualifies);
+        # the queries are sorted, like the keys.
+        first = np.searchsorted(key, base + lower_rank, side="left")
         out[f"count_{name}"] = np.log1p(positions - first).astype(np.float64)
         if name in VELOCITY_AMOUNT_WINDOWS:
             out[f"amount_{name}"] = _signed_log1p(_window_sums(amount, first, positions))
@@ -261,31 +281,28 @@ def counterparty_risk_features(frame: SortedFrame) -> dict[str, np.ndarray]:
     if not known_cp.any():
         return out
 
-    # Per-(counterparty, day) buckets, as sorted integer keys with cumulative counts.
-    first_day = int(day[known_cp].min())
-    n_days = int(day[known_cp].max()) - first_day + 1
-    rel_day = day - first_day
-    bucket_key = counterparty * n_days + rel_day
-    buckets, inverse = np.unique(bucket_key[known_cp], return_inverse=True)
-    inverse = inverse.reshape(-1)
-    cum_count = np.zeros(len(buckets) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(inverse, minlength=len(buckets)), out=cum_count[1:])
-    cum_fraud = np.zeros(len(buckets) + 1, dtype=np.int64)
-    np.cumsum(
-        np.bincount(inverse, weights=fraud[known_cp], minlength=len(buckets)).astype(np.int64),
-        out=cum_fraud[1:],
-    )
-
+    # Sort the rows with a counterparty by the key (counterparty, day). The transactions of
+    # counterparty c on days [lo, hi) are then the sorted rows with key in [c*N + lo, c*N + hi),
+    # and in this order every row's query keys are sorted too, which keeps searchsorted fast.
+    # (Equivalent to per-(counterparty, day) buckets with cumulative sums over days.)
     rows = np.flatnonzero(known_cp)
-    cp_base = counterparty[rows] * n_days
+    first_day = int(day[rows].min())
+    n_days = int(day[rows].max()) - first_day + 1
+    rel_day = day[rows] - first_day
+    key = counterparty[rows] * n_days + rel_day
+    by_key = np.argsort(key)  # the order within a key does not matter
+    rows, key, rel_day = rows[by_key], key[by_key], rel_day[by_key]
+    cp_base = key - rel_day
+    cum_fraud = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(fraud[rows], out=cum_fraud[1:])
+
     delay_days = label_delay_days(frame.label_delay_ns)
-    # Day offsets are clipped to [0, n_days - 1] so a key never leaves its counterparty.
-    end_day = np.clip(rel_day[rows] - delay_days, 0, n_days - 1)
-    end = np.searchsorted(buckets, cp_base + end_day, side="left")
+    # Day offsets are clipped at 0 so that a query never reaches the previous counterparty.
+    end = np.searchsorted(key, cp_base + np.maximum(rel_day - delay_days, 0), side="left")
     for w in COUNTERPARTY_WINDOWS_DAYS:
-        start_day = np.clip(rel_day[rows] - delay_days - w, 0, n_days - 1)
-        start = np.searchsorted(buckets, cp_base + start_day, side="left")
-        count = cum_count[end] - cum_count[start]
+        lo_day = np.maximum(rel_day - delay_days - w, 0)
+        start = np.searchsorted(key, cp_base + lo_day, side="left")
+        count = end - start
         frauds = cum_fraud[end] - cum_fraud[start]
         out[f"cp_count_{w}d"][rows] = np.log1p(count)
         out[f"cp_risk_{w}d"][rows] = frauds / np.maximum(count, 1)

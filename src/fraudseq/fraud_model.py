@@ -59,6 +59,7 @@ class FraudModel:
         patience: int = 3,
         class_weight: str | float = "auto",
         min_count: int = 5,
+        label_delay_days: float = 7,
         seed: int = 0,
         progress: bool | None = None,
     ) -> None:
@@ -75,6 +76,7 @@ class FraudModel:
         self.patience = patience
         self.class_weight = class_weight
         self.min_count = min_count
+        self.label_delay_days = label_delay_days
         self.seed = seed
         self.progress = progress
 
@@ -87,31 +89,36 @@ class FraudModel:
         train_from=None,
         train_until=None,
         valid_days: float = 7,
+        valid_period: tuple | None = None,
     ) -> FraudModel:
         """Train on labelled transactions with time in [train_from, train_until).
 
-        Validation is the last `valid_days` of that period. Earlier transactions serve as
-        history only; later ones are dropped before anything is computed.
+        Validation is the last `valid_days` of that period, or the explicit half-open
+        `valid_period=(from, until)`. Earlier transactions serve as history only; later ones
+        are dropped before anything is computed. The encoder is fitted on training-period
+        rows only, never on validation rows.
         """
         self._check_params()
         schema = schema or Schema.simulator()
         frame = load_transactions(data, schema, require_label=True)
-        times = frame[schema.time]
-        until = parse_time(train_until, "--train-until") or times.max() + pd.Timedelta(1, "ns")
-        frame = frame[(times < until).to_numpy()].reset_index(drop=True)
-        valid_from = validation_start(until, valid_days)
-        train_rows = in_period(frame[schema.time], train_from, valid_from)
-        valid_rows = in_period(frame[schema.time], _later(train_from, valid_from), until)
-        if train_rows.sum() == 0:
-            raise FraudseqError(
-                f"no training transactions before {valid_from} (--train-until {until} minus "
-                f"--valid-days {valid_days}); choose a later --train-until or fewer --valid-days"
-            )
-        self.schema_ = schema
-        history = frame[(frame[schema.time] < valid_from).to_numpy()]
-        self.encoder_ = FeatureEncoder(schema, blocks=self.features, min_count=self.min_count).fit(
-            history
+        until = parse_time(train_until, "--train-until") or frame[schema.time].max() + _ONE_NS
+        train_rows, valid_rows, end = _split(
+            frame[schema.time], train_from, until, valid_days, valid_period
         )
+        keep = (frame[schema.time] < end).to_numpy()
+        frame, train_rows, valid_rows = (
+            frame[keep].reset_index(drop=True),
+            train_rows[keep],
+            valid_rows[keep],
+        )
+        self.schema_ = schema
+        fit_rows = (frame[schema.time] < until).to_numpy() & ~valid_rows
+        self.encoder_ = FeatureEncoder(
+            schema,
+            blocks=self.features,
+            min_count=self.min_count,
+            label_delay_days=self.label_delay_days,
+        ).fit(frame[fit_rows])
         source = WindowSource(self.encoder_.transform(frame), self.window)
         labels = frame[schema.label].to_numpy()
         train = _window_set(source, train_rows, labels)
@@ -139,7 +146,8 @@ class FraudModel:
         self.validation_metrics_ = metrics.summary(chosen_on.labels, probability, self.threshold_)
         self.training_period_ = {
             "train_from": str(parse_time(train_from)) if train_from is not None else None,
-            "valid_from": str(valid_from),
+            "valid_from": str(frame[schema.time][valid_rows].min()) if valid_rows.any() else None,
+            "valid_until": str(frame[schema.time][valid_rows].max()) if valid_rows.any() else None,
             "train_until": str(until),
             "n_train": len(train),
             "n_valid": len(valid),
@@ -256,6 +264,7 @@ class FraudModel:
             "patience",
             "class_weight",
             "min_count",
+            "label_delay_days",
             "seed",
         )
         params = {name: getattr(self, name) for name in names}
@@ -265,6 +274,29 @@ class FraudModel:
     def _check_fitted(self) -> None:
         if not hasattr(self, "network_"):
             raise FraudseqError("this FraudModel is not fitted; call fit() or FraudModel.load()")
+
+
+_ONE_NS = pd.Timedelta(1, "ns")
+
+
+def _split(times: pd.Series, train_from, until, valid_days, valid_period):
+    """Masks of training and validation rows, and the end of the data that fitting may see."""
+    if valid_period is not None:
+        valid_from, valid_until = (parse_time(v, "validation period") for v in valid_period)
+        valid_rows = in_period(times, valid_from, valid_until)
+        train_rows = in_period(times, train_from, until) & ~valid_rows
+        end = max(until, valid_until)
+    else:
+        valid_from = validation_start(until, valid_days)
+        train_rows = in_period(times, train_from, valid_from)
+        valid_rows = in_period(times, _later(train_from, valid_from), until)
+        end = until
+    if train_rows.sum() == 0:
+        raise FraudseqError(
+            f"no training transactions in [{_text(train_from)}, {until}) outside the validation "
+            f"period starting {valid_from}; choose a later --train-until or fewer --valid-days"
+        )
+    return train_rows, valid_rows, end
 
 
 class _Scored:
