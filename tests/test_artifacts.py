@@ -13,7 +13,7 @@ def save(path, value=1.0):
 
 def test_round_trip(tmp_path):
     save(tmp_path / "m")
-    config, tensors = load_model_dir(tmp_path / "m")
+    config, tensors, _ = load_model_dir(tmp_path / "m")
     assert config == {"value": 1.0}
     assert torch.equal(tensors["w"], torch.ones(3))
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
@@ -60,8 +60,17 @@ def test_replacing_keeps_old_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save(tmp_path / "m", 3.0)
     monkeypatch.undo()
-    config, _ = load_model_dir(tmp_path / "m")
+    config, _, _ = load_model_dir(tmp_path / "m")
     assert config["value"] == 1.0
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no staging directories left
     save(tmp_path / "m", 2.0)
     assert load_model_dir(tmp_path / "m")[0]["value"] == 2.0
+
+
+def test_extra_files_round_trip_and_are_verified(tmp_path):
+    save_model_dir(tmp_path / "m", {"a": 1}, None, {"booster.ubj": b"\x00\x01"})
+    _, tensors, files = load_model_dir(tmp_path / "m")
+    assert tensors == {} and files == {"booster.ubj": b"\x00\x01"}
+    (tmp_path / "m" / "booster.ubj").write_bytes(b"\x00\x02")
+    with pytest.raises(ModelDirectoryError, match="booster.ubj"):
+        load_model_dir(tmp_path / "m")

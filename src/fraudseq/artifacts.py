@@ -105,8 +105,10 @@ def verify_model_dir(path: str | Path) -> dict[str, str]:
     return files
 
 
-def load_model_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Verify a model directory, then read its config and tensors (no code is executed)."""
+def load_model_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, bytes]]:
+    """Verify a model directory, then read its config, tensors and other files as bytes.
+
+    Nothing is unpickled and no code from the directory is executed."""
     path = Path(path)
     files = verify_model_dir(path)
     if MODEL_JSON not in files:
@@ -118,4 +120,9 @@ def load_model_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             tensors = load_file(path / WEIGHTS)
         except (SafetensorError, OSError) as exc:
             raise ModelDirectoryError(f"{path / WEIGHTS}: unreadable weights ({exc})") from None
-    return config, tensors
+    others = {
+        name: (path / name).read_bytes()
+        for name in files
+        if name not in (MODEL_JSON, WEIGHTS, MANIFEST)
+    }
+    return config, tensors, others

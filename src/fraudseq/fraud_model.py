@@ -16,23 +16,14 @@ from fraudseq import metrics, thresholds
 from fraudseq.artifacts import load_model_dir, save_model_dir
 from fraudseq.errors import FraudseqError
 from fraudseq.features import FeatureEncoder
-from fraudseq.models import build_network
+from fraudseq.models import build_model
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.splits import in_period, parse_time, validation_start
-from fraudseq.training import Trainer, WindowSet, WindowSource, predict_logits
+from fraudseq.training import WindowSet, WindowSource
 
 log = logging.getLogger("fraudseq")
 
 FORMAT_VERSION = 1
-NETWORK_PARAMS = ("hidden_size", "num_layers", "dropout")
-TRAINER_PARAMS = (
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "weight_decay",
-    "patience",
-    "class_weight",
-)
 
 
 class FraudModel:
@@ -58,6 +49,8 @@ class FraudModel:
         weight_decay: float = 0.0,
         patience: int = 3,
         class_weight: str | float = "auto",
+        n_estimators: int = 600,
+        max_depth: int = 6,
         min_count: int = 5,
         label_delay_days: float = 7,
         seed: int = 0,
@@ -75,6 +68,8 @@ class FraudModel:
         self.weight_decay = weight_decay
         self.patience = patience
         self.class_weight = class_weight
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
         self.min_count = min_count
         self.label_delay_days = label_delay_days
         self.seed = seed
@@ -132,16 +127,11 @@ class FraudModel:
             int(valid.labels.sum()),
         )
         torch.manual_seed(self.seed)
-        self.network_ = build_network(
-            self.model, self.encoder_.n_numeric, self.encoder_.cardinalities, self._network_params()
-        )
-        trainer = Trainer(
-            seed=self.seed, progress=self.progress, **{k: getattr(self, k) for k in TRAINER_PARAMS}
-        )
-        trainer.fit(self.network_, train, valid if len(valid) else None)
-        self.history_ = trainer.history_
+        self.model_ = self._build()
+        self.model_.fit(train, valid if len(valid) else None)
+        self.history_ = self.model_.history_
         chosen_on = valid if len(valid) and valid.labels.sum() > 0 else train
-        probability = _sigmoid(predict_logits(self.network_, chosen_on))
+        probability = _sigmoid(self.model_.decision_function(chosen_on))
         self.threshold_ = thresholds.best_f1(chosen_on.labels, probability)
         self.validation_metrics_ = metrics.summary(chosen_on.labels, probability, self.threshold_)
         self.training_period_ = {
@@ -160,8 +150,11 @@ class FraudModel:
         if self.epochs < 1:
             raise FraudseqError(f"epochs must be at least 1, got {self.epochs}")
 
-    def _network_params(self) -> dict:
-        return {k: getattr(self, k) for k in NETWORK_PARAMS}
+    def _build(self):
+        params = {**self.get_params(), "progress": self.progress}
+        return build_model(
+            self.model, self.encoder_.n_numeric, self.encoder_.cardinalities, params, self.seed
+        )
 
     # -- scoring -------------------------------------------------------------------------
     def score(self, data, *, start=None, end=None) -> pd.DataFrame:
@@ -201,7 +194,7 @@ class FraudModel:
             )
         source = WindowSource(self.encoder_.transform(frame), self.window)
         windows = WindowSet(source, source.positions_of(rows))
-        probability = _sigmoid(predict_logits(self.network_, windows))
+        probability = _sigmoid(self.model_.decision_function(windows))
         return frame, _Scored(rows, probability)
 
     # -- persistence ---------------------------------------------------------------------
@@ -220,12 +213,13 @@ class FraudModel:
             "training_period": self.training_period_,
             "versions": versions(),
         }
-        return save_model_dir(path, config, self.network_.state_dict())
+        tensors, files = self.model_.state()
+        return save_model_dir(path, config, tensors, files)
 
     @classmethod
     def load(cls, path: str | Path) -> FraudModel:
         """Load a model directory after checking every file against its manifest."""
-        config, tensors = load_model_dir(path)
+        config, tensors, files = load_model_dir(path)
         if config.get("format_version") != FORMAT_VERSION:
             raise FraudseqError(
                 f"{path}: model format {config.get('format_version')} is not supported by this "
@@ -236,14 +230,8 @@ class FraudModel:
         model = cls(config["model"], **params)
         model.schema_ = Schema.from_dict(config["schema"], source=f"{path}/model.json")
         model.encoder_ = FeatureEncoder.from_json(config["encoder"], model.schema_)
-        model.network_ = build_network(
-            model.model,
-            model.encoder_.n_numeric,
-            model.encoder_.cardinalities,
-            model._network_params(),
-        )
-        model.network_.load_state_dict(tensors)
-        model.network_.eval()
+        model.model_ = model._build()
+        model.model_.load_state(tensors, files)
         model.threshold_ = float(config["threshold"]["value"])
         model.validation_metrics_ = config["validation_metrics"]
         model.history_ = config["history"]
@@ -263,6 +251,8 @@ class FraudModel:
             "weight_decay",
             "patience",
             "class_weight",
+            "n_estimators",
+            "max_depth",
             "min_count",
             "label_delay_days",
             "seed",
@@ -272,7 +262,7 @@ class FraudModel:
         return params
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "network_"):
+        if not hasattr(self, "model_"):
             raise FraudseqError("this FraudModel is not fitted; call fit() or FraudModel.load()")
 
 

@@ -24,6 +24,10 @@ Generative story
      cards that visit it, which look like the card's normal purchases and show only in the
      merchant's (delayed) history; some visiting cards are cloned and used elsewhere days later.
 
+`device_id` is the device fingerprint attached to an authorisation: the customer's phone or
+browser (also for wallet payments in shops), the fraudster's device, or a cloned card's chip
+profile. Merchant and device ids are random numbers, so an id's size says nothing about its age.
+
 No single column gives fraud away; the account's history does (novel device + novel country +
 burst, tiny-then-big, climbing amounts, a merchant with recent fraud). Every draw comes from one
 `np.random.default_rng(seed)`, and there is no per-transaction or per-incident Python loop.
@@ -37,8 +41,17 @@ import numpy as np
 import pandas as pd
 
 SIMULATOR_COLUMNS = (
-    "tx_id", "card_id", "ts", "amount", "mcc", "country", "channel", "device_id",
-    "merchant_id", "is_fraud", "fraud_type",
+    "tx_id",
+    "card_id",
+    "ts",
+    "amount",
+    "mcc",
+    "country",
+    "channel",
+    "device_id",
+    "merchant_id",
+    "is_fraud",
+    "fraud_type",
 )
 FRAUD_TYPES = ("card_testing", "account_takeover", "escalation", "compromised_merchant")
 
@@ -57,25 +70,25 @@ TRAVEL_WEIGHTS = np.array([14, 10, 6, 14, 5, 12, 11, 5, 6, 3, 5, 4, 3], dtype=fl
 # code, weight among usual merchants, amount factor vs the account level (0: tiny absolute
 # amounts), share of online merchants.
 _MCC_TABLE = (
-    ("5411", 0.15, 1.0, 0.05),   # grocery
-    ("5812", 0.09, 0.9, 0.05),   # restaurants
-    ("5814", 0.09, 0.0, 0.05),   # coffee / fast food: tiny
-    ("5541", 0.07, 1.2, 0.0),    # fuel
-    ("5311", 0.05, 1.5, 0.3),    # department stores
-    ("5691", 0.04, 1.6, 0.45),   # clothing
-    ("5912", 0.04, 0.6, 0.1),    # pharmacy
-    ("5999", 0.06, 0.9, 0.5),    # misc retail
-    ("4111", 0.05, 0.0, 0.1),    # transit: tiny
-    ("7523", 0.02, 0.0, 0.2),    # parking: tiny
-    ("5818", 0.05, 0.0, 1.0),    # digital goods / apps: tiny, online
-    ("6011", 0.05, 2.5, 0.0),    # ATM cash
-    ("5732", 0.035, 3.0, 0.5),   # electronics
-    ("4829", 0.03, 3.5, 0.7),    # money transfer
-    ("7995", 0.015, 1.5, 0.6),   # gambling
-    ("5947", 0.02, 1.0, 0.4),    # gift cards
-    ("5944", 0.01, 5.0, 0.2),    # jewelry
-    ("4511", 0.01, 8.0, 0.8),    # airlines
-    ("7011", 0.01, 5.0, 0.5),    # hotels
+    ("5411", 0.15, 1.0, 0.05),  # grocery
+    ("5812", 0.09, 0.9, 0.05),  # restaurants
+    ("5814", 0.09, 0.0, 0.05),  # coffee / fast food: tiny
+    ("5541", 0.07, 1.2, 0.0),  # fuel
+    ("5311", 0.05, 1.5, 0.3),  # department stores
+    ("5691", 0.04, 1.6, 0.45),  # clothing
+    ("5912", 0.04, 0.6, 0.1),  # pharmacy
+    ("5999", 0.06, 0.9, 0.5),  # misc retail
+    ("4111", 0.05, 0.0, 0.1),  # transit: tiny
+    ("7523", 0.02, 0.0, 0.2),  # parking: tiny
+    ("5818", 0.05, 0.0, 1.0),  # digital goods / apps: tiny, online
+    ("6011", 0.05, 2.5, 0.0),  # ATM cash
+    ("5732", 0.035, 3.0, 0.5),  # electronics
+    ("4829", 0.03, 3.5, 0.7),  # money transfer
+    ("7995", 0.015, 1.5, 0.6),  # gambling
+    ("5947", 0.02, 1.0, 0.4),  # gift cards
+    ("5944", 0.01, 5.0, 0.2),  # jewelry
+    ("4511", 0.01, 8.0, 0.8),  # airlines
+    ("7011", 0.01, 5.0, 0.5),  # hotels
 )
 MCC_CODES = tuple(row[0] for row in _MCC_TABLE)
 _MCC = {code: i for i, code in enumerate(MCC_CODES)}
@@ -129,19 +142,19 @@ class _Merchants:
 @dataclass
 class _Accounts:
     home: np.ndarray
-    level: np.ndarray          # typical amount (log-normal across accounts)
-    spread: np.ndarray         # log-sd of the account's amounts
-    rate: np.ndarray           # transactions a day
+    level: np.ndarray  # typical amount (log-normal across accounts)
+    spread: np.ndarray  # log-sd of the account's amounts
+    rate: np.ndarray  # transactions a day
     hour_center: np.ndarray
     hour_spread: np.ndarray
-    contactless: np.ndarray    # share of small card-present payments made contactless
-    explore: np.ndarray        # share of purchases at merchants outside the habits
+    contactless: np.ndarray  # share of small card-present payments made contactless
+    explore: np.ndarray  # share of purchases at merchants outside the habits
     slot_merchant: np.ndarray  # (accounts, SLOTS)
-    slot_cum: np.ndarray       # flattened cumulative slot weights, offset by account index
-    device: np.ndarray         # primary device
-    second: np.ndarray         # second device or -1
+    slot_cum: np.ndarray  # flattened cumulative slot weights, offset by account index
+    device: np.ndarray  # primary device
+    second: np.ndarray  # second device or -1
     second_share: np.ndarray
-    new_phone_at: np.ndarray   # seconds; inf when the account keeps its phone
+    new_phone_at: np.ndarray  # seconds; inf when the account keeps its phone
     new_phone: np.ndarray
 
     @property
@@ -191,8 +204,15 @@ def _rows(acc, ts, amount, merchant, channel, device, kind: int) -> _Rows:
     def col(values, dtype) -> np.ndarray:
         return np.broadcast_to(np.asarray(values, dtype=dtype), acc.shape)
 
-    return _Rows(acc, col(ts, float), col(amount, float), col(merchant, np.int64),
-                 col(channel, np.int64), col(device, np.int64), col(kind, np.int64))
+    return _Rows(
+        acc,
+        col(ts, float),
+        col(amount, float),
+        col(merchant, np.int64),
+        col(channel, np.int64),
+        col(device, np.int64),
+        col(kind, np.int64),
+    )
 
 
 # ---------------------------------------------------------------------------- small helpers
@@ -245,7 +265,7 @@ def _format_ids(prefix: str, nums: np.ndarray, width: int) -> np.ndarray:
 
 def _random_ids(rng: np.random.Generator, prefix: str, n: int, width: int) -> np.ndarray:
     """Distinct random ids, so an id's magnitude says nothing about when it was created."""
-    while 10**width < 20 * max(n, 1):
+    while 10**width < 2 * max(n, 1):
         width += 1
     return _format_ids(prefix, rng.choice(10**width, size=n, replace=False), width)
 
@@ -280,8 +300,9 @@ def _merchants(rng: np.random.Generator, accounts: int) -> _Merchants:
     return _Merchants(country, mcc, online.astype(bool), start, count, within + cells)
 
 
-def _accounts(rng: np.random.Generator, n: int, days: int, merchants: _Merchants,
-              devices: _DeviceBook) -> _Accounts:
+def _accounts(
+    rng: np.random.Generator, n: int, days: int, merchants: _Merchants, devices: _DeviceBook
+) -> _Accounts:
     home = rng.choice(len(COUNTRIES), size=n, p=HOME_WEIGHTS / HOME_WEIGHTS.sum())
     level = np.exp(rng.normal(np.log(35.0), 0.7, n))
     rate = np.clip(np.exp(rng.normal(np.log(1.2), 0.8, n)), 0.2, 8.0)
@@ -295,8 +316,9 @@ def _accounts(rng: np.random.Generator, n: int, days: int, merchants: _Merchants
     slot_mcc = rng.choice(len(MCC_CODES), size=(n, SLOTS), p=_MCC_POP)
     p_online = np.clip(_MCC_ONLINE[slot_mcc] * 2 * online_pref[:, None], 0, 1)
     slot_online = rng.random((n, SLOTS)) < p_online
-    slot_merchant = merchants.pick(rng, np.repeat(home, SLOTS), slot_mcc.ravel(),
-                                   slot_online.ravel(), popular=True).reshape(n, SLOTS)
+    slot_merchant = merchants.pick(
+        rng, np.repeat(home, SLOTS), slot_mcc.ravel(), slot_online.ravel(), popular=True
+    ).reshape(n, SLOTS)
     cum = rng.dirichlet(np.full(SLOTS, 0.7), n).cumsum(axis=1)
     cum[:, -1] = 1.0
     slot_cum = (cum + np.arange(n)[:, None]).ravel()
@@ -305,14 +327,25 @@ def _accounts(rng: np.random.Generator, n: int, days: int, merchants: _Merchants
     has_second = rng.random(n) < 0.3
     second = np.where(has_second, devices.new(n), -1)
     # Phones are replaced every few years: about 5% of cards in a month get a new one.
-    new_phone_at = np.where(rng.random(n) < 1 - np.exp(-days / 600), rng.uniform(0, days, n) * DAY,
-                            np.inf)
+    new_phone_at = np.where(
+        rng.random(n) < 1 - np.exp(-days / 600), rng.uniform(0, days, n) * DAY, np.inf
+    )
     return _Accounts(
-        home=home, level=level, spread=rng.uniform(0.35, 0.8, n), rate=rate,
-        hour_center=hour_center, hour_spread=hour_spread, contactless=rng.beta(2, 2, n),
-        explore=rng.uniform(0.01, 0.08, n), slot_merchant=slot_merchant, slot_cum=slot_cum,
-        device=device, second=second, second_share=rng.uniform(0.1, 0.4, n),
-        new_phone_at=new_phone_at, new_phone=devices.new(n),
+        home=home,
+        level=level,
+        spread=rng.uniform(0.35, 0.8, n),
+        rate=rate,
+        hour_center=hour_center,
+        hour_spread=hour_spread,
+        contactless=rng.beta(2, 2, n),
+        explore=rng.uniform(0.01, 0.08, n),
+        slot_merchant=slot_merchant,
+        slot_cum=slot_cum,
+        device=device,
+        second=second,
+        second_share=rng.uniform(0.1, 0.4, n),
+        new_phone_at=new_phone_at,
+        new_phone=devices.new(n),
     )
 
 
@@ -329,8 +362,9 @@ def _fraud_seconds(rng: np.random.Generator, accs: _Accounts, acc: np.ndarray) -
     return np.where(rng.random(acc.size) < 0.4, habit, np.floor(rng.uniform(0, DAY, acc.size)))
 
 
-def _incident_starts(rng: np.random.Generator, accs: _Accounts, acc: np.ndarray,
-                     days: int) -> np.ndarray:
+def _incident_starts(
+    rng: np.random.Generator, accs: _Accounts, acc: np.ndarray, days: int
+) -> np.ndarray:
     """Incidents start after the first 15% of the period, so victims have some history."""
     day = np.floor(rng.uniform(0.15 * days, days, acc.size))
     return day * DAY + _fraud_seconds(rng, accs, acc)
@@ -355,12 +389,17 @@ def _trips(rng: np.random.Generator, accs: _Accounts, days: int) -> dict[str, np
     at_home = dest == accs.home[acc]
     dest[at_home] = _other_country(rng, accs.home[acc][at_home])
     order = np.lexsort((start, acc))
-    return {"acc": acc[order], "start": start[order],
-            "end": start[order] + rng.uniform(2, 9, acc.size) * DAY, "dest": dest[order]}
+    return {
+        "acc": acc[order],
+        "start": start[order],
+        "end": start[order] + rng.uniform(2, 9, acc.size) * DAY,
+        "dest": dest[order],
+    }
 
 
-def _trip_of(trips: dict[str, np.ndarray], acc: np.ndarray, ts: np.ndarray,
-             days: int) -> np.ndarray:
+def _trip_of(
+    trips: dict[str, np.ndarray], acc: np.ndarray, ts: np.ndarray, days: int
+) -> np.ndarray:
     """Index of the trip each transaction falls in, or -1 (one searchsorted for all rows)."""
     if trips["acc"].size == 0:
         return np.full(acc.size, -1)
@@ -372,11 +411,12 @@ def _trip_of(trips: dict[str, np.ndarray], acc: np.ndarray, ts: np.ndarray,
     return np.where(inside, idx, -1)
 
 
-def _amounts(rng: np.random.Generator, accs: _Accounts, acc: np.ndarray,
-             mcc: np.ndarray) -> np.ndarray:
+def _amounts(
+    rng: np.random.Generator, accs: _Accounts, acc: np.ndarray, mcc: np.ndarray
+) -> np.ndarray:
     """Account level x category factor x noise; tiny categories cost a few units for everyone."""
-    amount = accs.level[acc] * _MCC_FACTOR[mcc] * np.exp(accs.spread[acc] * rng.standard_normal(
-        acc.size))
+    noise = np.exp(accs.spread[acc] * rng.standard_normal(acc.size))
+    amount = accs.level[acc] * _MCC_FACTOR[mcc] * noise
     tiny = _MCC_FACTOR[mcc] == 0
     amount[tiny] = np.clip(np.exp(rng.normal(np.log(3.0), 0.45, tiny.sum())), 0.5, 15)
     return _cash_rounding(amount, mcc)
@@ -388,8 +428,13 @@ def _cash_rounding(amount: np.ndarray, mcc: np.ndarray) -> np.ndarray:
     return np.maximum(np.round(amount, 2), 0.5)
 
 
-def _genuine(rng: np.random.Generator, accs: _Accounts, merchants: _Merchants,
-             trips: dict[str, np.ndarray], days: int) -> _Rows:
+def _genuine(
+    rng: np.random.Generator,
+    accs: _Accounts,
+    merchants: _Merchants,
+    trips: dict[str, np.ndarray],
+    days: int,
+) -> _Rows:
     """All genuine transactions at once: habits, exploration, one-off big buys, travel."""
     acc = np.repeat(np.arange(accs.size), rng.poisson(accs.rate * days))
     n = acc.size
@@ -406,21 +451,26 @@ def _genuine(rng: np.random.Generator, accs: _Accounts, merchants: _Merchants,
     home = accs.home[acc[new]]
     country = np.where(abroad, _other_country(rng, home), home)
     # Online exploration is mostly shopping, in the categories fraudsters like too.
-    mcc_new = np.where(online, _mcc_choice(rng, _SHOPPING, (3, 3, 2, 2, 2, 1, 1, 1), new.size),
-                       rng.choice(len(MCC_CODES), size=new.size, p=_MCC_POP))
+    mcc_new = np.where(
+        online,
+        _mcc_choice(rng, _SHOPPING, (3, 3, 2, 2, 2, 1, 1, 1), new.size),
+        rng.choice(len(MCC_CODES), size=new.size, p=_MCC_POP),
+    )
     merchant[new] = merchants.pick(rng, country, mcc_new, online, popular=False)
 
     # Rare one-off big purchases (a laptop, a flight, a hotel, a ring) at new merchants.
     big = np.flatnonzero(rng.random(n) < 0.004)
     mcc_big = _mcc_choice(rng, ("5732", "4511", "7011", "5944"), (45, 25, 20, 10), big.size)
-    merchant[big] = merchants.pick(rng, accs.home[acc[big]], mcc_big,
-                                   rng.random(big.size) < 0.5, popular=False)
+    merchant[big] = merchants.pick(
+        rng, accs.home[acc[big]], mcc_big, rng.random(big.size) < 0.5, popular=False
+    )
 
     # Travel: card-present purchases happen at merchants of the destination.
     trip = _trip_of(trips, acc, ts, days)
     away = np.flatnonzero((trip >= 0) & ~merchants.online[merchant])
-    merchant[away] = merchants.pick(rng, trips["dest"][trip[away]], merchants.mcc[merchant[away]],
-                                    False, popular=True)
+    merchant[away] = merchants.pick(
+        rng, trips["dest"][trip[away]], merchants.mcc[merchant[away]], False, popular=True
+    )
 
     mcc = merchants.mcc[merchant]
     amount = _amounts(rng, accs, acc, mcc)
@@ -436,8 +486,9 @@ def _genuine(rng: np.random.Generator, accs: _Accounts, merchants: _Merchants,
     return _rows(acc, ts, amount, merchant, channel, device, GENUINE)
 
 
-def _trip_purchases(rng: np.random.Generator, accs: _Accounts, merchants: _Merchants,
-                    trips: dict[str, np.ndarray]) -> _Rows:
+def _trip_purchases(
+    rng: np.random.Generator, accs: _Accounts, merchants: _Merchants, trips: dict[str, np.ndarray]
+) -> _Rows:
     """A flight booked at home before each trip and a hotel bill at the destination."""
     acc, n = trips["acc"], trips["acc"].size
     if n == 0:
@@ -448,20 +499,33 @@ def _trip_purchases(rng: np.random.Generator, accs: _Accounts, merchants: _Merch
     hotel = merchants.pick(rng, trips["dest"], np.full(n, _MCC["7011"]), False, popular=True)
     hotel_ts = trips["end"] - rng.uniform(0.1, 0.4, n) * DAY
     level = accs.level[acc]
-    amount = np.round(np.concatenate([level * rng.uniform(6, 15, n),
-                                      level * nights * rng.uniform(1.5, 3, n)]), 2)
+    amount = np.round(
+        np.concatenate([level * rng.uniform(6, 15, n), level * nights * rng.uniform(1.5, 3, n)]), 2
+    )
     ts = np.concatenate([flight_ts, hotel_ts])
     merchant = np.concatenate([flight, hotel])
     both = np.concatenate([acc, acc])
-    return _rows(both, ts, amount, merchant, _channel_for(merchants, merchant),
-                 accs.device_at(both, ts), GENUINE)
+    return _rows(
+        both,
+        ts,
+        amount,
+        merchant,
+        _channel_for(merchants, merchant),
+        accs.device_at(both, ts),
+        GENUINE,
+    )
 
 
 # ---------------------------------------------------------------------------- fraud scenarios
 
 
-def _card_testing(rng: np.random.Generator, accs: _Accounts, merchants: _Merchants, days: int,
-                  devices: _DeviceBook) -> _Rows:
+def _card_testing(
+    rng: np.random.Generator,
+    accs: _Accounts,
+    merchants: _Merchants,
+    days: int,
+    devices: _DeviceBook,
+) -> _Rows:
     """Tiny online charges minutes apart (is the card alive?), then a few large purchases."""
     victim = _victims(rng, accs.size, days, RATE_CARD_TESTING)
     k = victim.size
@@ -469,38 +533,61 @@ def _card_testing(rng: np.random.Generator, accs: _Accounts, merchants: _Merchan
     device = devices.new(k)
     test_country = rng.integers(0, len(COUNTRIES), k)
     test_mccs, test_p = ("5818", "5999", "4829", "5947", "5812"), (4, 3, 1, 1, 2)
-    test_merchant = merchants.pick(rng, test_country, _mcc_choice(rng, test_mccs, test_p, k),
-                                   True, popular=False)
+    test_merchant = merchants.pick(
+        rng, test_country, _mcc_choice(rng, test_mccs, test_p, k), True, popular=False
+    )
 
     owner, pos, first = _expand(2 + rng.poisson(3, k))
     gap = np.where(pos == 0, 0.0, 5 + rng.exponential(90, owner.size))
     tiny_ts = start[owner] + _group_cumsum(gap, owner, first)
-    other = merchants.pick(rng, test_country[owner], _mcc_choice(rng, test_mccs, test_p,
-                                                                 owner.size), True, popular=False)
+    other = merchants.pick(
+        rng,
+        test_country[owner],
+        _mcc_choice(rng, test_mccs, test_p, owner.size),
+        True,
+        popular=False,
+    )
     tiny_merchant = np.where(rng.random(owner.size) < 0.8, test_merchant[owner], other)
     tiny_amount = np.round(rng.uniform(0.5, 3.0, owner.size), 2)
     tiny_amount[rng.random(owner.size) < 0.25] = 1.0
-    tiny = _rows(victim[owner], tiny_ts, tiny_amount, tiny_merchant, ONLINE, device[owner],
-                 CARD_TESTING)
+    tiny = _rows(
+        victim[owner], tiny_ts, tiny_amount, tiny_merchant, ONLINE, device[owner], CARD_TESTING
+    )
 
     last_tiny = tiny_ts[first + np.bincount(owner, minlength=k) - 1] if k else np.zeros(0)
     owner, pos, first = _expand(1 + rng.binomial(2, 0.35, k))
-    gap = np.where(pos == 0, 60 + rng.exponential(1200, owner.size),
-                   30 + rng.exponential(600, owner.size))
+    gap = np.where(
+        pos == 0, 60 + rng.exponential(1200, owner.size), 30 + rng.exponential(600, owner.size)
+    )
     big_ts = last_tiny[owner] + _group_cumsum(gap, owner, first)
-    country = np.where(rng.random(owner.size) < 0.5, test_country[owner],
-                       accs.home[victim[owner]])
-    big_mcc = _mcc_choice(rng, ("5732", "5944", "5947", "5999", "5691", "5311", "4511"),
-                          (4, 1, 2, 2, 2, 2, 1), owner.size)
+    country = np.where(rng.random(owner.size) < 0.5, test_country[owner], accs.home[victim[owner]])
+    big_mcc = _mcc_choice(
+        rng,
+        ("5732", "5944", "5947", "5999", "5691", "5311", "4511"),
+        (4, 1, 2, 2, 2, 2, 1),
+        owner.size,
+    )
     big_merchant = merchants.pick(rng, country, big_mcc, True, popular=False)
     big_amount = np.round(np.exp(rng.normal(np.log(250), 0.7, owner.size)), 2)
-    big = _rows(victim[owner], big_ts, big_amount, big_merchant,
-                _channel_for(merchants, big_merchant), device[owner], CARD_TESTING)
+    big = _rows(
+        victim[owner],
+        big_ts,
+        big_amount,
+        big_merchant,
+        _channel_for(merchants, big_merchant),
+        device[owner],
+        CARD_TESTING,
+    )
     return _Rows.concat([tiny, big])
 
 
-def _account_takeover(rng: np.random.Generator, accs: _Accounts, merchants: _Merchants,
-                      days: int, devices: _DeviceBook) -> _Rows:
+def _account_takeover(
+    rng: np.random.Generator,
+    accs: _Accounts,
+    merchants: _Merchants,
+    days: int,
+    devices: _DeviceBook,
+) -> _Rows:
     """A new device, often abroad, buying resellable goods above the account's habit, fast."""
     victim = _victims(rng, accs.size, days, RATE_TAKEOVER)
     k = victim.size
@@ -513,28 +600,50 @@ def _account_takeover(rng: np.random.Generator, accs: _Accounts, merchants: _Mer
     acc = victim[owner]
     gap = np.where(pos == 0, 0.0, 20 + rng.exponential(900, owner.size))
     ts = start[owner] + _group_cumsum(gap, owner, first)
-    mcc = _mcc_choice(rng, ("5732", "4829", "5947", "5944", "5999", "5311", "5691"),
-                      (3, 3, 2, 1, 2, 1, 1), owner.size)
-    merchant = merchants.pick(rng, country[owner], mcc, rng.random(owner.size) < 0.85,
-                              popular=False)
-    amount = accs.level[acc] * rng.uniform(2, 6, owner.size) * np.exp(
-        rng.normal(0, 0.3, owner.size))
+    mcc = _mcc_choice(
+        rng,
+        ("5732", "4829", "5947", "5944", "5999", "5311", "5691"),
+        (3, 3, 2, 1, 2, 1, 1),
+        owner.size,
+    )
+    merchant = merchants.pick(
+        rng, country[owner], mcc, rng.random(owner.size) < 0.85, popular=False
+    )
+    amount = (
+        accs.level[acc] * rng.uniform(2, 6, owner.size) * np.exp(rng.normal(0, 0.3, owner.size))
+    )
     transfer = (mcc == _MCC["4829"]) & (rng.random(owner.size) < 0.5)
     amount[transfer] = np.maximum(10, np.round(amount[transfer], -1))
-    return _rows(acc, ts, np.round(amount, 2), merchant, _channel_for(merchants, merchant),
-                 device[owner], TAKEOVER)
+    return _rows(
+        acc,
+        ts,
+        np.round(amount, 2),
+        merchant,
+        _channel_for(merchants, merchant),
+        device[owner],
+        TAKEOVER,
+    )
 
 
-def _escalation(rng: np.random.Generator, accs: _Accounts, merchants: _Merchants, days: int,
-                devices: _DeviceBook) -> _Rows:
+def _escalation(
+    rng: np.random.Generator,
+    accs: _Accounts,
+    merchants: _Merchants,
+    days: int,
+    devices: _DeviceBook,
+) -> _Rows:
     """Charges at one new merchant, each 1.5-2x the previous, hours apart."""
     victim = _victims(rng, accs.size, days, RATE_ESCALATION)
     k = victim.size
     start = _incident_starts(rng, accs, victim, days)
     home = accs.home[victim]
     country = np.where(rng.random(k) < 0.7, home, _other_country(rng, home))
-    mcc = _mcc_choice(rng, ("5999", "5732", "5691", "5944", "5947", "4829", "7995", "5818",
-                            "5311", "5812"), (3, 2, 2, 1, 1, 1, 1, 1, 2, 1), k)
+    mcc = _mcc_choice(
+        rng,
+        ("5999", "5732", "5691", "5944", "5947", "4829", "7995", "5818", "5311", "5812"),
+        (3, 2, 2, 1, 1, 1, 1, 1, 2, 1),
+        k,
+    )
     merchant = merchants.pick(rng, country, mcc, rng.random(k) < 0.75, popular=False)
     # A fraudster's device, or the victim's own (stolen phone, remote-access malware).
     own_device = accs.device_at(victim, start)
@@ -546,12 +655,25 @@ def _escalation(rng: np.random.Generator, accs: _Accounts, merchants: _Merchants
     step = np.where(pos == 0, 0.0, np.log(rng.uniform(1.5, 2.0, owner.size)))
     first_amount = np.exp(rng.normal(np.log(8.0), 0.6, k))
     amount = np.round(first_amount[owner] * np.exp(_group_cumsum(step, owner, first)), 2)
-    return _rows(victim[owner], ts, amount, merchant[owner],
-                 _channel_for(merchants, merchant[owner]), device[owner], ESCALATION)
+    return _rows(
+        victim[owner],
+        ts,
+        amount,
+        merchant[owner],
+        _channel_for(merchants, merchant[owner]),
+        device[owner],
+        ESCALATION,
+    )
 
 
-def _compromised_merchants(rng: np.random.Generator, accs: _Accounts, merchants: _Merchants,
-                           genuine: _Rows, days: int, devices: _DeviceBook) -> _Rows:
+def _compromised_merchants(
+    rng: np.random.Generator,
+    accs: _Accounts,
+    merchants: _Merchants,
+    genuine: _Rows,
+    days: int,
+    devices: _DeviceBook,
+) -> _Rows:
     """Merchants compromised for 1-3 weeks: their own extra charges, and cloned cards later."""
     present = np.flatnonzero(genuine.channel != ONLINE)
     n = int(rng.poisson(present.size * RATE_COMPROMISE))
@@ -574,9 +696,15 @@ def _compromised_merchants(rng: np.random.Generator, accs: _Accounts, merchants:
     # amount. Only the merchant's history (many later-confirmed frauds) reveals them.
     not_atm = exposed[merchants.mcc[genuine.merchant[exposed]] != _MCC["6011"]]
     dup = not_atm[rng.random(not_atm.size) < 0.1]
-    extra = _rows(genuine.acc[dup], genuine.ts[dup] + rng.uniform(1, 30, dup.size) * HOUR,
-                  np.round(genuine.amount[dup] * rng.uniform(0.8, 2.5, dup.size), 2),
-                  genuine.merchant[dup], genuine.channel[dup], genuine.device[dup], COMPROMISED)
+    extra = _rows(
+        genuine.acc[dup],
+        genuine.ts[dup] + rng.uniform(1, 30, dup.size) * HOUR,
+        np.round(genuine.amount[dup] * rng.uniform(0.8, 2.5, dup.size), 2),
+        genuine.merchant[dup],
+        genuine.channel[dup],
+        genuine.device[dup],
+        COMPROMISED,
+    )
 
     # (b) Some cards skimmed there (first visit per card and merchant) are cloned and used
     # in shops and ATMs elsewhere a few days later.
@@ -595,13 +723,27 @@ def _compromised_merchants(rng: np.random.Generator, accs: _Accounts, merchants:
     gap = np.where(pos == 0, 0.0, 120 + rng.exponential(2400, owner.size))
     ts = start[owner] + _group_cumsum(gap, owner, first)
     cash = rng.random(owner.size) < 0.4
-    mcc = np.where(cash, _MCC["6011"],
-                   _mcc_choice(rng, ("5732", "5944", "5999", "5311", "5691", "5541", "5411",
-                                     "5812"), (3, 1, 2, 2, 2, 2, 2, 1), owner.size))
+    mcc = np.where(
+        cash,
+        _MCC["6011"],
+        _mcc_choice(
+            rng,
+            ("5732", "5944", "5999", "5311", "5691", "5541", "5411", "5812"),
+            (3, 1, 2, 2, 2, 2, 2, 1),
+            owner.size,
+        ),
+    )
     merchant = merchants.pick(rng, country[owner], mcc, False, popular=False)
     amount = accs.level[victim[owner]] * rng.uniform(1.5, 5, owner.size)
-    cloned = _rows(victim[owner], ts, _cash_rounding(amount, mcc), merchant,
-                   _channel_for(merchants, merchant), device[owner], COMPROMISED)
+    cloned = _rows(
+        victim[owner],
+        ts,
+        _cash_rounding(amount, mcc),
+        merchant,
+        _channel_for(merchants, merchant),
+        device[owner],
+        COMPROMISED,
+    )
     return _Rows.concat([extra, cloned])
 
 
@@ -613,33 +755,40 @@ def _strings(labels, codes: np.ndarray):
     return pd.array(np.asarray(labels), dtype="str").take(codes)
 
 
-def _frame(rows: _Rows, accounts: int, merchants: _Merchants, rng: np.random.Generator,
-           start: pd.Timestamp) -> pd.DataFrame:
+def _frame(
+    rows: _Rows, accounts: int, merchants: _Merchants, rng: np.random.Generator, start: pd.Timestamp
+) -> pd.DataFrame:
     """Sort by time, assign tx ids in that order and turn codes into strings."""
     rows = rows.take(np.lexsort((np.arange(rows.acc.size), rows.acc, rows.ts)))
     n = rows.acc.size
     devices, device_idx = np.unique(rows.device, return_inverse=True)
     ts = start.to_datetime64().astype("datetime64[ns]") + (
-        rows.ts.astype(np.int64) * 1_000_000_000).astype("timedelta64[ns]")
+        rows.ts.astype(np.int64) * 1_000_000_000
+    ).astype("timedelta64[ns]")
     card_ids = _format_ids("C", np.arange(accounts), max(6, len(str(accounts - 1))))
-    return pd.DataFrame({
-        "tx_id": pd.array(_format_ids("T", np.arange(1, n + 1), max(8, len(str(n)))),
-                          dtype="str"),
-        "card_id": _strings(card_ids, rows.acc),
-        "ts": ts,
-        "amount": rows.amount.astype(np.float64),
-        "mcc": _strings(MCC_CODES, merchants.mcc[rows.merchant]),
-        "country": _strings(COUNTRIES, merchants.country[rows.merchant]),
-        "channel": _strings(CHANNELS, rows.channel),
-        "device_id": _strings(_random_ids(rng, "D", devices.size, 7), device_idx),
-        "merchant_id": _strings(_random_ids(rng, "M", merchants.size, 5), rows.merchant),
-        "is_fraud": (rows.kind != GENUINE).astype(np.int64),
-        "fraud_type": _strings(("none", *FRAUD_TYPES), rows.kind),
-    }, columns=list(SIMULATOR_COLUMNS))
+    return pd.DataFrame(
+        {
+            "tx_id": pd.array(
+                _format_ids("T", np.arange(1, n + 1), max(8, len(str(n)))), dtype="str"
+            ),
+            "card_id": _strings(card_ids, rows.acc),
+            "ts": ts,
+            "amount": rows.amount.astype(np.float64),
+            "mcc": _strings(MCC_CODES, merchants.mcc[rows.merchant]),
+            "country": _strings(COUNTRIES, merchants.country[rows.merchant]),
+            "channel": _strings(CHANNELS, rows.channel),
+            "device_id": _strings(_random_ids(rng, "D", devices.size, 7), device_idx),
+            "merchant_id": _strings(_random_ids(rng, "M", merchants.size, 5), rows.merchant),
+            "is_fraud": (rows.kind != GENUINE).astype(np.int64),
+            "fraud_type": _strings(("none", *FRAUD_TYPES), rows.kind),
+        },
+        columns=list(SIMULATOR_COLUMNS),
+    )
 
 
-def simulate(accounts: int = 2000, days: int = 60, seed: int = 0,
-             start: str = "2026-01-01") -> pd.DataFrame:
+def simulate(
+    accounts: int = 2000, days: int = 60, seed: int = 0, start: str = "2026-01-01"
+) -> pd.DataFrame:
     """Simulate card transactions of `accounts` cards over `days` days with labelled fraud.
 
     Returns one row per transaction with columns `SIMULATOR_COLUMNS`, sorted by `ts` (ties by
@@ -660,14 +809,16 @@ def simulate(accounts: int = 2000, days: int = 60, seed: int = 0,
     accs = _accounts(rng, accounts, days, merchants, devices)
     trips = _trips(rng, accs, days)
     genuine = _genuine(rng, accs, merchants, trips, days)
-    rows = _Rows.concat([
-        genuine,
-        _trip_purchases(rng, accs, merchants, trips),
-        _card_testing(rng, accs, merchants, days, devices),
-        _account_takeover(rng, accs, merchants, days, devices),
-        _escalation(rng, accs, merchants, days, devices),
-        _compromised_merchants(rng, accs, merchants, genuine, days, devices),
-    ])
+    rows = _Rows.concat(
+        [
+            genuine,
+            _trip_purchases(rng, accs, merchants, trips),
+            _card_testing(rng, accs, merchants, days, devices),
+            _account_takeover(rng, accs, merchants, days, devices),
+            _escalation(rng, accs, merchants, days, devices),
+            _compromised_merchants(rng, accs, merchants, genuine, days, devices),
+        ]
+    )
     # Incidents and bookings may spill outside the period: keep what falls inside it.
     rows.ts = np.floor(rows.ts)
     rows = rows.take(np.flatnonzero((rows.ts >= 0) & (rows.ts < days * DAY)))
