@@ -8,7 +8,7 @@ from fraudseq.fraud_model import FraudModel
 from fraudseq.models import MODELS
 
 TRAIN_UNTIL = "2026-01-31"
-TINY = {"epochs": 1, "hidden_size": 8, "n_estimators": 20, "max_depth": 3, "progress": False}
+TINY = {"epochs": 3, "hidden_size": 8, "n_estimators": 20, "max_depth": 3, "progress": False}
 
 
 @pytest.fixture(scope="module", params=MODELS)

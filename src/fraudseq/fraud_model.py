@@ -15,6 +15,7 @@ import fraudseq
 from fraudseq import metrics, thresholds
 from fraudseq.artifacts import load_model_dir, save_model_dir
 from fraudseq.errors import FraudseqError
+from fraudseq.feature_blocks import FEATURE_BLOCKS
 from fraudseq.features import FeatureEncoder
 from fraudseq.models import build_model
 from fraudseq.schema import Schema, load_transactions
@@ -24,6 +25,7 @@ from fraudseq.training import WindowSet, WindowSource
 log = logging.getLogger("fraudseq")
 
 FORMAT_VERSION = 1
+DEFAULT_FEATURES = tuple(FEATURE_BLOCKS)  # every block; those a schema lacks add nothing
 
 
 class FraudModel:
@@ -39,7 +41,7 @@ class FraudModel:
         model: str = "lstm",
         *,
         window: int = 16,
-        features: tuple[str, ...] = ("event", "recency"),
+        features: tuple[str, ...] = DEFAULT_FEATURES,
         hidden_size: int = 64,
         num_layers: int = 1,
         dropout: float = 0.1,
