@@ -28,12 +28,16 @@ def main() -> None:
         timings.append(time.perf_counter() - began)
     seconds = min(timings)
 
-    print(f"machine: {platform.platform()} | python {platform.python_version()} | "
-          f"{platform.processor() or platform.machine()} | cpus {os.cpu_count()}")
+    print(
+        f"machine: {platform.platform()} | python {platform.python_version()} | "
+        f"{platform.processor() or platform.machine()} | cpus {os.cpu_count()}"
+    )
     print(f"accounts={args.accounts} days={args.days} seed={args.seed}")
     print(f"rows: {len(frame):,}")
-    print(f"seconds: {seconds:.2f}" + (f" (runs: {', '.join(f'{t:.2f}' for t in timings)})"
-                                       if len(timings) > 1 else ""))
+    print(
+        f"seconds: {seconds:.2f}"
+        + (f" (runs: {', '.join(f'{t:.2f}' for t in timings)})" if len(timings) > 1 else "")
+    )
     print(f"rows/s: {len(frame) / seconds:,.0f}")
     print(f"fraud share: {frame['is_fraud'].mean():.4%}")
     shares = frame["fraud_type"].value_counts() / len(frame)

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fraudseq.errors import ModelDirectoryError
+from fraudseq.io import default_mode
 
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
@@ -42,6 +43,7 @@ def save_model_dir(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    os.chmod(staging, default_mode(0o777))
     try:
         (staging / MODEL_JSON).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if tensors:

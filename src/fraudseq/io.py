@@ -37,9 +37,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, default_mode(0o666))  # mkstemp makes 0600; use the usual umask
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def default_mode(base: int) -> int:
+    """`base` with the process umask applied, as open() or mkdir() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return base & ~umask
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
