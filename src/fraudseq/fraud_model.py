@@ -3,6 +3,7 @@ scikit-learn-like API (fit / score / evaluate / save / load)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import platform
 from pathlib import Path
@@ -241,24 +242,12 @@ class FraudModel:
         return model
 
     def get_params(self) -> dict:
-        names = (
-            "window",
-            "features",
-            "hidden_size",
-            "num_layers",
-            "dropout",
-            "epochs",
-            "batch_size",
-            "learning_rate",
-            "weight_decay",
-            "patience",
-            "class_weight",
-            "n_estimators",
-            "max_depth",
-            "min_count",
-            "label_delay_days",
-            "seed",
-        )
+        """Hyperparameters as stored in model.json (scikit-learn's convention)."""
+        names = [
+            name
+            for name in inspect.signature(FraudModel.__init__).parameters
+            if name not in ("self", "model", "progress")
+        ]
         params = {name: getattr(self, name) for name in names}
         params["features"] = list(params["features"])
         return params
