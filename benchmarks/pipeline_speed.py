@@ -26,7 +26,7 @@ from machine import describe  # noqa: E402
 
 from fraudseq.features import FeatureEncoder  # noqa: E402
 from fraudseq.fraud_model import FraudModel  # noqa: E402
-from fraudseq.models import build_network  # noqa: E402
+from fraudseq.models import RecurrentClassifier  # noqa: E402
 from fraudseq.schema import Schema, load_transactions  # noqa: E402
 from fraudseq.simulate import simulate  # noqa: E402
 from fraudseq.training import Trainer, WindowSet, WindowSource  # noqa: E402
@@ -57,8 +57,7 @@ def training_throughput(encoder, encoded, labels, n_windows: int, batch_size: in
     positions = rng.choice(len(encoded), size=n_windows, replace=False)
     train = WindowSet(source, positions, labels[encoded.order][positions].astype(np.float32))
     torch.manual_seed(0)
-    params = {"hidden_size": 64, "num_layers": 1, "dropout": 0.1}
-    net = build_network("lstm", encoder.n_numeric, encoder.cardinalities, params)
+    net = RecurrentClassifier(encoder.n_numeric, encoder.cardinalities, cell="lstm")
     trainer = Trainer(epochs=1, batch_size=batch_size, progress=False)
     _, trainer_s = timed(lambda: trainer.fit(net, train, None))
 

@@ -10,8 +10,16 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraudseq.simulate import FRAUD_TYPES, SIMULATOR_COLUMNS, simulate
 
-STRING_COLUMNS = ("tx_id", "card_id", "mcc", "country", "channel", "device_id", "merchant_id",
-                  "fraud_type")
+STRING_COLUMNS = (
+    "tx_id",
+    "card_id",
+    "mcc",
+    "country",
+    "channel",
+    "device_id",
+    "merchant_id",
+    "fraud_type",
+)
 
 
 @pytest.fixture(scope="module")
@@ -193,11 +201,13 @@ def test_history_makes_fraud_separable(large: pd.DataFrame) -> None:
     df = large
     y = df["is_fraud"].to_numpy()
     log_amount = np.log(df["amount"])
-    raw = pd.DataFrame({
-        "log_amount": log_amount,
-        "hour": df["ts"].dt.hour,
-        **{c: df[c].astype("category").cat.codes for c in ("mcc", "country", "channel")},
-    })
+    raw = pd.DataFrame(
+        {
+            "log_amount": log_amount,
+            "hour": df["ts"].dt.hour,
+            **{c: df[c].astype("category").cat.codes for c in ("mcc", "country", "channel")},
+        }
+    )
     seconds = df["ts"].astype("int64") // 1_000_000_000
     history = raw.assign(
         new_device=_first_seen(df, "device_id").astype(int),

@@ -45,6 +45,7 @@ def event_features(frame: SortedFrame) -> dict[str, np.ndarray]:
     week_fraction = ((seconds // SECONDS_PER_DAY + 3) % 7) / 7  # 1970-01-01 was a Thursday
     return {
         "log_amount": np.sign(frame.amount) * np.log1p(np.abs(frame.amount)),
+        "amount": frame.amount,  # linear too: a fixed-amount rule is a sharp edge here
         "hour_sin": np.sin(2 * np.pi * day_fraction),
         "hour_cos": np.cos(2 * np.pi * day_fraction),
         "dow_sin": np.sin(2 * np.pi * week_fraction),

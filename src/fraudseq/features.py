@@ -58,7 +58,7 @@ class FeatureEncoder:
         *,
         blocks: tuple[str, ...] = ("event", "recency"),
         min_count: int = 5,
-        max_vocabulary: int = 5000,
+        max_vocabulary: int = 300,
         label_delay_days: float = 7,
     ) -> None:
         self.schema = schema
@@ -87,9 +87,15 @@ class FeatureEncoder:
         return self
 
     def _vocabulary(self, values: pd.Series) -> list[str]:
-        counts = values.value_counts(sort=True)
-        counts = counts[counts >= self.min_count].iloc[: self.max_vocabulary]
-        return sorted(str(value) for value in counts.index)
+        """Values seen `min_count` times. A column with more such values than
+        `max_vocabulary` is an identifier (card, device, terminal): embedding its values
+        memorises training-period entities, so it gets an empty vocabulary and contributes
+        through the novelty and counterparty features instead."""
+        counts = values.value_counts(sort=False)
+        frequent = counts.index[counts >= self.min_count]
+        if len(frequent) > self.max_vocabulary:
+            return []
+        return sorted(str(value) for value in frequent)
 
     # -- transforming --------------------------------------------------------------------
     def transform(self, frame: pd.DataFrame) -> EncodedFrame:
@@ -102,13 +108,15 @@ class FeatureEncoder:
         numeric = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         categorical = np.zeros((len(frame), len(self.schema.categorical)), dtype=np.int64)
         for j, column in enumerate(self.schema.categorical):
-            categorical[:, j] = self._codes(frame[column].to_numpy()[order], column)
+            categorical[:, j] = self._codes(sorted_frame, column)
         return EncodedFrame(numeric, categorical, order, sorted_frame.sorted.starts)
 
-    def _codes(self, values: np.ndarray, column: str) -> np.ndarray:
-        vocabulary = self.vocabularies_[column]
-        codes = pd.Index(vocabulary, dtype=object).get_indexer(values.astype(object))
-        return np.where(codes < 0, OOV_CODE, codes + 2)
+    def _codes(self, sorted_frame: _Sorted, column: str) -> np.ndarray:
+        """Vocabulary codes, looked up once per distinct value rather than once per row."""
+        vocabulary = pd.Index(self.vocabularies_[column], dtype=object)
+        lookup = vocabulary.get_indexer(sorted_frame.uniques[column].astype(object))
+        lookup = np.where(lookup < 0, OOV_CODE, lookup + 2)
+        return lookup[sorted_frame.sorted.categorical[column]]
 
     def _raw_numeric(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], _Sorted]:
         sorted_frame = _sort_by_entity(frame, self.schema, self.label_delay_days)
@@ -168,6 +176,7 @@ class FeatureEncoder:
 class _Sorted:
     order: np.ndarray
     sorted: SortedFrame
+    uniques: dict[str, np.ndarray]  # categorical column -> its distinct values, by code
 
 
 def _sort_by_entity(frame: pd.DataFrame, schema: Schema, label_delay_days: float) -> _Sorted:
@@ -175,19 +184,20 @@ def _sort_by_entity(frame: pd.DataFrame, schema: Schema, label_delay_days: float
     time_ns = frame[schema.time].to_numpy(dtype="datetime64[ns]").view(np.int64)
     order = entity_order(entity_codes, time_ns)
     has_label = schema.label is not None and schema.label in frame.columns
+    factorized = {c: pd.factorize(frame[c], sort=False) for c in schema.categorical}
     sorted_frame = SortedFrame(
         time_ns=time_ns[order],
         amount=frame[schema.amount].to_numpy(dtype=np.float64)[order],
         starts=group_starts(entity_codes[order]),
         extra_numeric={c: frame[c].to_numpy(dtype=np.float64)[order] for c in schema.numeric},
-        categorical={c: _factorized(frame[c])[order] for c in schema.categorical},
+        categorical={c: codes[order] for c, (codes, _) in factorized.items()},
         counterparty=(
             _factorized(frame[schema.counterparty])[order] if schema.counterparty else None
         ),
         label=frame[schema.label].to_numpy(dtype=np.float64)[order] if has_label else None,
         label_delay_ns=int(label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND),
     )
-    return _Sorted(order, sorted_frame)
+    return _Sorted(order, sorted_frame, {c: np.asarray(u) for c, (_, u) in factorized.items()})
 
 
 def _factorized(values: pd.Series) -> np.ndarray:

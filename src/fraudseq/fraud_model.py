@@ -55,6 +55,7 @@ class FraudModel:
         n_estimators: int = 600,
         max_depth: int = 6,
         min_count: int = 5,
+        max_vocabulary: int = 300,
         label_delay_days: float = 7,
         seed: int = 0,
         progress: bool | None = None,
@@ -74,6 +75,7 @@ class FraudModel:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.min_count = min_count
+        self.max_vocabulary = max_vocabulary
         self.label_delay_days = label_delay_days
         self.seed = seed
         self.progress = progress
@@ -115,6 +117,7 @@ class FraudModel:
             schema,
             blocks=self.features,
             min_count=self.min_count,
+            max_vocabulary=self.max_vocabulary,
             label_delay_days=self.label_delay_days,
         ).fit(frame[fit_rows])
         source = WindowSource(self.encoder_.transform(frame), self.window)

@@ -38,12 +38,15 @@ class WindowSource:
         """Sorted positions of frame rows, i.e. where their windows end."""
         return self.encoded.positions_of(rows)
 
-    def batch(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Numeric (B, K, F), categorical (B, K, C) and lengths (B,) of the windows ending at
-        the given sorted positions."""
+    def index(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row index (B, K) and lengths (B,) of the windows ending at sorted `positions`."""
         index, lengths = window_index(positions, self.starts, self.window, self.pad_index)
-        index_t = torch.from_numpy(index)
-        return self.numeric[index_t], self.categorical[index_t], torch.from_numpy(lengths)
+        return torch.from_numpy(index), torch.from_numpy(lengths)
+
+    def batch(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Numeric (B, K, F), categorical (B, K, C) and lengths (B,) of those windows."""
+        index, lengths = self.index(positions)
+        return self.numeric[index], self.categorical[index], lengths
 
 
 @dataclass
@@ -138,14 +141,27 @@ class Trainer:
         return total / max(count, 1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_logits(net: nn.Module, windows: WindowSet, batch_size: int = 4096) -> np.ndarray:
-    """Logits for every window, in the order of `windows.positions`."""
+    """Logits for every window, in the order of `windows.positions`.
+
+    Networks with `embed` and `forward_events` get every event embedded once, then windows
+    gathered from the embeddings: the same numbers, without re-embedding each event K times.
+    """
     net.eval()
+    source = windows.source
+    events = None
+    if hasattr(net, "forward_events") and len(windows) > len(source.numeric) // source.window:
+        events = net.embed(source.numeric, source.categorical)
     out = np.empty(len(windows), dtype=np.float32)
     for start in range(0, len(windows), batch_size):
         positions = windows.positions[start : start + batch_size]
-        out[start : start + len(positions)] = net(*windows.source.batch(positions)).numpy()
+        if events is None:
+            logits = net(*source.batch(positions))
+        else:
+            index, lengths = source.index(positions)
+            logits = net.forward_events(events[index], lengths)
+        out[start : start + len(positions)] = logits.numpy()
     return out
 
 

@@ -65,7 +65,11 @@ class RecurrentClassifier(nn.Module):
     def forward(
         self, numeric: torch.Tensor, categorical: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
-        events = self.embed(numeric, categorical)
+        return self.forward_events(self.embed(numeric, categorical), lengths)
+
+    def forward_events(self, events: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits from already embedded windows (B, K, D); scoring embeds each event once
+        instead of once per window it appears in."""
         outputs, _ = self.rnn(events)
         last = (lengths - 1).view(-1, 1, 1)
         last_output = outputs.gather(1, last.expand(-1, 1, outputs.size(-1))).squeeze(1)
