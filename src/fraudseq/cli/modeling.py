@@ -1,45 +1,17 @@
-"""The `fraudseq` command line: simulate, train, score, evaluate."""
+"""Commands that make data and models: simulate, train, score."""
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.table import Table
 
-from fraudseq.errors import FraudseqError
-from fraudseq.io import write_json, write_table
+from fraudseq.cli.app import DataArg, FromOpt, ModelDirArg, UntilOpt, app
+from fraudseq.io import write_table
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Payment fraud detection from sequences of transactions.",
-)
-console = Console(stderr=True)
 log = logging.getLogger("fraudseq")
-
-DataArg = Annotated[Path, typer.Argument(help="Transactions file: CSV, CSV.gz or Parquet.")]
-ModelDirArg = Annotated[Path, typer.Argument(help="Model directory written by `fraudseq train`.")]
-FromOpt = Annotated[str | None, typer.Option("--from", help="Start date/ISO time (inclusive).")]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="End date/ISO time (exclusive).")]
-
-
-@app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)]
-        if console.is_terminal
-        else [logging.StreamHandler(sys.stderr)],
-        force=True,
-    )
 
 
 @app.command()
@@ -108,50 +80,3 @@ def score(
     scores = FraudModel.load(model_dir).score(data, start=start, end=end)
     write_table(scores, out)
     log.info("scored %d transactions (%d alerts) into %s", len(scores), scores["alert"].sum(), out)
-
-
-@app.command()
-def evaluate(
-    model_dir: ModelDirArg,
-    data: DataArg,
-    start: FromOpt = None,
-    end: UntilOpt = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write metrics as JSON.")
-    ] = None,
-) -> None:
-    """Print AUC ROC, AP, recall at 1% FPR and the alerting view at the model's threshold."""
-    from fraudseq.fraud_model import FraudModel
-
-    result = FraudModel.load(model_dir).evaluate(data, start=start, end=end)
-    Console().print(metrics_table(result))
-    if json_out:
-        write_json(result, json_out)
-
-
-def metrics_table(result: dict) -> Table:
-    table = Table(title=f"{result['n']} transactions, {result['n_fraud']} fraud")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in (
-        "average_precision",
-        "auc_roc",
-        "recall_at_1pct_fpr",
-        "threshold",
-        "precision",
-        "recall",
-        "f1",
-    ):
-        table.add_row(key, f"{result[key]:.4f}")
-    c = result["confusion"]
-    table.add_row("confusion (tp fp / fn tn)", f"{c['tp']} {c['fp']} / {c['fn']} {c['tn']}")
-    return table
-
-
-def main() -> None:
-    """Entry point: user errors print one clear message and exit 1, without a traceback."""
-    try:
-        app()
-    except FraudseqError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)

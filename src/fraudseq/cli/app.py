@@ -1,0 +1,49 @@
+"""The `fraudseq` Typer application, shared argument types and the entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from fraudseq.errors import FraudseqError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Payment fraud detection from sequences of transactions.",
+)
+console = Console(stderr=True)
+log = logging.getLogger("fraudseq")
+
+DataArg = Annotated[Path, typer.Argument(help="Transactions file: CSV, CSV.gz or Parquet.")]
+ModelDirArg = Annotated[Path, typer.Argument(help="Model directory written by `fraudseq train`.")]
+FromOpt = Annotated[str | None, typer.Option("--from", help="Start date/ISO time (inclusive).")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="End date/ISO time (exclusive).")]
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)]
+        if console.is_terminal
+        else [logging.StreamHandler(sys.stderr)],
+        force=True,
+    )
+
+
+def main() -> None:
+    """Entry point: user errors print one clear message and exit 1, without a traceback."""
+    try:
+        app()
+    except FraudseqError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
