@@ -112,3 +112,76 @@ def test_console_script_usage_error():
     )
     assert result.returncode == 2
     assert "Missing argument" in result.stderr
+
+
+def test_threshold_and_compare(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "tx.csv"
+    assert run(monkeypatch, "simulate", "--out", data, "--accounts", 150, "--days", 30) == 0
+    model = tmp_path / "model"
+    assert (
+        run(
+            monkeypatch,
+            "train",
+            data,
+            "--out",
+            model,
+            "--train-until",
+            "2026-01-24",
+            "--epochs",
+            1,
+            "--threshold",
+            "recall:0.5",
+            "--fraud-ratio",
+            0.1,
+        )
+        == 0
+    )
+    config = json.loads((model / "model.json").read_text())
+    assert config["threshold"]["strategy"] == "recall:0.5"
+    assert set(config["threshold"]["all"]) >= {"recall:0.5", "best-f1"}
+
+    assert run(monkeypatch, "threshold", model, data, "--strategy", "budget:5") == 0
+    config = json.loads((model / "model.json").read_text())
+    assert config["threshold"]["strategy"] == "budget:5"
+    scores = tmp_path / "s.csv"
+    assert (
+        run(
+            monkeypatch,
+            "score",
+            model,
+            data,
+            "--out",
+            scores,
+            "--from",
+            "2026-01-17",
+            "--until",
+            "2026-01-24",
+        )
+        == 0
+    )
+    assert pd.read_csv(scores)["alert"].sum() == 5 * 7  # 5 alerts a day on its validation week
+
+    table = tmp_path / "compare.json"
+    assert (
+        run(
+            monkeypatch,
+            "compare",
+            data,
+            "--models",
+            "gru,xgboost",
+            "--train-until",
+            "2026-01-24",
+            "--epochs",
+            1,
+            "--json",
+            table,
+        )
+        == 0
+    )
+    rows = json.loads(table.read_text())
+    assert [r["model"] for r in rows] == ["gru", "xgboost"]
+    assert all(0 <= r["average_precision"] <= 1 and r["scored_per_second"] > 0 for r in rows)
+    assert "CP@100" in capsys.readouterr().out
+
+    code = run(monkeypatch, "threshold", model, data, "--strategy", "wat")
+    assert code == 1 and "unknown threshold strategy" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 import fraudseq
-from fraudseq import metrics, thresholds
+from fraudseq import metrics
 from fraudseq.artifacts import load_model_dir, save_model_dir
 from fraudseq.errors import FraudseqError
 from fraudseq.feature_blocks import FEATURE_BLOCKS
@@ -21,11 +21,14 @@ from fraudseq.features import FeatureEncoder
 from fraudseq.models import build_model
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.splits import in_period, parse_time, validation_start
+from fraudseq.thresholds import choose_threshold
 from fraudseq.training import WindowSet, WindowSource
 
 log = logging.getLogger("fraudseq")
 
 FORMAT_VERSION = 1
+# Stored beside the chosen threshold so `evaluate` can show the trade-off.
+REPORTED_STRATEGIES = ("best-f1", "recall:0.8", "precision:0.8")
 DEFAULT_FEATURES = tuple(FEATURE_BLOCKS)  # every block; those a schema lacks add nothing
 
 
@@ -43,7 +46,7 @@ class FraudModel:
         *,
         window: int = 16,
         features: tuple[str, ...] = DEFAULT_FEATURES,
-        hidden_size: int = 64,
+        hidden_size: int = 32,
         num_layers: int = 1,
         dropout: float = 0.1,
         epochs: int = 10,
@@ -52,6 +55,12 @@ class FraudModel:
         weight_decay: float = 0.0,
         patience: int = 3,
         class_weight: str | float = "auto",
+        loss: str = "bce",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        oversample: float | None = None,
+        fraud_ratio: float | None = None,
+        threshold: str | None = None,
         n_estimators: int = 600,
         max_depth: int = 6,
         min_count: int = 5,
@@ -72,6 +81,12 @@ class FraudModel:
         self.weight_decay = weight_decay
         self.patience = patience
         self.class_weight = class_weight
+        self.loss = loss
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.oversample = oversample
+        self.fraud_ratio = fraud_ratio
+        self.threshold = threshold
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.min_count = min_count
@@ -136,18 +151,57 @@ class FraudModel:
         self.model_ = self._build()
         self.model_.fit(train, valid if len(valid) else None)
         self.history_ = self.model_.history_
-        chosen_on = valid if len(valid) and valid.labels.sum() > 0 else train
-        probability = _sigmoid(self.model_.decision_function(chosen_on))
-        self.threshold_ = thresholds.best_f1(chosen_on.labels, probability)
-        self.validation_metrics_ = metrics.summary(chosen_on.labels, probability, self.threshold_)
+        needs_fraud = not self._strategy().startswith(("percentile", "budget"))
+        has_valid = len(valid) > 0 and (valid.labels.sum() > 0 or not needs_fraud)
+        self._calibrate(frame, valid_rows if has_valid else train_rows, source)
         self.training_period_ = {
             "train_from": str(parse_time(train_from)) if train_from is not None else None,
             "valid_from": str(frame[schema.time][valid_rows].min()) if valid_rows.any() else None,
-            "valid_until": str(frame[schema.time][valid_rows].max()) if valid_rows.any() else None,
+            "valid_end": str(frame[schema.time][valid_rows].max() + _ONE_NS)
+            if valid_rows.any()
+            else None,
             "train_until": str(until),
             "n_train": len(train),
             "n_valid": len(valid),
         }
+        return self
+
+    def _strategy(self) -> str:
+        """The threshold strategy: as given, else the family's default."""
+        if self.threshold is not None:
+            return self.threshold
+        return "percentile:99" if self.model == "autoencoder" else "best-f1"
+
+    def _calibrate(self, frame: pd.DataFrame, rows: np.ndarray, source: WindowSource) -> None:
+        """Choose the threshold (and the reported alternatives) on these labelled rows."""
+        s = self.schema_
+        windows = _window_set(source, rows, frame[s.label].to_numpy())
+        probability = _sigmoid(self.model_.decision_function(windows))
+        amount = frame[s.amount].to_numpy()[rows]
+        days = frame[s.time][rows].dt.normalize().nunique()
+        strategies = dict.fromkeys([self._strategy(), *REPORTED_STRATEGIES])
+        self.thresholds_ = {
+            strategy: choose_threshold(
+                strategy, windows.labels, probability, amount=amount, days=days
+            )
+            for strategy in strategies
+        }
+        self.threshold_ = self.thresholds_[self._strategy()]
+        self.validation_metrics_ = metrics.summary(windows.labels, probability, self.threshold_)
+
+    def rethreshold(self, data, strategy: str, *, start=None, end=None) -> FraudModel:
+        """Choose a new threshold by `strategy` on labelled data in [start, end) without
+        retraining; by default on the validation period stored in the model."""
+        self._check_fitted()
+        period = self.training_period_
+        start = start if start is not None else period.get("valid_from")
+        end = end if end is not None else period.get("valid_end")
+        frame, rows = self._period(data, start, end, require_label=True)
+        source = WindowSource(self.encoder_.transform(frame), self.window)
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[rows] = True
+        self.threshold = strategy
+        self._calibrate(frame, mask, source)
         return self
 
     def _check_params(self) -> None:
@@ -183,11 +237,20 @@ class FraudModel:
         frame, scored = self._scored(data, start, end, require_label=True)
         labels = frame[self.schema_.label].to_numpy()[scored.rows]
         result = metrics.summary(labels, scored.probability, self.threshold_)
+        result["strategy"] = self._strategy()
+        result["at_thresholds"] = {
+            strategy: {
+                "threshold": value,
+                "alerts": int(np.sum(scored.probability >= value)),
+                **metrics.precision_recall_f1(metrics.confusion(labels, scored.probability, value)),
+            }
+            for strategy, value in self.thresholds_.items()
+        }
         result["period"] = {"from": _text(start), "until": _text(end)}
         return result
 
-    def _scored(self, data, start, end, *, require_label: bool):
-        self._check_fitted()
+    def _period(self, data, start, end, *, require_label: bool):
+        """The loaded frame up to `end` (earlier rows are history) and the rows in the period."""
         schema = self.schema_
         frame = load_transactions(data, schema, require_label=require_label)
         if end is not None:
@@ -198,6 +261,11 @@ class FraudModel:
             raise FraudseqError(
                 f"no transactions in [{_text(start)}, {_text(end)}); check --from/--until"
             )
+        return frame, rows
+
+    def _scored(self, data, start, end, *, require_label: bool):
+        self._check_fitted()
+        frame, rows = self._period(data, start, end, require_label=require_label)
         source = WindowSource(self.encoder_.transform(frame), self.window)
         windows = WindowSet(source, source.positions_of(rows))
         probability = _sigmoid(self.model_.decision_function(windows))
@@ -213,7 +281,11 @@ class FraudModel:
             "params": self.get_params(),
             "schema": self.schema_.to_dict(),
             "encoder": self.encoder_.to_json(),
-            "threshold": {"value": self.threshold_, "strategy": "best-f1"},
+            "threshold": {
+                "value": self.threshold_,
+                "strategy": self._strategy(),
+                "all": self.thresholds_,
+            },
             "validation_metrics": self.validation_metrics_,
             "history": self.history_,
             "training_period": self.training_period_,
@@ -239,6 +311,7 @@ class FraudModel:
         model.model_ = model._build()
         model.model_.load_state(tensors, files)
         model.threshold_ = float(config["threshold"]["value"])
+        model.thresholds_ = {k: float(v) for k, v in config["threshold"]["all"].items()}
         model.validation_metrics_ = config["validation_metrics"]
         model.history_ = config["history"]
         model.training_period_ = config["training_period"]

@@ -1,16 +1,95 @@
-"""Alert threshold strategies, chosen on validation scores."""
+"""Alert threshold strategies, chosen on validation scores; an alert is `score >= threshold`.
+
+Strategies are written as text so they travel through the CLI and model.json:
+`best-f1`, `cost:FN,FP` (or `cost:FN,FP,amount` to weight each missed fraud by its amount),
+`recall:R`, `precision:P`, `budget:K` (K alerts per day) and `percentile:P`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
+
+from fraudseq.errors import FraudseqError
+
+STRATEGIES = (
+    "best-f1",
+    "cost:FN,FP[,amount]",
+    "recall:R",
+    "precision:P",
+    "budget:K",
+    "percentile:P",
+)
+
+
+def _curve(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None):
+    """Candidate thresholds (distinct scores, descending) with the cumulative true and false
+    positives (and caught positive weight) of alerting at each."""
+    order = np.argsort(-score, kind="stable")
+    s, y_sorted = score[order], y[order].astype(np.float64)
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    tp = np.cumsum(y_sorted)[last_of_tie]
+    fp = np.cumsum(1 - y_sorted)[last_of_tie]
+    caught = None if weight is None else np.cumsum(y_sorted * weight[order])[last_of_tie]
+    return s[last_of_tie], tp, fp, caught
+
+
+def _args(strategy: str, name: str, count: int) -> list[float]:
+    try:
+        values = [float(v) for v in strategy.split(":", 1)[1].split(",")[:count]]
+    except (IndexError, ValueError):
+        values = []
+    if len(values) != count:
+        raise FraudseqError(f"threshold strategy {strategy!r}: expected {name}; see {STRATEGIES}")
+    return values
+
+
+def choose_threshold(
+    strategy: str,
+    y: np.ndarray,
+    score: np.ndarray,
+    *,
+    amount: np.ndarray | None = None,
+    days: int | None = None,
+) -> float:
+    """The threshold `strategy` picks on (y, score); `amount` and `days` serve `cost:...,amount`
+    and `budget:K`."""
+    y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
+    if len(score) == 0:
+        raise FraudseqError("cannot choose a threshold on zero scored transactions")
+    kind = strategy.split(":", 1)[0]
+    if kind == "percentile":
+        (p,) = _args(strategy, "percentile:P with 0 <= P <= 100", 1)
+        return float(np.percentile(score, p))
+    if kind == "budget":
+        (k,) = _args(strategy, "budget:K alerts per day", 1)
+        n_alerts = max(int(k * (days or 1)), 1)
+        return float(np.sort(score)[::-1][min(n_alerts, len(score)) - 1])
+    if y.sum() == 0:
+        return 0.5  # nothing to calibrate against
+    weighted = kind == "cost" and strategy.rstrip().endswith(",amount")
+    thresholds, tp, fp, caught = _curve(y, score, amount if weighted else None)
+    positives = y.sum()
+    if kind == "best-f1":
+        f1 = 2 * tp / (tp + fp + positives)
+        return float(thresholds[int(np.argmax(f1))])
+    if kind == "cost":
+        cost_fn, cost_fp = _args(strategy, "cost:FN,FP", 2)
+        missed = (np.sum(y * amount) - caught) if weighted else positives - tp
+        cost = cost_fn * missed + cost_fp * fp
+        # alerting on nothing is a candidate too
+        none_cost = cost_fn * (np.sum(y * amount) if weighted else positives)
+        return float(np.inf) if none_cost < cost.min() else float(thresholds[int(np.argmin(cost))])
+    if kind == "recall":
+        (r,) = _args(strategy, "recall:R with 0 < R <= 1", 1)
+        reached = np.flatnonzero(tp / positives >= r - 1e-12)
+        return float(thresholds[reached[0]] if len(reached) else thresholds[-1])
+    if kind == "precision":
+        (p,) = _args(strategy, "precision:P with 0 < P <= 1", 1)
+        reached = np.flatnonzero(tp / (tp + fp) >= p - 1e-12)
+        return float(thresholds[reached[-1]] if len(reached) else np.inf)
+    raise FraudseqError(f"unknown threshold strategy {strategy!r}; choose one of {STRATEGIES}")
 
 
 def best_f1(y: np.ndarray, score: np.ndarray) -> float:
-    """The score threshold that maximises F1 on (y, score); 0.5 when y has no positives."""
-    if np.sum(y) == 0:
-        return 0.5
-    precision, recall, thresholds = precision_recall_curve(y, score)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
-    return float(thresholds[int(np.argmax(f1[:-1]))])
+    """The score threshold that maximises F1 on (y, score)."""
+    return choose_threshold("best-f1", y, score)

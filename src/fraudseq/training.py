@@ -6,7 +6,7 @@ import copy
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -14,7 +14,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from fraudseq.features import EncodedFrame
+from fraudseq.losses import make_loss
 from fraudseq.metrics import average_precision
+from fraudseq.sampling import check_sampling, epoch_indices
 from fraudseq.windows import window_index
 
 log = logging.getLogger("fraudseq")
@@ -63,7 +65,8 @@ class WindowSet:
 
 @dataclass
 class Trainer:
-    """Adam on `BCEWithLogitsLoss`, one line per epoch, best weights by validation AP."""
+    """Adam on weighted BCE or focal loss (on logits), one line per epoch, best weights by
+    validation AP. Samplers reshape each epoch's training windows only."""
 
     epochs: int = 10
     batch_size: int = 512
@@ -71,14 +74,29 @@ class Trainer:
     weight_decay: float = 0.0
     patience: int = 3
     class_weight: str | float = "auto"
+    loss: str = "bce"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    oversample: float | None = None
+    fraud_ratio: float | None = None
     seed: int = 0
     progress: bool | None = None
     history_: list[dict] = field(default_factory=list, init=False)
 
+    @classmethod
+    def from_params(cls, params: dict, seed: int) -> Trainer:
+        """A Trainer from a FraudModel's hyperparameters (it takes the ones it knows)."""
+        names = {f.name for f in fields(cls) if f.init} - {"seed"}
+        return cls(seed=seed, **{k: v for k, v in params.items() if k in names})
+
     def fit(self, net: nn.Module, train: WindowSet, valid: WindowSet | None) -> nn.Module:
         """Train `net` in place and return it with the best validation weights loaded."""
+        check_sampling(self.oversample, self.fraud_ratio)
         labels = torch.from_numpy(train.labels.astype(np.float32))
-        loss_fn = nn.BCEWithLogitsLoss(pos_weight=self._pos_weight(train.labels))
+        sampled = train.labels[self._epoch_indices(train.labels, 1)]
+        loss_fn = make_loss(
+            self.loss, self._pos_weight(sampled), self.focal_alpha, self.focal_gamma
+        )
         optimizer = torch.optim.Adam(
             net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
@@ -113,7 +131,7 @@ class Trainer:
         return net
 
     def _pos_weight(self, labels: np.ndarray) -> torch.Tensor | None:
-        if self.class_weight in ("none", None, 1, 1.0):
+        if self.class_weight in ("none", None, 1, 1.0) or labels.sum() == 0:
             return None
         if self.class_weight == "auto":
             positives = max(int(labels.sum()), 1)
@@ -121,11 +139,14 @@ class Trainer:
             return torch.tensor(float(np.sqrt((len(labels) - positives) / positives)))
         return torch.tensor(float(self.class_weight))
 
+    def _epoch_indices(self, labels: np.ndarray, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        return epoch_indices(labels, rng, oversample=self.oversample, fraud_ratio=self.fraud_ratio)
+
     def _train_epoch(self, net, train, labels, loss_fn, optimizer, epoch) -> float:
         net.train()
-        rng = np.random.default_rng([self.seed, epoch])
-        permutation = rng.permutation(len(train))
-        batches = range(0, len(train), self.batch_size)
+        permutation = self._epoch_indices(train.labels, epoch)
+        batches = range(0, len(permutation), self.batch_size)
         total, count = 0.0, 0
         with _progress(self.progress, f"epoch {epoch}", len(batches)) as advance:
             for start in batches:

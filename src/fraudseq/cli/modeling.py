@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from fraudseq.cli.app import DataArg, FromOpt, ModelDirArg, UntilOpt, app
-from fraudseq.io import write_table
+from fraudseq.io import write_json, write_table
+from fraudseq.models import MODELS
 
 log = logging.getLogger("fraudseq")
 
@@ -30,40 +32,163 @@ def simulate(
     log.info("wrote %d transactions (%d fraud) to %s", len(frame), frame["is_fraud"].sum(), out)
 
 
+SchemaOpt = Annotated[
+    Path | None, typer.Option(help="Schema TOML; default: the simulator's columns.")
+]
+TrainFromOpt = Annotated[str | None, typer.Option(help="First training date (inclusive).")]
+TrainUntilOpt = Annotated[str | None, typer.Option(help="Train on time < this date.")]
+ValidDaysOpt = Annotated[
+    float, typer.Option(min=0, help="Last days before --train-until used for validation.")
+]
+EpochsOpt = Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping on AP).")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the same model.")]
+
+
+def _class_weight(value: str) -> str | float:
+    if value in ("auto", "none"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter("use auto, none or a number") from None
+
+
 @app.command()
 def train(
     data: DataArg,
     out: Annotated[Path, typer.Option(help="Model directory to write (replaced only on success).")],
-    schema: Annotated[
-        Path | None, typer.Option(help="Schema TOML; default: simulator columns.")
-    ] = None,
-    model: Annotated[str, typer.Option(help="Model family: lstm, gru or rnn.")] = "lstm",
-    train_from: Annotated[str | None, typer.Option(help="First training date (inclusive).")] = None,
-    train_until: Annotated[str | None, typer.Option(help="Train on time < this date.")] = None,
-    valid_days: Annotated[
-        float, typer.Option(min=0, help="Last days before --train-until for validation.")
-    ] = 7,
-    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    schema: SchemaOpt = None,
+    model: Annotated[str, typer.Option(help=f"Model family: {', '.join(MODELS)}.")] = "lstm",
+    train_from: TrainFromOpt = None,
+    train_until: TrainUntilOpt = None,
+    valid_days: ValidDaysOpt = 7,
+    epochs: EpochsOpt = 10,
     window: Annotated[int, typer.Option(min=1, help="Events per window.")] = 16,
     batch_size: Annotated[int, typer.Option(min=1)] = 512,
-    seed: Annotated[int, typer.Option()] = 0,
+    hidden_size: Annotated[int, typer.Option(min=1)] = 32,
+    learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
+    loss: Annotated[str, typer.Option(help="bce or focal.")] = "bce",
+    focal_alpha: Annotated[float, typer.Option(min=0, max=1)] = 0.25,
+    focal_gamma: Annotated[float, typer.Option(min=0)] = 2.0,
+    class_weight: Annotated[
+        str, typer.Option(help="Positive-class weight: auto (sqrt of the ratio), none or N.")
+    ] = "auto",
+    oversample: Annotated[
+        float | None, typer.Option(help="Oversample positives to this positive:negative ratio.")
+    ] = None,
+    fraud_ratio: Annotated[
+        float | None, typer.Option(help="Sample negatives each epoch so fraud is this share.")
+    ] = None,
+    threshold: Annotated[
+        str | None,
+        typer.Option(help="best-f1 | cost:FN,FP[,amount] | recall:R | precision:P | budget:K"),
+    ] = None,
+    percentile: Annotated[
+        float | None, typer.Option(help="Threshold at this validation score percentile.")
+    ] = None,
+    label_delay_days: Annotated[
+        float, typer.Option(min=0, help="Labels become known this many days after the event.")
+    ] = 7,
+    seed: SeedOpt = 0,
 ) -> None:
-    """Train a sequence model on labelled transactions before --train-until."""
+    """Train a model on labelled transactions before --train-until."""
     from fraudseq.fraud_model import FraudModel
-    from fraudseq.schema import Schema
 
-    parsed = Schema.from_toml(schema) if schema else Schema.simulator()
-    fitted = FraudModel(model, window=window, epochs=epochs, batch_size=batch_size, seed=seed)
-    fitted.fit(data, parsed, train_from=train_from, train_until=train_until, valid_days=valid_days)
+    if percentile is not None:
+        threshold = f"percentile:{percentile}"
+    fitted = FraudModel(
+        model,
+        window=window,
+        epochs=epochs,
+        batch_size=batch_size,
+        hidden_size=hidden_size,
+        learning_rate=learning_rate,
+        loss=loss,
+        focal_alpha=focal_alpha,
+        focal_gamma=focal_gamma,
+        class_weight=_class_weight(class_weight),
+        oversample=oversample,
+        fraud_ratio=fraud_ratio,
+        threshold=threshold,
+        label_delay_days=label_delay_days,
+        seed=seed,
+    )
+    fitted.fit(
+        data,
+        _schema(schema),
+        train_from=train_from,
+        train_until=train_until,
+        valid_days=valid_days,
+    )
     fitted.save(out)
     m = fitted.validation_metrics_
     log.info(
-        "validation AP %.4f  AUC ROC %.4f  threshold %.4f",
+        "validation AP %.4f  AUC ROC %.4f  threshold %.4f (%s)",
         m["average_precision"],
         m["auc_roc"],
         fitted.threshold_,
+        fitted._strategy(),
     )
     log.info("model saved to %s", out)
+
+
+def _schema(path: Path | None):
+    from fraudseq.schema import Schema
+
+    return Schema.from_toml(path) if path else Schema.simulator()
+
+
+@app.command()
+def threshold(
+    model_dir: ModelDirArg,
+    data: DataArg,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="best-f1 | cost:FN,FP[,amount] | recall:R | precision:P | budget:K | percentile:P"
+        ),
+    ],
+    start: FromOpt = None,
+    end: UntilOpt = None,
+) -> None:
+    """Re-choose the alert threshold without retraining (default: on the validation period)."""
+    from fraudseq.fraud_model import FraudModel
+
+    model = FraudModel.load(model_dir).rethreshold(data, strategy, start=start, end=end)
+    model.save(model_dir)
+    log.info("threshold %.6f (%s) saved to %s", model.threshold_, strategy, model_dir)
+
+
+@app.command()
+def compare(
+    data: DataArg,
+    models: Annotated[str, typer.Option(help="Comma-separated model families.")] = "lstm,xgboost",
+    schema: SchemaOpt = None,
+    train_from: TrainFromOpt = None,
+    train_until: TrainUntilOpt = None,
+    valid_days: ValidDaysOpt = 7,
+    epochs: EpochsOpt = 10,
+    seed: SeedOpt = 0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the table as JSON.")
+    ] = None,
+) -> None:
+    """Train each model on the same split and compare them on the data after --train-until."""
+    from fraudseq.comparison import compare_models, comparison_table
+
+    rows = compare_models(
+        data,
+        _schema(schema),
+        [m.strip() for m in models.split(",") if m.strip()],
+        train_from=train_from,
+        train_until=train_until,
+        valid_days=valid_days,
+        epochs=epochs,
+        seed=seed,
+    )
+    Console().print(comparison_table(rows))
+    if json_out:
+        write_json(rows, json_out)
 
 
 @app.command()

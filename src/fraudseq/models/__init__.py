@@ -6,53 +6,66 @@ A window model has `fit(train, valid)`, `decision_function(windows)` (logits),
 
 from __future__ import annotations
 
+from fraudseq.models.attention import (
+    ATTENTION_NETWORKS,
+    AttentionLSTMClassifier,
+    AttentionWindowModel,
+    BiLSTMAttentionClassifier,
+)
+from fraudseq.models.autoencoder import (
+    AutoencoderWindowModel,
+    ReconstructionTrainer,
+    SequenceAutoencoder,
+)
 from fraudseq.models.boosted import BoostedWindowModel
+from fraudseq.models.ensemble import EnsembleWindowModel, parse_members
 from fraudseq.models.neural import NeuralWindowModel
 from fraudseq.models.recurrent import CELLS, RecurrentClassifier
 from fraudseq.training import Trainer
 
-MODELS = (*CELLS, "xgboost")
+MODELS = (*CELLS, "xgboost", *ATTENTION_NETWORKS, "autoencoder", "ensemble")
 
 __all__ = [
     "MODELS",
+    "AttentionLSTMClassifier",
+    "AttentionWindowModel",
+    "AutoencoderWindowModel",
+    "BiLSTMAttentionClassifier",
     "BoostedWindowModel",
+    "EnsembleWindowModel",
     "NeuralWindowModel",
     "RecurrentClassifier",
+    "SequenceAutoencoder",
     "build_model",
 ]
-
 
 def build_model(name: str, n_numeric: int, cardinalities: list[int], params: dict, seed: int):
     """Build the window model of family `name`; `params` holds every hyperparameter the
     FraudModel knows, and each family takes the ones it uses."""
+    network_params = {k: params[k] for k in ("hidden_size", "num_layers", "dropout")}
     if name in CELLS:
-        network = RecurrentClassifier(
-            n_numeric,
-            cardinalities,
-            cell=name,
-            **{k: params[k] for k in ("hidden_size", "num_layers", "dropout")},
-        )
-        trainer = Trainer(
-            seed=seed,
-            progress=params.get("progress"),
-            **{
-                k: params[k]
-                for k in (
-                    "epochs",
-                    "batch_size",
-                    "learning_rate",
-                    "weight_decay",
-                    "patience",
-                    "class_weight",
-                )
-            },
-        )
-        return NeuralWindowModel(network, trainer)
+        network = RecurrentClassifier(n_numeric, cardinalities, cell=name, **network_params)
+        return NeuralWindowModel(network, Trainer.from_params(params, seed))
+    if name in ATTENTION_NETWORKS:
+        network = ATTENTION_NETWORKS[name](n_numeric, cardinalities, **network_params)
+        return AttentionWindowModel(network, Trainer.from_params(params, seed))
+    if name == "autoencoder":
+        network = SequenceAutoencoder(n_numeric, cardinalities, **network_params)
+        return AutoencoderWindowModel(network, ReconstructionTrainer.from_params(params, seed))
     if name == "xgboost":
         return BoostedWindowModel(
             n_estimators=params["n_estimators"],
             max_depth=params["max_depth"],
             class_weight=params["class_weight"],
             seed=seed,
+        )
+    if name == "ensemble":
+        members = parse_members(params.get("members"))
+        return EnsembleWindowModel(
+            [
+                (member, build_model(member, n_numeric, cardinalities, params, seed + i))
+                for i, member in enumerate(members)
+            ],
+            combiner=params.get("combiner", "average"),
         )
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")

@@ -1,5 +1,5 @@
-"""Self-contained HTML reports."""
+"""Self-contained HTML reports of a fitted FraudModel on a labelled period."""
 
-from fraudseq.report.html import write_report
+from fraudseq.report.html import build_model_report, write_model_report
 
-__all__ = ["write_report"]
+__all__ = ["build_model_report", "write_model_report"]

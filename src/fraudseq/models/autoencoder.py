@@ -1,0 +1,223 @@
+"""An LSTM encoder-decoder trained on legitimate windows only; fraud scores by reconstruction
+error, mapped to its rank among the validation windows' errors.
+
+The encoder reads the window's events (numeric features and categorical embeddings); its
+output at the last valid step goes through a small bottleneck; the decoder unrolls from that
+code and reconstructs the window's numeric features, most recent event first. Training
+minimises the masked mean squared error over the valid steps of legitimate (label 0) training
+windows; labels are used for nothing else, so it works when every label is 0. Early stopping
+watches the validation reconstruction loss and keeps the best weights.
+
+A window's anomaly score is its reconstruction error. `decision_function` maps the error to
+its rank among the validation windows' errors (the empirical CDF, stored in the model state
+as the sorted errors) and returns `logit(rank)`, so FraudModel's sigmoid gives the rank: a
+score of 0.99 means the window is reconstructed worse than about 99% of validation windows.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fraudseq.models.attention import last_step, padding_mask
+from fraudseq.models.recurrent import EventEmbedding
+from fraudseq.training import Trainer, WindowSet, predict_logits
+
+log = logging.getLogger("fraudseq")
+
+EPS = 1e-6  # ranks are clipped to [EPS, 1 - EPS] before the logit
+REFERENCE = "reference_errors"  # tensor name of the sorted validation errors
+MAX_REFERENCE = 100_000  # larger validation sets keep this many evenly spaced order statistics
+
+
+class SequenceAutoencoder(nn.Module):
+    """LSTM encoder -> bottleneck -> LSTM decoder reconstructing the numeric features.
+
+    `forward` and `forward_events` return each window's reconstruction error (B,): the mean
+    squared error over its valid steps, where the last (scored) event weighs `last_weight`
+    and the earlier ones share the rest.
+    """
+
+    def __init__(
+        self,
+        n_numeric: int,
+        cardinalities: list[int],
+        *,
+        hidden_size: int = 64,
+        latent_size: int | None = None,
+        num_layers: int = 1,
+        dropout: float = 0.1,
+        last_weight: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.n_numeric = n_numeric
+        self.last_weight = last_weight
+        self.embed = EventEmbedding(n_numeric, cardinalities)
+        self.encoder = nn.LSTM(
+            self.embed.out_dim,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        latent_size = latent_size or max(2, hidden_size // 4)
+        self.bottleneck = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, latent_size))
+        self.decoder = nn.LSTM(latent_size, hidden_size, batch_first=True)
+        self.output = nn.Linear(hidden_size, n_numeric)
+
+    def forward(
+        self, numeric: torch.Tensor, categorical: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        return self.forward_events(self.embed(numeric, categorical), lengths)
+
+    def reconstruct(self, events: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Reconstructed numeric features (B, K, F), newest valid event first, padding last."""
+        outputs, _ = self.encoder(events)  # left-aligned: the last valid output ignores padding
+        code = torch.tanh(self.bottleneck(last_step(outputs, lengths)))
+        decoded, _ = self.decoder(code.unsqueeze(1).expand(-1, events.size(1), -1))
+        return self.output(decoded)
+
+    def step_errors(self, events: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Squared error per step (B, K), newest valid event first; zeros on padding."""
+        steps = events.size(1)
+        position = torch.arange(steps, device=events.device)[None, :]
+        newest_first = torch.where(
+            position < lengths[:, None], lengths[:, None] - 1 - position, position
+        )
+        target = events[..., : self.n_numeric].gather(
+            1, newest_first.unsqueeze(-1).expand(-1, -1, self.n_numeric)
+        )
+        errors = (self.reconstruct(events, lengths) - target).pow(2).mean(-1)
+        return errors.masked_fill(padding_mask(lengths, steps), 0.0)
+
+    def forward_events(self, events: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Reconstruction error (B,) of already embedded windows (B, K, D)."""
+        errors = self.step_errors(events, lengths)
+        earlier = errors[:, 1:].sum(1) / (lengths - 1).clamp(min=1)
+        weight = torch.where(lengths > 1, self.last_weight, 1.0)
+        return weight * errors[:, 0] + (1 - weight) * earlier
+
+
+@dataclass
+class ReconstructionTrainer(Trainer):
+    """The Trainer's batches and optimiser on the mean reconstruction error; early stopping
+    on the validation reconstruction loss (no labels), best weights kept."""
+
+    def fit(self, net: nn.Module, train: WindowSet, valid: WindowSet | None) -> nn.Module:
+        optimizer = torch.optim.Adam(
+            net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
+        )
+        no_labels = torch.zeros(len(train))
+        best_loss, best_state, stale = np.inf, copy.deepcopy(net.state_dict()), 0
+        self.history_ = []
+        for epoch in range(1, self.epochs + 1):
+            started = time.perf_counter()
+            train_loss = self._train_epoch(
+                net, train, no_labels, lambda errors, _: errors.mean(), optimizer, epoch
+            )
+            record = {"epoch": epoch, "train_loss": train_loss}
+            if valid is not None and len(valid):
+                errors = predict_logits(net, valid, self.batch_size * 4)
+                record["valid_loss"] = float(errors.astype(np.float64).mean())
+            record["seconds"] = round(time.perf_counter() - started, 2)
+            self.history_.append(record)
+            log.info(
+                "epoch %d/%d  loss %.4f  valid_loss %.4f  %.1fs",
+                epoch,
+                self.epochs,
+                train_loss,
+                record.get("valid_loss", np.nan),
+                record["seconds"],
+            )
+            monitor = record.get("valid_loss", train_loss)
+            if monitor < best_loss:
+                best_loss, best_state, stale = monitor, copy.deepcopy(net.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    log.info("early stopping: no validation improvement in %d epochs", stale)
+                    break
+        net.load_state_dict(best_state)
+        return net
+
+
+def error_rank(errors: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Rank in [EPS, 1 - EPS] of each error among the sorted `reference` errors.
+
+    The empirical CDF with plotting positions i / (n + 1), linearly interpolated between
+    distinct reference values, so the map is continuous and non-decreasing, and strictly
+    increasing over the reference range. Below the smallest reference error it falls linearly
+    to 0 over one spread (the reference's interquartile range); above the largest it tends to
+    1 exponentially with that spread as scale, so the most unusual windows stay ordered.
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    values, counts = np.unique(np.asarray(reference, dtype=np.float64), return_counts=True)
+    cdf = np.cumsum(counts) / (counts.sum() + 1)
+    q1, q3 = np.quantile(reference, [0.25, 0.75]) if len(values) > 1 else (0.0, 0.0)
+    spread = max(float(q3 - q1), 1e-12, 1e-6 * abs(float(values[-1])))
+    rank = np.interp(errors, np.concatenate([[values[0] - spread], values]), np.r_[0.0, cdf])
+    above = errors > values[-1]
+    rank[above] = 1 - (1 - cdf[-1]) * np.exp(-(errors[above] - values[-1]) / spread)
+    return np.clip(rank, EPS, 1 - EPS)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p) - np.log1p(-p)
+
+
+class AutoencoderWindowModel:
+    """The window-model interface around `SequenceAutoencoder`; unsupervised."""
+
+    def __init__(self, network: SequenceAutoencoder, trainer: ReconstructionTrainer) -> None:
+        self.network = network
+        self.trainer = trainer
+        self.history_: list[dict] = []
+
+    def fit(self, train: WindowSet, valid: WindowSet | None) -> AutoencoderWindowModel:
+        positions = train.positions if train.labels is None else train.positions[train.labels == 0]
+        legit = WindowSet(train.source, positions, np.zeros(len(positions), dtype=np.float32))
+        if len(legit) == 0:
+            raise ValueError("the autoencoder needs legitimate (label 0) training windows")
+        log.info("autoencoder: training on %d legitimate windows of %d", len(legit), len(train))
+        self.trainer.fit(self.network, legit, valid)
+        self.history_ = self.trainer.history_
+        reference = valid if valid is not None and len(valid) else legit
+        errors = np.sort(self.reconstruction_error(reference))
+        if len(errors) > MAX_REFERENCE:
+            errors = errors[np.linspace(0, len(errors) - 1, MAX_REFERENCE).round().astype(int)]
+        self.reference_ = torch.from_numpy(errors)
+        return self
+
+    def reconstruction_error(self, windows: WindowSet) -> np.ndarray:
+        """Each window's reconstruction error (the raw anomaly score), float32."""
+        return predict_logits(self.network, windows)
+
+    def rank(self, windows: WindowSet) -> np.ndarray:
+        """Each window's error as its rank among the validation errors, in [0, 1]."""
+        return error_rank(self.reconstruction_error(windows), self.reference_.numpy())
+
+    def decision_function(self, windows: WindowSet) -> np.ndarray:
+        return _logit(self.rank(windows)).astype(np.float32)
+
+    def default_threshold(self, percentile: float = 99.0) -> float:
+        """The probability threshold at the `percentile`-th percentile of validation errors:
+        FraudModel's sigmoid of `decision_function` is the rank, so this is percentile / 100
+        (as it comes out of the float32 logit)."""
+        rank = np.clip(np.float64(percentile) / 100.0, EPS, 1 - EPS)
+        logit = np.float32(_logit(rank))
+        return float(1.0 / (1.0 + np.exp(-np.float64(logit))))
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, bytes]]:
+        return {**self.network.state_dict(), REFERENCE: self.reference_}, {}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], files: dict[str, bytes]) -> None:
+        tensors = dict(tensors)
+        self.reference_ = tensors.pop(REFERENCE)
+        self.network.load_state_dict(tensors)
+        self.network.eval()
