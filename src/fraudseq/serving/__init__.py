@@ -1,0 +1,38 @@
+"""Live scoring: `Detector` (model + per-account state) and its state stores.
+
+>>> from fraudseq.serving import Detector                                  # doctest: +SKIP
+>>> detector = Detector.load("model", state="sqlite:///state.db")         # doctest: +SKIP
+>>> detector.score(transaction)                                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from fraudseq.serving.detector import ConflictError, Detector, UnknownTransactionError
+from fraudseq.serving.live_features import AccountState, LiveEncoder, parse_transaction
+from fraudseq.serving.state import MemoryStore, StateStore, StateStoreError, open_store
+
+__all__ = [
+    "AccountState",
+    "ConflictError",
+    "Detector",
+    "LiveEncoder",
+    "MemoryStore",
+    "StateStore",
+    "StateStoreError",
+    "UnknownTransactionError",
+    "open_store",
+    "parse_transaction",
+]
+
+
+def __getattr__(name: str):
+    # The SQLite and Redis stores import lazily (redis-py is optional).
+    if name == "SQLiteStore":
+        from fraudseq.serving.state_sqlite import SQLiteStore
+
+        return SQLiteStore
+    if name == "RedisStore":
+        from fraudseq.serving.state_redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module 'fraudseq.serving' has no attribute {name!r}")

@@ -1,0 +1,654 @@
+"""Live features: one transaction at a time, from per-account state, equal to the batch blocks.
+
+Batch scoring computes every feature block of `fraudseq.feature_blocks` over a whole
+entity-sorted file. A live service sees one transaction at a time, so this module keeps the
+small per-account state each block needs and computes the new transaction's raw features
+with incremental formulas that mirror the block definitions one for one:
+
+=================  ==========================================================================
+block              live state used (per account unless said otherwise)
+=================  ==========================================================================
+event              the transaction only
+recency            the latest event's time
+amount_history     count, running sum and max of signed log-amounts, the last 10 amounts
+novelty            per categorical column the set of values seen (8-byte hashes), and the
+                   new-value totals of the last 15 events
+velocity           (time, amount) of every event in the last 7 days (at most
+                   `VELOCITY_CAP` = 1024 events; above that count_7d/amount_7d saturate)
+counterparty_risk  per counterparty, (transactions, known frauds) per UTC day for the last
+                   30 + D days, D = ceil(label delay in days) (kept by the state store)
+extra numeric      the transaction only
+=================  ==========================================================================
+
+The raw values are then scaled with the encoder's fitted means and scales, NaN/inf become 0
+and the result is cast to float32, exactly as `FeatureEncoder.transform`; categorical values
+get the vocabulary codes of `FeatureEncoder._codes` (2 + index, `OOV_CODE` otherwise). The
+model's window is the stored encoded rows of the account's last K - 1 events plus this one.
+
+Input values are canonicalised as `load_transactions` does (text ids, missing categorical
+values -> "<NA>", integral floats -> "123", times -> naive UTC nanoseconds), so the same
+transaction gives the same features whether it comes from a file or from a JSON request.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+import math
+import numbers
+import re
+import struct
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from fraudseq.errors import DataValidationError, FraudseqError
+from fraudseq.feature_blocks import (
+    COUNTERPARTY_WINDOWS_DAYS,
+    HISTORY_LAST_N,
+    NOVELTY_WINDOW,
+    NS_PER_DAY,
+    NS_PER_SECOND,
+    SECONDS_PER_DAY,
+    VELOCITY_AMOUNT_WINDOWS,
+    VELOCITY_WINDOWS_NS,
+    ZSCORE_STD_FLOOR,
+    label_delay_days,
+)
+from fraudseq.features import OOV_CODE, FeatureEncoder
+from fraudseq.schema import MISSING_CATEGORY, Schema
+
+#: Most events kept for the velocity windows (the last 7 days); an account with more events
+#: in 7 days than this gets count_7d / amount_7d over its latest VELOCITY_CAP events only.
+VELOCITY_CAP = 1024
+#: Most distinct values remembered per account and categorical column (oldest forgotten
+#: first); a forgotten value seen again counts as new.
+SEEN_CAP = 4096
+#: Counterparty day buckets older than the current day minus (D + 30 + this) are pruned.
+COUNTERPARTY_SLACK_DAYS = 7
+
+_SUPPORTED_BLOCKS = ("event", "recency", "amount_history", "novelty", "velocity")
+_NOW_WORDS = ("now", "today", "tomorrow", "yesterday")
+# ISO 8601 with at most microseconds (datetime.fromisoformat would drop nanoseconds).
+_ISO_MICROSECONDS = re.compile(
+    r"(19|20)\d\d-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d{1,6})?)?)?(Z|[+-]\d\d:?\d\d)?"
+)
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+_TIME_LOW = pd.Timestamp("1677-09-22")
+_TIME_HIGH = pd.Timestamp("2262-04-10")
+
+
+# -- input validation --------------------------------------------------------------------
+@dataclass(frozen=True)
+class LiveTransaction:
+    """One validated transaction in canonical form (what a loaded file row would hold)."""
+
+    id: str
+    entity: str
+    time_ns: int
+    amount: float
+    categorical: tuple[str, ...]
+    numeric: tuple[float, ...]
+    counterparty: str | None
+    digest: str  # content hash: the same id with a different digest is a conflict
+
+    @property
+    def day(self) -> int:
+        return self.time_ns // NS_PER_DAY
+
+
+def parse_transaction(tx, schema: Schema) -> LiveTransaction:
+    """Validate and canonicalise a transaction dict keyed by the schema's column names.
+
+    The label and scenario columns are not needed and are ignored if present, like any
+    column the schema does not name. Raises DataValidationError naming the field.
+    """
+    columns = _request_columns(schema)
+    if not isinstance(tx, dict):
+        raise DataValidationError(
+            f"a transaction must be a JSON object / dict keyed by column name, got "
+            f"{type(tx).__name__}"
+        )
+    for column in columns:
+        if column not in tx:
+            raise DataValidationError(
+                f"transaction {_id_hint(tx, schema)}: missing field {column!r} "
+                f"({_role(schema, column)}). Fix: send every column the schema names: "
+                f"{', '.join(columns)}"
+            )
+    tx_id = _text(tx[schema.id], schema.id, "transaction id", tx, schema)
+    entity = _text(tx[schema.entity], schema.entity, "entity", tx, schema)
+    time_ns = _time_ns(tx[schema.time], schema.time, tx, schema)
+    amount = _amount(tx[schema.amount], schema.amount, tx, schema)
+    categorical = tuple(_category(tx[c], c, tx, schema) for c in schema.categorical)
+    numeric = tuple(_number(tx[c], c, tx, schema) for c in schema.numeric)
+    counterparty = (
+        _category(tx[schema.counterparty], schema.counterparty, tx, schema)
+        if schema.counterparty
+        else None
+    )
+    # repr of str/int/float/None is exact and unambiguous (strings are quoted and escaped).
+    canonical = repr((tx_id, entity, time_ns, amount, categorical, numeric, counterparty))
+    digest = hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()
+    return LiveTransaction(
+        tx_id, entity, time_ns, amount, categorical, numeric, counterparty, digest
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _request_columns(schema: Schema) -> tuple[str, ...]:
+    return tuple(schema.columns(with_label=False))
+
+
+def _id_hint(tx: dict, schema: Schema) -> str:
+    value = tx.get(schema.id)
+    return repr(value) if isinstance(value, str | int) else "(no id)"
+
+
+def _role(schema: Schema, column: str) -> str:
+    roles = [
+        role
+        for role in ("id", "entity", "time", "amount", "counterparty")
+        if getattr(schema, role) == column
+    ]
+    roles += [role for role in ("categorical", "numeric") if column in getattr(schema, role)]
+    return "/".join(roles) or "column"
+
+
+def _bad(tx, schema, column: str, problem: str, value, fix: str) -> DataValidationError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return DataValidationError(
+        f"transaction {_id_hint(tx, schema)}: field {column!r}: {problem} "
+        f"(got {type(value).__name__} {shown}). Fix: {fix}"
+    )
+
+
+def _is_missing(value) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, float | np.floating) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _text(value, column, what, tx, schema) -> str:
+    """Id or entity: text or an integer (integral floats lose their '.0'), never missing."""
+    if _is_missing(value):
+        raise _bad(
+            tx, schema, column, f"missing {what}", value, f"every transaction needs a {what}."
+        )
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        raise _bad(tx, schema, column, f"a {what} cannot be a boolean", value, "send text.")
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    raise _bad(tx, schema, column, f"the {what} must be text or an integer", value, "send text.")
+
+
+def _category(value, column, tx, schema) -> str:
+    """Categorical / counterparty value as load_transactions gives it; missing -> "<NA>"."""
+    if _is_missing(value):
+        return MISSING_CATEGORY
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+            return str(int(value))
+        return str(value)
+    raise _bad(
+        tx, schema, column, "a categorical value must be text or a number", value,
+        "send text (or null when unknown).",
+    )  # fmt: skip
+
+
+def _as_float(value) -> float | None:
+    """A float from a number or numeric text; None when it is neither."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str) and "_" not in value:
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _amount(value, column, tx, schema) -> float:
+    number = None if _is_missing(value) else _as_float(value)
+    if number is None or not math.isfinite(number):
+        raise _bad(
+            tx, schema, column, "missing, non-numeric or infinite amount", value,
+            "amounts must be plain finite numbers such as 12.50 or -3 (refunds may be negative).",
+        )  # fmt: skip
+    return number
+
+
+def _number(value, column, tx, schema) -> float:
+    """Extra numeric column: missing -> NaN (allowed); text and infinity are errors."""
+    if _is_missing(value):
+        return math.nan
+    number = 1.0 if value is True else 0.0 if value is False else _as_float(value)
+    if number is None or not math.isfinite(number):
+        raise _bad(
+            tx, schema, column, "non-numeric or infinite value", value,
+            "send a plain number, or null when unknown.",
+        )  # fmt: skip
+    return number
+
+
+def _time_ns(value, column, tx, schema) -> int:
+    """Naive-UTC nanoseconds from an ISO 8601 string, a datetime or epoch seconds."""
+    fix = (
+        "send an ISO 8601 time such as 2024-01-31T13:45:00Z or 2024-01-31 13:45:00 (UTC; "
+        "offsets are converted), or epoch seconds, within years 1678-2261."
+    )
+    if _is_missing(value) or isinstance(value, bool | np.bool_):
+        raise _bad(tx, schema, column, "missing or unparseable timestamp", value, fix)
+    try:
+        if isinstance(value, numbers.Real) and not isinstance(value, np.datetime64):
+            seconds = float(value)
+            if not (math.isfinite(seconds) and abs(seconds) < 9.2e9):
+                raise ValueError(value)
+            # The same conversion as load_transactions (float seconds, vectorised path).
+            stamp = pd.Timestamp(pd.to_datetime(np.array([seconds]), unit="s")[0])
+        elif isinstance(value, str):
+            text = value.strip()
+            if _ISO_MICROSECONDS.fullmatch(text):  # the common case, 5x faster than pandas
+                moment = datetime.fromisoformat(text)
+                if moment.tzinfo is not None:
+                    moment = moment.astimezone(UTC).replace(tzinfo=None)
+                return (moment - _EPOCH) // _MICROSECOND * 1000
+            if text.lower() in _NOW_WORDS:
+                raise ValueError(value)
+            stamp = pd.Timestamp(text)
+        elif isinstance(value, datetime | date | np.datetime64 | pd.Timestamp):
+            stamp = pd.Timestamp(value)
+        else:
+            raise TypeError(type(value).__name__)
+        if stamp is pd.NaT or pd.isna(stamp):
+            raise ValueError(value)
+        if stamp.tzinfo is not None:
+            stamp = stamp.tz_convert("UTC").tz_localize(None)
+        if not (_TIME_LOW <= stamp <= _TIME_HIGH):
+            raise ValueError(value)
+        return int(stamp.as_unit("ns").value)
+    except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        raise _bad(tx, schema, column, "missing or unparseable timestamp", value, fix) from None
+
+
+# -- per-account state -------------------------------------------------------------------
+_HEADER = struct.Struct("<BqqddHHHHHB")
+_STATE_VERSION = 1
+
+
+@dataclass
+class AccountState:
+    """What the live features and the window need of one account's past, in arrival order.
+
+    `times`/`amounts` hold the latest events (at least the last `keep_last`, plus every event
+    in the last 7 days when velocity features are used, at most VELOCITY_CAP); `new_totals`
+    the novelty totals of the last NOVELTY_WINDOW - 1 events; `numeric`/`codes`/`ids` the
+    encoded rows and transaction ids of the last K - 1 events; `seen` per categorical column
+    the 8-byte hashes of the values seen (insertion ordered).
+    """
+
+    n: int = 0
+    last_time: int = 0
+    sum_log: float = 0.0
+    max_log: float = -math.inf
+    times: list[int] = field(default_factory=list)
+    amounts: list[float] = field(default_factory=list)
+    new_totals: list[int] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    numeric: np.ndarray | None = None  # (r, F) float32
+    codes: np.ndarray | None = None  # (r, C) int32
+    seen: list[dict[int, None]] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        """Compact little-endian binary (struct + raw arrays); never pickle."""
+        numeric = self.numeric if self.numeric is not None else np.zeros((0, 0), np.float32)
+        codes = self.codes if self.codes is not None else np.zeros((0, 0), np.int32)
+        rows, n_num = numeric.shape
+        n_cat = codes.shape[1]
+        m, n_new = len(self.times), len(self.new_totals)
+        ids = [i.encode() for i in self.ids]
+        parts = [
+            _HEADER.pack(
+                _STATE_VERSION,
+                self.n,
+                self.last_time,
+                self.sum_log,
+                self.max_log,
+                m,
+                n_new,
+                rows,
+                n_num,
+                n_cat,
+                len(self.seen),
+            ),
+            struct.pack(f"<{m}q{m}d{n_new}H{rows}H", *self.times, *self.amounts,
+                        *self.new_totals, *(len(i) for i in ids)),
+            np.ascontiguousarray(numeric, dtype="<f4").tobytes(),
+            np.ascontiguousarray(codes, dtype="<i4").tobytes(),
+            *ids,
+        ]  # fmt: skip
+        for values in self.seen:
+            parts.append(struct.pack(f"<I{len(values)}Q", len(values), *values))
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> AccountState:
+        (version, n, last_time, sum_log, max_log, m, n_new, rows, n_num, n_cat, n_seen) = (
+            _HEADER.unpack_from(blob, 0)
+        )
+        if version != _STATE_VERSION:
+            raise FraudseqError(f"account state format {version} is not supported")
+        offset = _HEADER.size
+        lists = struct.unpack_from(f"<{m}q{m}d{n_new}H{rows}H", blob, offset)
+        offset += 16 * m + 2 * n_new + 2 * rows
+        state = cls(n=n, last_time=last_time, sum_log=sum_log, max_log=max_log)
+        state.times = list(lists[:m])
+        state.amounts = list(lists[m : 2 * m])
+        state.new_totals = list(lists[2 * m : 2 * m + n_new])
+        lengths = lists[2 * m + n_new :]
+        state.numeric = np.frombuffer(blob, "<f4", rows * n_num, offset).reshape(rows, n_num)
+        offset += 4 * rows * n_num
+        state.codes = np.frombuffer(blob, "<i4", rows * n_cat, offset).reshape(rows, n_cat)
+        offset += 4 * rows * n_cat
+        ids = []
+        for length in lengths:
+            ids.append(blob[offset : offset + length].decode())
+            offset += length
+        state.ids = ids
+        for _ in range(n_seen):
+            (count,) = struct.unpack_from("<I", blob, offset)
+            state.seen.append(dict.fromkeys(struct.unpack_from(f"<{count}Q", blob, offset + 4)))
+            offset += 4 + 8 * count
+        return state
+
+
+@dataclass
+class LiveFeatures:
+    """The encoded features of one transaction and what appending it to the state needs."""
+
+    numeric: np.ndarray  # (F,) float32, scaled like FeatureEncoder.transform
+    codes: np.ndarray  # (C,) int32 vocabulary codes
+    raw: dict[str, float]  # unscaled feature values by name
+    hashes: list[int]  # per categorical column, the hash of the value
+    new_total: int  # number of first-seen categorical values
+    log_amount: float
+
+
+class LiveEncoder:
+    """A fitted FeatureEncoder's features for one transaction at a time.
+
+    `encode(tx, account, counterparty_days)` returns the features of `tx` given the
+    account's state (its earlier transactions) and the counterparty's day buckets;
+    `append(account, tx, features)` returns the state with `tx` added.
+    """
+
+    def __init__(self, encoder: FeatureEncoder, window: int) -> None:
+        encoder._check_fitted()
+        self.encoder = encoder
+        self.schema = encoder.schema
+        self.window = window
+        self.blocks = tuple(encoder.blocks)
+        unknown = [b for b in self.blocks if b not in (*_SUPPORTED_BLOCKS, "counterparty_risk")]
+        if unknown:
+            raise FraudseqError(
+                f"live scoring does not implement the feature block(s) {unknown}; add their "
+                f"incremental form to fraudseq.serving.live_features"
+            )
+        self.uses = {b: b in self.blocks for b in (*_SUPPORTED_BLOCKS, "counterparty_risk")}
+        self.novelty = self.uses["novelty"] and bool(self.schema.categorical)
+        self.counterparty = self.uses["counterparty_risk"] and self.schema.counterparty is not None
+        self.names = list(encoder.numeric_names_)
+        self.means = np.asarray(encoder.means_, dtype=np.float64)
+        self.scales = np.asarray(encoder.scales_, dtype=np.float64)
+        self.vocabularies = [
+            {value: i + 2 for i, value in enumerate(encoder.vocabularies_[c])}
+            for c in self.schema.categorical
+        ]
+        self.delay_days = label_delay_days(
+            int(encoder.label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND)
+        )
+        self.keep_last = max(
+            window - 1,
+            HISTORY_LAST_N if self.uses["amount_history"] else 0,
+            1,
+        )
+        self.velocity_span = max(VELOCITY_WINDOWS_NS.values()) if self.uses["velocity"] else 0
+        self.n_numeric = len(self.names)
+        self.n_categorical = len(self.schema.categorical)
+        self._check_names()
+
+    def _check_names(self) -> None:
+        """Fail at load, not with wrong scores, if a block's names changed since training."""
+        probe = LiveTransaction(
+            "probe", "probe", 0, 1.0, ("x",) * self.n_categorical,
+            (0.0,) * len(self.schema.numeric), "x" if self.schema.counterparty else None, "",
+        )  # fmt: skip
+        produced = set(self._raw(probe, self.empty_state(), {})[0])
+        if produced != set(self.names):
+            raise FraudseqError(
+                "live features do not match the model's encoder: the encoder has "
+                f"{sorted(set(self.names) - produced)} that live scoring lacks and live scoring "
+                f"computes {sorted(produced - set(self.names))} that the encoder lacks; the "
+                "model was trained by another fraudseq version or a feature block changed"
+            )
+
+    def empty_state(self) -> AccountState:
+        return AccountState(
+            numeric=np.zeros((0, self.n_numeric), np.float32),
+            codes=np.zeros((0, self.n_categorical), np.int32),
+            seen=[{} for _ in self.schema.categorical] if self.novelty else [],
+        )
+
+    def counterparty_days(self, tx: LiveTransaction) -> tuple[int, int] | None:
+        """The half-open day range [lo, hi) of counterparty buckets the features read."""
+        if not self.counterparty:
+            return None
+        hi = tx.day - self.delay_days
+        return hi - max(COUNTERPARTY_WINDOWS_DAYS), hi
+
+    @property
+    def counterparty_retention_days(self) -> int:
+        """Buckets older than the newest day minus this are never read again (in order)."""
+        return self.delay_days + max(COUNTERPARTY_WINDOWS_DAYS) + COUNTERPARTY_SLACK_DAYS
+
+    # -- the features --------------------------------------------------------------------
+    def encode(
+        self,
+        tx: LiveTransaction,
+        account: AccountState,
+        counterparty_days: dict[int, tuple[int, int]] | None = None,
+    ) -> LiveFeatures:
+        """Raw and encoded features of `tx` after the account's stored events."""
+        raw, hashes, new_total, log_amount = self._raw(tx, account, counterparty_days or {})
+        values = np.array([raw[name] for name in self.names], dtype=np.float64)
+        scaled = (values - self.means) / self.scales  # FeatureEncoder.transform, row of one
+        if not np.isfinite(scaled).all():
+            scaled = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
+        numeric = scaled.astype(np.float32)
+        codes = [
+            vocabulary.get(value, OOV_CODE)
+            for vocabulary, value in zip(self.vocabularies, tx.categorical, strict=True)
+        ]
+        return LiveFeatures(
+            numeric=numeric,
+            codes=np.array(codes, dtype=np.int32),
+            raw=raw,
+            hashes=hashes,
+            new_total=new_total,
+            log_amount=log_amount,
+        )
+
+    def _raw(
+        self, tx: LiveTransaction, account: AccountState, counterparty_days: dict
+    ) -> tuple[dict[str, float], list[int], int, float]:
+        """Unscaled features by name, the categorical hashes, new-value total, log-amount."""
+        raw: dict[str, float] = {}
+        t = tx.time_ns
+        amount = tx.amount
+        log_amount = _signed_log1p(amount)
+        n_prev = account.n
+        if self.uses["event"]:
+            seconds = t // NS_PER_SECOND
+            day_fraction = (seconds % SECONDS_PER_DAY) / SECONDS_PER_DAY
+            week_fraction = ((seconds // SECONDS_PER_DAY + 3) % 7) / 7
+            raw["log_amount"] = log_amount
+            raw["amount"] = amount
+            raw["hour_sin"] = math.sin(2 * math.pi * day_fraction)
+            raw["hour_cos"] = math.cos(2 * math.pi * day_fraction)
+            raw["dow_sin"] = math.sin(2 * math.pi * week_fraction)
+            raw["dow_cos"] = math.cos(2 * math.pi * week_fraction)
+        if self.uses["recency"]:
+            # A late (out-of-order) transaction gets gap 0 rather than a negative gap.
+            gap = float(max(t - account.last_time, 0)) / NS_PER_SECOND if n_prev else 0.0
+            raw["log_gap_seconds"] = math.log1p(gap)
+            raw["has_previous"] = 1.0 if n_prev else 0.0
+        if self.uses["amount_history"]:
+            raw.update(self._amount_history(account, log_amount))
+        hashes: list[int] = []
+        new_total = 0
+        if self.novelty:
+            for j, (column, value) in enumerate(
+                zip(self.schema.categorical, tx.categorical, strict=True)
+            ):
+                h = _value_hash(value)
+                hashes.append(h)
+                new = 0 if h in account.seen[j] else 1
+                new_total += new
+                raw[f"new_{column}"] = float(new)
+            recent = account.new_totals[-(NOVELTY_WINDOW - 1) :]
+            raw["new_values_in_window"] = float(sum(recent) + new_total)
+        if self.uses["velocity"]:
+            times, amounts = account.times, account.amounts
+            for name, width in VELOCITY_WINDOWS_NS.items():
+                first = bisect.bisect_right(times, t - width)
+                raw[f"count_{name}"] = math.log1p(len(times) - first)
+                if name in VELOCITY_AMOUNT_WINDOWS:
+                    total = 0.0
+                    for value in amounts[first:]:
+                        total += value
+                    raw[f"amount_{name}"] = _signed_log1p(total)
+        if self.counterparty:
+            raw.update(self._counterparty(tx, counterparty_days))
+        for column, value in zip(self.schema.numeric, tx.numeric, strict=True):
+            raw[f"numeric:{column}"] = value
+        return raw, hashes, new_total, log_amount
+
+    def _amount_history(self, account: AccountState, log_amount: float) -> dict[str, float]:
+        n_prev = account.n
+        if n_prev == 0:
+            return {
+                "amount_to_mean": 0.0,
+                "amount_zscore": 0.0,
+                "amount_to_max": 0.0,
+                "n_previous": 0.0,
+            }
+        # Lags 1..N, most recent first, summed in the batch block's order.
+        lags = [_signed_log1p(a) for a in reversed(account.amounts[-HISTORY_LAST_N:])]
+        window_n = min(n_prev, HISTORY_LAST_N)
+        window_sum = 0.0
+        for value in lags:
+            window_sum += value
+        window_mean = window_sum / window_n
+        window_sq = 0.0
+        for value in lags:
+            window_sq += (value - window_mean) ** 2
+        window_std = math.sqrt(window_sq / window_n)
+        zscore = (
+            (log_amount - window_mean) / (window_std + ZSCORE_STD_FLOOR) if n_prev >= 2 else 0.0
+        )
+        return {
+            "amount_to_mean": log_amount - account.sum_log / n_prev,
+            "amount_zscore": zscore,
+            "amount_to_max": log_amount - account.max_log,
+            "n_previous": math.log1p(n_prev),
+        }
+
+    def _counterparty(
+        self, tx: LiveTransaction, days: dict[int, tuple[int, int]]
+    ) -> dict[str, float]:
+        hi = tx.day - self.delay_days
+        out: dict[str, float] = {}
+        for w in COUNTERPARTY_WINDOWS_DAYS:
+            count = frauds = 0
+            for day in range(hi - w, hi):
+                n, f = days.get(day, (0, 0))
+                count += n
+                frauds += f
+            out[f"cp_count_{w}d"] = math.log1p(count)
+            out[f"cp_risk_{w}d"] = frauds / max(count, 1)
+        return out
+
+    # -- the window and the state update -------------------------------------------------
+    def window_rows(
+        self, account: AccountState, features: LiveFeatures
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded rows (L, F) float32 and codes (L, C) int64 of the window, oldest first."""
+        numeric = np.concatenate([account.numeric, features.numeric[None, :]])
+        codes = np.concatenate([account.codes, features.codes[None, :]]).astype(np.int64)
+        return numeric[-self.window :], codes[-self.window :]
+
+    def append(
+        self, account: AccountState, tx: LiveTransaction, features: LiveFeatures
+    ) -> AccountState:
+        """The account's state with `tx` added as its latest event (in place; returned)."""
+        account.n += 1
+        account.last_time = max(account.last_time, tx.time_ns) if account.n > 1 else tx.time_ns
+        account.sum_log += features.log_amount
+        account.max_log = max(account.max_log, features.log_amount)
+        account.times.append(tx.time_ns)
+        account.amounts.append(tx.amount)
+        drop = 0
+        limit = len(account.times) - self.keep_last
+        horizon = tx.time_ns - self.velocity_span
+        while drop < limit and account.times[drop] <= horizon:
+            drop += 1
+        drop = max(drop, len(account.times) - max(VELOCITY_CAP, self.keep_last))
+        if drop > 0:
+            del account.times[:drop]
+            del account.amounts[:drop]
+        if self.novelty:
+            account.new_totals.append(features.new_total)
+            del account.new_totals[: -(NOVELTY_WINDOW - 1)]
+            for seen, h in zip(account.seen, features.hashes, strict=True):
+                if h not in seen:
+                    seen[h] = None
+                    if len(seen) > SEEN_CAP:
+                        del seen[next(iter(seen))]
+        keep = self.window - 1
+        if keep > 0:
+            account.numeric = np.concatenate([account.numeric, features.numeric[None, :]])[-keep:]
+            account.codes = np.concatenate([account.codes, features.codes[None, :]])[-keep:]
+            account.ids = [*account.ids, tx.id][-keep:]
+        return account
+
+
+def _signed_log1p(value: float) -> float:
+    if value > 0:
+        return math.log1p(value)
+    if value < 0:
+        return -math.log1p(-value)
+    return 0.0
+
+
+def _value_hash(value: str) -> int:
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little")

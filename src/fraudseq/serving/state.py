@@ -1,0 +1,310 @@
+"""Live state stores: one protocol, three implementations chosen by URL.
+
+=========================  ================================================================
+URL                        store
+=========================  ================================================================
+``memory``                 `MemoryStore`: a dict in this process (tests, notebooks)
+``sqlite:///path/to.db``   `SQLiteStore`: one file, WAL mode; the embedded default. As in
+                           SQLAlchemy, three slashes start a relative path and four an
+                           absolute one (``sqlite:////var/lib/fraudseq/state.db``);
+                           ``?synchronous=FULL`` fsyncs every transaction
+``redis://host:port/db``   `RedisStore`: several workers or hosts
+                           (``?prefix=name:`` namespaces the keys; default ``fraudseq:``)
+=========================  ================================================================
+
+What a store holds:
+
+- **accounts**: per entity, the `AccountState` bytes (compact binary, never pickle);
+- **transactions**: per transaction id, a JSON record: content digest, entity, counterparty,
+  day, whether it entered the account's history, its label and the result returned. It makes
+  scoring idempotent and lets feedback find the transaction's counterparty and day;
+- **counterparty days**: per (counterparty, UTC day), the number of transactions and of
+  known frauds, for the delayed-label counterparty features (days older than the retention
+  are pruned);
+- **labels**: transaction id -> 0/1, every label received, for retraining (never expires);
+- **meta**: the fingerprint of the encoder the state was built with.
+
+Every score is one atomic unit: `transact` reads the transaction record, the account and the
+counterparty's days, calls `compute(snapshot)` and writes what it returns, all or nothing.
+SQLite holds its write lock around it (``BEGIN IMMEDIATE ... COMMIT``); Redis reads, computes
+and commits with a compare-and-set Lua script that fails if the account changed meanwhile,
+and then reads and computes again. So two workers scoring the same account never lose an
+event.
+
+With `ttl_seconds`, accounts and transaction records not written for that long are dropped
+(Redis: key expiry; memory and SQLite: treated as absent when read and purged periodically).
+Choose a TTL longer than the label delay, or late labels find no record.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+from urllib.parse import parse_qs, urlparse
+
+from fraudseq.errors import FraudseqError
+
+
+class StateStoreError(FraudseqError):
+    """The state store cannot be reached or refused the update (retry later)."""
+
+
+#: Purge expired rows (memory, SQLite) once every this many writes.
+PURGE_EVERY = 2_000
+
+
+@dataclass
+class Snapshot:
+    """What `compute` sees: the stored record of this transaction id (None if new), the
+    account's state bytes (None if new) and the counterparty's (count, frauds) by day."""
+
+    record: dict | None
+    account: bytes | None
+    counterparty: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass
+class Update:
+    """What `compute` returns. With `record` None nothing is written (a retried transaction).
+
+    `account` None leaves the account unchanged (an out-of-order transaction);
+    `counterparty_day` adds one transaction to the (counterparty, day) bucket.
+    """
+
+    result: dict
+    record: dict | None = None
+    account: bytes | None = None
+    counterparty_day: int | None = None
+
+
+@dataclass
+class LabelChange:
+    """Outcome of `StateStore.label`: the previous label (None if none) and whether the
+    stored label changed."""
+
+    previous: int | None
+    changed: bool
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """The live state behind a Detector (see the module docstring)."""
+
+    url: str
+
+    def transact(
+        self,
+        tx_id: str,
+        entity: str,
+        counterparty: str | None,
+        days: tuple[int, int] | None,
+        compute: Callable[[Snapshot], Update],
+    ) -> Update:
+        """Read the snapshot, `compute` the update and write it atomically; retry on a
+        concurrent change. `days` is the half-open day range of counterparty buckets to read."""
+        ...
+
+    def label(self, tx_id: str, label: int) -> LabelChange | None:
+        """Record a 0/1 label for a scored transaction atomically (record, counterparty fraud
+        count, labels table); None if no record of `tx_id` exists."""
+        ...
+
+    def meta(self, key: str, value: str) -> str:
+        """Store `value` under `key` unless one is there; return the stored value."""
+        ...
+
+    def account(self, entity: str) -> bytes | None: ...
+
+    def record(self, tx_id: str) -> dict | None: ...
+
+    def labels(self) -> dict[str, int]: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(
+    state: str | StateStore,
+    *,
+    ttl_seconds: int | None = None,
+    retention_days: int = 45,
+) -> StateStore:
+    """A store from a URL ("memory", "sqlite:///path.db", "redis://host:port/db") or as given.
+
+    `retention_days`: counterparty day buckets older than the newest day minus this are pruned.
+    """
+    if not isinstance(state, str):
+        if not isinstance(state, StateStore):
+            raise FraudseqError(f"state must be a URL or a StateStore, got {type(state).__name__}")
+        return state
+    if ttl_seconds is not None and ttl_seconds <= 0:
+        raise FraudseqError(f"ttl_seconds must be positive or None, got {ttl_seconds}")
+    url = state.strip()
+    if url == "memory" or url == "memory://":
+        return MemoryStore(ttl_seconds=ttl_seconds, retention_days=retention_days)
+    parsed = urlparse(url)
+    options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    if parsed.scheme == "sqlite":
+        from fraudseq.serving.state_sqlite import SQLiteStore
+
+        # SQLAlchemy's convention: sqlite:///relative/path.db, sqlite:////absolute/path.db.
+        path = url[len("sqlite:///") :].split("?", 1)[0] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise FraudseqError(
+                f"{url}: no database path; write sqlite:///relative/state.db or "
+                f"sqlite:////absolute/state.db"
+            )
+        return SQLiteStore(
+            path,
+            ttl_seconds=ttl_seconds,
+            retention_days=retention_days,
+            synchronous=options.get("synchronous", "NORMAL"),
+            url=url,
+        )
+    if parsed.scheme in ("redis", "rediss", "unix"):
+        from fraudseq.serving.state_redis import RedisStore
+
+        return RedisStore(
+            url,
+            ttl_seconds=ttl_seconds,
+            retention_days=retention_days,
+            prefix=options.get("prefix", "fraudseq:"),
+        )
+    raise FraudseqError(
+        f"unknown state store {state!r}; use 'memory', 'sqlite:///path/to/state.db' or "
+        f"'redis://host:port/db'"
+    )
+
+
+def label_delta(previous: int | None, label: int) -> int:
+    """Change of the counterparty's fraud count when the label goes from `previous` to `label`."""
+    return int(label == 1) - int(previous == 1)
+
+
+def dumps(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"))
+
+
+class MemoryStore:
+    """Everything in dicts of this process, behind one lock. For tests and notebooks."""
+
+    def __init__(self, *, ttl_seconds: int | None = None, retention_days: int = 45) -> None:
+        self.url = "memory"
+        self.ttl = ttl_seconds
+        self.retention_days = retention_days
+        self._lock = threading.RLock()
+        self._accounts: dict[str, tuple[float, bytes]] = {}
+        self._records: dict[str, tuple[float, str]] = {}
+        self._days: dict[str, dict[int, list[int]]] = {}
+        self._labels: dict[str, int] = {}
+        self._meta: dict[str, str] = {}
+        self._writes = 0
+        self._closed = False
+
+    def _fresh(self, entry, now: float):
+        if entry is None:
+            return None
+        touched, value = entry
+        if self.ttl is not None and touched < now - self.ttl:
+            return None
+        return value
+
+    def transact(self, tx_id, entity, counterparty, days, compute) -> Update:
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            text = self._fresh(self._records.get(tx_id), now)
+            buckets = self._days.get(counterparty, {}) if counterparty is not None else {}
+            snapshot = Snapshot(
+                record=json.loads(text) if text is not None else None,
+                account=self._fresh(self._accounts.get(entity), now),
+                counterparty={
+                    d: (v[0], v[1]) for d, v in buckets.items() if days and days[0] <= d < days[1]
+                },
+            )
+            update = compute(snapshot)
+            if update.record is None:
+                return update
+            self._records[tx_id] = (now, dumps(update.record))
+            if update.account is not None:
+                self._accounts[entity] = (now, update.account)
+            if counterparty is not None and update.counterparty_day is not None:
+                day = update.counterparty_day
+                cp_days = self._days.setdefault(counterparty, {})
+                if day not in cp_days:
+                    cp_days[day] = [0, 0]
+                    for old in [d for d in cp_days if d < day - self.retention_days]:
+                        del cp_days[old]
+                cp_days[day][0] += 1
+            self._writes += 1
+            if self._writes % PURGE_EVERY == 0:
+                self.purge()
+            return update
+
+    def label(self, tx_id: str, label: int) -> LabelChange | None:
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            text = self._fresh(self._records.get(tx_id), now)
+            if text is None:
+                return None
+            record = json.loads(text)
+            previous = record.get("label")
+            self._labels[tx_id] = label
+            if previous == label:
+                return LabelChange(previous, False)
+            record["label"] = label
+            self._records[tx_id] = (self._records[tx_id][0], dumps(record))
+            delta = label_delta(previous, label)
+            cp = record.get("counterparty")
+            if delta and cp is not None and record.get("counted"):
+                bucket = self._days.get(cp, {}).get(record["day"])
+                if bucket is not None:
+                    bucket[1] += delta
+            return LabelChange(previous, True)
+
+    def meta(self, key: str, value: str) -> str:
+        with self._lock:
+            return self._meta.setdefault(key, value)
+
+    def account(self, entity: str) -> bytes | None:
+        with self._lock:
+            return self._fresh(self._accounts.get(entity), time.time())
+
+    def record(self, tx_id: str) -> dict | None:
+        with self._lock:
+            text = self._fresh(self._records.get(tx_id), time.time())
+            return json.loads(text) if text is not None else None
+
+    def labels(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._labels)
+
+    def counterparty_days(self, counterparty: str) -> dict[int, tuple[int, int]]:
+        with self._lock:
+            return {d: (v[0], v[1]) for d, v in self._days.get(counterparty, {}).items()}
+
+    def purge(self) -> None:
+        """Drop accounts and records older than the TTL."""
+        if self.ttl is None:
+            return
+        with self._lock:
+            limit = time.time() - self.ttl
+            for table in (self._accounts, self._records):
+                for key in [k for k, (touched, _) in table.items() if touched < limit]:
+                    del table[key]
+
+    def ping(self) -> bool:
+        return not self._closed
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FraudseqError("the state store is closed")

@@ -1,0 +1,256 @@
+"""State in Redis, for several workers or hosts scoring the same accounts.
+
+Keys (``prefix`` defaults to ``fraudseq:``): ``{prefix}a:{entity}`` the account's state
+bytes, ``{prefix}t:{transaction id}`` the transaction record (JSON), ``{prefix}c:{counterparty}``
+a hash of ``{day}:n`` / ``{day}:f`` counters, ``{prefix}labels:all`` a hash of labels and
+``{prefix}meta:all`` a hash of fingerprints.
+
+A score reads the record, the account and the counterparty's days in one round trip, computes
+the features and the model's score in Python, then commits with a Lua script (atomic in
+Redis) that checks the record is still absent and the account is still byte-for-byte what was
+read; if another worker changed the account meanwhile, nothing is written and the score is
+read and computed again. Counters are incremented inside the same script, so no event and no
+count is lost under contention. Feedback is a WATCH/MULTI transaction on the record.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fraudseq.errors import FraudseqError
+from fraudseq.serving.state import (
+    LabelChange,
+    Snapshot,
+    StateStoreError,
+    Update,
+    dumps,
+    label_delta,
+)
+
+MAX_ATTEMPTS = 1_000
+
+_COMMIT = """
+local rec = redis.call('GET', KEYS[1])
+if rec then return {1, rec} end
+local cur = redis.call('GET', KEYS[2])
+if ARGV[1] == '1' then
+  if cur ~= ARGV[2] then return {2} end
+elseif cur then
+  return {2}
+end
+local ttl = tonumber(ARGV[6])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[5], 'EX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[5])
+end
+if ARGV[3] == '1' then
+  if ttl > 0 then
+    redis.call('SET', KEYS[2], ARGV[4], 'EX', ttl)
+  else
+    redis.call('SET', KEYS[2], ARGV[4])
+  end
+end
+if ARGV[7] ~= '' then
+  local day = tonumber(ARGV[7])
+  local n = redis.call('HINCRBY', KEYS[3], ARGV[7] .. ':n', 1)
+  if n == 1 then
+    local limit = day - tonumber(ARGV[8])
+    for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
+      local d = tonumber(string.match(field, '^(-?%d+):'))
+      if d and d < limit then redis.call('HDEL', KEYS[3], field) end
+    end
+  end
+end
+return {0}
+"""
+
+
+class RedisStore:
+    """State in Redis; any number of processes may share it."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl_seconds: int | None = None,
+        retention_days: int = 45,
+        prefix: str = "fraudseq:",
+        client=None,
+    ) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise FraudseqError(
+                "the Redis state store needs redis-py: pip install 'redis>=5'"
+            ) from None
+        self._redis = redis
+        self.url = url
+        self.ttl = ttl_seconds
+        self.retention_days = retention_days
+        self.prefix = prefix
+        parts = urlsplit(url)  # ?prefix= is ours; other query options go to redis-py
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "prefix"])
+        options = {"socket_timeout": 10, "socket_connect_timeout": 5}
+        self._client = client or redis.Redis.from_url(
+            urlunsplit(parts._replace(query=query)), **options
+        )
+        self._commit = self._client.register_script(_COMMIT)
+        self._closed = False
+        self.conflicts = 0  # commits refused because the account changed (then retried)
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.prefix}{kind}:{name}"
+
+    def _errors(self):
+        return (self._redis.exceptions.ConnectionError, self._redis.exceptions.TimeoutError)
+
+    # -- scoring -------------------------------------------------------------------------
+    def transact(self, tx_id, entity, counterparty, days, compute) -> Update:
+        self._check_open()
+        t_key, a_key = self._key("t", tx_id), self._key("a", entity)
+        c_key = self._key("c", counterparty) if counterparty is not None else t_key
+        day_range = list(range(days[0], days[1])) if counterparty is not None and days else []
+        fields = [f"{d}:{kind}" for d in day_range for kind in ("n", "f")]
+        try:
+            for _ in range(MAX_ATTEMPTS):
+                pipe = self._client.pipeline(transaction=False)
+                pipe.get(t_key)
+                pipe.get(a_key)
+                if fields:
+                    pipe.hmget(c_key, fields)
+                values = pipe.execute()
+                record, account = values[0], values[1]
+                buckets = {}
+                if fields:
+                    counts = values[2]
+                    for i, day in enumerate(day_range):
+                        n, f = counts[2 * i], counts[2 * i + 1]
+                        if n is not None or f is not None:
+                            buckets[day] = (int(n or 0), int(f or 0))
+                update = compute(
+                    Snapshot(
+                        record=json.loads(record) if record is not None else None,
+                        account=account,
+                        counterparty=buckets,
+                    )
+                )
+                if update.record is None:
+                    return update
+                day = update.counterparty_day
+                outcome = self._commit(
+                    keys=[t_key, a_key, c_key],
+                    args=[
+                        "1" if account is not None else "0",
+                        account if account is not None else b"",
+                        "1" if update.account is not None else "0",
+                        update.account if update.account is not None else b"",
+                        dumps(update.record),
+                        self.ttl or 0,
+                        str(day) if counterparty is not None and day is not None else "",
+                        self.retention_days,
+                    ],
+                )
+                status = int(outcome[0])
+                if status == 0:
+                    return update
+                if status == 1:
+                    # Another worker committed this id meanwhile: computing against its record
+                    # returns the stored result (same content) or raises ConflictError.
+                    return compute(Snapshot(record=json.loads(outcome[1]), account=None))
+                self.conflicts += 1  # the account changed since it was read: read again
+            raise StateStoreError(
+                f"{self.url}: account {entity!r} changed under {MAX_ATTEMPTS} consecutive "
+                f"attempts to score {tx_id!r}; too much contention on one account"
+            )
+        except self._errors() as err:
+            raise StateStoreError(f"{self.url}: Redis unavailable: {err}") from None
+
+    # -- feedback ------------------------------------------------------------------------
+    def label(self, tx_id: str, label: int) -> LabelChange | None:
+        self._check_open()
+        t_key = self._key("t", tx_id)
+        outcome: list = []
+
+        def apply(pipe) -> None:
+            outcome.clear()
+            text = pipe.get(t_key)
+            if text is None:
+                return
+            record = json.loads(text)
+            previous = record.get("label")
+            changed = previous != label
+            cp = record.get("counterparty") if record.get("counted") else None
+            delta = label_delta(previous, label) if changed else 0
+            # A bucket pruned meanwhile (older than the retention) is not brought back.
+            bucket = (
+                cp is not None and delta and pipe.hexists(self._key("c", cp), f"{record['day']}:n")
+            )
+            pipe.multi()
+            pipe.hset(self._key("labels", "all"), tx_id, label)
+            if changed:
+                record["label"] = label
+                pipe.set(t_key, dumps(record), keepttl=True)
+                if bucket:
+                    pipe.hincrby(self._key("c", cp), f"{record['day']}:f", delta)
+            outcome.append(LabelChange(previous, changed))
+
+        try:
+            self._client.transaction(apply, t_key)
+        except self._errors() as err:
+            raise StateStoreError(f"{self.url}: Redis unavailable: {err}") from None
+        return outcome[0] if outcome else None
+
+    # -- the rest ------------------------------------------------------------------------
+    def meta(self, key: str, value: str) -> str:
+        self._check_open()
+        try:
+            meta = self._key("meta", "all")
+            self._client.hsetnx(meta, key, value)
+            return self._client.hget(meta, key).decode()
+        except self._errors() as err:
+            raise StateStoreError(f"{self.url}: Redis unavailable: {err}") from None
+
+    def account(self, entity: str) -> bytes | None:
+        return self._client.get(self._key("a", entity))
+
+    def record(self, tx_id: str) -> dict | None:
+        text = self._client.get(self._key("t", tx_id))
+        return json.loads(text) if text is not None else None
+
+    def labels(self) -> dict[str, int]:
+        stored = self._client.hgetall(self._key("labels", "all"))
+        return {k.decode(): int(v) for k, v in stored.items()}
+
+    def counterparty_days(self, counterparty: str) -> dict[int, tuple[int, int]]:
+        stored = self._client.hgetall(self._key("c", counterparty))
+        out: dict[int, list[int]] = {}
+        for field, value in stored.items():
+            day, kind = field.decode().split(":")
+            out.setdefault(int(day), [0, 0])[0 if kind == "n" else 1] = int(value)
+        return {d: (v[0], v[1]) for d, v in out.items()}
+
+    def clear(self) -> int:
+        """Delete every key under this store's prefix (tests); returns how many."""
+        keys = list(self._client.scan_iter(match=f"{self.prefix}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            self._client.delete(*keys[start : start + 1000])
+        return len(keys)
+
+    def ping(self) -> bool:
+        if self._closed:
+            return False
+        try:
+            return bool(self._client.ping())
+        except self._errors():
+            return False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FraudseqError(f"{self.url}: the state store is closed")

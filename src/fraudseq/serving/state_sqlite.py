@@ -1,0 +1,299 @@
+"""The embedded state store: one SQLite file in WAL mode.
+
+Every score is one SQLite transaction, ``BEGIN IMMEDIATE`` (take the write lock before
+reading, so concurrent processes on the same file serialise instead of deadlocking) ...
+``COMMIT``: the transaction record, the account's state and the counterparty bucket change
+together or not at all. A process killed mid-write (``kill -9``) leaves the file at its last
+commit; SQLite's journal rolls back the partial transaction on the next open.
+
+Durability: ``synchronous=NORMAL`` (the default) in WAL mode syncs the log at checkpoints,
+not at every commit: a committed score survives the process crashing (the WAL is in the OS
+page cache), but the last commits before a power loss or OS crash may be lost - never
+corrupted. ``sqlite:///state.db?synchronous=FULL`` fsyncs every commit: durable against power
+loss too, at the cost of one fsync (often 0.1-10 ms, depending on the disk) per score.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from fraudseq.errors import FraudseqError
+from fraudseq.serving.state import (
+    PURGE_EVERY,
+    LabelChange,
+    Snapshot,
+    StateStoreError,
+    Update,
+    dumps,
+    label_delta,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS accounts (
+    entity TEXT PRIMARY KEY,
+    state BLOB NOT NULL,
+    touched REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS transactions (
+    id TEXT PRIMARY KEY,
+    entity TEXT NOT NULL,
+    inserted INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    touched REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counterparty_days (
+    counterparty TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    fraud INTEGER NOT NULL,
+    PRIMARY KEY (counterparty, day)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS labels (
+    id TEXT PRIMARY KEY,
+    label INTEGER NOT NULL,
+    labelled_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class SQLiteStore:
+    """State in one SQLite file (WAL); safe for threads of one process and for several
+    processes on one host (they serialise on the write lock, waiting up to `busy_timeout`)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        ttl_seconds: int | None = None,
+        retention_days: int = 45,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 30.0,
+        url: str | None = None,
+    ) -> None:
+        synchronous = synchronous.upper()
+        if synchronous not in SYNCHRONOUS:
+            raise FraudseqError(
+                f"synchronous={synchronous!r} is not one of {', '.join(SYNCHRONOUS)}"
+            )
+        self.path = str(path)
+        self.url = url or f"sqlite:///{self.path}"
+        self.ttl = ttl_seconds
+        self.retention_days = retention_days
+        self.synchronous = synchronous
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as err:
+            raise FraudseqError(f"{self.path}: cannot open the SQLite state store: {err}") from None
+        self._lock = threading.RLock()
+        self._writes = 0
+        self._newest_day: int | None = None
+        self._closed = False
+
+    # -- scoring -------------------------------------------------------------------------
+    def transact(self, tx_id, entity, counterparty, days, compute) -> Update:
+        with self._lock:
+            db = self._connection()
+            now = time.time()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                record = self._fresh_one(
+                    "SELECT record, touched FROM transactions WHERE id = ?", tx_id, now
+                )
+                account = self._fresh_one(
+                    "SELECT state, touched FROM accounts WHERE entity = ?", entity, now
+                )
+                buckets = {}
+                if counterparty is not None and days is not None:
+                    rows = db.execute(
+                        "SELECT day, n, fraud FROM counterparty_days "
+                        "WHERE counterparty = ? AND day >= ? AND day < ?",
+                        (counterparty, days[0], days[1]),
+                    )
+                    buckets = {day: (n, fraud) for day, n, fraud in rows}
+                update = compute(
+                    Snapshot(
+                        record=json.loads(record) if record is not None else None,
+                        account=bytes(account) if account is not None else None,
+                        counterparty=buckets,
+                    )
+                )
+                if update.record is None:
+                    db.execute("ROLLBACK")
+                    return update
+                db.execute(
+                    "INSERT OR REPLACE INTO transactions (id, entity, inserted, record, touched) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        tx_id,
+                        entity,
+                        int(bool(update.record.get("inserted"))),
+                        dumps(update.record),
+                        now,
+                    ),
+                )
+                if update.account is not None:
+                    db.execute(
+                        "INSERT INTO accounts (entity, state, touched) VALUES (?, ?, ?) "
+                        "ON CONFLICT (entity) DO UPDATE SET state = excluded.state, "
+                        "touched = excluded.touched",
+                        (entity, update.account, now),
+                    )
+                day = update.counterparty_day
+                if counterparty is not None and day is not None:
+                    db.execute(
+                        "INSERT INTO counterparty_days (counterparty, day, n, fraud) "
+                        "VALUES (?, ?, 1, 0) ON CONFLICT (counterparty, day) "
+                        "DO UPDATE SET n = n + 1",
+                        (counterparty, day),
+                    )
+                    if self._newest_day is None or day > self._newest_day:
+                        self._newest_day = day
+                db.execute("COMMIT")
+            except BaseException as err:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if isinstance(err, sqlite3.Error):
+                    raise StateStoreError(f"{self.path}: SQLite error: {err}") from err
+                raise
+            self._writes += 1
+            if self._writes % PURGE_EVERY == 0:
+                self.purge()
+            return update
+
+    def _fresh_one(self, sql: str, key: str, now: float):
+        row = self._db.execute(sql, (key,)).fetchone()
+        if row is None or (self.ttl is not None and row[1] < now - self.ttl):
+            return None
+        return row[0]
+
+    # -- feedback ------------------------------------------------------------------------
+    def label(self, tx_id: str, label: int) -> LabelChange | None:
+        with self._lock:
+            db = self._connection()
+            now = time.time()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                text = self._fresh_one(
+                    "SELECT record, touched FROM transactions WHERE id = ?", tx_id, now
+                )
+                if text is None:
+                    db.execute("ROLLBACK")
+                    return None
+                record = json.loads(text)
+                previous = record.get("label")
+                db.execute(
+                    "INSERT INTO labels (id, label, labelled_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET label = excluded.label, "
+                    "labelled_at = excluded.labelled_at",
+                    (tx_id, label, now),
+                )
+                changed = previous != label
+                if changed:
+                    record["label"] = label
+                    db.execute(
+                        "UPDATE transactions SET record = ? WHERE id = ?", (dumps(record), tx_id)
+                    )
+                    delta = label_delta(previous, label)
+                    if delta and record.get("counted") and record.get("counterparty") is not None:
+                        db.execute(
+                            "UPDATE counterparty_days SET fraud = fraud + ? "
+                            "WHERE counterparty = ? AND day = ?",
+                            (delta, record["counterparty"], record["day"]),
+                        )
+                db.execute("COMMIT")
+            except BaseException as err:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if isinstance(err, sqlite3.Error):
+                    raise StateStoreError(f"{self.path}: SQLite error: {err}") from err
+                raise
+            return LabelChange(previous, changed)
+
+    # -- the rest ------------------------------------------------------------------------
+    def meta(self, key: str, value: str) -> str:
+        with self._lock:
+            db = self._connection()
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            return db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+
+    def account(self, entity: str) -> bytes | None:
+        with self._lock:
+            self._connection()
+            value = self._fresh_one(
+                "SELECT state, touched FROM accounts WHERE entity = ?", entity, time.time()
+            )
+            return bytes(value) if value is not None else None
+
+    def record(self, tx_id: str) -> dict | None:
+        with self._lock:
+            self._connection()
+            text = self._fresh_one(
+                "SELECT record, touched FROM transactions WHERE id = ?", tx_id, time.time()
+            )
+            return json.loads(text) if text is not None else None
+
+    def labels(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._connection().execute("SELECT id, label FROM labels"))
+
+    def counterparty_days(self, counterparty: str) -> dict[int, tuple[int, int]]:
+        with self._lock:
+            rows = self._connection().execute(
+                "SELECT day, n, fraud FROM counterparty_days WHERE counterparty = ?",
+                (counterparty,),
+            )
+            return {day: (n, fraud) for day, n, fraud in rows}
+
+    def purge(self) -> None:
+        """Drop expired accounts and records (TTL) and counterparty days past retention."""
+        with self._lock:
+            db = self._connection()
+            with db:  # one transaction
+                db.execute("BEGIN IMMEDIATE")
+                if self.ttl is not None:
+                    limit = time.time() - self.ttl
+                    db.execute("DELETE FROM accounts WHERE touched < ?", (limit,))
+                    db.execute("DELETE FROM transactions WHERE touched < ?", (limit,))
+                if self._newest_day is not None:
+                    db.execute(
+                        "DELETE FROM counterparty_days WHERE day < ?",
+                        (self._newest_day - self.retention_days,),
+                    )
+
+    def ping(self) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            try:
+                self._db.execute("SELECT 1").fetchone()
+                return True
+            except sqlite3.Error:
+                return False
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise FraudseqError(f"{self.path}: the state store is closed")
+        return self._db

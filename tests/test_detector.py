@@ -1,0 +1,270 @@
+"""Detector: parity with batch scoring for every model family, the result, idempotency,
+out-of-order events, feedback, validation and reasons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fraudseq.errors import DataValidationError, FraudseqError
+from fraudseq.fraud_model import FraudModel
+from fraudseq.models import MODELS
+from fraudseq.serving import (
+    AccountState,
+    ConflictError,
+    Detector,
+    MemoryStore,
+    UnknownTransactionError,
+)
+from test_state import accounts_slice, make_model_dir, transactions
+
+PARITY_TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def parity_file(small_frame):
+    """The file replayed live: 12 accounts (about 900 transactions over 40 days)."""
+    return accounts_slice(small_frame, 200, 12)
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_live_replay_equals_batch_scores(model_name, small_frame, parity_file, tmp_path):
+    """Replaying a file through `score` in time order, feeding each label back right after
+    its transaction, gives batch FraudModel.score's probabilities on that file."""
+    model_dir = make_model_dir(small_frame, tmp_path / model_name, model_name)
+    batch = FraudModel.load(model_dir).score(parity_file)
+    txs, labels = transactions(parity_file)
+    with Detector.load(model_dir, "memory") as detector:
+        detector.explain = "none"
+        live = {}
+        for tx, label in zip(txs, labels, strict=True):
+            result = detector.score(tx)
+            detector.feedback(tx["tx_id"], label)
+            live[result["transaction_id"]] = result["fraud_probability"]
+    assert len(live) == len(batch) == len(parity_file)
+    difference = np.abs(batch["transaction_id"].map(live).to_numpy() - batch["score"].to_numpy())
+    print(f"{model_name}: max |live - batch| = {difference.max():.3g} over {len(batch)}")
+    assert difference.max() <= PARITY_TOLERANCE, f"{model_name}: max |diff| {difference.max()}"
+    assert batch["score"].nunique() > 1
+
+
+# -- one model for everything else ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_dir(small_frame, tmp_path_factory) -> Path:
+    return make_model_dir(small_frame, tmp_path_factory.mktemp("detector") / "model")
+
+
+@pytest.fixture(scope="module")
+def stream(small_frame):
+    return transactions(accounts_slice(small_frame, 150, 6))
+
+
+@pytest.fixture
+def detector(model_dir):
+    with Detector.load(model_dir, "memory") as detector:
+        detector.explain = "none"
+        yield detector
+
+
+def test_result_fields(detector, model_dir, stream):
+    txs, _ = stream
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert detector.model_version == manifest["files"]["model.json"][:12]
+    assert detector.schema.entity == "card_id"
+    assert detector.ready()
+    results = [detector.score(tx) for tx in txs[:40]]
+    first = results[0]
+    assert set(first) == {
+        "transaction_id",
+        "fraud_probability",
+        "score",
+        "alert",
+        "threshold",
+        "insufficient_history",
+        "model_version",
+        "reasons",
+    }
+    for result in results:
+        p = result["fraud_probability"]
+        assert 0.0 <= p <= 1.0 and result["score"] == round(100 * p, 2)
+        assert result["alert"] == (p >= result["threshold"])
+        assert result["threshold"] == detector.threshold
+        assert result["model_version"] == detector.model_version
+        assert result["reasons"] == []
+        json.dumps(result)  # JSON-able as it is
+    # insufficient_history: fewer than min_history (3) earlier transactions of the account.
+    seen: dict[str, int] = {}
+    for tx, result in zip(txs[:40], results, strict=True):
+        assert result["insufficient_history"] == (seen.get(tx["card_id"], 0) < 3)
+        seen[tx["card_id"]] = seen.get(tx["card_id"], 0) + 1
+    detector.close()
+    assert not detector.ready()
+
+
+def test_min_history_option(model_dir, stream):
+    txs, _ = stream
+    with Detector.load(model_dir, min_history=0) as detector:
+        assert not detector.score(txs[0])["insufficient_history"]
+
+
+def test_score_batch_equals_score_one_by_one(model_dir, stream):
+    txs, _ = stream
+    with Detector.load(model_dir) as one, Detector.load(model_dir) as many:
+        one.explain = many.explain = "none"
+        expected = [one.score(tx) for tx in txs[:60]]
+        assert many.score_batch(txs[:30]) + many.score_batch(txs[30:60]) == expected
+
+
+def test_score_batch_validates_everything_first(detector, stream):
+    txs, _ = stream
+    bad = {**txs[3], "amount": "lots"}
+    with pytest.raises(DataValidationError, match="position 3: .*'amount'"):
+        detector.score_batch([txs[0], txs[1], txs[2], bad])
+    assert detector.store.account(txs[0]["card_id"]) is None  # nothing was scored
+    with pytest.raises(DataValidationError, match="list of transactions"):
+        detector.score_batch(txs[0])
+
+
+def test_retry_returns_the_stored_result_and_conflict_is_an_error(detector, stream):
+    txs, _ = stream
+    first = detector.score(txs[0])
+    state = detector.store.account(txs[0]["card_id"])
+    retried = dict(txs[0], ts=pd.Timestamp(txs[0]["ts"]).isoformat() + "Z")  # same content
+    assert detector.score(retried) == first
+    assert detector.store.account(txs[0]["card_id"]) == state  # not appended again
+    assert AccountState.from_bytes(state).n == 1
+    with pytest.raises(ConflictError, match=f"{txs[0]['tx_id']!r} was already scored"):
+        detector.score({**txs[0], "amount": txs[0]["amount"] + 1})
+    assert isinstance(ConflictError("x"), FraudseqError)
+
+
+def test_out_of_order_transaction_is_scored_but_not_added(model_dir, stream):
+    txs, _ = stream
+    account = txs[0]["card_id"]
+    own = [tx for tx in txs if tx["card_id"] == account][:8]
+    late = {**own[2], "tx_id": "LATE", "amount": 999.0}  # older than own[5]
+    with Detector.load(model_dir) as with_late, Detector.load(model_dir) as without:
+        with_late.explain = without.explain = "none"
+        for tx in own[:6]:
+            with_late.score(tx)
+            without.score(tx)
+        before = with_late.store.account(account)
+        result = with_late.score(late)
+        assert 0.0 <= result["fraud_probability"] <= 1.0
+        assert with_late.store.account(account) == before  # history unchanged
+        record = with_late.store.record("LATE")
+        assert record["inserted"] is False and record["counted"] is True
+        assert with_late.score(late) == result  # idempotent like any other
+        assert with_late.feedback("LATE", 1)["changed"]
+        # Later transactions score as if the late one never came (same counterparty days
+        # are not read by transactions within the label delay).
+        for tx in own[6:]:
+            assert with_late.score(tx) == without.score(tx)
+        assert AccountState.from_bytes(with_late.store.account(account)).n == 8
+
+
+def test_feedback(detector, stream):
+    txs, _ = stream
+    detector.score(txs[0])
+    tx_id = txs[0]["tx_id"]
+    assert detector.feedback(tx_id, 1) == {
+        "transaction_id": tx_id,
+        "label": 1,
+        "previous_label": None,
+        "changed": True,
+    }
+    assert detector.feedback(tx_id, True)["changed"] is False  # idempotent
+    assert detector.feedback(tx_id, 0) == {
+        "transaction_id": tx_id,
+        "label": 0,
+        "previous_label": 1,
+        "changed": True,
+    }
+    assert detector.store.labels() == {tx_id: 0}
+    with pytest.raises(UnknownTransactionError, match="never scored"):
+        detector.feedback("nope", 1)
+    for bad in (2, -1, "yes", None, 0.5):
+        with pytest.raises(DataValidationError, match="label must be 0 or 1"):
+            detector.feedback(tx_id, bad)
+
+
+def test_feedback_reaches_counterparty_features_after_the_delay(detector):
+    """A fraud label on a merchant's transaction raises cp_risk for transactions more than
+    the label delay (7 days -> day + 8 on) later, at any account."""
+    base = {
+        "card_id": "C1",
+        "amount": 20.0,
+        "mcc": "5411",
+        "country": "FR",
+        "channel": "web",
+        "device_id": "D1",
+        "merchant_id": "M-RISK",
+    }
+    detector.score({**base, "tx_id": "A", "ts": "2026-02-01T10:00:00"})
+    detector.feedback("A", 1)
+    live = detector.live
+
+    def risk(tx_id, day, card):
+        tx = {**base, "tx_id": tx_id, "card_id": card, "ts": f"2026-02-{day:02d}T10:00:00"}
+        from fraudseq.serving.live_features import parse_transaction
+
+        parsed = parse_transaction(tx, detector.schema)
+        days = detector.store.counterparty_days("M-RISK")
+        features = live.encode(parsed, live.empty_state(), days)
+        return features.raw["cp_risk_7d"], features.raw["cp_count_7d"]
+
+    assert risk("B", 8, "C2") == (0.0, 0.0)  # day 8 reads days < 1 (Feb 8 - 7 days)
+    assert risk("C", 9, "C3") == (1.0, np.log1p(1))
+
+
+def test_invalid_input_raises_data_validation_error(detector, stream):
+    txs, _ = stream
+    tx = dict(txs[0])
+    del tx["mcc"]
+    with pytest.raises(DataValidationError, match="missing field 'mcc'"):
+        detector.score(tx)
+    with pytest.raises(DataValidationError, match="'amount'"):
+        detector.score({**txs[0], "amount": float("nan")})
+    with pytest.raises(DataValidationError, match="'ts'"):
+        detector.score({**txs[0], "ts": "31/31/2026"})
+    with pytest.raises(DataValidationError, match="'card_id'"):
+        detector.score({**txs[0], "card_id": None})
+
+
+def test_reasons_for_alerts(model_dir, stream):
+    txs, _ = stream
+    with Detector.load(model_dir) as detector:
+        detector.threshold = 0.0  # every transaction is an alert
+        results = [detector.score(tx) for tx in txs[:12]]
+    pytest.importorskip("fraudseq.explain")
+    with_reasons = [r for r in results if r["reasons"]]
+    assert with_reasons, "alerts should come with reasons"
+    for result in with_reasons:
+        json.dumps(result)
+        for reason in result["reasons"]:
+            assert reason["kind"] in ("event", "feature") and reason["attribution"] > 0
+            assert isinstance(reason["description"], str)
+
+
+def test_ttl_and_store_options(model_dir, stream, tmp_path):
+    txs, _ = stream
+    with Detector.load(model_dir, f"sqlite:///{tmp_path}/ttl.db", ttl_seconds=3600) as d:
+        assert d.store.ttl == 3600
+        d.score(txs[0])
+    with pytest.raises(FraudseqError, match="ttl_seconds"):
+        Detector.load(model_dir, MemoryStore(), ttl_seconds=10)
+    with pytest.raises(FraudseqError, match="min_history"):
+        Detector.load(model_dir, min_history=-1)

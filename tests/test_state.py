@@ -1,0 +1,324 @@
+"""State stores: the common contract (memory, SQLite; Redis in test_redis.py), SQLite restart
+continuity and consistency after a writer is killed with SIGKILL mid-stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fraudseq.errors import FraudseqError
+from fraudseq.fraud_model import FraudModel
+from fraudseq.schema import load_transactions
+from fraudseq.serving import AccountState, Detector, MemoryStore, StateStoreError, open_store
+from fraudseq.serving.state import Snapshot, Update
+from fraudseq.serving.state_sqlite import SQLiteStore
+
+TRAIN_UNTIL = "2026-01-31"
+TINY = {"epochs": 1, "hidden_size": 8, "n_estimators": 20, "max_depth": 3, "progress": False}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def accounts_slice(frame, first: int, count: int):
+    keep = sorted(frame["card_id"].unique())[first : first + count]
+    return frame[frame["card_id"].isin(keep)].reset_index(drop=True)
+
+
+def make_model_dir(small_frame, path: Path, model: str = "lstm") -> Path:
+    """A tiny model trained on 80 accounts of the small frame, saved to `path`."""
+    fitted = FraudModel(model, seed=1, **TINY).fit(
+        accounts_slice(small_frame, 0, 80), train_until=TRAIN_UNTIL, valid_days=7
+    )
+    return fitted.save(path)
+
+
+def transactions(frame) -> tuple[list[dict], list[int]]:
+    """A loaded frame's rows as JSON-able request dicts (ISO times), and their labels."""
+    loaded = load_transactions(frame)
+    labels = loaded["is_fraud"].astype(int).tolist()
+    loaded = loaded.drop(columns=["is_fraud", "fraud_type"])
+    loaded["ts"] = loaded["ts"].map(lambda t: t.isoformat())
+    return loaded.to_dict("records"), labels
+
+
+def replay(detector: Detector, txs: list[dict], labels: list[int]) -> dict[str, float]:
+    out = {}
+    for tx, label in zip(txs, labels, strict=True):
+        result = detector.score(tx)
+        detector.feedback(result["transaction_id"], label)
+        out[result["transaction_id"]] = result["fraud_probability"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(small_frame, tmp_path_factory):
+    return make_model_dir(small_frame, tmp_path_factory.mktemp("state") / "model")
+
+
+@pytest.fixture(scope="module")
+def stream(small_frame):
+    return transactions(accounts_slice(small_frame, 150, 8))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(model_dir, stream):
+    with Detector.load(model_dir, "memory") as detector:
+        detector.explain = "none"
+        return replay(detector, *stream)
+
+
+# -- the contract every store meets ----------------------------------------------------------
+def check_store_contract(store) -> None:
+    """Transact, idempotent no-op, rollback on error, counterparty buckets, labels, meta."""
+
+    def put(tx_id, entity, cp, day, account=b"state-1"):
+        def compute(snapshot: Snapshot) -> Update:
+            if snapshot.record is not None:
+                return Update(result=snapshot.record["result"])
+            record = {
+                "digest": tx_id,
+                "entity": entity,
+                "counterparty": cp,
+                "day": day,
+                "inserted": True,
+                "counted": cp is not None,
+                "label": None,
+                "result": {"seen": snapshot.account is not None, "cp": snapshot.counterparty},
+            }
+            return Update(record["result"], record, account, day if cp else None)
+
+        return store.transact(tx_id, entity, cp, (day - 8, day - 7) if cp else None, compute)
+
+    first = put("t1", "A", "M", 100)
+    assert first.record is not None and first.result == {"seen": False, "cp": {}}
+    assert store.account("A") == b"state-1"
+    again = put("t1", "A", "M", 100, account=b"never-written")
+    assert again.record is None and store.account("A") == b"state-1"
+    assert store.record("t1")["result"] == {"seen": False, "cp": {}}
+    put("t2", "A", "M", 100, account=b"state-2")
+    assert store.account("A") == b"state-2"
+
+    def failing(snapshot):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        store.transact("t3", "A", "M", None, failing)
+    assert store.record("t3") is None and store.account("A") == b"state-2"
+
+    # Counterparty buckets: two transactions on day 100, read from day 108 (delay 7).
+    assert store.label("unknown", 1) is None
+    change = store.label("t1", 1)
+    assert (change.previous, change.changed) == (None, True)
+    assert store.label("t1", 1).changed is False
+    later = put("t4", "B", "M", 108)
+    assert {int(k): tuple(v) for k, v in later.result["cp"].items()} == {100: (2, 1)}
+    store.label("t1", 0)
+    store.label("t2", 1)
+    assert store.label("t2", 1).previous == 1
+    assert store.counterparty_days("M")[100] == (2, 1)
+    assert store.labels() == {"t1": 0, "t2": 1}
+    assert store.record("t2")["label"] == 1
+    # No counterparty: nothing counted.
+    put("t5", "C", None, 100)
+    assert store.label("t5", 1).changed is True
+
+    assert store.meta("fingerprint", "abc") == "abc"
+    assert store.meta("fingerprint", "other") == "abc"
+    assert store.ping()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_store_contract(kind, tmp_path):
+    store = open_store("memory" if kind == "memory" else f"sqlite:///{tmp_path}/s.db")
+    try:
+        check_store_contract(store)
+    finally:
+        store.close()
+    assert not store.ping()
+    with pytest.raises(FraudseqError, match="closed"):
+        store.label("t1", 1)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_ttl_expires_accounts_and_records(kind, tmp_path, monkeypatch):
+    now = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    url = "memory" if kind == "memory" else f"sqlite:///{tmp_path}/ttl.db"
+    store = open_store(url, ttl_seconds=60)
+
+    def compute(snapshot):
+        record = {"digest": "d", "inserted": True, "label": None, "result": {}}
+        return Update({}, record, b"acct") if snapshot.record is None else Update({})
+
+    store.transact("t1", "A", None, None, compute)
+    now[0] += 30
+    assert store.account("A") == b"acct" and store.record("t1") is not None
+    now[0] += 31
+    assert store.account("A") is None and store.record("t1") is None
+    store.purge()
+    assert store.transact("t1", "A", None, None, compute).record is not None  # new again
+    store.close()
+
+
+def test_open_store_urls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = open_store("sqlite:///rel/state.db")
+    assert isinstance(relative, SQLiteStore) and (tmp_path / "rel" / "state.db").exists()
+    relative.close()
+    absolute = open_store(f"sqlite:///{tmp_path}/abs.db?synchronous=FULL")
+    assert absolute.path == f"{tmp_path}/abs.db"
+    assert absolute._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert absolute._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    absolute.close()
+    default = open_store(f"sqlite:///{tmp_path}/d.db")
+    assert default._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    default.close()
+    assert isinstance(open_store("memory"), MemoryStore)
+    store = MemoryStore()
+    assert open_store(store) is store
+    for bad, message in [
+        ("postgres://x", "unknown state store"),
+        ("sqlite://", "no database path"),
+        ("sqlite:///x.db?synchronous=SOMETIMES", "synchronous"),
+    ]:
+        with pytest.raises(FraudseqError, match=message):
+            open_store(bad)
+    with pytest.raises(FraudseqError, match="ttl_seconds"):
+        open_store("memory", ttl_seconds=0)
+    with pytest.raises(FraudseqError, match="StateStore"):
+        open_store(42)
+
+
+def test_sqlite_errors_are_state_store_errors(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/e.db")
+    store._db.execute("DROP TABLE accounts")
+
+    def compute(snapshot):
+        return Update({}, {"digest": "d", "inserted": True, "result": {}}, b"x")
+
+    with pytest.raises(StateStoreError, match="SQLite error"):
+        store.transact("t", "A", None, None, compute)
+    store.close()
+
+
+# -- SQLite with a real detector -------------------------------------------------------------
+def test_sqlite_state_survives_restart(model_dir, stream, uninterrupted, tmp_path):
+    txs, labels = stream
+    half = len(txs) // 2
+    url = f"sqlite:///{tmp_path}/restart.db"
+    with Detector.load(model_dir, url) as detector:
+        detector.explain = "none"
+        first = replay(detector, txs[:half], labels[:half])
+    with Detector.load(model_dir, url) as detector:
+        detector.explain = "none"
+        second = replay(detector, txs[half:], labels[half:])
+        assert detector.store.labels() == {
+            tx["tx_id"]: label for tx, label in zip(txs, labels, strict=True)
+        }
+    assert {**first, **second} == uninterrupted
+
+
+def test_store_of_another_model_is_refused(model_dir, small_frame, tmp_path):
+    url = f"sqlite:///{tmp_path}/owned.db"
+    Detector.load(model_dir, url).close()
+    other = FraudModel("lstm", seed=1, min_count=50, **TINY).fit(
+        accounts_slice(small_frame, 0, 40), train_until=TRAIN_UNTIL, valid_days=7
+    )
+    other.save(tmp_path / "other")
+    with pytest.raises(FraudseqError, match="another model's features"):
+        Detector.load(tmp_path / "other", url)
+
+
+WRITER = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    torch.set_num_threads(1)
+    from fraudseq.serving import Detector
+    model_dir, url, path = sys.argv[1:4]
+    data = json.load(open(path))
+    detector = Detector.load(model_dir, url)
+    detector.explain = "none"
+    for i, (tx, label) in enumerate(zip(data["txs"], data["labels"])):
+        detector.score(tx)
+        detector.feedback(tx["tx_id"], label)
+        if i == 20:
+            print("writing", flush=True)
+    print("done", flush=True)
+    """
+)
+
+
+def check_consistent(db_path: Path) -> dict[str, int]:
+    """integrity_check passes and every account's event count equals its transactions
+    recorded as inserted; every counterparty count equals its counted transactions."""
+    db = sqlite3.connect(db_path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    inserted = dict(
+        db.execute("SELECT entity, SUM(inserted) FROM transactions GROUP BY entity").fetchall()
+    )
+    accounts = {
+        entity: AccountState.from_bytes(blob).n
+        for entity, blob in db.execute("SELECT entity, state FROM accounts")
+    }
+    assert accounts == {e: n for e, n in inserted.items() if n}
+    per_cp: dict[str, int] = {}
+    for (text,) in db.execute("SELECT record FROM transactions"):
+        record = json.loads(text)
+        if record["counted"]:
+            per_cp[record["counterparty"]] = per_cp.get(record["counterparty"], 0) + 1
+    buckets = dict(db.execute("SELECT counterparty, SUM(n) FROM counterparty_days GROUP BY 1"))
+    assert buckets == per_cp
+    db.close()
+    return accounts
+
+
+def test_sigkill_mid_write_leaves_a_consistent_store(model_dir, stream, uninterrupted, tmp_path):
+    txs, labels = stream
+    db_path = tmp_path / "killed.db"
+    url = f"sqlite:///{db_path}"
+    data = tmp_path / "txs.json"
+    data.write_text(json.dumps({"txs": txs, "labels": labels}))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(model_dir), url, str(data)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        reader = sqlite3.connect(db_path)  # WAL: reading while the writer commits is fine
+        while reader.execute("SELECT COUNT(*) FROM transactions").fetchone()[0] < 100:
+            time.sleep(0.002)
+        reader.close()
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.wait(timeout=60)
+    assert writer.returncode == -signal.SIGKILL
+    accounts = check_consistent(db_path)
+    scored = sum(accounts.values())
+    assert 100 <= scored < len(txs), "the writer should have been killed mid-stream"
+
+    # Resume: replaying everything gives every transaction the uninterrupted score (the
+    # ones already committed return their stored result).
+    with Detector.load(model_dir, url) as detector:
+        detector.explain = "none"
+        resumed = replay(detector, txs, labels)
+    assert resumed == uninterrupted
+    check_consistent(db_path)
