@@ -19,6 +19,7 @@ from fraudseq.errors import FraudseqError
 from fraudseq.feature_blocks import FEATURE_BLOCKS
 from fraudseq.features import FeatureEncoder
 from fraudseq.models import build_model
+from fraudseq.models.ensemble import parse_members
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.splits import in_period, parse_time, validation_start
 from fraudseq.thresholds import choose_threshold
@@ -63,6 +64,10 @@ class FraudModel:
         threshold: str | None = None,
         n_estimators: int = 600,
         max_depth: int = 6,
+        bidirectional: bool = False,
+        attention_heads: int = 4,
+        members: tuple[str, ...] = ("lstm", "xgboost"),
+        combiner: str = "average",
         min_count: int = 5,
         max_vocabulary: int = 300,
         label_delay_days: float = 7,
@@ -89,6 +94,10 @@ class FraudModel:
         self.threshold = threshold
         self.n_estimators = n_estimators
         self.max_depth = max_depth
+        self.bidirectional = bidirectional
+        self.attention_heads = attention_heads
+        self.members = members
+        self.combiner = combiner
         self.min_count = min_count
         self.max_vocabulary = max_vocabulary
         self.label_delay_days = label_delay_days
@@ -305,6 +314,7 @@ class FraudModel:
             )
         params = dict(config["params"])
         params["features"] = tuple(params["features"])
+        params["members"] = tuple(params["members"])
         model = cls(config["model"], **params)
         model.schema_ = Schema.from_dict(config["schema"], source=f"{path}/model.json")
         model.encoder_ = FeatureEncoder.from_json(config["encoder"], model.schema_)
@@ -326,6 +336,7 @@ class FraudModel:
         ]
         params = {name: getattr(self, name) for name in names}
         params["features"] = list(params["features"])
+        params["members"] = list(parse_members(params["members"]))
         return params
 
     def _check_fitted(self) -> None:

@@ -89,6 +89,10 @@ def train(
     label_delay_days: Annotated[
         float, typer.Option(min=0, help="Labels become known this many days after the event.")
     ] = 7,
+    members: Annotated[str, typer.Option(help="Ensemble members, comma-separated.")] = (
+        "lstm,xgboost"
+    ),
+    combiner: Annotated[str, typer.Option(help="Ensemble: average or stacker.")] = "average",
     seed: SeedOpt = 0,
 ) -> None:
     """Train a model on labelled transactions before --train-until."""
@@ -111,6 +115,8 @@ def train(
         fraud_ratio=fraud_ratio,
         threshold=threshold,
         label_delay_days=label_delay_days,
+        members=tuple(members.split(",")),
+        combiner=combiner,
         seed=seed,
     )
     fitted.fit(

@@ -39,6 +39,7 @@ __all__ = [
     "build_model",
 ]
 
+
 def build_model(name: str, n_numeric: int, cardinalities: list[int], params: dict, seed: int):
     """Build the window model of family `name`; `params` holds every hyperparameter the
     FraudModel knows, and each family takes the ones it uses."""
@@ -47,6 +48,9 @@ def build_model(name: str, n_numeric: int, cardinalities: list[int], params: dic
         network = RecurrentClassifier(n_numeric, cardinalities, cell=name, **network_params)
         return NeuralWindowModel(network, Trainer.from_params(params, seed))
     if name in ATTENTION_NETWORKS:
+        if name == "lstm-attention":  # optional knobs; FraudModel may not carry them
+            network_params["bidirectional"] = bool(params.get("bidirectional", False))
+            network_params["heads"] = int(params.get("attention_heads", 4))
         network = ATTENTION_NETWORKS[name](n_numeric, cardinalities, **network_params)
         return AttentionWindowModel(network, Trainer.from_params(params, seed))
     if name == "autoencoder":

@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+import torch
+
+from fraudseq.errors import FraudseqError
+from fraudseq.features import FeatureEncoder
+from fraudseq.metrics import average_precision
+from fraudseq.models import build_model
+from fraudseq.models.ensemble import (
+    EnsembleWindowModel,
+    average_logits,
+    parse_members,
+    simplex_grid,
+)
+from fraudseq.schema import Schema, load_transactions
+from fraudseq.training import WindowSet, WindowSource
+
+PARAMS = {
+    "hidden_size": 8,
+    "num_layers": 1,
+    "dropout": 0.1,
+    "epochs": 1,
+    "batch_size": 256,
+    "class_weight": "auto",
+    "n_estimators": 20,
+    "max_depth": 3,
+    "progress": False,
+}
+
+
+def test_simplex_grid_holds_the_corners():
+    grid = simplex_grid(3)
+    assert grid.shape == (66, 3)
+    np.testing.assert_allclose(grid.sum(1), 1.0)
+    assert (grid >= 0).all()
+    for corner in np.eye(3):
+        assert (grid == corner).all(1).any()
+    assert simplex_grid(1).tolist() == [[1.0]]
+
+
+def test_average_logits():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (100, 3)).astype(np.float32)
+    np.testing.assert_array_equal(average_logits(logits, np.array([0.0, 1.0, 0.0])), logits[:, 1])
+    weights = np.array([0.2, 0.5, 0.3])
+    probability = 1 / (1 + np.exp(-logits.astype(np.float64))) @ weights
+    np.testing.assert_allclose(
+        average_logits(logits, weights), np.log(probability / (1 - probability)), rtol=1e-5
+    )
+    extreme = np.array([[60.0, -60.0], [-80.0, -90.0]], dtype=np.float32)
+    assert np.isfinite(average_logits(extreme, np.array([0.5, 0.5]))).all()
+
+
+def test_parse_members():
+    assert parse_members(None) == ["lstm", "xgboost"]
+    assert parse_members("gru, xgboost,") == ["gru", "xgboost"]
+    assert parse_members(["lstm", "autoencoder"]) == ["lstm", "autoencoder"]
+    with pytest.raises(FraudseqError):
+        parse_members("lstm,ensemble")
+
+
+class FixedMember:
+    """A member whose logits are fixed per window position."""
+
+    def __init__(self, logits: np.ndarray) -> None:
+        self.logits, self.history_ = logits, []
+
+    def fit(self, train, valid):
+        return self
+
+    def decision_function(self, windows):
+        return self.logits[windows.positions]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ensemble_ap_is_at_least_the_best_members(seed):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(3000) < 0.03).astype(np.float32)
+    members = [
+        ("a", FixedMember((labels * s + rng.normal(0, 1, 3000)).astype(np.float32)))
+        for s in rng.uniform(0.2, 3.0, 3)
+    ]
+    valid = WindowSet(None, np.arange(3000), labels)
+    ensemble = EnsembleWindowModel(members).fit(valid, valid)
+    best = max(average_precision(labels, m.decision_function(valid)) for _, m in members)
+    assert average_precision(labels, ensemble.decision_function(valid)) >= best
+    assert ensemble.weights_.sum() == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def windows(small_frame):
+    frame = load_transactions(small_frame, Schema.simulator())
+    encoder = FeatureEncoder(Schema.simulator()).fit(frame)
+    source = WindowSource(encoder.transform(frame), 8)
+    labels = frame["is_fraud"].to_numpy()[source.encoded.order].astype(np.float32)
+    train = WindowSet(source, np.arange(6000), labels[:6000])
+    valid = WindowSet(source, np.arange(6000, 9000), labels[6000:9000])
+    assert valid.labels.sum() > 0
+    return encoder, train, valid
+
+
+@pytest.mark.parametrize("combiner", ["average", "stacker"])
+def test_real_members_round_trip(windows, combiner):
+    encoder, train, valid = windows
+    params = {**PARAMS, "members": "xgboost,rnn", "combiner": combiner}
+    torch.manual_seed(0)
+    model = build_model("ensemble", encoder.n_numeric, encoder.cardinalities, params, 0)
+    model.fit(train, valid)
+    record = model.history_[0]
+    assert [m["name"] for m in record["members"]] == ["xgboost", "rnn"]
+    if combiner == "average":
+        assert record["valid_ap"] >= max(m["valid_ap"] for m in record["members"])
+        assert model.stacker_ is None
+    else:
+        assert model.stacker_ is not None
+    tensors, files = model.state()
+    assert list(files) == ["m0.booster.ubj"]
+    assert all("/" not in name for name in [*tensors, *files])
+    assert any(name.startswith("m1.") for name in tensors)
+    loaded = build_model("ensemble", encoder.n_numeric, encoder.cardinalities, params, 0)
+    loaded.load_state(tensors, files)
+    np.testing.assert_array_equal(loaded.decision_function(valid), model.decision_function(valid))
+    assert (loaded.stacker_ is None) == (combiner == "average")
