@@ -313,8 +313,9 @@ class FraudModel:
                 f"fraudseq ({FORMAT_VERSION}); retrain the model"
             )
         params = dict(config["params"])
-        params["features"] = tuple(params["features"])
-        params["members"] = tuple(params["members"])
+        for name in ("features", "members"):  # JSON lists back to tuples
+            if name in params:
+                params[name] = tuple(params[name])
         model = cls(config["model"], **params)
         model.schema_ = Schema.from_dict(config["schema"], source=f"{path}/model.json")
         model.encoder_ = FeatureEncoder.from_json(config["encoder"], model.schema_)

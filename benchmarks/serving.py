@@ -1,0 +1,491 @@
+"""HTTP serving speed and robustness: `fraudseq serve` in a subprocess, SQLite state, loopback.
+
+    .venv/bin/python benchmarks/serving.py [--model lstm|xgboost] [--rate 300] [--seconds 20]
+        [--batch 1000] [--batches 20] [--load-seconds 60] [--load-rate R] [--workers 1]
+        [--reasons alerts|all|none] [--model-dir DIR] [--skip-null]
+
+1. Batch throughput: the first transactions of the stream (the accounts' history) replayed
+   through POST /v1/score/batch in batches of --batch, one request at a time, in
+   transactions/s (goal >= 20,000/s).
+2. Single-transaction latency: POST /v1/score at a fixed --rate for --seconds, open loop
+   (requests leave at fixed times whatever the replies; latency is measured from the
+   scheduled send time, so a stalled server cannot hide queueing): p50/p90/p99/max
+   (goal p99 <= 15 ms at 300 requests/s).
+3. Load test: --load-seconds of the same open-loop traffic at --load-rate (default --rate),
+   with a feedback label for every tenth transaction. Errors must be 0. Then no lost
+   state: every transaction scored in the whole run is sent again through the batch
+   endpoint and every reply must equal the first one (idempotent replays are answered from
+   the stored state; a lost or mixed-up event gives a different reply or a 409), and the
+   per-account event counts of the SQLite store must equal the counts sent.
+
+Before these, two reference points: the Detector alone in-process (ms per new transaction,
+the floor under every HTTP number), and the same HTTP tests against the same app with a
+constant-time detector (the cost of the HTTP layer itself: JSON, validation, middleware,
+metrics). A run that cannot keep up with the offered rate is marked SATURATED.
+
+The client runs on the same machine (2 cores here), so it takes CPU from the server: the
+numbers are a lower bound for a server with the machine to itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe  # noqa: E402
+
+import fraudseq  # noqa: E402
+
+CATEGORICAL = ("mcc", "country", "channel", "device_id", "merchant_id")
+TRAIN_UNTIL = "2026-01-24"
+
+
+def transactions(frame) -> list[dict]:
+    out = []
+    for row in frame.itertuples(index=False):
+        tx = {
+            "tx_id": row.tx_id,
+            "card_id": row.card_id,
+            "ts": row.ts.isoformat(),
+            "amount": float(row.amount),
+        }
+        for column in CATEGORICAL:
+            tx[column] = getattr(row, column)
+        out.append(tx)
+    return out
+
+
+def train(model_dir: Path, family: str, frame) -> None:
+    started = time.perf_counter()
+    if family == "xgboost":
+        model = fraudseq.FraudModel("xgboost", n_estimators=100, seed=0)
+    else:
+        model = fraudseq.FraudModel(family, epochs=2, seed=0, progress=False)
+    model.fit(frame, train_until=TRAIN_UNTIL).save(model_dir)
+    print(f"trained {family} in {time.perf_counter() - started:.1f}s -> {model_dir}")
+
+
+class NullDetector:
+    """The Detector interface at (almost) zero cost: measures the HTTP layer alone."""
+
+    schema = fraudseq.Schema.simulator()
+    model_version = "null"
+
+    def score(self, tx: dict) -> dict:
+        return {
+            "transaction_id": tx["tx_id"],
+            "fraud_probability": 0.01,
+            "score": 1.0,
+            "alert": False,
+            "threshold": 0.5,
+            "insufficient_history": False,
+            "model_version": "null",
+            "reasons": [],
+        }
+
+    def score_batch(self, txs: list[dict]) -> list[dict]:
+        return [self.score(tx) for tx in txs]
+
+    def feedback(self, transaction_id: str, label: int) -> dict:
+        return {"transaction_id": transaction_id, "label": label}
+
+    def ready(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def serve_null(port: int) -> None:
+    import uvicorn
+
+    from fraudseq.serving.api import create_app
+
+    uvicorn.run(create_app(NullDetector()), port=port, access_log=False, log_level="warning")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(
+    model_dir: Path | None, state_db: Path, workers: int, reasons: str = "alerts"
+) -> tuple[subprocess.Popen, str]:
+    """`fraudseq serve` with SQLite state, or (model_dir None) the null-detector app."""
+    port = free_port()
+    if model_dir is None:
+        command = [sys.executable, __file__, "--serve-null", str(port)]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "fraudseq",
+            "serve",
+            str(model_dir),
+            "--state",
+            f"sqlite:///{state_db}",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--reasons",
+            reasons,
+            "--no-access-log",
+        ]
+    log = open(state_db.parent / "server.log", "a")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited:\n{(state_db.parent / 'server.log').read_text()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server not ready after 120 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def batch_throughput(
+    url: str, txs: list[dict], batch: int, label: str = "batch endpoint"
+) -> dict[str, dict]:
+    bodies = [
+        json.dumps({"transactions": txs[i : i + batch]}).encode() for i in range(0, len(txs), batch)
+    ]
+    results: dict[str, dict] = {}
+    errors = 0
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=url, timeout=120) as client:
+        started = time.perf_counter()
+        for body in bodies:
+            response = client.post("/v1/score/batch", content=body, headers=headers)
+            if response.status_code != 200:
+                errors += 1
+                print(f"  batch error {response.status_code}: {response.text[:300]}")
+                continue
+            for result in response.json()["results"]:
+                results[result["transaction_id"]] = result
+        elapsed = time.perf_counter() - started
+    print(
+        f"  {label}: {len(txs):,} transactions in {len(bodies)} batches of {batch} in "
+        f"{elapsed:.2f}s = {len(txs) / elapsed:,.0f} transactions/s, {errors} failed batches"
+    )
+    return results
+
+
+class RawPool:
+    """Keep-alive HTTP/1.1 connections spoken by hand: a far cheaper client than an HTTP
+    library, so the client takes less CPU from the server on the same machine."""
+
+    def __init__(self, url: str, size: int) -> None:
+        host_port = url.split("://", 1)[1]
+        self.host, port = host_port.rsplit(":", 1)
+        self.port = int(port)
+        self.size = size
+        self.idle: asyncio.Queue = asyncio.Queue()
+
+    async def open(self) -> None:
+        for _ in range(self.size):
+            self.idle.put_nowait(await asyncio.open_connection(self.host, self.port))
+
+    async def close(self) -> None:
+        while not self.idle.empty():
+            connection = self.idle.get_nowait()
+            if connection is not None:
+                connection[1].close()
+
+    async def post(self, path: str, payload: dict) -> tuple[int, bytes]:
+        body = json.dumps(payload).encode()
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        for attempt in (1, 2):  # a closed keep-alive connection: reconnect once (idempotent)
+            connection = await self.idle.get()  # None: open a new connection
+            writer = None
+            try:
+                if connection is None:
+                    connection = await asyncio.open_connection(self.host, self.port)
+                reader, writer = connection
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                lower = head.lower()
+                start = lower.index(b"content-length:") + len(b"content-length:")
+                length = int(lower[start : lower.index(b"\r\n", start)])
+                data = await reader.readexactly(length)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                if writer is not None:
+                    writer.close()
+                self.idle.put_nowait(None)
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:  # cancelled mid-request: the connection's state is unknown
+                if writer is not None:
+                    writer.close()
+                self.idle.put_nowait(None)
+                raise
+            self.idle.put_nowait(connection)
+            return status, data
+        raise AssertionError("unreachable")
+
+
+async def open_loop(
+    url: str, txs: list[dict], rate: float, feedback_every: int = 0, connections: int = 64
+) -> tuple[list[float], Counter, dict[str, dict], float]:
+    """Send txs[i] at t0 + i / rate; latency from the scheduled time; returns replies."""
+    latencies: list[float] = []
+    statuses: Counter = Counter()
+    results: dict[str, dict] = {}
+    pool = RawPool(url, connections)
+    await pool.open()
+
+    async def one(tx: dict, scheduled: float, index: int) -> None:
+        try:
+            status, data = await asyncio.wait_for(pool.post("/v1/score", tx), 30)
+            statuses[status] += 1
+            if status == 200:
+                results[tx["tx_id"]] = json.loads(data)
+            else:
+                print(f"  error {status}: {data[:300]!r}")
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as err:
+            statuses[type(err).__name__] += 1
+        latencies.append(time.perf_counter() - scheduled)
+        if feedback_every and index % feedback_every == 0 and tx["tx_id"] in results:
+            label = {"transaction_id": tx["tx_id"], "label": int(index % 20 == 0)}
+            status, _ = await pool.post("/v1/feedback", label)
+            statuses[f"feedback {status}"] += 1
+
+    tasks = []
+    started = time.perf_counter()
+    for i, tx in enumerate(txs):
+        scheduled = started + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(tx, scheduled, i)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    return latencies, statuses, results, elapsed
+
+
+def report_latency(
+    name: str, latencies: list[float], statuses: Counter, elapsed: float, rate: float
+) -> None:
+    ms = np.array(latencies) * 1000
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    achieved = len(ms) / elapsed
+    saturated = " SATURATED: the server answers slower than the offered rate" * (
+        achieved < 0.95 * rate
+    )
+    print(
+        f"{name}: {len(ms):,} requests in {elapsed:.1f}s ({achieved:.0f}/s): "
+        f"p50 {p50:.2f} ms, p90 {p90:.2f} ms, p99 {p99:.2f} ms, max {ms.max():.1f} ms; "
+        f"status {dict(statuses)}{saturated}"
+    )
+
+
+def detector_alone(model_dir: Path, txs: list[dict], state_dir: Path) -> None:
+    """In-process Detector cost per new transaction: the floor under the HTTP numbers."""
+    from fraudseq.serving import Detector
+
+    for state in ("memory", f"sqlite:///{state_dir / 'alone.db'}"):
+        with Detector.load(model_dir, state) as detector:
+            started = time.perf_counter()
+            detector.score_batch(txs)
+            elapsed = time.perf_counter() - started
+        print(
+            f"detector alone ({state.split(':')[0]} state): {1000 * elapsed / len(txs):.2f} ms "
+            f"per transaction = {len(txs) / elapsed:,.0f} transactions/s"
+        )
+
+
+def store_check(state_db: Path, sent: list[dict]) -> None:
+    """Every transaction sent has its record in the SQLite store, and each account's state
+    holds exactly the events recorded as inserted (an out-of-order arrival is recorded but,
+    by design, not inserted into the history: counted separately)."""
+    try:
+        from fraudseq.serving.live_features import AccountState
+        from fraudseq.serving.state import open_store
+
+        store = open_store(f"sqlite:///{state_db}")
+    except (ImportError, fraudseq.FraudseqError) as err:
+        print(f"  store check: cannot open the store ({err})")
+        return
+    try:
+        lost, out_of_order = 0, 0
+        inserted: Counter = Counter()
+        for tx in sent:
+            record = store.record(tx["tx_id"])
+            if record is None:
+                lost += 1
+            elif record.get("inserted", True):
+                inserted[tx["card_id"]] += 1
+            else:
+                out_of_order += 1
+        accounts = {tx["card_id"] for tx in sent}
+        wrong = 0
+        for account in accounts:
+            blob = store.account(account)
+            stored = 0 if blob is None else AccountState.from_bytes(blob).n
+            wrong += stored != inserted[account]
+    finally:
+        store.close()
+    print(
+        f"  store check: {len(sent):,} transactions, {lost} without a record; {len(accounts):,} "
+        f"accounts, {wrong} whose stored event count differs from the events inserted (both "
+        f"must be 0); {out_of_order} arrived after a later one of their account (concurrent "
+        f"requests) and were scored but not inserted, by design"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="lstm", choices=["lstm", "gru", "xgboost"])
+    parser.add_argument("--model-dir", type=Path, help="Use this simulator-schema model.")
+    parser.add_argument("--accounts", type=int, default=3000)
+    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--load-seconds", type=float, default=60.0)
+    parser.add_argument("--load-rate", type=float, help="Load test rate (default --rate).")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--reasons", default="alerts", choices=["alerts", "all", "none"])
+    parser.add_argument("--skip-null", action="store_true", help="Skip the HTTP-layer run.")
+    parser.add_argument("--serve-null", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_null:
+        serve_null(args.serve_null)
+        return
+    load_rate = args.load_rate or args.rate
+    print(describe())
+    fast = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is not None]
+    print(
+        f"uvicorn speedups installed: {', '.join(fast) or 'none (pip install uvicorn[standard])'}"
+    )
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+    frame = fraudseq.simulate(accounts=args.accounts, days=45, seed=1)
+    with tempfile.TemporaryDirectory(prefix="fraudseq-bench-") as tmp:
+        tmp = Path(tmp)
+        model_dir = args.model_dir or tmp / "model"
+        if args.model_dir is None:
+            train(model_dir, args.model, frame[frame.ts < TRAIN_UNTIL])
+        stream = transactions(frame.sort_values("ts", kind="stable"))
+        n_batch = args.batch * args.batches
+        n_latency = int(args.rate * args.seconds)
+        n_load = int(load_rate * args.load_seconds)
+        warmup = 300
+        needed = n_batch + warmup + n_latency + n_load
+        if needed > len(stream):
+            raise SystemExit(f"need {needed:,} transactions, have {len(stream):,}: --accounts")
+        history = stream[:n_batch]
+        warm = stream[n_batch : n_batch + warmup]
+        timed = stream[n_batch + warmup : n_batch + warmup + n_latency]
+        load = stream[n_batch + warmup + n_latency : needed]
+
+        detector_alone(model_dir, stream[:1000], tmp)
+
+        if not args.skip_null:
+            # 1. The HTTP layer alone (validation, JSON, middleware, metrics).
+            proc, url = start_server(None, tmp / "null.db", 1)
+            try:
+                print("HTTP layer alone (a constant-time detector, same app):")
+                batch_throughput(url, history, args.batch)
+                for tx in warm:
+                    httpx.post(url + "/v1/score", json=tx)
+                latencies, statuses, _, elapsed = asyncio.run(open_loop(url, timed, args.rate))
+                report_latency(
+                    f"  single transaction at {args.rate:.0f}/s",
+                    latencies,
+                    statuses,
+                    elapsed,
+                    args.rate,
+                )
+            finally:
+                stop_server(proc)
+
+        # 2. `fraudseq serve` with the model and SQLite state.
+        state_db = tmp / "state.db"
+        proc, url = start_server(model_dir, state_db, args.workers, args.reasons)
+        try:
+            print(
+                f"fraudseq serve: {args.workers} worker(s), SQLite state, model {args.model}, "
+                f"reasons for {args.reasons}:"
+            )
+            replies = batch_throughput(url, history, args.batch)
+            for tx in warm:
+                httpx.post(url + "/v1/score", json=tx)
+            latencies, statuses, single, elapsed = asyncio.run(open_loop(url, timed, args.rate))
+            replies |= single
+            report_latency(
+                f"  single transaction at {args.rate:.0f}/s",
+                latencies,
+                statuses,
+                elapsed,
+                args.rate,
+            )
+            latencies, statuses, single, elapsed = asyncio.run(
+                open_loop(url, load, load_rate, feedback_every=10)
+            )
+            replies |= single
+            errors = sum(n for s, n in statuses.items() if s not in (200, "feedback 200"))
+            report_latency(
+                f"  load test {args.load_seconds:.0f}s at {load_rate:.0f}/s",
+                latencies,
+                statuses,
+                elapsed,
+                load_rate,
+            )
+            print(f"  load test errors: {errors} (must be 0)")
+
+            # No lost state: replay everything scored; the replies must be identical.
+            sent = history + timed + load
+            again = batch_throughput(url, sent, args.batch, "replay of every id (idempotent)")
+            changed = [i for i, r in replies.items() if again.get(i) != r]
+            missing = len(sent) - len(replies)
+            print(
+                f"  state check: {len(replies):,} replies compared after replay, {len(changed)} "
+                f"differ, {missing} never answered (both must be 0)"
+            )
+        finally:
+            stop_server(proc)
+        store_check(state_db, [*history, *warm, *timed, *load])
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        if os.environ.get("FRAUDSEQ_BENCH_SHOW_LOG"):
+            print((tmp / "server.log").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""`fraudseq serve`: the HTTP scoring API (FastAPI on uvicorn)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from fraudseq.cli.app import ModelDirArg, app
+from fraudseq.errors import FraudseqError
+
+log = logging.getLogger("fraudseq")
+
+
+class Reasons(StrEnum):
+    alerts = "alerts"
+    all = "all"
+    none = "none"
+
+
+@app.command()
+def serve(
+    model_dir: ModelDirArg,
+    state: Annotated[
+        str,
+        typer.Option(
+            help="Per-account state store: 'memory' (one process only) or a store URL such as "
+            "sqlite:///path/state.db (needed with --workers > 1, kept across restarts).",
+        ),
+    ] = "memory",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (each loads the model).")
+    ] = 1,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of an environment variable holding the API key; clients then send it "
+            "in the X-API-Key header on every route but /healthz and /readyz.",
+        ),
+    ] = None,
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="Transactions per /v1/score/batch request.")
+    ] = 1000,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Request body limit (default: 4 KiB x --max-batch, >= 1 MiB)."),
+    ] = None,
+    min_history: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Earlier transactions an account needs before its scores are trusted."
+        ),
+    ] = 3,
+    ttl_seconds: Annotated[
+        int | None,
+        typer.Option(min=1, help="Forget an account's state after this long without activity."),
+    ] = None,
+    reasons: Annotated[
+        Reasons,
+        typer.Option(
+            help="Which replies list reasons (occlusion explanations, several model "
+            "evaluations each): alerts, all or none (lowest tail latency).",
+        ),
+    ] = Reasons.alerts,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
+    ] = True,
+) -> None:
+    """Serve the model over HTTP: POST /v1/score, /v1/score/batch, /v1/feedback; GET /healthz,
+    /readyz, /metrics, /docs."""
+    import uvicorn
+
+    from fraudseq.serving import Detector
+    from fraudseq.serving.api import (
+        ServeSettings,
+        create_app,
+        redact_state_url,
+        resolve_api_key,
+        set_reasons,
+    )
+
+    settings = ServeSettings(
+        model_dir=str(model_dir),
+        state=state,
+        api_key_env=api_key_env,
+        max_batch=max_batch,
+        max_body_bytes=max_body_bytes,
+        min_history=min_history,
+        ttl_seconds=ttl_seconds,
+        reasons=reasons.value,
+    )
+    # Refuse to start on a bad configuration before any worker is spawned.
+    resolve_api_key(api_key_env)
+    if workers > 1 and state.strip().lower() == "memory":
+        raise FraudseqError(
+            f"--workers {workers} with --state memory would give each worker its own, partial "
+            f"account histories. Fix: use a shared store, e.g. --state sqlite:///state.db, "
+            f"or --workers 1."
+        )
+    # Loading the detector here turns a bad model directory or state store into one clear
+    # error message before the server starts.
+    detector = Detector.load(model_dir, state, min_history=min_history, ttl_seconds=ttl_seconds)
+    set_reasons(detector, reasons.value)
+    log.info(
+        "model %s from %s, state %s", detector.model_version, model_dir, redact_state_url(state)
+    )
+    if not api_key_env and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s without an API key (see --api-key-env)", host)
+
+    run = {
+        "host": host,
+        "port": port,
+        "access_log": access_log,
+        "log_level": "info",
+        "timeout_graceful_shutdown": 10,
+    }
+    if workers == 1:
+        try:
+            app_kwargs = settings.app_kwargs()
+            for name in ("model_dir", "state", "detector_options", "reasons"):
+                del app_kwargs[name]
+            uvicorn.run(create_app(detector, **app_kwargs), **run)
+        finally:
+            detector.close()
+        return
+    detector.close()  # each worker loads its own
+
+    # Several processes: each worker builds its app from the environment (factory mode),
+    # and metrics use prometheus-client's multiprocess mode so /metrics sums all workers.
+    os.environ.update(settings.to_env())
+    own_metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_metrics_dir = tempfile.mkdtemp(prefix="fraudseq-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
+    try:
+        uvicorn.run("fraudseq.serving.api:app_from_env", factory=True, workers=workers, **run)
+    finally:
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)

@@ -1,0 +1,965 @@
+"""The HTTP API over a :class:`~fraudseq.serving.detector.Detector` (FastAPI).
+
+Build it with :func:`create_app` (in-process, e.g. tests and ``fraudseq serve --workers 1``)
+or :func:`app_from_env` (uvicorn's factory mode, used by ``fraudseq serve --workers N``: each
+worker process builds its own app from ``FRAUDSEQ_SERVE_*`` environment variables).
+
+Routes
+    ``POST /v1/score``        one transaction (a JSON object keyed by the schema's columns)
+    ``POST /v1/score/batch``  ``{"transactions": [...]}``, at most ``max_batch`` per request
+    ``POST /v1/feedback``     ``{"transaction_id": "...", "label": 0 or 1}``, idempotent
+    ``GET /healthz``          liveness: the process answers
+    ``GET /readyz``           readiness: model loaded and state store reachable, else 503
+    ``GET /metrics``          Prometheus text format
+    ``GET /docs``, ``GET /openapi.json``
+
+Request validation (the models are built from the model's schema, so the OpenAPI document
+names the model's own columns):
+
+- ``id`` and ``entity`` columns: JSON strings only (numbers are *not* coerced: send
+  ``"123"``), 1 to 128 characters, not blank, no control characters.
+- ``time``: an ISO 8601 string (``2026-01-31T13:45:00``, ``...Z``, ``...+02:00``; a date alone
+  means midnight). Offsets are converted to UTC; a time without offset is taken as UTC.
+  Years 1678-2261, microsecond precision. Epoch numbers are rejected.
+- ``amount``: a finite JSON number (negative = refund). ``NaN``/``Infinity`` tokens, which
+  Python's JSON parser accepts, are rejected, as are numbers written as strings.
+- categorical and counterparty columns: strings of at most 256 characters, or null/absent
+  for "unknown" (like an empty cell in a file).
+- numeric columns: finite numbers, or null/absent for "unknown".
+- Unknown fields are rejected, and so are the label and scenario columns: labels arrive
+  later through ``/v1/feedback``.
+
+Every error body is JSON ``{"message": "..."}``; validation errors (422) add ``"errors"``:
+a list of ``{"field": "transactions[3].amount", "loc": [...], "msg": "...", "type": "..."}``.
+Input values are never echoed back. Other 4xx: 401 missing/wrong API key, 413 body above
+the limit (checked on Content-Length before reading, or while reading a chunked body), 415
+a body that is not ``application/json``. Unexpected failures return 500 with an error id and
+a generic message; the traceback goes to the server log only.
+
+Detector errors map to status codes: DataValidationError 422, ConflictError (a transaction
+id reused with different content) 409, UnknownTransactionError (feedback for an id never
+scored) 404, any other FraudseqError 400.
+
+API key: with ``api_key`` set, every route except /healthz and /readyz (so /metrics and the
+docs too) needs it in ``X-API-Key``, compared with ``hmac.compare_digest``.
+
+The detector runs in one dedicated thread per process: calls are serialised in arrival
+order (two transactions of one account are applied in the order they came) and the event
+loop never waits on the model. Scale out with ``--workers`` (processes) and a shared state
+store (SQLite or Redis; "memory" is refused with several workers).
+
+Metrics (``fraudseq_`` prefix): ``http_requests_total{route,method,status}``,
+``http_request_duration_seconds{route,method}`` (histogram), ``transactions_scored_total``,
+``alerts_total``, ``feedback_total{label}``, ``model_info{model_version}``. Routes outside the
+API are counted as ``route="other"``. Each app has its own ``CollectorRegistry``. With
+several workers the CLI turns on prometheus-client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, a private temporary directory unless already set), so
+``/metrics`` on any worker reports the sum over all workers.
+"""
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    create_model,
+)
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import fraudseq
+from fraudseq.errors import DataValidationError, FraudseqError, ModelDirectoryError
+from fraudseq.schema import Schema
+from fraudseq.serving.detector import ConflictError, UnknownTransactionError
+
+__all__ = [
+    "API_KEY_HEADER",
+    "ServeSettings",
+    "app_from_env",
+    "create_app",
+    "read_model_schema",
+    "redact_state_url",
+    "request_models",
+    "resolve_api_key",
+    "set_reasons",
+]
+
+log = logging.getLogger("fraudseq.serving")
+
+API_KEY_HEADER = "X-API-Key"
+#: Routes that never need the API key (load balancers and orchestrators probe them).
+OPEN_ROUTES = frozenset({"/healthz", "/readyz"})
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 256
+MAX_TIME_LENGTH = 64
+DEFAULT_MAX_BATCH = 1000
+READY_TIMEOUT_SECONDS = 2.0
+#: Latency buckets (seconds): fine below 25 ms, where the single-transaction target lies.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+_MIN_TIME = datetime(1678, 1, 1)
+_MAX_TIME = datetime(2261, 12, 31, 23, 59, 59, 999999)
+
+
+def default_max_body_bytes(max_batch: int) -> int:
+    """Body limit: 4 KiB per transaction of a full batch, at least 1 MiB."""
+    return max(1 << 20, 4096 * max_batch)
+
+
+# ----------------------------------------------------------------------------- settings
+
+ENV_PREFIX = "FRAUDSEQ_SERVE_"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``fraudseq serve`` passes to every worker (through the environment).
+
+    ``api_key_env`` is the *name* of the variable holding the key, so the key itself is
+    never copied into another variable or onto a command line.
+    """
+
+    model_dir: str
+    state: str = "memory"
+    api_key_env: str | None = None
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_body_bytes: int | None = None
+    min_history: int = 3
+    ttl_seconds: int | None = None
+    reasons: str = "alerts"
+
+    _INT_FIELDS = ("max_batch", "max_body_bytes", "min_history", "ttl_seconds")
+
+    def to_env(self) -> dict[str, str]:
+        out = {}
+        for name in ("model_dir", "state", "api_key_env", "reasons", *self._INT_FIELDS):
+            value = getattr(self, name)
+            if value is not None:
+                out[ENV_PREFIX + name.upper()] = str(value)
+        return out
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "ServeSettings":
+        environ = os.environ if environ is None else environ
+        model_dir = environ.get(ENV_PREFIX + "MODEL_DIR")
+        if not model_dir:
+            raise FraudseqError(
+                f"{ENV_PREFIX}MODEL_DIR is not set: app_from_env() needs the model directory. "
+                "Fix: start the server with `fraudseq serve MODEL_DIR`, or set the variable."
+            )
+        kwargs: dict[str, Any] = {"model_dir": model_dir}
+        for name in ("state", "api_key_env", "reasons"):
+            value = environ.get(ENV_PREFIX + name.upper())
+            if value:
+                kwargs[name] = value
+        for name in cls._INT_FIELDS:
+            value = environ.get(ENV_PREFIX + name.upper())
+            if value:
+                try:
+                    kwargs[name] = int(value)
+                except ValueError:
+                    raise FraudseqError(
+                        f"{ENV_PREFIX}{name.upper()}={value!r} is not an integer."
+                    ) from None
+        return cls(**kwargs)
+
+    def app_kwargs(self) -> dict[str, Any]:
+        return {
+            "model_dir": self.model_dir,
+            "state": self.state,
+            "api_key": resolve_api_key(self.api_key_env),
+            "max_batch": self.max_batch,
+            "max_body_bytes": self.max_body_bytes,
+            "detector_options": {
+                "min_history": self.min_history,
+                "ttl_seconds": self.ttl_seconds,
+            },
+            "reasons": self.reasons,
+        }
+
+
+def resolve_api_key(env_var: str | None) -> str | None:
+    """The key held by the environment variable `env_var`; refuses an unset/empty one."""
+    if env_var is None:
+        return None
+    value = os.environ.get(env_var)
+    if not value:
+        state = "empty" if value == "" else "not set"
+        raise FraudseqError(
+            f"--api-key-env {env_var}: the environment variable {env_var} is {state}, so "
+            f"there is no API key to require. Fix: export {env_var}=<a long random key> "
+            f"before starting the server, or leave out --api-key-env to serve without a key."
+        )
+    return value
+
+
+def read_model_schema(model_dir: str | Path) -> Schema:
+    """The schema stored in a model directory's model.json (cheap: no weights are read)."""
+    from fraudseq.artifacts import MODEL_JSON
+
+    path = Path(model_dir) / MODEL_JSON
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        columns = config["schema"]
+    except FileNotFoundError:
+        raise ModelDirectoryError(
+            f"{model_dir}: no {MODEL_JSON} here, so this is not a model directory. "
+            f"Fix: give the directory written by `fraudseq train --out`."
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ModelDirectoryError(
+            f"{path}: cannot read the model's schema ({type(err).__name__}: {err}). "
+            f"Fix: retrain or restore the model directory."
+        ) from None
+    return Schema.from_dict(columns, source=str(path))
+
+
+# --------------------------------------------------------------------- request models
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (tab, newline, NUL, ...)")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _iso_time(value: str) -> str:
+    text = value.strip()
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            "must be an ISO 8601 time such as 2026-01-31T13:45:00, 2026-01-31T13:45:00Z or "
+            "2026-01-31T13:45:00+02:00"
+        ) from None
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(UTC).replace(tzinfo=None)
+    if not _MIN_TIME <= stamp <= _MAX_TIME:
+        raise ValueError("must be within the years 1678-2261")
+    return stamp.isoformat()
+
+
+def _id_type(description: str) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(strict=True, min_length=1, max_length=MAX_ID_LENGTH),
+        AfterValidator(_printable),
+        Field(description=description),
+    ]
+
+
+_Time = Annotated[
+    str,
+    StringConstraints(strict=True, max_length=MAX_TIME_LENGTH),
+    AfterValidator(_iso_time),
+    WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-01-31T13:45:00Z"}),
+    Field(description="ISO 8601 time; offsets are converted to UTC, no offset means UTC."),
+]
+_Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+_Text = Annotated[str, StringConstraints(strict=True, max_length=MAX_TEXT_LENGTH)]
+
+
+def request_models(schema: Schema, max_batch: int) -> tuple[type[BaseModel], type[BaseModel]]:
+    """(transaction model, batch model) for `schema`.
+
+    Fields use internal names (``c0``, ``c1``, ...) with the column name as alias, so any
+    column name works, even one that is not a Python identifier or shadows a pydantic
+    attribute. Dump with ``model_dump(by_alias=True)``.
+    """
+    fields: dict[str, Any] = {}
+    roles: list[tuple[str, Any, Any]] = [
+        (schema.id, _id_type("Unique transaction id."), ...),
+        (schema.entity, _id_type("Card/account whose history forms the sequence."), ...),
+        (schema.time, _Time, ...),
+        (schema.amount, Annotated[_Number, Field(description="Amount (refunds < 0).")], ...),
+    ]
+    texts = [*schema.categorical, schema.counterparty]
+    for name in dict.fromkeys(c for c in texts if c is not None):
+        roles.append((name, _Text | None, None))
+    for name in schema.numeric:
+        roles.append((name, _Number | None, None))
+    for i, (name, annotation, default) in enumerate(roles):
+        fields[f"c{i}"] = (annotation, Field(default, alias=name))
+    config = ConfigDict(extra="forbid", populate_by_name=False, title="Transaction")
+    transaction = create_model("Transaction", __config__=config, **fields)
+    batch = create_model(
+        "TransactionBatch",
+        __config__=ConfigDict(extra="forbid"),
+        transactions=(
+            Annotated[
+                list[transaction],
+                Field(max_length=max_batch, description=f"At most {max_batch} transactions."),
+            ],
+            ...,
+        ),
+    )
+    return transaction, batch
+
+
+class Feedback(BaseModel):
+    """The true label of a scored transaction, once known (chargeback, confirmation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: _id_type("Id of a transaction sent to /v1/score.")  # type: ignore[valid-type]
+    label: Annotated[int, Field(strict=True, ge=0, le=1, description="1 fraud, 0 legitimate.")]
+
+
+class ScoreResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    transaction_id: str
+    fraud_probability: float
+    score: float = Field(description="0-100.")
+    alert: bool
+    threshold: float
+    insufficient_history: bool
+    model_version: str
+    reasons: list[Any]
+
+
+class BatchResult(BaseModel):
+    results: list[ScoreResult]
+
+
+# ------------------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(body)"
+
+
+def _describe_errors(
+    errors: list[dict[str, Any]], allowed: list[str], ground_truth: set[str]
+) -> list[dict[str, Any]]:
+    import difflib
+
+    out = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        kind = error.get("type", "")
+        msg = str(error.get("msg", ""))
+        ctx = error.get("ctx") or {}
+        name = loc[-1] if loc else None
+        if kind == "json_invalid":
+            msg = f"malformed JSON: {ctx.get('error', msg)}"
+            loc = ("body",)
+        elif kind == "missing" and loc in (("body",), ()):
+            msg = "a JSON request body is required"
+        elif kind in ("model_attributes_type", "dict_type", "model_type") and loc == ("body",):
+            msg = "the request body must be a JSON object"
+        elif kind == "missing":
+            msg = "required field is missing"
+        elif kind == "extra_forbidden" and name in ground_truth:
+            msg = (
+                "ground truth is not accepted when scoring; send the label later to "
+                "POST /v1/feedback"
+            )
+        elif kind == "extra_forbidden":
+            near = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            msg = f"unknown field{hint}; allowed fields: {', '.join(allowed)}"
+        elif kind == "too_long" and name == "transactions":
+            msg = (
+                f"too many transactions: {ctx.get('actual_length')} in one request, the "
+                f"limit is {ctx.get('max_length')} per request; split the batch"
+            )
+        elif kind == "finite_number":
+            msg = "must be a finite number (NaN and Infinity are not allowed)"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        out.append({"field": _field_path(loc), "loc": list(loc), "msg": msg, "type": kind})
+    return out
+
+
+def _error_body(message: str, **extra: Any) -> dict[str, Any]:
+    return {"message": message, **extra}
+
+
+# ------------------------------------------------------------------------- metrics
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "fraudseq_http_requests",
+            "HTTP requests by route, method and status code.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "fraudseq_http_request_duration_seconds",
+            "Time from receiving a request to sending the end of its response.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.scored = Counter(
+            "fraudseq_transactions_scored", "Transactions scored.", registry=registry
+        )
+        self.alerts = Counter(
+            "fraudseq_alerts", "Scored transactions at or above the threshold.", registry=registry
+        )
+        self.feedback = Counter(
+            "fraudseq_feedback", "Feedback labels received.", ["label"], registry=registry
+        )
+        self.model_info = Gauge(
+            "fraudseq_model_info",
+            "The loaded model (value 1).",
+            ["model_version"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+
+    def exposition(self) -> bytes:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=directory)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+# --------------------------------------------------------------------- middleware
+
+
+async def _send_json(send: Callable, status: int, body: dict, headers=()) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class _MetricsMiddleware:
+    """Counts requests by route template and status, and times them (outermost)."""
+
+    def __init__(self, app, metrics: _Metrics, routes: frozenset[str]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            path = scope["path"]
+            route = path if path in self.routes else "other"
+            method = scope["method"]
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+
+
+class _ApiKeyMiddleware:
+    """Requires the key in X-API-Key on every route but the health probes (constant time)."""
+
+    def __init__(self, app, api_key: str) -> None:
+        self.app = app
+        self.key = api_key.encode("utf-8")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        provided = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                provided = value
+                break
+        if provided is None:
+            message = f"missing {API_KEY_HEADER} header: this server requires an API key"
+        elif not hmac.compare_digest(provided, self.key):
+            message = f"invalid API key in the {API_KEY_HEADER} header"
+        else:
+            await self.app(scope, receive, send)
+            return
+        await _send_json(
+            send, 401, _error_body(message), [(b"www-authenticate", API_KEY_HEADER.encode())]
+        )
+
+
+class _BodyLimitMiddleware:
+    """413 for a body above `max_bytes`, decided before the body is parsed."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    def _too_large(self, size: int | None) -> dict:
+        got = f"of {size} bytes " if size is not None else ""
+        return _error_body(
+            f"request body {got}is larger than the limit of {self.max_bytes} bytes; "
+            f"send fewer transactions per request"
+        )
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+                break
+        if length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                await _send_json(send, 400, _error_body("invalid Content-Length header"))
+                return
+            if size > self.max_bytes:
+                await _send_json(send, 413, self._too_large(size))
+                return
+            await self.app(scope, receive, send)  # the server enforces Content-Length
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        # Chunked body: read it up to the limit, then replay it to the app.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _send_json(send, 413, self._too_large(None))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+# ---------------------------------------------------------------------------- app
+
+
+@dataclass
+class _Serving:
+    """What the routes need at request time; filled in by the lifespan."""
+
+    detector: Any = None
+    executor: ThreadPoolExecutor | None = None
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """Run ``detector.<method>(*args)`` on the detector thread; map user errors."""
+        detector, executor = self.detector, self.executor
+        if detector is None or executor is None:
+            raise ApiError(503, "the model is not loaded (the server is starting or stopping)")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, getattr(detector, method), *args)
+        except DataValidationError as err:
+            raise ApiError(422, str(err)) from None
+        except ConflictError as err:
+            raise ApiError(409, str(err)) from None
+        except UnknownTransactionError as err:
+            raise ApiError(404, str(err)) from None
+        except FraudseqError as err:
+            raise ApiError(400, str(err)) from None
+
+
+def _load_detector(model_dir: str, state: str, options: dict, reasons: str | None) -> Any:
+    from fraudseq.serving.detector import Detector
+
+    detector = Detector.load(model_dir, state, **options)
+    if reasons is not None:
+        set_reasons(detector, reasons)
+    return detector
+
+
+def set_reasons(detector: Any, reasons: str) -> None:
+    """Which replies carry `reasons`: "alerts" (the Detector's default), "all" or "none".
+
+    Reasons cost several model evaluations each (occlusion), so "none" gives the lowest
+    tail latency."""
+    from fraudseq.serving.detector import EXPLAIN_MODES
+
+    if reasons not in EXPLAIN_MODES:
+        raise FraudseqError(f"reasons must be one of {', '.join(EXPLAIN_MODES)}, got {reasons!r}")
+    detector.explain = reasons
+
+
+def create_app(
+    detector: Any = None,
+    *,
+    model_dir: str | Path | None = None,
+    state: str = "memory",
+    api_key: str | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_body_bytes: int | None = None,
+    detector_options: dict | None = None,
+    reasons: str | None = None,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The FastAPI app over `detector`, or over a Detector loaded in the lifespan.
+
+    Args:
+        detector: an object with the Detector interface (schema, model_version, score,
+            score_batch, feedback, ready, close). The app uses it but does not close it.
+        model_dir, state, detector_options, reasons: otherwise the app loads
+            ``Detector.load(model_dir, state, **detector_options)`` when it starts (and
+            applies :func:`set_reasons`) and closes it when it stops. The schema is read
+            from model.json right away, so the request models (and OpenAPI) exist before
+            the model is loaded.
+        api_key: require it in the X-API-Key header on every route but /healthz, /readyz.
+        max_batch: transactions per /v1/score/batch request.
+        max_body_bytes: request body limit (default 4 KiB per batch transaction, >= 1 MiB).
+        registry: Prometheus registry for the metrics (default: a new one per app).
+    """
+    if (detector is None) == (model_dir is None):
+        raise ValueError("create_app needs exactly one of detector and model_dir")
+    if max_batch < 1:
+        raise FraudseqError(f"--max-batch must be at least 1, got {max_batch}")
+    if api_key is not None and not api_key:
+        raise FraudseqError("the API key is empty; give a non-empty key or none")
+    schema = detector.schema if detector is not None else read_model_schema(model_dir)
+    body_limit = default_max_body_bytes(max_batch) if max_body_bytes is None else max_body_bytes
+    options = {k: v for k, v in (detector_options or {}).items() if v is not None}
+    transaction_model, batch_model = request_models(schema, max_batch)
+    allowed = schema.columns(with_label=False)
+    ground_truth = {c for c in (schema.label, schema.scenario) if c is not None}
+    metrics = _Metrics(registry if registry is not None else CollectorRegistry())
+    serving = _Serving()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(1, thread_name_prefix="fraudseq-detector")
+        owned = None
+        try:
+            if detector is None:
+                started = time.perf_counter()
+                owned = await loop.run_in_executor(
+                    executor, _load_detector, str(model_dir), state, options, reasons
+                )
+                if owned.schema != schema:
+                    raise ModelDirectoryError(
+                        f"{model_dir}: the model's schema changed while the server started; "
+                        f"restart it"
+                    )
+                log.info(
+                    "model %s loaded from %s in %.2fs (state %s)",
+                    owned.model_version,
+                    model_dir,
+                    time.perf_counter() - started,
+                    redact_state_url(state),
+                )
+            serving.detector = owned if owned is not None else detector
+            serving.executor = executor
+            metrics.model_info.labels(str(serving.detector.model_version)).set(1)
+            yield
+        finally:
+            serving.detector = None
+            serving.executor = None
+            if owned is not None:
+                try:
+                    await loop.run_in_executor(executor, owned.close)
+                except Exception:
+                    log.exception("closing the detector failed")
+            executor.shutdown(wait=True)
+
+    app = FastAPI(
+        title="fraudseq",
+        version=fraudseq.__version__,
+        summary="Payment fraud scores from sequences of card transactions.",
+        description=(
+            "Scores each transaction against its account's own history. Columns are the "
+            "model's schema; labels arrive later through /v1/feedback."
+            + (
+                f" Every route except /healthz and /readyz needs the {API_KEY_HEADER} header."
+                if api_key
+                else ""
+            )
+        ),
+        lifespan=lifespan,
+    )
+    app.state.serving = serving
+    app.state.metrics = metrics
+    app.state.settings = {"max_batch": max_batch, "max_body_bytes": body_limit}
+
+    secured = []
+    if api_key:
+        # Documentation only (OpenAPI security scheme); the middleware does the check.
+        header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+        async def _documented_key(key: str | None = Security(header)) -> None:
+            return None
+
+        secured = [Depends(_documented_key)]
+
+    # -- exception handlers ---------------------------------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        media = content_type.split(";")[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            return JSONResponse(
+                _error_body(
+                    f"unsupported Content-Type {content_type or '(none)'!r}: send the body as "
+                    f"JSON with Content-Type: application/json"
+                ),
+                status_code=415,
+            )
+        errors = _describe_errors(list(exc.errors()), allowed, ground_truth)
+        shown = "; ".join(f"{e['field']}: {e['msg']}" for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return JSONResponse(
+            _error_body(f"invalid request: {shown}{more}", errors=errors), status_code=422
+        )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(_error_body(exc.message), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            _error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return _internal_error(request, exc)
+
+    # -- routes ---------------------------------------------------------------------
+    error_responses = {
+        401: {"description": "Missing or invalid API key."},
+        404: {"description": "Feedback for a transaction id never scored."},
+        409: {"description": "Transaction id reused with different content."},
+        413: {"description": "Request body too large."},
+        422: {"description": "Invalid request: the message names each field and reason."},
+    }
+
+    async def guarded(request: Request, method: str, *args: Any) -> Any:
+        try:
+            return await serving.call(method, *args)
+        except ApiError:
+            raise
+        except Exception as exc:  # the detector failed: log it, never return its trace
+            return _internal_error(request, exc)
+
+    # Replies are serialised with json.dumps (allow_nan=False) and returned as a Response,
+    # so FastAPI does not validate them again; response_model documents them in OpenAPI.
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResult,
+        responses=error_responses,
+        dependencies=secured,
+        summary="Score one transaction",
+    )
+    async def score(request: Request, transaction: transaction_model) -> Any:  # type: ignore[valid-type]
+        result = await guarded(request, "score", transaction.model_dump(by_alias=True))
+        if isinstance(result, Response):
+            return result
+        metrics.scored.inc()
+        if result.get("alert"):
+            metrics.alerts.inc()
+        return _json_response(request, result)
+
+    @app.post(
+        "/v1/score/batch",
+        response_model=BatchResult,
+        responses=error_responses,
+        dependencies=secured,
+        summary=f"Score up to {max_batch} transactions in order",
+    )
+    async def score_batch(request: Request, batch: batch_model) -> Any:  # type: ignore[valid-type]
+        txs = batch.model_dump(by_alias=True)["transactions"]
+        if not txs:
+            return _json_response(request, {"results": []})
+        results = await guarded(request, "score_batch", txs)
+        if isinstance(results, Response):
+            return results
+        metrics.scored.inc(len(results))
+        alerts = sum(1 for r in results if r.get("alert"))
+        if alerts:
+            metrics.alerts.inc(alerts)
+        return _json_response(request, {"results": results})
+
+    @app.post(
+        "/v1/feedback",
+        response_model=dict[str, Any],
+        responses=error_responses,
+        dependencies=secured,
+        summary="Report the true label of a scored transaction (idempotent)",
+    )
+    async def feedback(request: Request, body: Feedback) -> Any:
+        result = await guarded(request, "feedback", body.transaction_id, body.label)
+        if isinstance(result, Response):
+            return result
+        metrics.feedback.labels(str(body.label)).inc()
+        return _json_response(request, result)
+
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": fraudseq.__version__}
+
+    @app.get(
+        "/readyz",
+        summary="Readiness: model loaded and state store reachable (else 503)",
+        responses={503: {"description": "Not ready."}},
+    )
+    async def readyz() -> Any:
+        reason = "the model is not loaded"
+        if serving.detector is not None:
+            try:
+                ok = await asyncio.wait_for(serving.call("ready"), READY_TIMEOUT_SECONDS)
+            except TimeoutError:
+                ok, reason = False, f"the readiness check took over {READY_TIMEOUT_SECONDS}s"
+            except Exception:
+                log.warning("readiness check failed", exc_info=True)
+                ok, reason = False, "the readiness check failed (see the server log)"
+            else:
+                reason = "the state store is unreachable or the model is not loaded"
+            if ok:
+                detector = serving.detector
+                return {
+                    "status": "ready",
+                    "model_version": detector.model_version,
+                    "reasons": getattr(detector, "explain", None),
+                }
+        return JSONResponse({"status": "not ready", "message": reason}, status_code=503)
+
+    @app.get("/metrics", dependencies=secured, summary="Prometheus metrics (text format)")
+    async def metrics_route() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    routes = frozenset(r.path for r in app.routes if hasattr(r, "path"))
+    # Added last = outermost: metrics see every response, including 401 and 413.
+    app.add_middleware(_BodyLimitMiddleware, max_bytes=body_limit)
+    if api_key:
+        app.add_middleware(_ApiKeyMiddleware, api_key=api_key)
+    app.add_middleware(_MetricsMiddleware, metrics=metrics, routes=routes)
+    return app
+
+
+def _json_response(request: Request, payload: Any) -> Response:
+    try:
+        content = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:  # NaN or a non-JSON type from the detector
+        return _internal_error(request, exc)
+    return Response(content, media_type="application/json")
+
+
+def _internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    error_id = uuid.uuid4().hex[:12]
+    log.error(
+        "internal error %s on %s %s",
+        error_id,
+        request.method,
+        request.url.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return JSONResponse(
+        _error_body(
+            f"internal server error (error id {error_id}); the details are in the server log"
+        ),
+        status_code=500,
+    )
+
+
+def redact_state_url(state: str) -> str:
+    """A state URL without its password, for logs."""
+    if "@" in state and "://" in state:
+        scheme, rest = state.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return state
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for ``fraudseq serve --workers N``: settings from FRAUDSEQ_SERVE_*."""
+    if not logging.getLogger().handlers:  # a fresh worker process: log like the CLI does
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return create_app(**ServeSettings.from_env().app_kwargs())

@@ -1,0 +1,162 @@
+"""`fraudseq serve`: refuses bad configurations; serves a real model in a subprocess."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from fraudseq.cli import main
+
+KEY_VAR = "FRAUDSEQ_TEST_SERVE_KEY"
+
+
+def run(monkeypatch, *args) -> int:
+    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code
+
+
+def test_serve_refuses_an_unset_or_empty_api_key_variable(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(KEY_VAR, raising=False)
+    assert run(monkeypatch, "serve", tmp_path, "--api-key-env", KEY_VAR) == 1
+    assert f"{KEY_VAR} is not set" in capsys.readouterr().err
+    monkeypatch.setenv(KEY_VAR, "")
+    assert run(monkeypatch, "serve", tmp_path, "--api-key-env", KEY_VAR) == 1
+    assert f"{KEY_VAR} is empty" in capsys.readouterr().err
+
+
+def test_serve_refuses_memory_state_with_several_workers(tmp_path, monkeypatch, capsys):
+    assert run(monkeypatch, "serve", tmp_path, "--workers", 2) == 1
+    assert "shared store" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_directory_that_is_not_a_model(tmp_path, monkeypatch, capsys):
+    assert run(monkeypatch, "serve", tmp_path / "missing") == 1
+    assert "not a model directory" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ real server
+
+
+@pytest.fixture(scope="module")
+def served_model(tmp_path_factory):
+    pytest.importorskip("fraudseq.serving.detector")
+    import fraudseq
+
+    frame = fraudseq.simulate(accounts=200, days=30)
+    model_dir = tmp_path_factory.mktemp("serve") / "model"
+    model = fraudseq.FraudModel("xgboost", n_estimators=20)
+    model.fit(frame, train_until="2026-01-24").save(model_dir)
+    return model_dir, frame[frame.ts >= "2026-01-24"].head(50)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def as_json(row) -> dict:
+    return {
+        "tx_id": row.tx_id,
+        "card_id": row.card_id,
+        "ts": row.ts.isoformat(),
+        "amount": float(row.amount),
+        **{c: getattr(row, c) for c in ("mcc", "country", "channel", "device_id", "merchant_id")},
+    }
+
+
+class Server:
+    def __init__(self, *args: str, log, env: dict | None = None) -> None:
+        self.log = log  # a file, not a pipe: a full pipe would block the server
+        self._out = log.open("w")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "fraudseq", "serve", *args, "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*command, "--no-access-log"],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail(f"server not ready after {timeout}s:\n{self.output()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_scores_over_http(served_model, tmp_path, workers):
+    model_dir, rows = served_model
+    server = Server(
+        str(model_dir),
+        "--state",
+        f"sqlite:///{tmp_path / 'state.db'}",
+        "--workers",
+        str(workers),
+        "--reasons",
+        "all" if workers > 1 else "alerts",
+        "--api-key-env",
+        KEY_VAR,
+        log=tmp_path / "server.log",
+        env={KEY_VAR: "k3y"},
+    )
+    try:
+        server.wait_ready()
+        headers = {"X-API-Key": "k3y"}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+            txs = [as_json(row) for row in rows.itertuples()]
+            first = client.post("/v1/score", json=txs[0])
+            assert first.status_code == 200, first.text
+            assert 0 <= first.json()["score"] <= 100
+            # --reasons reached the detector (through the environment for workers > 1)
+            ready = client.get("/readyz").json()
+            assert ready["reasons"] == ("all" if workers > 1 else "alerts"), ready
+            batch = client.post("/v1/score/batch", json={"transactions": txs[1:]})
+            assert batch.status_code == 200, batch.text
+            assert [r["transaction_id"] for r in batch.json()["results"]] == [
+                t["tx_id"] for t in txs[1:]
+            ]
+            again = client.post("/v1/score", json=txs[0])  # idempotent replay
+            assert again.json() == first.json()
+            feedback = {"transaction_id": txs[0]["tx_id"], "label": 1}
+            assert client.post("/v1/feedback", json=feedback).status_code == 200
+            bad = client.post("/v1/score", json={**txs[0], "amount": "NaN"})
+            assert bad.status_code == 422
+            assert httpx.post(server.url + "/v1/score", json=txs[0]).status_code == 401
+            metrics = client.get("/metrics").text
+            assert 'route="/v1/score",status="200"} 2.0' in metrics
+            assert "fraudseq_transactions_scored_total 51.0" in metrics
+    finally:
+        code = server.stop()
+    assert code == 0, server.output()
