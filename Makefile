@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m fraudseq.demo --out $(DEMO_DIR)
 
+# Two pytest workers with one torch thread each: two workers at two threads each would
+# oversubscribe a 2-core machine and run many times slower.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
