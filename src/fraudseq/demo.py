@@ -11,7 +11,7 @@ import pandas as pd
 
 from fraudseq.fraud_model import FraudModel
 from fraudseq.io import write_json, write_table
-from fraudseq.report import write_report
+from fraudseq.report import write_model_report
 from fraudseq.schema import Schema
 from fraudseq.simulate import simulate
 
@@ -55,20 +55,19 @@ def run(out: Path, accounts: int, days: int, test_days: int, epochs: int, seed: 
     lstm.save(out / "model")
     write_table(lstm.score(data, start=test_from), out / "scores.csv")
     write_json(results, out / "metrics.json")
-    report = write_report(
+    log.info("writing the HTML report of the LSTM on the held-out period")
+    report = write_model_report(
         out / "report.html",
+        lstm,
+        data,
+        start=test_from,
+        model_dir=out / "model",
         title="fraudseq demo: LSTM on simulated card transactions",
-        summary={
-            "data": f"{len(frame):,} simulated transactions, {accounts} accounts, {days} days",
-            "training": f"before {test_from}, last 7 days of it for validation",
-            "held-out period": f"{test_from} onwards ({results['lstm']['n']:,} transactions, "
-            f"{results['lstm']['n_fraud']} fraud)",
-            "model directory": str(out / "model"),
-            "run time": f"{time.perf_counter() - started:.0f} s",
+        comparison=results,
+        notes={
+            "simulated": f"{len(frame):,} transactions, {accounts} accounts, {days} days",
+            "run time before report": f"{time.perf_counter() - started:.0f} s",
         },
-        results=results,
-        main_model="lstm",
-        history=lstm.history_,
     )
     return report
 

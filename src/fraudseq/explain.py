@@ -186,7 +186,7 @@ def explain_rows(
     """Explanations of `frame` rows, given the model encoder's `transform(frame)`.
 
     `frame` must come from `load_transactions` with the model's schema (the report passes the
-    frame it scored, so nothing is encoded twice).
+    frame it scored, and encodes it once for all its top alerts).
     """
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
@@ -199,7 +199,7 @@ def explain_rows(
     n_num, n_cat = len(numeric_names), len(categorical_names)
 
     # One batch: per explained window, [original, K event occlusions, feature occlusions].
-    copies, offsets = [], []
+    copies, offsets, total = [], [], 0
     for i in range(len(rows)):
         length = int(lengths[i])
         sorted_rows = index[i, :length]
@@ -214,7 +214,8 @@ def explain_rows(
         batch_num[first + np.arange(n_num), length - 1, np.arange(n_num)] = 0.0
         first += n_num
         batch_cat[first + np.arange(n_cat), length - 1, np.arange(n_cat)] = PAD_CODE
-        offsets.append(sum(len(c[0]) for c in copies))
+        offsets.append(total)
+        total += len(batch_num)
         copies.append((batch_num, batch_cat))
     logits = _score_windows(model, [c[0] for c in copies], [c[1] for c in copies], k)
     attention = _attention(model, encoded, positions, lengths)

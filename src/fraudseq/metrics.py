@@ -151,12 +151,14 @@ def threshold_curve(
     amount: np.ndarray | None = None,
     cost_fp: float = COST_FP,
     cost_fn: float = COST_FN,
+    cost_by_amount: bool = True,
 ) -> dict[str, np.ndarray]:
     """Alerting metrics at every distinct threshold, computed in one sort.
 
     Returns arrays `threshold` (decreasing; alert on `score >= threshold`, the first entry
     `inf` is "no alert"), `alerts`, `tp`, `fp`, `precision` (1 where nothing is alerted),
-    `recall`, `cost` (as `cost_at_threshold`) and, with `amount`, `money_recall`.
+    `recall`, `cost` (as `cost_at_threshold`: missed frauds weighted by their amount when
+    `amount` is given and `cost_by_amount`) and, with `amount`, `money_recall`.
     """
     y = np.asarray(y).astype(bool)
     score = np.asarray(score, dtype=np.float64)
@@ -183,6 +185,7 @@ def threshold_curve(
         caught = np.r_[0.0, np.cumsum(at_risk)[last]]
         total = at_risk.sum()
         out["money_recall"] = caught / total if total > 0 else np.full_like(caught, np.nan)
+    if amount is not None and cost_by_amount:
         out["cost"] = cost_fp * fp + cost_fn * (total - caught)
     else:
         out["cost"] = cost_fp * fp + cost_fn * (positives - tp)

@@ -1,16 +1,26 @@
-"""Commands that judge models: evaluate (and later report, explain)."""
+"""Commands that judge models: evaluate (hold-out or prequential), report, explain."""
 
 from __future__ import annotations
 
+import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from fraudseq.cli.app import DataArg, FromOpt, ModelDirArg, UntilOpt, app
 from fraudseq.io import write_json
+
+log = logging.getLogger("fraudseq")
+
+
+class Protocol(StrEnum):
+    holdout = "holdout"
+    prequential = "prequential"
 
 
 @app.command()
@@ -22,20 +32,112 @@ def evaluate(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write metrics as JSON.")
     ] = None,
+    ci: Annotated[
+        bool, typer.Option("--ci", help="Bootstrap confidence intervals for AP and AUC ROC.")
+    ] = False,
+    ci_level: Annotated[float, typer.Option(min=0.5, max=0.999, help="Interval level.")] = 0.95,
+    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 200,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    protocol: Annotated[
+        Protocol,
+        typer.Option(
+            help="holdout: the saved model on [--from, --until). prequential: retrain the "
+            "model's family and hyperparameters on rolling folds (the Fraud Detection "
+            "Handbook's scheme)."
+        ),
+    ] = Protocol.holdout,
+    folds: Annotated[int, typer.Option(min=1, help="Prequential folds.")] = 4,
+    train_days: Annotated[int, typer.Option(min=1, help="Training days per fold.")] = 7,
+    delay_days: Annotated[
+        int, typer.Option(min=0, help="Days between training and test (label delay).")
+    ] = 7,
+    test_days: Annotated[
+        int, typer.Option(min=1, help="Test days per fold; folds shift back by this much.")
+    ] = 7,
+    fold_start: Annotated[
+        str | None,
+        typer.Option(
+            "--start",
+            help="First training day of the LATEST fold (the handbook's anchor); earlier folds "
+            "shift back by --test-days each. Default: the latest fold tests on the data's last "
+            "days.",
+        ),
+    ] = None,
+    valid_days: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Validation days just before each fold's training period (default: "
+            "--train-days; inside the training period when the data starts too late).",
+        ),
+    ] = None,
+    drop_known_frauds: Annotated[
+        bool,
+        typer.Option(
+            "--drop-known-frauds/--keep-known-frauds",
+            help="Prequential: drop test transactions of cards with a fraud known by then "
+            "(from the training start to the test day minus delay+1 days).",
+        ),
+    ] = True,
 ) -> None:
-    """Print AUC ROC, AP, recall at 1% FPR and the alerting view at the model's threshold."""
+    """Print AUC ROC, AP, recall at 1% FPR and the alerting view at the model's threshold
+    (--protocol holdout), or per-fold and mean ± std AUC ROC, AP and CP@100 of a retrained
+    model (--protocol prequential)."""
     from fraudseq.fraud_model import FraudModel
 
-    result = FraudModel.load(model_dir).evaluate(data, start=start, end=end)
-    Console().print(metrics_table(result))
+    model = FraudModel.load(model_dir)
+    if protocol is Protocol.prequential:
+        from fraudseq.errors import FraudseqError
+        from fraudseq.prequential import prequential_for_model
+
+        if start is not None or end is not None or ci:
+            raise FraudseqError(
+                "--from, --until and --ci apply to --protocol holdout; prequential folds are "
+                "placed with --start, --folds, --train-days, --delay-days and --test-days"
+            )
+
+        result = prequential_for_model(
+            model,
+            data,
+            folds=folds,
+            train_days=train_days,
+            delay_days=delay_days,
+            test_days=test_days,
+            start=fold_start,
+            valid_days=valid_days,
+            drop_known_frauds=drop_known_frauds,
+        )
+        _console().print(prequential_table(result))
+    else:
+        result = model.evaluate(data, start=start, end=end)
+        intervals = None
+        if ci:
+            from fraudseq import metrics
+            from fraudseq.report.data import score_period
+
+            scored = score_period(model, data, start=start, end=end)
+            intervals = metrics.bootstrap_ci(
+                scored.labels, scored.score, n_resamples=resamples, level=ci_level, seed=seed
+            )
+            result["intervals"] = intervals
+        _console().print(metrics_table(result, intervals))
     if json_out:
         write_json(result, json_out)
 
 
-def metrics_table(result: dict) -> Table:
+def _console() -> Console:
+    """Standard output; piped or logged output gets wide lines instead of 80 columns."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def metrics_table(result: dict, intervals: dict | None = None) -> Table:
     table = Table(title=f"{result['n']} transactions, {result['n_fraud']} fraud")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if intervals:
+        level = next(iter(intervals.values()))["level"]
+        table.add_column(f"{level:.0%} interval", justify="right")
     for key in (
         "average_precision",
         "auc_roc",
@@ -45,7 +147,200 @@ def metrics_table(result: dict) -> Table:
         "recall",
         "f1",
     ):
-        table.add_row(key, f"{result[key]:.4f}")
+        row = [key, f"{result[key]:.4f}"]
+        if intervals:
+            ci = intervals.get(key)
+            row.append(f"[{ci['low']:.4f}, {ci['high']:.4f}]" if ci else "")
+        table.add_row(*row)
     c = result["confusion"]
-    table.add_row("confusion (tp fp / fn tn)", f"{c['tp']} {c['fp']} / {c['fn']} {c['tn']}")
+    row = ["confusion (tp fp / fn tn)", f"{c['tp']} {c['fp']} / {c['fn']} {c['tn']}"]
+    table.add_row(*(row + [""] if intervals else row))
+    if intervals:
+        n = next(iter(intervals.values()))["n_resamples"]
+        table.caption = f"percentile bootstrap, {n} resamples"
+    return table
+
+
+def prequential_table(result: dict) -> Table:
+    s = result["settings"]
+    table = Table(
+        title=(
+            f"prequential {s['model']}: {s['folds']} folds of {s['train_days']} training days, "
+            f"{s['delay_days']} delay days, {s['test_days']} test days"
+        ),
+        caption="known compromised cards dropped from test days"
+        if s["drop_known_frauds"]
+        else "known compromised cards kept",
+    )
+    for name, justify in (
+        ("fold", "right"),
+        ("train", "left"),
+        ("test", "left"),
+        ("test tx", "right"),
+        ("fraud", "right"),
+        ("AUC ROC", "right"),
+        ("AP", "right"),
+        ("CP@100", "right"),
+    ):
+        table.add_column(name, justify=justify)
+    for fold in result["folds"]:
+        table.add_row(
+            str(fold["index"]),
+            f"{fold['train_from']} – {fold['train_until']}",
+            f"{fold['test_from']} – {fold['test_until']}",
+            f"{fold['n_test']:,}",
+            f"{fold['n_fraud']:,}",
+            f"{fold['auc_roc']:.4f}",
+            f"{fold['average_precision']:.4f}",
+            f"{fold['cp_at_100']:.4f}",
+        )
+    mean, std = result["mean"], result["std"]
+    table.add_row(
+        "mean ± std",
+        "",
+        "",
+        "",
+        "",
+        *(f"{mean[k]:.3f} ± {std[k]:.3f}" for k in ("auc_roc", "average_precision", "cp_at_100")),
+    )
+    return table
+
+
+@app.command()
+def report(
+    model_dir: ModelDirArg,
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="HTML file to write (self-contained).")],
+    start: FromOpt = None,
+    end: UntilOpt = None,
+    top: Annotated[int, typer.Option(min=0, help="Top alerts to explain.")] = 5,
+    resamples: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 200,
+    ci_level: Annotated[float, typer.Option(min=0.5, max=0.999, help="Interval level.")] = 0.95,
+    cost_fp: Annotated[float, typer.Option(min=0, help="Cost of a false alert.")] = 1.0,
+    cost_fn: Annotated[float, typer.Option(min=0, help="Cost of a missed fraud.")] = 10.0,
+    cost_by_amount: Annotated[
+        bool, typer.Option(help="A missed fraud costs --cost-fn times its amount.")
+    ] = False,
+    title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Write a self-contained HTML report of the model on labelled [--from, --until)."""
+    from fraudseq.fraud_model import FraudModel
+    from fraudseq.report import write_model_report
+
+    model = FraudModel.load(model_dir)
+    path = write_model_report(
+        out,
+        model,
+        data,
+        start=start,
+        end=end,
+        model_dir=model_dir,
+        title=title,
+        top=top,
+        n_resamples=resamples,
+        level=ci_level,
+        seed=seed,
+        cost_fp=cost_fp,
+        cost_fn=cost_fn,
+        cost_by_amount=cost_by_amount,
+    )
+    log.info("report written to %s", path)
+    print(path.resolve())
+
+
+@app.command()
+def explain(
+    model_dir: ModelDirArg,
+    data: DataArg,
+    transaction_id: Annotated[str, typer.Option(help="Id of the transaction to explain.")],
+    top: Annotated[int, typer.Option(min=1, help="Features and reasons to show.")] = 8,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the explanation as JSON.")
+    ] = None,
+) -> None:
+    """Why a transaction got its score: occlusion attribution of each earlier event of its
+    window and of the transaction's own features (and attention, for attention models)."""
+    from fraudseq.explain import explain as run_explain
+    from fraudseq.explain import top_reasons
+    from fraudseq.fraud_model import FraudModel
+
+    model = FraudModel.load(model_dir)
+    explanation = run_explain(model, data, transaction_id)
+    console = _console()
+    status = "ALERT" if explanation.alert else "no alert"
+    truth = ""
+    if explanation.label is not None:
+        truth = "  label: " + ("fraud" if explanation.label else "legitimate")
+        if explanation.label and explanation.scenario not in (None, "none"):
+            truth += f" ({explanation.scenario})"
+    console.print(
+        f"transaction {explanation.transaction_id} of {model.schema_.entity} "
+        f"{explanation.entity} at {explanation.time}: score {explanation.score:.4f} "
+        f"(threshold {explanation.threshold:.4f}, {status}){truth}",
+        highlight=False,
+    )
+    console.print(window_table(explanation, model.schema_))
+    console.print(feature_table(explanation, top))
+    reasons = top_reasons(explanation, min(top, 3))
+    console.print("[bold]top reasons[/]" if reasons else "no single event or feature raises it")
+    for reason in reasons:
+        console.print(f"  {reason['attribution']:+.3f}  {reason['description']}", highlight=False)
+    console.print(
+        "attribution = change in log-odds when the event/feature is occluded: "
+        + explanation.baseline,
+        style="dim",
+    )
+    if json_out:
+        write_json(explanation.to_dict(), json_out)
+
+
+def window_table(explanation, schema) -> Table:
+    window = explanation.window
+    has_attention = "attention" in window.columns
+    has_truth = schema.label is not None and schema.label in window.columns
+    shown = [c for c in schema.categorical if c in window.columns]
+    table = Table(title="the window, oldest first (attribution: + pushes towards fraud)")
+    table.add_column("step", justify="right")
+    table.add_column("time")
+    table.add_column(schema.amount, justify="right")
+    for name in shown:
+        table.add_column(name)
+    if has_truth:
+        table.add_column("truth")
+    table.add_column("attribution", justify="right")
+    if has_attention:
+        table.add_column("attention (not attribution)", justify="right")
+    n = len(window)
+    for i in range(n):  # at most `window` rows
+        row = window.iloc[i]
+        cells = [
+            "now" if row["current"] else str(i - n + 1),
+            pd.Timestamp(row["event_time"]).strftime("%Y-%m-%d %H:%M:%S"),
+            f"{row['event_amount']:.2f}",
+            *(str(row[c]) for c in shown),
+        ]
+        if has_truth:
+            fraud = int(row[schema.label]) == 1
+            scenario = row[schema.scenario] if schema.scenario in window.columns else None
+            cells.append(
+                ("fraud" + (f" ({scenario})" if scenario not in (None, "none") else ""))
+                if fraud
+                else "legit"
+            )
+        cells.append(f"{row['attribution']:+.3f}")
+        if has_attention:
+            cells.append(f"{row['attention']:.3f}")
+        table.add_row(*cells, style="bold" if row["current"] else None)
+    return table
+
+
+def feature_table(explanation, top: int) -> Table:
+    table = Table(title="features of this transaction with the largest effect")
+    table.add_column("feature")
+    table.add_column("value", justify="right")
+    table.add_column("attribution", justify="right")
+    for row in explanation.features.head(top).itertuples():
+        value = f"{row.value:.4g}" if isinstance(row.value, float) else str(row.value)
+        table.add_row(row.feature, value, f"{row.attribution:+.3f}")
     return table

@@ -55,7 +55,8 @@ def pr_roc(y: np.ndarray, score: np.ndarray, threshold: float) -> str:
     fig, (pr, roc) = _figure(10, 4.0, 2)
     precision, recall, _ = precision_recall_curve(y, score)
     recall, precision = _thin(recall[::-1], precision[::-1])
-    pr.plot(recall, precision, color=ACCENT, linewidth=2, drawstyle="steps-post")
+    # AP's rectangles: the precision at recall r_n holds on (r_n-1, r_n].
+    pr.plot(recall, precision, color=ACCENT, linewidth=2, drawstyle="steps-pre")
     base_rate = float(np.mean(y))
     pr.axhline(base_rate, color=GREY, linestyle=":", label=f"no skill ({base_rate:.2%})")
     alert = score >= threshold
@@ -65,7 +66,7 @@ def pr_roc(y: np.ndarray, score: np.ndarray, threshold: float) -> str:
     pr.plot([op_recall], [op_precision], "o", color=FRAUD, markersize=8, label="threshold")
     pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     pr.set_title("Precision-recall", loc="left", fontweight="bold")
-    pr.legend(loc="upper right", frameon=False)
+    pr.legend(loc="lower left", frameon=False)
 
     fpr, tpr, _ = roc_curve(y, score)
     fpr, tpr = _thin(fpr, tpr)
@@ -102,17 +103,19 @@ def score_distributions(y: np.ndarray, score: np.ndarray, threshold: float) -> s
             edgecolor=color,
         )
     ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2)
+    right = threshold > 0.5  # label on the side of the line with more room
     ax.annotate(
         f"threshold {threshold:.3f}",
         (threshold, 1),
         xycoords=("data", "axes fraction"),
-        xytext=(4, -12),
+        xytext=(-4 if right else 4, -12),
         textcoords="offset points",
+        ha="right" if right else "left",
     )
     ax.set_yscale("log")
     ax.set(xlabel="fraud probability", ylabel="share of the class", xlim=(0, 1))
     ax.set_title("Score distribution by class", loc="left", fontweight="bold")
-    ax.legend(loc="upper right", frameon=False)
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)
     return to_data_uri(fig)
 
 
@@ -169,8 +172,9 @@ def threshold_curves(curve: dict, threshold: float, cost_note: str) -> str:
 
 
 def training_curves(history: list[dict]) -> str | None:
-    """Loss and validation AP per epoch (boosting round for tree models)."""
-    if not history:
+    """Loss and validation AP per epoch (boosting round for tree models); None for fewer
+    than two epochs (nothing to draw a curve through)."""
+    if len(history) < 2:
         return None
     losses = [k for k in ("train_loss", "valid_loss") if any(k in h for h in history)]
     has_ap = any("valid_ap" in h for h in history)
@@ -203,4 +207,25 @@ def training_curves(history: list[dict]) -> str | None:
         ax.set(xlabel=unit, ylabel="average precision")
         ax.set_title("Validation AP", loc="left", fontweight="bold")
         ax.legend(frameon=False)
+    return to_data_uri(fig)
+
+
+def member_curves(members: list[dict]) -> str | None:
+    """Validation AP per epoch (or boosting round) of each member of an ensemble."""
+    curves = [
+        (m.get("name", f"member {i}"), [h.get("valid_ap", np.nan) for h in m.get("history", [])])
+        for i, m in enumerate(members)
+    ]
+    curves = [(name, values) for name, values in curves if values]
+    if not curves:
+        return None
+    fig, (ax,) = _figure(10, 3.2)
+    for name, values in curves:
+        steps = np.arange(1, len(values) + 1)
+        marker = "o" if len(values) < 30 else None
+        ax.plot(steps, values, linewidth=1.8, marker=marker, markersize=4, label=name)
+    ax.set(xlabel="epoch / boosting round", ylabel="validation AP")
+    ax.set_xscale("log" if max(len(v) for _, v in curves) > 50 else "linear")
+    ax.set_title("Ensemble members: validation AP", loc="left", fontweight="bold")
+    ax.legend(frameon=False)
     return to_data_uri(fig)

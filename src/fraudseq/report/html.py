@@ -54,12 +54,12 @@ tr.current td{background:#fff4e5;font-weight:600}
 img{max-width:100%;display:block;margin:.3rem 0}
 .muted{color:#66707c;font-size:.85rem}
 .cm td{width:9rem;text-align:right;font-size:1rem}
-.bar{display:flex;align-items:center;gap:.3rem;min-width:7.5rem}
+.bar{display:flex;align-items:center;gap:.3rem;min-width:6.5rem}
 .bar .track{flex:1;height:.7rem;background:#f0f2f6;position:relative;border-radius:2px}
 .bar .fill{position:absolute;top:0;bottom:0}
 .bar .pos{background:#c0392b;left:50%}.bar .neg{background:#2c6fbb;right:50%}
 .bar .att{background:#7d3c98;left:0}
-.bar span{width:3.6rem;text-align:right;font-variant-numeric:tabular-nums;font-size:.8rem}
+.bar span{width:3.2rem;text-align:right;font-variant-numeric:tabular-nums;font-size:.8rem}
 .alert{border-top:1px solid #e0e5ec;padding-top:.6rem;margin-top:.8rem}
 .tag{display:inline-block;padding:0 .45rem;border-radius:9px;font-size:.78rem;
 background:#e8ecf2;margin-left:.3rem}
@@ -67,7 +67,9 @@ background:#e8ecf2;margin-left:.3rem}
 .reasons{margin:.3rem 0 .2rem 1.1rem;padding:0}
 details summary{cursor:pointer;color:#3b4b63}
 .scroll{overflow-x:auto}
-table.window td{white-space:nowrap}
+table.window{font-size:.78rem}table.window td{white-space:nowrap}
+table.window td,table.window th{padding:.2rem .35rem}
+td.fraud{color:#922b21;font-weight:600}td.legit{color:#66707c}
 """
 
 
@@ -191,9 +193,9 @@ def build_model_report(
     )
     summary["cp_at_100"] = metrics.card_precision_at_k(scored.entity, scored.day, y, score, 100)
     intervals = metrics.bootstrap_ci(y, score, n_resamples=n_resamples, level=level, seed=seed)
-    curve = metrics.threshold_curve(y, score, amount=amount, cost_fp=cost_fp, cost_fn=cost_fn)
-    if not cost_by_amount:
-        curve["cost"] = cost_fp * curve["fp"] + cost_fn * (y.sum() - curve["tp"])
+    curve = metrics.threshold_curve(
+        y, score, amount=amount, cost_fp=cost_fp, cost_fn=cost_fn, cost_by_amount=cost_by_amount
+    )
 
     family = getattr(model, "model", type(model).__name__)
     title = title or f"fraudseq report: {family} model"
@@ -212,7 +214,9 @@ def build_model_report(
             "Ranking quality",
             _img(charts.pr_roc(y, score, threshold), "precision-recall and ROC curves")
             + "<p class='muted'>The dot is the model's alert threshold. AP is the area under "
-            "the precision-recall curve; at fraud rates under 1% it says more than AUC ROC.</p>",
+            "the precision-recall curve; at fraud rates under 1% it says more than AUC ROC.</p>"
+            if 0 < y.sum() < len(y)
+            else "<p class='muted'>The period has one class only: no curves.</p>",
         ),
         _section(
             "Score distributions",
@@ -386,18 +390,31 @@ def _confusion_section(summary: dict) -> str:
 
 
 def _training_section(model) -> str:
-    history = list(getattr(model, "history_", None) or [])
+    history = [h for h in (getattr(model, "history_", None) or []) if isinstance(h, dict)]
     uri = charts.training_curves(history)
-    if uri is None:
+    parts = [_img(uri, "training curves")] if uri else []
+    members = next((h["members"] for h in history if isinstance(h.get("members"), list)), None)
+    if members:  # an ensemble: its members' own curves and weights
+        parts.append(_img(charts.member_curves(members), "ensemble member curves"))
+        parts.append(
+            _table(
+                ["member", "validation AP", "weight"],
+                [[m.get("name"), m.get("valid_ap"), m.get("weight")] for m in members],
+            )
+        )
+    if not history:
         return _section("Training curves", "<p class='muted'>No training history stored.</p>")
-    keys = [k for k in ("epoch", "train_loss", "valid_loss", "valid_ap", "seconds")]
+    keys = ("epoch", "train_loss", "valid_loss", "valid_ap", "seconds")
     keys = [k for k in keys if any(k in h for h in history)]
     rows = [[h.get(k) for k in keys] for h in history]
-    table = (
-        f"<details><summary>Per-epoch values ({len(history)} rows)</summary>"
-        f"{_table(keys, rows)}</details>"
-    )
-    return _section("Training curves", _img(uri, "training curves") + table)
+    if parts:
+        parts.append(
+            f"<details><summary>Per-epoch values ({len(history)} rows)</summary>"
+            f"{_table(keys, rows)}</details>"
+        )
+    else:  # a single epoch: the values themselves
+        parts.append(_table(keys, rows))
+    return _section("Training curves", "".join(parts))
 
 
 def _scenario_section(y, score, threshold, scenario, amount) -> str:
@@ -500,13 +517,16 @@ def _alert_block(model, rank: int, e) -> str:
     has_truth = schema.label is not None and schema.label in window.columns
     has_attention = "attention" in window.columns
     header = ["step", "time", "gap", schema.amount, *shown]
-    header += ["truth"] if has_truth else []
+    header += ["fraud?"] if has_truth else []
     header += ["attribution"] + (["attention"] if has_attention else [])
     earlier = window.loc[~window["current"], "attribution"].abs()
     # Bars are scaled to the earlier events (what drove the score); the scored event's own
     # bar may saturate, its value is printed beside it.
     scale = max(float(earlier.max()) if len(earlier) else 0.0, 0.05)
-    att_scale = float(np.nanmax(window["attention"])) if has_attention else 1.0
+    # Attention bars: full at the window's peak, half for a uniform weight (1/length).
+    att_scale = (
+        max(float(np.nanmax(window["attention"])), 2 / len(window)) if has_attention else 1.0
+    )
     gaps = window["event_time"].diff()
     lines = []
     n = len(window)
@@ -520,7 +540,9 @@ def _alert_block(model, rank: int, e) -> str:
             *(_cell(row[c]) for c in shown),
         ]
         if has_truth:
-            cells.append(f"<td>{_esc(_truth(row, schema))}</td>")
+            truth = _truth(row, schema)
+            css = "legit" if truth == "legit" else "fraud"
+            cells.append(f"<td class='{css}'>{_esc(truth)}</td>")
         cells.append(_bar(float(row["attribution"]), scale))
         if has_attention:
             cells.append(_bar(float(row["attention"]), att_scale, "attention"))
@@ -557,7 +579,7 @@ def _truth(row, schema) -> str:
         return "legit"
     scenario = schema.scenario
     if scenario and scenario in row.index and str(row[scenario]) not in ("none", "0", "<NA>"):
-        return f"fraud: {row[scenario]}"
+        return str(row[scenario])  # the fraud scenario's name
     return "fraud"
 
 

@@ -1,0 +1,122 @@
+"""The HTML report: one self-contained file, every section, generic over model families, and
+a real render in headless Chromium."""
+
+import base64
+import re
+import sys
+
+import pytest
+
+from fraudseq.cli import main
+from fraudseq.errors import FraudseqError
+from fraudseq.fraud_model import FraudModel
+from fraudseq.models import MODELS
+from fraudseq.report import build_model_report, write_model_report
+from fraudseq.report.screenshot import chromium_path, png_stats, screenshot
+from fraudseq.simulate import simulate
+
+TRAIN_UNTIL = "2026-01-31"  # as in conftest.py
+SECTIONS = (
+    "Summary",
+    "Ranking quality",
+    "Score distributions",
+    "Threshold trade-off",
+    "Confusion matrix at the threshold",
+    "Training curves",
+    "Recall by scenario",
+    "alerts, explained",
+)
+
+
+def run(monkeypatch, *args) -> int:
+    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code
+
+
+@pytest.fixture(scope="module")
+def report_html(trained, small_csv, tmp_path_factory):
+    """The report of the trained LSTM, written by `fraudseq report` from a saved model."""
+    folder = tmp_path_factory.mktemp("report")
+    trained.save(folder / "model")
+    out = folder / "report.html"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        code = run(
+            monkeypatch,
+            "report",
+            folder / "model",
+            small_csv,
+            "--from",
+            TRAIN_UNTIL,
+            "--out",
+            out,
+            "--top",
+            3,
+            "--resamples",
+            50,
+        )
+    assert code == 0
+    return out
+
+
+def test_report_is_one_self_contained_file(report_html):
+    text = report_html.read_text(encoding="utf-8")
+    assert [p.name for p in report_html.parent.iterdir() if p.name.startswith(".")] == []
+    for title in SECTIONS:
+        assert title in text, title
+    assert "<script" not in text.lower()
+    assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:|//|file:)", text)
+    assert "http://" not in text and "https://" not in text
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == 4  # PR/ROC, score distributions, threshold, training curves
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    assert "95% CI" in text  # bootstrap intervals on the headline metrics
+    assert text.count("The account's window") == 3
+    assert "card_testing" in text  # the per-scenario table
+
+
+def test_report_renders_in_headless_chromium(report_html, tmp_path):
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (run scripts/install-chromium.sh as root)")
+    stats = png_stats(screenshot(report_html, tmp_path / "report.png"))
+    assert (stats["width"], stats["height"]) == (1200, 3000)
+    assert stats["bytes"] > 100_000, stats
+    assert stats["non_background_share"] > 0.15, stats  # text, cards, tables, charts
+    assert stats["colour_share"] > 0.005, stats  # the charts' coloured lines and bars
+    assert stats["colours"] > 500, stats
+
+
+def test_failed_report_keeps_the_existing_file(trained, small_frame, tmp_path):
+    path = tmp_path / "report.html"
+    path.write_text("old")
+    with pytest.raises(FraudseqError):
+        write_model_report(path, trained, small_frame, start="2030-01-01")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+@pytest.fixture(scope="module")
+def tiny_frame():
+    return simulate(accounts=120, days=30, seed=2)
+
+
+# "lstm" is covered by the fixture above: every other family renders too.
+FAMILIES = [m for m in MODELS if m != "lstm"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_report_renders_for_other_families(family, tiny_frame):
+    model = FraudModel(
+        family, epochs=1, hidden_size=8, n_estimators=40, seed=0, progress=False
+    ).fit(tiny_frame, train_until="2026-01-24", valid_days=5)
+    text = build_model_report(model, tiny_frame, start="2026-01-24", top=2, n_resamples=20)
+    for title in SECTIONS:
+        assert title in text, (family, title)
+    assert text.count("The account's window") == 2
+    if family.endswith("attention"):
+        assert "<th>attention</th>" in text and "not an attribution" in text
+    else:
+        assert "has no attention weights" in text
+    if family == "ensemble":
+        assert "ensemble member curves" in text
