@@ -44,22 +44,32 @@ import torch
 
 from fraudseq.artifacts import MANIFEST, MODEL_JSON
 from fraudseq.errors import DataValidationError, FraudseqError
-from fraudseq.features import EncodedFrame
+from fraudseq.features import PAD_CODE, EncodedFrame
 from fraudseq.fraud_model import FraudModel
 from fraudseq.models.neural import NeuralWindowModel
 from fraudseq.schema import Schema
+from fraudseq.serving.batch import ArrayState, day_chunks, encode_batch, vectorisable
 from fraudseq.serving.live_features import (
     AccountState,
     LiveEncoder,
     LiveTransaction,
     parse_transaction,
 )
-from fraudseq.serving.state import Snapshot, StateStore, Update, open_store
+from fraudseq.serving.state import (
+    BatchSnapshot,
+    BatchUpdate,
+    Snapshot,
+    StateStore,
+    Update,
+    open_store,
+)
 from fraudseq.training import WindowSet, WindowSource
 
 log = logging.getLogger("fraudseq")
 
 STATE_FORMAT = 1
+#: Windows per forward pass in batch scoring.
+BATCH_CHUNK = 2048
 EXPLAIN_MODES = ("alerts", "all", "none")
 
 
@@ -170,7 +180,40 @@ class Detector:
                 parsed.append(parse_transaction(tx, self.schema))
             except DataValidationError as err:
                 raise DataValidationError(f"transaction at position {i}: {err}") from None
-        return [self._score(tx) for tx in parsed]
+        if not parsed:
+            return []
+        if not hasattr(self.store, "transact_batch"):
+            return [self._score(tx) for tx in parsed]
+        # Repeated ids within the batch: the first is scored, later copies get its result.
+        first: dict[str, int] = {}
+        unique: list[LiveTransaction] = []
+        source = []
+        for tx in parsed:
+            j = first.setdefault(tx.id, len(unique))
+            if j == len(unique):
+                unique.append(tx)
+            elif unique[j].digest != tx.digest:
+                raise _conflict(tx.id)
+            source.append(j)
+        entities = list(dict.fromkeys(tx.entity for tx in unique))
+        counterparties, days = [], None
+        if self.live.counterparty:
+            counterparties = list(dict.fromkeys(tx.counterparty for tx in unique))
+            earliest = min(unique, key=lambda tx: tx.time_ns)
+            latest = max(unique, key=lambda tx: tx.time_ns)
+            days = (
+                self.live.counterparty_days(earliest)[0],
+                self.live.counterparty_days(latest)[1],
+            )
+        update = self.store.transact_batch(
+            [tx.id for tx in unique],
+            entities,
+            counterparties,
+            days,
+            lambda snapshot: self._compute_many(unique, snapshot),
+        )
+        results = update.results
+        return [{"transaction_id": parsed[i].id, **results[j]} for i, j in enumerate(source)]
 
     def _score(self, tx: LiveTransaction) -> dict:
         counterparty = tx.counterparty if self.live.counterparty else None
@@ -185,12 +228,7 @@ class Detector:
 
     def _compute(self, tx: LiveTransaction, snapshot: Snapshot) -> Update:
         if snapshot.record is not None:
-            if snapshot.record.get("digest") != tx.digest:
-                raise ConflictError(
-                    f"transaction id {tx.id!r} was already scored with different content; "
-                    f"a retry must resend the same transaction, a new transaction needs a new id"
-                )
-            return Update(result=dict(snapshot.record["result"]))
+            return Update(result=self._stored_result(tx, snapshot.record))
         live = self.live
         account = (
             AccountState.from_bytes(snapshot.account)
@@ -201,21 +239,47 @@ class Detector:
         numeric, codes = live.window_rows(account, features)
         with single_thread():
             logit = self._window.logit(numeric, codes)
+        result = self._result(logit, account.n)
+        if self._wants_reasons(result["alert"]):
+            earlier = len(numeric) - 1
+            events = (
+                _tail(account.ids, earlier),
+                _tail(account.times, earlier),
+                _tail(account.amounts, earlier),
+            )
+            with single_thread():
+                result["reasons"] = self._reasons(tx, numeric, codes, events, logit)
+        in_order = account.n == 0 or tx.time_ns >= account.last_time
+        record = self._record(tx, in_order, result)
+        return Update(
+            result=result,
+            record=record,
+            account=live.append(account, tx, features).to_bytes() if in_order else None,
+            counterparty_day=tx.day if live.counterparty else None,
+        )
+
+    def _stored_result(self, tx: LiveTransaction, record: dict) -> dict:
+        """A retried transaction's stored result, or ConflictError if its content changed."""
+        if record.get("digest") != tx.digest:
+            raise _conflict(tx.id)
+        return dict(record["result"])
+
+    def _result(self, logit: float, n_previous: int) -> dict:
         probability = _sigmoid(logit)
-        alert = probability >= self.threshold
-        result = {
+        return {
             "fraud_probability": probability,
             "score": round(100.0 * probability, 2),
-            "alert": bool(alert),
+            "alert": probability >= self.threshold,
             "threshold": self.threshold,
-            "insufficient_history": account.n < self.min_history,
+            "insufficient_history": n_previous < self.min_history,
             "model_version": self.model_version,
             "reasons": [],
         }
-        if self.explain == "all" or (self.explain == "alerts" and alert):
-            with single_thread():
-                result["reasons"] = self._reasons(tx, account, numeric, codes)
-        in_order = account.n == 0 or tx.time_ns >= account.last_time
+
+    def _wants_reasons(self, alert: bool) -> bool:
+        return self.explain == "all" or (self.explain == "alerts" and alert)
+
+    def _record(self, tx: LiveTransaction, in_order: bool, result: dict) -> dict:
         if not in_order:
             log.info(
                 "transaction %s of %s is older than the account's latest; scored against the "
@@ -223,8 +287,8 @@ class Detector:
                 tx.id,
                 tx.entity,
             )
-        counted = live.counterparty
-        record = {
+        counted = self.live.counterparty
+        return {
             "digest": tx.digest,
             "entity": tx.entity,
             "time_ns": tx.time_ns,
@@ -235,11 +299,121 @@ class Detector:
             "label": None,
             "result": result,
         }
-        return Update(
-            result=result,
-            record=record,
-            account=live.append(account, tx, features).to_bytes() if in_order else None,
-            counterparty_day=tx.day if counted else None,
+
+    # -- batches ---------------------------------------------------------------------------
+    def _compute_many(self, txs: list[LiveTransaction], snapshot: BatchSnapshot) -> BatchUpdate:
+        """Score the batch's new transactions (distinct ids, in order) against the snapshot:
+        features vectorised over all accounts (see `fraudseq.serving.batch`), one forward
+        pass over every window, state written back per account."""
+        live = self.live
+        results: list[dict | None] = [None] * len(txs)
+        new = []
+        for i, tx in enumerate(txs):
+            record = snapshot.records.get(tx.id)
+            if record is not None:
+                results[i] = self._stored_result(tx, record)
+            else:
+                new.append(i)
+        if not new:
+            return BatchUpdate(results=results)
+        new_txs = [txs[i] for i in new]
+        entities = list(dict.fromkeys(tx.entity for tx in new_txs))
+        entity_index = {e: a for a, e in enumerate(entities)}
+        account = np.fromiter(
+            (entity_index[tx.entity] for tx in new_txs), dtype=np.int64, count=len(new_txs)
+        )
+        times = np.fromiter((tx.time_ns for tx in new_txs), dtype=np.int64, count=len(new_txs))
+        order = np.argsort(account, kind="stable")
+        bounds = np.flatnonzero(np.diff(account[order])) + 1
+        states: list = []
+        for a, rows in enumerate(np.split(order, bounds)):
+            blob = snapshot.accounts.get(entities[a])
+            state = ArrayState.from_bytes(blob) if blob is not None else ArrayState.empty(live)
+            if not vectorisable(live, state, times[rows]):
+                state = AccountState.from_bytes(blob) if blob is not None else live.empty_state()
+            states.append(state)
+        fast = np.array([isinstance(s, ArrayState) for s in states])[account]
+
+        # Runs of the batch whose transactions cannot see each other's counterparty counts.
+        buckets = {cp: dict(days) for cp, days in snapshot.counterparty.items()}
+        added: dict[tuple[str, int], int] = {}
+        n = len(new_txs)
+        k = self.model.window
+        window_numeric = np.zeros((n, k, live.n_numeric), dtype=np.float32)
+        window_codes = np.zeros((n, k, live.n_categorical), dtype=np.int64)
+        lengths = np.zeros(n, dtype=np.int64)
+        n_previous = np.zeros(n, dtype=np.int64)
+        in_order = np.ones(n, dtype=bool)
+        events: dict[int, tuple] = {}  # earlier events of one-at-a-time windows (reasons)
+        batches = []
+        days = np.fromiter((tx.day for tx in new_txs), dtype=np.int64, count=n)
+        chunks = day_chunks(days, live.delay_days) if live.counterparty else [(0, n)]
+        for start, stop in chunks:
+            run = np.arange(start, stop)
+            vector = run[fast[run]]
+            if len(vector):
+                encoded = encode_batch(
+                    live, [new_txs[i] for i in vector.tolist()], states, account[vector], buckets
+                )
+                window_numeric[vector] = encoded.window_numeric
+                window_codes[vector] = encoded.window_codes
+                lengths[vector] = encoded.lengths
+                n_previous[vector] = encoded.n_previous
+                batches.append((vector, encoded))
+            for i in run[~fast[run]].tolist():  # one at a time, in order
+                tx, state = new_txs[i], states[account[i]]
+                features = live.encode(tx, state, buckets.get(tx.counterparty, {}))
+                numeric, codes = live.window_rows(state, features)
+                length = len(numeric)
+                window_numeric[i, :length] = numeric
+                window_codes[i, :length] = codes
+                lengths[i] = length
+                n_previous[i] = state.n
+                earlier = length - 1
+                events[i] = (
+                    _tail(state.ids, earlier),
+                    _tail(state.times, earlier),
+                    _tail(state.amounts, earlier),
+                )
+                in_order[i] = state.n == 0 or tx.time_ns >= state.last_time
+                if in_order[i]:
+                    live.append(state, tx, features)
+            if live.counterparty:
+                for tx in new_txs[start:stop]:
+                    key = (tx.counterparty, tx.day)
+                    added[key] = added.get(key, 0) + 1
+                    days_of = buckets.setdefault(tx.counterparty, {})
+                    count, frauds = days_of.get(tx.day, (0, 0))
+                    days_of[tx.day] = (count + 1, frauds)
+
+        with single_thread():
+            logits = self._window.logits(window_numeric, window_codes, lengths)
+        run_of = np.full(n, -1, dtype=np.int64)  # vectorised: its run and index there
+        index_in_run = np.zeros(n, dtype=np.int64)
+        for position, (vector, _) in enumerate(batches):
+            run_of[vector] = position
+            index_in_run[vector] = np.arange(len(vector))
+        records = []
+        for i, tx in enumerate(new_txs):
+            logit = float(logits[i])
+            result = self._result(logit, int(n_previous[i]))
+            if self._wants_reasons(result["alert"]):
+                if run_of[i] >= 0:
+                    found = batches[run_of[i]][1].earlier_events(int(index_in_run[i]))
+                else:
+                    found = events[i]
+                length = int(lengths[i])
+                with single_thread():
+                    result["reasons"] = self._reasons(
+                        tx, window_numeric[i, :length], window_codes[i, :length], found, logit
+                    )
+            results[new[i]] = result
+            records.append((tx.id, tx.entity, self._record(tx, bool(in_order[i]), result)))
+        return BatchUpdate(
+            results=results,
+            records=records,
+            accounts={e: s.to_bytes() for e, s in zip(entities, states, strict=True)},
+            counterparty_days=added,
         )
 
     # -- feedback ------------------------------------------------------------------------
@@ -280,49 +454,102 @@ class Detector:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- explanations (hook) -------------------------------------------------------------
+    # -- explanations -------------------------------------------------------------------
     def _reasons(
-        self, tx: LiveTransaction, account: AccountState, numeric: np.ndarray, codes: np.ndarray
+        self,
+        tx: LiveTransaction,
+        numeric: np.ndarray,
+        codes: np.ndarray,
+        earlier: tuple[list[str], list[int], list[float]],
+        logit: float,
     ) -> list[dict]:
-        """Top reasons from `fraudseq.explain` on the exact window scored; [] when the
-        explanations module is unavailable or fails (logged once)."""
+        """`fraudseq.explain.top_reasons` of the exact window scored, computed here without
+        pandas: every occlusion `fraudseq.explain` makes (each earlier event, each numeric
+        feature and categorical column of this event replaced by the baseline) in one
+        batched forward pass; the same attributions and the same dicts. [] if it fails."""
         try:
-            from fraudseq.explain import explain_rows, top_reasons
-
-            frame = self._window_frame(tx, account, len(numeric))
-            n = len(frame)
-            encoded = EncodedFrame(
-                numeric, codes, np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-            )
-            explanation = explain_rows(self.model, frame, encoded, np.array([n - 1]))[0]
-            return json.loads(json.dumps(top_reasons(explanation), default=str))
+            return self._occlusion_reasons(tx, numeric, codes, earlier, logit)
         except Exception as err:  # explanations must never fail a score
             if not self._explain_failed:
                 self._explain_failed = True
-                log.warning("reasons unavailable (fraudseq.explain): %s", err)
+                log.warning("reasons unavailable: %s", err)
             return []
 
-    def _window_frame(self, tx: LiveTransaction, account: AccountState, length: int):
-        """The window's transactions as a frame with the schema's columns; earlier events
-        carry their id, time and amount (categorical values are not stored: missing)."""
-        s = self.schema
-        earlier = length - 1
-        ids = account.ids[len(account.ids) - earlier :] if earlier else []
-        times = account.times[len(account.times) - earlier :] if earlier else []
-        amounts = account.amounts[len(account.amounts) - earlier :] if earlier else []
-        columns = {
-            s.id: [*ids, tx.id],
-            s.entity: [tx.entity] * length,
-            s.time: pd.to_datetime(np.array([*times, tx.time_ns], dtype="datetime64[ns]")),
-            s.amount: np.array([*amounts, tx.amount], dtype=np.float64),
-        }
-        for j, c in enumerate(s.categorical):
-            columns[c] = [None] * earlier + [tx.categorical[j]]
-        for j, c in enumerate(s.numeric):
-            columns[c] = [math.nan] * earlier + [tx.numeric[j]]
-        if s.counterparty and s.counterparty not in columns:
-            columns[s.counterparty] = [None] * earlier + [tx.counterparty]
-        return pd.DataFrame(columns)
+    def _occlusion_reasons(self, tx, numeric, codes, earlier, logit) -> list[dict]:
+        length, n_num = numeric.shape
+        n_cat = codes.shape[1]
+        n_events = length - 1
+        copies = n_events + n_num + n_cat
+        k = self.model.window
+        batch_numeric = np.zeros((copies, k, n_num), dtype=np.float32)
+        batch_codes = np.zeros((copies, k, n_cat), dtype=np.int64)
+        batch_numeric[:, :length] = numeric
+        batch_codes[:, :length] = codes
+        steps = np.arange(n_events)
+        batch_numeric[steps, steps, :] = 0.0
+        batch_codes[steps, steps, :] = PAD_CODE
+        features = np.arange(n_num)
+        batch_numeric[n_events + features, length - 1, features] = 0.0
+        columns = np.arange(n_cat)
+        batch_codes[n_events + n_num + columns, length - 1, columns] = PAD_CODE
+        occluded = self._window.logits(
+            batch_numeric, batch_codes, np.full(copies, length, dtype=np.int64)
+        )
+        attribution = float(np.float32(logit)) - occluded.astype(np.float64)
+
+        candidates = []  # (attribution, kind, index): events in step order, then features
+        for step in range(n_events):
+            candidates.append((attribution[step], "event", step))
+        feature_attribution = attribution[n_events:]
+        by_size = np.argsort(-np.abs(feature_attribution), kind="stable")
+        for j in by_size.tolist():
+            candidates.append((feature_attribution[j], "feature", j))
+        positive = [c for c in candidates if c[0] > 0]
+        positive.sort(key=lambda c: -c[0])
+        names = self.live.names
+        reasons = []
+        for value, kind, j in positive[:3]:
+            if kind == "event":
+                steps_before = n_events - j
+                tx_id, time_ns, amount = earlier[0][j], earlier[1][j], float(earlier[2][j])
+                reasons.append(
+                    {
+                        "kind": "event",
+                        "attribution": float(value),
+                        "transaction_id": str(tx_id),
+                        "time": _iso(time_ns),
+                        "amount": amount,
+                        "steps_before": steps_before,
+                        "description": (
+                            f"earlier transaction {tx_id} ({steps_before} before, "
+                            f"amount {amount:.2f})"
+                        ),
+                    }
+                )
+            elif j < n_num:
+                raw = float(numeric[-1, j] * self.live.scales[j] + self.live.means[j])
+                reasons.append(
+                    {
+                        "kind": "feature",
+                        "attribution": float(value),
+                        "feature": names[j],
+                        "value": raw,
+                        "description": f"{names[j]} = {raw:.4g}",
+                    }
+                )
+            else:
+                column = self.schema.categorical[j - n_num]
+                category = tx.categorical[j - n_num]
+                reasons.append(
+                    {
+                        "kind": "feature",
+                        "attribution": float(value),
+                        "feature": column,
+                        "value": category,
+                        "description": f"{column} = {category}",
+                    }
+                )
+        return reasons
 
 
 @contextmanager
@@ -375,11 +602,12 @@ class _WindowScorer:
             self.model.network.eval()
             self.network = self.model.network
             self.lengths = [torch.tensor([n]) for n in range(self.window + 1)]
+            self.batch_network = self.network
             if trace:
                 with single_thread():
                     traced = _trace(self.model.network, model)
                 if traced is not None:
-                    self.network, self.traced = traced, True
+                    self.network, self.batch_network, self.traced = traced, traced, True
 
     def logit(self, numeric: np.ndarray, codes: np.ndarray) -> float:
         length = len(numeric)
@@ -403,6 +631,37 @@ class _WindowScorer:
         )
         windows = WindowSet(WindowSource(encoded, self.window), np.array([length - 1]))
         return float(np.asarray(self.model.decision_function(windows)).reshape(-1)[0])
+
+    def logits(self, numeric: np.ndarray, codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Logits (float32 values) of B windows: numeric (B, K, F) and codes (B, K, C),
+        left-aligned and zero padded, with their lengths (B,); one forward pass (in chunks
+        of BATCH_CHUNK windows) for torch networks, one `decision_function` otherwise."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if self.network is not None:
+            network = self.batch_network
+            out = np.empty(len(lengths), dtype=np.float32)
+            with torch.inference_mode():
+                for start in range(0, len(lengths), BATCH_CHUNK):
+                    stop = start + BATCH_CHUNK
+                    logits = network(
+                        torch.from_numpy(np.ascontiguousarray(numeric[start:stop])),
+                        torch.from_numpy(np.ascontiguousarray(codes[start:stop])),
+                        torch.from_numpy(lengths[start:stop]),
+                    )
+                    out[start:stop] = logits.reshape(-1).numpy()
+            return out
+        valid = np.arange(numeric.shape[1])[None, :] < lengths[:, None]
+        rows_numeric, rows_codes = numeric[valid], codes[valid]  # windows one after another
+        window_starts = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=window_starts[1:])
+        encoded = EncodedFrame(
+            np.ascontiguousarray(rows_numeric, dtype=np.float32),
+            np.ascontiguousarray(rows_codes, dtype=np.int64),
+            np.arange(len(rows_numeric), dtype=np.int64),
+            np.repeat(window_starts, lengths),
+        )
+        windows = WindowSet(WindowSource(encoded, self.window), window_starts + lengths - 1)
+        return np.asarray(self.model.decision_function(windows), dtype=np.float32).reshape(-1)
 
 
 def _trace(network: torch.nn.Module, model: FraudModel):
@@ -438,10 +697,44 @@ def _trace(network: torch.nn.Module, model: FraudModel):
                     if not torch.allclose(got, expected, rtol=0.0, atol=1e-7):
                         log.info("TorchScript trace differs from the network; using eager")
                         return None
+            # Batches (score_batch, reasons): windows of mixed lengths in one call.
+            lengths = torch.tensor([1, k, max(k // 2, 1), 2 if k > 1 else 1, k])
+            numeric = torch.randn(len(lengths), k, n_numeric, generator=generator)
+            codes = torch.zeros(len(lengths), k, len(cardinalities), dtype=torch.int64)
+            for j, size in enumerate(cardinalities):
+                codes[:, :, j] = torch.randint(
+                    1, max(size, 2), (len(lengths), k), generator=generator
+                )
+            steps = torch.arange(k)[None, :] >= lengths[:, None]
+            numeric[steps] = 0.0
+            codes[steps] = 0
+            for _ in range(2):
+                if not torch.allclose(
+                    traced(numeric, codes, lengths), network(numeric, codes, lengths),
+                    rtol=0.0, atol=1e-6,
+                ):  # fmt: skip
+                    log.info("TorchScript trace differs from the network on batches; eager")
+                    return None
         return traced
     except Exception as err:  # tracing is an optimisation only
         log.info("network not traced (%s); using eager mode", err)
         return None
+
+
+def _conflict(tx_id: str) -> ConflictError:
+    return ConflictError(
+        f"transaction id {tx_id!r} was already scored with different content; "
+        f"a retry must resend the same transaction, a new transaction needs a new id"
+    )
+
+
+def _tail(values, n: int) -> list:
+    """The last n items (none for n = 0)."""
+    return list(values[len(values) - n :]) if n > 0 else []
+
+
+def _iso(time_ns: int) -> str:
+    return pd.Timestamp(int(time_ns)).isoformat()
 
 
 def _sigmoid(logit: float) -> float:

@@ -508,15 +508,7 @@ class LiveEncoder:
         log_amount = _signed_log1p(amount)
         n_prev = account.n
         if self.uses["event"]:
-            seconds = t // NS_PER_SECOND
-            day_fraction = (seconds % SECONDS_PER_DAY) / SECONDS_PER_DAY
-            week_fraction = ((seconds // SECONDS_PER_DAY + 3) % 7) / 7
-            raw["log_amount"] = log_amount
-            raw["amount"] = amount
-            raw["hour_sin"] = math.sin(2 * math.pi * day_fraction)
-            raw["hour_cos"] = math.cos(2 * math.pi * day_fraction)
-            raw["dow_sin"] = math.sin(2 * math.pi * week_fraction)
-            raw["dow_cos"] = math.cos(2 * math.pi * week_fraction)
+            raw.update(event_features(t, amount, log_amount, math))
         if self.uses["recency"]:
             # A late (out-of-order) transaction gets gap 0 rather than a negative gap.
             gap = float(max(t - account.last_time, 0)) / NS_PER_SECOND if n_prev else 0.0
@@ -640,6 +632,21 @@ class LiveEncoder:
             account.codes = np.concatenate([account.codes, features.codes[None, :]])[-keep:]
             account.ids = [*account.ids, tx.id][-keep:]
         return account
+
+
+def event_features(time_ns, amount, log_amount, xp) -> dict:
+    """The event block's features of one transaction (xp = math) or of arrays (xp = numpy)."""
+    seconds = time_ns // NS_PER_SECOND
+    day_fraction = (seconds % SECONDS_PER_DAY) / SECONDS_PER_DAY
+    week_fraction = ((seconds // SECONDS_PER_DAY + 3) % 7) / 7
+    return {
+        "log_amount": log_amount,
+        "amount": amount,
+        "hour_sin": xp.sin(2 * math.pi * day_fraction),
+        "hour_cos": xp.cos(2 * math.pi * day_fraction),
+        "dow_sin": xp.sin(2 * math.pi * week_fraction),
+        "dow_cos": xp.cos(2 * math.pi * week_fraction),
+    }
 
 
 def _signed_log1p(value: float) -> float:

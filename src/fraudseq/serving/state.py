@@ -82,6 +82,29 @@ class Update:
 
 
 @dataclass
+class BatchSnapshot:
+    """What a batch `compute` sees: the stored records of the batch's ids (only those that
+    exist), the stored state of its accounts (only those that exist) and each
+    counterparty's (count, frauds) by day within the requested day range."""
+
+    records: dict[str, dict]
+    accounts: dict[str, bytes]
+    counterparty: dict[str, dict[int, tuple[int, int]]]
+
+
+@dataclass
+class BatchUpdate:
+    """What a batch `compute` returns: `results` for the caller, and what to write, all or
+    nothing: new `records` (tx id, entity, record), `accounts` (entity -> state bytes) and
+    `counterparty_days` ((counterparty, day) -> transactions to add)."""
+
+    results: list
+    records: list[tuple[str, str, dict]] = field(default_factory=list)
+    accounts: dict[str, bytes] = field(default_factory=dict)
+    counterparty_days: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass
 class LabelChange:
     """Outcome of `StateStore.label`: the previous label (None if none) and whether the
     stored label changed."""
@@ -106,6 +129,20 @@ class StateStore(Protocol):
     ) -> Update:
         """Read the snapshot, `compute` the update and write it atomically; retry on a
         concurrent change. `days` is the half-open day range of counterparty buckets to read."""
+        ...
+
+    def transact_batch(
+        self,
+        tx_ids: list[str],
+        entities: list[str],
+        counterparties: list[str],
+        days: tuple[int, int] | None,
+        compute: Callable[[BatchSnapshot], BatchUpdate],
+    ) -> BatchUpdate:
+        """The batch form of `transact`: read the records of `tx_ids`, the accounts of
+        `entities` and the counterparties' buckets of days in [days[0], days[1]) at once,
+        `compute` and write everything it returns in one atomic unit; retry on a concurrent
+        change of any of the accounts."""
         ...
 
     def label(self, tx_id: str, label: int) -> LabelChange | None:
@@ -234,17 +271,53 @@ class MemoryStore:
             if update.account is not None:
                 self._accounts[entity] = (now, update.account)
             if counterparty is not None and update.counterparty_day is not None:
-                day = update.counterparty_day
-                cp_days = self._days.setdefault(counterparty, {})
-                if day not in cp_days:
-                    cp_days[day] = [0, 0]
-                    for old in [d for d in cp_days if d < day - self.retention_days]:
-                        del cp_days[old]
-                cp_days[day][0] += 1
+                self._add_day(counterparty, update.counterparty_day, 1)
             self._writes += 1
             if self._writes % PURGE_EVERY == 0:
                 self.purge()
             return update
+
+    def transact_batch(self, tx_ids, entities, counterparties, days, compute) -> BatchUpdate:
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            records = {}
+            for tx_id in tx_ids:
+                text = self._fresh(self._records.get(tx_id), now)
+                if text is not None:
+                    records[tx_id] = json.loads(text)
+            accounts = {}
+            for entity in entities:
+                blob = self._fresh(self._accounts.get(entity), now)
+                if blob is not None:
+                    accounts[entity] = blob
+            buckets = {}
+            if days is not None:
+                for cp in counterparties:
+                    stored = self._days.get(cp, {})
+                    buckets[cp] = {
+                        d: (v[0], v[1]) for d, v in stored.items() if days[0] <= d < days[1]
+                    }
+            update = compute(BatchSnapshot(records, accounts, buckets))
+            for tx_id, _, record in update.records:
+                self._records[tx_id] = (now, dumps(record))
+            for entity, blob in update.accounts.items():
+                self._accounts[entity] = (now, blob)
+            for (cp, day), count in update.counterparty_days.items():
+                self._add_day(cp, day, count)
+            before = self._writes
+            self._writes += len(update.records)
+            if self._writes // PURGE_EVERY != before // PURGE_EVERY:
+                self.purge()
+            return update
+
+    def _add_day(self, counterparty: str, day: int, count: int) -> None:
+        cp_days = self._days.setdefault(counterparty, {})
+        if day not in cp_days:
+            cp_days[day] = [0, 0]
+            for old in [d for d in cp_days if d < day - self.retention_days]:
+                del cp_days[old]
+        cp_days[day][0] += count
 
     def label(self, tx_id: str, label: int) -> LabelChange | None:
         with self._lock:

@@ -1,0 +1,223 @@
+"""Vectorised `Detector.score_batch` against `score` one transaction at a time: the same
+results (probabilities to 1e-6) for every model family, with several transactions per
+account in a batch, retried and repeated ids, out-of-order arrivals and conflicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fraudseq.models import MODELS
+from fraudseq.serving import AccountState, ConflictError, Detector
+from fraudseq.serving.batch import ArrayState
+from test_state import accounts_slice, make_model_dir, one_torch_thread, transactions
+
+TOLERANCE = 1e-6
+EXACT = ("transaction_id", "alert", "threshold", "insufficient_history", "model_version")
+
+
+__all__ = ["one_torch_thread"]  # the autouse fixture, for this module too
+
+
+@pytest.fixture(scope="module")
+def stream(small_frame):
+    """12 accounts over 40 days, time ordered (about 900 transactions)."""
+    return transactions(accounts_slice(small_frame, 200, 12))
+
+
+def assert_same(batch: list[dict], single: list[dict]) -> None:
+    assert len(batch) == len(single)
+    for got, expected in zip(batch, single, strict=True):
+        assert {k: got[k] for k in EXACT} == {k: expected[k] for k in EXACT}
+        assert abs(got["fraud_probability"] - expected["fraud_probability"]) <= TOLERANCE
+        assert abs(got["score"] - expected["score"]) <= 0.01 + 1e-9
+        assert [_reason_key(r) for r in got["reasons"]] == [
+            _reason_key(r) for r in expected["reasons"]
+        ]
+        for a, b in zip(got["reasons"], expected["reasons"], strict=True):
+            assert a["attribution"] == pytest.approx(b["attribution"], abs=1e-4)
+
+
+def _reason_key(reason: dict):
+    return reason["kind"], reason.get("transaction_id"), reason.get("feature")
+
+
+def replay_both(model_dir, txs, labels, size, state_one="memory", state_many="memory"):
+    """Score in chunks of `size`: one at a time on one detector, score_batch on the other;
+    labels of a chunk are fed back to both after it. Each chunk also carries a retry of
+    the previous chunk's first transaction and a repeat of its own first one."""
+    single, batch = [], []
+    with Detector.load(model_dir, state_one) as one, Detector.load(model_dir, state_many) as many:
+        for detector in (one, many):
+            detector.explain = "alerts"
+            detector.threshold = float(np.quantile(_probe(model_dir, txs), 0.9))
+        previous = None
+        for start in range(0, len(txs), size):
+            chunk = txs[start : start + size]
+            extra = [chunk[0]] + ([previous] if previous is not None else [])
+            mixed = chunk[: len(chunk) // 2] + extra + chunk[len(chunk) // 2 :]
+            single.extend(one.score(tx) for tx in mixed)
+            batch.extend(many.score_batch(mixed))
+            for tx, label in zip(chunk, labels[start : start + size], strict=True):
+                one.feedback(tx["tx_id"], label)
+                many.feedback(tx["tx_id"], label)
+            previous = chunk[-1]
+        states = {tx["card_id"] for tx in txs}
+        for entity in states:
+            a = AccountState.from_bytes(one.store.account(entity))
+            b = AccountState.from_bytes(many.store.account(entity))
+            assert (a.n, a.last_time, a.ids, a.times, a.new_totals) == (
+                b.n,
+                b.last_time,
+                b.ids,
+                b.times,
+                b.new_totals,
+            )
+            assert a.sum_log == pytest.approx(b.sum_log, rel=1e-12)
+            assert np.allclose(a.amounts, b.amounts) and np.array_equal(a.codes, b.codes)
+            assert np.allclose(a.numeric, b.numeric, atol=1e-6)
+            assert [list(s) for s in a.seen] == [list(s) for s in b.seen]
+        for tx in txs[:50]:
+            assert (
+                one.store.record(tx["tx_id"])["inserted"]
+                == many.store.record(tx["tx_id"])["inserted"]
+            )
+    return batch, single
+
+
+_PROBES: dict = {}
+
+
+def _probe(model_dir, txs) -> list[float]:
+    """Probabilities of the stream (to put the threshold where some alerts get reasons)."""
+    key = str(model_dir)
+    if key not in _PROBES:
+        with Detector.load(model_dir) as detector:
+            detector.explain = "none"
+            _PROBES[key] = [r["fraud_probability"] for r in detector.score_batch(txs)]
+    return _PROBES[key]
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_score_batch_equals_score_for_every_model(model_name, small_frame, stream, tmp_path):
+    txs, labels = stream
+    model_dir = make_model_dir(small_frame, tmp_path / model_name, model_name)
+    batch, single = replay_both(model_dir, txs, labels, size=97)
+    assert_same(batch, single)
+    assert sum(r["alert"] for r in single) > 10 and any(r["reasons"] for r in single)
+
+
+@pytest.fixture(scope="module")
+def model_dir(small_frame, tmp_path_factory):
+    return make_model_dir(small_frame, tmp_path_factory.mktemp("batch") / "model")
+
+
+def test_sqlite_and_one_big_batch(model_dir, stream, tmp_path):
+    """SQLite state, batches spanning many days (counterparty counts of earlier days in the
+    same batch are seen after the label delay), and batches larger than the stream's
+    accounts."""
+    txs, labels = stream
+    batch, single = replay_both(
+        model_dir, txs, labels, size=400, state_many=f"sqlite:///{tmp_path}/many.db"
+    )
+    assert_same(batch, single)
+
+
+def test_out_of_order_and_repeats_in_one_batch(model_dir, stream):
+    txs, _ = stream
+    account = txs[0]["card_id"]
+    own = [tx for tx in txs if tx["card_id"] == account][:10]
+    late = {**own[2], "tx_id": "LATE", "amount": 999.0}  # older than own[5]
+    sequence = own[:6] + [late, own[6], late, own[1]] + own[7:] + [txs[1], txs[2]]
+    with Detector.load(model_dir) as one, Detector.load(model_dir) as many:
+        one.explain = many.explain = "none"
+        single = [one.score(tx) for tx in sequence]
+        batch = many.score_batch(sequence)
+        assert_same(batch, single)
+        assert many.store.record("LATE")["inserted"] is False
+        assert many.store.account(account) == one.store.account(account)
+
+
+def test_conflicts_write_nothing(model_dir, stream):
+    txs, _ = stream
+    with Detector.load(model_dir) as detector:
+        detector.explain = "none"
+        first = detector.score_batch(txs[:5])
+        changed = {**txs[0], "amount": txs[0]["amount"] + 1}
+        with pytest.raises(ConflictError, match="different content"):
+            detector.score_batch([txs[5], changed, txs[6]])
+        with pytest.raises(ConflictError, match="different content"):
+            detector.score_batch([txs[5], {**txs[5], "amount": 1.0}])
+        assert detector.store.record(txs[5]["tx_id"]) is None  # nothing was written
+        assert detector.score_batch(txs[:5]) == first  # retries: the stored results
+        assert detector.score_batch([]) == []
+
+
+def test_array_state_bytes_round_trip(model_dir, stream):
+    txs, _ = stream
+    with Detector.load(model_dir) as detector:
+        for tx in txs[:60]:
+            detector.score(tx)
+        for entity in {tx["card_id"] for tx in txs[:60]}:
+            blob = detector.store.account(entity)
+            assert ArrayState.from_bytes(blob).to_bytes() == blob
+        empty = ArrayState.empty(detector.live).to_bytes()
+        assert empty == detector.live.empty_state().to_bytes()
+
+
+def test_reasons_equal_the_explanations_module(model_dir, stream):
+    """The Detector's occlusion reasons are `fraudseq.explain.top_reasons` of the window
+    scored (same events and features, same attributions, same descriptions)."""
+    import pandas as pd
+
+    explain = pytest.importorskip("fraudseq.explain")
+    from fraudseq.features import EncodedFrame
+    from fraudseq.serving.live_features import parse_transaction
+
+    txs, _ = stream
+    with Detector.load(model_dir) as detector:
+        detector.explain = "all"
+        schema, live = detector.schema, detector.live
+        checked = 0
+        for tx in txs[:80]:
+            parsed = parse_transaction(tx, schema)
+            blob = detector.store.account(parsed.entity)
+            account = AccountState.from_bytes(blob) if blob else live.empty_state()
+            days = detector.store.counterparty_days(parsed.counterparty)
+            numeric, codes = live.window_rows(account, live.encode(parsed, account, days))
+            result = detector.score(tx)
+            n, earlier = len(numeric), len(numeric) - 1
+            frame = pd.DataFrame(
+                {
+                    schema.id: [*account.ids[len(account.ids) - earlier :], parsed.id][-n:],
+                    schema.entity: [parsed.entity] * n,
+                    schema.time: pd.to_datetime(
+                        np.array(
+                            [*account.times[len(account.times) - earlier :], parsed.time_ns][-n:],
+                            dtype="datetime64[ns]",
+                        )
+                    ),
+                    schema.amount: [
+                        *account.amounts[len(account.amounts) - earlier :],
+                        parsed.amount,
+                    ][-n:],
+                    **{c: [None] * earlier + [parsed.categorical[j]] for j, c in enumerate(
+                        schema.categorical
+                    )},
+                }
+            )  # fmt: skip
+            if schema.counterparty not in frame:
+                frame[schema.counterparty] = [None] * earlier + [parsed.counterparty]
+            encoded = EncodedFrame(numeric, codes, np.arange(n), np.zeros(n, dtype=np.int64))
+            reference = explain.explain_rows(detector.model, frame, encoded, np.array([n - 1]))
+            expected = explain.top_reasons(reference[0])
+            got = result["reasons"]
+            assert [_reason_key(r) for r in got] == [_reason_key(r) for r in expected]
+            for a, b in zip(got, expected, strict=True):
+                assert a["attribution"] == pytest.approx(b["attribution"], abs=1e-5)
+                assert a["description"] == b["description"]
+                assert {k: v for k, v in a.items() if k != "attribution"} == pytest.approx(
+                    {k: v for k, v in b.items() if k != "attribution"}
+                )
+            checked += bool(got)
+        assert checked > 10
