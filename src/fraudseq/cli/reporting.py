@@ -80,9 +80,12 @@ def evaluate(
         ),
     ] = True,
 ) -> None:
-    """Print AUC ROC, AP, recall at 1% FPR and the alerting view at the model's threshold
-    (--protocol holdout), or per-fold and mean ± std AUC ROC, AP and CP@100 of a retrained
-    model (--protocol prequential)."""
+    """Print a model's metrics on labelled data, or run prequential validation.
+
+    --protocol holdout (default): AUC ROC, AP, recall at 1% FPR and the alerting view at the
+    model's threshold on [--from, --until). --protocol prequential: retrain the model's family
+    on rolling folds and print per-fold and mean ± std AUC ROC, AP and CP@100.
+    """
     from fraudseq.fraud_model import FraudModel
 
     model = FraudModel.load(model_dir)
@@ -259,8 +262,11 @@ def explain(
         Path | None, typer.Option("--json", help="Also write the explanation as JSON.")
     ] = None,
 ) -> None:
-    """Why a transaction got its score: occlusion attribution of each earlier event of its
-    window and of the transaction's own features (and attention, for attention models)."""
+    """Explain one transaction's score: which events and features drove it.
+
+    Occlusion attribution of each earlier event of its window and of the transaction's own
+    features, and attention weights (labelled as such) for attention models.
+    """
     from fraudseq.explain import explain as run_explain
     from fraudseq.explain import top_reasons
     from fraudseq.fraud_model import FraudModel

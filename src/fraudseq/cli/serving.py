@@ -73,8 +73,10 @@ def serve(
         bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
     ] = True,
 ) -> None:
-    """Serve the model over HTTP: POST /v1/score, /v1/score/batch, /v1/feedback; GET /healthz,
-    /readyz, /metrics, /docs."""
+    """Serve the model over HTTP with per-account state.
+
+    POST /v1/score, /v1/score/batch, /v1/feedback; GET /healthz, /readyz, /metrics, /docs.
+    """
     import uvicorn
 
     from fraudseq.serving import Detector
