@@ -9,7 +9,8 @@ import pytest
 
 from fraudseq.models import MODELS
 from fraudseq.serving import AccountState, ConflictError, Detector
-from fraudseq.serving.batch import ArrayState
+from fraudseq.serving.batch import decode_states, encode_states, parse_batch
+from fraudseq.serving.live_features import parse_transaction
 from test_state import accounts_slice, make_model_dir, one_torch_thread, transactions
 
 TOLERANCE = 1e-6
@@ -153,16 +154,38 @@ def test_conflicts_write_nothing(model_dir, stream):
         assert detector.score_batch([]) == []
 
 
-def test_array_state_bytes_round_trip(model_dir, stream):
+def test_state_table_bytes_round_trip(model_dir, stream):
+    """decode_states / encode_states read and write AccountState bytes, byte for byte."""
     txs, _ = stream
     with Detector.load(model_dir) as detector:
         for tx in txs[:60]:
             detector.score(tx)
-        for entity in {tx["card_id"] for tx in txs[:60]}:
-            blob = detector.store.account(entity)
-            assert ArrayState.from_bytes(blob).to_bytes() == blob
-        empty = ArrayState.empty(detector.live).to_bytes()
-        assert empty == detector.live.empty_state().to_bytes()
+        entities = sorted({tx["card_id"] for tx in txs[:60]})
+        blobs = [detector.store.account(e) for e in entities]
+        blobs.append(detector.live.empty_state().to_bytes())
+        assert encode_states(decode_states(blobs, detector.live), detector.live) == blobs
+
+
+def test_parse_batch_equals_parse_transaction(model_dir, stream):
+    """The column-at-a-time parser gives parse_transaction's values and digests, for the
+    common case and for inputs that need the row-by-row path."""
+    txs, _ = stream
+    with Detector.load(model_dir) as detector:
+        schema = detector.schema
+    variants = [
+        dict(txs[0], ts=txs[0]["ts"] + "Z"),
+        dict(txs[1], ts=txs[1]["ts"].replace("T", " ") + "+02:00", amount=12),
+        dict(txs[2], ts=txs[2]["ts"] + ".123456", mcc=5411, country=None),
+        dict(txs[3], ts=txs[3]["ts"] + "-0530", channel="  ", device_id=3.0),
+        dict(txs[4], ts=1767225600.5),  # epoch seconds: row by row
+        dict(txs[5], tx_id=123),
+    ]
+    for batch in (txs[:50], variants[:4], variants):
+        columns = parse_batch(batch, schema)
+        expected = [parse_transaction(tx, schema) for tx in batch]
+        assert [columns.row(i) for i in range(len(batch))] == expected
+    with pytest.raises(Exception, match="position 1: .*'amount'"):
+        parse_batch([txs[0], dict(txs[1], amount=float("inf"))], schema)
 
 
 def test_reasons_equal_the_explanations_module(model_dir, stream):
@@ -221,3 +244,38 @@ def test_reasons_equal_the_explanations_module(model_dir, stream):
                 )
             checked += bool(got)
         assert checked > 10
+
+
+def test_record_json_is_the_records_json():
+    import json
+
+    from fraudseq.serving.detector import record_json
+    from fraudseq.serving.state import dumps
+
+    result = {
+        "fraud_probability": 0.123456789012345,
+        "score": 12.35,
+        "alert": True,
+        "threshold": 0.1,
+        "insufficient_history": False,
+        "model_version": 'v"1\u00e9',
+        "reasons": [{"kind": "feature", "feature": "amount", "value": 1e-7, "attribution": 2.5}],
+    }
+    for entity, cp, counted in (('C"1\\\u00e9\n', "M\u2603", True), ("C2", None, False)):
+        record = {
+            "digest": "ab12",
+            "entity": entity,
+            "time_ns": 1_767_225_600_123_456_000,
+            "counterparty": cp if counted else None,
+            "day": 1_767_225_600_123_456_000 // 86_400_000_000_000,
+            "inserted": True,
+            "counted": counted,
+            "label": None,
+            "result": result,
+        }
+        text = record_json(
+            "ab12", entity, record["time_ns"], cp if counted else None, counted, result,
+            json.dumps(result["model_version"]),
+        )  # fmt: skip
+        assert json.loads(text) == record
+        assert text == dumps(record)

@@ -1,16 +1,18 @@
-"""Vectorised live features for a batch of transactions: numpy over all accounts at once.
+"""Vectorised live scoring of a batch: columns of transactions, tables of account states.
 
-`Detector.score_batch` groups a batch by account, reads every account's state once, and
-computes the live features of all its transactions here with array arithmetic, giving the
-same values as `LiveEncoder.encode` / `LiveEncoder.append` applied one transaction at a time
-(sums of past amounts over the velocity windows come from prefix sums, so they may differ
-from the one-at-a-time running sums in the last bits; everything else is the same
-arithmetic in the same order). Then the model runs once over all the windows.
+`Detector.score_batch` parses a batch into columns (`parse_batch`), reads every account's
+state once and decodes all of them into one `StateTable` (flat arrays over all accounts,
+the `AccountState` bytes format read with index arithmetic), computes the live features of
+all transactions with array arithmetic (`encode_batch`), runs the model once over all
+windows and encodes the new states back (`encode_states`). The features are those of
+`LiveEncoder.encode` / `LiveEncoder.append` applied one transaction at a time; sums of past
+amounts over the velocity windows come from prefix sums and numpy's log1p may differ from
+math.log1p in the last bit, so values agree to rounding, the rest is the same arithmetic in
+the same order.
 
-Account state is handled as arrays (`ArrayState`, the same bytes as `AccountState`). An
-account whose transactions in the batch are not in time order (or are older than its stored
-history), or whose remembered categorical values could overflow `SEEN_CAP` within the batch,
-is not vectorised: the Detector runs it through the one-at-a-time code instead.
+An account whose transactions in the batch are not in time order (or older than its stored
+history), or whose remembered categorical values could overflow `SEEN_CAP` within the
+batch, is not vectorised: the Detector runs it through the one-at-a-time code instead.
 
 Counterparty buckets: a transaction reads the buckets of days before its day minus the label
 delay D, so transactions of the batch less than D + 1 days apart never see each other's
@@ -20,153 +22,387 @@ encoded one after the other, each seeing the counts of the runs before it.
 
 from __future__ import annotations
 
-import math
-import struct
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 
+from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.feature_blocks import (
     COUNTERPARTY_WINDOWS_DAYS,
     HISTORY_LAST_N,
     NOVELTY_WINDOW,
     NS_PER_DAY,
-    NS_PER_SECOND,
     VELOCITY_AMOUNT_WINDOWS,
     VELOCITY_WINDOWS_NS,
     ZSCORE_STD_FLOOR,
 )
 from fraudseq.features import OOV_CODE
+from fraudseq.schema import Schema
 from fraudseq.serving.live_features import (
     _HEADER,
+    _ISO_MICROSECONDS,
     _STATE_VERSION,
     SEEN_CAP,
     VELOCITY_CAP,
     LiveEncoder,
     LiveTransaction,
+    _category,
+    _request_columns,
     _value_hash,
     event_features,
+    parse_transaction,
 )
+
+# -- transactions as columns -------------------------------------------------------------
 
 
 @dataclass
-class ArrayState:
-    """One account's `AccountState` as numpy arrays (decoded with np.frombuffer, no lists)."""
+class TransactionColumns:
+    """Validated, canonical transactions as columns (what `parse_transaction` gives, by
+    column): `row(i)` is transaction i's LiveTransaction."""
 
-    n: int
-    last_time: int
-    sum_log: float
-    max_log: float
-    times: np.ndarray  # int64
-    amounts: np.ndarray  # float64
-    new_totals: np.ndarray  # int64
     ids: list[str]
-    numeric: np.ndarray  # (r, F) float32
-    codes: np.ndarray  # (r, C) int32
-    seen: list[np.ndarray] = field(default_factory=list)  # uint64 hashes, insertion order
+    entities: list[str]
+    time_ns: np.ndarray  # int64
+    amount: np.ndarray  # float64
+    categorical: list[list[str]]  # per categorical column
+    numeric: list[list[float]]  # per extra numeric column
+    counterparty: list[str] | None
+    digests: list[str]
 
-    @classmethod
-    def empty(cls, live: LiveEncoder) -> ArrayState:
-        return cls(
-            0, 0, 0.0, -math.inf,
-            np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.int64), [],
-            np.zeros((0, live.n_numeric), np.float32),
-            np.zeros((0, live.n_categorical), np.int32),
-            [np.zeros(0, np.uint64) for _ in range(live.n_categorical)] if live.novelty else [],
-        )  # fmt: skip
+    def __len__(self) -> int:
+        return len(self.ids)
 
-    @classmethod
-    def from_bytes(cls, blob: bytes) -> ArrayState:
-        (version, n, last_time, sum_log, max_log, m, n_new, rows, n_num, n_cat, n_seen) = (
-            _HEADER.unpack_from(blob, 0)
-        )
-        if version != _STATE_VERSION:
-            from fraudseq.errors import FraudseqError
-
-            raise FraudseqError(f"account state format {version} is not supported")
-        o = _HEADER.size
-        times = np.frombuffer(blob, "<i8", m, o).astype(np.int64)
-        o += 8 * m
-        amounts = np.frombuffer(blob, "<f8", m, o).astype(np.float64)
-        o += 8 * m
-        new_totals = np.frombuffer(blob, "<u2", n_new, o).astype(np.int64)
-        o += 2 * n_new
-        lengths = np.frombuffer(blob, "<u2", rows, o)
-        o += 2 * rows
-        numeric = np.frombuffer(blob, "<f4", rows * n_num, o).reshape(rows, n_num)
-        o += 4 * rows * n_num
-        codes = np.frombuffer(blob, "<i4", rows * n_cat, o).reshape(rows, n_cat)
-        o += 4 * rows * n_cat
-        ids = []
-        for length in lengths.tolist():
-            ids.append(blob[o : o + length].decode())
-            o += length
-        seen = []
-        for _ in range(n_seen):
-            (count,) = struct.unpack_from("<I", blob, o)
-            seen.append(np.frombuffer(blob, "<u8", count, o + 4).astype(np.uint64))
-            o += 4 + 8 * count
-        return cls(
-            n, last_time, sum_log, max_log, times, amounts, new_totals, ids, numeric, codes, seen
+    def row(self, i: int) -> LiveTransaction:
+        return LiveTransaction(
+            self.ids[i],
+            self.entities[i],
+            int(self.time_ns[i]),
+            float(self.amount[i]),
+            tuple(c[i] for c in self.categorical),
+            tuple(c[i] for c in self.numeric),
+            self.counterparty[i] if self.counterparty is not None else None,
+            self.digests[i],
         )
 
-    def to_bytes(self) -> bytes:
-        """The bytes `AccountState.to_bytes` gives for the same state."""
-        ids = [i.encode() for i in self.ids]
-        rows, n_num = self.numeric.shape
-        parts = [
-            _HEADER.pack(
-                _STATE_VERSION, self.n, self.last_time, self.sum_log, self.max_log,
-                len(self.times), len(self.new_totals), rows, n_num, self.codes.shape[1],
-                len(self.seen),
-            ),
-            self.times.astype("<i8").tobytes(),
-            self.amounts.astype("<f8").tobytes(),
-            self.new_totals.astype("<u2").tobytes(),
-            np.array([len(i) for i in ids], dtype="<u2").tobytes(),
-            np.ascontiguousarray(self.numeric, dtype="<f4").tobytes(),
-            np.ascontiguousarray(self.codes, dtype="<i4").tobytes(),
-            *ids,
-        ]  # fmt: skip
-        for values in self.seen:
-            parts.append(struct.pack("<I", len(values)))
-            parts.append(values.astype("<u8").tobytes())
-        return b"".join(parts)
+    def take(self, index) -> TransactionColumns:
+        index = list(index)
+        return TransactionColumns(
+            [self.ids[i] for i in index],
+            [self.entities[i] for i in index],
+            self.time_ns[index],
+            self.amount[index],
+            [[c[i] for i in index] for c in self.categorical],
+            [[c[i] for i in index] for c in self.numeric],
+            [self.counterparty[i] for i in index] if self.counterparty is not None else None,
+            [self.digests[i] for i in index],
+        )
+
+    @property
+    def day(self) -> np.ndarray:
+        return self.time_ns // NS_PER_DAY
+
+    @classmethod
+    def from_rows(cls, rows: list[LiveTransaction], schema: Schema) -> TransactionColumns:
+        return cls(
+            [r.id for r in rows],
+            [r.entity for r in rows],
+            np.array([r.time_ns for r in rows], dtype=np.int64),
+            np.array([r.amount for r in rows], dtype=np.float64),
+            [[r.categorical[j] for r in rows] for j in range(len(schema.categorical))],
+            [[r.numeric[j] for r in rows] for j in range(len(schema.numeric))],
+            [r.counterparty for r in rows] if schema.counterparty else None,
+            [r.digest for r in rows],
+        )
 
 
-def vectorisable(live: LiveEncoder, state: ArrayState, times: np.ndarray) -> bool:
-    """Whether an account's new transactions (times in batch order) can be vectorised:
-    in time order after its stored history, and no categorical memory overflow."""
-    if len(times) > 1 and (np.diff(times) < 0).any():
-        return False
-    if state.n and times[0] < state.last_time:
-        return False
-    return all(len(s) + len(times) <= SEEN_CAP for s in state.seen)
+def parse_batch(txs, schema: Schema) -> TransactionColumns:
+    """`parse_transaction` of every transaction, as columns. The common case (dicts with
+    text ids, categories and ISO times, float amounts) is checked and converted a column at
+    a time; anything else goes through `parse_transaction` row by row, which names the
+    position and field of the first invalid transaction."""
+    if not isinstance(txs, list | tuple):
+        raise DataValidationError(
+            f"score_batch takes a list of transactions, got {type(txs).__name__}"
+        )
+    try:
+        columns = _fast_columns(txs, schema)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        columns = None
+    if columns is not None:
+        return columns
+    rows = []
+    for i, tx in enumerate(txs):
+        try:
+            rows.append(parse_transaction(tx, schema))
+        except DataValidationError as err:
+            raise DataValidationError(f"transaction at position {i}: {err}") from None
+    return TransactionColumns.from_rows(rows, schema)
 
 
-def day_chunks(days: np.ndarray, span: int) -> list[tuple[int, int]]:
-    """Consecutive [start, stop) runs of `days` (batch order) spanning at most `span` days."""
-    out, start, lo, hi = [], 0, None, None
-    for i, day in enumerate(days.tolist()):  # batch order is the order of visibility
-        lo = day if lo is None else min(lo, day)
-        hi = day if hi is None else max(hi, day)
-        if hi - lo > span:
-            out.append((start, i))
-            start, lo, hi = i, day, day
-    out.append((start, len(days)))
+def _clean_text(values: list) -> bool:
+    """Every value is a str with a non-blank character (so canonical as it is)."""
+    return all(type(v) is str for v in values) and all(map(str.strip, values))
+
+
+def _fast_columns(txs, schema: Schema) -> TransactionColumns | None:
+    """The columns of the common case, or None (then the row-by-row parser decides)."""
+    if not all(type(tx) is dict for tx in txs):
+        return None
+    required = _request_columns(schema)
+    if not all(len(tx) >= len(required) for tx in txs):
+        return None
+    column = {c: [tx[c] for tx in txs] for c in required}  # KeyError: a missing field
+    ids, entities = column[schema.id], column[schema.entity]
+    if not (_clean_text(ids) and _clean_text(entities)):
+        return None
+    amounts = column[schema.amount]
+    if not all(type(v) is float or type(v) is int for v in amounts):
+        return None
+    amount = np.array(amounts, dtype=np.float64)
+    if not np.isfinite(amount).all():
+        return None
+    times = column[schema.time]
+    if not all(type(v) is str for v in times):
+        return None
+    times = [v.strip() for v in times]
+    match = _ISO_MICROSECONDS.fullmatch
+    if not all(match(v) for v in times):
+        return None
+    stamps = pd.to_datetime(pd.Series(times, dtype=object), format="ISO8601", utc=True)
+    time_ns = stamps.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64)
+    categorical = []
+    for c in schema.categorical:
+        values = column[c]
+        if not _clean_text(values):
+            values = [_category(v, c, tx, schema) for v, tx in zip(values, txs, strict=True)]
+        categorical.append(values)
+    if schema.numeric:
+        return None  # extra numeric columns: the row-by-row parser (NaN, bools, text)
+    counterparty = None
+    if schema.counterparty:
+        values = column[schema.counterparty]
+        if not _clean_text(values):
+            values = [
+                _category(v, schema.counterparty, tx, schema)
+                for v, tx in zip(values, txs, strict=True)
+            ]
+        counterparty = values
+    time_list, amount_list = time_ns.tolist(), amount.tolist()
+    # The digest of parse_transaction: repr of the canonical tuple (same values, same types).
+    cat_rows = list(zip(*categorical, strict=True)) if categorical else [()] * len(txs)
+    cps = counterparty if counterparty is not None else [None] * len(txs)
+    blake2b = hashlib.blake2b
+    digests = [
+        blake2b(repr((i, e, t, a, c, (), p)).encode(), digest_size=12).hexdigest()
+        for i, e, t, a, c, p in zip(
+            ids, entities, time_list, amount_list, cat_rows, cps, strict=True
+        )
+    ]
+    return TransactionColumns(
+        ids, entities, time_ns, amount, categorical, [], counterparty, digests
+    )
+
+
+# -- account states as one table ---------------------------------------------------------
+
+_HEADER_DTYPE = np.dtype(
+    [
+        ("version", "u1"), ("n", "<i8"), ("last_time", "<i8"), ("sum_log", "<f8"),
+        ("max_log", "<f8"), ("m", "<u2"), ("n_new", "<u2"), ("rows", "<u2"),
+        ("n_num", "<u2"), ("n_cat", "<u2"), ("n_seen", "u1"),
+    ]
+)  # fmt: skip
+assert _HEADER_DTYPE.itemsize == _HEADER.size
+
+
+def _starts(lengths: np.ndarray) -> np.ndarray:
+    """Exclusive prefix sums: where each segment of `lengths` starts."""
+    out = np.zeros(len(lengths), dtype=np.int64)
+    if len(lengths) > 1:
+        np.cumsum(lengths[:-1], out=out[1:])
     return out
 
 
-def _segments(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For segments of `lengths`: start offsets, segment id of every element, and the
-    offset of every element within its segment."""
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ranges [starts[i], starts[i] + lengths[i]) (index arithmetic)."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
     total = int(lengths.sum())
-    group = np.repeat(np.arange(len(lengths)), lengths)
-    within = np.arange(total, dtype=np.int64) - starts[group]
-    return starts, group, within
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.repeat(np.asarray(starts, dtype=np.int64) - _starts(lengths), lengths) + np.arange(
+        total, dtype=np.int64
+    )
+
+
+def _group_ids(lengths: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(len(lengths)), lengths)
+
+
+@dataclass
+class StateTable:
+    """The states of A accounts as flat arrays, each account's part contiguous and in
+    account order: per account `n`, `last_time`, `sum_log`, `max_log`; segments of
+    `times`/`amounts` (counts `m`), `new_totals` (counts `n_new`), window rows `numeric`,
+    `codes` and the rows' transaction ids (`id_bytes`, per-row `id_lengths`; counts
+    `rows`), and per categorical column the `seen` hashes (counts `seen_counts[j]`)."""
+
+    n: np.ndarray
+    last_time: np.ndarray
+    sum_log: np.ndarray
+    max_log: np.ndarray
+    m: np.ndarray
+    times: np.ndarray
+    amounts: np.ndarray
+    n_new: np.ndarray
+    new_totals: np.ndarray
+    rows: np.ndarray
+    numeric: np.ndarray
+    codes: np.ndarray
+    id_lengths: np.ndarray
+    id_bytes: np.ndarray
+    seen_counts: list[np.ndarray]
+    seen: list[np.ndarray]
+
+    def ids(self, first_row: int, stop_row: int) -> list[str]:
+        """Transaction ids of flat rows [first_row, stop_row)."""
+        offsets = _starts(self.id_lengths)
+        out = []
+        for r in range(first_row, stop_row):
+            lo = int(offsets[r])
+            out.append(self.id_bytes[lo : lo + int(self.id_lengths[r])].tobytes().decode())
+        return out
+
+
+def decode_states(blobs: list[bytes], live: LiveEncoder) -> StateTable:
+    """`AccountState.from_bytes` of every blob at once, into a StateTable."""
+    lengths = np.array([len(b) for b in blobs], dtype=np.int64)
+    buf = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+    start = _starts(lengths)
+    size = _HEADER_DTYPE.itemsize
+    header = buf[start[:, None] + np.arange(size)].copy().view(_HEADER_DTYPE).reshape(-1)
+    if (header["version"] != _STATE_VERSION).any():
+        raise FraudseqError("account state format not supported")
+    m = header["m"].astype(np.int64)
+    n_new = header["n_new"].astype(np.int64)
+    rows = header["rows"].astype(np.int64)
+    n_num, n_cat = live.n_numeric, live.n_categorical
+    stored = rows > 0
+    if (header["n_num"][stored] != n_num).any() or (header["n_cat"][stored] != n_cat).any():
+        raise FraudseqError("account state rows do not match the model's features")
+
+    def take(offsets, nbytes, dtype):
+        return buf[_ranges(offsets, nbytes)].view(dtype)
+
+    o = start + size
+    times = take(o, 8 * m, "<i8").astype(np.int64)
+    o = o + 8 * m
+    amounts = take(o, 8 * m, "<f8").astype(np.float64)
+    o = o + 8 * m
+    new_totals = take(o, 2 * n_new, "<u2").astype(np.int64)
+    o = o + 2 * n_new
+    id_lengths = take(o, 2 * rows, "<u2").astype(np.int64)
+    o = o + 2 * rows
+    numeric = take(o, 4 * rows * n_num, "<f4").reshape(-1, n_num).astype(np.float32)
+    o = o + 4 * rows * n_num
+    codes = take(o, 4 * rows * n_cat, "<i4").reshape(-1, n_cat).astype(np.int32)
+    o = o + 4 * rows * n_cat
+    id_total = np.bincount(_group_ids(rows), weights=id_lengths, minlength=len(blobs))
+    id_total = id_total.astype(np.int64)
+    id_bytes = buf[_ranges(o, id_total)]
+    o = o + id_total
+    n_seen = header["n_seen"]
+    expected = n_cat if live.novelty else 0
+    if (n_seen != expected).any():
+        raise FraudseqError("account state categorical memory does not match the model")
+    seen_counts, seen = [], []
+    for _ in range(expected):
+        count = take(o, np.full(len(blobs), 4), "<u4").astype(np.int64)
+        seen_counts.append(count)
+        seen.append(take(o + 4, 8 * count, "<u8").astype(np.uint64))
+        o = o + 4 + 8 * count
+    return StateTable(
+        header["n"].astype(np.int64), header["last_time"].astype(np.int64),
+        header["sum_log"].astype(np.float64), header["max_log"].astype(np.float64),
+        m, times, amounts, n_new, new_totals, rows, numeric, codes, id_lengths, id_bytes,
+        seen_counts, seen,
+    )  # fmt: skip
+
+
+def encode_states(table: StateTable, live: LiveEncoder) -> list[bytes]:
+    """`AccountState.to_bytes` of every account of the table (byte for byte)."""
+    a = len(table.n)
+    n_num, n_cat = live.n_numeric, live.n_categorical
+    row_group = _group_ids(table.rows)
+    id_total = np.bincount(row_group, weights=table.id_lengths, minlength=a).astype(np.int64)
+    sections = [  # (bytes per account, flat little-endian bytes)
+        (8 * table.m, table.times.astype("<i8").view(np.uint8)),
+        (8 * table.m, table.amounts.astype("<f8").view(np.uint8)),
+        (2 * table.n_new, table.new_totals.astype("<u2").view(np.uint8)),
+        (2 * table.rows, table.id_lengths.astype("<u2").view(np.uint8)),
+        (4 * table.rows * n_num, np.ascontiguousarray(table.numeric, "<f4").view(np.uint8)),
+        (4 * table.rows * n_cat, np.ascontiguousarray(table.codes, "<i4").view(np.uint8)),
+        (id_total, table.id_bytes),
+    ]
+    for count, values in zip(table.seen_counts, table.seen, strict=True):
+        sections.append((np.full(a, 4), count.astype("<u4").view(np.uint8)))
+        sections.append((8 * count, values.astype("<u8").view(np.uint8)))
+    size = _HEADER_DTYPE.itemsize
+    lengths = size + sum(nbytes for nbytes, _ in sections)
+    start = _starts(lengths)
+    out = np.empty(int(lengths.sum()), dtype=np.uint8)
+    header = np.zeros(a, dtype=_HEADER_DTYPE)
+    header["version"] = _STATE_VERSION
+    header["n"], header["last_time"] = table.n, table.last_time
+    header["sum_log"], header["max_log"] = table.sum_log, table.max_log
+    header["m"], header["n_new"], header["rows"] = table.m, table.n_new, table.rows
+    header["n_num"], header["n_cat"] = n_num, n_cat
+    header["n_seen"] = len(table.seen)
+    out[start[:, None] + np.arange(size)] = header.view(np.uint8).reshape(a, size)
+    o = start + size
+    for nbytes, flat in sections:
+        out[_ranges(o, nbytes)] = flat.reshape(-1)
+        o = o + nbytes
+    data = out.tobytes()
+    return [data[s : s + n] for s, n in zip(start.tolist(), lengths.tolist(), strict=True)]
+
+
+def vectorisable(table: StateTable, account: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Per account of the table: whether its new transactions (`account`, `times` in batch
+    order) can be vectorised: in time order after its stored history, and no categorical
+    memory overflow within the batch."""
+    a = len(table.n)
+    order = np.argsort(account, kind="stable")
+    acc, t = account[order], times[order]
+    first = np.ones(len(acc), dtype=bool)
+    first[1:] = acc[1:] != acc[:-1]
+    backwards = np.zeros(len(acc), dtype=bool)
+    backwards[1:] = (t[1:] < t[:-1]) & ~first[1:]
+    backwards |= first & (table.n[acc] > 0) & (t < table.last_time[acc])
+    ok = np.bincount(acc[backwards], minlength=a) == 0
+    m = np.bincount(account, minlength=a)
+    for count in table.seen_counts:
+        ok &= count + m <= SEEN_CAP
+    return ok
+
+
+def day_chunks(days: np.ndarray, span: int) -> list[tuple[int, int]]:
+    """Consecutive [start, stop) runs of `days` (batch order) spanning at most `span` days,
+    each as long as possible (one vector search per run)."""
+    out, start = [], 0
+    while start < len(days):
+        rest = days[start:]
+        spread = np.maximum.accumulate(rest) - np.minimum.accumulate(rest)
+        over = np.flatnonzero(spread > span)
+        stop = start + (int(over[0]) if len(over) else len(rest))
+        out.append((start, stop))
+        start = stop
+    return out or [(0, 0)]
+
+
+# -- features ----------------------------------------------------------------------------
 
 
 def _signed_log1p(values: np.ndarray) -> np.ndarray:
@@ -190,9 +426,34 @@ def _grouped_searchsorted(
     return np.searchsorted(keys, query_keys, side="right")
 
 
+class _Combined:
+    """Each account's stored segment followed by this run's new items, as one flat array:
+    `starts`/`lengths` per account, `stored` where the stored items go, `new` where each
+    new transaction (grouped order) goes."""
+
+    def __init__(self, stored_len: np.ndarray, m: np.ndarray, account, rank) -> None:
+        self.stored_len = stored_len
+        self.lengths = stored_len + m
+        self.starts = _starts(self.lengths)
+        self.stored = _ranges(self.starts, stored_len)
+        self.new = self.starts[account] + stored_len[account] + rank
+        self.size = int(self.lengths.sum())
+
+    def fill(self, stored: np.ndarray, new: np.ndarray) -> np.ndarray:
+        out = np.empty((self.size, *stored.shape[1:]), dtype=stored.dtype)
+        out[self.stored] = stored
+        out[self.new] = new
+        return out
+
+    def tail(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index of the last min(length, keep) items of each account, and their counts."""
+        counts = np.minimum(self.lengths, keep)
+        return _ranges(self.starts + self.lengths - counts, counts), counts
+
+
 @dataclass
-class EncodedBatch:
-    """The features and windows of one run of vectorised transactions (in their order)."""
+class EncodedRun:
+    """Features, windows and context of one run of vectorised transactions (run order)."""
 
     numeric: np.ndarray  # (N, F) float32
     codes: np.ndarray  # (N, C) int32
@@ -200,11 +461,11 @@ class EncodedBatch:
     window_codes: np.ndarray  # (N, K, C) int64
     lengths: np.ndarray  # (N,) int64
     n_previous: np.ndarray  # (N,) int64: the account's events before each transaction
-    row_position: np.ndarray  # (N,) int64: each transaction's row in `ids`
-    history_offset: np.ndarray  # (N,) int64: history index = row index + this
-    ids: list[str]  # transaction id of every row
-    times: np.ndarray  # history times (stored buffers, then this run's)
-    amounts: np.ndarray  # history amounts
+    row_position: np.ndarray  # (N,) each transaction's row in `rows_table`
+    history_offset: np.ndarray  # (N,) history index = row index + this
+    rows_table: StateTable  # ids of the combined rows (id_lengths, id_bytes)
+    times: np.ndarray  # combined history times
+    amounts: np.ndarray  # combined history amounts
 
     def earlier_events(self, i: int) -> tuple[list[str], list[int], list[float]]:
         """Ids, times and amounts of the earlier events in transaction i's window."""
@@ -212,7 +473,7 @@ class EncodedBatch:
         lo = hi - int(self.lengths[i]) + 1
         offset = int(self.history_offset[i])
         return (
-            self.ids[lo:hi],
+            self.rows_table.ids(lo, hi),
             self.times[lo + offset : hi + offset].tolist(),
             self.amounts[lo + offset : hi + offset].tolist(),
         )
@@ -220,49 +481,46 @@ class EncodedBatch:
 
 def encode_batch(
     live: LiveEncoder,
-    txs: list[LiveTransaction],
-    states: list[ArrayState],
+    txs: TransactionColumns,
+    table: StateTable,
     account: np.ndarray,
-    counterparty_days: dict[str, dict[int, list[int]]],
-) -> EncodedBatch:
-    """Features of `txs` (batch order; `account[i]` indexes `states`) after each account's
-    state and its earlier transactions in `txs`; `states` are updated in place to include
-    them. Every account's transactions must be `vectorisable`. `counterparty_days` holds
-    the (count, frauds) buckets by counterparty and day visible to these transactions."""
-    n = len(txs)
-    k = live.window
+    counterparty_days: dict[str, dict[int, tuple[int, int]]],
+) -> tuple[EncodedRun, StateTable]:
+    """Features of `txs` (in order; `account[i]` indexes the table) after each account's
+    state and its earlier transactions in `txs`, and the table with them appended. Every
+    account with transactions here must be `vectorisable`. `counterparty_days` holds the
+    (count, frauds) buckets by counterparty and day visible to these transactions."""
+    n, a, k = len(txs), len(table.n), live.window
     order = np.argsort(account, kind="stable")  # grouped by account, batch order within
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
     acc = account[order]
-    sorted_txs = [txs[i] for i in order.tolist()]
-    used, m = np.unique(acc, return_counts=True)  # accounts of this run, their counts
-    local = np.searchsorted(used, acc)  # account -> 0..A-1 (sorted order)
-    run_starts, _, rank = _segments(m)
-    st = [states[a] for a in used.tolist()]
-    n_state = np.array([s.n for s in st], dtype=np.int64)
+    m = np.bincount(acc, minlength=a)
+    run_starts = _starts(m)
+    rank = np.arange(n) - run_starts[acc]
+    has = m > 0
+    last = run_starts + m - 1  # each account's last new transaction (if any)
 
-    t = np.fromiter((tx.time_ns for tx in sorted_txs), dtype=np.int64, count=n)
-    amount = np.fromiter((tx.amount for tx in sorted_txs), dtype=np.float64, count=n)
+    t = txs.time_ns[order]
+    amount = txs.amount[order]
     la = _signed_log1p(amount)
-    n_prev = n_state[local] + rank
+    n_prev = table.n[acc] + rank
     raw: dict[str, np.ndarray] = {}
     if live.uses["event"]:
         raw.update(event_features(t, amount, la, np))
     if live.uses["recency"]:
-        last = np.array([s.last_time for s in st], dtype=np.int64)
         previous = np.empty(n, dtype=np.int64)
         previous[1:] = t[:-1]
-        previous[run_starts] = last
+        previous[rank == 0] = table.last_time[acc[rank == 0]]
         gap = np.where(n_prev > 0, np.maximum(t - previous, 0).astype(np.float64), 0.0)
-        raw["log_gap_seconds"] = np.log1p(gap / NS_PER_SECOND)
+        raw["log_gap_seconds"] = np.log1p(gap / 1e9)
         raw["has_previous"] = (n_prev > 0).astype(np.float64)
 
     # Running sum and max of log-amounts before each transaction: one vector step per rank.
-    sum_before = np.array([s.sum_log for s in st], dtype=np.float64)[local]
-    max_before = np.array([s.max_log for s in st], dtype=np.float64)[local]
+    sum_before = table.sum_log[acc].copy()
+    max_before = table.max_log[acc].copy()
     by_rank = np.argsort(rank, kind="stable")
-    rank_counts = np.bincount(rank)
+    rank_counts = np.bincount(rank) if n else np.zeros(1, dtype=np.int64)
     first = int(rank_counts[0])
     for count in rank_counts[1:].tolist():
         sel = by_rank[first : first + count]
@@ -270,18 +528,12 @@ def encode_batch(
         max_before[sel] = np.maximum(max_before[sel - 1], la[sel - 1])
         first += count
 
-    # Each account's past amounts and times (stored buffer, then this run), concatenated.
-    buf_len = np.array([len(s.times) for s in st], dtype=np.int64)
-    hist_starts, hist_group, hist_within = _segments(buf_len + m)
-    hist_t = np.empty(len(hist_group), dtype=np.int64)
-    hist_a = np.empty(len(hist_group), dtype=np.float64)
-    is_new = hist_within >= buf_len[hist_group]
-    if buf_len.sum():
-        hist_t[~is_new] = np.concatenate([s.times for s in st])
-        hist_a[~is_new] = np.concatenate([s.amounts for s in st])
-    hist_t[is_new] = t
-    hist_a[is_new] = amount
-    pos = hist_starts[local] + buf_len[local] + rank  # each transaction in the history
+    # Each account's past amounts and times (stored buffer, then this run's).
+    hist = _Combined(table.m, m, acc, rank)
+    hist_t = hist.fill(table.times, t)
+    hist_a = hist.fill(table.amounts, amount)
+    hist_group = _group_ids(hist.lengths)
+    pos = hist.new
 
     if live.uses["amount_history"]:
         window_n = np.minimum(n_prev, HISTORY_LAST_N)
@@ -299,18 +551,17 @@ def encode_batch(
         for valid, lag in lags:
             squares = squares + np.where(valid, (lag - mean) ** 2, 0.0)
         std = np.sqrt(squares / safe_n)
-        has = n_prev > 0
-        safe_prev = np.maximum(n_prev, 1)
-        raw["amount_to_mean"] = np.where(has, la - sum_before / safe_prev, 0.0)
+        before = n_prev > 0
+        raw["amount_to_mean"] = np.where(before, la - sum_before / np.maximum(n_prev, 1), 0.0)
         raw["amount_zscore"] = np.where(n_prev >= 2, (la - mean) / (std + ZSCORE_STD_FLOOR), 0.0)
-        raw["amount_to_max"] = np.where(has, la - max_before, 0.0)
-        raw["n_previous"] = np.where(has, np.log1p(n_prev.astype(np.float64)), 0.0)
+        raw["amount_to_max"] = np.where(before, la - max_before, 0.0)
+        raw["n_previous"] = np.where(before, np.log1p(n_prev.astype(np.float64)), 0.0)
 
     # Categorical values: each distinct value is hashed and looked up once.
-    distinct_values = []
-    for j in range(live.n_categorical):
-        values = np.array([tx.categorical[j] for tx in sorted_txs], dtype=object)
-        distinct_values.append(np.unique(values, return_inverse=True))
+    distinct_values = [
+        np.unique(np.array(values, dtype=object)[order], return_inverse=True)
+        for values in txs.categorical
+    ]
     hashes, fresh = [], []  # per column: value hashes, first seen by the account here
     new_total = np.zeros(n, dtype=np.int64)
     if live.novelty:
@@ -318,49 +569,40 @@ def encode_batch(
             distinct, index = distinct_values[j]
             h = np.array([_value_hash(v) for v in distinct.tolist()], dtype=np.uint64)[index]
             hashes.append(h)
-            seen = [s.seen[j] for s in st]
-            seen_len = np.array([len(s) for s in seen], dtype=np.int64)
-            seen_all = np.concatenate(seen) if seen_len.sum() else np.zeros(0, np.uint64)
-            both = np.concatenate([seen_all, h])
-            _, code = np.unique(both, return_inverse=True)
+            seen_all = table.seen[j]
+            _, code = np.unique(np.concatenate([seen_all, h]), return_inverse=True)
             width = int(code.max()) + 1
-            seen_keys = np.repeat(np.arange(len(st)), seen_len) * width + code[: len(seen_all)]
-            keys = local * width + code[len(seen_all) :]
+            seen_keys = _group_ids(table.seen_counts[j]) * width + code[: len(seen_all)]
+            keys = acc * width + code[len(seen_all) :]
             _, first_index = np.unique(keys, return_index=True)
-            earlier_in_run = np.ones(n, dtype=bool)
-            earlier_in_run[first_index] = False  # keys are grouped: first is the earliest
-            new = ~(np.isin(keys, seen_keys) | earlier_in_run)
+            earlier_here = np.ones(n, dtype=bool)
+            earlier_here[first_index] = False  # keys are grouped: the first is the earliest
+            new = ~(np.isin(keys, seen_keys) | earlier_here)
             fresh.append(new)
             new_total += new
             raw[f"new_{column}"] = new.astype(np.float64)
         # The last NOVELTY_WINDOW - 1 totals before each transaction, stored ones first.
-        tot_len = np.array([len(s.new_totals) for s in st], dtype=np.int64)
-        tot_starts, tot_group, tot_within = _segments(tot_len + m)
-        totals = np.empty(len(tot_group), dtype=np.int64)
-        stored = tot_within < tot_len[tot_group]
-        if tot_len.sum():
-            totals[stored] = np.concatenate([s.new_totals for s in st])
-        totals[~stored] = new_total
+        tot = _Combined(table.n_new, m, acc, rank)
+        totals = tot.fill(table.new_totals, new_total)
         prefix = np.concatenate([[0], np.cumsum(totals)])
-        tpos = tot_starts[local] + tot_len[local] + rank
-        lo = np.maximum(tot_starts[local], tpos - (NOVELTY_WINDOW - 1))
-        raw["new_values_in_window"] = (prefix[tpos] - prefix[lo] + new_total).astype(np.float64)
+        lo = np.maximum(tot.starts[acc], tot.new - (NOVELTY_WINDOW - 1))
+        raw["new_values_in_window"] = (prefix[tot.new] - prefix[lo] + new_total).astype(np.float64)
 
     if live.uses["velocity"]:
-        cap = max(VELOCITY_CAP, live.keep_last)
-        floor = np.maximum(hist_starts[local], pos - cap)
+        floor = np.maximum(hist.starts[acc], pos - max(VELOCITY_CAP, live.keep_last))
         prefix = np.concatenate([[0.0], np.cumsum(hist_a)])
         for name, width in VELOCITY_WINDOWS_NS.items():
-            first = _grouped_searchsorted(hist_t, hist_group, t - width, local)
+            first = _grouped_searchsorted(hist_t, hist_group, t - width, acc)
             first = np.clip(first, floor, pos)
             raw[f"count_{name}"] = np.log1p((pos - first).astype(np.float64))
             if name in VELOCITY_AMOUNT_WINDOWS:
                 raw[f"amount_{name}"] = _signed_log1p(prefix[pos] - prefix[first])
 
     if live.counterparty:
-        raw.update(_counterparty(live, sorted_txs, counterparty_days))
+        cps = [txs.counterparty[i] for i in order.tolist()]
+        raw.update(_counterparty(live, cps, t // NS_PER_DAY, counterparty_days))
     for j, column in enumerate(live.schema.numeric):
-        raw[f"numeric:{column}"] = np.array([tx.numeric[j] for tx in sorted_txs], np.float64)
+        raw[f"numeric:{column}"] = np.array(txs.numeric[j], np.float64)[order]
 
     values = np.stack([raw[name] for name in live.names], axis=1)
     scaled = (values - live.means) / live.scales
@@ -372,89 +614,95 @@ def encode_batch(
         codes[:, j] = np.array([get(v, OOV_CODE) for v in distinct.tolist()], np.int32)[index]
 
     # Windows: each account's stored rows (last K - 1 events), then this run's rows.
-    row_len = np.array([len(s.numeric) for s in st], dtype=np.int64)
-    row_starts, row_group, row_within = _segments(row_len + m)
-    total_rows = len(row_group)
-    rows_numeric = np.zeros((total_rows + 1, live.n_numeric), dtype=np.float32)  # + padding
-    rows_codes = np.zeros((total_rows + 1, live.n_categorical), dtype=np.int64)
-    old = row_within < row_len[row_group]
-    old_index = np.flatnonzero(old)
-    if len(old_index):
-        rows_numeric[old_index] = np.concatenate([s.numeric for s in st])
-        rows_codes[old_index] = np.concatenate([s.codes for s in st])
-    rpos = row_starts[local] + row_len[local] + rank
-    rows_numeric[rpos] = numeric
-    rows_codes[rpos] = codes
+    rows = _Combined(table.rows, m, acc, rank)
+    pad = rows.size
+    rows_numeric = np.zeros((pad + 1, live.n_numeric), dtype=np.float32)
+    rows_codes = np.zeros((pad + 1, live.n_categorical), dtype=np.int64)
+    rows_numeric[:pad] = rows.fill(table.numeric, numeric)
+    rows_codes[:pad] = rows.fill(table.codes, codes)
+    rpos = rows.new
     steps = np.arange(k, dtype=np.int64)
-    lengths = np.minimum(rpos - row_starts[local] + 1, k)
+    lengths = np.minimum(rpos - rows.starts[acc] + 1, k)
     index = (rpos - lengths + 1)[:, None] + steps[None, :]
-    index[steps[None, :] >= lengths[:, None]] = total_rows
-    window_numeric = rows_numeric[index]
-    window_codes = rows_codes[index]
+    index[steps[None, :] >= lengths[:, None]] = pad
+    new_ids = [txs.ids[i].encode() for i in order.tolist()]
+    id_lengths = rows.fill(table.id_lengths, np.array([len(i) for i in new_ids], np.int64))
+    stored_bytes = _Combined(
+        np.bincount(_group_ids(table.rows), weights=table.id_lengths, minlength=a).astype(np.int64),
+        np.bincount(acc, weights=[len(i) for i in new_ids], minlength=a).astype(np.int64),
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.int64),
+    )
+    new_bytes = np.frombuffer(b"".join(new_ids), dtype=np.uint8)
+    id_bytes = np.empty(stored_bytes.size, dtype=np.uint8)
+    id_bytes[stored_bytes.stored] = table.id_bytes
+    id_bytes[_ranges(stored_bytes.starts + stored_bytes.stored_len, stored_bytes.lengths
+                     - stored_bytes.stored_len)] = new_bytes  # fmt: skip
+    rows_ids = replace(table, id_lengths=id_lengths, id_bytes=id_bytes)
 
-    # Transaction ids of the rows (for the new states and for reasons).
-    all_ids: list[str] = []
-    for s, run in zip(st, np.split(np.arange(n), run_starts[1:]), strict=True):
-        all_ids.extend(s.ids)
-        all_ids.extend(sorted_txs[i].id for i in run.tolist())
-    # history index = row index + offset (both end with the account's latest event)
-    hist_offset = (hist_starts + buf_len - row_starts - row_len)[local]
+    # The accounts' new state (accounts without transactions here stay as they were).
+    end_t = np.where(has, t[last.clip(0)], table.last_time)
+    horizon = end_t - live.velocity_span
+    le_horizon = _grouped_searchsorted(hist_t, hist_group, horizon, np.arange(a))
+    drop = np.minimum(le_horizon - hist.starts, np.maximum(hist.lengths - live.keep_last, 0))
+    drop = np.maximum(drop, hist.lengths - max(VELOCITY_CAP, live.keep_last))
+    kept = _ranges(hist.starts + drop, hist.lengths - drop)
+    end = last.clip(0)
+    state = replace(
+        table,
+        n=table.n + m,
+        last_time=end_t,
+        sum_log=np.where(has, sum_before[end] + la[end], table.sum_log),
+        max_log=np.where(has, np.maximum(max_before[end], la[end]), table.max_log),
+        m=hist.lengths - drop,
+        times=hist_t[kept],
+        amounts=hist_a[kept],
+    )
+    if live.novelty:
+        keep_totals, count_totals = tot.tail(NOVELTY_WINDOW - 1)
+        state.n_new, state.new_totals = count_totals, totals[keep_totals]
+        state.seen_counts, state.seen = [], []
+        for j in range(len(table.seen)):
+            added = np.bincount(acc[fresh[j]], minlength=a)
+            none = np.zeros(0, dtype=np.int64)
+            seen = _Combined(table.seen_counts[j], added, none, none)
+            merged = np.empty(seen.size, dtype=np.uint64)
+            merged[seen.stored] = table.seen[j]
+            merged[_ranges(seen.starts + seen.stored_len, added)] = hashes[j][fresh[j]]
+            state.seen_counts.append(seen.lengths)
+            state.seen.append(merged)
+    keep_rows, count_rows = rows.tail(max(k - 1, 0))
+    id_offsets = _starts(id_lengths)
+    state.rows = count_rows
+    state.numeric = rows_numeric[keep_rows]
+    state.codes = rows_codes[keep_rows].astype(np.int32)
+    state.id_lengths = id_lengths[keep_rows]
+    state.id_bytes = id_bytes[_ranges(id_offsets[keep_rows], id_lengths[keep_rows])]
 
-    # The accounts' new state.
-    ends = run_starts + m - 1
-    for a, s in enumerate(st):
-        stop = int(ends[a])
-        s.n += int(m[a])
-        s.last_time = int(t[stop])
-        s.sum_log = float(sum_before[stop] + la[stop])
-        s.max_log = float(max(max_before[stop], la[stop]))
-        lo, hi = int(hist_starts[a]), int(hist_starts[a] + buf_len[a] + m[a])
-        times, amounts = hist_t[lo:hi], hist_a[lo:hi]
-        limit = len(times) - live.keep_last
-        horizon = int(t[stop]) - live.velocity_span
-        drop = min(int(np.searchsorted(times, horizon, side="right")), max(limit, 0))
-        drop = max(drop, len(times) - max(VELOCITY_CAP, live.keep_last))
-        s.times, s.amounts = times[drop:].copy(), amounts[drop:].copy()
-        start = int(run_starts[a])
-        if live.novelty:
-            lo, hi = int(tot_starts[a]), int(tot_starts[a] + tot_len[a] + m[a])
-            s.new_totals = totals[lo:hi][-(NOVELTY_WINDOW - 1) :].copy()
-            for j in range(len(s.seen)):
-                stop_run = start + int(m[a])
-                added = hashes[j][start:stop_run][fresh[j][start:stop_run]]
-                if len(added):
-                    s.seen[j] = np.concatenate([s.seen[j], added])
-        keep = k - 1
-        if keep > 0:
-            lo, hi = int(row_starts[a]), int(row_starts[a] + row_len[a] + m[a])
-            s.numeric = rows_numeric[max(lo, hi - keep) : hi].astype(np.float32)
-            s.codes = rows_codes[max(lo, hi - keep) : hi].astype(np.int32)
-            s.ids = all_ids[max(lo, hi - keep) : hi]
-
-    return EncodedBatch(
+    history_offset = (hist.starts + table.m - rows.starts - table.rows)[acc]
+    run = EncodedRun(
         numeric=numeric[inverse],
         codes=codes[inverse],
-        window_numeric=window_numeric[inverse],
-        window_codes=window_codes[inverse],
+        window_numeric=rows_numeric[index][inverse],
+        window_codes=rows_codes[index][inverse],
         lengths=lengths[inverse],
         n_previous=n_prev[inverse],
         row_position=rpos[inverse],
-        history_offset=hist_offset[inverse],
-        ids=all_ids,
+        history_offset=history_offset[inverse],
+        rows_table=rows_ids,
         times=hist_t,
         amounts=hist_a,
     )
+    return run, state
 
 
-def _counterparty(live: LiveEncoder, txs: list[LiveTransaction], buckets: dict) -> dict:
+def _counterparty(live: LiveEncoder, cps: list[str], day: np.ndarray, buckets: dict) -> dict:
     """cp_count / cp_risk over each window of days before the day minus the delay."""
-    n = len(txs)
-    names = sorted({tx.counterparty for tx in txs})
-    cp_index = {c: i for i, c in enumerate(names)}
-    cp = np.fromiter((cp_index[tx.counterparty] for tx in txs), dtype=np.int64, count=n)
-    hi = np.fromiter((tx.time_ns // NS_PER_DAY for tx in txs), dtype=np.int64, count=n)
-    hi = hi - live.delay_days
-    rows = [(cp_index[c], d, v[0], v[1]) for c in names for d, v in buckets.get(c, {}).items()]
+    n = len(cps)
+    names, cp = np.unique(np.array(cps, dtype=object), return_inverse=True)
+    hi = day - live.delay_days
+    rows = [(i, d, v[0], v[1]) for i, c in enumerate(names.tolist())
+            for d, v in buckets.get(c, {}).items()]  # fmt: skip
     out = {}
     if rows:
         table = np.array(rows, dtype=np.int64)

@@ -95,11 +95,12 @@ class BatchSnapshot:
 @dataclass
 class BatchUpdate:
     """What a batch `compute` returns: `results` for the caller, and what to write, all or
-    nothing: new `records` (tx id, entity, record), `accounts` (entity -> state bytes) and
-    `counterparty_days` ((counterparty, day) -> transactions to add)."""
+    nothing: new `records` (tx id, entity, inserted, the record as JSON text), `accounts`
+    (entity -> state bytes) and `counterparty_days` ((counterparty, day) -> transactions
+    to add)."""
 
     results: list
-    records: list[tuple[str, str, dict]] = field(default_factory=list)
+    records: list[tuple[str, str, bool, str]] = field(default_factory=list)
     accounts: dict[str, bytes] = field(default_factory=dict)
     counterparty_days: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -299,8 +300,8 @@ class MemoryStore:
                         d: (v[0], v[1]) for d, v in stored.items() if days[0] <= d < days[1]
                     }
             update = compute(BatchSnapshot(records, accounts, buckets))
-            for tx_id, _, record in update.records:
-                self._records[tx_id] = (now, dumps(record))
+            for tx_id, _, _, text in update.records:
+                self._records[tx_id] = (now, text)
             for entity, blob in update.accounts.items():
                 self._accounts[entity] = (now, blob)
             for (cp, day), count in update.counterparty_days.items():

@@ -225,8 +225,8 @@ class SQLiteStore:
                     "INSERT OR REPLACE INTO transactions (id, entity, inserted, record, touched) "
                     "VALUES (?, ?, ?, ?, ?)",
                     [
-                        (tx_id, entity, int(bool(record.get("inserted"))), dumps(record), now)
-                        for tx_id, entity, record in update.records
+                        (tx_id, entity, int(inserted), text, now)
+                        for tx_id, entity, inserted, text in update.records
                     ],
                 )
                 db.executemany(
