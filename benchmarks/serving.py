@@ -2,38 +2,46 @@
 
     .venv/bin/python benchmarks/serving.py [--model lstm|xgboost] [--rate 300] [--seconds 20]
         [--batch 1000] [--batches 20] [--load-seconds 60] [--load-rate R] [--workers 1]
-        [--reasons alerts|all|none] [--model-dir DIR] [--skip-null]
+        [--reasons alerts|all|none] [--model-dir DIR] [--skip-null] [--out FILE]
 
-1. Batch throughput: the first transactions of the stream (the accounts' history) replayed
-   through POST /v1/score/batch in batches of --batch, one request at a time, in
-   transactions/s (goal >= 20,000/s).
+0. The Detector alone, in process, SQLite state (the floor under every HTTP number): the
+   history replayed with `score_batch` (transactions/s), then `Detector.score` one call at a
+   time on the next transactions: p50/p90/p99/max (goal p99 <= 1 ms), alerts (which carry
+   reasons) and other transactions apart. Like `fraudseq serve`, the process freezes its
+   startup objects out of the garbage collector (gc.freeze) and uses one torch thread.
+1. Batch throughput: the history replayed through POST /v1/score/batch in batches of
+   --batch, one request at a time, in transactions/s (goal >= 20,000/s).
 2. Single-transaction latency: POST /v1/score at a fixed --rate for --seconds, open loop
    (requests leave at fixed times whatever the replies; latency is measured from the
-   scheduled send time, so a stalled server cannot hide queueing): p50/p90/p99/max
-   (goal p99 <= 15 ms at 300 requests/s).
-3. Load test: --load-seconds of the same open-loop traffic at --load-rate (default --rate),
-   with a feedback label for every tenth transaction. Errors must be 0. Then no lost
-   state: every transaction scored in the whole run is sent again through the batch
-   endpoint and every reply must equal the first one (idempotent replays are answered from
-   the stored state; a lost or mixed-up event gives a different reply or a 409), and the
-   per-account event counts of the SQLite store must equal the counts sent.
+   scheduled send time, so a stalled server - or client - cannot hide queueing):
+   p50/p90/p99/max (goal p99 <= 15 ms at 300 requests/s). The client reports how late it
+   sent requests against the schedule, and a run that cannot keep up is marked SATURATED.
+3. Load test: --load-seconds (default 60) of the same open-loop traffic at --load-rate
+   (default --rate), with a feedback label for every tenth transaction. Errors must be 0.
+   Then no lost state: every transaction scored in the whole run is sent again through the
+   batch endpoint and every reply must equal the first one (idempotent replays are answered
+   from the stored state; a lost or mixed-up event gives a different reply or a 409), and
+   the SQLite store must hold a record for every transaction and, per account, exactly the
+   number of events sent (AccountState.n).
 
-Before these, two reference points: the Detector alone in-process (ms per new transaction,
-the floor under every HTTP number), and the same HTTP tests against the same app with a
-constant-time detector (the cost of the HTTP layer itself: JSON, validation, middleware,
-metrics). A run that cannot keep up with the offered rate is marked SATURATED.
+Before 1-3, the same HTTP tests run against the same app with a constant-time detector (the
+cost of the HTTP layer itself: JSON, validation, middleware, metrics), unless --skip-null.
+Everything measured is also written as JSON to --out (default
+benchmarks/results/serving-MODEL.json).
 
-The client runs on the same machine (2 cores here), so it takes CPU from the server: the
-numbers are a lower bound for a server with the machine to itself.
+The client runs on the same machine, so it takes CPU from the server: the numbers are a
+lower bound for a server with the machine to itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -176,11 +184,12 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 def batch_throughput(
     url: str, txs: list[dict], batch: int, label: str = "batch endpoint"
-) -> dict[str, dict]:
+) -> tuple[dict[str, dict], dict]:
+    """POST the batches one after the other; replies are parsed after the clock stops."""
     bodies = [
         json.dumps({"transactions": txs[i : i + batch]}).encode() for i in range(0, len(txs), batch)
     ]
-    results: dict[str, dict] = {}
+    replies: list[bytes] = []
     errors = 0
     headers = {"content-type": "application/json"}
     with httpx.Client(base_url=url, timeout=120) as client:
@@ -191,14 +200,24 @@ def batch_throughput(
                 errors += 1
                 print(f"  batch error {response.status_code}: {response.text[:300]}")
                 continue
-            for result in response.json()["results"]:
-                results[result["transaction_id"]] = result
+            replies.append(response.content)
         elapsed = time.perf_counter() - started
+    results: dict[str, dict] = {}
+    for content in replies:
+        for result in json.loads(content)["results"]:
+            results[result["transaction_id"]] = result
     print(
         f"  {label}: {len(txs):,} transactions in {len(bodies)} batches of {batch} in "
         f"{elapsed:.2f}s = {len(txs) / elapsed:,.0f} transactions/s, {errors} failed batches"
     )
-    return results
+    stats = {
+        "transactions": len(txs),
+        "batch": batch,
+        "seconds": round(elapsed, 3),
+        "tx_per_s": round(len(txs) / elapsed),
+        "failed_batches": errors,
+    }
+    return results, stats
 
 
 class RawPool:
@@ -269,7 +288,10 @@ async def open_loop(
     pool = RawPool(url, connections)
     await pool.open()
 
+    lags: list[float] = []
+
     async def one(tx: dict, scheduled: float, index: int) -> None:
+        lags.append(time.perf_counter() - scheduled)  # how late the client sends it
         try:
             status, data = await asyncio.wait_for(pool.post("/v1/score", tx), 30)
             statuses[status] += 1
@@ -296,41 +318,123 @@ async def open_loop(
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - started
     await pool.close()
+    client_lag.extend(lags)
     return latencies, statuses, results, elapsed
+
+
+client_lag: list[float] = []  # send delays of the last open_loop run (client health)
+
+
+def run_open_loop(*args, **kwargs):
+    """open_loop on uvloop when installed, with the client's own garbage collector paused
+    (its pauses would be counted as server latency)."""
+    client_lag.clear()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(open_loop(*args, **kwargs))
+        return uvloop.run(open_loop(*args, **kwargs))
+    finally:
+        gc.enable()
 
 
 def report_latency(
     name: str, latencies: list[float], statuses: Counter, elapsed: float, rate: float
-) -> None:
+) -> dict:
     ms = np.array(latencies) * 1000
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     achieved = len(ms) / elapsed
-    saturated = " SATURATED: the server answers slower than the offered rate" * (
-        achieved < 0.95 * rate
-    )
+    saturated = achieved < 0.95 * rate
+    lag = np.array(client_lag) * 1000 if client_lag else np.zeros(1)
     print(
         f"{name}: {len(ms):,} requests in {elapsed:.1f}s ({achieved:.0f}/s): "
         f"p50 {p50:.2f} ms, p90 {p90:.2f} ms, p99 {p99:.2f} ms, max {ms.max():.1f} ms; "
-        f"status {dict(statuses)}{saturated}"
+        f"status {dict(statuses)}; client send lag p99 {np.percentile(lag, 99):.2f} ms"
+        + " SATURATED: the server answers slower than the offered rate"
+        * saturated
     )
+    return {
+        "requests": len(ms),
+        "offered_rate": rate,
+        "achieved_rate": round(achieved, 1),
+        "p50_ms": round(p50, 3),
+        "p90_ms": round(p90, 3),
+        "p99_ms": round(p99, 3),
+        "max_ms": round(float(ms.max()), 3),
+        "client_send_lag_p99_ms": round(float(np.percentile(lag, 99)), 3),
+        "status": {str(k): v for k, v in statuses.items()},
+        "saturated": bool(saturated),
+    }
 
 
-def detector_alone(model_dir: Path, txs: list[dict], state_dir: Path) -> None:
-    """In-process Detector cost per new transaction: the floor under the HTTP numbers."""
+def percentiles(seconds: list[float]) -> dict:
+    ms = np.asarray(seconds) * 1000
+    if not len(ms):
+        return {"n": 0}
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {
+        "n": len(ms),
+        "p50_ms": round(p50, 3),
+        "p90_ms": round(p90, 3),
+        "p99_ms": round(p99, 3),
+        "max_ms": round(float(ms.max()), 3),
+    }
+
+
+def detector_alone(
+    model_dir: Path, history: list[dict], timed: list[dict], state_dir: Path, reasons: str
+) -> dict:
+    """In-process Detector with SQLite state: score_batch over the history, then `score`
+    one call at a time (the goal: p99 <= 1 ms). As in `fraudseq serve`: one torch thread,
+    startup objects frozen out of the garbage collector."""
+    import torch
+
     from fraudseq.serving import Detector
 
-    for state in ("memory", f"sqlite:///{state_dir / 'alone.db'}"):
-        with Detector.load(model_dir, state) as detector:
-            started = time.perf_counter()
-            detector.score_batch(txs)
-            elapsed = time.perf_counter() - started
+    torch.set_num_threads(1)
+    out: dict = {}
+    with Detector.load(model_dir, f"sqlite:///{state_dir / 'alone.db'}") as detector:
+        detector.explain = reasons
+        started = time.perf_counter()
+        for i in range(0, len(history), 1000):
+            detector.score_batch(history[i : i + 1000])
+        elapsed = time.perf_counter() - started
+        out["score_batch_tx_per_s"] = round(len(history) / elapsed)
         print(
-            f"detector alone ({state.split(':')[0]} state): {1000 * elapsed / len(txs):.2f} ms "
-            f"per transaction = {len(txs) / elapsed:,.0f} transactions/s"
+            f"detector alone, SQLite state: score_batch over {len(history):,} transactions "
+            f"(batches of 1000): {len(history) / elapsed:,.0f} transactions/s"
         )
+        gc.collect()
+        gc.freeze()
+        wall: dict[bool, list[float]] = {True: [], False: []}
+        for tx in timed:
+            t0 = time.perf_counter()
+            result = detector.score(tx)
+            wall[result["alert"]].append(time.perf_counter() - t0)
+        everything = wall[True] + wall[False]
+        out["score"] = percentiles(everything)
+        out["score_no_alert"] = percentiles(wall[False])
+        out["score_alert_with_reasons"] = percentiles(wall[True])
+        names = {
+            "score": "all",
+            "score_no_alert": "no alert",
+            "score_alert_with_reasons": f"alerts (reasons: {reasons})",
+        }
+        for key, name in names.items():
+            r = out[key]
+            if r["n"]:
+                print(
+                    f"  Detector.score, {name}: p50 {r['p50_ms']:.3f} ms, p90 {r['p90_ms']:.3f}"
+                    f" ms, p99 {r['p99_ms']:.3f} ms, max {r['max_ms']:.2f} ms (n={r['n']:,})"
+                )
+    return out
 
 
-def store_check(state_db: Path, sent: list[dict]) -> None:
+def store_check(state_db: Path, sent: list[dict]) -> dict:
     """Every transaction sent has its record in the SQLite store, and each account's state
     holds exactly the events recorded as inserted (an out-of-order arrival is recorded but,
     by design, not inserted into the history: counted separately)."""
@@ -341,7 +445,7 @@ def store_check(state_db: Path, sent: list[dict]) -> None:
         store = open_store(f"sqlite:///{state_db}")
     except (ImportError, fraudseq.FraudseqError) as err:
         print(f"  store check: cannot open the store ({err})")
-        return
+        return {"error": str(err)}
     try:
         lost, out_of_order = 0, 0
         inserted: Counter = Counter()
@@ -367,6 +471,13 @@ def store_check(state_db: Path, sent: list[dict]) -> None:
         f"must be 0); {out_of_order} arrived after a later one of their account (concurrent "
         f"requests) and were scored but not inserted, by design"
     )
+    return {
+        "transactions": len(sent),
+        "without_record": lost,
+        "accounts": len(accounts),
+        "accounts_with_wrong_event_count": wrong,
+        "out_of_order": out_of_order,
+    }
 
 
 def main() -> None:
@@ -382,19 +493,36 @@ def main() -> None:
     parser.add_argument("--load-rate", type=float, help="Load test rate (default --rate).")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--reasons", default="alerts", choices=["alerts", "all", "none"])
+    parser.add_argument("--alone", type=int, default=5000, help="In-process score() calls.")
     parser.add_argument("--skip-null", action="store_true", help="Skip the HTTP-layer run.")
+    parser.add_argument("--out", type=Path, help="Results JSON (default benchmarks/results).")
     parser.add_argument("--serve-null", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_null:
         serve_null(args.serve_null)
         return
     load_rate = args.load_rate or args.rate
-    print(describe())
+    machine = describe()
+    print(machine)
     fast = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is not None]
     print(
         f"uvicorn speedups installed: {', '.join(fast) or 'none (pip install uvicorn[standard])'}"
     )
-    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    load_before = os.getloadavg()
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in load_before)}")
+    report: dict = {
+        "machine": machine,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "uvicorn_speedups": fast,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "model": str(args.model_dir) if args.model_dir else args.model,
+        "reasons": args.reasons,
+        "workers": args.workers,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
     frame = fraudseq.simulate(accounts=args.accounts, days=45, seed=1)
     with tempfile.TemporaryDirectory(prefix="fraudseq-bench-") as tmp:
@@ -415,76 +543,93 @@ def main() -> None:
         timed = stream[n_batch + warmup : n_batch + warmup + n_latency]
         load = stream[n_batch + warmup + n_latency : needed]
 
-        detector_alone(model_dir, stream[:1000], tmp)
+        alone = stream[n_batch : n_batch + args.alone]
+        report["detector_alone"] = detector_alone(model_dir, history, alone, tmp, args.reasons)
 
         if not args.skip_null:
             # 1. The HTTP layer alone (validation, JSON, middleware, metrics).
             proc, url = start_server(None, tmp / "null.db", 1)
             try:
                 print("HTTP layer alone (a constant-time detector, same app):")
-                batch_throughput(url, history, args.batch)
+                _, batch_stats = batch_throughput(url, history, args.batch)
                 for tx in warm:
                     httpx.post(url + "/v1/score", json=tx)
-                latencies, statuses, _, elapsed = asyncio.run(open_loop(url, timed, args.rate))
-                report_latency(
+                latencies, statuses, _, elapsed = run_open_loop(url, timed, args.rate)
+                single = report_latency(
                     f"  single transaction at {args.rate:.0f}/s",
                     latencies,
                     statuses,
                     elapsed,
                     args.rate,
                 )
+                report["http_layer_alone"] = {"batch": batch_stats, "single": single}
             finally:
                 stop_server(proc)
 
         # 2. `fraudseq serve` with the model and SQLite state.
         state_db = tmp / "state.db"
         proc, url = start_server(model_dir, state_db, args.workers, args.reasons)
+        served: dict = {}
+        report["serve"] = served
         try:
             print(
                 f"fraudseq serve: {args.workers} worker(s), SQLite state, model {args.model}, "
                 f"reasons for {args.reasons}:"
             )
-            replies = batch_throughput(url, history, args.batch)
+            replies, served["batch"] = batch_throughput(url, history, args.batch)
             for tx in warm:
                 httpx.post(url + "/v1/score", json=tx)
-            latencies, statuses, single, elapsed = asyncio.run(open_loop(url, timed, args.rate))
+            latencies, statuses, single, elapsed = run_open_loop(url, timed, args.rate)
             replies |= single
-            report_latency(
+            served["single"] = report_latency(
                 f"  single transaction at {args.rate:.0f}/s",
                 latencies,
                 statuses,
                 elapsed,
                 args.rate,
             )
-            latencies, statuses, single, elapsed = asyncio.run(
-                open_loop(url, load, load_rate, feedback_every=10)
+            latencies, statuses, single, elapsed = run_open_loop(
+                url, load, load_rate, feedback_every=10
             )
             replies |= single
             errors = sum(n for s, n in statuses.items() if s not in (200, "feedback 200"))
-            report_latency(
+            served["load"] = report_latency(
                 f"  load test {args.load_seconds:.0f}s at {load_rate:.0f}/s",
                 latencies,
                 statuses,
                 elapsed,
                 load_rate,
             )
+            served["load"]["seconds"] = args.load_seconds
+            served["load"]["errors"] = errors
             print(f"  load test errors: {errors} (must be 0)")
 
             # No lost state: replay everything scored; the replies must be identical.
             sent = history + timed + load
-            again = batch_throughput(url, sent, args.batch, "replay of every id (idempotent)")
+            again, _ = batch_throughput(url, sent, args.batch, "replay of every id (idempotent)")
             changed = [i for i, r in replies.items() if again.get(i) != r]
             missing = len(sent) - len(replies)
             print(
                 f"  state check: {len(replies):,} replies compared after replay, {len(changed)} "
                 f"differ, {missing} never answered (both must be 0)"
             )
+            served["replay_check"] = {
+                "compared": len(replies),
+                "differ": len(changed),
+                "never_answered": missing,
+            }
         finally:
             stop_server(proc)
-        store_check(state_db, [*history, *warm, *timed, *load])
-        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        served["store_check"] = store_check(state_db, [*history, *warm, *timed, *load])
+        load_after = os.getloadavg()
+        report["load_average_after"] = [round(x, 2) for x in load_after]
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in load_after)}")
         if os.environ.get("FRAUDSEQ_BENCH_SHOW_LOG"):
             print((tmp / "server.log").read_text())
+    out = args.out or Path(__file__).parent / "results" / f"serving-{args.model}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results: {out}")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS counterparty_days (
     fraud INTEGER NOT NULL,
     PRIMARY KEY (counterparty, day)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS counterparty_days_by_day ON counterparty_days (day);
 CREATE TABLE IF NOT EXISTS labels (
     id TEXT PRIMARY KEY,
     label INTEGER NOT NULL,
@@ -122,6 +123,7 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._writes = 0
         self._newest_day: int | None = None
+        self._pruned_before: int | None = None  # counterparty days < this are gone
         self._closed = False
         self._checkpointer: _Checkpointer | None = None
         if self.path != ":memory:" and checkpoint_seconds > 0:
@@ -368,11 +370,14 @@ class SQLiteStore:
                     limit = time.time() - self.ttl
                     db.execute("DELETE FROM accounts WHERE touched < ?", (limit,))
                     db.execute("DELETE FROM transactions WHERE touched < ?", (limit,))
-                if self._newest_day is not None:
-                    db.execute(
-                        "DELETE FROM counterparty_days WHERE day < ?",
-                        (self._newest_day - self.retention_days,),
-                    )
+                # Only when the retention limit moved (once a day of data); the index on
+                # day makes it cost the rows deleted, not a scan of the table.
+                limit = None if self._newest_day is None else self._newest_day - self.retention_days
+                if limit is not None and (
+                    self._pruned_before is None or limit > self._pruned_before
+                ):
+                    db.execute("DELETE FROM counterparty_days WHERE day < ?", (limit,))
+                    self._pruned_before = limit
 
     def ping(self) -> bool:
         with self._lock:
