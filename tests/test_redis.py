@@ -11,6 +11,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -253,3 +254,37 @@ def test_commit_retries_when_the_account_changes_meanwhile(url):
     assert mine.account("A") == b"t0t1t2"
     mine.close()
     other.close()
+
+
+def test_score_batch_on_redis_equals_memory(url, model_dir, small_frame):
+    """The vectorised batch path on Redis: the results of one-at-a-time scoring in memory,
+    retries answered from the stored records, and a commit that finds an account changed
+    meanwhile reads and computes again (no event lost)."""
+    txs, _ = transactions(accounts_slice(small_frame, 150, 4))
+    with Detector.load(model_dir, "memory") as detector:
+        detector.explain = "none"
+        expected = [detector.score(tx)["fraud_probability"] for tx in txs]
+    with Detector.load(model_dir, url) as detector, Detector.load(model_dir, url) as other:
+        detector.explain = other.explain = "none"
+        got = []
+        for start in range(0, len(txs), 50):
+            got += detector.score_batch(txs[start : start + 50])
+        assert np.abs(np.array([r["fraud_probability"] for r in got]) - expected).max() <= 1e-6
+        assert detector.score_batch(txs[:50]) == got[:50]  # retries: the stored results
+
+        # Another worker commits to one of the batch's accounts between read and commit.
+        fresh = [dict(tx, tx_id=f"again-{tx['tx_id']}", ts="2027-01-01T00:00:00") for tx in txs]
+        account = fresh[0]["card_id"]
+        compute = detector._compute_many
+        interfered = []
+
+        def interfering(columns, snapshot):
+            if not interfered:
+                interfered.append(other.score(dict(fresh[0], tx_id="other-worker")))
+            return compute(columns, snapshot)
+
+        detector._compute_many = interfering
+        detector.score_batch(fresh[:5])
+        assert detector.store.conflicts >= 1
+        n = AccountState.from_bytes(detector.store.account(account)).n
+        assert n == sum(tx["card_id"] == account for tx in txs + fresh[:5]) + 1

@@ -15,11 +15,14 @@ count is lost under contention. Feedback is a WATCH/MULTI transaction on the rec
 
 from __future__ import annotations
 
+import hashlib
 import json
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fraudseq.errors import FraudseqError
 from fraudseq.serving.state import (
+    BatchSnapshot,
+    BatchUpdate,
     LabelChange,
     Snapshot,
     StateStoreError,
@@ -67,6 +70,61 @@ return {0}
 """
 
 
+# Batch commit. KEYS: n record keys, a account keys, c counterparty keys. ARGV[1..6]:
+# n, a, c, ttl, retention, number of counter increments; then per record its JSON; per
+# account its expected SHA-1 ('' = absent), whether to write it, and its new bytes; per
+# increment the counterparty's index (1-based among the c keys), the day and the count.
+_COMMIT_BATCH = """
+local n, a, c = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl, retention, k = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return 1 end
+end
+local base = 6 + n
+for j = 1, a do
+  local cur = redis.call('GET', KEYS[n + j])
+  local expected = ARGV[base + 3 * (j - 1) + 1]
+  if expected == '' then
+    if cur then return 2 end
+  elseif (not cur) or redis.sha1hex(cur) ~= expected then
+    return 2
+  end
+end
+for i = 1, n do
+  if ttl > 0 then
+    redis.call('SET', KEYS[i], ARGV[6 + i], 'EX', ttl)
+  else
+    redis.call('SET', KEYS[i], ARGV[6 + i])
+  end
+end
+for j = 1, a do
+  if ARGV[base + 3 * (j - 1) + 2] == '1' then
+    local value = ARGV[base + 3 * (j - 1) + 3]
+    if ttl > 0 then
+      redis.call('SET', KEYS[n + j], value, 'EX', ttl)
+    else
+      redis.call('SET', KEYS[n + j], value)
+    end
+  end
+end
+base = base + 3 * a
+for q = 1, k do
+  local key = KEYS[n + a + tonumber(ARGV[base + 3 * (q - 1) + 1])]
+  local day = ARGV[base + 3 * (q - 1) + 2]
+  local count = tonumber(ARGV[base + 3 * (q - 1) + 3])
+  local total = redis.call('HINCRBY', key, day .. ':n', count)
+  if total == count then
+    local limit = tonumber(day) - retention
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      local d = tonumber(string.match(field, '^(-?%d+):'))
+      if d and d < limit then redis.call('HDEL', key, field) end
+    end
+  end
+end
+return 0
+"""
+
+
 class RedisStore:
     """State in Redis; any number of processes may share it."""
 
@@ -97,6 +155,7 @@ class RedisStore:
             urlunsplit(parts._replace(query=query)), **options
         )
         self._commit = self._client.register_script(_COMMIT)
+        self._commit_batch = self._client.register_script(_COMMIT_BATCH)
         self._closed = False
         self.conflicts = 0  # commits refused because the account changed (then retried)
 
@@ -163,6 +222,64 @@ class RedisStore:
             raise StateStoreError(
                 f"{self.url}: account {entity!r} changed under {MAX_ATTEMPTS} consecutive "
                 f"attempts to score {tx_id!r}; too much contention on one account"
+            )
+        except self._errors() as err:
+            raise StateStoreError(f"{self.url}: Redis unavailable: {err}") from None
+
+    def transact_batch(self, tx_ids, entities, counterparties, days, compute) -> BatchUpdate:
+        """Read everything in one pipeline, compute, and commit with one Lua script that
+        writes nothing unless no record was created and no account changed meanwhile
+        (accounts are compared by SHA-1); otherwise read and compute again."""
+        self._check_open()
+        t_keys = [self._key("t", i) for i in tx_ids]
+        a_keys = [self._key("a", e) for e in entities]
+        c_keys = [self._key("c", c) for c in counterparties]
+        day_range = list(range(days[0], days[1])) if days is not None else []
+        fields = [f"{d}:{kind}" for d in day_range for kind in ("n", "f")]
+        try:
+            for _ in range(MAX_ATTEMPTS):
+                pipe = self._client.pipeline(transaction=False)
+                pipe.mget(t_keys)
+                pipe.mget(a_keys)
+                if fields:
+                    for key in c_keys:
+                        pipe.hmget(key, fields)
+                values = pipe.execute()
+                records = {i: json.loads(v) for i, v in zip(tx_ids, values[0], strict=True) if v}
+                accounts = {e: v for e, v in zip(entities, values[1], strict=True) if v is not None}
+                buckets: dict[str, dict[int, tuple[int, int]]] = {}
+                for cp, counts in zip(counterparties, values[2:], strict=False):
+                    for d, day in enumerate(day_range):
+                        n, f = counts[2 * d], counts[2 * d + 1]
+                        if n is not None or f is not None:
+                            buckets.setdefault(cp, {})[day] = (int(n or 0), int(f or 0))
+                update = compute(BatchSnapshot(records, accounts, buckets))
+                if not update.records:
+                    return update
+                record_keys = [self._key("t", tx_id) for tx_id, _, _, _ in update.records]
+                args: list = [
+                    len(record_keys), len(a_keys), len(c_keys), self.ttl or 0,
+                    self.retention_days, len(update.counterparty_days),
+                ]  # fmt: skip
+                args += [text for _, _, _, text in update.records]
+                for entity in entities:
+                    current = accounts.get(entity)
+                    new = update.accounts.get(entity)
+                    args += [
+                        hashlib.sha1(current).hexdigest() if current is not None else "",
+                        "1" if new is not None else "0",
+                        new if new is not None else b"",
+                    ]
+                position = {cp: i + 1 for i, cp in enumerate(counterparties)}
+                for (cp, day), count in update.counterparty_days.items():
+                    args += [position[cp], day, count]
+                status = int(self._commit_batch(keys=record_keys + a_keys + c_keys, args=args))
+                if status == 0:
+                    return update
+                self.conflicts += 1  # a record or an account changed meanwhile: again
+            raise StateStoreError(
+                f"{self.url}: accounts changed under {MAX_ATTEMPTS} consecutive attempts to "
+                f"score a batch of {len(tx_ids)}; too much contention"
             )
         except self._errors() as err:
             raise StateStoreError(f"{self.url}: Redis unavailable: {err}") from None
