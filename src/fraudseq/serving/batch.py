@@ -12,10 +12,10 @@ account whose transactions in the batch are not in time order (or are older than
 history), or whose remembered categorical values could overflow `SEEN_CAP` within the batch,
 is not vectorised: the Detector runs it through the one-at-a-time code instead.
 
-Counterparty buckets: a transaction reads the buckets of days before its day minus the label
-delay D, so transactions of the batch less than D + 1 days apart never see each other's
-counts. `day_chunks` cuts the batch (in order) into runs spanning at most D days; runs are
-encoded one after the other, each seeing the counts of the runs before it.
+Counterparty buckets (UTC hours): a transaction reads the buckets before its own minus the
+label delay D (in buckets), so transactions of the batch less than D + 1 buckets apart never
+see each other's counts. `day_chunks` cuts the batch (in order) into runs spanning at most D
+buckets; runs are encoded one after the other, each seeing the counts of the runs before it.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fraudseq.feature_blocks import (
+    BUCKETS_PER_DAY,
+    COUNTERPARTY_BUCKET_NS,
     COUNTERPARTY_WINDOWS_DAYS,
     HISTORY_LAST_N,
     NOVELTY_WINDOW,
-    NS_PER_DAY,
     NS_PER_SECOND,
     VELOCITY_AMOUNT_WINDOWS,
     VELOCITY_WINDOWS_NS,
@@ -145,7 +146,8 @@ def vectorisable(live: LiveEncoder, state: ArrayState, times: np.ndarray) -> boo
 
 
 def day_chunks(days: np.ndarray, span: int) -> list[tuple[int, int]]:
-    """Consecutive [start, stop) runs of `days` (batch order) spanning at most `span` days."""
+    """Consecutive [start, stop) runs of bucket numbers `days` (batch order) spanning at most
+    `span` buckets."""
     out, start, lo, hi = [], 0, None, None
     for i, day in enumerate(days.tolist()):  # batch order is the order of visibility
         lo = day if lo is None else min(lo, day)
@@ -447,32 +449,40 @@ def encode_batch(
 
 
 def _counterparty(live: LiveEncoder, txs: list[LiveTransaction], buckets: dict) -> dict:
-    """cp_count / cp_risk over each window of days before the day minus the delay."""
+    """As `LiveEncoder._counterparty` for every transaction, from one sorted bucket table."""
     n = len(txs)
     names = sorted({tx.counterparty for tx in txs})
     cp_index = {c: i for i, c in enumerate(names)}
     cp = np.fromiter((cp_index[tx.counterparty] for tx in txs), dtype=np.int64, count=n)
-    hi = np.fromiter((tx.time_ns // NS_PER_DAY for tx in txs), dtype=np.int64, count=n)
-    hi = hi - live.delay_days
+    own = np.fromiter((tx.time_ns // COUNTERPARTY_BUCKET_NS for tx in txs), np.int64, count=n)
+    hi = own - live.delay_buckets
+    longest = max(COUNTERPARTY_WINDOWS_DAYS) * BUCKETS_PER_DAY
     rows = [(cp_index[c], d, v[0], v[1]) for c in names for d, v in buckets.get(c, {}).items()]
+    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    base = min(int(table[:, 1].min()) if rows else 0, int(hi.min()) - longest)
+    span = max(int(table[:, 1].max()) if rows else 0, int(hi.max())) - base + 2
+    order = np.argsort(table[:, 0] * span + (table[:, 1] - base), kind="stable")
+    table = table[order]
+    keys = table[:, 0] * span + (table[:, 1] - base)
+    count_prefix = np.concatenate([[0], np.cumsum(table[:, 2])])
+    fraud_prefix = np.concatenate([[0], np.cumsum(table[:, 3])])
+    up = np.searchsorted(keys, cp * span + (hi - base), side="left")
     out = {}
-    if rows:
-        table = np.array(rows, dtype=np.int64)
-        base = min(int(table[:, 1].min()), int(hi.min()) - max(COUNTERPARTY_WINDOWS_DAYS))
-        span = max(int(table[:, 1].max()), int(hi.max())) - base + 2
-        keys = table[:, 0] * span + (table[:, 1] - base)
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        count_prefix = np.concatenate([[0], np.cumsum(table[order, 2])])
-        fraud_prefix = np.concatenate([[0], np.cumsum(table[order, 3])])
     for w in COUNTERPARTY_WINDOWS_DAYS:
-        if rows:
-            lo = np.searchsorted(keys, cp * span + (hi - w - base), side="left")
-            up = np.searchsorted(keys, cp * span + (hi - base), side="left")
-            count = count_prefix[up] - count_prefix[lo]
-            frauds = fraud_prefix[up] - fraud_prefix[lo]
-        else:
-            count = frauds = np.zeros(n, dtype=np.int64)
+        lo = np.searchsorted(keys, cp * span + (hi - w * BUCKETS_PER_DAY - base), side="left")
+        count = count_prefix[up] - count_prefix[lo]
+        frauds = fraud_prefix[up] - fraud_prefix[lo]
         out[f"cp_count_{w}d"] = np.log1p(count.astype(np.float64))
         out[f"cp_risk_{w}d"] = frauds / np.maximum(count, 1)
+    # `lo` is the longest window's: its first and last bucket with a known fraud.
+    position = np.arange(len(table) + 1)
+    is_fraud = np.r_[table[:, 3] > 0, True]  # a sentinel past the end
+    next_fraud = np.minimum.accumulate(np.where(is_fraud, position, len(table))[::-1])[::-1]
+    prev_fraud = np.maximum.accumulate(np.where(np.r_[False, is_fraud[:-1]], position - 1, -1))
+    has = next_fraud[lo] < up
+    first, last = np.zeros(n), np.zeros(n)
+    first[has] = (own[has] - table[next_fraud[lo[has]], 1]) / BUCKETS_PER_DAY
+    last[has] = (own[has] - table[prev_fraud[up[has]], 1]) / BUCKETS_PER_DAY
+    out["cp_first_fraud_days"] = first
+    out["cp_last_fraud_days"] = last
     return out

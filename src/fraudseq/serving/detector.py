@@ -255,7 +255,7 @@ class Detector:
             result=result,
             record=record,
             account=live.append(account, tx, features).to_bytes() if in_order else None,
-            counterparty_day=tx.day if live.counterparty else None,
+            counterparty_day=tx.bucket if live.counterparty else None,
         )
 
     def _stored_result(self, tx: LiveTransaction, record: dict) -> dict:
@@ -293,7 +293,7 @@ class Detector:
             "entity": tx.entity,
             "time_ns": tx.time_ns,
             "counterparty": tx.counterparty if counted else None,
-            "day": tx.day,
+            "day": tx.bucket,
             "inserted": in_order,
             "counted": counted,
             "label": None,
@@ -346,8 +346,8 @@ class Detector:
         in_order = np.ones(n, dtype=bool)
         events: dict[int, tuple] = {}  # earlier events of one-at-a-time windows (reasons)
         batches = []
-        days = np.fromiter((tx.day for tx in new_txs), dtype=np.int64, count=n)
-        chunks = day_chunks(days, live.delay_days) if live.counterparty else [(0, n)]
+        days = np.fromiter((tx.bucket for tx in new_txs), dtype=np.int64, count=n)
+        chunks = day_chunks(days, live.delay_buckets) if live.counterparty else [(0, n)]
         for start, stop in chunks:
             run = np.arange(start, stop)
             vector = run[fast[run]]
@@ -380,11 +380,11 @@ class Detector:
                     live.append(state, tx, features)
             if live.counterparty:
                 for tx in new_txs[start:stop]:
-                    key = (tx.counterparty, tx.day)
+                    key = (tx.counterparty, tx.bucket)
                     added[key] = added.get(key, 0) + 1
                     days_of = buckets.setdefault(tx.counterparty, {})
-                    count, frauds = days_of.get(tx.day, (0, 0))
-                    days_of[tx.day] = (count + 1, frauds)
+                    count, frauds = days_of.get(tx.bucket, (0, 0))
+                    days_of[tx.bucket] = (count + 1, frauds)
 
         with single_thread():
             logits = self._window.logits(window_numeric, window_codes, lengths)
