@@ -267,7 +267,7 @@ def test_record_json_is_the_records_json():
             "entity": entity,
             "time_ns": 1_767_225_600_123_456_000,
             "counterparty": cp if counted else None,
-            "day": 1_767_225_600_123_456_000 // 86_400_000_000_000,
+            "day": 1_767_225_600_123_456_000 // 3_600_000_000_000,  # the hour bucket
             "inserted": True,
             "counted": counted,
             "label": None,

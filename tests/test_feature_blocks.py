@@ -17,7 +17,7 @@ from fraudseq.feature_blocks import (
     NS_PER_DAY,
     NS_PER_SECOND,
     SortedFrame,
-    label_delay_days,
+    label_delay_buckets,
 )
 from fraudseq.windows import entity_order, group_starts
 
@@ -148,8 +148,9 @@ def ref_velocity(table, r):
 
 def ref_counterparty(table, r, delay_ns):
     t, cp, label = table["time"], table["counterparty"], table["label"]
-    delay_days = math.ceil(delay_ns / NS_PER_DAY)
-    day = [int(v) // NS_PER_DAY for v in t]
+    hour = NS_PER_DAY // 24
+    delay = math.ceil(delay_ns / hour)
+    bucket = [int(v) // hour for v in t]
     out = {}
     for w in (1, 7, 30):
         rows = []
@@ -157,13 +158,21 @@ def ref_counterparty(table, r, delay_ns):
             rows = [
                 j
                 for j in range(len(t))
-                if cp[j] == cp[r] and day[r] - delay_days - w <= day[j] < day[r] - delay_days
+                if cp[j] == cp[r] and bucket[r] - delay - 24 * w <= bucket[j] < bucket[r] - delay
             ]
         # The point of the delay: every label used is strictly older than t - delay.
         assert all(t[j] < t[r] - delay_ns for j in rows)
         frauds = sum(1 for j in rows if label[j] == 1.0)
         out[f"cp_count_{w}d"] = math.log1p(len(rows))
         out[f"cp_risk_{w}d"] = frauds / len(rows) if rows else 0.0
+        if w == 30:  # the age of the known fraud in the longest window, in days
+            fraud_buckets = [bucket[j] for j in rows if label[j] == 1.0]
+            out["cp_first_fraud_days"] = (
+                (bucket[r] - min(fraud_buckets)) / 24 if fraud_buckets else 0.0
+            )
+            out["cp_last_fraud_days"] = (
+                (bucket[r] - max(fraud_buckets)) / 24 if fraud_buckets else 0.0
+            )
     return out
 
 
@@ -216,11 +225,12 @@ def rng_minutes(seed, size):
     return np.random.default_rng(seed + 100).integers(0, 24 * 60, size) * 60 * NS_PER_SECOND
 
 
-def test_label_delay_days_rounds_up():
-    assert label_delay_days(7 * NS_PER_DAY) == 7
-    assert label_delay_days(7 * NS_PER_DAY + 1) == 8
-    assert label_delay_days(3 * NS_PER_DAY // 2) == 2
-    assert label_delay_days(0) == 0
+def test_label_delay_buckets_round_up_to_the_hour():
+    hour = NS_PER_DAY // 24
+    assert label_delay_buckets(7 * NS_PER_DAY) == 7 * 24
+    assert label_delay_buckets(7 * NS_PER_DAY + 1) == 7 * 24 + 1
+    assert label_delay_buckets(3 * hour // 2) == 2
+    assert label_delay_buckets(0) == 0
 
 
 def test_first_transaction_is_new_everywhere():

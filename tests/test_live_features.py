@@ -67,8 +67,8 @@ def replay(encoder: FeatureEncoder, frame: pd.DataFrame, schema: Schema, window:
         features = live.encode(tx, account, cp)
         accounts[tx.entity] = live.append(account, tx, features).to_bytes()
         if days is not None:
-            buckets[tx.counterparty][tx.day][0] += 1
-            buckets[tx.counterparty][tx.day][1] += int(labels[i])
+            buckets[tx.counterparty][tx.bucket][0] += 1
+            buckets[tx.counterparty][tx.bucket][1] += int(labels[i])
         numeric[i], codes[i] = features.numeric, features.codes
         raw[i] = [features.raw[name] for name in encoder.numeric_names_]
     return numeric, codes, raw, accounts

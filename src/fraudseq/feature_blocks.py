@@ -79,6 +79,10 @@ VELOCITY_WINDOWS_NS = {
 }
 VELOCITY_AMOUNT_WINDOWS = ("1d", "7d")
 COUNTERPARTY_WINDOWS_DAYS = (1, 7, 30)
+# Counterparty statistics count transactions in hour buckets: a label becomes usable within
+# an hour of the delay passing (day buckets would hide up to a day of known labels).
+BUCKETS_PER_DAY = 24
+COUNTERPARTY_BUCKET_NS = NS_PER_DAY // BUCKETS_PER_DAY
 
 
 def _signed_log1p(values: np.ndarray) -> np.ndarray:
@@ -246,28 +250,32 @@ def velocity_features(frame: SortedFrame) -> dict[str, np.ndarray]:
     return out
 
 
-def label_delay_days(label_delay_ns: int) -> int:
-    """The label delay in whole days, rounded up (never less than the delay), at least 0."""
-    return max(0, -(-int(label_delay_ns) // NS_PER_DAY))
+def label_delay_buckets(label_delay_ns: int) -> int:
+    """The label delay in whole counterparty buckets (hours), rounded up, at least 0."""
+    return max(0, -(-int(label_delay_ns) // COUNTERPARTY_BUCKET_NS))
 
 
 def counterparty_risk_features(frame: SortedFrame) -> dict[str, np.ndarray]:
-    """Counterparty (terminal) count and fraud rate over day windows shifted by the delay.
+    """Counterparty (terminal) activity and fraud rate before the label delay, and the age
+    of its known fraud.
 
-    With day(t) = floor(t / 1 day) in UTC and D = ceil(label delay in days), for w in
-    (1, 7, 30) the window is the counterparty's transactions, from all entities, whose day
-    lies in [day(t) - D - w, day(t) - D). All of them are strictly older than
-    t - label_delay, since they precede day(t) - D, which starts at or before t - D days.
-    cp_count_<w>d: log1p(their number); cp_risk_<w>d: number labelled 1 / their number
-    (0 when none; unknown labels count in the number, not as fraud). Rows with a missing
-    counterparty (code -1) get 0 and do not enter any statistic. No counterparty column:
-    no features.
+    Time is cut in hour buckets: b(t) = floor(t / 1 hour) in UTC and D = ceil(label delay in
+    hours). For w in (1, 7, 30) days the window is the counterparty's transactions, from all
+    entities, whose bucket lies in [b(t) - D - 24w, b(t) - D). All of them are strictly older
+    than t - label_delay, since they precede bucket b(t) - D, which starts at or before
+    t - D hours. cp_count_<w>d: log1p(their number); cp_risk_<w>d: number labelled 1 / their
+    number (0 when none; unknown labels count in the number, not as fraud).
+    cp_first_fraud_days / cp_last_fraud_days: days from the first / last bucket with a known
+    fraud in the 30-day window to b(t) (0 when none): a campaign that began long ago has likely
+    ended, one that began just before the delay cut is likely still running. Rows with a
+    missing counterparty (code -1) get 0 and do not enter any statistic. No counterparty
+    column: no features.
     """
     if frame.counterparty is None:
         return {}
     n = len(frame.time_ns)
     counterparty = np.asarray(frame.counterparty, dtype=np.int64)
-    day = np.asarray(frame.time_ns, dtype=np.int64) // NS_PER_DAY
+    bucket = np.asarray(frame.time_ns, dtype=np.int64) // COUNTERPARTY_BUCKET_NS
     known_cp = counterparty >= 0
     if frame.label is None:
         fraud = np.zeros(n, dtype=np.int64)
@@ -275,39 +283,52 @@ def counterparty_risk_features(frame: SortedFrame) -> dict[str, np.ndarray]:
         label = np.asarray(frame.label, dtype=np.float64)
         fraud = (np.nan_to_num(label, nan=0.0) > 0.5).astype(np.int64)
 
-    out: dict[str, np.ndarray] = {}
-    for w in COUNTERPARTY_WINDOWS_DAYS:
-        out[f"cp_count_{w}d"] = np.zeros(n, dtype=np.float64)
-        out[f"cp_risk_{w}d"] = np.zeros(n, dtype=np.float64)
+    out = {name: np.zeros(n, dtype=np.float64) for name in counterparty_feature_names()}
     if not known_cp.any():
         return out
 
-    # Sort the rows with a counterparty by the key (counterparty, day). The transactions of
-    # counterparty c on days [lo, hi) are then the sorted rows with key in [c*N + lo, c*N + hi),
-    # and in this order every row's query keys are sorted too, which keeps searchsorted fast.
-    # (Equivalent to per-(counterparty, day) buckets with cumulative sums over days.)
+    # Sort the rows with a counterparty by the key (counterparty, bucket). The transactions of
+    # counterparty c in buckets [lo, hi) are then the sorted rows with key in
+    # [c*N + lo, c*N + hi), and in this order every row's query keys are sorted too, which
+    # keeps searchsorted fast. (Equivalent to per-(counterparty, bucket) counts with
+    # cumulative sums over buckets.)
     rows = np.flatnonzero(known_cp)
-    first_day = int(day[rows].min())
-    n_days = int(day[rows].max()) - first_day + 1
-    rel_day = day[rows] - first_day
-    key = counterparty[rows] * n_days + rel_day
+    first_bucket = int(bucket[rows].min())
+    n_buckets = int(bucket[rows].max()) - first_bucket + 1
+    rel = bucket[rows] - first_bucket
+    key = counterparty[rows] * n_buckets + rel
     by_key = np.argsort(key)  # the order within a key does not matter
-    rows, key, rel_day = rows[by_key], key[by_key], rel_day[by_key]
-    cp_base = key - rel_day
+    rows, key, rel = rows[by_key], key[by_key], rel[by_key]
+    cp_base = key - rel
     cum_fraud = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(fraud[rows], out=cum_fraud[1:])
 
-    delay_days = label_delay_days(frame.label_delay_ns)
-    # Day offsets are clipped at 0 so that a query never reaches the previous counterparty.
-    end = np.searchsorted(key, cp_base + np.maximum(rel_day - delay_days, 0), side="left")
+    delay = label_delay_buckets(frame.label_delay_ns)
+    # Offsets are clipped at 0 so that a query never reaches the previous counterparty.
+    end = np.searchsorted(key, cp_base + np.maximum(rel - delay, 0), side="left")
     for w in COUNTERPARTY_WINDOWS_DAYS:
-        lo_day = np.maximum(rel_day - delay_days - w, 0)
-        start = np.searchsorted(key, cp_base + lo_day, side="left")
+        start = np.searchsorted(key, cp_base + np.maximum(rel - delay - w * BUCKETS_PER_DAY, 0))
         count = end - start
         frauds = cum_fraud[end] - cum_fraud[start]
         out[f"cp_count_{w}d"][rows] = np.log1p(count)
         out[f"cp_risk_{w}d"][rows] = frauds / np.maximum(count, 1)
+
+    # `start` is now the longest window's. The first known fraud at or after it and the last
+    # before `end`, from next/previous-fraud positions (a sentinel fraud past the end).
+    position = np.arange(len(rows) + 1)
+    is_fraud = np.r_[fraud[rows] > 0, True]
+    next_fraud = np.minimum.accumulate(np.where(is_fraud, position, len(rows))[::-1])[::-1]
+    prev_fraud = np.maximum.accumulate(np.where(np.r_[False, is_fraud[:-1]], position - 1, -1))
+    has = next_fraud[start] < end
+    first, last = next_fraud[start[has]], prev_fraud[end[has]]
+    out["cp_first_fraud_days"][rows[has]] = (rel[has] - rel[first]) / BUCKETS_PER_DAY
+    out["cp_last_fraud_days"][rows[has]] = (rel[has] - rel[last]) / BUCKETS_PER_DAY
     return out
+
+
+def counterparty_feature_names() -> list[str]:
+    names = [f"cp_{kind}_{w}d" for w in COUNTERPARTY_WINDOWS_DAYS for kind in ("count", "risk")]
+    return [*names, "cp_first_fraud_days", "cp_last_fraud_days"]
 
 
 # Blocks are computed in entity-sorted order; each may only look backwards in time.

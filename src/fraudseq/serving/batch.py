@@ -14,10 +14,10 @@ An account whose transactions in the batch are not in time order (or older than 
 history), or whose remembered categorical values could overflow `SEEN_CAP` within the
 batch, is not vectorised: the Detector runs it through the one-at-a-time code instead.
 
-Counterparty buckets: a transaction reads the buckets of days before its day minus the label
-delay D, so transactions of the batch less than D + 1 days apart never see each other's
-counts. `day_chunks` cuts the batch (in order) into runs spanning at most D days; runs are
-encoded one after the other, each seeing the counts of the runs before it.
+Counterparty buckets (UTC hours): a transaction reads the buckets before its own minus the
+label delay D (in buckets), so transactions of the batch less than D + 1 buckets apart never
+see each other's counts. `day_chunks` cuts the batch (in order) into runs spanning at most D
+buckets; runs are encoded one after the other, each seeing the counts of the runs before it.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ import pandas as pd
 
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.feature_blocks import (
+    BUCKETS_PER_DAY,
+    COUNTERPARTY_BUCKET_NS,
     COUNTERPARTY_WINDOWS_DAYS,
     HISTORY_LAST_N,
     NOVELTY_WINDOW,
-    NS_PER_DAY,
     VELOCITY_AMOUNT_WINDOWS,
     VELOCITY_WINDOWS_NS,
     ZSCORE_STD_FLOOR,
@@ -101,8 +102,9 @@ class TransactionColumns:
         )
 
     @property
-    def day(self) -> np.ndarray:
-        return self.time_ns // NS_PER_DAY
+    def bucket(self) -> np.ndarray:
+        """Counterparty buckets (UTC hours), as `LiveTransaction.bucket`."""
+        return self.time_ns // COUNTERPARTY_BUCKET_NS
 
     @classmethod
     def from_rows(cls, rows: list[LiveTransaction], schema: Schema) -> TransactionColumns:
@@ -600,7 +602,7 @@ def encode_batch(
 
     if live.counterparty:
         cps = [txs.counterparty[i] for i in order.tolist()]
-        raw.update(_counterparty(live, cps, t // NS_PER_DAY, counterparty_days))
+        raw.update(_counterparty(live, cps, t // COUNTERPARTY_BUCKET_NS, counterparty_days))
     for j, column in enumerate(live.schema.numeric):
         raw[f"numeric:{column}"] = np.array(txs.numeric[j], np.float64)[order]
 
@@ -696,31 +698,39 @@ def encode_batch(
     return run, state
 
 
-def _counterparty(live: LiveEncoder, cps: list[str], day: np.ndarray, buckets: dict) -> dict:
-    """cp_count / cp_risk over each window of days before the day minus the delay."""
+def _counterparty(live: LiveEncoder, cps: list[str], own: np.ndarray, buckets: dict) -> dict:
+    """As `LiveEncoder._counterparty` for every transaction (`own`: its bucket), from one
+    sorted table of the (counterparty, bucket, count, frauds) buckets."""
     n = len(cps)
     names, cp = np.unique(np.array(cps, dtype=object), return_inverse=True)
-    hi = day - live.delay_days
+    hi = own - live.delay_buckets
+    longest = max(COUNTERPARTY_WINDOWS_DAYS) * BUCKETS_PER_DAY
     rows = [(i, d, v[0], v[1]) for i, c in enumerate(names.tolist())
             for d, v in buckets.get(c, {}).items()]  # fmt: skip
+    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    base = min(int(table[:, 1].min()) if rows else 0, int(hi.min()) - longest)
+    span = max(int(table[:, 1].max()) if rows else 0, int(hi.max())) - base + 2
+    table = table[np.argsort(table[:, 0] * span + (table[:, 1] - base), kind="stable")]
+    keys = table[:, 0] * span + (table[:, 1] - base)
+    count_prefix = np.concatenate([[0], np.cumsum(table[:, 2])])
+    fraud_prefix = np.concatenate([[0], np.cumsum(table[:, 3])])
+    up = np.searchsorted(keys, cp * span + (hi - base), side="left")
     out = {}
-    if rows:
-        table = np.array(rows, dtype=np.int64)
-        base = min(int(table[:, 1].min()), int(hi.min()) - max(COUNTERPARTY_WINDOWS_DAYS))
-        span = max(int(table[:, 1].max()), int(hi.max())) - base + 2
-        keys = table[:, 0] * span + (table[:, 1] - base)
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        count_prefix = np.concatenate([[0], np.cumsum(table[order, 2])])
-        fraud_prefix = np.concatenate([[0], np.cumsum(table[order, 3])])
     for w in COUNTERPARTY_WINDOWS_DAYS:
-        if rows:
-            lo = np.searchsorted(keys, cp * span + (hi - w - base), side="left")
-            up = np.searchsorted(keys, cp * span + (hi - base), side="left")
-            count = count_prefix[up] - count_prefix[lo]
-            frauds = fraud_prefix[up] - fraud_prefix[lo]
-        else:
-            count = frauds = np.zeros(n, dtype=np.int64)
+        lo = np.searchsorted(keys, cp * span + (hi - w * BUCKETS_PER_DAY - base), side="left")
+        count = count_prefix[up] - count_prefix[lo]
+        frauds = fraud_prefix[up] - fraud_prefix[lo]
         out[f"cp_count_{w}d"] = np.log1p(count.astype(np.float64))
         out[f"cp_risk_{w}d"] = frauds / np.maximum(count, 1)
+    # `lo` is the longest window's: its first and last bucket with a known fraud.
+    position = np.arange(len(table) + 1)
+    is_fraud = np.r_[table[:, 3] > 0, True]  # a sentinel past the end
+    next_fraud = np.minimum.accumulate(np.where(is_fraud, position, len(table))[::-1])[::-1]
+    prev_fraud = np.maximum.accumulate(np.where(np.r_[False, is_fraud[:-1]], position - 1, -1))
+    has = next_fraud[lo] < up
+    first, last = np.zeros(n), np.zeros(n)
+    first[has] = (own[has] - table[next_fraud[lo[has]], 1]) / BUCKETS_PER_DAY
+    last[has] = (own[has] - table[prev_fraud[up[has]], 1]) / BUCKETS_PER_DAY
+    out["cp_first_fraud_days"] = first
+    out["cp_last_fraud_days"] = last
     return out

@@ -22,7 +22,7 @@ Semantics:
   against the account's current state (its history features see every stored event; the
   time since the previous transaction counts as 0) and is *not* inserted into the account's
   history, so the account's later scores are as if it never came. It is recorded (a retry
-  returns the same result, feedback works) and counts in its counterparty's day bucket.
+  returns the same result, feedback works) and counts in its counterparty's hour bucket.
 - **Reasons.** For alerts, `reasons` lists the strongest reasons towards fraud from
   `fraudseq.explain` (occlusion of window events and current features, ~ms per alert);
   other transactions get ``[]``. Set `Detector.explain` to "all" or "none" to change that.
@@ -45,7 +45,7 @@ import torch
 
 from fraudseq.artifacts import MANIFEST, MODEL_JSON
 from fraudseq.errors import DataValidationError, FraudseqError
-from fraudseq.feature_blocks import NS_PER_DAY
+from fraudseq.feature_blocks import COUNTERPARTY_BUCKET_NS
 from fraudseq.features import PAD_CODE, EncodedFrame
 from fraudseq.fraud_model import FraudModel
 from fraudseq.models.neural import NeuralWindowModel
@@ -258,7 +258,7 @@ class Detector:
             result=result,
             record=record,
             account=live.append(account, tx, features).to_bytes() if in_order else None,
-            counterparty_day=tx.day if live.counterparty else None,
+            counterparty_day=tx.bucket if live.counterparty else None,
         )
 
     def _stored_result(self, tx: LiveTransaction, record: dict) -> dict:
@@ -296,7 +296,7 @@ class Detector:
             "entity": tx.entity,
             "time_ns": tx.time_ns,
             "counterparty": tx.counterparty if counted else None,
-            "day": tx.day,
+            "day": tx.bucket,
             "inserted": in_order,
             "counted": counted,
             "label": None,
@@ -350,8 +350,8 @@ class Detector:
         runs = []
         run_of = np.full(n, -1, dtype=np.int64)  # vectorised: its run and index there
         index_in_run = np.zeros(n, dtype=np.int64)
-        days = fresh.day
-        chunks = day_chunks(days, live.delay_days) if live.counterparty else [(0, n)]
+        days = fresh.bucket
+        chunks = day_chunks(days, live.delay_buckets) if live.counterparty else [(0, n)]
         for start, stop in chunks:
             run = np.arange(start, stop)
             vector = run[fast[run]]
@@ -770,7 +770,7 @@ def record_json(
     return (
         f'{{"digest":"{digest}","entity":{_ESCAPE(entity)},"time_ns":{time_ns},'
         f'"counterparty":{_ESCAPE(counterparty) if counterparty is not None else "null"},'
-        f'"day":{time_ns // NS_PER_DAY},"inserted":true,'
+        f'"day":{time_ns // COUNTERPARTY_BUCKET_NS},"inserted":true,'
         f'"counted":{"true" if counted else "false"},"label":null,"result":{{'
         f'"fraud_probability":{result["fraud_probability"]!r},"score":{result["score"]!r},'
         f'"alert":{"true" if result["alert"] else "false"},"threshold":{result["threshold"]!r},'

@@ -15,8 +15,9 @@ novelty            per categorical column the set of values seen (8-byte hashes)
                    new-value totals of the last 15 events
 velocity           (time, amount) of every event in the last 7 days (at most
                    `VELOCITY_CAP` = 1024 events; above that count_7d/amount_7d saturate)
-counterparty_risk  per counterparty, (transactions, known frauds) per UTC day for the last
-                   30 + D days, D = ceil(label delay in days) (kept by the state store)
+counterparty_risk  per counterparty, (transactions, known frauds) per UTC hour bucket for
+                   the last 30 days + D hours, D = ceil(label delay in hours) (kept by the
+                   state store, which treats bucket numbers as opaque integers)
 extra numeric      the transaction only
 =================  ==========================================================================
 
@@ -47,16 +48,17 @@ import pandas as pd
 
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.feature_blocks import (
+    BUCKETS_PER_DAY,
+    COUNTERPARTY_BUCKET_NS,
     COUNTERPARTY_WINDOWS_DAYS,
     HISTORY_LAST_N,
     NOVELTY_WINDOW,
-    NS_PER_DAY,
     NS_PER_SECOND,
     SECONDS_PER_DAY,
     VELOCITY_AMOUNT_WINDOWS,
     VELOCITY_WINDOWS_NS,
     ZSCORE_STD_FLOOR,
-    label_delay_days,
+    label_delay_buckets,
 )
 from fraudseq.features import OOV_CODE, FeatureEncoder
 from fraudseq.schema import MISSING_CATEGORY, Schema
@@ -67,7 +69,7 @@ VELOCITY_CAP = 1024
 #: Most distinct values remembered per account and categorical column (oldest forgotten
 #: first); a forgotten value seen again counts as new.
 SEEN_CAP = 4096
-#: Counterparty day buckets older than the current day minus (D + 30 + this) are pruned.
+#: Counterparty buckets older than the newest minus (D hours + 30 days + this) are pruned.
 COUNTERPARTY_SLACK_DAYS = 7
 
 _SUPPORTED_BLOCKS = ("event", "recency", "amount_history", "novelty", "velocity")
@@ -97,8 +99,9 @@ class LiveTransaction:
     digest: str  # content hash: the same id with a different digest is a conflict
 
     @property
-    def day(self) -> int:
-        return self.time_ns // NS_PER_DAY
+    def bucket(self) -> int:
+        """The counterparty bucket (UTC hour) this transaction counts in."""
+        return self.time_ns // COUNTERPARTY_BUCKET_NS
 
 
 def parse_transaction(tx, schema: Schema) -> LiveTransaction:
@@ -424,7 +427,7 @@ class LiveEncoder:
             {value: i + 2 for i, value in enumerate(encoder.vocabularies_[c])}
             for c in self.schema.categorical
         ]
-        self.delay_days = label_delay_days(
+        self.delay_buckets = label_delay_buckets(
             int(encoder.label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND)
         )
         self.keep_last = max(
@@ -460,16 +463,17 @@ class LiveEncoder:
         )
 
     def counterparty_days(self, tx: LiveTransaction) -> tuple[int, int] | None:
-        """The half-open day range [lo, hi) of counterparty buckets the features read."""
+        """The half-open range [lo, hi) of counterparty buckets the features read."""
         if not self.counterparty:
             return None
-        hi = tx.day - self.delay_days
-        return hi - max(COUNTERPARTY_WINDOWS_DAYS), hi
+        hi = tx.bucket - self.delay_buckets
+        return hi - max(COUNTERPARTY_WINDOWS_DAYS) * BUCKETS_PER_DAY, hi
 
     @property
     def counterparty_retention_days(self) -> int:
-        """Buckets older than the newest day minus this are never read again (in order)."""
-        return self.delay_days + max(COUNTERPARTY_WINDOWS_DAYS) + COUNTERPARTY_SLACK_DAYS
+        """Buckets older than the newest bucket minus this many are never read again."""
+        longest = max(COUNTERPARTY_WINDOWS_DAYS) + COUNTERPARTY_SLACK_DAYS
+        return self.delay_buckets + longest * BUCKETS_PER_DAY
 
     # -- the features --------------------------------------------------------------------
     def encode(
@@ -576,18 +580,30 @@ class LiveEncoder:
         }
 
     def _counterparty(
-        self, tx: LiveTransaction, days: dict[int, tuple[int, int]]
+        self, tx: LiveTransaction, buckets: dict[int, tuple[int, int]]
     ) -> dict[str, float]:
-        hi = tx.day - self.delay_days
+        """As `feature_blocks.counterparty_risk_features`, from the (count, frauds) buckets."""
+        hi = tx.bucket - self.delay_buckets
+        lows = [hi - w * BUCKETS_PER_DAY for w in COUNTERPARTY_WINDOWS_DAYS]
+        counts, frauds = [0] * len(lows), [0] * len(lows)
+        fraud_buckets = []
+        for bucket, (n, f) in buckets.items():  # sparse: only buckets with transactions
+            if bucket >= hi:
+                continue
+            for i, lo in enumerate(lows):
+                if bucket >= lo:
+                    counts[i] += n
+                    frauds[i] += f
+            if f and bucket >= lows[-1]:
+                fraud_buckets.append(bucket)
         out: dict[str, float] = {}
-        for w in COUNTERPARTY_WINDOWS_DAYS:
-            count = frauds = 0
-            for day in range(hi - w, hi):
-                n, f = days.get(day, (0, 0))
-                count += n
-                frauds += f
+        for w, count, fraud in zip(COUNTERPARTY_WINDOWS_DAYS, counts, frauds, strict=True):
             out[f"cp_count_{w}d"] = math.log1p(count)
-            out[f"cp_risk_{w}d"] = frauds / max(count, 1)
+            out[f"cp_risk_{w}d"] = fraud / max(count, 1)
+        first = (tx.bucket - min(fraud_buckets)) / BUCKETS_PER_DAY if fraud_buckets else 0.0
+        last = (tx.bucket - max(fraud_buckets)) / BUCKETS_PER_DAY if fraud_buckets else 0.0
+        out["cp_first_fraud_days"] = first
+        out["cp_last_fraud_days"] = last
         return out
 
     # -- the window and the state update -------------------------------------------------
