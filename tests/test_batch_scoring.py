@@ -279,3 +279,49 @@ def test_record_json_is_the_records_json():
         )  # fmt: skip
         assert json.loads(text) == record
         assert text == dumps(record)
+
+
+def test_a_store_without_the_batch_form_scores_one_at_a_time(model_dir, stream):
+    """transact_batch is optional: other StateStore implementations still get score_batch."""
+    from fraudseq.serving import MemoryStore, StateStore
+
+    class Plain:  # the protocol's methods only
+        def __init__(self) -> None:
+            self.inner = MemoryStore()
+            self.url = "plain"
+
+        def __getattr__(self, name):
+            if name == "transact_batch":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+        def transact(self, *args):
+            return self.inner.transact(*args)
+
+        def label(self, *args):
+            return self.inner.label(*args)
+
+        def meta(self, *args):
+            return self.inner.meta(*args)
+
+        def account(self, *args):
+            return self.inner.account(*args)
+
+        def record(self, *args):
+            return self.inner.record(*args)
+
+        def labels(self):
+            return self.inner.labels()
+
+        def ping(self):
+            return self.inner.ping()
+
+        def close(self):
+            self.inner.close()
+
+    txs, _ = stream
+    store = Plain()
+    assert isinstance(store, StateStore) and not hasattr(store, "transact_batch")
+    with Detector.load(model_dir, store) as plain, Detector.load(model_dir) as batch:
+        plain.explain = batch.explain = "none"
+        assert_same(plain.score_batch(txs[:40]), batch.score_batch(txs[:40]))

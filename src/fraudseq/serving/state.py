@@ -116,7 +116,17 @@ class LabelChange:
 
 @runtime_checkable
 class StateStore(Protocol):
-    """The live state behind a Detector (see the module docstring)."""
+    """The live state behind a Detector (see the module docstring).
+
+    A store may also implement the optional batch form, used by `Detector.score_batch`
+    (which otherwise scores a batch one transaction at a time):
+
+    ``transact_batch(tx_ids, entities, counterparties, days, compute) -> BatchUpdate``:
+    read the records of `tx_ids`, the accounts of `entities` and the counterparties'
+    buckets of days in [days[0], days[1]) at once, call `compute(BatchSnapshot)` and write
+    everything it returns in one atomic unit; read and compute again if any of the
+    accounts changed concurrently. The three stores here implement it.
+    """
 
     url: str
 
@@ -130,20 +140,6 @@ class StateStore(Protocol):
     ) -> Update:
         """Read the snapshot, `compute` the update and write it atomically; retry on a
         concurrent change. `days` is the half-open day range of counterparty buckets to read."""
-        ...
-
-    def transact_batch(
-        self,
-        tx_ids: list[str],
-        entities: list[str],
-        counterparties: list[str],
-        days: tuple[int, int] | None,
-        compute: Callable[[BatchSnapshot], BatchUpdate],
-    ) -> BatchUpdate:
-        """The batch form of `transact`: read the records of `tx_ids`, the accounts of
-        `entities` and the counterparties' buckets of days in [days[0], days[1]) at once,
-        `compute` and write everything it returns in one atomic unit; retry on a concurrent
-        change of any of the accounts."""
         ...
 
     def label(self, tx_id: str, label: int) -> LabelChange | None:

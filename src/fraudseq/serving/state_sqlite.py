@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS labels (
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Wake the checkpoint thread early after about this many WAL pages (4 KiB each).
-CHECKPOINT_PAGES = 2_000
+CHECKPOINT_PAGES = 256
 
 
 class SQLiteStore:
@@ -97,7 +97,7 @@ class SQLiteStore:
         synchronous: str = "NORMAL",
         busy_timeout: float = 30.0,
         url: str | None = None,
-        checkpoint_seconds: float = 1.0,
+        checkpoint_seconds: float = 0.25,
     ) -> None:
         synchronous = synchronous.upper()
         if synchronous not in SYNCHRONOUS:
