@@ -404,10 +404,11 @@ class Detector:
         cps = fresh.counterparty if counted else None
         times = fresh.time_ns
         version = json.dumps(self.model_version)
-        for i, (tx_id, p, is_alert, short, inserted) in enumerate(
-            zip(fresh.ids, probability.tolist(), alert.tolist(), insufficient.tolist(),
-                in_order.tolist(), strict=True)
-        ):  # fmt: skip
+        scored = []
+        explained = []  # reasons for all alerts: one forward pass over all their occlusions
+        for i, (p, is_alert, short) in enumerate(
+            zip(probability.tolist(), alert.tolist(), insufficient.tolist(), strict=True)
+        ):
             result = {
                 "fraud_probability": p,
                 "score": round(100.0 * p, 2),
@@ -423,12 +424,18 @@ class Detector:
                 else:
                     found = events[i]
                 length = int(lengths[i])
-                with single_thread():
-                    result["reasons"] = self._reasons(
-                        fresh.row(i), window_numeric[i, :length], window_codes[i, :length],
-                        found, float(logits[i]),
-                    )  # fmt: skip
+                window = (window_numeric[i, :length], window_codes[i, :length])
+                explained.append((result, (fresh.row(i), *window, found, float(logits[i]))))
             results[new[i]] = result
+            scored.append(result)
+        if explained:
+            with single_thread():
+                reasons = self._reasons_many([item for _, item in explained])
+            for (result, _), found in zip(explained, reasons, strict=True):
+                result["reasons"] = found
+        for i, (tx_id, inserted, result) in enumerate(
+            zip(fresh.ids, in_order.tolist(), scored, strict=True)
+        ):
             if inserted:
                 text = record_json(
                     fresh.digests[i], fresh.entities[i], int(times[i]),
@@ -498,34 +505,52 @@ class Detector:
         pandas: every occlusion `fraudseq.explain` makes (each earlier event, each numeric
         feature and categorical column of this event replaced by the baseline) in one
         batched forward pass; the same attributions and the same dicts. [] if it fails."""
+        return self._reasons_many([(tx, numeric, codes, earlier, logit)])[0]
+
+    def _reasons_many(self, items: list[tuple]) -> list[list[dict]]:
+        """`_reasons` of several windows (tx, numeric, codes, earlier, logit), with all their
+        occluded copies in one forward pass."""
         try:
-            return self._occlusion_reasons(tx, numeric, codes, earlier, logit)
+            k = self.model.window
+            numerics, codes_list, lengths, sizes = [], [], [], []
+            for _, numeric, codes, _, _ in items:
+                length, n_num = numeric.shape
+                n_cat = codes.shape[1]
+                n_events = length - 1
+                copies = n_events + n_num + n_cat
+                batch_numeric = np.zeros((copies, k, n_num), dtype=np.float32)
+                batch_codes = np.zeros((copies, k, n_cat), dtype=np.int64)
+                batch_numeric[:, :length] = numeric
+                batch_codes[:, :length] = codes
+                steps = np.arange(n_events)
+                batch_numeric[steps, steps, :] = 0.0
+                batch_codes[steps, steps, :] = PAD_CODE
+                features = np.arange(n_num)
+                batch_numeric[n_events + features, length - 1, features] = 0.0
+                columns = np.arange(n_cat)
+                batch_codes[n_events + n_num + columns, length - 1, columns] = PAD_CODE
+                numerics.append(batch_numeric)
+                codes_list.append(batch_codes)
+                lengths.append(np.full(copies, length, dtype=np.int64))
+                sizes.append(copies)
+            occluded = self._window.logits(
+                np.concatenate(numerics), np.concatenate(codes_list), np.concatenate(lengths)
+            )
+            parts = np.split(occluded, np.cumsum(sizes)[:-1])
+            return [
+                self._top_reasons(tx, numeric, earlier, logit, part)
+                for (tx, numeric, _, earlier, logit), part in zip(items, parts, strict=True)
+            ]
         except Exception as err:  # explanations must never fail a score
             if not self._explain_failed:
                 self._explain_failed = True
                 log.warning("reasons unavailable: %s", err)
-            return []
+            return [[] for _ in items]
 
-    def _occlusion_reasons(self, tx, numeric, codes, earlier, logit) -> list[dict]:
-        length, n_num = numeric.shape
-        n_cat = codes.shape[1]
-        n_events = length - 1
-        copies = n_events + n_num + n_cat
-        k = self.model.window
-        batch_numeric = np.zeros((copies, k, n_num), dtype=np.float32)
-        batch_codes = np.zeros((copies, k, n_cat), dtype=np.int64)
-        batch_numeric[:, :length] = numeric
-        batch_codes[:, :length] = codes
-        steps = np.arange(n_events)
-        batch_numeric[steps, steps, :] = 0.0
-        batch_codes[steps, steps, :] = PAD_CODE
-        features = np.arange(n_num)
-        batch_numeric[n_events + features, length - 1, features] = 0.0
-        columns = np.arange(n_cat)
-        batch_codes[n_events + n_num + columns, length - 1, columns] = PAD_CODE
-        occluded = self._window.logits(
-            batch_numeric, batch_codes, np.full(copies, length, dtype=np.int64)
-        )
+    def _top_reasons(self, tx, numeric, earlier, logit, occluded) -> list[dict]:
+        """The top 3 positive attributions as `fraudseq.explain.top_reasons` dicts."""
+        n_events = len(numeric) - 1
+        n_num = numeric.shape[1]
         attribution = float(np.float32(logit)) - occluded.astype(np.float64)
 
         candidates = []  # (attribution, kind, index): events in step order, then features
