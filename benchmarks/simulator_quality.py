@@ -1,5 +1,6 @@
-"""The demo's comparison on the built-in simulator: fraudseq's LSTM against a
-one-transaction-at-a-time baseline (same network, window of 1, the transaction's own features).
+"""The demo's comparison on the built-in simulator: fraudseq's default model (an ensemble of
+an LSTM and XGBoost) against a one-transaction-at-a-time baseline (an LSTM with a window of 1
+and the transaction's own features only).
 
     .venv/bin/python benchmarks/simulator_quality.py [--accounts 2000 --days 60 --seed 0]
 

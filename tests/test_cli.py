@@ -43,9 +43,11 @@ def test_simulate_train_score_evaluate(tmp_path, monkeypatch, capsys):
         )
         == 0
     )
+    # The default model is the ensemble: the LSTM's weights and the booster's native file.
     assert {p.name for p in model.iterdir()} == {
         "model.json",
         "weights.safetensors",
+        "m1.booster.ubj",
         "manifest.json",
     }
 

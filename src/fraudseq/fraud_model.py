@@ -36,6 +36,9 @@ DEFAULT_FEATURES = tuple(FEATURE_BLOCKS)  # every block; those a schema lacks ad
 class FraudModel:
     """A sequence fraud classifier over per-entity windows of the last `window` events.
 
+    The default family is the ensemble of an LSTM and XGBoost (`members`), weighted on
+    validation AP: the best configuration on the handbook benchmark (see the README).
+
     >>> model = FraudModel("lstm", epochs=3, seed=0)             # doctest: +SKIP
     >>> model.fit("tx.csv", schema, train_until="2026-02-15")    # doctest: +SKIP
     >>> model.score("tx.csv", start="2026-02-15")                # doctest: +SKIP
@@ -43,7 +46,7 @@ class FraudModel:
 
     def __init__(
         self,
-        model: str = "lstm",
+        model: str = "ensemble",
         *,
         window: int = 16,
         features: tuple[str, ...] = DEFAULT_FEATURES,

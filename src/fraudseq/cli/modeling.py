@@ -58,7 +58,7 @@ def train(
     data: DataArg,
     out: Annotated[Path, typer.Option(help="Model directory to write (replaced only on success).")],
     schema: SchemaOpt = None,
-    model: Annotated[str, typer.Option(help=f"Model family: {', '.join(MODELS)}.")] = "lstm",
+    model: Annotated[str, typer.Option(help=f"Model family: {', '.join(MODELS)}.")] = "ensemble",
     train_from: TrainFromOpt = None,
     train_until: TrainUntilOpt = None,
     valid_days: ValidDaysOpt = 7,
