@@ -187,3 +187,20 @@ def test_threshold_and_compare(tmp_path, monkeypatch, capsys):
 
     code = run(monkeypatch, "threshold", model, data, "--strategy", "wat")
     assert code == 1 and "unknown threshold strategy" in capsys.readouterr().err
+
+
+def test_train_bidirectional_attention_model(tmp_path, monkeypatch, small_csv):
+    out = tmp_path / "model"
+    code = run(
+        monkeypatch, "train", small_csv, "--out", out, "--model", "lstm-attention",
+        "--bidirectional", "--attention-heads", 2, "--hidden-size", 8, "--epochs", 1,
+        "--train-until", "2026-01-31",
+    )  # fmt: skip
+    assert code == 0
+    stored = json.loads((out / "model.json").read_text())
+    params = stored["params"]
+    assert (stored["model"], params["bidirectional"], params["attention_heads"]) == (
+        "lstm-attention",
+        True,
+        2,
+    )

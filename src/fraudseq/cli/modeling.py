@@ -93,6 +93,12 @@ def train(
         "lstm,xgboost"
     ),
     combiner: Annotated[str, typer.Option(help="Ensemble: average or stacker.")] = "average",
+    bidirectional: Annotated[
+        bool, typer.Option(help="lstm-attention: a bidirectional LSTM under the attention.")
+    ] = False,
+    attention_heads: Annotated[
+        int, typer.Option(min=1, help="lstm-attention: attention heads.")
+    ] = 4,
     seed: SeedOpt = 0,
 ) -> None:
     """Train a model on labelled transactions before --train-until."""
@@ -117,6 +123,8 @@ def train(
         label_delay_days=label_delay_days,
         members=tuple(members.split(",")),
         combiner=combiner,
+        bidirectional=bidirectional,
+        attention_heads=attention_heads,
         seed=seed,
     )
     fitted.fit(
