@@ -26,6 +26,8 @@
 
 Before 1-3, the same HTTP tests run against the same app with a constant-time detector (the
 cost of the HTTP layer itself: JSON, validation, middleware, metrics), unless --skip-null.
+A scheduler probe before and after (how late time.sleep(2 ms) wakes up) shows whether other
+work on the machine was stealing CPU: every latency here inherits those tails.
 Everything measured is also written as JSON to --out (default
 benchmarks/results/serving-MODEL.json).
 
@@ -371,6 +373,31 @@ def report_latency(
     }
 
 
+def scheduler_probe(seconds: float = 5.0) -> dict:
+    """How late a sleeping thread wakes up on this machine right now (time.sleep(2 ms)
+    repeatedly): a quiet machine oversleeps by ~0.1 ms; other CPU-bound work shows up as
+    multi-millisecond tails that every latency below also suffers."""
+    over = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        time.sleep(0.002)
+        over.append(time.perf_counter() - t0 - 0.002)
+    ms = np.array(over) * 1000
+    p50, p99, p999 = np.percentile(ms, [50, 99, 99.9])
+    print(
+        f"scheduler probe ({seconds:.0f}s of sleep(2 ms)): oversleep p50 {p50:.2f} ms, "
+        f"p99 {p99:.2f} ms, p99.9 {p999:.2f} ms, max {ms.max():.1f} ms"
+    )
+    return {
+        "seconds": seconds,
+        "oversleep_p50_ms": round(p50, 3),
+        "oversleep_p99_ms": round(p99, 3),
+        "oversleep_p999_ms": round(p999, 3),
+        "oversleep_max_ms": round(float(ms.max()), 3),
+    }
+
+
 def percentiles(seconds: list[float]) -> dict:
     ms = np.asarray(seconds) * 1000
     if not len(ms):
@@ -522,6 +549,7 @@ def main() -> None:
         "reasons": args.reasons,
         "workers": args.workers,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "scheduler_probe_before": scheduler_probe(),
     }
 
     frame = fraudseq.simulate(accounts=args.accounts, days=45, seed=1)
@@ -621,6 +649,7 @@ def main() -> None:
         finally:
             stop_server(proc)
         served["store_check"] = store_check(state_db, [*history, *warm, *timed, *load])
+        report["scheduler_probe_after"] = scheduler_probe()
         load_after = os.getloadavg()
         report["load_average_after"] = [round(x, 2) for x in load_after]
         print(f"load average after: {' '.join(f'{x:.1f}' for x in load_after)}")
