@@ -138,7 +138,7 @@ def markdown(results: dict, args) -> str:
     for name, r in results.items():
         cells = [f"{r['mean'][k]:.3f} ± {r['std'][k]:.3f}" for k in KEYS]
         label = f"fraudseq {name}" + (
-            f" (window 16, hidden {args.hidden_size}, ≤{args.epochs} epochs)"
+            f" (window 16, hidden {args.hidden_size}, batch 1024, ≤{args.epochs} epochs)"
             if name != "xgboost"
             else " (fraudseq features)"
         )
