@@ -40,7 +40,7 @@ PUBLISHED = {  # ../shared/data/README.md: prequential model selection, 4 folds
 
 
 def build(name: str, args) -> FraudModel:
-    """A fraudseq family at its defaults (batch 1024 for speed), as in benchmarks/handbook.py."""
+    """A fraudseq family at its defaults except batch 1024 (faster on CPU; the default is 512)."""
     if name not in MODELS:
         raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     if name == "xgboost":
