@@ -37,9 +37,8 @@ def main() -> None:
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument(
         "--without",
-        default="",
-        help="comma-separated feature blocks to leave out, e.g. counterparty_risk (the one "
-        "block built from (delayed) labels) for a model that sees no label at all",
+        help="comma-separated feature blocks to leave out (default: the autoencoder's default, "
+        "every block but counterparty_risk, the one built from delayed labels); '' keeps all",
     )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
@@ -47,10 +46,12 @@ def main() -> None:
     print("machine:", describe())
     frame = simulate(accounts=args.accounts, days=args.days, seed=args.seed)
     started = time.perf_counter()
-    without = {b for b in args.without.split(",") if b}
+    without = None if args.without is None else {b for b in args.without.split(",") if b}
     model = FraudModel(
         "autoencoder",
-        features=tuple(b for b in DEFAULT_FEATURES if b not in without),
+        features=None
+        if without is None
+        else tuple(b for b in DEFAULT_FEATURES if b not in without),
         epochs=args.epochs,
         hidden_size=args.hidden_size,
         seed=args.seed,
@@ -66,11 +67,11 @@ def main() -> None:
         f"simulator: {args.accounts} accounts, {args.days} days, seed {args.seed}; "
         f"train until {args.train_until}, {args.valid_days:g} validation days; "
         f"{len(model.history_)} epochs in {seconds:.0f}s; "
-        f"feature blocks: {', '.join(model.features)}"
+        f"feature blocks: {', '.join(model.encoder_.blocks)}"
     )
     name = "autoencoder" + (
         " (no labels at all)"
-        if "counterparty_risk" not in model.features
+        if "counterparty_risk" not in model.encoder_.blocks
         else " (labels only in the delayed counterparty-risk features)"
     )
     print("| Model | AP | AUC ROC | Recall @ 1% FPR | n fraud |")

@@ -27,7 +27,7 @@ from machine import describe  # noqa: E402
 
 from fraudseq import metrics  # noqa: E402
 from fraudseq.features import FeatureEncoder  # noqa: E402
-from fraudseq.fraud_model import FraudModel  # noqa: E402
+from fraudseq.fraud_model import DEFAULT_FEATURES, FraudModel  # noqa: E402
 from fraudseq.io import write_json  # noqa: E402
 from fraudseq.models import MODELS as FAMILIES  # noqa: E402
 from fraudseq.prequential import known_fraud_mask  # noqa: E402
@@ -108,7 +108,7 @@ def evaluate(model: FraudModel, frame: pd.DataFrame, test: pd.DataFrame, s: Sche
 def feature_speed(frame: pd.DataFrame, s: Schema) -> float:
     started = time.perf_counter()
     train = frame[(frame[s.time] < pd.Timestamp("2018-08-01")).to_numpy()]
-    encoded = FeatureEncoder(s, blocks=tuple(FraudModel().features)).fit(train).transform(frame)
+    encoded = FeatureEncoder(s, blocks=DEFAULT_FEATURES).fit(train).transform(frame)
     window_index(np.arange(len(encoded)), encoded.starts, 16, len(encoded))
     return time.perf_counter() - started
 

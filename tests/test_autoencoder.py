@@ -131,3 +131,19 @@ def test_padding_content_does_not_change_the_error():
         clean = net(numeric, categorical, lengths)
         noisy = net(noisy_numeric, noisy_categorical, lengths)
     torch.testing.assert_close(clean, noisy, atol=0, rtol=0)
+
+
+def test_default_autoencoder_uses_no_label_derived_features(small_frame):
+    """Unsupervised by default: the delayed-label counterparty block is left out, so the
+    scores do not depend on the labels present in the scored data."""
+    from fraudseq.fraud_model import FraudModel, default_features
+
+    model = FraudModel("autoencoder", hidden_size=8, epochs=1, seed=0, progress=False)
+    model.fit(small_frame, train_until="2026-01-24", valid_days=5)
+    assert "counterparty_risk" not in model.encoder_.blocks
+    assert "counterparty_risk" in default_features("lstm")
+    unlabelled = small_frame.assign(is_fraud=0)
+    np.testing.assert_array_equal(
+        model.score(small_frame, start="2026-01-24")["score"].to_numpy(),
+        model.score(unlabelled, start="2026-01-24")["score"].to_numpy(),
+    )

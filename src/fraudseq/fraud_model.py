@@ -31,6 +31,16 @@ FORMAT_VERSION = 1
 # Stored beside the chosen threshold so `evaluate` can show the trade-off.
 REPORTED_STRATEGIES = ("best-f1", "recall:0.8", "precision:0.8")
 DEFAULT_FEATURES = tuple(FEATURE_BLOCKS)  # every block; those a schema lacks add nothing
+# Built from (delayed) fraud labels: left out of the unsupervised autoencoder's default, so
+# that it needs no labels at all (and it ranks better without them on the simulator).
+LABEL_BLOCKS = ("counterparty_risk",)
+
+
+def default_features(model: str) -> tuple[str, ...]:
+    """The feature blocks of `model` when `features` is not given."""
+    if model == "autoencoder":
+        return tuple(b for b in DEFAULT_FEATURES if b not in LABEL_BLOCKS)
+    return DEFAULT_FEATURES
 
 
 class FraudModel:
@@ -49,7 +59,7 @@ class FraudModel:
         model: str = "ensemble",
         *,
         window: int = 16,
-        features: tuple[str, ...] = DEFAULT_FEATURES,
+        features: tuple[str, ...] | None = None,
         hidden_size: int = 32,
         num_layers: int = 1,
         dropout: float = 0.1,
@@ -142,7 +152,7 @@ class FraudModel:
         fit_rows = (frame[schema.time] < until).to_numpy() & ~valid_rows
         self.encoder_ = FeatureEncoder(
             schema,
-            blocks=self.features,
+            blocks=self.features if self.features is not None else default_features(self.model),
             min_count=self.min_count,
             max_vocabulary=self.max_vocabulary,
             label_delay_days=self.label_delay_days,
@@ -317,7 +327,7 @@ class FraudModel:
             )
         params = dict(config["params"])
         for name in ("features", "members"):  # JSON lists back to tuples
-            if name in params:
+            if params.get(name) is not None:
                 params[name] = tuple(params[name])
         model = cls(config["model"], **params)
         model.schema_ = Schema.from_dict(config["schema"], source=f"{path}/model.json")
@@ -339,7 +349,8 @@ class FraudModel:
             if name not in ("self", "model", "progress")
         ]
         params = {name: getattr(self, name) for name in names}
-        params["features"] = list(params["features"])
+        if params["features"] is not None:
+            params["features"] = list(params["features"])
         params["members"] = list(parse_members(params["members"]))
         return params
 
