@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe  # noqa: E402
 
 from fraudseq.comparison import compare_models  # noqa: E402
+from fraudseq.io import write_json  # noqa: E402
 from fraudseq.models import MODELS  # noqa: E402
 from fraudseq.schema import Schema  # noqa: E402
 from fraudseq.simulate import simulate  # noqa: E402
@@ -49,6 +50,11 @@ def main() -> None:
         seed=args.seed,
         **spec["split"],
     )
+    out = ROOT / "benchmarks/results/compare_simulator.json"
+    # A run of some models replaces their rows and keeps the others (in MODELS order).
+    previous = {r["model"]: r for r in json.loads(out.read_text())["rows"]} if out.exists() else {}
+    merged = previous | {r["model"]: r for r in rows}
+    rows = [merged[m] for m in MODELS if m in merged]
     print(f"dataset: simulator, split {spec['split']}, epochs {args.epochs}, seed {args.seed}")
     print("| Model | AP | AUC ROC | Recall @ 1% FPR | CP@100 | Train (s) | Scored/s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -58,9 +64,7 @@ def main() -> None:
             f"{r['recall_at_1pct_fpr']:.3f} | {r['cp_at_100']:.3f} | {r['train_seconds']:.0f} | "
             f"{r['scored_per_second']:,.0f} |"
         )
-    out = ROOT / "benchmarks/results/compare_simulator.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": describe(), "rows": rows}, indent=2) + "\n")
+    write_json({"machine": describe(), "rows": rows}, out)
 
 
 if __name__ == "__main__":
