@@ -154,7 +154,7 @@ def main() -> None:
     )
     results, timings = {}, {}
     for protocol in args.protocols.split(","):
-        for model_name in args.models.split(","):
+        for model_name in filter(None, args.models.split(",")):  # --models "": timing only
             model = build(model_name, args.epochs, args.seed)
             started = time.perf_counter()
             model.fit(frame, schema, **PROTOCOLS[protocol])
