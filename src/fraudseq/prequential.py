@@ -205,7 +205,7 @@ def prequential(
         valid_days=valid_days,
     )
     params = dict(params)
-    if "features" in params:
+    if params.get("features") is not None:
         params["features"] = tuple(params["features"])
     results = []
     for fold in plan:
