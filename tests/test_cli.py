@@ -204,3 +204,16 @@ def test_train_bidirectional_attention_model(tmp_path, monkeypatch, small_csv):
         True,
         2,
     )
+
+
+def test_cli_logging_follows_the_current_stderr(tmp_path, monkeypatch):
+    """The CLI's log handler writes to sys.stderr as it is when a record is logged, so a
+    replaced (and later closed) stderr is never written to."""
+    import io
+    import logging
+
+    assert run(monkeypatch, "simulate", "--out", tmp_path / "tx.csv", "--accounts", 20) == 0
+    replacement = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", replacement)
+    logging.getLogger("fraudseq").info("hello from the test")
+    assert "hello from the test" in replacement.getvalue()

@@ -28,6 +28,23 @@ FromOpt = Annotated[str | None, typer.Option("--from", help="Start date/ISO time
 UntilOpt = Annotated[str | None, typer.Option("--until", help="End date/ISO time (exclusive).")]
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is at each record, not as it was at setup, so that a
+    replaced stderr (pytest's capture, an application embedding the CLI) is never written to
+    after it is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass  # always the current sys.stderr
+
+
 @app.callback()
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     logging.basicConfig(
@@ -35,7 +52,7 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) ->
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, show_time=False)]
         if console.is_terminal
-        else [logging.StreamHandler(sys.stderr)],
+        else [_CurrentStderr()],
         force=True,
     )
 
