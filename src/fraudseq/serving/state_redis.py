@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fraudseq.errors import FraudseqError
@@ -170,24 +171,17 @@ class RedisStore:
         self._check_open()
         t_key, a_key = self._key("t", tx_id), self._key("a", entity)
         c_key = self._key("c", counterparty) if counterparty is not None else t_key
-        day_range = list(range(days[0], days[1])) if counterparty is not None and days else []
-        fields = [f"{d}:{kind}" for d in day_range for kind in ("n", "f")]
+        read_buckets = counterparty is not None and bool(days)
         try:
             for _ in range(MAX_ATTEMPTS):
                 pipe = self._client.pipeline(transaction=False)
                 pipe.get(t_key)
                 pipe.get(a_key)
-                if fields:
-                    pipe.hmget(c_key, fields)
+                if read_buckets:
+                    pipe.hgetall(c_key)
                 values = pipe.execute()
                 record, account = values[0], values[1]
-                buckets = {}
-                if fields:
-                    counts = values[2]
-                    for i, day in enumerate(day_range):
-                        n, f = counts[2 * i], counts[2 * i + 1]
-                        if n is not None or f is not None:
-                            buckets[day] = (int(n or 0), int(f or 0))
+                buckets = _buckets(values[2], days) if read_buckets else {}
                 update = compute(
                     Snapshot(
                         record=json.loads(record) if record is not None else None,
@@ -234,25 +228,22 @@ class RedisStore:
         t_keys = [self._key("t", i) for i in tx_ids]
         a_keys = [self._key("a", e) for e in entities]
         c_keys = [self._key("c", c) for c in counterparties]
-        day_range = list(range(days[0], days[1])) if days is not None else []
-        fields = [f"{d}:{kind}" for d in day_range for kind in ("n", "f")]
         try:
             for _ in range(MAX_ATTEMPTS):
                 pipe = self._client.pipeline(transaction=False)
                 pipe.mget(t_keys)
                 pipe.mget(a_keys)
-                if fields:
+                if days is not None:
                     for key in c_keys:
-                        pipe.hmget(key, fields)
+                        pipe.hgetall(key)
                 values = pipe.execute()
                 records = {i: json.loads(v) for i, v in zip(tx_ids, values[0], strict=True) if v}
                 accounts = {e: v for e, v in zip(entities, values[1], strict=True) if v is not None}
-                buckets: dict[str, dict[int, tuple[int, int]]] = {}
-                for cp, counts in zip(counterparties, values[2:], strict=False):
-                    for d, day in enumerate(day_range):
-                        n, f = counts[2 * d], counts[2 * d + 1]
-                        if n is not None or f is not None:
-                            buckets.setdefault(cp, {})[day] = (int(n or 0), int(f or 0))
+                buckets = {
+                    cp: found
+                    for cp, stored in zip(counterparties, values[2:], strict=False)
+                    if (found := _buckets(stored, days))
+                }
                 update = compute(BatchSnapshot(records, accounts, buckets))
                 if not update.records:
                     return update
@@ -341,12 +332,7 @@ class RedisStore:
         return {k.decode(): int(v) for k, v in stored.items()}
 
     def counterparty_days(self, counterparty: str) -> dict[int, tuple[int, int]]:
-        stored = self._client.hgetall(self._key("c", counterparty))
-        out: dict[int, list[int]] = {}
-        for field, value in stored.items():
-            day, kind = field.decode().split(":")
-            out.setdefault(int(day), [0, 0])[0 if kind == "n" else 1] = int(value)
-        return {d: (v[0], v[1]) for d, v in out.items()}
+        return _buckets(self._client.hgetall(self._key("c", counterparty)))
 
     def clear(self) -> int:
         """Delete every key under this store's prefix (tests); returns how many."""
@@ -371,3 +357,16 @@ class RedisStore:
     def _check_open(self) -> None:
         if self._closed:
             raise FraudseqError(f"{self.url}: the state store is closed")
+
+
+def _buckets(stored: dict, days: tuple[int, int] | None = None) -> dict[int, tuple[int, int]]:
+    """(count, frauds) by bucket from a counterparty hash of `{bucket}:n` / `{bucket}:f`
+    fields, keeping buckets in the half-open range `days` when given. The hash is read whole
+    (HGETALL): it holds only buckets that have transactions, pruned to the retention, far
+    fewer than the hundreds of hour buckets a 30-day range spans."""
+    out: dict[int, list[int]] = {}
+    for field, value in stored.items():
+        bucket, kind = field.decode().split(":")
+        out.setdefault(int(bucket), [0, 0])[0 if kind == "n" else 1] = int(value)
+    lo, hi = days if days is not None else (-math.inf, math.inf)
+    return {b: (v[0], v[1]) for b, v in out.items() if lo <= b < hi}
