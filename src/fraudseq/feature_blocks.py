@@ -287,42 +287,74 @@ def counterparty_risk_features(frame: SortedFrame) -> dict[str, np.ndarray]:
     if not known_cp.any():
         return out
 
-    # Sort the rows with a counterparty by the key (counterparty, bucket). The transactions of
-    # counterparty c in buckets [lo, hi) are then the sorted rows with key in
-    # [c*N + lo, c*N + hi), and in this order every row's query keys are sorted too, which
-    # keeps searchsorted fast. (Equivalent to per-(counterparty, bucket) counts with
-    # cumulative sums over buckets.)
+    # Sort the rows with a counterparty by the key (counterparty, bucket): one entry per
+    # transaction. The order within a key does not matter.
     rows = np.flatnonzero(known_cp)
     first_bucket = int(bucket[rows].min())
     n_buckets = int(bucket[rows].max()) - first_bucket + 1
     rel = bucket[rows] - first_bucket
     key = counterparty[rows] * n_buckets + rel
-    by_key = np.argsort(key)  # the order within a key does not matter
+    by_key = np.argsort(key)
     rows, key, rel = rows[by_key], key[by_key], rel[by_key]
-    cp_base = key - rel
-    cum_fraud = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(fraud[rows], out=cum_fraud[1:])
+    stats = counterparty_statistics(
+        key,
+        np.ones(len(rows), dtype=np.int64),
+        fraud[rows],
+        rel,
+        key - rel,
+        rel,
+        label_delay_buckets(frame.label_delay_ns),
+    )
+    for name, values in stats.items():
+        out[name][rows] = values
+    return out
 
-    delay = label_delay_buckets(frame.label_delay_ns)
-    # Offsets are clipped at 0 so that a query never reaches the previous counterparty.
-    end = np.searchsorted(key, cp_base + np.maximum(rel - delay, 0), side="left")
+
+def counterparty_statistics(
+    key: np.ndarray,
+    count: np.ndarray,
+    fraud: np.ndarray,
+    bucket: np.ndarray,
+    query_base: np.ndarray,
+    query_bucket: np.ndarray,
+    delay: int,
+) -> dict[str, np.ndarray]:
+    """The counterparty features of queries, from a table of (counterparty, bucket) entries.
+
+    Entries are sorted by `key` = counterparty * span + `bucket` (buckets >= 0 from a common
+    origin, span larger than any bucket), each holding `count` transactions of which `fraud`
+    are known frauds. A query of a counterparty whose keys start at `query_base`
+    (counterparty * span), made in bucket `query_bucket`, sees the entries with bucket in
+    [query_bucket - delay - 24 w, query_bucket - delay). The batch block passes one entry per
+    transaction; live batch scoring one entry per stored bucket, so both compute the same
+    numbers. Searches are clipped at bucket 0 so that a query never reaches the previous
+    counterparty.
+    """
+    count_prefix = np.r_[0, np.cumsum(count)]
+    fraud_prefix = np.r_[0, np.cumsum(fraud)]
+    visible = query_bucket - delay
+    end = np.searchsorted(key, query_base + np.maximum(visible, 0), side="left")
+    out = {}
     for w in COUNTERPARTY_WINDOWS_DAYS:
-        start = np.searchsorted(key, cp_base + np.maximum(rel - delay - w * BUCKETS_PER_DAY, 0))
-        count = end - start
-        frauds = cum_fraud[end] - cum_fraud[start]
-        out[f"cp_count_{w}d"][rows] = np.log1p(count)
-        out[f"cp_risk_{w}d"][rows] = frauds / np.maximum(count, 1)
+        lo = np.maximum(visible - w * BUCKETS_PER_DAY, 0)
+        start = np.searchsorted(key, query_base + lo, side="left")
+        n = count_prefix[end] - count_prefix[start]
+        out[f"cp_count_{w}d"] = np.log1p(n.astype(np.float64))
+        out[f"cp_risk_{w}d"] = (fraud_prefix[end] - fraud_prefix[start]) / np.maximum(n, 1)
 
-    # `start` is now the longest window's. The first known fraud at or after it and the last
-    # before `end`, from next/previous-fraud positions (a sentinel fraud past the end).
-    position = np.arange(len(rows) + 1)
-    is_fraud = np.r_[fraud[rows] > 0, True]
-    next_fraud = np.minimum.accumulate(np.where(is_fraud, position, len(rows))[::-1])[::-1]
+    # `start` is now the longest window's. The first entry with a known fraud at or after it
+    # and the last before `end`, from next/previous-fraud positions (a sentinel past the end).
+    position = np.arange(len(key) + 1)
+    is_fraud = np.r_[np.asarray(fraud) > 0, True]
+    next_fraud = np.minimum.accumulate(np.where(is_fraud, position, len(key))[::-1])[::-1]
     prev_fraud = np.maximum.accumulate(np.where(np.r_[False, is_fraud[:-1]], position - 1, -1))
     has = next_fraud[start] < end
-    first, last = next_fraud[start[has]], prev_fraud[end[has]]
-    out["cp_first_fraud_days"][rows[has]] = (rel[has] - rel[first]) / BUCKETS_PER_DAY
-    out["cp_last_fraud_days"][rows[has]] = (rel[has] - rel[last]) / BUCKETS_PER_DAY
+    first = np.zeros(len(query_bucket))
+    last = np.zeros(len(query_bucket))
+    first[has] = (query_bucket[has] - bucket[next_fraud[start[has]]]) / BUCKETS_PER_DAY
+    last[has] = (query_bucket[has] - bucket[prev_fraud[end[has]]]) / BUCKETS_PER_DAY
+    out["cp_first_fraud_days"] = first
+    out["cp_last_fraud_days"] = last
     return out
 
 

@@ -38,6 +38,7 @@ from fraudseq.feature_blocks import (
     VELOCITY_AMOUNT_WINDOWS,
     VELOCITY_WINDOWS_NS,
     ZSCORE_STD_FLOOR,
+    counterparty_statistics,
 )
 from fraudseq.features import OOV_CODE
 from fraudseq.schema import Schema
@@ -699,38 +700,24 @@ def encode_batch(
 
 
 def _counterparty(live: LiveEncoder, cps: list[str], own: np.ndarray, buckets: dict) -> dict:
-    """As `LiveEncoder._counterparty` for every transaction (`own`: its bucket), from one
-    sorted table of the (counterparty, bucket, count, frauds) buckets."""
-    n = len(cps)
+    """As `LiveEncoder._counterparty` for every transaction (`own`: its bucket), through
+    the batch block's `counterparty_statistics` on the stored (count, frauds) buckets."""
     names, cp = np.unique(np.array(cps, dtype=object), return_inverse=True)
-    hi = own - live.delay_buckets
-    longest = max(COUNTERPARTY_WINDOWS_DAYS) * BUCKETS_PER_DAY
     rows = [(i, d, v[0], v[1]) for i, c in enumerate(names.tolist())
             for d, v in buckets.get(c, {}).items()]  # fmt: skip
     table = np.array(rows, dtype=np.int64).reshape(-1, 4)
-    base = min(int(table[:, 1].min()) if rows else 0, int(hi.min()) - longest)
-    span = max(int(table[:, 1].max()) if rows else 0, int(hi.max())) - base + 2
-    table = table[np.argsort(table[:, 0] * span + (table[:, 1] - base), kind="stable")]
-    keys = table[:, 0] * span + (table[:, 1] - base)
-    count_prefix = np.concatenate([[0], np.cumsum(table[:, 2])])
-    fraud_prefix = np.concatenate([[0], np.cumsum(table[:, 3])])
-    up = np.searchsorted(keys, cp * span + (hi - base), side="left")
-    out = {}
-    for w in COUNTERPARTY_WINDOWS_DAYS:
-        lo = np.searchsorted(keys, cp * span + (hi - w * BUCKETS_PER_DAY - base), side="left")
-        count = count_prefix[up] - count_prefix[lo]
-        frauds = fraud_prefix[up] - fraud_prefix[lo]
-        out[f"cp_count_{w}d"] = np.log1p(count.astype(np.float64))
-        out[f"cp_risk_{w}d"] = frauds / np.maximum(count, 1)
-    # `lo` is the longest window's: its first and last bucket with a known fraud.
-    position = np.arange(len(table) + 1)
-    is_fraud = np.r_[table[:, 3] > 0, True]  # a sentinel past the end
-    next_fraud = np.minimum.accumulate(np.where(is_fraud, position, len(table))[::-1])[::-1]
-    prev_fraud = np.maximum.accumulate(np.where(np.r_[False, is_fraud[:-1]], position - 1, -1))
-    has = next_fraud[lo] < up
-    first, last = np.zeros(n), np.zeros(n)
-    first[has] = (own[has] - table[next_fraud[lo[has]], 1]) / BUCKETS_PER_DAY
-    last[has] = (own[has] - table[prev_fraud[up[has]], 1]) / BUCKETS_PER_DAY
-    out["cp_first_fraud_days"] = first
-    out["cp_last_fraud_days"] = last
-    return out
+    longest = max(COUNTERPARTY_WINDOWS_DAYS) * BUCKETS_PER_DAY
+    base = min(int(table[:, 1].min()) if rows else 0, int(own.min()) - live.delay_buckets - longest)
+    span = max(int(table[:, 1].max()) if rows else 0, int(own.max())) - base + 2
+    bucket = table[:, 1] - base
+    key = table[:, 0] * span + bucket
+    order = np.argsort(key, kind="stable")
+    return counterparty_statistics(
+        key[order],
+        table[order, 2],
+        table[order, 3],
+        bucket[order],
+        cp * span,
+        own - base,
+        live.delay_buckets,
+    )
