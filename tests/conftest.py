@@ -29,3 +29,15 @@ def trained(small_frame):
 
     model = FraudModel("lstm", epochs=2, hidden_size=16, seed=3, progress=False)
     return model.fit(small_frame, train_until=TRAIN_UNTIL, valid_days=7)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Live scoring runs one torch thread (as `fraudseq serve` does); serving test modules
+    use this with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

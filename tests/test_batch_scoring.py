@@ -11,13 +11,13 @@ from fraudseq.models import MODELS
 from fraudseq.serving import AccountState, ConflictError, Detector
 from fraudseq.serving.batch import decode_states, encode_states, parse_batch
 from fraudseq.serving.live_features import parse_transaction
-from test_state import accounts_slice, make_model_dir, one_torch_thread, transactions
+from test_state import accounts_slice, make_model_dir, transactions
 
 TOLERANCE = 1e-6
 EXACT = ("transaction_id", "alert", "threshold", "insufficient_history", "model_version")
 
 
-__all__ = ["one_torch_thread"]  # the autouse fixture, for this module too
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

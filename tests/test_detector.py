@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.fraud_model import FraudModel
@@ -26,12 +25,7 @@ from test_state import accounts_slice, make_model_dir, transactions
 PARITY_TOLERANCE = 1e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

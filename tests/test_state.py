@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from fraudseq.errors import FraudseqError
 from fraudseq.fraud_model import FraudModel
@@ -27,12 +26,7 @@ TRAIN_UNTIL = "2026-01-31"
 TINY = {"epochs": 1, "hidden_size": 8, "n_estimators": 20, "max_depth": 3, "progress": False}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def accounts_slice(frame, first: int, count: int):
