@@ -325,11 +325,7 @@ class FraudModel:
                 f"{path}: model format {config.get('format_version')} is not supported by this "
                 f"fraudseq ({FORMAT_VERSION}); retrain the model"
             )
-        params = dict(config["params"])
-        for name in ("features", "members"):  # JSON lists back to tuples
-            if params.get(name) is not None:
-                params[name] = tuple(params[name])
-        model = cls(config["model"], **params)
+        model = cls.from_params(config["model"], config["params"])
         model.schema_ = Schema.from_dict(config["schema"], source=f"{path}/model.json")
         model.encoder_ = FeatureEncoder.from_json(config["encoder"], model.schema_)
         model.model_ = model._build()
@@ -340,6 +336,16 @@ class FraudModel:
         model.history_ = config["history"]
         model.training_period_ = config["training_period"]
         return model
+
+    @classmethod
+    def from_params(cls, model: str, params: dict) -> FraudModel:
+        """An unfitted model of family `model` from `get_params()` output (JSON lists back
+        to tuples)."""
+        params = dict(params)
+        for name in ("features", "members"):
+            if params.get(name) is not None:
+                params[name] = tuple(params[name])
+        return cls(model, **params)
 
     def get_params(self) -> dict:
         """Hyperparameters as stored in model.json (scikit-learn's convention)."""

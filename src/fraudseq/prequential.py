@@ -204,9 +204,6 @@ def prequential(
         start=start,
         valid_days=valid_days,
     )
-    params = dict(params)
-    if params.get("features") is not None:
-        params["features"] = tuple(params["features"])
     results = []
     for fold in plan:
         started = time.perf_counter()
@@ -216,7 +213,7 @@ def prequential(
             *(d.date() for d in (fold.train_from, fold.train_until, fold.valid_from)),
             *(d.date() for d in (fold.valid_until, fold.test_from, fold.test_until)),
         )
-        model = FraudModel(family, **params)
+        model = FraudModel.from_params(family, params)
         model.fit(
             frame,
             schema,
