@@ -12,7 +12,7 @@ from fraudseq.errors import FraudseqError
 from fraudseq.fraud_model import FraudModel
 from fraudseq.models import MODELS
 from fraudseq.report import build_model_report, write_model_report
-from fraudseq.report.screenshot import chromium_path, png_stats, screenshot
+from fraudseq.report.screenshot import chromium_path, png_stats, render_failures, screenshot
 from fraudseq.simulate import simulate
 
 TRAIN_UNTIL = "2026-01-31"  # as in conftest.py
@@ -81,10 +81,7 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
         pytest.skip("chromium is not installed (run scripts/install-chromium.sh as root)")
     stats = png_stats(screenshot(report_html, tmp_path / "report.png"))
     assert (stats["width"], stats["height"]) == (1200, 3000)
-    assert stats["bytes"] > 100_000, stats
-    assert stats["non_background_share"] > 0.15, stats  # text, cards, tables, charts
-    assert stats["colour_share"] > 0.005, stats  # the charts' coloured lines and bars
-    assert stats["colours"] > 500, stats
+    assert render_failures(stats) == {}, stats  # text, cards, tables, coloured charts
 
 
 def test_failed_report_keeps_the_existing_file(trained, small_frame, tmp_path):

@@ -85,3 +85,18 @@ def png_stats(png_path: str | Path) -> dict:
         "colour_share": float(((pixels.max(axis=-1) - pixels.min(axis=-1)) > 60).mean()),
         "colours": int(len(values)),
     }
+
+
+# What a rendered report must at least show (checked by the tests and
+# benchmarks/report_screenshot.py): each statistic of `png_stats` must exceed its minimum.
+RENDER_MINIMUMS = {
+    "bytes": 100_000,  # a blank 1200x3000 page is ~17 kB
+    "non_background_share": 0.15,  # text, cards, tables and charts over the page background
+    "colour_share": 0.005,  # the charts' coloured curves and bars
+    "colours": 500,
+}
+
+
+def render_failures(stats: dict) -> dict:
+    """The statistics at or below their minimum: empty when the page looks rendered."""
+    return {k: stats[k] for k, minimum in RENDER_MINIMUMS.items() if stats[k] <= minimum}
