@@ -60,14 +60,15 @@ LABELS = {
 }
 
 
-def build(name: str, epochs: int, seed: int) -> FraudModel:
-    """Any fraudseq family at its defaults (what `fraudseq train --model NAME` trains), or the
-    one-transaction baseline: XGBoost on the current event's own fields only."""
+def build(name: str, epochs: int, seed: int, **params) -> FraudModel:
+    """Any fraudseq family at its defaults (what `fraudseq train --model NAME` trains) unless
+    `params` say otherwise, or the one-transaction baseline: XGBoost on the current event's
+    own fields only."""
     if name == BASELINE:
         return FraudModel("xgboost", window=1, features=("event",), seed=seed)
     if name not in FAMILIES:
         raise SystemExit(f"unknown model {name!r}; choose from {', '.join(FAMILIES)}, {BASELINE}")
-    return FraudModel(name, epochs=epochs, seed=seed)
+    return FraudModel(name, epochs=epochs, seed=seed, **params)
 
 
 def test_set(frame: pd.DataFrame, s: Schema) -> pd.DataFrame:

@@ -20,15 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 sys.path.insert(0, str(Path(__file__).parent))
+from handbook import build, test_set  # noqa: E402
 from machine import describe  # noqa: E402
 
-from fraudseq.fraud_model import FraudModel  # noqa: E402
-from fraudseq.models import MODELS  # noqa: E402
-from fraudseq.prequential import known_fraud_mask, prequential  # noqa: E402
+from fraudseq.prequential import prequential  # noqa: E402
 from fraudseq.schema import Schema, load_transactions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,27 +35,7 @@ PUBLISHED = {  # ../shared/data/README.md: prequential model selection, 4 folds
 }
 
 
-def build(name: str, args) -> FraudModel:
-    """A fraudseq family at its defaults except batch 1024 (faster on CPU; the default is 512)."""
-    if name not in MODELS:
-        raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    if name == "xgboost":
-        return FraudModel(name, seed=args.seed)
-    return FraudModel(
-        name, hidden_size=args.hidden_size, epochs=args.epochs, batch_size=1024, seed=args.seed
-    )
-
-
 KEYS = ("auc_roc", "average_precision", "cp_at_100")
-
-
-def check_known_card_removal(frame: pd.DataFrame, schema: Schema) -> tuple[int, int]:
-    """Test transactions and frauds of the handbook's single split after removal (the README
-    says 58,264 and 385)."""
-    test = (frame[schema.time] >= "2018-08-08") & (frame[schema.time] < "2018-08-15")
-    rows = np.flatnonzero(test.to_numpy())
-    kept = rows[~known_fraud_mask(frame, schema, rows, "2018-07-25", 7)]
-    return len(kept), int(frame[schema.label].to_numpy()[kept].sum())
 
 
 def main() -> None:
@@ -80,7 +56,8 @@ def main() -> None:
     schema = Schema.from_toml(ROOT / "schemas/handbook.toml")
     started = time.perf_counter()
     frame = load_transactions(args.data, schema, require_label=True)
-    n_test, n_fraud = check_known_card_removal(frame, schema)
+    test = test_set(frame, schema)
+    n_test, n_fraud = len(test), int(test[schema.label].sum())
     print(
         f"loaded {len(frame):,} rows in {time.perf_counter() - started:.0f}s; known-card removal "
         f"on the handbook's test week leaves {n_test:,} transactions, {n_fraud} frauds "
@@ -89,7 +66,10 @@ def main() -> None:
     )
     results = {}
     for name in args.models.split(","):
-        template = build(name, args)
+        # Nets at batch 1024 (faster on CPU; the default is 512); xgboost ignores both.
+        template = build(
+            name, args.epochs, args.seed, hidden_size=args.hidden_size, batch_size=1024
+        )
         started = time.perf_counter()
         result = prequential(
             template.model,
