@@ -34,21 +34,17 @@ import hashlib
 import json
 import logging
 import math
-import warnings
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from fraudseq.artifacts import MANIFEST, MODEL_JSON
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.feature_blocks import COUNTERPARTY_BUCKET_NS
-from fraudseq.features import PAD_CODE, EncodedFrame
+from fraudseq.features import PAD_CODE
 from fraudseq.fraud_model import FraudModel
-from fraudseq.models.neural import NeuralWindowModel
 from fraudseq.schema import Schema
 from fraudseq.serving.batch import (
     TransactionColumns,
@@ -74,13 +70,11 @@ from fraudseq.serving.state import (
     dumps,
     open_store,
 )
-from fraudseq.training import WindowSet, WindowSource
+from fraudseq.serving.window_scorer import WindowScorer, single_thread
 
 log = logging.getLogger("fraudseq")
 
 STATE_FORMAT = 1
-#: Windows per forward pass in batch scoring.
-BATCH_CHUNK = 2048
 EXPLAIN_MODES = ("alerts", "all", "none")
 
 
@@ -116,7 +110,7 @@ class Detector:
         self.min_history = min_history
         self.live = LiveEncoder(model.encoder_, model.window)
         self.store = store
-        self._window = _WindowScorer(model)
+        self._window = WindowScorer(model)
         self._empty_state = self.live.empty_state().to_bytes()
         self._explain_failed = False
         fingerprint = self.fingerprint()
@@ -606,175 +600,6 @@ class Detector:
                     }
                 )
         return reasons
-
-
-@contextmanager
-def single_thread():
-    """Run torch on one intra-op thread for the duration (then restore the setting).
-
-    One window is far too small to split across threads: with 2 threads a 16-step LSTM call
-    spends its time synchronising, 10x slower than one thread on a busy machine. Servers
-    should call `torch.set_num_threads(1)` at startup, which makes this a no-op.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _single_threaded_boosters(model) -> None:
-    """Predict with one thread in every XGBoost booster of the window model (members too)."""
-    booster = getattr(model, "booster_", None)
-    if booster is not None and hasattr(booster, "set_param"):
-        booster.set_param({"nthread": 1})
-    for member in getattr(model, "members", None) or []:
-        _single_threaded_boosters(member[1] if isinstance(member, tuple) else member)
-
-
-class _WindowScorer:
-    """The model's logit for one window of encoded rows.
-
-    Torch window models whose `decision_function` is the plain network call get the network
-    called directly under inference mode (about 10x less overhead than building a WindowSet);
-    every other family (boosted trees, autoencoder ranks, ensembles, ...) goes through its
-    own `decision_function` on a one-window WindowSet, the same code batch scoring runs.
-    """
-
-    def __init__(self, model: FraudModel, *, trace: bool = True) -> None:
-        self.window = model.window
-        self.model = model.model_
-        self.network = None
-        self.traced = False
-        _single_threaded_boosters(self.model)
-        if (
-            isinstance(self.model, NeuralWindowModel)
-            and type(self.model).decision_function is NeuralWindowModel.decision_function
-        ):
-            self.model.network.eval()
-            self.network = self.model.network
-            self.lengths = [torch.tensor([n]) for n in range(self.window + 1)]
-            self.batch_network = self.network
-            if trace:
-                with single_thread():
-                    traced = _trace(self.model.network, model)
-                if traced is not None:
-                    self.network, self.batch_network, self.traced = traced, traced, True
-
-    def logit(self, numeric: np.ndarray, codes: np.ndarray) -> float:
-        length = len(numeric)
-        if self.network is not None:
-            padded_numeric = np.zeros((1, self.window, numeric.shape[1]), dtype=np.float32)
-            padded_codes = np.zeros((1, self.window, codes.shape[1]), dtype=np.int64)
-            padded_numeric[0, :length] = numeric
-            padded_codes[0, :length] = codes
-            with torch.inference_mode():
-                out = self.network(
-                    torch.from_numpy(padded_numeric),
-                    torch.from_numpy(padded_codes),
-                    self.lengths[length],
-                )
-            return float(out.reshape(-1)[0])
-        encoded = EncodedFrame(
-            numeric,
-            codes,
-            np.arange(length, dtype=np.int64),
-            np.zeros(length, dtype=np.int64),
-        )
-        windows = WindowSet(WindowSource(encoded, self.window), np.array([length - 1]))
-        return float(np.asarray(self.model.decision_function(windows)).reshape(-1)[0])
-
-    def logits(self, numeric: np.ndarray, codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Logits (float32 values) of B windows: numeric (B, K, F) and codes (B, K, C),
-        left-aligned and zero padded, with their lengths (B,); one forward pass (in chunks
-        of BATCH_CHUNK windows) for torch networks, one `decision_function` otherwise."""
-        lengths = np.asarray(lengths, dtype=np.int64)
-        if self.network is not None:
-            network = self.batch_network
-            out = np.empty(len(lengths), dtype=np.float32)
-            with torch.inference_mode():
-                for start in range(0, len(lengths), BATCH_CHUNK):
-                    stop = start + BATCH_CHUNK
-                    logits = network(
-                        torch.from_numpy(np.ascontiguousarray(numeric[start:stop])),
-                        torch.from_numpy(np.ascontiguousarray(codes[start:stop])),
-                        torch.from_numpy(lengths[start:stop]),
-                    )
-                    out[start:stop] = logits.reshape(-1).numpy()
-            return out
-        valid = np.arange(numeric.shape[1])[None, :] < lengths[:, None]
-        rows_numeric, rows_codes = numeric[valid], codes[valid]  # windows one after another
-        window_starts = np.zeros(len(lengths), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=window_starts[1:])
-        encoded = EncodedFrame(
-            np.ascontiguousarray(rows_numeric, dtype=np.float32),
-            np.ascontiguousarray(rows_codes, dtype=np.int64),
-            np.arange(len(rows_numeric), dtype=np.int64),
-            np.repeat(window_starts, lengths),
-        )
-        windows = WindowSet(WindowSource(encoded, self.window), window_starts + lengths - 1)
-        return np.asarray(self.model.decision_function(windows), dtype=np.float32).reshape(-1)
-
-
-def _trace(network: torch.nn.Module, model: FraudModel):
-    """The network traced to TorchScript for one-window calls (no Python per module: about
-    a third less time per call), or None. The trace is kept only if it gives the eager
-    network's logits on random windows of every length 1..K; otherwise the eager network
-    is used (e.g. networks whose control flow depends on the window's length)."""
-    k = model.window
-    n_numeric = model.encoder_.n_numeric
-    cardinalities = model.encoder_.cardinalities
-    generator = torch.Generator().manual_seed(0)
-    try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            example = (
-                torch.zeros(1, k, n_numeric),
-                torch.zeros(1, k, len(cardinalities), dtype=torch.int64),
-                torch.tensor([k]),
-            )
-            traced = torch.jit.trace(network, example, check_trace=False)
-            for _ in range(2):  # the second round runs the executor's optimised graph
-                for length in range(1, k + 1):
-                    numeric = torch.randn(1, k, n_numeric, generator=generator)
-                    numeric[:, length:] = 0.0
-                    codes = torch.zeros(1, k, len(cardinalities), dtype=torch.int64)
-                    for j, size in enumerate(cardinalities):
-                        codes[0, :length, j] = torch.randint(
-                            1, max(size, 2), (length,), generator=generator
-                        )
-                    lengths = torch.tensor([length])
-                    expected = network(numeric, codes, lengths)
-                    got = traced(numeric, codes, lengths)
-                    if not torch.allclose(got, expected, rtol=0.0, atol=1e-7):
-                        log.info("TorchScript trace differs from the network; using eager")
-                        return None
-            # Batches (score_batch, reasons): windows of mixed lengths in one call.
-            lengths = torch.tensor([1, k, max(k // 2, 1), 2 if k > 1 else 1, k])
-            numeric = torch.randn(len(lengths), k, n_numeric, generator=generator)
-            codes = torch.zeros(len(lengths), k, len(cardinalities), dtype=torch.int64)
-            for j, size in enumerate(cardinalities):
-                codes[:, :, j] = torch.randint(
-                    1, max(size, 2), (len(lengths), k), generator=generator
-                )
-            steps = torch.arange(k)[None, :] >= lengths[:, None]
-            numeric[steps] = 0.0
-            codes[steps] = 0
-            for _ in range(2):
-                if not torch.allclose(
-                    traced(numeric, codes, lengths), network(numeric, codes, lengths),
-                    rtol=0.0, atol=1e-6,
-                ):  # fmt: skip
-                    log.info("TorchScript trace differs from the network on batches; eager")
-                    return None
-        return traced
-    except Exception as err:  # tracing is an optimisation only
-        log.info("network not traced (%s); using eager mode", err)
-        return None
 
 
 _ESCAPE = json.encoder.encode_basestring_ascii  # what json.dumps does to a str
