@@ -282,7 +282,8 @@ class StateTable:
 def decode_states(blobs: list[bytes], live: LiveEncoder) -> StateTable:
     """`AccountState.from_bytes` of every blob at once, into a StateTable."""
     lengths = np.array([len(b) for b in blobs], dtype=np.int64)
-    buf = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+    joined = b"".join(blobs)
+    buf = np.frombuffer(joined, dtype=np.uint8)
     start = _starts(lengths)
     size = _HEADER_DTYPE.itemsize
     header = buf[start[:, None] + np.arange(size)].copy().view(_HEADER_DTYPE).reshape(-1)
@@ -297,7 +298,7 @@ def decode_states(blobs: list[bytes], live: LiveEncoder) -> StateTable:
         raise FraudseqError("account state rows do not match the model's features")
 
     def take(offsets, nbytes, dtype):
-        return buf[_ranges(offsets, nbytes)].view(dtype)
+        return np.frombuffer(_gather(joined, offsets, nbytes), dtype)
 
     o = start + size
     times = take(o, 8 * m, "<i8").astype(np.int64)
@@ -314,7 +315,7 @@ def decode_states(blobs: list[bytes], live: LiveEncoder) -> StateTable:
     o = o + 4 * rows * n_cat
     id_total = np.bincount(_group_ids(rows), weights=id_lengths, minlength=len(blobs))
     id_total = id_total.astype(np.int64)
-    id_bytes = buf[_ranges(o, id_total)]
+    id_bytes = take(o, id_total, np.uint8)
     o = o + id_total
     n_seen = header["n_seen"]
     expected = n_cat if live.novelty else 0
@@ -352,10 +353,6 @@ def encode_states(table: StateTable, live: LiveEncoder) -> list[bytes]:
     for count, values in zip(table.seen_counts, table.seen, strict=True):
         sections.append((np.full(a, 4), count.astype("<u4").view(np.uint8)))
         sections.append((8 * count, values.astype("<u8").view(np.uint8)))
-    size = _HEADER_DTYPE.itemsize
-    lengths = size + sum(nbytes for nbytes, _ in sections)
-    start = _starts(lengths)
-    out = np.empty(int(lengths.sum()), dtype=np.uint8)
     header = np.zeros(a, dtype=_HEADER_DTYPE)
     header["version"] = _STATE_VERSION
     header["n"], header["last_time"] = table.n, table.last_time
@@ -363,13 +360,22 @@ def encode_states(table: StateTable, live: LiveEncoder) -> list[bytes]:
     header["m"], header["n_new"], header["rows"] = table.m, table.n_new, table.rows
     header["n_num"], header["n_cat"] = n_num, n_cat
     header["n_seen"] = len(table.seen)
-    out[start[:, None] + np.arange(size)] = header.view(np.uint8).reshape(a, size)
-    o = start + size
-    for nbytes, flat in sections:
-        out[_ranges(o, nbytes)] = flat.reshape(-1)
-        o = o + nbytes
-    data = out.tobytes()
-    return [data[s : s + n] for s, n in zip(start.tolist(), lengths.tolist(), strict=True)]
+    sections.insert(0, (np.full(a, _HEADER_DTYPE.itemsize), header.view(np.uint8)))
+    pieces = [  # per section, each account's slice of it
+        _slices(flat.tobytes(), _starts(nbytes), nbytes) for nbytes, flat in sections
+    ]
+    return [b"".join(parts) for parts in zip(*pieces, strict=True)]
+
+
+def _slices(buf: bytes, offsets: np.ndarray, sizes: np.ndarray) -> list[bytes]:
+    """The byte ranges [offset, offset + size) of `buf`."""
+    return [buf[o : o + n] for o, n in zip(offsets.tolist(), sizes.tolist(), strict=True)]
+
+
+def _gather(buf: bytes, offsets: np.ndarray, sizes: np.ndarray) -> bytes:
+    """The byte ranges [offset, offset + size) of `buf`, concatenated: a slice per range
+    beats per-byte index arrays by 3-4x on kilobyte states."""
+    return b"".join(_slices(buf, offsets, sizes))
 
 
 def vectorisable(table: StateTable, account: np.ndarray, times: np.ndarray) -> np.ndarray:
