@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -199,17 +200,12 @@ class SQLiteStore:
                 records = {
                     key: json.loads(value)
                     for key, value in self._fresh_many(
-                        "SELECT id, record, touched FROM transactions WHERE id IN ", tx_ids, now
-                    )
+                        "SELECT id, record FROM transactions WHERE id IN ", tx_ids, now
+                    ).items()
                 }
-                accounts = {
-                    key: bytes(value)
-                    for key, value in self._fresh_many(
-                        "SELECT entity, state, touched FROM accounts WHERE entity IN ",
-                        entities,
-                        now,
-                    )
-                }
+                accounts = self._fresh_many(
+                    "SELECT entity, state FROM accounts WHERE entity IN ", entities, now
+                )
                 buckets: dict[str, dict[int, tuple[int, int]]] = {}
                 if days is not None:
                     for chunk in _chunks(counterparties):
@@ -252,13 +248,16 @@ class SQLiteStore:
             self._wrote(len(update.records))
             return update
 
-    def _fresh_many(self, sql: str, keys: list[str], now: float):
-        """(key, value) of the rows of `keys` that exist and are fresh (TTL)."""
+    def _fresh_many(self, sql: str, keys: list[str], now: float) -> dict:
+        """{key: value} of the rows of `keys` that exist and are fresh (TTL)."""
+        oldest = now - self.ttl if self.ttl is not None else -math.inf
+        out = {}
         for chunk in _chunks(keys):
-            rows = self._db.execute(f"{sql}({','.join('?' * len(chunk))})", chunk)
-            for key, value, touched in rows:
-                if self.ttl is None or touched >= now - self.ttl:
-                    yield key, value
+            rows = self._db.execute(
+                f"{sql}({','.join('?' * len(chunk))}) AND touched >= ?", (*chunk, oldest)
+            )
+            out.update(rows)
+        return out
 
     def _wrote(self, n: int) -> None:
         """Count writes: purge every PURGE_EVERY, nudge the checkpoint thread (about 3 WAL
