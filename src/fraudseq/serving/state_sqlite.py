@@ -83,6 +83,9 @@ CREATE TABLE IF NOT EXISTS labels (
 """
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: Page cache of the scoring connection, in KiB. SQLite's default 2 MB holds the pages of
+#: a few hundred accounts; past that each score reads its pages back through the OS.
+CACHE_KIB = 64 * 1024
 #: Wake the checkpoint thread early after about this many WAL pages (4 KiB each).
 CHECKPOINT_PAGES = 256
 
@@ -120,6 +123,7 @@ class SQLiteStore:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._db.executescript(SCHEMA)
         except sqlite3.Error as err:
             raise FraudseqError(f"{self.path}: cannot open the SQLite state store: {err}") from None
