@@ -112,6 +112,7 @@ class Detector:
         self.store = store
         self._window = WindowScorer(model)
         self._empty_state = self.live.empty_state().to_bytes()
+        self._version_json = json.dumps(model_version)
         self._explain_failed = False
         fingerprint = self.fingerprint()
         stored = store.meta("state_fingerprint", fingerprint)
@@ -251,6 +252,17 @@ class Detector:
         return Update(
             result=result,
             record=record,
+            record_json=record_json(
+                tx.digest,
+                tx.entity,
+                tx.time_ns,
+                record["counterparty"],
+                record["counted"],
+                result,
+                self._version_json,
+            )
+            if in_order
+            else None,  # fmt: skip
             account=live.append(account, tx, features).to_bytes() if in_order else None,
             counterparty_day=tx.bucket if live.counterparty else None,
         )
@@ -397,7 +409,7 @@ class Detector:
         counted = live.counterparty
         cps = fresh.counterparty if counted else None
         times = fresh.time_ns
-        version = json.dumps(self.model_version)
+        version = self._version_json
         scored = []
         explained = []  # reasons for all alerts: one forward pass over all their occlusions
         for i, (p, is_alert, short) in enumerate(

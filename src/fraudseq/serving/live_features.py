@@ -484,9 +484,10 @@ class LiveEncoder:
     ) -> LiveFeatures:
         """Raw and encoded features of `tx` after the account's stored events."""
         raw, hashes, new_total, log_amount = self._raw(tx, account, counterparty_days or {})
-        values = np.array([raw[name] for name in self.names], dtype=np.float64)
-        scaled = (values - self.means) / self.scales  # FeatureEncoder.transform, row of one
-        if not np.isfinite(scaled).all():
+        scaled = np.fromiter(map(raw.__getitem__, self.names), np.float64, self.n_numeric)
+        np.subtract(scaled, self.means, out=scaled)  # FeatureEncoder.transform, row of one
+        np.divide(scaled, self.scales, out=scaled)
+        if not math.isfinite(scaled.sum()):  # a NaN or infinity somewhere (or overflow)
             scaled = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
         numeric = scaled.astype(np.float32)
         codes = [

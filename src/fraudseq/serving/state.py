@@ -79,6 +79,11 @@ class Update:
     record: dict | None = None
     account: bytes | None = None
     counterparty_day: int | None = None
+    record_json: str | None = None  # `dumps(record)`, when compute already wrote it
+
+    def record_text(self) -> str:
+        """The record as the JSON text the stores keep."""
+        return self.record_json if self.record_json is not None else dumps(self.record)
 
 
 @dataclass
@@ -264,7 +269,7 @@ class MemoryStore:
             update = compute(snapshot)
             if update.record is None:
                 return update
-            self._records[tx_id] = (now, dumps(update.record))
+            self._records[tx_id] = (now, update.record_text())
             if update.account is not None:
                 self._accounts[entity] = (now, update.account)
             if counterparty is not None and update.counterparty_day is not None:

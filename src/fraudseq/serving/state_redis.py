@@ -199,7 +199,7 @@ class RedisStore:
                         account if account is not None else b"",
                         "1" if update.account is not None else "0",
                         update.account if update.account is not None else b"",
-                        dumps(update.record),
+                        update.record_text(),
                         self.ttl or 0,
                         str(day) if counterparty is not None and day is not None else "",
                         self.retention_days,

@@ -173,7 +173,7 @@ class SQLiteStore:
                         tx_id,
                         entity,
                         int(bool(update.record.get("inserted"))),
-                        dumps(update.record),
+                        update.record_text(),
                         now,
                     ),
                 )
