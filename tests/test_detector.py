@@ -34,14 +34,18 @@ def parity_file(small_frame):
     return accounts_slice(small_frame, 200, 12)
 
 
-@pytest.mark.parametrize("model_name", MODELS)
-def test_live_replay_equals_batch_scores(model_name, small_frame, parity_file, tmp_path):
+@pytest.mark.parametrize(
+    ("model_name", "state"),
+    [(name, "memory") for name in MODELS] + [("lstm", "sqlite")],  # SQLite sums in SQL
+)
+def test_live_replay_equals_batch_scores(model_name, state, small_frame, parity_file, tmp_path):
     """Replaying a file through `score` in time order, feeding each label back right after
     its transaction, gives batch FraudModel.score's probabilities on that file."""
     model_dir = make_model_dir(small_frame, tmp_path / model_name, model_name)
     batch = FraudModel.load(model_dir).score(parity_file)
     txs, labels = transactions(parity_file)
-    with Detector.load(model_dir, "memory") as detector:
+    url = "memory" if state == "memory" else f"sqlite:///{tmp_path}/state.db"
+    with Detector.load(model_dir, url) as detector:
         detector.explain = "none"
         live = {}
         for tx, label in zip(txs, labels, strict=True):

@@ -3,6 +3,7 @@ continuity and consistency after a writer is killed with SIGKILL mid-stream."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,13 +14,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fraudseq.errors import FraudseqError
 from fraudseq.fraud_model import FraudModel
 from fraudseq.schema import load_transactions
 from fraudseq.serving import AccountState, Detector, MemoryStore, StateStoreError, open_store
-from fraudseq.serving.state import Snapshot, Update
+from fraudseq.serving.state import Snapshot, Update, counterparty_totals
 from fraudseq.serving.state_sqlite import SQLiteStore
 
 TRAIN_UNTIL = "2026-01-31"
@@ -93,18 +95,23 @@ def check_store_contract(store) -> None:
                 "inserted": True,
                 "counted": cp is not None,
                 "label": None,
-                "result": {"seen": snapshot.account is not None, "cp": snapshot.counterparty},
+                "result": {
+                    "seen": snapshot.account is not None,
+                    "cp": dataclasses.asdict(snapshot.counterparty),
+                },
             }
             return Update(record["result"], record, account, day if cp else None)
 
         return store.transact(tx_id, entity, cp, (day - 8, day - 7) if cp else None, compute)
 
+    nothing = {"counts": [0, 0, 0], "frauds": [0, 0, 0], "first_fraud": None, "last_fraud": None}
     first = put("t1", "A", "M", 100)
-    assert first.record is not None and first.result == {"seen": False, "cp": {}}
+    assert first.record is not None
+    assert json.loads(json.dumps(first.result)) == {"seen": False, "cp": nothing}
     assert store.account("A") == b"state-1"
     again = put("t1", "A", "M", 100, account=b"never-written")
     assert again.record is None and store.account("A") == b"state-1"
-    assert store.record("t1")["result"] == {"seen": False, "cp": {}}
+    assert store.record("t1")["result"] == {"seen": False, "cp": nothing}
     put("t2", "A", "M", 100, account=b"state-2")
     assert store.account("A") == b"state-2"
 
@@ -115,13 +122,16 @@ def check_store_contract(store) -> None:
         store.transact("t3", "A", "M", None, failing)
     assert store.record("t3") is None and store.account("A") == b"state-2"
 
-    # Counterparty buckets: two transactions on day 100, read from day 108 (delay 7).
+    # Counterparty buckets: two transactions in bucket 100, read by a transaction in bucket
+    # 108 over [100, 101): the totals of the windows ending at 101 all hold that bucket.
     assert store.label("unknown", 1) is None
     change = store.label("t1", 1)
     assert (change.previous, change.changed) == (None, True)
     assert store.label("t1", 1).changed is False
     later = put("t4", "B", "M", 108)
-    assert {int(k): tuple(v) for k, v in later.result["cp"].items()} == {100: (2, 1)}
+    assert json.loads(json.dumps(later.result["cp"])) == {
+        "counts": [2, 2, 2], "frauds": [1, 1, 1], "first_fraud": 100, "last_fraud": 100
+    }  # fmt: skip
     store.label("t1", 0)
     store.label("t2", 1)
     assert store.label("t2", 1).previous == 1
@@ -147,6 +157,28 @@ def test_store_contract(kind, tmp_path):
     assert not store.ping()
     with pytest.raises(FraudseqError, match="closed"):
         store.label("t1", 1)
+
+
+def test_sqlite_sums_counterparty_totals_like_the_buckets(tmp_path):
+    """The totals SQLite computes in SQL equal `counterparty_totals` of the same buckets,
+    for ranges that cut windows, hold no fraud or hold nothing."""
+    rng = np.random.default_rng(5)
+    buckets = {
+        int(b): (int(rng.integers(1, 9)), int(rng.random() < 0.2) * int(rng.integers(1, 3)))
+        for b in rng.choice(np.arange(10_000, 11_500), 400, replace=False)
+    }
+    store = SQLiteStore(tmp_path / "cp.db")
+    store._db.executemany(
+        "INSERT INTO counterparty_days (counterparty, day, n, fraud) VALUES ('M', ?, ?, ?)",
+        [(day, n, fraud) for day, (n, fraud) in buckets.items()],
+    )
+    span = 30 * 24
+    for hi in [10_000, 10_010, 10_300, 10_760, 11_000, 11_500, 12_000, 13_000]:
+        days = (hi - span, hi)
+        expected = counterparty_totals(buckets, days)
+        assert store._counterparty_totals(store._db, "M", days) == expected, hi
+        assert store._counterparty_totals(store._db, "other", days) == counterparty_totals({}, days)
+    store.close()
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

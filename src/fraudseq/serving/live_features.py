@@ -386,6 +386,47 @@ class AccountState:
         return state
 
 
+@dataclass(frozen=True)
+class CounterpartyTotals:
+    """What one transaction's counterparty features need: the counterparty's transactions
+    and known frauds in each window of COUNTERPARTY_WINDOWS_DAYS ending at `hi` (its bucket
+    minus the label delay), and its first and last bucket with a known fraud in the longest
+    window (None without one). Stores may compute it (SQLite does, in SQL) rather than
+    return every bucket: a busy counterparty has hundreds of hour buckets in 30 days."""
+
+    counts: tuple[int, ...]
+    frauds: tuple[int, ...]
+    first_fraud: int | None = None
+    last_fraud: int | None = None
+
+    @classmethod
+    def from_buckets(cls, buckets: dict[int, tuple[int, int]], hi: int) -> CounterpartyTotals:
+        """The totals of (count, frauds) buckets (only buckets with transactions)."""
+        lows = window_starts(hi)
+        counts, frauds = [0] * len(lows), [0] * len(lows)
+        fraud_buckets = []
+        for bucket, (n, f) in buckets.items():
+            if bucket >= hi:
+                continue
+            for i, lo in enumerate(lows):
+                if bucket >= lo:
+                    counts[i] += n
+                    frauds[i] += f
+            if f and bucket >= lows[-1]:
+                fraud_buckets.append(bucket)
+        return cls(
+            tuple(counts),
+            tuple(frauds),
+            min(fraud_buckets) if fraud_buckets else None,
+            max(fraud_buckets) if fraud_buckets else None,
+        )
+
+
+def window_starts(hi: int) -> list[int]:
+    """The first bucket of each counterparty window (COUNTERPARTY_WINDOWS_DAYS) ending at hi."""
+    return [hi - w * BUCKETS_PER_DAY for w in COUNTERPARTY_WINDOWS_DAYS]
+
+
 @dataclass
 class LiveFeatures:
     """The encoded features of one transaction and what appending it to the state needs."""
@@ -481,10 +522,11 @@ class LiveEncoder:
         self,
         tx: LiveTransaction,
         account: AccountState,
-        counterparty_days: dict[int, tuple[int, int]] | None = None,
+        counterparty: CounterpartyTotals | dict[int, tuple[int, int]] | None = None,
     ) -> LiveFeatures:
-        """Raw and encoded features of `tx` after the account's stored events."""
-        raw, hashes, new_total, log_amount = self._raw(tx, account, counterparty_days or {})
+        """Raw and encoded features of `tx` after the account's stored events, given its
+        counterparty's totals or (count, frauds) buckets."""
+        raw, hashes, new_total, log_amount = self._raw(tx, account, counterparty or {})
         scaled = np.fromiter(map(raw.__getitem__, self.names), np.float64, self.n_numeric)
         np.subtract(scaled, self.means, out=scaled)  # FeatureEncoder.transform, row of one
         np.divide(scaled, self.scales, out=scaled)
@@ -505,7 +547,7 @@ class LiveEncoder:
         )
 
     def _raw(
-        self, tx: LiveTransaction, account: AccountState, counterparty_days: dict
+        self, tx: LiveTransaction, account: AccountState, counterparty
     ) -> tuple[dict[str, float], list[int], int, float]:
         """Unscaled features by name, the categorical hashes, new-value total, log-amount."""
         raw: dict[str, float] = {}
@@ -546,7 +588,7 @@ class LiveEncoder:
                         total += value
                     raw[f"amount_{name}"] = _signed_log1p(total)
         if self.counterparty:
-            raw.update(self._counterparty(tx, counterparty_days))
+            raw.update(self._counterparty(tx, counterparty))
         for column, value in zip(self.schema.numeric, tx.numeric, strict=True):
             raw[f"numeric:{column}"] = value
         return raw, hashes, new_total, log_amount
@@ -581,31 +623,25 @@ class LiveEncoder:
             "n_previous": math.log1p(n_prev),
         }
 
-    def _counterparty(
-        self, tx: LiveTransaction, buckets: dict[int, tuple[int, int]]
-    ) -> dict[str, float]:
-        """As `feature_blocks.counterparty_risk_features`, from the (count, frauds) buckets."""
+    def _counterparty(self, tx: LiveTransaction, counterparty) -> dict[str, float]:
+        """As `feature_blocks.counterparty_risk_features`, from the counterparty's totals
+        (or its buckets)."""
         hi = tx.bucket - self.delay_buckets
-        lows = [hi - w * BUCKETS_PER_DAY for w in COUNTERPARTY_WINDOWS_DAYS]
-        counts, frauds = [0] * len(lows), [0] * len(lows)
-        fraud_buckets = []
-        for bucket, (n, f) in buckets.items():  # sparse: only buckets with transactions
-            if bucket >= hi:
-                continue
-            for i, lo in enumerate(lows):
-                if bucket >= lo:
-                    counts[i] += n
-                    frauds[i] += f
-            if f and bucket >= lows[-1]:
-                fraud_buckets.append(bucket)
+        totals = (
+            counterparty
+            if isinstance(counterparty, CounterpartyTotals)
+            else CounterpartyTotals.from_buckets(counterparty, hi)
+        )
         out: dict[str, float] = {}
-        for w, count, fraud in zip(COUNTERPARTY_WINDOWS_DAYS, counts, frauds, strict=True):
+        for w, count, fraud in zip(
+            COUNTERPARTY_WINDOWS_DAYS, totals.counts, totals.frauds, strict=True
+        ):
             out[f"cp_count_{w}d"] = math.log1p(count)
             out[f"cp_risk_{w}d"] = fraud / max(count, 1)
-        first = (tx.bucket - min(fraud_buckets)) / BUCKETS_PER_DAY if fraud_buckets else 0.0
-        last = (tx.bucket - max(fraud_buckets)) / BUCKETS_PER_DAY if fraud_buckets else 0.0
-        out["cp_first_fraud_days"] = first
-        out["cp_last_fraud_days"] = last
+        first, last = totals.first_fraud, totals.last_fraud
+        no_fraud = first is None
+        out["cp_first_fraud_days"] = 0.0 if no_fraud else (tx.bucket - first) / BUCKETS_PER_DAY
+        out["cp_last_fraud_days"] = 0.0 if no_fraud else (tx.bucket - last) / BUCKETS_PER_DAY
         return out
 
     # -- the window and the state update -------------------------------------------------

@@ -43,10 +43,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlparse
 
 from fraudseq.errors import FraudseqError
+
+if TYPE_CHECKING:
+    from fraudseq.serving.live_features import CounterpartyTotals
 
 
 class StateStoreError(FraudseqError):
@@ -60,11 +63,12 @@ PURGE_EVERY = 2_000
 @dataclass
 class Snapshot:
     """What `compute` sees: the stored record of this transaction id (None if new), the
-    account's state bytes (None if new) and the counterparty's (count, frauds) by day."""
+    account's state bytes (None if new) and the `CounterpartyTotals` of the counterparty's
+    hour buckets in the requested range (windows ending at its end)."""
 
     record: dict | None
     account: bytes | None
-    counterparty: dict[int, tuple[int, int]] = field(default_factory=dict)
+    counterparty: CounterpartyTotals | None = None
 
 
 @dataclass
@@ -225,6 +229,18 @@ def label_delta(previous: int | None, label: int) -> int:
     return int(label == 1) - int(previous == 1)
 
 
+def counterparty_totals(buckets: dict, days: tuple[int, int] | None) -> CounterpartyTotals:
+    """`CounterpartyTotals` of the (count, frauds) buckets in [days[0], days[1]), with the
+    feature windows ending at days[1] (all zero without a range)."""
+    from fraudseq.serving.live_features import CounterpartyTotals
+
+    if not days:
+        return CounterpartyTotals.from_buckets({}, 0)
+    lo, hi = days
+    in_range = {d: (v[0], v[1]) for d, v in buckets.items() if lo <= d < hi}
+    return CounterpartyTotals.from_buckets(in_range, hi)
+
+
 def dumps(record: dict) -> str:
     return json.dumps(record, separators=(",", ":"))
 
@@ -262,9 +278,7 @@ class MemoryStore:
             snapshot = Snapshot(
                 record=json.loads(text) if text is not None else None,
                 account=self._fresh(self._accounts.get(entity), now),
-                counterparty={
-                    d: (v[0], v[1]) for d, v in buckets.items() if days and days[0] <= d < days[1]
-                },
+                counterparty=counterparty_totals(buckets, days),
             )
             update = compute(snapshot)
             if update.record is None:

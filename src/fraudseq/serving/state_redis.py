@@ -28,6 +28,7 @@ from fraudseq.serving.state import (
     Snapshot,
     StateStoreError,
     Update,
+    counterparty_totals,
     dumps,
     label_delta,
 )
@@ -181,7 +182,9 @@ class RedisStore:
                     pipe.hgetall(c_key)
                 values = pipe.execute()
                 record, account = values[0], values[1]
-                buckets = _buckets(values[2], days) if read_buckets else {}
+                buckets = counterparty_totals(
+                    _buckets(values[2], days) if read_buckets else {}, days
+                )
                 update = compute(
                     Snapshot(
                         record=json.loads(record) if record is not None else None,

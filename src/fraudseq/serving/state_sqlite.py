@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fraudseq.errors import FraudseqError
+from fraudseq.feature_blocks import COUNTERPARTY_WINDOWS_DAYS
+from fraudseq.serving.live_features import CounterpartyTotals, window_starts
 from fraudseq.serving.state import (
     PURGE_EVERY,
     BatchSnapshot,
@@ -42,6 +44,7 @@ from fraudseq.serving.state import (
     Snapshot,
     StateStoreError,
     Update,
+    counterparty_totals,
     dumps,
     label_delta,
 )
@@ -81,6 +84,20 @@ CREATE TABLE IF NOT EXISTS labels (
     labelled_at REAL NOT NULL
 ) WITHOUT ROWID;
 """
+
+# Per window start (?1..?W): transactions and frauds from it; then the first and last bucket
+# with a fraud, over [lowest start, hi).
+_TOTALS_SQL = (
+    "SELECT "
+    + "".join(
+        f"sum(CASE WHEN day >= ?{i} THEN n END), sum(CASE WHEN day >= ?{i} THEN fraud END), "
+        for i in range(1, len(COUNTERPARTY_WINDOWS_DAYS) + 1)
+    )
+    + "min(CASE WHEN fraud > 0 THEN day END), max(CASE WHEN fraud > 0 THEN day END) "
+    f"FROM counterparty_days WHERE counterparty = ?{len(COUNTERPARTY_WINDOWS_DAYS) + 1} "
+    f"AND day >= ?{len(COUNTERPARTY_WINDOWS_DAYS) + 2} "
+    f"AND day < ?{len(COUNTERPARTY_WINDOWS_DAYS) + 3}"
+)
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Page cache of the scoring connection, in KiB. SQLite's default 2 MB holds the pages of
@@ -148,19 +165,16 @@ class SQLiteStore:
                 account = self._fresh_one(
                     "SELECT state, touched FROM accounts WHERE entity = ?", entity, now
                 )
-                buckets = {}
-                if counterparty is not None and days is not None:
-                    rows = db.execute(
-                        "SELECT day, n, fraud FROM counterparty_days "
-                        "WHERE counterparty = ? AND day >= ? AND day < ?",
-                        (counterparty, days[0], days[1]),
-                    )
-                    buckets = {day: (n, fraud) for day, n, fraud in rows}
+                totals = (
+                    self._counterparty_totals(db, counterparty, days)
+                    if counterparty is not None and days is not None
+                    else counterparty_totals({}, None)
+                )
                 update = compute(
                     Snapshot(
                         record=json.loads(record) if record is not None else None,
                         account=bytes(account) if account is not None else None,
-                        counterparty=buckets,
+                        counterparty=totals,
                     )
                 )
                 if update.record is None:
@@ -251,6 +265,17 @@ class SQLiteStore:
                         self._newest_day = newest
             self._wrote(len(update.records))
             return update
+
+    @staticmethod
+    def _counterparty_totals(db, counterparty: str, days: tuple[int, int]) -> CounterpartyTotals:
+        """`counterparty_totals` of the counterparty's buckets in [days[0], days[1]), summed
+        by SQLite: one row back, not one per hour bucket (a busy counterparty has hundreds)."""
+        hi = days[1]
+        starts = window_starts(hi)
+        row = db.execute(_TOTALS_SQL, (*starts, counterparty, days[0], hi))
+        *sums, first, last = row.fetchone()
+        sums = [int(x or 0) for x in sums]
+        return CounterpartyTotals(tuple(sums[0::2]), tuple(sums[1::2]), first, last)
 
     def _fresh_many(self, sql: str, keys: list[str], now: float) -> dict:
         """{key: value} of the rows of `keys` that exist and are fresh (TTL)."""
