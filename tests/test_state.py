@@ -21,7 +21,7 @@ from fraudseq.errors import FraudseqError
 from fraudseq.fraud_model import FraudModel
 from fraudseq.schema import load_transactions
 from fraudseq.serving import AccountState, Detector, MemoryStore, StateStoreError, open_store
-from fraudseq.serving.state import Snapshot, Update, counterparty_totals
+from fraudseq.serving.state import BucketTable, Snapshot, Update, counterparty_totals
 from fraudseq.serving.state_sqlite import SQLiteStore
 
 TRAIN_UNTIL = "2026-01-31"
@@ -178,6 +178,46 @@ def test_sqlite_sums_counterparty_totals_like_the_buckets(tmp_path):
         expected = counterparty_totals(buckets, days)
         assert store._counterparty_totals(store._db, "M", days) == expected, hi
         assert store._counterparty_totals(store._db, "other", days) == counterparty_totals({}, days)
+    store.close()
+
+
+@pytest.mark.parametrize("spread", [0, 5, 30, 200, 800])
+def test_sqlite_batch_buckets_give_the_features_of_every_bucket(tmp_path, spread):
+    """SQLite sums the fraud-free buckets of `uniform_regions` for a batch; the batch's
+    counterparty features are those of the full buckets, whatever hours (spread) the
+    batch's transactions cover."""
+    from fraudseq.serving.batch import _counterparty
+    from fraudseq.serving.live_features import LiveEncoder
+
+    live = LiveEncoder.__new__(LiveEncoder)  # _counterparty reads only the delay
+    live.delay_buckets = 168
+    rng = np.random.default_rng(spread)
+    names = ["M0", "M1", "M2"]
+    buckets = {
+        cp: {
+            int(b): (int(rng.integers(1, 5)), int(rng.random() < 0.1))
+            for b in rng.choice(np.arange(9_000, 11_000), 900, replace=False)
+        }
+        for cp in names
+    }
+    store = SQLiteStore(tmp_path / "cp.db")
+    store._db.executemany(
+        "INSERT INTO counterparty_days (counterparty, day, n, fraud) VALUES (?, ?, ?, ?)",
+        [(cp, d, n, f) for cp, by in buckets.items() for d, (n, f) in by.items()],
+    )
+    own = 10_800 + rng.integers(0, spread + 1, 300)  # the transactions' buckets
+    cps = [names[i] for i in rng.integers(0, 4, 300) % 3] + ["unseen"]
+    own = np.r_[own, 10_800]
+    days = (int(own.min()) - 168 - 720, int(own.max()) - 168)
+    summed = store._bucket_table(store._db, [*names, "unseen"], days)
+    in_range = {
+        cp: {d: v for d, v in by.items() if days[0] <= d < days[1]} for cp, by in buckets.items()
+    }
+    assert len(summed) < sum(len(by) for by in in_range.values()) or spread > 500
+    got = _counterparty(live, cps, own, summed)
+    expected = _counterparty(live, cps, own, BucketTable.from_dicts(in_range))
+    for name, values in expected.items():
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
     store.close()
 
 

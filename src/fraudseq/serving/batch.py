@@ -56,6 +56,7 @@ from fraudseq.serving.live_features import (
     event_features,
     parse_transaction,
 )
+from fraudseq.serving.state import BucketTable
 
 # -- transactions as columns -------------------------------------------------------------
 
@@ -493,12 +494,12 @@ def encode_batch(
     txs: TransactionColumns,
     table: StateTable,
     account: np.ndarray,
-    counterparty_days: dict[str, dict[int, tuple[int, int]]],
+    counterparty_days: BucketTable,
 ) -> tuple[EncodedRun, StateTable]:
     """Features of `txs` (in order; `account[i]` indexes the table) after each account's
     state and its earlier transactions in `txs`, and the table with them appended. Every
     account with transactions here must be `vectorisable`. `counterparty_days` holds the
-    (count, frauds) buckets by counterparty and day visible to these transactions."""
+    (count, frauds) buckets of the counterparties visible to these transactions."""
     n, a, k = len(txs), len(table.n), live.window
     order = np.argsort(account, kind="stable")  # grouped by account, batch order within
     inverse = np.empty(n, dtype=np.int64)
@@ -705,25 +706,28 @@ def encode_batch(
     return run, state
 
 
-def _counterparty(live: LiveEncoder, cps: list[str], own: np.ndarray, buckets: dict) -> dict:
+def _counterparty(live: LiveEncoder, cps: list[str], own: np.ndarray, buckets: BucketTable) -> dict:
     """As `LiveEncoder._counterparty` for every transaction (`own`: its bucket), through
     the batch block's `counterparty_statistics` on the stored (count, frauds) buckets."""
-    names, cp = np.unique(np.array(cps, dtype=object), return_inverse=True)
-    rows = [(i, d, v[0], v[1]) for i, c in enumerate(names.tolist())
-            for d, v in buckets.get(c, {}).items()]  # fmt: skip
-    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    index = buckets.index()
+    unknown = len(buckets.names)  # no buckets: a code past every entry's
+    query = np.fromiter((index.get(c, unknown) for c in cps), np.int64, len(cps))
     longest = max(COUNTERPARTY_WINDOWS_DAYS) * BUCKETS_PER_DAY
-    base = min(int(table[:, 1].min()) if rows else 0, int(own.min()) - live.delay_buckets - longest)
-    span = max(int(table[:, 1].max()) if rows else 0, int(own.max())) - base + 2
-    bucket = table[:, 1] - base
-    key = table[:, 0] * span + bucket
+    stored = len(buckets) > 0
+    base = min(
+        int(buckets.bucket.min()) if stored else 0,
+        int(own.min()) - live.delay_buckets - longest,
+    )
+    span = max(int(buckets.bucket.max()) if stored else 0, int(own.max())) - base + 2
+    bucket = buckets.bucket - base
+    key = buckets.code * span + bucket
     order = np.argsort(key, kind="stable")
     return counterparty_statistics(
         key[order],
-        table[order, 2],
-        table[order, 3],
+        buckets.count[order],
+        buckets.fraud[order],
         bucket[order],
-        cp * span,
+        query * span,
         own - base,
         live.delay_buckets,
     )

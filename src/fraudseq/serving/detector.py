@@ -344,7 +344,7 @@ class Detector:
         }
         fast = fast_account[account]
 
-        buckets = {cp: dict(days) for cp, days in snapshot.counterparty.items()}
+        buckets = snapshot.counterparty
         added: dict[tuple[str, int], int] = {}
         k = self.model.window
         window_numeric = np.zeros((n, k, live.n_numeric), dtype=np.float32)
@@ -374,7 +374,7 @@ class Detector:
                 runs.append(encoded)
             for i in run[~fast[run]].tolist():  # one at a time, in order
                 tx, state = fresh.row(i), slow_states[int(account[i])]
-                features = live.encode(tx, state, buckets.get(tx.counterparty, {}))
+                features = live.encode(tx, state, buckets.of(tx.counterparty))
                 numeric, codes = live.window_rows(state, features)
                 length = len(numeric)
                 window_numeric[i, :length] = numeric
@@ -396,9 +396,7 @@ class Detector:
                 )
                 for (cp, day), count in run_counts.items():
                     added[cp, day] = added.get((cp, day), 0) + count
-                    days_of = buckets.setdefault(cp, {})
-                    total, frauds = days_of.get(day, (0, 0))
-                    days_of[day] = (total + count, frauds)
+                buckets = buckets.adding(run_counts)  # later runs see this one
 
         with single_thread():
             logits = self._window.logits(window_numeric, window_codes, lengths)

@@ -24,6 +24,7 @@ from fraudseq.errors import FraudseqError
 from fraudseq.serving.state import (
     BatchSnapshot,
     BatchUpdate,
+    BucketTable,
     LabelChange,
     Snapshot,
     StateStoreError,
@@ -247,7 +248,7 @@ class RedisStore:
                     for cp, stored in zip(counterparties, values[2:], strict=False)
                     if (found := _buckets(stored, days))
                 }
-                update = compute(BatchSnapshot(records, accounts, buckets))
+                update = compute(BatchSnapshot(records, accounts, BucketTable.from_dicts(buckets)))
                 if not update.records:
                     return update
                 record_keys = [self._key("t", tx_id) for tx_id, _, _, _ in update.records]

@@ -31,15 +31,19 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 
+import numpy as np
+
 from fraudseq.errors import FraudseqError
-from fraudseq.feature_blocks import COUNTERPARTY_WINDOWS_DAYS
+from fraudseq.feature_blocks import BUCKETS_PER_DAY, COUNTERPARTY_WINDOWS_DAYS
 from fraudseq.serving.live_features import CounterpartyTotals, window_starts
 from fraudseq.serving.state import (
     PURGE_EVERY,
     BatchSnapshot,
     BatchUpdate,
+    BucketTable,
     LabelChange,
     Snapshot,
     StateStoreError,
@@ -98,6 +102,25 @@ _TOTALS_SQL = (
     f"AND day >= ?{len(COUNTERPARTY_WINDOWS_DAYS) + 2} "
     f"AND day < ?{len(COUNTERPARTY_WINDOWS_DAYS) + 3}"
 )
+
+
+def uniform_regions(lo: int, hi: int) -> list[tuple[int, int]]:
+    """Bucket ranges within a batch's read range [lo, hi) that each counterparty window
+    holds wholly or not at all, for every transaction of the batch.
+
+    The batch's visible ends v (a transaction's bucket minus the label delay) span
+    [lo + longest window, hi]. A window [v - L, v) holds bucket b for every v when
+    hi - L <= b < lo + longest, and for no v when b < lo + longest - L; so from the
+    shortest window up, [hi - L, lo + longest - (next shorter L, or 0)) is uniform."""
+    widths = sorted(w * BUCKETS_PER_DAY for w in COUNTERPARTY_WINDOWS_DAYS)
+    earliest_end = lo + widths[-1]
+    regions = []
+    for i, width in enumerate(widths):
+        start, stop = hi - width, earliest_end - (widths[i - 1] if i else 0)
+        if start < stop:
+            regions.append((start, stop))
+    return regions
+
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Page cache of the scoring connection, in KiB. SQLite's default 2 MB holds the pages of
@@ -224,17 +247,7 @@ class SQLiteStore:
                 accounts = self._fresh_many(
                     "SELECT entity, state FROM accounts WHERE entity IN ", entities, now
                 )
-                buckets: dict[str, dict[int, tuple[int, int]]] = {}
-                if days is not None:
-                    for chunk in _chunks(counterparties):
-                        rows = db.execute(
-                            "SELECT counterparty, day, n, fraud FROM counterparty_days "
-                            f"WHERE counterparty IN ({','.join('?' * len(chunk))}) "
-                            "AND day >= ? AND day < ?",
-                            (*chunk, days[0], days[1]),
-                        )
-                        for cp, day, n, fraud in rows:
-                            buckets.setdefault(cp, {})[day] = (n, fraud)
+                buckets = self._bucket_table(db, counterparties if days else [], days)
                 update = compute(BatchSnapshot(records, accounts, buckets))
                 if not update.records:
                     db.execute("ROLLBACK")
@@ -265,6 +278,51 @@ class SQLiteStore:
                         self._newest_day = newest
             self._wrote(len(update.records))
             return update
+
+    @staticmethod
+    def _bucket_table(db, counterparties: list[str], days) -> BucketTable:
+        """The counterparties' buckets in [days[0], days[1]) as a BucketTable.
+
+        Fraud-free buckets in one of `uniform_regions` come back summed, one entry per
+        counterparty and region (placed at the region's first bucket): every transaction
+        of the batch sees all of such a region in a window or none of it, so its window
+        sums are unchanged, and a busy counterparty's hundreds of hour buckets come back
+        as a few rows (Python pays about 1 us per row fetched, SQLite 0.1 us per row summed).
+        Counterparties are numbered in SQL (a VALUES list) so rows hold integers only."""
+        regions = uniform_regions(*days) if days else []
+        bounds = [bound for region in regions for bound in region]
+        sums = ", ".join(
+            "(SELECT total(n) FROM counterparty_days WHERE counterparty = wanted.counterparty "
+            "AND day >= ? AND day < ? AND fraud = 0)"
+            for _ in regions
+        )
+        inside = " OR ".join("(c.day >= ? AND c.day < ?)" for _ in regions) or "0"
+        parts = []
+        for start in range(0, len(counterparties), 500):
+            chunk = counterparties[start : start + 500]
+            wanted = (
+                f"WITH wanted(code, counterparty) AS (VALUES {','.join(['(?,?)'] * len(chunk))}) "
+            )
+            codes = [x for i, cp in enumerate(chunk, start) for x in (i, cp)]
+            single = db.execute(
+                wanted + "SELECT wanted.code, c.day, c.n, c.fraud FROM wanted "
+                "JOIN counterparty_days AS c ON c.counterparty = wanted.counterparty "
+                f"AND c.day >= ? AND c.day < ? WHERE c.fraud > 0 OR NOT ({inside})",
+                (*codes, days[0], days[1], *bounds),
+            ).fetchall()
+            parts.append(np.fromiter(chain.from_iterable(single), np.int64, 4 * len(single)))
+            if regions:
+                summed = np.array(
+                    db.execute(wanted + f"SELECT code, {sums} FROM wanted", (*codes, *bounds))
+                    .fetchall(), dtype=np.int64,
+                ).reshape(-1, 1 + len(regions))  # fmt: skip
+                code, totals = np.repeat(summed[:, 0], len(regions)), summed[:, 1:].reshape(-1)
+                first = np.tile([region[0] for region in regions], len(summed))
+                kept = totals > 0
+                rows = np.stack([code, first, totals, np.zeros_like(totals)], axis=1)[kept]
+                parts.append(rows.reshape(-1))
+        flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return BucketTable.from_rows(counterparties, flat)
 
     @staticmethod
     def _counterparty_totals(db, counterparty: str, days: tuple[int, int]) -> CounterpartyTotals:
