@@ -242,6 +242,39 @@ def test_ttl_expires_accounts_and_records(kind, tmp_path, monkeypatch):
     store.close()
 
 
+def test_sqlite_ttl_sweep_is_incremental(tmp_path, monkeypatch):
+    """Each purge looks at a bounded key range (PURGE_SCAN keys per table, wrapping round),
+    yet repeated purges remove every expired row and keep the fresh ones."""
+    import fraudseq.serving.state_sqlite as state_sqlite
+
+    now = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    monkeypatch.setattr(state_sqlite, "PURGE_SCAN", 3)
+    store = SQLiteStore(tmp_path / "sweep.db", ttl_seconds=60)
+
+    def put(i):
+        record = {"digest": "d", "inserted": True, "label": None, "result": {}}
+        store.transact(f"t{i:02d}", f"A{i:02d}", None, None, lambda _: Update({}, record, b"s"))
+
+    for i in range(10):
+        put(i)
+    now[0] += 61
+    for i in range(10, 12):
+        put(i)
+
+    def rows(table):
+        return store._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+    counts = [rows("accounts")]
+    for _ in range(6):
+        store.purge()
+        counts.append(rows("accounts"))
+    assert counts[0] == 12 and counts[-1] == 2 and rows("transactions") == 2
+    assert all(0 <= a - b <= 3 for a, b in zip(counts, counts[1:], strict=False))
+    assert {store.account(f"A{i}") for i in (10, 11)} == {b"s"}
+    store.close()
+
+
 def test_open_store_urls(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     relative = open_store("sqlite:///rel/state.db")

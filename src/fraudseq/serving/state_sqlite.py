@@ -123,6 +123,8 @@ def uniform_regions(lo: int, hi: int) -> list[tuple[int, int]]:
 
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: Keys of each table the TTL sweep looks at per purge (every PURGE_EVERY writes).
+PURGE_SCAN = 20_000
 #: Page cache of the scoring connection, in KiB. SQLite's default 2 MB holds the pages of
 #: a few hundred accounts; past that each score reads its pages back through the OS.
 CACHE_KIB = 64 * 1024
@@ -171,6 +173,7 @@ class SQLiteStore:
         self._writes = 0
         self._newest_day: int | None = None
         self._pruned_before: int | None = None  # counterparty days < this are gone
+        self._swept: dict[str, str] = {}  # per table, the last key the TTL sweep looked at
         self._closed = False
         self._checkpointer: _Checkpointer | None = None
         if self.path != ":memory:" and checkpoint_seconds > 0:
@@ -455,9 +458,9 @@ class SQLiteStore:
             with db:  # one transaction
                 db.execute("BEGIN IMMEDIATE")
                 if self.ttl is not None:
-                    limit = time.time() - self.ttl
-                    db.execute("DELETE FROM accounts WHERE touched < ?", (limit,))
-                    db.execute("DELETE FROM transactions WHERE touched < ?", (limit,))
+                    expired = time.time() - self.ttl
+                    for table, key in (("accounts", "entity"), ("transactions", "id")):
+                        self._sweep(db, table, key, expired)
                 # Only when the retention limit moved (once a day of data); the index on
                 # day makes it cost the rows deleted, not a scan of the table.
                 limit = None if self._newest_day is None else self._newest_day - self.retention_days
@@ -466,6 +469,27 @@ class SQLiteStore:
                 ):
                     db.execute("DELETE FROM counterparty_days WHERE day < ?", (limit,))
                     self._pruned_before = limit
+
+    def _sweep(self, db, table: str, key: str, expired: float) -> None:
+        """Delete the expired rows among the next PURGE_SCAN keys of `table` after where
+        the last sweep stopped (wrapping around): each purge costs a bounded index range,
+        not a scan of a table that may hold millions of accounts, and every row is looked
+        at once per table / PURGE_SCAN purges. Reads check the TTL themselves, so a row
+        awaiting its sweep is already invisible."""
+        after = self._swept.get(table, "")
+        last = db.execute(
+            f"SELECT max({key}) FROM (SELECT {key} FROM {table} WHERE {key} > ? "
+            f"ORDER BY {key} LIMIT ?)",
+            (after, PURGE_SCAN),
+        ).fetchone()[0]
+        if last is None:  # past the last key: start again from the first
+            self._swept[table] = ""
+            return
+        db.execute(
+            f"DELETE FROM {table} WHERE {key} > ? AND {key} <= ? AND touched < ?",
+            (after, last, expired),
+        )
+        self._swept[table] = last
 
     def ping(self) -> bool:
         with self._lock:
