@@ -176,8 +176,9 @@ def test_sqlite_sums_counterparty_totals_like_the_buckets(tmp_path):
     for hi in [10_000, 10_010, 10_300, 10_760, 11_000, 11_500, 12_000, 13_000]:
         days = (hi - span, hi)
         expected = counterparty_totals(buckets, days)
-        assert store._counterparty_totals(store._db, "M", days) == expected, hi
-        assert store._counterparty_totals(store._db, "other", days) == counterparty_totals({}, days)
+        assert store._read(store._db, "t", "A", "M", days, 0.0)[2] == expected, hi
+        nothing = counterparty_totals({}, days)
+        assert store._read(store._db, "t", "A", "other", days, 0.0)[2] == nothing
     store.close()
 
 

@@ -89,18 +89,23 @@ CREATE TABLE IF NOT EXISTS labels (
 ) WITHOUT ROWID;
 """
 
-# Per window start (?1..?W): transactions and frauds from it; then the first and last bucket
-# with a fraud, over [lowest start, hi).
-_TOTALS_SQL = (
-    "SELECT "
+# One read per score: the transaction's record (?1) and the account's state (?2) if fresh
+# (touched >= ?3), and the counterparty's (?7) totals over [?8, ?9): per window start (?4..?6)
+# its transactions and frauds, then its first and last bucket with a fraud.
+_WINDOWS = len(COUNTERPARTY_WINDOWS_DAYS)
+_READ_SQL = (
+    "SELECT (SELECT record FROM transactions WHERE id = ?1 AND touched >= ?3), "
+    "(SELECT state FROM accounts WHERE entity = ?2 AND touched >= ?3)"
+)
+_READ_WITH_TOTALS_SQL = (
+    _READ_SQL
     + "".join(
-        f"sum(CASE WHEN day >= ?{i} THEN n END), sum(CASE WHEN day >= ?{i} THEN fraud END), "
-        for i in range(1, len(COUNTERPARTY_WINDOWS_DAYS) + 1)
+        f", sum(CASE WHEN day >= ?{i} THEN n END), sum(CASE WHEN day >= ?{i} THEN fraud END)"
+        for i in range(4, 4 + _WINDOWS)
     )
-    + "min(CASE WHEN fraud > 0 THEN day END), max(CASE WHEN fraud > 0 THEN day END) "
-    f"FROM counterparty_days WHERE counterparty = ?{len(COUNTERPARTY_WINDOWS_DAYS) + 1} "
-    f"AND day >= ?{len(COUNTERPARTY_WINDOWS_DAYS) + 2} "
-    f"AND day < ?{len(COUNTERPARTY_WINDOWS_DAYS) + 3}"
+    + ", min(CASE WHEN fraud > 0 THEN day END), max(CASE WHEN fraud > 0 THEN day END) "
+    f"FROM counterparty_days WHERE counterparty = ?{4 + _WINDOWS} "
+    f"AND day >= ?{5 + _WINDOWS} AND day < ?{6 + _WINDOWS}"
 )
 
 
@@ -185,17 +190,7 @@ class SQLiteStore:
         with self._lock:
             now = time.time()
             with self._immediate() as db:
-                record = self._fresh_one(
-                    "SELECT record, touched FROM transactions WHERE id = ?", tx_id, now
-                )
-                account = self._fresh_one(
-                    "SELECT state, touched FROM accounts WHERE entity = ?", entity, now
-                )
-                totals = (
-                    self._counterparty_totals(db, counterparty, days)
-                    if counterparty is not None and days is not None
-                    else counterparty_totals({}, None)
-                )
+                record, account, totals = self._read(db, tx_id, entity, counterparty, days, now)
                 update = compute(
                     Snapshot(
                         record=json.loads(record) if record is not None else None,
@@ -327,16 +322,24 @@ class SQLiteStore:
         flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         return BucketTable.from_rows(counterparties, flat)
 
-    @staticmethod
-    def _counterparty_totals(db, counterparty: str, days: tuple[int, int]) -> CounterpartyTotals:
-        """`counterparty_totals` of the counterparty's buckets in [days[0], days[1]), summed
-        by SQLite: one row back, not one per hour bucket (a busy counterparty has hundreds)."""
-        hi = days[1]
-        starts = window_starts(hi)
-        row = db.execute(_TOTALS_SQL, (*starts, counterparty, days[0], hi))
-        *sums, first, last = row.fetchone()
+    def _read(self, db, tx_id, entity, counterparty, days, now: float):
+        """(record text, account state, CounterpartyTotals) of one score, in one statement:
+        SQLite sums the counterparty's buckets (a busy one has hundreds) and returns one row."""
+        oldest = now - self.ttl if self.ttl is not None else -math.inf
+        if counterparty is None or days is None:
+            record, account = db.execute(_READ_SQL, (tx_id, entity, oldest)).fetchone()
+            return record, account, counterparty_totals({}, None)
+        lo, hi = days
+        row = db.execute(
+            _READ_WITH_TOTALS_SQL, (tx_id, entity, oldest, *window_starts(hi), counterparty, lo, hi)
+        ).fetchone()
+        record, account, *sums, first, last = row
         sums = [int(x or 0) for x in sums]
-        return CounterpartyTotals(tuple(sums[0::2]), tuple(sums[1::2]), first, last)
+        return (
+            record,
+            account,
+            CounterpartyTotals(tuple(sums[0::2]), tuple(sums[1::2]), first, last),
+        )
 
     def _fresh_many(self, sql: str, keys: list[str], now: float) -> dict:
         """{key: value} of the rows of `keys` that exist and are fresh (TTL)."""
