@@ -480,6 +480,16 @@ class LiveEncoder:
         self.velocity_span = max(VELOCITY_WINDOWS_NS.values()) if self.uses["velocity"] else 0
         self.n_numeric = len(self.names)
         self.n_categorical = len(self.schema.categorical)
+        # Feature names built once, not per transaction.
+        self._novelty_names = [f"new_{column}" for column in self.schema.categorical]
+        self._velocity = [
+            (width, f"count_{name}", f"amount_{name}" if name in VELOCITY_AMOUNT_WINDOWS else None)
+            for name, width in VELOCITY_WINDOWS_NS.items()
+        ]
+        self._counterparty_names = [
+            (f"cp_count_{w}d", f"cp_risk_{w}d") for w in COUNTERPARTY_WINDOWS_DAYS
+        ]
+        self._numeric_names = [f"numeric:{column}" for column in self.schema.numeric]
         self._check_names()
 
     def _check_names(self) -> None:
@@ -567,30 +577,30 @@ class LiveEncoder:
         hashes: list[int] = []
         new_total = 0
         if self.novelty:
-            for j, (column, value) in enumerate(
-                zip(self.schema.categorical, tx.categorical, strict=True)
+            for seen, name, value in zip(
+                account.seen, self._novelty_names, tx.categorical, strict=True
             ):
                 h = _value_hash(value)
                 hashes.append(h)
-                new = 0 if h in account.seen[j] else 1
+                new = 0 if h in seen else 1
                 new_total += new
-                raw[f"new_{column}"] = float(new)
+                raw[name] = float(new)
             recent = account.new_totals[-(NOVELTY_WINDOW - 1) :]
             raw["new_values_in_window"] = float(sum(recent) + new_total)
         if self.uses["velocity"]:
             times, amounts = account.times, account.amounts
-            for name, width in VELOCITY_WINDOWS_NS.items():
+            for width, count_name, amount_name in self._velocity:
                 first = bisect.bisect_right(times, t - width)
-                raw[f"count_{name}"] = math.log1p(len(times) - first)
-                if name in VELOCITY_AMOUNT_WINDOWS:
+                raw[count_name] = math.log1p(len(times) - first)
+                if amount_name is not None:
                     total = 0.0
                     for value in amounts[first:]:
                         total += value
-                    raw[f"amount_{name}"] = _signed_log1p(total)
+                    raw[amount_name] = _signed_log1p(total)
         if self.counterparty:
-            raw.update(self._counterparty(tx, counterparty))
-        for column, value in zip(self.schema.numeric, tx.numeric, strict=True):
-            raw[f"numeric:{column}"] = value
+            self._counterparty(tx, counterparty, raw)
+        for name, value in zip(self._numeric_names, tx.numeric, strict=True):
+            raw[name] = value
         return raw, hashes, new_total, log_amount
 
     def _amount_history(self, account: AccountState, log_amount: float) -> dict[str, float]:
@@ -623,26 +633,24 @@ class LiveEncoder:
             "n_previous": math.log1p(n_prev),
         }
 
-    def _counterparty(self, tx: LiveTransaction, counterparty) -> dict[str, float]:
+    def _counterparty(self, tx: LiveTransaction, counterparty, out: dict[str, float]) -> None:
         """As `feature_blocks.counterparty_risk_features`, from the counterparty's totals
-        (or its buckets)."""
+        (or its buckets), into `out`."""
         hi = tx.bucket - self.delay_buckets
         totals = (
             counterparty
             if isinstance(counterparty, CounterpartyTotals)
             else CounterpartyTotals.from_buckets(counterparty, hi)
         )
-        out: dict[str, float] = {}
-        for w, count, fraud in zip(
-            COUNTERPARTY_WINDOWS_DAYS, totals.counts, totals.frauds, strict=True
+        for (count_name, risk_name), count, fraud in zip(
+            self._counterparty_names, totals.counts, totals.frauds, strict=True
         ):
-            out[f"cp_count_{w}d"] = math.log1p(count)
-            out[f"cp_risk_{w}d"] = fraud / max(count, 1)
+            out[count_name] = math.log1p(count)
+            out[risk_name] = fraud / max(count, 1)
         first, last = totals.first_fraud, totals.last_fraud
         no_fraud = first is None
         out["cp_first_fraud_days"] = 0.0 if no_fraud else (tx.bucket - first) / BUCKETS_PER_DAY
         out["cp_last_fraud_days"] = 0.0 if no_fraud else (tx.bucket - last) / BUCKETS_PER_DAY
-        return out
 
     # -- the window and the state update -------------------------------------------------
     def window_rows(
