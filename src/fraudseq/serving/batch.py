@@ -375,7 +375,7 @@ def _slices(buf: bytes, offsets: np.ndarray, sizes: np.ndarray) -> list[bytes]:
 
 def _gather(buf: bytes, offsets: np.ndarray, sizes: np.ndarray) -> bytes:
     """The byte ranges [offset, offset + size) of `buf`, concatenated: a slice per range
-    beats per-byte index arrays by 3-4x on kilobyte states."""
+    beats per-byte index arrays by about 2.5x on kilobyte states."""
     return b"".join(_slices(buf, offsets, sizes))
 
 
@@ -709,7 +709,7 @@ def encode_batch(
 def _counterparty(live: LiveEncoder, cps: list[str], own: np.ndarray, buckets: BucketTable) -> dict:
     """As `LiveEncoder._counterparty` for every transaction (`own`: its bucket), through
     the batch block's `counterparty_statistics` on the stored (count, frauds) buckets."""
-    index = buckets.index()
+    index = buckets.index
     unknown = len(buckets.names)  # no buckets: a code past every entry's
     query = np.fromiter((index.get(c, unknown) for c in cps), np.int64, len(cps))
     longest = max(COUNTERPARTY_WINDOWS_DAYS) * BUCKETS_PER_DAY

@@ -249,20 +249,16 @@ class Detector:
                 result["reasons"] = self._reasons(tx, numeric, codes, events, logit)
         in_order = account.n == 0 or tx.time_ns >= account.last_time
         record = self._record(tx, in_order, result)
+        text = None  # an out-of-order record is rare: the store dumps it
+        if in_order:
+            text = record_json(
+                tx.digest, tx.entity, tx.time_ns, record["counterparty"], record["counted"],
+                result, self._version_json,
+            )  # fmt: skip
         return Update(
             result=result,
             record=record,
-            record_json=record_json(
-                tx.digest,
-                tx.entity,
-                tx.time_ns,
-                record["counterparty"],
-                record["counted"],
-                result,
-                self._version_json,
-            )
-            if in_order
-            else None,  # fmt: skip
+            record_json=text,
             account=live.append(account, tx, features).to_bytes() if in_order else None,
             counterparty_day=tx.bucket if live.counterparty else None,
         )

@@ -88,7 +88,7 @@ _TIME_HIGH = pd.Timestamp("2262-04-10")
 # -- input validation --------------------------------------------------------------------
 class LiveTransaction(NamedTuple):
     """One validated transaction in canonical form (what a loaded file row would hold).
-    A NamedTuple: immutable, and made 5x faster than a frozen dataclass."""
+    A NamedTuple: immutable, and cheaper to make than a frozen dataclass."""
 
     id: str
     entity: str

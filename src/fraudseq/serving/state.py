@@ -38,20 +38,19 @@ Choose a TTL longer than the label delay, or late labels find no record.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
 from fraudseq.errors import FraudseqError
-
-if TYPE_CHECKING:
-    from fraudseq.serving.live_features import CounterpartyTotals
+from fraudseq.serving.live_features import CounterpartyTotals
 
 
 class StateStoreError(FraudseqError):
@@ -125,32 +124,25 @@ class BucketTable:
     def __len__(self) -> int:
         return len(self.code)
 
+    @functools.cached_property
     def index(self) -> dict[str, int]:
+        """Counterparty name -> code."""
         return {name: code for code, name in enumerate(self.names)}
 
     def adding(self, counts: dict[tuple[str, int], int]) -> BucketTable:
         """This table plus `counts` transactions (no frauds) per (counterparty, bucket)."""
-        index = self.index()
-        names = list(self.names)
-        rows = []
-        for (cp, bucket), n in counts.items():
-            code = index.get(cp)
-            if code is None:
-                code = index[cp] = len(names)
-                names.append(cp)
-            rows.append((code, bucket, n, 0))
-        extra = np.array(rows, dtype=np.int64).reshape(-1, 4)
-        return BucketTable(
-            names,
-            np.concatenate([self.code, extra[:, 0]]),
-            np.concatenate([self.bucket, extra[:, 1]]),
-            np.concatenate([self.count, extra[:, 2]]),
-            np.concatenate([self.fraud, extra[:, 3]]),
+        index = dict(self.index)
+        for cp, _ in counts:
+            index.setdefault(cp, len(index))
+        extra = [(index[cp], bucket, n, 0) for (cp, bucket), n in counts.items()]
+        mine = np.stack([self.code, self.bucket, self.count, self.fraud], axis=1)
+        return BucketTable.from_rows(
+            list(index), np.concatenate([mine, np.array(extra, dtype=np.int64).reshape(-1, 4)])
         )
 
     def of(self, counterparty: str) -> dict[int, tuple[int, int]]:
         """One counterparty's {bucket: (count, frauds)}."""
-        code = self.index().get(counterparty)
+        code = self.index.get(counterparty)
         out: dict[int, tuple[int, int]] = {}
         if code is None:
             return out
@@ -306,8 +298,6 @@ def label_delta(previous: int | None, label: int) -> int:
 def counterparty_totals(buckets: dict, days: tuple[int, int] | None) -> CounterpartyTotals:
     """`CounterpartyTotals` of the (count, frauds) buckets in [days[0], days[1]), with the
     feature windows ending at days[1] (all zero without a range)."""
-    from fraudseq.serving.live_features import CounterpartyTotals
-
     if not days:
         return CounterpartyTotals.from_buckets({}, 0)
     lo, hi = days
