@@ -6,7 +6,7 @@ the bottom use the real Detector on a small XGBoost model.
 
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 from fastapi.testclient import TestClient
@@ -40,6 +40,7 @@ class FakeDetector:
         self.store_up = True
         self.closed = False
         self.calls: list[dict] = []
+        self.counts: Counter = Counter(scored=0, replayed=0, alerts=0)
 
     def score(self, tx: dict) -> dict:
         self.calls.append(tx)
@@ -47,6 +48,7 @@ class FakeDetector:
         if tid in self.sent:
             if self.sent[tid] != tx:
                 raise ConflictError(f"transaction id {tid!r} was already scored with other content")
+            self.counts["replayed"] += 1
             return self.results[tid]
         amount = tx[self.schema.amount]
         if amount == 666:
@@ -69,6 +71,8 @@ class FakeDetector:
             "reasons": [],
         }
         self.sent[tid], self.results[tid] = tx, result
+        self.counts["scored"] += 1
+        self.counts["alerts"] += result["alert"]
         return result
 
     def score_batch(self, txs: list[dict]) -> list[dict]:
@@ -434,8 +438,19 @@ def test_metrics_exposition(client):
     assert 'route="/v1/score/batch",status="200"} 1.0' in text
     assert 'fraudseq_http_request_duration_seconds_bucket{le="0.015",method="POST"' in text
     assert "fraudseq_transactions_scored_total 4.0" in text
+    assert "fraudseq_transactions_replayed_total 0.0" in text
     assert "fraudseq_alerts_total 2.0" in text
     assert 'fraudseq_model_info{model_version="fake-1"} 1.0' in text
+
+
+def test_metrics_count_retries_as_replayed_not_scored(client):
+    client.post("/v1/score", json=tx(1, amount=900.0))
+    client.post("/v1/score", json=tx(1, amount=900.0))  # a retry of an alert
+    client.post("/v1/score/batch", json={"transactions": [tx(1, amount=900.0), tx(2)]})
+    text = client.get("/metrics").text
+    assert "fraudseq_transactions_scored_total 2.0" in text
+    assert "fraudseq_transactions_replayed_total 2.0" in text
+    assert "fraudseq_alerts_total 1.0" in text
 
 
 def test_each_app_has_its_own_registry():

@@ -137,6 +137,11 @@ def test_out_of_order_and_repeats_in_one_batch(model_dir, stream):
         assert_same(batch, single)
         assert many.store.record("LATE")["inserted"] is False
         assert many.store.account(account) == one.store.account(account)
+        # the repeated LATE and own[1] are replays, counted alike one by one or in a batch
+        assert one.counts == many.counts
+        assert many.counts["replayed"] == 2
+        assert many.counts["scored"] == len(sequence) - 2
+        assert many.counts["alerts"] == sum(r["alert"] for r in single[:8] + single[10:])
 
 
 def test_conflicts_write_nothing(model_dir, stream):

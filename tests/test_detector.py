@@ -152,6 +152,7 @@ def test_retry_returns_the_stored_result_and_conflict_is_an_error(detector, stre
     assert detector.score(retried) == first
     assert detector.store.account(txs[0]["card_id"]) == state  # not appended again
     assert AccountState.from_bytes(state).n == 1
+    assert detector.counts["scored"] == 1 and detector.counts["replayed"] == 1
     with pytest.raises(ConflictError, match=f"{txs[0]['tx_id']!r} was already scored"):
         detector.score({**txs[0], "amount": txs[0]["amount"] + 1})
     assert isinstance(ConflictError("x"), FraudseqError)

@@ -49,15 +49,17 @@ loop never waits on the model. Scale out with ``--workers`` (processes) and a sh
 store (SQLite or Redis; "memory" is refused with several workers).
 
 Metrics (``fraudseq_`` prefix): ``http_requests_total{route,method,status}``,
-``http_request_duration_seconds{route,method}`` (histogram), ``transactions_scored_total``,
-``alerts_total``, ``feedback_total{label}``, ``model_info{model_version}``. Routes outside the
-API are counted as ``route="other"``. Each app has its own ``CollectorRegistry``. With
-several workers the CLI turns on prometheus-client's multiprocess mode
+``http_request_duration_seconds{route,method}`` (histogram), ``transactions_scored_total``
+(new transactions), ``transactions_replayed_total`` (retries answered from the store),
+``alerts_total`` (new alerts), ``feedback_total{label}``, ``model_info{model_version}``.
+Routes outside the API are counted as ``route="other"``. Each app has its own
+``CollectorRegistry``. With several workers the CLI turns on prometheus-client's multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR``, a private temporary directory unless already set), so
 ``/metrics`` on any worker reports the sum over all workers.
 """
 
 import asyncio
+import functools
 import gc
 import hmac
 import json
@@ -66,6 +68,7 @@ import os
 import re
 import time
 import uuid
+from collections import Counter as Tally
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -458,10 +461,19 @@ class _Metrics:
             registry=registry,
         )
         self.scored = Counter(
-            "fraudseq_transactions_scored", "Transactions scored.", registry=registry
+            "fraudseq_transactions_scored",
+            "Transactions scored (new ids; retries are counted as replayed).",
+            registry=registry,
+        )
+        self.replayed = Counter(
+            "fraudseq_transactions_replayed",
+            "Retried transactions answered with their stored result.",
+            registry=registry,
         )
         self.alerts = Counter(
-            "fraudseq_alerts", "Scored transactions at or above the threshold.", registry=registry
+            "fraudseq_alerts",
+            "Newly scored transactions at or above the threshold.",
+            registry=registry,
         )
         self.feedback = Counter(
             "fraudseq_feedback", "Feedback labels received.", ["label"], registry=registry
@@ -633,14 +645,19 @@ class _Serving:
     detector: Any = None
     executor: ThreadPoolExecutor | None = None
 
-    async def call(self, method: str, *args: Any) -> Any:
-        """Run ``detector.<method>(*args)`` on the detector thread; map user errors."""
+    async def call(self, method: str, *args: Any, counted: bool = False) -> Any:
+        """Run ``detector.<method>(*args)`` on the detector thread; map user errors.
+        `counted`: return (answer, how the detector's `counts` moved during the call), read
+        on the detector thread, which runs one call at a time, so exact."""
         detector, executor = self.detector, self.executor
         if detector is None or executor is None:
             raise ApiError(503, "the model is not loaded (the server is starting or stopping)")
         loop = asyncio.get_running_loop()
+        function = getattr(detector, method)
+        if counted:
+            function = functools.partial(_with_counts, detector, function)
         try:
-            return await loop.run_in_executor(executor, getattr(detector, method), *args)
+            return await loop.run_in_executor(executor, function, *args)
         except DataValidationError as err:
             raise ApiError(422, str(err)) from None
         except ConflictError as err:
@@ -649,6 +666,14 @@ class _Serving:
             raise ApiError(404, str(err)) from None
         except FraudseqError as err:
             raise ApiError(400, str(err)) from None
+
+
+def _with_counts(detector: Any, function: Callable, *args: Any) -> tuple[Any, Tally]:
+    before = Tally(detector.counts)
+    result = function(*args)
+    moved = Tally(detector.counts)
+    moved.subtract(before)
+    return result, moved
 
 
 def _load_detector(model_dir: str, state: str, options: dict, reasons: str | None) -> Any:
@@ -830,13 +855,26 @@ def create_app(
         422: {"description": "Invalid request: the message names each field and reason."},
     }
 
-    async def guarded(request: Request, method: str, *args: Any) -> Any:
+    async def guarded(request: Request, method: str, *args: Any, counted: bool = False) -> Any:
+        """The detector's answer, or the error response. `counted` (the scoring routes):
+        the metrics count new, replayed and alerting transactions from the detector's own
+        tallies, so a retry is never counted as scored twice."""
         try:
-            return await serving.call(method, *args)
+            if not counted:
+                return await serving.call(method, *args)
+            result, counts = await serving.call(method, *args, counted=True)
         except ApiError:
             raise
         except Exception as exc:  # the detector failed: log it, never return its trace
             return _internal_error(request, exc)
+        for counter, key in (
+            (metrics.scored, "scored"),
+            (metrics.replayed, "replayed"),
+            (metrics.alerts, "alerts"),
+        ):
+            if counts[key]:
+                counter.inc(counts[key])
+        return result
 
     # Replies are serialised with json.dumps (allow_nan=False) and returned as a Response,
     # so FastAPI does not validate them again; response_model documents them in OpenAPI.
@@ -848,13 +886,10 @@ def create_app(
         summary="Score one transaction",
     )
     async def score(request: Request, transaction: transaction_model) -> Any:  # type: ignore[valid-type]
-        result = await guarded(request, "score", transaction.model_dump(by_alias=True))
-        if isinstance(result, Response):
-            return result
-        metrics.scored.inc()
-        if result.get("alert"):
-            metrics.alerts.inc()
-        return _json_response(request, result)
+        result = await guarded(
+            request, "score", transaction.model_dump(by_alias=True), counted=True
+        )
+        return result if isinstance(result, Response) else _json_response(request, result)
 
     @app.post(
         "/v1/score/batch",
@@ -867,13 +902,9 @@ def create_app(
         txs = batch.model_dump(by_alias=True)["transactions"]
         if not txs:
             return _json_response(request, {"results": []})
-        results = await guarded(request, "score_batch", txs)
+        results = await guarded(request, "score_batch", txs, counted=True)
         if isinstance(results, Response):
             return results
-        metrics.scored.inc(len(results))
-        alerts = sum(1 for r in results if r.get("alert"))
-        if alerts:
-            metrics.alerts.inc(alerts)
         return _json_response(request, {"results": results})
 
     @app.post(

@@ -114,6 +114,10 @@ class Detector:
         self._empty_state = self.live.empty_state().to_bytes()
         self._version_json = json.dumps(model_version)
         self._explain_failed = False
+        #: Since load: transactions "scored" (new), "replayed" (retries answered from their
+        #: stored result, in-batch repeats included) and new "alerts". The service's
+        #: Prometheus counters come from these, so a retry is never counted as scored.
+        self.counts: Counter = Counter(scored=0, replayed=0, alerts=0)
         fingerprint = self.fingerprint()
         stored = store.meta("state_fingerprint", fingerprint)
         if stored != fingerprint:
@@ -210,6 +214,16 @@ class Detector:
             lambda snapshot: self._compute_many(unique, snapshot),
         )
         results = update.results
+        new = {record[0] for record in update.records}
+        self._count(
+            len(new),
+            sum(
+                1
+                for tx_id, r in zip(unique.ids, results, strict=True)
+                if tx_id in new and r["alert"]
+            ),
+            len(columns) - len(new),
+        )
         ids = columns.ids
         return [{"transaction_id": ids[i], **results[position[j]]} for i, j in enumerate(source)]
 
@@ -222,7 +236,17 @@ class Detector:
             self.live.counterparty_days(tx),
             lambda snapshot: self._compute(tx, snapshot),
         )
+        if update.record is None:
+            self._count(replayed=1)
+        else:
+            self._count(1, int(update.result["alert"]))
         return {"transaction_id": tx.id, **update.result}
+
+    def _count(self, scored: int = 0, alerts: int = 0, replayed: int = 0) -> None:
+        counts = self.counts
+        counts["scored"] += scored
+        counts["alerts"] += alerts
+        counts["replayed"] += replayed
 
     def _compute(self, tx: LiveTransaction, snapshot: Snapshot) -> Update:
         if snapshot.record is not None:
