@@ -22,7 +22,7 @@ from fraudseq.fraud_model import FraudModel
 from fraudseq.schema import load_transactions
 from fraudseq.serving import AccountState, Detector, MemoryStore, StateStoreError, open_store
 from fraudseq.serving.state import BucketTable, Snapshot, Update, counterparty_totals
-from fraudseq.serving.state_sqlite import SQLiteStore
+from fraudseq.serving.state_sqlite import SQLiteStore, _between, uniform_regions
 
 TRAIN_UNTIL = "2026-01-31"
 TINY = {"epochs": 1, "hidden_size": 8, "n_estimators": 20, "max_depth": 3, "progress": False}
@@ -180,6 +180,14 @@ def test_sqlite_sums_counterparty_totals_like_the_buckets(tmp_path):
         nothing = counterparty_totals({}, days)
         assert store._read(store._db, "t", "A", "other", days, 0.0)[2] == nothing
     store.close()
+
+
+@pytest.mark.parametrize("spread", [0, 5, 30, 200, 800, 2000])
+def test_regions_and_gaps_cover_the_read_range_once(spread):
+    lo, hi = 10_000, 10_000 + 720 + spread
+    ranges = sorted(uniform_regions(lo, hi) + _between((lo, hi), uniform_regions(lo, hi)))
+    covered = np.concatenate([np.arange(a, b) for a, b in ranges])
+    np.testing.assert_array_equal(covered, np.arange(lo, hi))
 
 
 @pytest.mark.parametrize("spread", [0, 5, 30, 200, 800])
