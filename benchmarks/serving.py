@@ -492,7 +492,41 @@ def detector_alone(
                     f"  Detector.score, {name}: p50 {r['p50_ms']:.3f} ms, p90 {r['p90_ms']:.3f}"
                     f" ms, p99 {r['p99_ms']:.3f} ms, max {r['max_ms']:.2f} ms (n={r['n']:,})"
                 )
+        out["network_alone"] = network_alone(detector.model, len(history), len(timed))
     return out
+
+
+def network_alone(model, n_batch: int, n_single: int) -> dict:
+    """The reference for the two numbers above, measured in the same process: the model's
+    network alone on random full-length windows, as the detector runs it (`WindowScorer`):
+    forward passes over 1,000 windows at a time (the most score_batch could reach if
+    nothing but the model cost anything) and one window at a time (the model's share of a
+    Detector.score). Not meaningful for models without a window network (xgboost)."""
+    from fraudseq.serving.window_scorer import WindowScorer, random_windows
+
+    scorer = WindowScorer(model)
+    numeric, codes, lengths = random_windows(model, np.full(1000, model.window), seed=0)
+    scorer.logits(numeric, codes, lengths)  # warm up
+    started = time.perf_counter()
+    for _ in range(max(n_batch // 1000, 1)):
+        scorer.logits(numeric, codes, lengths)
+    per_second = max(n_batch // 1000, 1) * 1000 / (time.perf_counter() - started)
+    seconds = []
+    for i in range(n_single):
+        t0 = time.perf_counter()
+        scorer.logit(numeric[i % 1000], codes[i % 1000])
+        seconds.append(time.perf_counter() - t0)
+    one = percentiles(seconds)
+    print(
+        f"  the network alone (same process): {per_second:,.0f} windows/s in batches of "
+        f"1,000; one window p50 {one['p50_ms']:.3f} ms, p99 {one['p99_ms']:.3f} ms"
+        f" ({'ONNX Runtime' if scorer.session is not None else 'torch'})"
+    )
+    return {
+        "batch_windows_per_s": round(per_second),
+        "one_window": one,
+        "runtime": "onnxruntime" if scorer.session is not None else "torch",
+    }
 
 
 def store_check(state_db: Path, sent: list[dict]) -> dict:
