@@ -430,3 +430,15 @@ def test_sigkill_mid_write_leaves_a_consistent_store(model_dir, stream, uninterr
         resumed = replay(detector, txs, labels)
     assert resumed == uninterrupted
     check_consistent(db_path)
+
+
+def test_sqlite_store_made_before_the_fraud_index_gets_it_on_open(tmp_path):
+    store = SQLiteStore(tmp_path / "old.db")
+    store._db.execute("DROP INDEX counterparty_fraud_days")
+    store._db.execute("INSERT INTO counterparty_days VALUES ('M', 10, 3, 1)")
+    store.close()
+    store = SQLiteStore(tmp_path / "old.db")
+    totals = store._read(store._db, "t", "A", "M", (0, 30 * 24), 0.0)[2]
+    assert totals.counts == (0, 0, 3) and totals.frauds == (0, 0, 1)
+    assert totals.first_fraud == totals.last_fraud == 10
+    store.close()

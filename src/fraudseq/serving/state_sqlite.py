@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
 
 import numpy as np
@@ -93,22 +93,33 @@ CREATE TABLE IF NOT EXISTS labels (
 """
 
 # One read per score: the transaction's record (?1) and the account's state (?2) if fresh
-# (touched >= ?3), and the counterparty's (?7) totals over [?8, ?9): per window start (?4..?6)
-# its transactions and frauds, then its first and last bucket with a fraud.
+# (touched >= ?3), and the counterparty's (?4) buckets in [?5, ?6): per slice between
+# consecutive window starts (the windows are nested, so `_read` adds the slices up) its
+# transactions, by primary key, and its frauds, by the fraud index; then its first and last
+# bucket with a fraud. Each bucket is read once and no expression runs per bucket: half the
+# time of one pass with a CASE per window (a busy counterparty has hundreds of buckets).
 _WINDOWS = len(COUNTERPARTY_WINDOWS_DAYS)
+assert list(COUNTERPARTY_WINDOWS_DAYS) == sorted(set(COUNTERPARTY_WINDOWS_DAYS))
 _READ_SQL = (
     "SELECT (SELECT record FROM transactions WHERE id = ?1 AND touched >= ?3), "
     "(SELECT state FROM accounts WHERE entity = ?2 AND touched >= ?3)"
 )
+_BUCKETS = "FROM counterparty_days WHERE counterparty = ?4 AND day >= ?{} AND day < ?{}"
+_FRAUD_BUCKETS = (
+    "FROM counterparty_days INDEXED BY counterparty_fraud_days "
+    "WHERE counterparty = ?4 AND fraud > 0 AND day >= ?{} AND day < ?{}"
+)
+# Parameters ?5.. are the window starts from the longest window's to the shortest's, then hi.
+_SLICES = [(5 + _WINDOWS - 1 - i, 5 + _WINDOWS - i) for i in range(_WINDOWS)]  # short first
 _READ_WITH_TOTALS_SQL = (
     _READ_SQL
     + "".join(
-        f", sum(CASE WHEN day >= ?{i} THEN n END), sum(CASE WHEN day >= ?{i} THEN fraud END)"
-        for i in range(4, 4 + _WINDOWS)
+        f", (SELECT total(n) {_BUCKETS.format(lo, hi)})"
+        f", (SELECT total(fraud) {_FRAUD_BUCKETS.format(lo, hi)})"
+        for lo, hi in _SLICES
     )
-    + ", min(CASE WHEN fraud > 0 THEN day END), max(CASE WHEN fraud > 0 THEN day END) "
-    f"FROM counterparty_days WHERE counterparty = ?{4 + _WINDOWS} "
-    f"AND day >= ?{5 + _WINDOWS} AND day < ?{6 + _WINDOWS}"
+    + f", (SELECT min(day) {_FRAUD_BUCKETS.format(5, 5 + _WINDOWS)})"
+    + f", (SELECT max(day) {_FRAUD_BUCKETS.format(5, 5 + _WINDOWS)})"
 )
 
 
@@ -348,17 +359,15 @@ class SQLiteStore:
         if counterparty is None or days is None:
             record, account = db.execute(_READ_SQL, (tx_id, entity, oldest)).fetchone()
             return record, account, counterparty_totals({}, None)
-        lo, hi = days
+        hi = days[1]
+        starts = window_starts(hi)  # shortest window first
         row = db.execute(
-            _READ_WITH_TOTALS_SQL, (tx_id, entity, oldest, *window_starts(hi), counterparty, lo, hi)
+            _READ_WITH_TOTALS_SQL, (tx_id, entity, oldest, counterparty, *starts[::-1], hi)
         ).fetchone()
         record, account, *sums, first, last = row
-        sums = [int(x or 0) for x in sums]
-        return (
-            record,
-            account,
-            CounterpartyTotals(tuple(sums[0::2]), tuple(sums[1::2]), first, last),
-        )
+        counts = tuple(accumulate(int(x) for x in sums[0::2]))  # the slices, nested windows
+        frauds = tuple(accumulate(int(x) for x in sums[1::2]))
+        return record, account, CounterpartyTotals(counts, frauds, first, last)
 
     def _fresh_many(self, sql: str, keys: list[str], now: float) -> dict:
         """{key: value} of the rows of `keys` that exist and are fresh (TTL)."""
