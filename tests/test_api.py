@@ -602,3 +602,21 @@ def test_real_detector_over_http_matches_direct_scores(real_model, tmp_path):
         text = client.get("/metrics").text
         assert f'fraudseq_model_info{{model_version="{direct.model_version}"}} 1.0' in text
     direct.close()
+
+
+def test_a_detector_without_counts_has_every_reply_counted_as_scored():
+    class Uncounted:  # the Detector's methods, without `counts`
+        def __init__(self) -> None:
+            self._inner = FakeDetector()
+
+        def __getattr__(self, name):
+            if name == "counts":
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
+    with TestClient(create_app(Uncounted())) as client:
+        client.post("/v1/score", json=tx(1, amount=900.0))
+        client.post("/v1/score/batch", json={"transactions": [tx(1, amount=900.0), tx(2)]})
+        text = client.get("/metrics").text
+    assert "fraudseq_transactions_scored_total 3.0" in text
+    assert "fraudseq_alerts_total 2.0" in text

@@ -669,6 +669,12 @@ class _Serving:
 
 
 def _with_counts(detector: Any, function: Callable, *args: Any) -> tuple[Any, Tally]:
+    """`function(*args)` and how `detector.counts` moved meanwhile. A detector without
+    counts (a stand-in with the Detector's methods) has every reply counted as scored."""
+    if not hasattr(detector, "counts"):
+        result = function(*args)
+        replies = result if isinstance(result, list) else [result]
+        return result, Tally(scored=len(replies), alerts=sum(bool(r.get("alert")) for r in replies))
     before = Tally(detector.counts)
     result = function(*args)
     moved = Tally(detector.counts)
