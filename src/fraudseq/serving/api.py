@@ -129,6 +129,10 @@ MAX_TIME_LENGTH = 64
 DEFAULT_MAX_BATCH = 1000
 READY_TIMEOUT_SECONDS = 2.0
 #: Latency buckets (seconds): fine below 25 ms, where the single-transaction target lies.
+#: What the app uses of a detector (`Detector` has all of it).
+DETECTOR_INTERFACE = (
+    "schema", "model_version", "counts", "score", "score_batch", "feedback", "ready", "close",
+)  # fmt: skip
 LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -669,12 +673,7 @@ class _Serving:
 
 
 def _with_counts(detector: Any, function: Callable, *args: Any) -> tuple[Any, Tally]:
-    """`function(*args)` and how `detector.counts` moved meanwhile. A detector without
-    counts (a stand-in with the Detector's methods) has every reply counted as scored."""
-    if not hasattr(detector, "counts"):
-        result = function(*args)
-        replies = result if isinstance(result, list) else [result]
-        return result, Tally(scored=len(replies), alerts=sum(bool(r.get("alert")) for r in replies))
+    """`function(*args)` and how `detector.counts` moved meanwhile."""
     before = Tally(detector.counts)
     result = function(*args)
     moved = Tally(detector.counts)
@@ -719,8 +718,9 @@ def create_app(
     """The FastAPI app over `detector`, or over a Detector loaded in the lifespan.
 
     Args:
-        detector: an object with the Detector interface (schema, model_version, score,
-            score_batch, feedback, ready, close). The app uses it but does not close it.
+        detector: an object with the Detector interface (schema, model_version, counts,
+            score, score_batch, feedback, ready, close). The app uses it but does not close
+            it.
         model_dir, state, detector_options, reasons: otherwise the app loads
             ``Detector.load(model_dir, state, **detector_options)`` when it starts (and
             applies :func:`set_reasons`) and closes it when it stops. The schema is read
@@ -737,6 +737,9 @@ def create_app(
     """
     if (detector is None) == (model_dir is None):
         raise ValueError("create_app needs exactly one of detector and model_dir")
+    missing = [name for name in DETECTOR_INTERFACE if not hasattr(detector, name)]
+    if detector is not None and missing:
+        raise TypeError(f"the detector lacks {', '.join(missing)} of the Detector interface")
     if max_batch < 1:
         raise FraudseqError(f"--max-batch must be at least 1, got {max_batch}")
     if api_key is not None and not api_key:
