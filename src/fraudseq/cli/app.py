@@ -33,9 +33,6 @@ class _CurrentStderr(logging.StreamHandler):
     replaced stderr (pytest's capture, an application embedding the CLI) is never written to
     after it is closed."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):
         return sys.stderr
