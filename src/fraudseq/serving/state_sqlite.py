@@ -355,7 +355,7 @@ class SQLiteStore:
     def _read(self, db, tx_id, entity, counterparty, days, now: float):
         """(record text, account state, CounterpartyTotals) of one score, in one statement:
         SQLite sums the counterparty's buckets (a busy one has hundreds) and returns one row."""
-        oldest = now - self.ttl if self.ttl is not None else -math.inf
+        oldest = self._oldest(now)
         if counterparty is None or days is None:
             record, account = db.execute(_READ_SQL, (tx_id, entity, oldest)).fetchone()
             return record, account, counterparty_totals({}, None)
@@ -369,9 +369,13 @@ class SQLiteStore:
         frauds = tuple(accumulate(int(x) for x in sums[1::2]))
         return record, account, CounterpartyTotals(counts, frauds, first, last)
 
+    def _oldest(self, now: float) -> float:
+        """The oldest `touched` time still fresh under the TTL."""
+        return now - self.ttl if self.ttl is not None else -math.inf
+
     def _fresh_many(self, sql: str, keys: list[str], now: float) -> dict:
         """{key: value} of the rows of `keys` that exist and are fresh (TTL)."""
-        oldest = now - self.ttl if self.ttl is not None else -math.inf
+        oldest = self._oldest(now)
         out = {}
         for chunk in _chunks(keys):
             rows = self._db.execute(
@@ -409,7 +413,7 @@ class SQLiteStore:
 
     def _fresh_one(self, sql: str, key: str, now: float):
         row = self._db.execute(sql, (key,)).fetchone()
-        if row is None or (self.ttl is not None and row[1] < now - self.ttl):
+        if row is None or row[1] < self._oldest(now):
             return None
         return row[0]
 
