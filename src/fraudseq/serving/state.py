@@ -296,13 +296,10 @@ def label_delta(previous: int | None, label: int) -> int:
 
 
 def counterparty_totals(buckets: dict, days: tuple[int, int] | None) -> CounterpartyTotals:
-    """`CounterpartyTotals` of the (count, frauds) buckets in [days[0], days[1]), with the
-    feature windows ending at days[1] (all zero without a range)."""
-    if not days:
-        return CounterpartyTotals.from_buckets({}, 0)
-    lo, hi = days
-    in_range = {d: (v[0], v[1]) for d, v in buckets.items() if lo <= d < hi}
-    return CounterpartyTotals.from_buckets(in_range, hi)
+    """`CounterpartyTotals` of the (count, frauds) buckets for the range `days` that
+    `LiveEncoder.counterparty_days` gives (its windows end at days[1]; the longest starts at
+    days[0], and `from_buckets` leaves out what lies outside); all zero without a range."""
+    return CounterpartyTotals.from_buckets(buckets if days else {}, days[1] if days else 0)
 
 
 def dumps(record: dict) -> str:
