@@ -7,7 +7,8 @@ such a small call torch's per-operator dispatch costs more than the arithmetic
 (one window, fixed shape: half the nodes of a graph with a dynamic batch axis) is exported
 in memory when the detector loads, nothing is written or read from disk, and it is used only
 if it gives the torch network's logits on random windows of every length (`verified`);
-otherwise, or without onnxruntime, torch runs everything. Batches (score_batch, the occluded copies behind reasons) run in torch.
+otherwise, or without onnxruntime, torch runs everything. Batches (score_batch, the occluded
+copies behind reasons) run in torch.
 
 Every other family (boosted trees, autoencoder ranks, ensembles, ...) goes through its own
 `decision_function` on a WindowSet, the same code batch scoring runs.
