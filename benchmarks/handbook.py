@@ -36,6 +36,8 @@ from fraudseq.windows import window_index  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_FROM, TEST_UNTIL = pd.Timestamp("2018-08-08"), pd.Timestamp("2018-08-15")
+WEEK = TEST_UNTIL - TEST_FROM
+KNOWN_FROM = pd.Timestamp("2018-07-25")  # the known-card rule starts at protocol A's training
 PROTOCOLS = {
     "A": {
         "train_from": "2018-07-25",
@@ -71,19 +73,46 @@ def build(name: str, epochs: int, seed: int, **params) -> FraudModel:
     return FraudModel(name, epochs=epochs, seed=seed, **params)
 
 
-def test_set(frame: pd.DataFrame, s: Schema) -> pd.DataFrame:
-    """The test week without the known compromised cards (the handbook's rule: a fraud from
-    the training week's start up to the test day minus 8 days)."""
-    in_week = np.flatnonzero((frame[s.time] >= TEST_FROM) & (frame[s.time] < TEST_UNTIL))
-    known = known_fraud_mask(frame, s, in_week, "2018-07-25", delay_days=7)
+def test_set(
+    frame: pd.DataFrame, s: Schema, week_from=TEST_FROM, known_from=KNOWN_FROM
+) -> pd.DataFrame:
+    """The 7-day week from `week_from` (default: the test week) without the known
+    compromised cards (the handbook's rule: a fraud from `known_from`, the training week's
+    start, up to the day minus 8 days)."""
+    week_from = pd.Timestamp(week_from)
+    times = frame[s.time]
+    in_week = np.flatnonzero((times >= week_from) & (times < week_from + WEEK))
+    known = known_fraud_mask(frame, s, in_week, known_from, delay_days=7)
     return frame.iloc[in_week[~known]]
 
 
-def evaluate(model: FraudModel, frame: pd.DataFrame, test: pd.DataFrame, s: Schema) -> dict:
+def cp_at_100(test: pd.DataFrame, s: Schema, score: np.ndarray) -> float:
+    """CP@100 of `score` on the test set: the compromised cards among each day's top 100."""
+    return metrics.card_precision_at_k(
+        test[s.entity].to_numpy(),
+        test[s.time].dt.normalize().to_numpy(),
+        test[s.label].to_numpy(),
+        score,
+        100,
+    )
+
+
+def ranking(
+    model: FraudModel, frame: pd.DataFrame, test: pd.DataFrame, s: Schema, week_from=TEST_FROM
+) -> dict:
+    """The model's scores of `test` (in its order), scored as the week from `week_from` with
+    its history, and how long scoring that week took."""
+    week_from = pd.Timestamp(week_from)
     started = time.perf_counter()
-    scored = model.score(frame, start=TEST_FROM, end=TEST_UNTIL).set_index("transaction_id")
-    score_seconds = time.perf_counter() - started
-    score = scored["score"].reindex(test[s.id]).to_numpy()
+    scored = model.score(frame, start=week_from, end=week_from + WEEK)
+    seconds = time.perf_counter() - started
+    score = scored.set_index("transaction_id")["score"].reindex(test[s.id]).to_numpy()
+    return {"score": score, "seconds": seconds, "scored": len(scored)}
+
+
+def evaluate(model: FraudModel, frame: pd.DataFrame, test: pd.DataFrame, s: Schema) -> dict:
+    ranked = ranking(model, frame, test, s)
+    score = ranked["score"]
     y = test[s.label].to_numpy()
     alert = score >= model.threshold_
     per_scenario = {
@@ -93,16 +122,14 @@ def evaluate(model: FraudModel, frame: pd.DataFrame, test: pd.DataFrame, s: Sche
     return {
         "auc_roc": metrics.auc_roc(y, score),
         "average_precision": metrics.average_precision(y, score),
-        "cp_at_100": metrics.card_precision_at_k(
-            test[s.entity].to_numpy(), test[s.time].dt.normalize().to_numpy(), y, score, 100
-        ),
+        "cp_at_100": cp_at_100(test, s, score),
         "recall_at_1pct_fpr": metrics.recall_at_fpr(y, score, 0.01),
         "threshold": model.threshold_,
         "recall_per_scenario_at_threshold": per_scenario,
         "n_test": int(len(y)),
         "n_fraud": int(y.sum()),
         # scoring the whole week (with its history) from the in-memory frame
-        "score_tx_per_second": len(scored) / score_seconds,
+        "score_tx_per_second": ranked["scored"] / ranked["seconds"],
     }
 
 
@@ -150,13 +177,7 @@ def main() -> None:
         f"{int(test[schema.label].sum())} frauds"
     )
     # CP@100 of a perfect ranking (by the label): the most this test set allows.
-    ceiling = metrics.card_precision_at_k(
-        test[schema.entity].to_numpy(),
-        test[schema.time].dt.normalize().to_numpy(),
-        test[schema.label].to_numpy(),
-        test[schema.label].to_numpy().astype(float),
-        100,
-    )
+    ceiling = cp_at_100(test, schema, test[schema.label].to_numpy().astype(float))
     print(f"CP@100 of a perfect ranking on this test set: {ceiling:.3f}")
     features_s = feature_speed(frame, schema)
     print(

@@ -40,20 +40,26 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from handbook import PROTOCOLS, ROOT, TEST_FROM, build  # noqa: E402
+from handbook import (  # noqa: E402
+    KNOWN_FROM,
+    PROTOCOLS,
+    ROOT,
+    TEST_FROM,
+    WEEK,
+    build,
+    cp_at_100,
+    ranking,
+    test_set,
+)
 from machine import describe  # noqa: E402
 
 from fraudseq import metrics  # noqa: E402
 from fraudseq.fraud_model import FraudModel  # noqa: E402
 from fraudseq.io import write_json  # noqa: E402
 from fraudseq.models.boosted import BoostedWindowModel  # noqa: E402
-from fraudseq.prequential import known_fraud_mask  # noqa: E402
 from fraudseq.schema import Schema, load_transactions  # noqa: E402
 
 DAY = pd.Timedelta(days=1)
-# handbook.py's test_set starts the known-card rule at protocol A's first training day.
-KNOWN_FROM = pd.Timestamp("2018-07-25")
-TEST_DAYS = 7
 
 # The default XGBoost model's settings (BoostedWindowModel and its _params), written out so
 # that every row of the results names all of them.
@@ -142,7 +148,7 @@ def make_model(params: dict, seed: int) -> FraudModel:
 
 def shifted_protocol(shift_days: int) -> dict:
     """Protocol B moved back `shift_days` days: fit arguments, tuning week, known-card start."""
-    if shift_days < TEST_DAYS * 2:  # else the tuning week would reach into 08-01..08-14
+    if shift_days * DAY < 2 * WEEK:  # else the tuning week would reach into 08-01..08-14
         raise SystemExit("--shift-days must be at least 14 so the tuning week ends by 08-01")
     shift = shift_days * DAY
     base_until = pd.Timestamp(PROTOCOLS["B"]["train_until"])
@@ -150,38 +156,19 @@ def shifted_protocol(shift_days: int) -> dict:
     return {
         "fit": {"train_until": str((base_until - shift).date()), "valid_days": 7},
         "week_from": week_from,
-        "week_until": week_from + TEST_DAYS * DAY,
+        "week_until": week_from + WEEK,
         "known_from": KNOWN_FROM - shift,
     }
 
 
-def tuning_set(frame: pd.DataFrame, s: Schema, proto: dict) -> pd.DataFrame:
-    """handbook.test_set for the shifted week: the week without the known compromised cards."""
-    times = frame[s.time]
-    in_week = np.flatnonzero((times >= proto["week_from"]) & (times < proto["week_until"]))
-    known = known_fraud_mask(frame, s, in_week, proto["known_from"], delay_days=7)
-    return frame.iloc[in_week[~known]]
-
-
-def cp100(week: pd.DataFrame, s: Schema, score: np.ndarray) -> float:
-    return metrics.card_precision_at_k(
-        week[s.entity].to_numpy(),
-        week[s.time].dt.normalize().to_numpy(),
-        week[s.label].to_numpy(),
-        score,
-        100,
-    )
-
-
 def evaluate_week(model: FraudModel, frame, week: pd.DataFrame, s: Schema, proto) -> dict:
     """handbook.evaluate's ranking metrics on the tuning week."""
-    scored = model.score(frame, start=proto["week_from"], end=proto["week_until"])
-    score = scored.set_index("transaction_id")["score"].reindex(week[s.id]).to_numpy()
+    score = ranking(model, frame, week, s, proto["week_from"])["score"]
     y = week[s.label].to_numpy()
     return {
         "auc_roc": metrics.auc_roc(y, score),
         "average_precision": metrics.average_precision(y, score),
-        "cp_at_100": cp100(week, s, score),
+        "cp_at_100": cp_at_100(week, s, score),
     }
 
 
@@ -221,8 +208,8 @@ def main() -> None:
     # Nothing from the tuning week's end on is kept: the real test week is never read.
     frame = frame[(frame[schema.time] < proto["week_until"]).to_numpy()].reset_index(drop=True)
     assert frame[schema.time].max() < TEST_FROM
-    week = tuning_set(frame, schema, proto)
-    ceiling = cp100(week, schema, week[schema.label].to_numpy().astype(float))
+    week = test_set(frame, schema, proto["week_from"], proto["known_from"])
+    ceiling = cp_at_100(week, schema, week[schema.label].to_numpy().astype(float))
     print(
         f"loaded in {time.perf_counter() - started:.0f}s; fit {proto['fit']}; tuning week "
         f"{proto['week_from'].date()}..{(proto['week_until'] - DAY).date()}: {len(week):,} "
