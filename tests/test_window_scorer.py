@@ -3,6 +3,10 @@ torch otherwise; batches run in torch; all give the network's logits."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -73,3 +77,29 @@ def test_graph_that_disagrees_with_torch_is_not_used(model, monkeypatch, caplog)
     with caplog.at_level("WARNING", logger="fraudseq"):
         assert WindowScorer(model).session is None
     assert "differ" in caplog.text
+
+
+def test_onnx_runtime_telemetry_is_off(model, tmp_path):
+    """ONNX Runtime >= 1.29 on Linux keeps a telemetry cache under ~/.cache/Microsoft and
+    posts events to Microsoft unless ORT_DISABLE_TELEMETRY=1 is set before it initialises.
+    A fresh process (ORT not yet loaded) builds a session: nothing lands in its home."""
+    model.save(tmp_path / "model")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    script = (
+        "import os, sys\n"
+        "from fraudseq.fraud_model import FraudModel\n"
+        "from fraudseq.serving.window_scorer import WindowScorer\n"
+        "scorer = WindowScorer(FraudModel.load(sys.argv[1]))\n"
+        "assert scorer.session is not None\n"
+        "print(os.environ['ORT_DISABLE_TELEMETRY'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
+    assert list(home.rglob("*")) == [], "ONNX Runtime wrote telemetry files"

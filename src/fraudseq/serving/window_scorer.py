@@ -10,6 +10,10 @@ if it gives the torch network's logits on random windows of every length (`verif
 otherwise, or without onnxruntime, torch runs everything. Batches (score_batch, the occluded
 copies behind reasons) run in torch.
 
+ONNX Runtime's telemetry is switched off before it is imported (`onnxruntime_module`):
+since 1.29 the Linux and macOS wheels otherwise resolve and post to a Microsoft endpoint and
+keep an event cache under ~/.cache/Microsoft, which a scoring host must never do.
+
 Every other family (boosted trees, autoencoder ranks, ensembles, ...) goes through its own
 `decision_function` on a WindowSet, the same code batch scoring runs.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
 import warnings
 from contextlib import contextmanager
@@ -106,8 +111,7 @@ class OnnxNetwork:
     INPUTS = ("numeric", "codes", "lengths")
 
     def __init__(self, graph: bytes, window: int, n_numeric: int, n_categorical: int) -> None:
-        import onnxruntime
-
+        onnxruntime = onnxruntime_module()
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1  # a window is far too small to share out
         options.inter_op_num_threads = 1
@@ -152,9 +156,7 @@ class OnnxNetwork:
 def onnx_session(network: torch.nn.Module, model: FraudModel) -> OnnxNetwork | None:
     """`network` exported to ONNX in memory and verified against torch, or None (with the
     reason logged) when onnxruntime is missing, the export fails or the logits differ."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    if onnxruntime_module() is None:
         log.info("onnxruntime is not installed; live scoring runs the network in torch")
         return None
     example = random_windows(model, np.array([model.window]), seed=0)
@@ -181,6 +183,22 @@ def onnx_session(network: torch.nn.Module, model: FraudModel) -> OnnxNetwork | N
         log.warning("ONNX Runtime logits differ from torch's; live scoring runs torch")
         return None
     return session
+
+
+def onnxruntime_module():
+    """onnxruntime with its telemetry off, or None when it is not installed.
+
+    ORT_DISABLE_TELEMETRY=1 must be set before ONNX Runtime initialises to stop everything
+    (uploader, device id, offline cache); ORT latches it for the process. A value the user
+    set is kept. `disable_telemetry_events` also covers an ORT that was loaded before."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    if os.environ["ORT_DISABLE_TELEMETRY"] == "1":
+        onnxruntime.disable_telemetry_events()
+    return onnxruntime
 
 
 def verified(session: OnnxNetwork, network: torch.nn.Module, model: FraudModel) -> bool:
