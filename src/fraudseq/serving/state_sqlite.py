@@ -156,9 +156,13 @@ def _between(days: tuple[int, int], regions: list[tuple[int, int]]) -> list[tupl
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Keys of each table the TTL sweep looks at per purge (every PURGE_EVERY writes).
 PURGE_SCAN = 20_000
-#: Page cache of the scoring connection, in KiB. SQLite's default 2 MB holds the pages of
-#: a few hundred accounts; past that each score reads its pages back through the OS.
-CACHE_KIB = 64 * 1024
+#: Page cache of the scoring connection, in KiB: above SQLite's default 2 MB, but not much.
+#: When an insert rebalances b-tree pages out of page order, SQLite swaps them through a
+#: temporary page number (the 1 GiB lock page), and the commit then sweeps the whole page
+#: cache. With 64 MB (16k pages) those sweeps were the largest part of the single-score
+#: p99 (benchmarks/serving.py); 8 MB has an eighth of the pages to sweep, and the pages it
+#: misses come back from the OS page cache without moving the median.
+CACHE_KIB = 8 * 1024
 #: Wake the checkpoint thread early after about this many WAL pages (4 KiB each).
 CHECKPOINT_PAGES = 256
 
