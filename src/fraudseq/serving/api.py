@@ -128,11 +128,11 @@ MAX_TEXT_LENGTH = 256
 MAX_TIME_LENGTH = 64
 DEFAULT_MAX_BATCH = 1000
 READY_TIMEOUT_SECONDS = 2.0
-#: Latency buckets (seconds): fine below 25 ms, where the single-transaction target lies.
 #: What the app uses of a detector (`Detector` has all of it).
 DETECTOR_INTERFACE = (
     "schema", "model_version", "counts", "score", "score_batch", "feedback", "ready", "close",
 )  # fmt: skip
+#: Latency buckets (seconds): fine below 25 ms, where the single-transaction target lies.
 LATENCY_BUCKETS = (
     0.001,
     0.0025,
