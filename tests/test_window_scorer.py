@@ -79,6 +79,7 @@ def test_graph_that_disagrees_with_torch_is_not_used(model, monkeypatch, caplog)
     assert "differ" in caplog.text
 
 
+@pytest.mark.parametrize("model", ["lstm"], indirect=True)  # one family is enough here
 def test_onnx_runtime_telemetry_is_off(model, tmp_path):
     """ONNX Runtime >= 1.29 on Linux keeps a telemetry cache under ~/.cache/Microsoft and
     posts events to Microsoft unless ORT_DISABLE_TELEMETRY=1 is set before it initialises.

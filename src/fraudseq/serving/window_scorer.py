@@ -20,6 +20,7 @@ Every other family (boosted trees, autoencoder ranks, ensembles, ...) goes throu
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -185,8 +186,10 @@ def onnx_session(network: torch.nn.Module, model: FraudModel) -> OnnxNetwork | N
     return session
 
 
+@functools.cache
 def onnxruntime_module():
-    """onnxruntime with its telemetry off, or None when it is not installed.
+    """onnxruntime with its telemetry off, or None when it is not installed (once per
+    process: a detector asks when it checks for ORT and again when it makes the session).
 
     ORT_DISABLE_TELEMETRY=1 must be set before ONNX Runtime initialises to stop everything
     (uploader, device id, offline cache); ORT latches it for the process. A value the user
