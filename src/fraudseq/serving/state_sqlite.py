@@ -159,9 +159,9 @@ PURGE_SCAN = 20_000
 #: Page cache of the scoring connection, in KiB: above SQLite's default 2 MB, but not much.
 #: When an insert rebalances b-tree pages out of page order, SQLite swaps them through a
 #: temporary page number (the 1 GiB lock page), and the commit then sweeps the whole page
-#: cache. With 64 MB (16k pages) those sweeps were the largest part of the single-score
-#: p99 (benchmarks/serving.py); 8 MB has an eighth of the pages to sweep, and the pages it
-#: misses come back from the OS page cache without moving the median.
+#: cache, so its cost grows with the cache: 8 MB has an eighth of the pages of 64 MB to
+#: sweep. The single-score p99 with both sizes, and the median that did not move, are in
+#: README (benchmarks/results/serving-cache-ab/).
 CACHE_KIB = 8 * 1024
 #: Wake the checkpoint thread early after about this many WAL pages (4 KiB each).
 CHECKPOINT_PAGES = 256
