@@ -330,3 +330,30 @@ def test_a_store_without_the_batch_form_scores_one_at_a_time(model_dir, stream):
     with Detector.load(model_dir, store) as plain, Detector.load(model_dir) as batch:
         plain.explain = batch.explain = "none"
         assert_same(plain.score_batch(txs[:40]), batch.score_batch(txs[:40]))
+
+
+@pytest.mark.parametrize("scale", [1, 10**15])
+def test_grouped_searchsorted_is_bisect_right_per_group(scale):
+    """Times near the epoch and spans too wide for group * span + value (then ranks)."""
+    import bisect
+
+    from fraudseq.serving.batch import _grouped_searchsorted
+
+    rng = np.random.default_rng(scale % 97)
+    for _ in range(50):
+        groups = int(rng.integers(1, 30))
+        sizes = rng.integers(0, 12, groups)
+        values = [np.sort(rng.integers(-1000, 1000, n)) * scale for n in sizes]
+        flat = np.concatenate(values).astype(np.int64)
+        group = np.repeat(np.arange(groups), sizes)
+        query_group = rng.integers(0, groups, 40)
+        queries = rng.integers(-2000, 2000, 40) * scale
+        if len(flat):
+            queries[:5] = rng.choice(flat, 5)  # equal to a stored value
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        expected = [
+            starts[g] + bisect.bisect_right(values[g].tolist(), int(q))
+            for g, q in zip(query_group, queries, strict=True)
+        ]
+        got = _grouped_searchsorted(flat, group, queries, query_group)
+        assert got.tolist() == expected

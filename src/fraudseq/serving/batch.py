@@ -423,16 +423,33 @@ def _signed_log1p(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, index into them) of `values`, as np.unique's return_inverse."""
+    index, distinct = pd.factorize(values)
+    return distinct, index
+
+
 def _grouped_searchsorted(
     values: np.ndarray, group: np.ndarray, queries: np.ndarray, query_group: np.ndarray
 ) -> np.ndarray:
     """Per query, the position in `values` (sorted within each group, groups in order) of
-    the first element of its group greater than the query (bisect_right), exact on int64."""
-    both = np.concatenate([values, queries])
-    _, rank = np.unique(both, return_inverse=True)
-    width = int(rank.max()) + 2 if len(rank) else 1
-    keys = group.astype(np.int64) * width + rank[: len(values)]
-    query_keys = query_group.astype(np.int64) * width + rank[len(values) :]
+    the first element of its group greater than the query (bisect_right), exact on int64.
+
+    One searchsorted on keys group * span + value: queries are clipped to the values' range
+    (which keeps every answer), so keys fit in int64 unless span * groups is huge; then the
+    values are replaced by their ranks (a sort, several times slower)."""
+    if len(values) == 0:
+        return np.zeros(len(queries), dtype=np.int64)
+    base, top = int(values.min()) - 1, int(values.max())
+    groups = int(max(group.max(), query_group.max(initial=0))) + 1
+    if (top - base + 1) * groups < 1 << 62:
+        values, queries = values - base, np.clip(queries, base, top) - base
+    else:
+        _, rank = np.unique(np.concatenate([values, queries]), return_inverse=True)
+        values, queries = rank[: len(values)], rank[len(values) :]
+    span = int(max(values.max(), queries.max(initial=0))) + 1
+    keys = group.astype(np.int64) * span + values
+    query_keys = query_group.astype(np.int64) * span + queries
     return np.searchsorted(keys, query_keys, side="right")
 
 
@@ -568,9 +585,8 @@ def encode_batch(
         raw["n_previous"] = np.where(before, np.log1p(n_prev.astype(np.float64)), 0.0)
 
     # Categorical values: each distinct value is hashed and looked up once.
-    distinct_values = [
-        np.unique(np.array(values, dtype=object)[order], return_inverse=True)
-        for values in txs.categorical
+    distinct_values = [  # (distinct values, index): factorize hashes, np.unique would sort
+        _factorize(np.array(values, dtype=object)[order]) for values in txs.categorical
     ]
     hashes, fresh = [], []  # per column: value hashes, first seen by the account here
     new_total = np.zeros(n, dtype=np.int64)
@@ -580,7 +596,7 @@ def encode_batch(
             h = np.array([_value_hash(v) for v in distinct.tolist()], dtype=np.uint64)[index]
             hashes.append(h)
             seen_all = table.seen[j]
-            _, code = np.unique(np.concatenate([seen_all, h]), return_inverse=True)
+            code, _ = pd.factorize(np.concatenate([seen_all, h]))
             width = int(code.max()) + 1
             seen_keys = _group_ids(table.seen_counts[j]) * width + code[: len(seen_all)]
             keys = acc * width + code[len(seen_all) :]
