@@ -74,3 +74,41 @@ def test_extra_files_round_trip_and_are_verified(tmp_path):
     (tmp_path / "m" / "booster.ubj").write_bytes(b"\x00\x02")
     with pytest.raises(ModelDirectoryError, match="booster.ubj"):
         load_model_dir(tmp_path / "m")
+
+
+def test_a_directory_that_is_not_a_model_is_never_replaced(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tx.csv").write_text("id\n1\n")
+    with pytest.raises(ModelDirectoryError, match="not a model directory"):
+        save(data)
+    assert [p.name for p in data.iterdir()] == ["tx.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging left
+    (data / "tx.csv").unlink()
+    save(data)  # an empty directory is fine, and so is replacing a model directory
+    save(data, 2.0)
+    assert load_model_dir(data)[0]["value"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ["[1, 2]", '{"files": ["model.json"]}', '{"files": {"model.json": 1}}', '{"other": {}}'],
+)
+def test_malformed_manifests_are_refused(tmp_path, manifest):
+    save(tmp_path / "m")
+    (tmp_path / "m" / "manifest.json").write_text(manifest)
+    with pytest.raises(ModelDirectoryError, match="unreadable manifest"):
+        load_model_dir(tmp_path / "m")
+
+
+def test_a_file_left_out_of_the_manifest_is_refused(tmp_path):
+    save(tmp_path / "m")
+    manifest_path = tmp_path / "m" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["files"]["weights.safetensors"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelDirectoryError, match="weights.safetensors not in the manifest"):
+        load_model_dir(tmp_path / "m")
+    (tmp_path / "m" / "weights.safetensors").unlink()
+    (tmp_path / "m" / ".DS_Store").write_bytes(b"")  # the OS's dotfiles are not the model's
+    assert load_model_dir(tmp_path / "m")[1] == {}

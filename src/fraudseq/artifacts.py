@@ -60,13 +60,28 @@ def save_model_dir(
     return out
 
 
-def _swap_in(staging: Path, out: Path) -> None:
-    """Replace `out` by `staging`, keeping the old directory until the rename succeeded."""
+def check_replaceable(out: str | Path) -> None:
+    """Raise unless a model directory may be written to `out`: it does not exist, or it is
+    an empty directory or a model directory (one with a manifest). Anything else might be
+    the user's data, which replacing the directory would delete."""
+    out = Path(out)
     if not out.exists():
-        os.replace(staging, out)
         return
     if not out.is_dir():
         raise ModelDirectoryError(f"{out} exists and is not a directory; choose another --out")
+    if not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise ModelDirectoryError(
+            f"{out} is a directory with files in it but not a model directory (no {MANIFEST}); "
+            "it would be replaced as a whole, so choose another --out or empty it first"
+        )
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace `out` by `staging`, keeping the old directory until the rename succeeded."""
+    check_replaceable(out)
+    if not out.exists():
+        os.replace(staging, out)
+        return
     backup = out.with_name(f".{out.name}.old-{os.getpid()}")
     os.replace(out, backup)
     try:
@@ -88,11 +103,21 @@ def verify_model_dir(path: str | Path) -> dict[str, str]:
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
-    except (OSError, ValueError, KeyError) as exc:
+        if not all(isinstance(v, str) for v in files.values()):
+            raise ValueError("file digests are not text")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelDirectoryError(
             f"{manifest_path}: missing or unreadable manifest ({exc}); "
             "retrain or restore the directory"
         ) from None
+    unlisted = sorted(  # e.g. weights dropped from the manifest; dotfiles are the OS's
+        p.name for p in path.iterdir() if p.name not in (*files, MANIFEST) and p.name[0] != "."
+    )
+    if unlisted:
+        raise ModelDirectoryError(
+            f"{path}: {', '.join(unlisted)} not in the manifest: the directory was modified; "
+            "retrain or restore it"
+        )
     for name, expected in files.items():
         file = path / name
         if Path(name).name != name:
