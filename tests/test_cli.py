@@ -217,3 +217,32 @@ def test_cli_logging_follows_the_current_stderr(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stderr", replacement)
     logging.getLogger("fraudseq").info("hello from the test")
     assert "hello from the test" in replacement.getvalue()
+
+
+def test_brackets_in_errors_and_data_print_verbatim(
+    tmp_path, monkeypatch, capsys, trained, small_frame
+):
+    """Messages and tables quote user data; Rich markup must neither eat nor choke on it."""
+    schema = tmp_path / "s.toml"
+    schema.write_text('id = "tx_id"\n')  # keys outside the [columns] table
+    assert run(monkeypatch, "train", tmp_path / "x.csv", "--schema", schema, "--out", "m") == 1
+    assert "missing the [columns] table" in capsys.readouterr().err
+
+    schema.write_text(
+        '[columns]\nid = "tx_id"\nentity = "card_id"\ntime = "ts"\namount = "amount"\n'
+        'label = "is_fraud"\n'
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("tx_id,card_id,ts,amount,is_fraud\n1,a,2026-01-01,[/oops],0\n")
+    assert run(monkeypatch, "train", bad, "--schema", schema, "--out", tmp_path / "m") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "'[/oops]'" in err and "Traceback" not in err
+
+    frame = small_frame.copy()
+    frame.loc[frame.index[-1], "device_id"] = "[/d]"
+    data = tmp_path / "tx.csv"
+    frame.to_csv(data, index=False)
+    trained.save(tmp_path / "model")
+    tx = frame["tx_id"].iloc[-1]
+    assert run(monkeypatch, "explain", tmp_path / "model", data, "--transaction-id", tx) == 0
+    assert "[/d]" in capsys.readouterr().out

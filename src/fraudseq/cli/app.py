@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.text import Text
 
 from fraudseq.errors import FraudseqError
 
@@ -54,10 +55,18 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) ->
     )
 
 
+def output_console() -> Console:
+    """Standard output without Rich markup, so brackets in user data print verbatim; piped
+    or logged output gets wide lines instead of 80 columns."""
+    console = Console(markup=False)
+    return console if console.is_terminal else Console(markup=False, width=200)
+
+
 def main() -> None:
     """Entry point: user errors print one clear message and exit 1, without a traceback."""
     try:
         app()
     except FraudseqError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # Text, not markup: messages quote user data, whose brackets Rich would parse
+        console.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
         sys.exit(1)

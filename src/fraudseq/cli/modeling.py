@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from fraudseq.cli.app import DataArg, FromOpt, ModelDirArg, UntilOpt, app
+from fraudseq.cli.app import DataArg, FromOpt, ModelDirArg, UntilOpt, app, output_console
 from fraudseq.io import write_json, write_table
 from fraudseq.models import MODELS
 
@@ -200,7 +199,7 @@ def compare(
         epochs=epochs,
         seed=seed,
     )
-    Console().print(comparison_table(rows))
+    output_console().print(comparison_table(rows))
     if json_out:
         write_json(rows, json_out)
 

@@ -9,10 +9,9 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from fraudseq.cli.app import DataArg, FromOpt, ModelDirArg, UntilOpt, app
+from fraudseq.cli.app import DataArg, FromOpt, ModelDirArg, UntilOpt, app, output_console
 from fraudseq.io import write_json
 
 log = logging.getLogger("fraudseq")
@@ -110,7 +109,7 @@ def evaluate(
             valid_days=valid_days,
             drop_known_frauds=drop_known_frauds,
         )
-        _console().print(prequential_table(result))
+        output_console().print(prequential_table(result))
     else:
         result = model.evaluate(data, start=start, end=end)
         intervals = None
@@ -123,15 +122,9 @@ def evaluate(
                 scored.labels, scored.score, n_resamples=resamples, level=ci_level, seed=seed
             )
             result["intervals"] = intervals
-        _console().print(metrics_table(result, intervals))
+        output_console().print(metrics_table(result, intervals))
     if json_out:
         write_json(result, json_out)
-
-
-def _console() -> Console:
-    """Standard output; piped or logged output gets wide lines instead of 80 columns."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
 
 
 def metrics_table(result: dict, intervals: dict | None = None) -> Table:
@@ -273,7 +266,7 @@ def explain(
 
     model = FraudModel.load(model_dir)
     explanation = run_explain(model, data, transaction_id)
-    console = _console()
+    console = output_console()
     status = "ALERT" if explanation.alert else "no alert"
     truth = ""
     if explanation.label is not None:
@@ -289,7 +282,10 @@ def explain(
     console.print(window_table(explanation, model.schema_))
     console.print(feature_table(explanation, top))
     reasons = top_reasons(explanation, min(top, 3))
-    console.print("[bold]top reasons[/]" if reasons else "no single event or feature raises it")
+    if reasons:
+        console.print("top reasons", style="bold")
+    else:
+        console.print("no single event or feature raises it")
     for reason in reasons:
         console.print(f"  {reason['attribution']:+.3f}  {reason['description']}", highlight=False)
     console.print(
