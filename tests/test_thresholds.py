@@ -1,9 +1,11 @@
+import re
+
 import numpy as np
 import pytest
 
 from fraudseq.errors import FraudseqError
 from fraudseq.metrics import confusion, precision_recall_f1
-from fraudseq.thresholds import choose_threshold
+from fraudseq.thresholds import choose_threshold, parse_strategy
 
 rng = np.random.default_rng(0)
 Y = (rng.random(2000) < 0.05).astype(int)
@@ -53,7 +55,38 @@ def test_budget_and_percentile():
     assert choose_threshold("percentile:99", Y, SCORE) == pytest.approx(np.percentile(SCORE, 99))
 
 
-@pytest.mark.parametrize("bad", ["nope", "recall:", "cost:1", "budget:x"])
+@pytest.mark.parametrize("bad", ["nope", "recall:", "cost:1", "budget:x", "best-f1:2"])
 def test_bad_strategies_are_explained(bad):
     with pytest.raises(FraudseqError, match="strateg|expected"):
         choose_threshold(bad, Y, SCORE)
+
+
+def test_unknown_strategy_lists_the_choices_as_text():
+    with pytest.raises(FraudseqError, match=r"choose one of best-f1, cost:FN,FP\[,amount\], "):
+        parse_strategy("wat")
+
+
+@pytest.mark.parametrize(
+    ("bad", "valid"),
+    [
+        ("recall:1.5", "0 < R <= 1"),
+        ("recall:0", "0 < R <= 1"),
+        ("precision:-1", "0 < P <= 1"),
+        ("percentile:150", "0 <= P <= 100"),
+        ("percentile:nan", "0 <= P <= 100"),
+        ("budget:0", "whole number >= 1"),
+        ("budget:2.5", "whole number >= 1"),
+        ("cost:-1,5", "FN, FP >= 0"),
+        ("cost:0,0,amount", "not both 0"),
+    ],
+)
+def test_out_of_range_values_name_the_valid_range(bad, valid):
+    with pytest.raises(FraudseqError, match=re.escape(f"{bad!r}: expected")) as error:
+        parse_strategy(bad)
+    assert valid in str(error.value)
+
+
+def test_parse_strategy():
+    assert parse_strategy("cost:10, 1,amount") == ("cost", [10.0, 1.0], True)
+    assert parse_strategy("percentile:0") == ("percentile", [0.0], False)
+    assert parse_strategy("best-f1") == ("best-f1", [], False)

@@ -33,14 +33,43 @@ def _curve(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None):
     return s[last_of_tie], tp, fp, caught
 
 
-def _args(strategy: str, name: str, count: int) -> list[float]:
+# Each kind's usage and the check its values must pass.
+_FORMS = {
+    "best-f1": ("best-f1 (no value)", 0, lambda v: True),
+    "cost": (
+        "cost:FN,FP[,amount] with FN, FP >= 0, not both 0",
+        2,
+        lambda v: min(v) >= 0 and max(v) > 0,
+    ),
+    "recall": ("recall:R with 0 < R <= 1", 1, lambda v: 0 < v[0] <= 1),
+    "precision": ("precision:P with 0 < P <= 1", 1, lambda v: 0 < v[0] <= 1),
+    "budget": (
+        "budget:K with K a whole number >= 1 (alerts per day)",
+        1,
+        lambda v: v[0] >= 1 and v[0] == int(v[0]),
+    ),
+    "percentile": ("percentile:P with 0 <= P <= 100", 1, lambda v: 0 <= v[0] <= 100),
+}
+
+
+def parse_strategy(strategy: str) -> tuple[str, list[float], bool]:
+    """(kind, values, weighted by amount) of a strategy, or raise naming its valid form; the
+    CLI calls this before any work so a typo does not wait for training."""
+    kind, _, rest = strategy.strip().partition(":")
+    if kind not in _FORMS:
+        raise FraudseqError(
+            f"unknown threshold strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
+        )
+    usage, count, valid = _FORMS[kind]
+    parts = [v.strip() for v in rest.split(",")] if rest else []
+    weighted = kind == "cost" and len(parts) == 3 and parts[2] == "amount"
     try:
-        values = [float(v) for v in strategy.split(":", 1)[1].split(",")[:count]]
-    except (IndexError, ValueError):
+        values = [float(v) for v in (parts[:2] if weighted else parts)]
+    except ValueError:
         values = []
-    if len(values) != count:
-        raise FraudseqError(f"threshold strategy {strategy!r}: expected {name}; see {STRATEGIES}")
-    return values
+    if len(values) != count or not np.isfinite(values).all() or not valid(values):
+        raise FraudseqError(f"threshold strategy {strategy!r}: expected {usage}")
+    return kind, values, weighted
 
 
 def choose_threshold(
@@ -53,41 +82,35 @@ def choose_threshold(
 ) -> float:
     """The threshold `strategy` picks on (y, score); `amount` and `days` serve `cost:...,amount`
     and `budget:K`."""
+    kind, values, weighted = parse_strategy(strategy)
     y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
     if len(score) == 0:
         raise FraudseqError("cannot choose a threshold on zero scored transactions")
-    kind = strategy.split(":", 1)[0]
     if kind == "percentile":
-        (p,) = _args(strategy, "percentile:P with 0 <= P <= 100", 1)
-        return float(np.percentile(score, p))
+        return float(np.percentile(score, values[0]))
     if kind == "budget":
-        (k,) = _args(strategy, "budget:K alerts per day", 1)
-        n_alerts = max(int(k * (days or 1)), 1)
+        n_alerts = int(values[0]) * (days or 1)
         return float(np.sort(score)[::-1][min(n_alerts, len(score)) - 1])
     if y.sum() == 0:
         return 0.5  # nothing to calibrate against
-    weighted = kind == "cost" and strategy.rstrip().endswith(",amount")
     thresholds, tp, fp, caught = _curve(y, score, amount if weighted else None)
     positives = y.sum()
     if kind == "best-f1":
         f1 = 2 * tp / (tp + fp + positives)
         return float(thresholds[int(np.argmax(f1))])
     if kind == "cost":
-        cost_fn, cost_fp = _args(strategy, "cost:FN,FP", 2)
+        cost_fn, cost_fp = values
         missed = (np.sum(y * amount) - caught) if weighted else positives - tp
         cost = cost_fn * missed + cost_fp * fp
         # alerting on nothing is a candidate too
         none_cost = cost_fn * (np.sum(y * amount) if weighted else positives)
         return float(np.inf) if none_cost < cost.min() else float(thresholds[int(np.argmin(cost))])
     if kind == "recall":
-        (r,) = _args(strategy, "recall:R with 0 < R <= 1", 1)
-        reached = np.flatnonzero(tp / positives >= r - 1e-12)
+        reached = np.flatnonzero(tp / positives >= values[0] - 1e-12)
         return float(thresholds[reached[0]] if len(reached) else thresholds[-1])
-    if kind == "precision":
-        (p,) = _args(strategy, "precision:P with 0 < P <= 1", 1)
-        reached = np.flatnonzero(tp / (tp + fp) >= p - 1e-12)
-        return float(thresholds[reached[-1]] if len(reached) else np.inf)
-    raise FraudseqError(f"unknown threshold strategy {strategy!r}; choose one of {STRATEGIES}")
+    (p,) = values  # precision
+    reached = np.flatnonzero(tp / (tp + fp) >= p - 1e-12)
+    return float(thresholds[reached[-1]] if len(reached) else np.inf)
 
 
 def best_f1(y: np.ndarray, score: np.ndarray) -> float:
