@@ -192,6 +192,8 @@ CASES = [
     ("amount Infinity token", '{"amount": Infinity}', "amount", "finite"),
     ("amount -Infinity token", '{"amount": -Infinity}', "amount", "finite"),
     ("amount overflow", '{"amount": 1e999}', "amount", "finite"),
+    ("amount out of range", {"amount": 1e300}, "amount", "less than 1000000000000000"),
+    ("amount out of range below", {"amount": -1e15}, "amount", "greater than -1000000000000000"),
     ("amount as text", {"amount": "12.5"}, "amount", "number"),
     ("amount bool", {"amount": True}, "amount", "number"),
     ("amount missing", {"amount": ...}, "amount", "missing"),

@@ -251,6 +251,26 @@ def test_invalid_input_raises_data_validation_error(detector, stream):
         detector.score({**txs[0], "card_id": None})
 
 
+def test_extreme_amounts_are_refused_and_a_nan_score_stores_nothing(detector, stream):
+    txs, _ = stream
+    with pytest.raises(DataValidationError, match="'amount'.*out-of-range"):
+        detector.score({**txs[0], "amount": 1e300})
+    with pytest.raises(DataValidationError, match="position 1: .*'amount'.*out-of-range"):
+        detector.score_batch([txs[0], {**txs[1], "amount": -2e15}])
+    # The largest amount allowed scores finitely (its features are clipped, not inf).
+    assert 0.0 <= detector.score({**txs[0], "amount": 9.99e14})["fraud_probability"] <= 1.0
+
+    detector._window.logit = lambda numeric, codes: float("nan")
+    detector._window.logits = lambda numeric, codes, lengths: np.full(len(lengths), np.nan)
+    with pytest.raises(RuntimeError, match=f"NaN.*{txs[1]['tx_id']}.*nothing stored"):
+        detector.score(txs[1])
+    with pytest.raises(RuntimeError, match="NaN"):
+        detector.score_batch(txs[1:3])
+    for tx in txs[1:3]:  # no record was stored
+        with pytest.raises(UnknownTransactionError):
+            detector.feedback(tx["tx_id"], 1)
+
+
 def test_reasons_for_alerts(model_dir, stream):
     txs, _ = stream
     with Detector.load(model_dir) as detector:

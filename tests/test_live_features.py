@@ -41,7 +41,12 @@ def _awkward(small_frame: pd.DataFrame, accounts: int = 90) -> pd.DataFrame:
     frame = frame.sort_values(["card_id", "ts"], kind="stable").reset_index(drop=True)
     tie = (rng.random(n) < 0.05) & (frame["card_id"] == frame["card_id"].shift()).to_numpy()
     frame.loc[tie, "ts"] = frame["ts"].shift()[tie]
-    return frame.sort_values("ts", kind="stable").reset_index(drop=True)
+    frame = frame.sort_values("ts", kind="stable").reset_index(drop=True)
+    # Late extreme values, which would overflow float32 features unless clipped.
+    late = (np.arange(n) > 0.9 * n) & (rng.random(n) < 0.05)
+    frame.loc[late, "amount"] = 9.9e14
+    frame.loc[np.roll(late, 1), "risk"] = -1e300
+    return frame
 
 
 def replay(encoder: FeatureEncoder, frame: pd.DataFrame, schema: Schema, window: int = 16):
@@ -162,12 +167,14 @@ GOOD = {
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("amount", float("nan"), "'amount': missing, non-numeric or infinite"),
-        ("amount", float("inf"), "'amount': missing, non-numeric or infinite"),
-        ("amount", "12,50", "'amount': missing, non-numeric or infinite"),
-        ("amount", None, "'amount': missing, non-numeric or infinite"),
-        ("amount", True, "'amount': missing, non-numeric or infinite"),
-        ("amount", [1], "'amount': missing, non-numeric or infinite"),
+        ("amount", float("nan"), "'amount': missing, non-numeric, infinite or out-of-range"),
+        ("amount", float("inf"), "'amount': missing, non-numeric, infinite or out-of-range"),
+        ("amount", "12,50", "'amount': missing, non-numeric, infinite or out-of-range"),
+        ("amount", None, "'amount': missing, non-numeric, infinite or out-of-range"),
+        ("amount", True, "'amount': missing, non-numeric, infinite or out-of-range"),
+        ("amount", [1], "'amount': missing, non-numeric, infinite or out-of-range"),
+        ("amount", 1e300, "'amount': missing, non-numeric, infinite or out-of-range"),
+        ("amount", -1e15, "'amount': missing, non-numeric, infinite or out-of-range"),
         ("ts", "yesterday-ish", "'ts': missing or unparseable timestamp"),
         ("ts", "now", "'ts': missing or unparseable timestamp"),
         ("ts", None, "'ts': missing or unparseable timestamp"),

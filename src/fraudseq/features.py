@@ -23,6 +23,10 @@ from fraudseq.schema import Schema
 from fraudseq.windows import entity_order, group_starts
 
 PAD_CODE = 0  # categorical code of padding steps
+#: Scaled features are clipped to +-FEATURE_LIMIT (standard deviations): an extreme raw
+#: value (a huge amount or extra numeric value) must not overflow float32 into inf, which a
+#: network turns into NaN scores for that window and every later window of the account.
+FEATURE_LIMIT = 1e6
 OOV_CODE = 1  # categorical code of values not in the training vocabulary
 
 
@@ -104,8 +108,7 @@ class FeatureEncoder:
         raw, sorted_frame = self._raw_numeric(frame)
         order = sorted_frame.order
         values = np.column_stack([raw[name] for name in self.numeric_names_])
-        scaled = (values - self.means_) / self.scales_
-        numeric = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        numeric = clean_features((values - self.means_) / self.scales_)
         categorical = np.zeros((len(frame), len(self.schema.categorical)), dtype=np.int64)
         for j, column in enumerate(self.schema.categorical):
             categorical[:, j] = self._codes(sorted_frame, column)
@@ -202,3 +205,10 @@ def _sort_by_entity(frame: pd.DataFrame, schema: Schema, label_delay_days: float
 
 def _factorized(values: pd.Series) -> np.ndarray:
     return pd.factorize(values, sort=False)[0].astype(np.int64)
+
+
+def clean_features(scaled: np.ndarray) -> np.ndarray:
+    """Scaled features as the model's float32 input: NaN and infinities (missing extra
+    numeric values, overflow) become 0, the rest is clipped to +-FEATURE_LIMIT."""
+    finite = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(finite, -FEATURE_LIMIT, FEATURE_LIMIT).astype(np.float32)

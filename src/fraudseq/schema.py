@@ -74,6 +74,9 @@ logger = logging.getLogger("fraudseq")
 
 #: The value that missing categorical / counterparty / scenario values are replaced with.
 MISSING_CATEGORY = "<NA>"
+#: Amounts must be smaller than this in absolute value: no payment comes near it, and above
+#: 2**53 (9e15) float64 no longer holds every integer, let alone cents.
+MAX_ABS_AMOUNT = 1e15
 #: The dtype of every text column returned by :func:`load_transactions` (pandas' default
 #: string dtype: in pandas 3 an Arrow-backed ``StringDtype`` with NaN as missing value).
 STRING_DTYPE = "str"
@@ -766,16 +769,18 @@ def load_transactions(
     # amount: finite number (negative = refund, allowed).
     amount_raw = raw[schema.amount]
     amounts, _ = _to_float(amount_raw)
-    bad = ~np.isfinite(amounts)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(amounts) < MAX_ABS_AMOUNT)  # NaN and infinity too
     if bad.any():
         raise _fail(
             rows,
             schema.amount,
             amount_raw,
             bad,
-            "missing, non-numeric or infinite amounts",
+            "missing, non-numeric, infinite or out-of-range amounts",
             "amounts must be plain finite numbers such as 12.50 or -3 (refunds may "
-            "be negative; no currency symbols or thousands separators).",
+            "be negative; no currency symbols or thousands separators), smaller than "
+            "1e15 in absolute value.",
         )
     out[schema.amount] = amounts
 

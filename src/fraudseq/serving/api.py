@@ -21,8 +21,9 @@ names the model's own columns):
 - ``time``: an ISO 8601 string (``2026-01-31T13:45:00``, ``...Z``, ``...+02:00``; a date alone
   means midnight). Offsets are converted to UTC; a time without offset is taken as UTC.
   Years 1678-2261, microsecond precision. Epoch numbers are rejected.
-- ``amount``: a finite JSON number (negative = refund). ``NaN``/``Infinity`` tokens, which
-  Python's JSON parser accepts, are rejected, as are numbers written as strings.
+- ``amount``: a finite JSON number (negative = refund), smaller than 1e15 in absolute value.
+  ``NaN``/``Infinity`` tokens, which Python's JSON parser accepts, are rejected, as are
+  numbers written as strings.
 - categorical and counterparty columns: strings of at most 256 characters, or null/absent
   for "unknown" (like an empty cell in a file).
 - numeric columns: finite numbers, or null/absent for "unknown".
@@ -103,7 +104,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import fraudseq
 from fraudseq.errors import DataValidationError, FraudseqError, ModelDirectoryError
-from fraudseq.schema import Schema
+from fraudseq.schema import MAX_ABS_AMOUNT, Schema
 from fraudseq.serving.detector import ConflictError, UnknownTransactionError
 
 __all__ = [
@@ -330,7 +331,14 @@ def request_models(schema: Schema, max_batch: int) -> tuple[type[BaseModel], typ
         (schema.id, _id_type("Unique transaction id."), ...),
         (schema.entity, _id_type("Card/account whose history forms the sequence."), ...),
         (schema.time, _Time, ...),
-        (schema.amount, Annotated[_Number, Field(description="Amount (refunds < 0).")], ...),
+        (
+            schema.amount,
+            Annotated[
+                _Number,
+                Field(gt=-MAX_ABS_AMOUNT, lt=MAX_ABS_AMOUNT, description="Amount (refunds < 0)."),
+            ],
+            ...,
+        ),
     ]
     texts = [*schema.categorical, schema.counterparty]
     for name in dict.fromkeys(c for c in texts if c is not None):

@@ -40,8 +40,8 @@ from fraudseq.feature_blocks import (
     ZSCORE_STD_FLOOR,
     counterparty_statistics,
 )
-from fraudseq.features import OOV_CODE
-from fraudseq.schema import Schema
+from fraudseq.features import OOV_CODE, clean_features
+from fraudseq.schema import MAX_ABS_AMOUNT, Schema
 from fraudseq.serving.live_features import (
     _HEADER,
     _ISO_MICROSECONDS,
@@ -166,7 +166,7 @@ def _fast_columns(txs, schema: Schema) -> TransactionColumns | None:
     if not all(type(v) is float or type(v) is int for v in amounts):
         return None
     amount = np.array(amounts, dtype=np.float64)
-    if not np.isfinite(amount).all():
+    if not (np.abs(amount) < MAX_ABS_AMOUNT).all():  # the row parser names the bad one
         return None
     times = column[schema.time]
     if not all(type(v) is str for v in times):
@@ -631,8 +631,7 @@ def encode_batch(
         raw[f"numeric:{column}"] = np.array(txs.numeric[j], np.float64)[order]
 
     values = np.stack([raw[name] for name in live.names], axis=1)
-    scaled = (values - live.means) / live.scales
-    numeric = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    numeric = clean_features((values - live.means) / live.scales)
     codes = np.empty((n, live.n_categorical), dtype=np.int32)
     for j, vocabulary in enumerate(live.vocabularies):
         distinct, index = distinct_values[j]

@@ -261,6 +261,8 @@ class Detector:
         numeric, codes = live.window_rows(account, features)
         with single_thread():
             logit = self._window.logit(numeric, codes)
+        if logit != logit:
+            _no_score(tx.id)
         result = self._result(logit, account.n)
         if self._wants_reasons(result["alert"]):
             earlier = len(numeric) - 1
@@ -420,6 +422,8 @@ class Detector:
 
         with single_thread():
             logits = self._window.logits(window_numeric, window_codes, lengths)
+        if np.isnan(logits).any():
+            _no_score(fresh.ids[int(np.flatnonzero(np.isnan(logits))[0])])
         probability = _sigmoids(logits)
         alert = probability >= self.threshold
         insufficient = n_previous < self.min_history
@@ -665,6 +669,12 @@ def _conflict(tx_id: str) -> ConflictError:
         f"transaction id {tx_id!r} was already scored with different content; "
         f"a retry must resend the same transaction, a new transaction needs a new id"
     )
+
+
+def _no_score(tx_id: str) -> None:
+    """A NaN logit is the model's fault, not the request's (features are finite and
+    bounded): fail the call (HTTP 500) before anything is stored."""
+    raise RuntimeError(f"the model gave no score (NaN) for transaction {tx_id!r}; nothing stored")
 
 
 def _tail(values, n: int) -> list:

@@ -61,8 +61,8 @@ from fraudseq.feature_blocks import (
     ZSCORE_STD_FLOOR,
     label_delay_buckets,
 )
-from fraudseq.features import OOV_CODE, FeatureEncoder
-from fraudseq.schema import MISSING_CATEGORY, Schema
+from fraudseq.features import FEATURE_LIMIT, OOV_CODE, FeatureEncoder, clean_features
+from fraudseq.schema import MAX_ABS_AMOUNT, MISSING_CATEGORY, Schema
 
 #: Most events kept for the velocity windows (the last 7 days); an account with more events
 #: in 7 days than this gets count_7d / amount_7d over its latest VELOCITY_CAP events only.
@@ -234,10 +234,11 @@ def _as_float(value) -> float | None:
 
 def _amount(value, column, tx, schema) -> float:
     number = None if _is_missing(value) else _as_float(value)
-    if number is None or not math.isfinite(number):
+    if number is None or not abs(number) < MAX_ABS_AMOUNT:  # NaN and infinity too
         raise _bad(
-            tx, schema, column, "missing, non-numeric or infinite amount", value,
-            "amounts must be plain finite numbers such as 12.50 or -3 (refunds may be negative).",
+            tx, schema, column, "missing, non-numeric, infinite or out-of-range amount", value,
+            "amounts must be plain finite numbers such as 12.50 or -3 (refunds may be "
+            "negative), smaller than 1e15 in absolute value.",
         )  # fmt: skip
     return number
 
@@ -540,9 +541,10 @@ class LiveEncoder:
         scaled = np.fromiter(map(raw.__getitem__, self.names), np.float64, self.n_numeric)
         np.subtract(scaled, self.means, out=scaled)  # FeatureEncoder.transform, row of one
         np.divide(scaled, self.scales, out=scaled)
-        if not math.isfinite(scaled.sum()):  # a NaN or infinity somewhere (or overflow)
-            scaled = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
-        numeric = scaled.astype(np.float32)
+        if abs(scaled).max() < FEATURE_LIMIT:  # the common case, as clean_features gives it
+            numeric = scaled.astype(np.float32)
+        else:  # a NaN, an infinity or an extreme value somewhere
+            numeric = clean_features(scaled)
         codes = [
             vocabulary.get(value, OOV_CODE)
             for vocabulary, value in zip(self.vocabularies, tx.categorical, strict=True)
