@@ -21,6 +21,8 @@ def test_round_trip(tmp_path):
         "model.json",
         "weights.safetensors",
     ]
+    modes = {p.stat().st_mode & 0o777 for p in (tmp_path / "m").iterdir()}
+    assert len(modes) == 1  # the weights are as readable as the rest (umask applied)
 
 
 def test_tampered_file_is_refused(tmp_path):

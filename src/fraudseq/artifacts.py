@@ -48,6 +48,7 @@ def save_model_dir(
         (staging / MODEL_JSON).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if tensors:
             save_file({k: v.detach().contiguous() for k, v in tensors.items()}, staging / WEIGHTS)
+            os.chmod(staging / WEIGHTS, default_mode(0o666))  # safetensors writes it 0600
         for name, content in (extra_files or {}).items():
             (staging / name).write_bytes(content)
         files = {p.name: sha256(p) for p in sorted(staging.iterdir())}
