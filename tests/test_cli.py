@@ -246,3 +246,43 @@ def test_brackets_in_errors_and_data_print_verbatim(
     tx = frame["tx_id"].iloc[-1]
     assert run(monkeypatch, "explain", tmp_path / "model", data, "--transaction-id", tx) == 0
     assert "[/d]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "tx.csv", "--out", "m", "--model", "bogus"], "--model 'bogus': choose one of"),
+        (["train", "tx.csv", "--out", "m", "--loss", "bogus"], "choose one of bce, focal"),
+        (["train", "tx.csv", "--out", "m", "--members", "lstm,foo"], "unknown 'foo'; choose"),
+        (["train", "tx.csv", "--out", "m", "--combiner", "x"], "average, stacker"),
+        (["train", "tx.csv", "--out", "m", "--threshold", "foo"], "--threshold: unknown"),
+        (["train", "tx.csv", "--out", "m", "--train-until", "nope"], "--train-until: cannot"),
+        (["train", "tx.csv", "--out", "."], "--out .: give the model directory a name"),
+        (["train", "tx.csv", "--out", "tx.csv/m"], "is a file, not a directory"),
+        (["compare", "tx.csv", "--models", "lstm,bogus"], "--models 'lstm,bogus': unknown"),
+        (["threshold", "m", "tx.csv", "--strategy", "percentile:150"], "0 <= P <= 100"),
+        (["simulate", "--out", "x.csv", "--start", "notadate"], "--start: cannot parse"),
+        (["simulate", "--out", "x.txt"], "unknown file type"),
+        (["score", "m", "tx.csv", "--out", "x.csv", "--until", "soon"], "--until: cannot"),
+        (["score", "m", "tx.csv", "--out", "."], "--out . is a directory"),
+        (["score", "m", "tx.csv", "--out", "tx.csv/x.csv"], "is a file, not a directory"),
+        (["evaluate", "m", "tx.csv", "--json", "."], "--json . is a directory"),
+    ],
+)
+def test_bad_options_fail_before_any_work(tmp_path, monkeypatch, capsys, args, message):
+    """One `error:` line naming the option and what it accepts, exit 1, and nothing read or
+    trained first (neither the data nor the model directory exist)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tx.csv").write_text("not read\n")
+    assert run(monkeypatch, *args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_unwritable_output_is_one_error_naming_the_path(tmp_path):
+    from fraudseq.errors import FraudseqError
+    from fraudseq.io import write_table
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FraudseqError, match="cannot write .*file/x.csv"):
+        write_table(pd.DataFrame({"a": [1]}), tmp_path / "file" / "x.csv")

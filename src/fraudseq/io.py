@@ -29,18 +29,24 @@ def table_format(path: str | Path) -> str:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`, renamed onto it only if the block succeeds."""
+    """Yield a temporary path beside `path`, renamed onto it only if the block succeeds.
+    Failing to write (a directory in the way, no space, no permission) raises one
+    FraudseqError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         os.chmod(tmp_path, default_mode(0o666))  # mkstemp makes 0600; use the usual umask
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise FraudseqError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
 
 
 def default_mode(base: int) -> int:

@@ -40,6 +40,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
+from fraudseq.splits import parse_time
+
 SIMULATOR_COLUMNS = (
     "tx_id",
     "card_id",
@@ -799,7 +801,7 @@ def simulate(
     if int(accounts) < 1 or int(days) < 1:
         raise ValueError(f"accounts and days must be >= 1, got accounts={accounts}, days={days}")
     accounts, days = int(accounts), int(days)
-    origin = pd.Timestamp(start)
+    origin = parse_time(start, "start")  # a clear error for a bad date
     if origin.tzinfo is not None:
         origin = origin.tz_convert("UTC").tz_localize(None)
     rng = np.random.default_rng(seed)

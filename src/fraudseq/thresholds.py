@@ -52,13 +52,14 @@ _FORMS = {
 }
 
 
-def parse_strategy(strategy: str) -> tuple[str, list[float], bool]:
-    """(kind, values, weighted by amount) of a strategy, or raise naming its valid form; the
-    CLI calls this before any work so a typo does not wait for training."""
+def parse_strategy(strategy: str, option: str | None = None) -> tuple[str, list[float], bool]:
+    """(kind, values, weighted by amount) of a strategy, or raise naming its valid form (and
+    `option`, the CLI's, which calls this before any work so a typo does not wait for it)."""
+    where = f"{option}: " if option else ""
     kind, _, rest = strategy.strip().partition(":")
     if kind not in _FORMS:
         raise FraudseqError(
-            f"unknown threshold strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
+            f"{where}unknown threshold strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
         )
     usage, count, valid = _FORMS[kind]
     parts = [v.strip() for v in rest.split(",")] if rest else []
@@ -68,7 +69,7 @@ def parse_strategy(strategy: str) -> tuple[str, list[float], bool]:
     except ValueError:
         values = []
     if len(values) != count or not np.isfinite(values).all() or not valid(values):
-        raise FraudseqError(f"threshold strategy {strategy!r}: expected {usage}")
+        raise FraudseqError(f"{where}threshold strategy {strategy!r}: expected {usage}")
     return kind, values, weighted
 
 

@@ -1,9 +1,11 @@
-"""The `fraudseq` Typer application, shared argument types and the entry point."""
+"""The `fraudseq` Typer application, shared argument types and checks, and the entry point."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +15,9 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from fraudseq.errors import FraudseqError
+from fraudseq.io import table_format
+from fraudseq.splits import parse_time
+from fraudseq.thresholds import parse_strategy
 
 app = typer.Typer(
     add_completion=False,
@@ -23,10 +28,82 @@ app = typer.Typer(
 console = Console(stderr=True)
 log = logging.getLogger("fraudseq")
 
+
+# Option callbacks: they run while the command line is parsed, so a bad value is one
+# `error:` line naming the option before any data is loaded or any model trained.
+
+
+def time_option(param: typer.CallbackParam, value: str | None) -> str | None:
+    """A date or ISO time."""
+    parse_time(value, param.opts[0])
+    return value
+
+
+def strategy_option(param: typer.CallbackParam, value: str | None) -> str | None:
+    """A threshold strategy."""
+    if value is not None:
+        parse_strategy(value, param.opts[0])
+    return value
+
+
+def one_of(choices: Sequence[str], *, many: bool = False):
+    """A value in `choices` or, with `many`, a comma-separated list of them."""
+
+    def check(param: typer.CallbackParam, value: str) -> str:
+        items = [i.strip() for i in value.split(",") if i.strip()] if many else [value]
+        unknown = [item for item in items if item not in choices]
+        if unknown or not items:
+            problem = f"unknown {unknown[0]!r}; " if many and unknown else ""
+            raise FraudseqError(
+                f"{param.opts[0]} {value!r}: {problem}choose "
+                f"{'from' if many else 'one of'} {', '.join(choices)}"
+            )
+        return value
+
+    return check
+
+
+def output_file(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """A file to write: not a directory, in a directory we can write in."""
+    if value is not None:
+        if not value.name or value.is_dir():
+            raise FraudseqError(f"{param.opts[0]} {value} is a directory; give a file name")
+        check_output_parent(value, param.opts[0])
+    return value
+
+
+def table_file(param: typer.CallbackParam, value: Path) -> Path:
+    """A table file to write: CSV, CSV.gz or Parquet by its name."""
+    output_file(param, value)
+    table_format(value)
+    return value
+
+
+def check_output_parent(path: Path, option: str) -> None:
+    """Raise unless `path` can be made in its directory: the nearest existing one must be a
+    directory this process can create files in (missing ones are created)."""
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise FraudseqError(f"{option} {path}: {existing} is a file, not a directory")
+    try:  # a real file, since permissions alone miss read-only and virtual file systems
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise FraudseqError(
+            f"{option} {path}: cannot write in {existing}: {exc.strerror}"
+        ) from None
+
+
 DataArg = Annotated[Path, typer.Argument(help="Transactions file: CSV, CSV.gz or Parquet.")]
 ModelDirArg = Annotated[Path, typer.Argument(help="Model directory written by `fraudseq train`.")]
-FromOpt = Annotated[str | None, typer.Option("--from", help="Start date/ISO time (inclusive).")]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="End date/ISO time (exclusive).")]
+FromOpt = Annotated[
+    str | None,
+    typer.Option("--from", callback=time_option, help="Start date/ISO time (inclusive)."),
+]
+UntilOpt = Annotated[
+    str | None,
+    typer.Option("--until", callback=time_option, help="End date/ISO time (exclusive)."),
+]
 
 
 class _CurrentStderr(logging.StreamHandler):

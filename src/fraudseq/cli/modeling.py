@@ -8,20 +8,42 @@ from typing import Annotated
 
 import typer
 
-from fraudseq.cli.app import DataArg, FromOpt, ModelDirArg, UntilOpt, app, output_console
+from fraudseq.artifacts import check_replaceable
+from fraudseq.cli.app import (
+    DataArg,
+    FromOpt,
+    ModelDirArg,
+    UntilOpt,
+    app,
+    check_output_parent,
+    one_of,
+    output_console,
+    output_file,
+    strategy_option,
+    table_file,
+    time_option,
+)
+from fraudseq.errors import FraudseqError
 from fraudseq.io import write_json, write_table
 from fraudseq.models import MODELS
+from fraudseq.models.ensemble import COMBINERS
+
+LOSSES = ("bce", "focal")
+MEMBERS = tuple(m for m in MODELS if m != "ensemble")
+STRATEGY_HELP = "best-f1 | cost:FN,FP[,amount] | recall:R | precision:P | budget:K | percentile:P"
 
 log = logging.getLogger("fraudseq")
 
 
 @app.command()
 def simulate(
-    out: Annotated[Path, typer.Option(help="Output file (.csv, .csv.gz or .parquet).")],
+    out: Annotated[
+        Path, typer.Option(callback=table_file, help="Output file (.csv, .csv.gz or .parquet).")
+    ],
     accounts: Annotated[int, typer.Option(min=1, help="Number of card accounts.")] = 2000,
     days: Annotated[int, typer.Option(min=1, help="Number of days.")] = 60,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    start: Annotated[str, typer.Option(help="First day.")] = "2026-01-01",
+    start: Annotated[str, typer.Option(callback=time_option, help="First day.")] = "2026-01-01",
 ) -> None:
     """Write simulated card transactions with labelled fraud scenarios."""
     from fraudseq.simulate import simulate as run_simulation
@@ -34,13 +56,26 @@ def simulate(
 SchemaOpt = Annotated[
     Path | None, typer.Option(help="Schema TOML; default: the simulator's columns.")
 ]
-TrainFromOpt = Annotated[str | None, typer.Option(help="First training date (inclusive).")]
-TrainUntilOpt = Annotated[str | None, typer.Option(help="Train on time < this date.")]
+TrainFromOpt = Annotated[
+    str | None, typer.Option(callback=time_option, help="First training date (inclusive).")
+]
+TrainUntilOpt = Annotated[
+    str | None, typer.Option(callback=time_option, help="Train on time < this date.")
+]
 ValidDaysOpt = Annotated[
     float, typer.Option(min=0, help="Last days before --train-until used for validation.")
 ]
 EpochsOpt = Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping on AP).")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the same model.")]
+
+
+def _model_dir(param: typer.CallbackParam, value: Path) -> Path:
+    """A model directory to write, checked before training rather than after it."""
+    if value.name in ("", ".", ".."):  # replacing the working directory (or root) as a whole
+        raise FraudseqError(f"{param.opts[0]} {value}: give the model directory a name")
+    check_replaceable(value)
+    check_output_parent(value, param.opts[0])
+    return value
 
 
 def _class_weight(value: str) -> str | float:
@@ -55,9 +90,17 @@ def _class_weight(value: str) -> str | float:
 @app.command()
 def train(
     data: DataArg,
-    out: Annotated[Path, typer.Option(help="Model directory to write (replaced only on success).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            callback=_model_dir,
+            help="Model directory to write (replaced only on success).",
+        ),
+    ],
     schema: SchemaOpt = None,
-    model: Annotated[str, typer.Option(help=f"Model family: {', '.join(MODELS)}.")] = "ensemble",
+    model: Annotated[
+        str, typer.Option(callback=one_of(MODELS), help=f"Model family: {', '.join(MODELS)}.")
+    ] = "ensemble",
     train_from: TrainFromOpt = None,
     train_until: TrainUntilOpt = None,
     valid_days: ValidDaysOpt = 7,
@@ -66,7 +109,7 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1)] = 512,
     hidden_size: Annotated[int, typer.Option(min=1)] = 32,
     learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
-    loss: Annotated[str, typer.Option(help="bce or focal.")] = "bce",
+    loss: Annotated[str, typer.Option(callback=one_of(LOSSES), help="bce or focal.")] = "bce",
     focal_alpha: Annotated[float, typer.Option(min=0, max=1)] = 0.25,
     focal_gamma: Annotated[float, typer.Option(min=0)] = 2.0,
     class_weight: Annotated[
@@ -79,19 +122,24 @@ def train(
         float | None, typer.Option(help="Sample negatives each epoch so fraud is this share.")
     ] = None,
     threshold: Annotated[
-        str | None,
-        typer.Option(help="best-f1 | cost:FN,FP[,amount] | recall:R | precision:P | budget:K"),
+        str | None, typer.Option(callback=strategy_option, help=STRATEGY_HELP)
     ] = None,
     percentile: Annotated[
-        float | None, typer.Option(help="Threshold at this validation score percentile.")
+        float | None,
+        typer.Option(min=0, max=100, help="Threshold at this validation score percentile."),
     ] = None,
     label_delay_days: Annotated[
         float, typer.Option(min=0, help="Labels become known this many days after the event.")
     ] = 7,
-    members: Annotated[str, typer.Option(help="Ensemble members, comma-separated.")] = (
-        "lstm,xgboost"
-    ),
-    combiner: Annotated[str, typer.Option(help="Ensemble: average or stacker.")] = "average",
+    members: Annotated[
+        str,
+        typer.Option(
+            callback=one_of(MEMBERS, many=True), help="Ensemble members, comma-separated."
+        ),
+    ] = "lstm,xgboost",
+    combiner: Annotated[
+        str, typer.Option(callback=one_of(COMBINERS), help="Ensemble: average or stacker.")
+    ] = "average",
     bidirectional: Annotated[
         bool, typer.Option(help="lstm-attention: a bidirectional LSTM under the attention.")
     ] = False,
@@ -155,12 +203,7 @@ def _schema(path: Path | None):
 def threshold(
     model_dir: ModelDirArg,
     data: DataArg,
-    strategy: Annotated[
-        str,
-        typer.Option(
-            help="best-f1 | cost:FN,FP[,amount] | recall:R | precision:P | budget:K | percentile:P"
-        ),
-    ],
+    strategy: Annotated[str, typer.Option(callback=strategy_option, help=STRATEGY_HELP)],
     start: FromOpt = None,
     end: UntilOpt = None,
 ) -> None:
@@ -175,7 +218,10 @@ def threshold(
 @app.command()
 def compare(
     data: DataArg,
-    models: Annotated[str, typer.Option(help="Comma-separated model families.")] = "lstm,xgboost",
+    models: Annotated[
+        str,
+        typer.Option(callback=one_of(MODELS, many=True), help="Comma-separated model families."),
+    ] = "lstm,xgboost",
     schema: SchemaOpt = None,
     train_from: TrainFromOpt = None,
     train_until: TrainUntilOpt = None,
@@ -183,7 +229,7 @@ def compare(
     epochs: EpochsOpt = 10,
     seed: SeedOpt = 0,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the table as JSON.")
+        Path | None, typer.Option("--json", callback=output_file, help="Write the table as JSON.")
     ] = None,
 ) -> None:
     """Train each model on the same split and compare them on the data after --train-until."""
@@ -208,7 +254,9 @@ def compare(
 def score(
     model_dir: ModelDirArg,
     data: DataArg,
-    out: Annotated[Path, typer.Option(help="Scores file: transaction_id,score,alert.")],
+    out: Annotated[
+        Path, typer.Option(callback=table_file, help="Scores file: transaction_id,score,alert.")
+    ],
     start: FromOpt = None,
     end: UntilOpt = None,
 ) -> None:

@@ -11,7 +11,16 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from fraudseq.cli.app import DataArg, FromOpt, ModelDirArg, UntilOpt, app, output_console
+from fraudseq.cli.app import (
+    DataArg,
+    FromOpt,
+    ModelDirArg,
+    UntilOpt,
+    app,
+    output_console,
+    output_file,
+    time_option,
+)
 from fraudseq.io import write_json
 
 log = logging.getLogger("fraudseq")
@@ -29,7 +38,8 @@ def evaluate(
     start: FromOpt = None,
     end: UntilOpt = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write metrics as JSON.")
+        Path | None,
+        typer.Option("--json", callback=output_file, help="Also write metrics as JSON."),
     ] = None,
     ci: Annotated[
         bool, typer.Option("--ci", help="Bootstrap confidence intervals for AP and AUC ROC.")
@@ -57,6 +67,7 @@ def evaluate(
         str | None,
         typer.Option(
             "--start",
+            callback=time_option,
             help="First training day of the LATEST fold (the handbook's anchor); earlier folds "
             "shift back by --test-days each. Default: the latest fold tests on the data's last "
             "days.",
@@ -206,7 +217,9 @@ def prequential_table(result: dict) -> Table:
 def report(
     model_dir: ModelDirArg,
     data: DataArg,
-    out: Annotated[Path, typer.Option(help="HTML file to write (self-contained).")],
+    out: Annotated[
+        Path, typer.Option(callback=output_file, help="HTML file to write (self-contained).")
+    ],
     start: FromOpt = None,
     end: UntilOpt = None,
     top: Annotated[int, typer.Option(min=0, help="Top alerts to explain.")] = 5,
@@ -252,7 +265,8 @@ def explain(
     transaction_id: Annotated[str, typer.Option(help="Id of the transaction to explain.")],
     top: Annotated[int, typer.Option(min=1, help="Features and reasons to show.")] = 8,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the explanation as JSON.")
+        Path | None,
+        typer.Option("--json", callback=output_file, help="Also write the explanation as JSON."),
     ] = None,
 ) -> None:
     """Explain one transaction's score: which events and features drove it.
