@@ -76,6 +76,8 @@ def test_simulate_train_score_evaluate(tmp_path, monkeypatch, capsys):
     assert run(monkeypatch, "evaluate", model, data, "--from", "2026-01-24", "--json", metrics) == 0
     out = capsys.readouterr().out
     assert "average_precision" in out and "auc_roc" in out and "recall_at_1pct_fpr" in out
+    # the alerting view at every stored strategy, the model's marked
+    assert "best-f1 *" in out and "recall:0.8" in out and "precision:0.8" in out
     result = json.loads(metrics.read_text())
     assert 0 <= result["average_precision"] <= 1
     assert set(result["confusion"]) == {"tp", "fp", "fn", "tn"}

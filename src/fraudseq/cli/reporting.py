@@ -133,7 +133,9 @@ def evaluate(
                 scored.labels, scored.score, n_resamples=resamples, level=ci_level, seed=seed
             )
             result["intervals"] = intervals
-        output_console().print(metrics_table(result, intervals))
+        console = output_console()
+        console.print(metrics_table(result, intervals))
+        console.print(thresholds_table(result))
     if json_out:
         write_json(result, json_out)
 
@@ -165,6 +167,21 @@ def metrics_table(result: dict, intervals: dict | None = None) -> Table:
     if intervals:
         n = next(iter(intervals.values()))["n_resamples"]
         table.caption = f"percentile bootstrap, {n} resamples"
+    return table
+
+
+def thresholds_table(result: dict) -> Table:
+    """The alerting view at each threshold strategy stored in the model."""
+    table = Table(title="at the stored threshold strategies (* the model's)")
+    for name in ("strategy", "threshold", "alerts", "precision", "recall", "f1"):
+        table.add_column(name, justify="left" if name == "strategy" else "right")
+    for strategy, at in result["at_thresholds"].items():
+        table.add_row(
+            strategy + (" *" if strategy == result["strategy"] else ""),
+            f"{at['threshold']:.4f}",
+            f"{at['alerts']:,}",
+            *(f"{at[key]:.4f}" for key in ("precision", "recall", "f1")),
+        )
     return table
 
 
