@@ -288,3 +288,21 @@ def test_unwritable_output_is_one_error_naming_the_path(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(FraudseqError, match="cannot write .*file/x.csv"):
         write_table(pd.DataFrame({"a": [1]}), tmp_path / "file" / "x.csv")
+
+
+def test_evaluate_without_fraud_warns_and_writes_strict_json(
+    tmp_path, monkeypatch, capsys, trained, small_frame
+):
+    data = tmp_path / "tx.csv"
+    small_frame.assign(is_fraud=0).to_csv(data, index=False)
+    trained.save(tmp_path / "model")
+    out = tmp_path / "m.json"
+    assert run(monkeypatch, "evaluate", tmp_path / "model", data, "--json", out) == 0
+    assert "no fraud among the" in capsys.readouterr().err
+
+    def reject(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    result = json.loads(out.read_text(), parse_constant=reject)
+    assert result["n_fraud"] == 0 and result["auc_roc"] is None
+    assert result["average_precision"] is None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fraudseq.errors import FraudseqError
@@ -70,8 +72,22 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    """Write JSON atomically, with sorted keys so files diff cleanly."""
+    """Write strict JSON atomically, with sorted keys so files diff cleanly; NaN and
+    infinities (a metric undefined without fraud, a threshold that alerts on nothing) become
+    null, as JSON has no such numbers and strict parsers reject them."""
     path = Path(path)
+    text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.write_text(text + "\n")
     return path
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with non-finite floats, in any nested dict, list or tuple, replaced by None."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(value) for value in obj]
+    return obj

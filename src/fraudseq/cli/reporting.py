@@ -123,6 +123,12 @@ def evaluate(
         output_console().print(prequential_table(result))
     else:
         result = model.evaluate(data, start=start, end=end)
+        if result["n_fraud"] == 0:
+            log.warning(
+                "no fraud among the %d transactions evaluated: AUC ROC, AP and recall at 1%% "
+                "FPR are undefined (nan here, null in --json)",
+                result["n"],
+            )
         intervals = None
         if ci:
             from fraudseq import metrics
