@@ -75,3 +75,22 @@ def test_clear_errors(small_frame, tmp_path):
         FraudModel().score(small_frame)
     with pytest.raises(ModelDirectoryError):
         FraudModel.load(tmp_path / "missing")
+
+
+def test_validation_without_transactions_or_fraud_is_an_error(small_frame):
+    """Never a threshold and 'validation' metrics silently taken from the training data."""
+    with pytest.raises(FraudseqError, match=r"no transactions in the validation period.*data runs"):
+        FraudModel(epochs=1).fit(small_frame, train_until="2030-01-01")
+    early = small_frame[small_frame["ts"] < "2026-01-06"]  # fraud starts after 15% of the days
+    assert early["is_fraud"].sum() == 0
+    with pytest.raises(FraudseqError, match="no fraud in the validation period .*--valid-days"):
+        FraudModel(epochs=1).fit(small_frame, train_until="2026-01-06", valid_days=2)
+
+
+def test_valid_days_zero_trains_in_sample_with_a_warning(small_frame, caplog):
+    model = FraudModel("lstm", epochs=1, hidden_size=8, progress=False)
+    model.fit(small_frame, train_until=TRAIN_UNTIL, valid_days=0)
+    assert "--valid-days 0: no validation" in caplog.text
+    assert model.training_period_["n_valid"] == 0
+    in_sample = small_frame[small_frame["ts"] < TRAIN_UNTIL]
+    assert model.validation_metrics_["n"] == len(in_sample)

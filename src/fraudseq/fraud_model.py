@@ -140,7 +140,13 @@ class FraudModel:
         frame = load_transactions(data, schema, require_label=True)
         until = parse_time(train_until, "--train-until") or frame[schema.time].max() + _ONE_NS
         train_rows, valid_rows, end = _split(
-            frame[schema.time], train_from, until, valid_days, valid_period
+            frame[schema.time],
+            train_from,
+            until,
+            valid_days,
+            valid_period,
+            labels=frame[schema.label].to_numpy(),
+            needs_fraud=not self._strategy().startswith(("percentile", "budget")),
         )
         keep = (frame[schema.time] < end).to_numpy()
         frame, train_rows, valid_rows = (
@@ -173,9 +179,8 @@ class FraudModel:
         self.model_ = self._build()
         self.model_.fit(train, valid if len(valid) else None)
         self.history_ = self.model_.history_
-        needs_fraud = not self._strategy().startswith(("percentile", "budget"))
-        has_valid = len(valid) > 0 and (valid.labels.sum() > 0 or not needs_fraud)
-        self._calibrate(frame, valid_rows if has_valid else train_rows, source)
+        # without validation (--valid-days 0) the threshold can only be chosen in-sample
+        self._calibrate(frame, valid_rows if len(valid) else train_rows, source)
         self.training_period_ = {
             "train_from": str(parse_time(train_from)) if train_from is not None else None,
             "valid_from": str(frame[schema.time][valid_rows].min()) if valid_rows.any() else None,
@@ -368,22 +373,38 @@ class FraudModel:
 _ONE_NS = pd.Timedelta(1, "ns")
 
 
-def _split(times: pd.Series, train_from, until, valid_days, valid_period):
-    """Masks of training and validation rows, and the end of the data that fitting may see."""
+def _split(times: pd.Series, train_from, until, valid_days, valid_period, *, labels, needs_fraud):
+    """Masks of training and validation rows, and the end of the data that fitting may see.
+    Raise when a period cannot do its job; validation may be empty only when asked for
+    (`valid_days=0`)."""
     if valid_period is not None:
         valid_from, valid_until = (parse_time(v, "validation period") for v in valid_period)
         valid_rows = in_period(times, valid_from, valid_until)
         train_rows = in_period(times, train_from, until) & ~valid_rows
         end = max(until, valid_until)
+        fix = "choose another validation period"
     else:
-        valid_from = validation_start(until, valid_days)
+        valid_from, valid_until = validation_start(until, valid_days), until
         train_rows = in_period(times, train_from, valid_from)
         valid_rows = in_period(times, _later(train_from, valid_from), until)
         end = until
+        fix = "choose another --train-until or more --valid-days (0 trains without validation)"
     if train_rows.sum() == 0:
         raise FraudseqError(
             f"no training transactions in [{_text(train_from)}, {until}) outside the validation "
             f"period starting {valid_from}; choose a later --train-until or fewer --valid-days"
+        )
+    if valid_period is None and valid_days == 0:
+        log.warning(
+            "--valid-days 0: no validation, so no early stopping on it; the threshold and the "
+            "metrics reported are chosen and measured on the training period (in-sample)"
+        )
+    elif not valid_rows.any() or (needs_fraud and not labels[valid_rows].any()):
+        found = "fraud" if valid_rows.any() else "transactions"
+        raise FraudseqError(
+            f"no {found} in the validation period [{valid_from}, {valid_until}) (the data runs "
+            f"from {times.min()} to {times.max()}), so the threshold and validation metrics "
+            f"would come from training data; {fix}"
         )
     return train_rows, valid_rows, end
 

@@ -184,7 +184,8 @@ def train(
     fitted.save(out)
     m = fitted.validation_metrics_
     log.info(
-        "validation AP %.4f  AUC ROC %.4f  threshold %.4f (%s)",
+        "%s AP %.4f  AUC ROC %.4f  threshold %.4f (%s)",
+        "validation" if fitted.training_period_["n_valid"] else "no validation: in-sample",
         m["average_precision"],
         m["auc_roc"],
         fitted.threshold_,
