@@ -121,7 +121,16 @@ class _CurrentStderr(logging.StreamHandler):
 
 
 @app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _setup(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also log debug messages; give it before the command: fraudseq -v train ...",
+        ),
+    ] = False,
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
