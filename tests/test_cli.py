@@ -85,7 +85,7 @@ def test_simulate_train_score_evaluate(tmp_path, monkeypatch, capsys):
 
 def test_failed_train_keeps_existing_model(tmp_path, monkeypatch, capsys):
     data = tmp_path / "tx.csv"
-    assert run(monkeypatch, "simulate", "--out", data, "--accounts", 100, "--days", 20) == 0
+    assert run(monkeypatch, "simulate", "--out", data, "--accounts", 150, "--days", 20) == 0
     model = tmp_path / "model"
     assert run(monkeypatch, "train", data, "--out", model, "--epochs", 1) == 0
     before = {p.name: p.read_bytes() for p in model.iterdir()}
