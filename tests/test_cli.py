@@ -147,6 +147,12 @@ def test_threshold_and_compare(tmp_path, monkeypatch, capsys):
     assert run(monkeypatch, "threshold", model, data, "--strategy", "budget:5") == 0
     config = json.loads((model / "model.json").read_text())
     assert config["threshold"]["strategy"] == "budget:5"
+    no_fraud = tmp_path / "no_fraud.csv"
+    pd.read_csv(data).assign(is_fraud=0).to_csv(no_fraud, index=False)
+    capsys.readouterr()
+    assert run(monkeypatch, "threshold", model, no_fraud, "--strategy", "best-f1") == 1
+    assert "no fraud in" in capsys.readouterr().err
+    assert json.loads((model / "model.json").read_text()) == config  # left as it was
     scores = tmp_path / "s.csv"
     assert (
         run(

@@ -22,7 +22,7 @@ from fraudseq.models import build_model
 from fraudseq.models.ensemble import parse_members
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.splits import in_period, parse_time, validation_start
-from fraudseq.thresholds import choose_threshold
+from fraudseq.thresholds import choose_threshold, needs_fraud
 from fraudseq.training import WindowSet, WindowSource
 
 log = logging.getLogger("fraudseq")
@@ -146,7 +146,7 @@ class FraudModel:
             valid_days,
             valid_period,
             labels=frame[schema.label].to_numpy(),
-            needs_fraud=not self._strategy().startswith(("percentile", "budget")),
+            needs_fraud=needs_fraud(self._strategy()),
         )
         keep = (frame[schema.time] < end).to_numpy()
         frame, train_rows, valid_rows = (
@@ -224,6 +224,12 @@ class FraudModel:
         start = start if start is not None else period.get("valid_from")
         end = end if end is not None else period.get("valid_end")
         frame, rows = self._period(data, start, end, require_label=True)
+        if needs_fraud(strategy) and not frame[self.schema_.label].to_numpy()[rows].any():
+            raise FraudseqError(
+                f"no fraud in [{start}, {end}) to choose a {strategy!r} threshold on (it would "
+                "fall back to 0.5); choose a period with fraud (--from/--until) or a "
+                "percentile:/budget: strategy, which need no labels"
+            )
         source = WindowSource(self.encoder_.transform(frame), self.window)
         mask = np.zeros(len(frame), dtype=bool)
         mask[rows] = True

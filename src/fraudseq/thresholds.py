@@ -73,6 +73,11 @@ def parse_strategy(strategy: str, option: str | None = None) -> tuple[str, list[
     return kind, values, weighted
 
 
+def needs_fraud(strategy: str) -> bool:
+    """Whether `strategy` needs fraud in the data (percentile and budget rank scores only)."""
+    return parse_strategy(strategy)[0] not in ("percentile", "budget")
+
+
 def choose_threshold(
     strategy: str,
     y: np.ndarray,
