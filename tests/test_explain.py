@@ -48,6 +48,8 @@ def test_explanation_matches_score_and_has_every_event_and_feature(trained, smal
             e.window["attribution"], np.log(e.score / (1 - e.score)) - _logit(e.window)
         )
         assert "attention" not in e.window.columns  # the LSTM has no attention
+        values = e.features.loc[e.features["kind"] == "numeric", "value"].astype(float).abs()
+        assert not ((values > 0) & (values < 1e-6)).any()  # a zero reads 0, not float noise
     assert small_frame.equals(small_frame.copy())  # the caller's frame is untouched
 
 

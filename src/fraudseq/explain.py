@@ -233,7 +233,7 @@ def explain_rows(
         if attention is not None:
             window["attention"] = attention[i][:length]
         current = encoded.numeric[index[i, length - 1]]
-        values = list(current * model.encoder_.scales_ + model.encoder_.means_)
+        values = list(_unscaled(current, model.encoder_.scales_, model.encoder_.means_))
         values += [str(frame[c].iloc[row]) for c in categorical_names]
         features = pd.DataFrame(
             {
@@ -365,6 +365,14 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
 
 def _records(table: pd.DataFrame) -> list[dict]:
     return [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")]
+
+
+def _unscaled(scaled: np.ndarray, scales: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Feature values back from their float32 scaled form; a value within float32 rounding
+    of 0 is 0 (has_previous = 0 read back as -3e-09, say)."""
+    values = scaled.astype(np.float64) * scales + means
+    rounding = (np.abs(scaled.astype(np.float64)) + 1.0) * scales * np.finfo(np.float32).eps
+    return np.where(np.abs(values) <= rounding, 0.0, values)
 
 
 def _plain(value):
