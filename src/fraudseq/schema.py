@@ -849,7 +849,9 @@ def load_transactions(
     if not bool(np.all(ticks[1:] >= ticks[:-1])):
         order = np.argsort(ticks, kind="stable")
         result = result.take(order).reset_index(drop=True)
-    logger.info("%s: loaded %d transactions", name, n)
+    # A file's load is news; a frame is usually one loaded (and logged) already.
+    level = logging.DEBUG if isinstance(source, pd.DataFrame) else logging.INFO
+    logger.log(level, "%s: loaded %d transactions", name, n)
     return result
 
 
