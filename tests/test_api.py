@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.schema import Schema
-from fraudseq.serving import ConflictError, UnknownTransactionError
+from fraudseq.serving import ConflictError, StateStoreError, UnknownTransactionError
 from fraudseq.serving.api import (
     ServeSettings,
     create_app,
@@ -57,6 +57,8 @@ class FakeDetector:
             return {"transaction_id": tid, "fraud_probability": float("nan")}
         if amount == 13:
             raise DataValidationError(f"{self.schema.amount}: 13 is unlucky")
+        if amount == 503:
+            raise StateStoreError("state.db: SQLite error: database or disk is full")
         entity = tx[self.schema.entity]
         self.events[entity] += 1
         probability = min(1.0, abs(amount) / 1000)
@@ -336,6 +338,13 @@ def test_unexpected_detector_error_is_500_without_trace(client, caplog):
     error_id = message.split("error id ")[1].split(")")[0]
     logged = [r for r in caplog.records if error_id in r.getMessage()]
     assert logged and logged[0].exc_info is not None  # the traceback is in the server log
+
+
+def test_a_state_store_failure_is_a_503_to_retry(client):
+    response = client.post("/v1/score", json=tx(1, amount=503.0))
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert "disk is full" in response.json()["message"]
+    assert_clean(response)
 
 
 def test_a_reply_that_is_not_json_is_a_500(client):

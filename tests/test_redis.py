@@ -97,6 +97,16 @@ def test_unreachable_redis_is_reported():
         store.meta("k", "v")
 
 
+def test_a_refused_command_is_a_state_store_error(redis_url):
+    from fraudseq.serving import StateStoreError
+
+    store = open_store(redis_url.rsplit("/", 1)[0] + "/99")  # no database 99
+    assert not store.ping()
+    with pytest.raises(StateStoreError, match="Redis error: .*DB index"):
+        store.meta("k", "v")
+    store.close()
+
+
 WORKER = textwrap.dedent(
     """
     import json, sys, time

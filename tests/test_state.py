@@ -300,15 +300,18 @@ def test_open_store_urls(tmp_path, monkeypatch):
     assert isinstance(open_store("memory"), MemoryStore)
     store = MemoryStore()
     assert open_store(store) is store
+    (tmp_path / "a_file").write_text("")
     for bad, message in [
         ("postgres://x", "unknown state store"),
         ("sqlite://", "no database path"),
         ("sqlite:///x.db?synchronous=SOMETIMES", "synchronous"),
+        (f"sqlite:///{tmp_path}/a_file/state.db", "cannot open the SQLite state store"),
     ]:
         with pytest.raises(FraudseqError, match=message):
             open_store(bad)
-    with pytest.raises(FraudseqError, match="ttl_seconds"):
-        open_store("memory", ttl_seconds=0)
+    for ttl in (0, -5, 1.5, "10", True):  # whole seconds, as Redis expiries need
+        with pytest.raises(FraudseqError, match="ttl_seconds must be a positive whole number"):
+            open_store("memory", ttl_seconds=ttl)
     with pytest.raises(FraudseqError, match="StateStore"):
         open_store(42)
 

@@ -39,7 +39,8 @@ a generic message; the traceback goes to the server log only.
 
 Detector errors map to status codes: DataValidationError 422, ConflictError (a transaction
 id reused with different content) 409, UnknownTransactionError (feedback for an id never
-scored) 404, any other FraudseqError 400.
+scored) 404, StateStoreError (the store is unreachable or refused the write: nothing was
+stored, retry later) 503 with ``Retry-After``, any other FraudseqError 400.
 
 API key: with ``api_key`` set, every route except /healthz and /readyz (so /metrics and the
 docs too) needs it in ``X-API-Key``, compared with ``hmac.compare_digest``.
@@ -106,6 +107,7 @@ import fraudseq
 from fraudseq.errors import DataValidationError, FraudseqError, ModelDirectoryError
 from fraudseq.schema import MAX_ABS_AMOUNT, Schema
 from fraudseq.serving.detector import ConflictError, UnknownTransactionError
+from fraudseq.serving.state import StateStoreError
 
 __all__ = [
     "API_KEY_HEADER",
@@ -393,9 +395,9 @@ class BatchResult(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -676,6 +678,8 @@ class _Serving:
             raise ApiError(409, str(err)) from None
         except UnknownTransactionError as err:
             raise ApiError(404, str(err)) from None
+        except StateStoreError as err:  # not the client's fault: a retry may succeed
+            raise ApiError(503, str(err), {"Retry-After": "1"}) from None
         except FraudseqError as err:
             raise ApiError(400, str(err)) from None
 
@@ -851,7 +855,7 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(_error_body(exc.message), status_code=exc.status)
+        return JSONResponse(_error_body(exc.message), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -870,6 +874,7 @@ def create_app(
         409: {"description": "Transaction id reused with different content."},
         413: {"description": "Request body too large."},
         422: {"description": "Invalid request: the message names each field and reason."},
+        503: {"description": "State store unavailable; nothing was stored, retry later."},
     }
 
     async def guarded(request: Request, method: str, *args: Any, counted: bool = False) -> Any:

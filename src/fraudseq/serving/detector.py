@@ -311,8 +311,8 @@ class Detector:
         return self.explain == "all" or (self.explain == "alerts" and alert)
 
     def _record(self, tx: LiveTransaction, in_order: bool, result: dict) -> dict:
-        if not in_order:
-            log.info(
+        if not in_order:  # debug: a feed with many late events would flood the log
+            log.debug(
                 "transaction %s of %s is older than the account's latest; scored against the "
                 "current state and not added to its history",
                 tx.id,

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import json
+import numbers
 import threading
 import time
 from collections.abc import Callable
@@ -251,8 +252,14 @@ def open_store(
         if not isinstance(state, StateStore):
             raise FraudseqError(f"state must be a URL or a StateStore, got {type(state).__name__}")
         return state
-    if ttl_seconds is not None and ttl_seconds <= 0:
-        raise FraudseqError(f"ttl_seconds must be positive or None, got {ttl_seconds}")
+    if ttl_seconds is not None and not (
+        isinstance(ttl_seconds, numbers.Integral)
+        and not isinstance(ttl_seconds, bool)
+        and ttl_seconds > 0
+    ):  # whole seconds: Redis expiries take integers
+        raise FraudseqError(
+            f"ttl_seconds must be a positive whole number of seconds or None, got {ttl_seconds!r}"
+        )
     url = state.strip()
     if url == "memory" or url == "memory://":
         return MemoryStore(ttl_seconds=ttl_seconds, retention_days=retention_days)

@@ -165,8 +165,15 @@ class RedisStore:
     def _key(self, kind: str, name: str) -> str:
         return f"{self.prefix}{kind}:{name}"
 
+    def _failure(self, err: Exception) -> StateStoreError:
+        exceptions = self._redis.exceptions
+        down = isinstance(err, exceptions.ConnectionError | exceptions.TimeoutError)
+        return StateStoreError(f"{self.url}: Redis {'unavailable' if down else 'error'}: {err}")
+
     def _errors(self):
-        return (self._redis.exceptions.ConnectionError, self._redis.exceptions.TimeoutError)
+        """Every redis-py error: unreachable, timed out, or refused (e.g. a DB index out of
+        range, out of memory, a read-only replica)."""
+        return (self._redis.exceptions.RedisError,)
 
     # -- scoring -------------------------------------------------------------------------
     def transact(self, tx_id, entity, counterparty, days, compute) -> Update:
@@ -222,7 +229,7 @@ class RedisStore:
                 f"attempts to score {tx_id!r}; too much contention on one account"
             )
         except self._errors() as err:
-            raise StateStoreError(f"{self.url}: Redis unavailable: {err}") from None
+            raise self._failure(err) from None
 
     def transact_batch(self, tx_ids, entities, counterparties, days, compute) -> BatchUpdate:
         """Read everything in one pipeline, compute, and commit with one Lua script that
@@ -277,7 +284,7 @@ class RedisStore:
                 f"score a batch of {len(tx_ids)}; too much contention"
             )
         except self._errors() as err:
-            raise StateStoreError(f"{self.url}: Redis unavailable: {err}") from None
+            raise self._failure(err) from None
 
     # -- feedback ------------------------------------------------------------------------
     def label(self, tx_id: str, label: int) -> LabelChange | None:
@@ -311,7 +318,7 @@ class RedisStore:
         try:
             self._client.transaction(apply, t_key)
         except self._errors() as err:
-            raise StateStoreError(f"{self.url}: Redis unavailable: {err}") from None
+            raise self._failure(err) from None
         return outcome[0] if outcome else None
 
     # -- the rest ------------------------------------------------------------------------
@@ -322,7 +329,7 @@ class RedisStore:
             self._client.hsetnx(meta, key, value)
             return self._client.hget(meta, key).decode()
         except self._errors() as err:
-            raise StateStoreError(f"{self.url}: Redis unavailable: {err}") from None
+            raise self._failure(err) from None
 
     def account(self, entity: str) -> bytes | None:
         return self._client.get(self._key("a", entity))

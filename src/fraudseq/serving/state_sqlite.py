@@ -192,9 +192,9 @@ class SQLiteStore:
         self.ttl = ttl_seconds
         self.retention_days = retention_days
         self.synchronous = synchronous
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
@@ -202,7 +202,7 @@ class SQLiteStore:
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._db.executescript(SCHEMA)
-        except sqlite3.Error as err:
+        except (sqlite3.Error, OSError) as err:
             raise FraudseqError(f"{self.path}: cannot open the SQLite state store: {err}") from None
         self._lock = threading.RLock()
         self._writes = 0
