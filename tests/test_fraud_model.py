@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudseq.errors import FraudseqError, ModelDirectoryError
+from fraudseq.errors import ConfigError, FraudseqError, ModelDirectoryError
 from fraudseq.fraud_model import FraudModel
 
 TRAIN_UNTIL = "2026-01-31"  # as in conftest.py
@@ -94,3 +94,22 @@ def test_valid_days_zero_trains_in_sample_with_a_warning(small_frame, caplog):
     assert model.training_period_["n_valid"] == 0
     in_sample = small_frame[small_frame["ts"] < TRAIN_UNTIL]
     assert model.validation_metrics_["n"] == len(in_sample)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"model": "lstmx"}, r"unknown model 'lstmx'; choose one of lstm, gru"),
+        ({"model": "lstm", "dropout": 5}, r"dropout=5: expected a number in \[0, 1\)"),
+        ({"model": "gru", "epochs": 0}, r"epochs=0: expected an integer >= 1"),
+        ({"members": ("lstm", "gruu")}, r"ensemble member 'gruu'.*choose among lstm"),
+        ({"model": "lstm", "loss": "hinge"}, r"loss='hinge'.*bce or focal"),
+        ({"model": "lstm", "features": ("event", "nope")}, r"features=.*blocks among event"),
+    ],
+)
+def test_invalid_configuration_fails_before_the_data_is_read(tmp_path, params, match):
+    """A ConfigError naming the parameter and its valid values; still a ValueError for
+    callers that catch that."""
+    with pytest.raises(ConfigError, match=match) as raised:
+        FraudModel(**params).fit(tmp_path / "never-read.csv")
+    assert isinstance(raised.value, ValueError)

@@ -17,3 +17,7 @@ class SchemaError(FraudseqError, ValueError):
 
 class ModelDirectoryError(FraudseqError):
     """A model directory is missing, incomplete or fails its integrity check."""
+
+
+class ConfigError(FraudseqError, ValueError):
+    """A model family or hyperparameter is invalid; raised before any data is read."""

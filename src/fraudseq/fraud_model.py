@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import platform
+from collections.abc import Callable
+from numbers import Integral, Real
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -15,14 +19,16 @@ import torch
 import fraudseq
 from fraudseq import metrics
 from fraudseq.artifacts import load_model_dir, save_model_dir
-from fraudseq.errors import FraudseqError
+from fraudseq.errors import ConfigError, FraudseqError
 from fraudseq.feature_blocks import FEATURE_BLOCKS
 from fraudseq.features import FeatureEncoder
-from fraudseq.models import build_model
-from fraudseq.models.ensemble import parse_members
+from fraudseq.losses import make_loss
+from fraudseq.models import build_model, check_family
+from fraudseq.models.ensemble import COMBINERS, parse_members
+from fraudseq.sampling import check_sampling
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.splits import in_period, parse_time, validation_start
-from fraudseq.thresholds import choose_threshold, needs_fraud
+from fraudseq.thresholds import choose_threshold, needs_fraud, parse_strategy
 from fraudseq.training import WindowSet, WindowSource
 
 log = logging.getLogger("fraudseq")
@@ -238,10 +244,21 @@ class FraudModel:
         return self
 
     def _check_params(self) -> None:
-        if self.window < 1:
-            raise FraudseqError(f"window must be at least 1, got {self.window}")
-        if self.epochs < 1:
-            raise FraudseqError(f"epochs must be at least 1, got {self.epochs}")
+        """Raise ConfigError for an invalid family or hyperparameter, before any data is read
+        (a typo should not wait for loading, or surface as a library's error mid-training)."""
+        check_family(self.model, self.members)
+        for name, rule in PARAM_RULES.items():
+            value = getattr(self, name)
+            if not rule.ok(value):
+                raise ConfigError(f"invalid {name}={value!r}: expected {rule.expected}")
+        # The rules of these live with the code that uses them.
+        if self.threshold is not None:
+            parse_strategy(self.threshold, "threshold")
+        check_sampling(self.oversample, self.fraud_ratio)
+        try:
+            make_loss(self.loss, None, self.focal_alpha, self.focal_gamma)
+        except ValueError as exc:
+            raise ConfigError(f"invalid loss={self.loss!r}: {exc}") from None
 
     def _build(self):
         params = {**self.get_params(), "progress": self.progress}
@@ -375,6 +392,58 @@ class FraudModel:
         if not hasattr(self, "model_"):
             raise FraudseqError("this FraudModel is not fitted; call fit() or FraudModel.load()")
 
+
+class _Rule(NamedTuple):
+    ok: Callable[[object], bool]
+    expected: str
+
+
+def _integer(low: int) -> _Rule:
+    return _Rule(lambda v: isinstance(v, Integral) and v >= low, f"an integer >= {low}")
+
+
+def _number(low: float, high: float = math.inf, *, low_open=False, high_open=True) -> _Rule:
+    def ok(v) -> bool:
+        above = low < v if low_open else low <= v
+        below = v < high if high_open else v <= high
+        return isinstance(v, Real) and above and below
+
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    return _Rule(ok, f"a number in {interval}")
+
+
+def _features(value) -> bool:
+    return value is None or (not isinstance(value, str) and set(value) <= set(FEATURE_BLOCKS))
+
+
+def _class_weight(value) -> bool:
+    return value in ("auto", "none", None) or _number(0, low_open=True).ok(value)
+
+
+# What `fit` accepts for each hyperparameter with a fixed rule (the others: _check_params).
+PARAM_RULES = {
+    "window": _integer(1),
+    "features": _Rule(_features, f"None or feature blocks among {', '.join(FEATURE_BLOCKS)}"),
+    "hidden_size": _integer(1),
+    "num_layers": _integer(1),
+    "dropout": _number(0, 1),
+    "epochs": _integer(1),
+    "batch_size": _integer(1),
+    "learning_rate": _number(0, low_open=True),
+    "weight_decay": _number(0),
+    "patience": _integer(0),
+    "class_weight": _Rule(_class_weight, "'auto', 'none' or a number > 0"),
+    "focal_alpha": _number(0, 1, high_open=False),
+    "focal_gamma": _number(0),
+    "n_estimators": _integer(1),
+    "max_depth": _integer(1),
+    "attention_heads": _integer(1),
+    "combiner": _Rule(lambda v: v in COMBINERS, f"one of {', '.join(COMBINERS)}"),
+    "min_count": _integer(0),
+    "max_vocabulary": _integer(1),
+    "label_delay_days": _number(0),
+    "seed": _integer(0),
+}
 
 _ONE_NS = pd.Timedelta(1, "ns")
 

@@ -6,6 +6,7 @@ A window model has `fit(train, valid)`, `decision_function(windows)` (logits),
 
 from __future__ import annotations
 
+from fraudseq.errors import ConfigError
 from fraudseq.models.attention import (
     ATTENTION_NETWORKS,
     AttentionLSTMClassifier,
@@ -37,12 +38,28 @@ __all__ = [
     "RecurrentClassifier",
     "SequenceAutoencoder",
     "build_model",
+    "check_family",
 ]
+
+
+def check_family(name: str, members=None) -> None:
+    """Raise ConfigError unless `name` is a model family and, for an ensemble, every one of
+    `members` is one too."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if name == "ensemble":
+        for member in parse_members(members):
+            if member not in MODELS:
+                raise ConfigError(
+                    f"unknown ensemble member {member!r} in members; choose among "
+                    f"{', '.join(m for m in MODELS if m != 'ensemble')}"
+                )
 
 
 def build_model(name: str, n_numeric: int, cardinalities: list[int], params: dict, seed: int):
     """Build the window model of family `name`; `params` holds every hyperparameter the
     FraudModel knows, and each family takes the ones it uses."""
+    check_family(name)
     network_params = {k: params[k] for k in ("hidden_size", "num_layers", "dropout")}
     if name in CELLS:
         network = RecurrentClassifier(n_numeric, cardinalities, cell=name, **network_params)
@@ -72,4 +89,4 @@ def build_model(name: str, n_numeric: int, cardinalities: list[int], params: dic
             ],
             combiner=params.get("combiner", "average"),
         )
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    raise AssertionError(f"{name!r} is in MODELS but build_model does not build it")
