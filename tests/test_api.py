@@ -209,7 +209,8 @@ CASES = [
     ("time unparseable", {"ts": "yesterday"}, "ts", "ISO 8601"),
     ("time as epoch number", {"ts": 1767225600}, "ts", "string"),
     ("time out of range", {"ts": "1500-01-01T00:00:00"}, "ts", "1678-2261"),
-    ("categorical as number", {"mcc": 5411}, "mcc", "string"),
+    ("categorical as float", {"mcc": 54.5}, "mcc", "string or an integer"),
+    ("categorical as bool", {"mcc": True}, "mcc", "string or an integer"),
     ("categorical too long", {"country": "x" * 257}, "country", "at most 256"),
     ("unknown field", {"colour": "red"}, "colour", "unknown field"),
     ("typo", {"amout": 1.0}, "amout", "did you mean 'amount'"),
@@ -338,6 +339,14 @@ def test_unexpected_detector_error_is_500_without_trace(client, caplog):
     error_id = message.split("error id ")[1].split(")")[0]
     logged = [r for r in caplog.records if error_id in r.getMessage()]
     assert logged and logged[0].exc_info is not None  # the traceback is in the server log
+
+
+def test_an_integer_category_is_its_digits(client, detector):
+    first = client.post("/v1/score", json=tx(1, mcc=5411))
+    assert first.status_code == 200, first.text
+    assert detector.calls[-1]["mcc"] == "5411"  # as a file's integer column is read
+    retry = client.post("/v1/score", json=tx(1, mcc="5411"))
+    assert retry.json() == first.json()
 
 
 def test_a_state_store_failure_is_a_503_to_retry(client):

@@ -24,8 +24,9 @@ names the model's own columns):
 - ``amount``: a finite JSON number (negative = refund), smaller than 1e15 in absolute value.
   ``NaN``/``Infinity`` tokens, which Python's JSON parser accepts, are rejected, as are
   numbers written as strings.
-- categorical and counterparty columns: strings of at most 256 characters, or null/absent
-  for "unknown" (like an empty cell in a file).
+- categorical and counterparty columns: strings of at most 256 characters, JSON integers
+  (``5411`` is the category ``"5411"``, as in a file), or null/absent for "unknown" (like an
+  empty cell in a file).
 - numeric columns: finite numbers, or null/absent for "unknown".
 - Unknown fields are rejected, and so are the label and scenario columns: labels arrive
   later through ``/v1/feedback``.
@@ -95,6 +96,7 @@ from prometheus_client import (
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -321,6 +323,25 @@ _Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 _Text = Annotated[str, StringConstraints(strict=True, max_length=MAX_TEXT_LENGTH)]
 
 
+# A category may be a JSON integer (an MCC, a terminal number), read as its digits the way a
+# file's integer column is; floats and booleans are not categories.
+def _category_text(value: Any) -> Any:
+    if type(value) is int:
+        return str(value)
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError("a category is a string or an integer (or null when unknown)")
+
+
+_Category = Annotated[
+    _Text,
+    BeforeValidator(_category_text),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH}, {"type": "integer"}]}
+    ),
+]
+
+
 def request_models(schema: Schema, max_batch: int) -> tuple[type[BaseModel], type[BaseModel]]:
     """(transaction model, batch model) for `schema`.
 
@@ -344,7 +365,7 @@ def request_models(schema: Schema, max_batch: int) -> tuple[type[BaseModel], typ
     ]
     texts = [*schema.categorical, schema.counterparty]
     for name in dict.fromkeys(c for c in texts if c is not None):
-        roles.append((name, _Text | None, None))
+        roles.append((name, _Category | None, None))
     for name in schema.numeric:
         roles.append((name, _Number | None, None))
     for i, (name, annotation, default) in enumerate(roles):
