@@ -38,7 +38,7 @@ def compare_models(
     if test.empty:
         raise FraudseqError(f"no transactions on or after --train-until {train_until} to test on")
     rows = []
-    for name in models:
+    for name in dict.fromkeys(models):  # a family named twice is trained once
         model = FraudModel(name, epochs=epochs, seed=seed, **params)
         started = time.perf_counter()
         model.fit(
