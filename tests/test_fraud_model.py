@@ -1,7 +1,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 
+from fraudseq.artifacts import load_model_dir, save_model_dir
 from fraudseq.errors import ConfigError, FraudseqError, ModelDirectoryError
 from fraudseq.fraud_model import FraudModel
 
@@ -113,3 +115,38 @@ def test_invalid_configuration_fails_before_the_data_is_read(tmp_path, params, m
     with pytest.raises(ConfigError, match=match) as raised:
         FraudModel(**params).fit(tmp_path / "never-read.csv")
     assert isinstance(raised.value, ValueError)
+
+
+def test_params_follow_scikit_learn_conventions():
+    model = FraudModel("gru", dropout=0.3, members=("lstm", "gru"), progress=False)
+    params = model.get_params(deep=True)
+    assert params["model"] == "gru" and params["progress"] is False
+    assert FraudModel(**params).get_params() == params
+    copy = clone(model)
+    assert copy is not model and copy.get_params() == params
+    assert model.set_params(dropout=0.5, window=4) is model
+    assert (model.dropout, model.window) == (0.5, 4)
+    with pytest.raises(ConfigError, match="no parameter dropuot; valid: model, window"):
+        model.set_params(dropuot=0.2)
+
+
+def test_clone_of_a_fitted_model_is_unfitted_with_equal_params(trained):
+    copy = clone(trained)
+    assert copy.get_params() == trained.get_params()
+    assert not hasattr(copy, "model_")
+    with pytest.raises(FraudseqError, match="not fitted"):
+        copy.score(pd.DataFrame())
+
+
+def test_model_directories_load_with_or_without_model_in_params(trained, small_frame, tmp_path):
+    """Directories written before `model` was among the params still load."""
+    trained.save(tmp_path / "new")
+    config, tensors, files = load_model_dir(tmp_path / "new")
+    assert config["params"]["model"] == "lstm" and "progress" not in config["params"]
+    del config["params"]["model"]
+    save_model_dir(tmp_path / "old", config, tensors, files)
+    expected = trained.score(small_frame, start=TRAIN_UNTIL)
+    for name in ("new", "old"):
+        loaded = FraudModel.load(tmp_path / name)
+        assert loaded.model == "lstm"
+        pd.testing.assert_frame_equal(loaded.score(small_frame, start=TRAIN_UNTIL), expected)

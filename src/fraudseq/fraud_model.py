@@ -261,9 +261,12 @@ class FraudModel:
             raise ConfigError(f"invalid loss={self.loss!r}: {exc}") from None
 
     def _build(self):
-        params = {**self.get_params(), "progress": self.progress}
         return build_model(
-            self.model, self.encoder_.n_numeric, self.encoder_.cardinalities, params, self.seed
+            self.model,
+            self.encoder_.n_numeric,
+            self.encoder_.cardinalities,
+            self.get_params(),
+            self.seed,
         )
 
     # -- scoring -------------------------------------------------------------------------
@@ -328,7 +331,7 @@ class FraudModel:
         config = {
             "format_version": FORMAT_VERSION,
             "model": self.model,
-            "params": self.get_params(),
+            "params": self._stored_params(),
             "schema": self.schema_.to_dict(),
             "encoder": self.encoder_.to_json(),
             "threshold": {
@@ -367,22 +370,43 @@ class FraudModel:
 
     @classmethod
     def from_params(cls, model: str, params: dict) -> FraudModel:
-        """An unfitted model of family `model` from `get_params()` output (JSON lists back
-        to tuples)."""
-        params = dict(params)
+        """An unfitted model of family `model` from `get_params()` output or model.json's
+        "params" (JSON lists back to tuples). `params` may hold "model" or not (directories
+        written before it was a parameter do not); the `model` argument wins."""
+        params = {**params, "model": model}
         for name in ("features", "members"):
             if params.get(name) is not None:
                 params[name] = tuple(params[name])
-        return cls(model, **params)
+        return cls(**params)
 
-    def get_params(self) -> dict:
-        """Hyperparameters as stored in model.json (scikit-learn's convention)."""
-        names = [
-            name
-            for name in inspect.signature(FraudModel.__init__).parameters
-            if name not in ("self", "model", "progress")
-        ]
-        params = {name: getattr(self, name) for name in names}
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict:
+        """Every `__init__` argument by name, as stored (scikit-learn's convention, so
+        `sklearn.base.clone` works). `deep` is accepted for that convention; a FraudModel
+        holds no nested estimators, so it changes nothing."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params) -> FraudModel:
+        """Set `__init__` arguments by name and return self (scikit-learn's convention); they
+        are checked by the next `fit`. Unknown names raise ConfigError."""
+        unknown = sorted(set(params) - set(self._param_names()))
+        if unknown:
+            raise ConfigError(
+                f"FraudModel has no parameter {', '.join(unknown)}; "
+                f"valid: {', '.join(self._param_names())}"
+            )
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def _stored_params(self) -> dict:
+        """The hyperparameters as written to model.json: JSON lists, members parsed, and
+        without `progress`, a display choice of the run rather than of the model."""
+        params = self.get_params()
+        del params["progress"]
         if params["features"] is not None:
             params["features"] = list(params["features"])
         params["members"] = list(parse_members(params["members"]))
