@@ -145,3 +145,19 @@ def test_explain_command_prints_and_writes_json(trained, small_csv, tmp_path, mo
     data = json.loads(out.read_text())
     assert data["transaction_id"] == tx and data["window"][-1]["current"] is True
     assert len(data["top_reasons"]) <= 3
+
+
+def test_log_scaled_features_are_described_in_plain_units():
+    from fraudseq.explain import describe_feature
+
+    assert describe_feature("count_1h", np.float64(np.log1p(3))) == (
+        "count_1h = 1.386 (3 earlier transactions in the last 1h)"
+    )
+    assert describe_feature("amount_7d", -np.log1p(120.5)).endswith(
+        "(-120.50 spent in the last 7d)"
+    )
+    assert describe_feature("cp_count_30d", np.log1p(41.0)).endswith(
+        "(41 counterparty transactions in its 30d window)"
+    )
+    assert describe_feature("cp_risk_7d", 0.25) == "cp_risk_7d = 0.25"  # a rate as it is
+    assert describe_feature("country", "FR") == "country = FR"

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from fraudseq.errors import FraudseqError
+from fraudseq.feature_blocks import plain_quantity
 from fraudseq.features import PAD_CODE, EncodedFrame
 from fraudseq.schema import load_transactions
 from fraudseq.training import WindowSet, WindowSource
@@ -141,7 +142,7 @@ def top_reasons(explanation: Explanation, n: int = 3) -> list[dict]:
                 "attribution": float(feature["attribution"]),
                 "feature": str(feature["feature"]),
                 "value": _plain(feature["value"]),
-                "description": f"{feature['feature']} = {_format_value(feature['value'])}",
+                "description": describe_feature(str(feature["feature"]), feature["value"]),
             }
         )
     reasons = [r for r in reasons if r["attribution"] > 0]
@@ -233,7 +234,7 @@ def explain_rows(
         if attention is not None:
             window["attention"] = attention[i][:length]
         current = encoded.numeric[index[i, length - 1]]
-        values = list(_unscaled(current, model.encoder_.scales_, model.encoder_.means_))
+        values = list(feature_values(current, model.encoder_.scales_, model.encoder_.means_))
         values += [str(frame[c].iloc[row]) for c in categorical_names]
         features = pd.DataFrame(
             {
@@ -367,7 +368,14 @@ def _records(table: pd.DataFrame) -> list[dict]:
     return [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")]
 
 
-def _unscaled(scaled: np.ndarray, scales: np.ndarray, means: np.ndarray) -> np.ndarray:
+def describe_feature(name: str, value) -> str:
+    """`name = value`, plus the plain quantity behind a log-scaled feature."""
+    text = f"{name} = {_format_value(value)}"
+    plain = plain_quantity(name, value) if isinstance(value, float | np.floating) else None
+    return f"{text} ({plain})" if plain else text
+
+
+def feature_values(scaled: np.ndarray, scales: np.ndarray, means: np.ndarray) -> np.ndarray:
     """Feature values back from their float32 scaled form; a value within float32 rounding
     of 0 is 0 (has_previous = 0 read back as -3e-09, say)."""
     values = scaled.astype(np.float64) * scales + means

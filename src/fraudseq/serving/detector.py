@@ -42,6 +42,7 @@ import pandas as pd
 
 from fraudseq.artifacts import MANIFEST, MODEL_JSON
 from fraudseq.errors import DataValidationError, FraudseqError
+from fraudseq.explain import describe_feature, feature_values
 from fraudseq.feature_blocks import COUNTERPARTY_BUCKET_NS
 from fraudseq.features import PAD_CODE
 from fraudseq.fraud_model import FraudModel
@@ -611,14 +612,14 @@ class Detector:
                     }
                 )
             elif j < n_num:
-                raw = float(numeric[-1, j] * self.live.scales[j] + self.live.means[j])
+                raw = float(feature_values(numeric[-1, j], self.live.scales[j], self.live.means[j]))
                 reasons.append(
                     {
                         "kind": "feature",
                         "attribution": float(value),
                         "feature": names[j],
                         "value": raw,
-                        "description": f"{names[j]} = {raw:.4g}",
+                        "description": describe_feature(names[j], raw),
                     }
                 )
             else:
