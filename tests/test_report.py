@@ -2,16 +2,22 @@
 a real render in headless Chromium."""
 
 import base64
+import copy
+import html
 import re
 import sys
+from types import SimpleNamespace
 
 import pytest
 
+from fraudseq import metrics
 from fraudseq.cli import main
 from fraudseq.errors import FraudseqError
 from fraudseq.fraud_model import FraudModel
 from fraudseq.models import MODELS
 from fraudseq.report import build_model_report, write_model_report
+from fraudseq.report.costs import report_costs
+from fraudseq.report.data import score_period
 from fraudseq.report.screenshot import chromium_path, png_stats, render_failures, screenshot
 from fraudseq.simulate import simulate
 
@@ -117,3 +123,57 @@ def test_report_renders_for_other_families(family, tiny_frame):
         assert "has no attention weights" in text
     if family == "ensemble":
         assert "ensemble member curves" in text
+
+
+# -- the costs the report prices alerts with ---------------------------------------------------
+
+
+def _model_with(threshold=None, stored=()):
+    """Just what `report_costs` reads of a model: its strategy and stored strategies."""
+    return SimpleNamespace(threshold=threshold, thresholds_=dict.fromkeys(stored, 0.5))
+
+
+def test_report_costs_default_to_the_model_cost_strategy():
+    costs = report_costs(_model_with("cost:200,5", ["cost:200,5", "best-f1"]))
+    assert (costs.fn, costs.fp, costs.by_amount) == (200, 5, False)
+    assert "cost:200,5" in costs.source
+    weighted = report_costs(_model_with("cost:1,25,amount"))
+    assert (weighted.fn, weighted.fp, weighted.by_amount) == (1, 25, True)
+    assert weighted.note == "missed fraud = 1 × amount, alert = 25"
+    # a stored cost strategy counts when the model's own strategy sets no costs
+    stored = report_costs(_model_with(None, ["best-f1", "recall:0.8", "cost:50,2"]))
+    assert (stored.fn, stored.fp) == (50, 2) and "cost:50,2" in stored.source
+
+
+def test_report_costs_given_win_and_defaults_say_so():
+    model = _model_with("cost:200,5")
+    partly = report_costs(model, cost_fp=2)
+    assert (partly.fn, partly.fp) == (200, 2) and partly.source.startswith("partly set")
+    given = report_costs(model, cost_fn=10, cost_fp=1, by_amount=False)
+    assert (given.fn, given.fp, given.source) == (10, 1, "set for this report")
+    default = report_costs(_model_with("best-f1", ["best-f1", "precision:0.8"]))
+    assert (default.fn, default.fp) == (metrics.COST_FN, metrics.COST_FP)
+    assert default.source.startswith("package defaults")
+
+
+def _plain(document: str) -> str:
+    """A report's visible text, images and tags dropped, on one line."""
+    document = re.sub(r"<img[^>]*>", "", document)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", document)).split())
+
+
+def test_report_prices_alerts_with_the_model_cost_strategy(trained, small_frame):
+    model = copy.copy(trained).rethreshold(small_frame, "cost:200,5")
+    text = _plain(build_model_report(model, small_frame, start=TRAIN_UNTIL, top=0, n_resamples=10))
+    y, score = _labels_and_scores(model, small_frame)
+    expected = metrics.cost_at_threshold(y, score, model.threshold_, cost_fn=200, cost_fp=5)
+    assert (
+        f"Cost at threshold {expected:.0f} missed fraud = 200, alert = 5 "
+        "(from the model's threshold strategy cost:200,5)" in text
+    )
+    assert "missed fraud = 10" not in text
+
+
+def _labels_and_scores(model, frame):
+    scored = score_period(model, frame, start=TRAIN_UNTIL)
+    return scored.labels, scored.score

@@ -25,6 +25,7 @@ import fraudseq
 from fraudseq import metrics
 from fraudseq.io import atomic_path
 from fraudseq.report import charts
+from fraudseq.report.costs import Costs, report_costs
 from fraudseq.report.data import ScoredPeriod, score_period
 
 log = logging.getLogger("fraudseq")
@@ -162,16 +163,18 @@ def build_model_report(
     n_resamples: int = 200,
     level: float = 0.95,
     seed: int = 0,
-    cost_fp: float = metrics.COST_FP,
-    cost_fn: float = metrics.COST_FN,
-    cost_by_amount: bool = False,
+    cost_fp: float | None = None,
+    cost_fn: float | None = None,
+    cost_by_amount: bool | None = None,
     comparison: dict[str, dict] | None = None,
     notes: dict[str, str] | None = None,
 ) -> str:
     """The report's HTML for fitted `model` on labelled `data` in [start, end).
 
     `comparison` maps other models' names to `FraudModel.evaluate` results on the same period
-    (shown in a small table); `notes` adds lines to the summary card.
+    (shown in a small table); `notes` adds lines to the summary card. Costs left at None
+    come from the model's `cost:FN,FP[,amount]` threshold strategy, else the package defaults
+    (see `report_costs`); the report says which.
     """
     started = time.perf_counter()
     scored = score_period(model, data, start=start, end=end)
@@ -180,22 +183,13 @@ def build_model_report(
         raise fraudseq.FraudseqError("no transactions to report on; check --from/--until")
     threshold = float(model.threshold_)
     amount = scored.amount
-    cost_amount = amount if cost_by_amount else None
-    cost_note = (
-        f"missed fraud = {cost_fn:g} × amount, alert = {cost_fp:g}"
-        if cost_by_amount
-        else f"missed fraud = {cost_fn:g}, alert = {cost_fp:g}"
-    )
+    costs = report_costs(model, cost_fn=cost_fn, cost_fp=cost_fp, by_amount=cost_by_amount)
     summary = metrics.summary(y, score, threshold)
     summary["money_recall"] = metrics.money_recall(y, score, amount, threshold)
-    summary["cost"] = metrics.cost_at_threshold(
-        y, score, threshold, cost_fp=cost_fp, cost_fn=cost_fn, amount=cost_amount
-    )
+    summary["cost"] = costs.at(y, score, amount, threshold)
     summary["cp_at_100"] = metrics.card_precision_at_k(scored.entity, scored.day, y, score, 100)
     intervals = metrics.bootstrap_ci(y, score, n_resamples=n_resamples, level=level, seed=seed)
-    curve = metrics.threshold_curve(
-        y, score, amount=amount, cost_fp=cost_fp, cost_fn=cost_fn, cost_by_amount=cost_by_amount
-    )
+    curve = costs.curve(y, score, amount)
 
     family = getattr(model, "model", type(model).__name__)
     title = title or f"fraudseq report: {family} model"
@@ -205,7 +199,7 @@ def build_model_report(
         f"<h1>{_esc(title)}</h1>",
         f"<p class='sub'>Generated {pd.Timestamp.now().strftime('%Y-%m-%d %H:%M')} by fraudseq "
         f"{_esc(fraudseq.__version__)}. Self-contained: no scripts, no network.</p>",
-        _summary_section(model, data, scored, summary, intervals, model_dir, cost_note, notes),
+        _summary_section(model, data, scored, summary, intervals, model_dir, costs, notes),
     ]
     if comparison:
         parts.append(_comparison_section(comparison))
@@ -222,7 +216,7 @@ def build_model_report(
             "Score distributions",
             _img(charts.score_distributions(y, score, threshold), "score distributions"),
         ),
-        _threshold_section(curve, threshold, cost_note, cost_by_amount),
+        _threshold_section(curve, threshold, costs),
         _confusion_section(summary),
         _training_section(model),
     ]
@@ -259,7 +253,7 @@ def _data_name(data) -> str:
 
 
 def _summary_section(
-    model, data, scored: ScoredPeriod, summary, intervals, model_dir, cost_note, notes
+    model, data, scored: ScoredPeriod, summary, intervals, model_dir, costs: Costs, notes
 ) -> str:
     schema = model.schema_
     params = model.get_params() if hasattr(model, "get_params") else {}
@@ -303,7 +297,7 @@ def _summary_section(
             _tile("Precision at threshold", summary["precision"]),
             _tile("Recall at threshold", summary["recall"]),
             _tile("Money recall at threshold", summary["money_recall"], "share of fraud amount"),
-            _tile("Cost at threshold", summary["cost"], cost_note, digits=0),
+            _tile("Cost at threshold", summary["cost"], f"{costs.note} ({costs.source})", 0),
         ]
     )
     hyper = _table(["hyperparameter", "value"], [[k, _fmt(v)] for k, v in params.items()])
@@ -345,7 +339,7 @@ def _comparison_section(comparison: dict[str, dict]) -> str:
     )
 
 
-def _threshold_section(curve: dict, threshold: float, cost_note: str, by_amount: bool) -> str:
+def _threshold_section(curve: dict, threshold: float, costs: Costs) -> str:
     chosen = int(np.searchsorted(-curve["threshold"], -threshold, side="right")) - 1
     best = int(np.argmin(curve["cost"]))
     rows = []
@@ -365,13 +359,14 @@ def _threshold_section(curve: dict, threshold: float, cost_note: str, by_amount:
         ["operating point", "threshold", "alerts", "precision", "recall", "money recall", "cost"],
         rows,
     )
-    kind = "each missed fraud costs its amount times" if by_amount else "costs per event"
+    kind = "each missed fraud costs its amount times" if costs.by_amount else "costs per event"
     return _section(
         "Threshold trade-off",
-        _img(charts.threshold_curves(curve, threshold, cost_note), "threshold curves")
+        _img(charts.threshold_curves(curve, threshold, costs.note), "threshold curves")
         + table
         + f"<p class='muted'>Cost = false alerts × review cost + missed frauds × fraud cost "
-        f"({_esc(kind)}: {_esc(cost_note)}). Alerts are transactions with score ≥ threshold.</p>",
+        f"({_esc(kind)}: {_esc(costs.note)}; {_esc(costs.source)}). Alerts are transactions "
+        "with score ≥ threshold.</p>",
     )
 
 
