@@ -83,10 +83,10 @@ def test_validation_without_transactions_or_fraud_is_an_error(small_frame):
     """Never a threshold and 'validation' metrics silently taken from the training data."""
     with pytest.raises(FraudseqError, match=r"no transactions in the validation period.*data runs"):
         FraudModel(epochs=1).fit(small_frame, train_until="2030-01-01")
-    early = small_frame[small_frame["ts"] < "2026-01-06"]  # fraud starts after 15% of the days
-    assert early["is_fraud"].sum() == 0
+    quiet = small_frame[small_frame["ts"].between("2026-01-09", "2026-01-11", inclusive="left")]
+    assert quiet["is_fraud"].sum() == 0  # while training, up to 2026-01-09, has some
     with pytest.raises(FraudseqError, match="no fraud in the validation period .*--valid-days"):
-        FraudModel(epochs=1).fit(small_frame, train_until="2026-01-06", valid_days=2)
+        FraudModel(epochs=1).fit(small_frame, train_until="2026-01-11", valid_days=2)
 
 
 def test_valid_days_zero_trains_in_sample_with_a_warning(small_frame, caplog):
@@ -150,3 +150,31 @@ def test_model_directories_load_with_or_without_model_in_params(trained, small_f
         loaded = FraudModel.load(tmp_path / name)
         assert loaded.model == "lstm"
         pd.testing.assert_frame_equal(loaded.score(small_frame, start=TRAIN_UNTIL), expected)
+
+
+# Training ends as the first fraud starts (2026-01-07 13:54); validation holds fraud.
+NO_TRAINING_FRAUD = {"train_until": "2026-01-07", "valid_period": ("2026-01-07", "2026-01-09")}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"model": "xgboost", "n_estimators": 5},
+        {"model": "lstm", "epochs": 1},
+        {"model": "ensemble", "members": ("autoencoder", "xgboost")},
+    ],
+)
+def test_a_training_period_without_fraud_is_an_error_for_supervised_models(small_frame, params):
+    """XGBoost trained silently to a constant score there, and every transaction alerted."""
+    with pytest.raises(
+        FraudseqError,
+        match=r"no fraud in the training period \[2026-01-01 .*, 2026-01-07 .*first fraud at "
+        r"2026-01-07 .*earlier --train-from or a later --train-until",
+    ):
+        FraudModel(**params).fit(small_frame, **NO_TRAINING_FRAUD)
+
+
+def test_the_autoencoder_trains_without_fraud(small_frame):
+    model = FraudModel("autoencoder", epochs=1, hidden_size=8, progress=False)
+    model.fit(small_frame, **NO_TRAINING_FRAUD)
+    assert model.training_period_["n_train"] > 0

@@ -167,3 +167,36 @@ def test_prequential_cli_and_api_agree_and_are_reproducible(
     )
     for key in ("auc_roc", "average_precision", "cp_at_100", "n_test"):
         assert again["folds"][0][key] == result["folds"][0][key]
+
+
+class Trained(Exception):
+    """Raised by a stand-in FraudModel.fit: the run got as far as training."""
+
+
+def test_a_fold_without_training_fraud_fails_before_any_training(small_frame, monkeypatch):
+    """Fraud starts on 2026-01-07: fold 2 trains on [01-04, 01-07) without any. It used to
+    train to a constant score, report AUC 0.5 and be averaged into the mean."""
+
+    def fit(*args, **kwargs):
+        raise Trained
+
+    monkeypatch.setattr(FraudModel, "fit", fit)
+    folds = {"folds": 3, "train_days": 3, "delay_days": 1, "test_days": 3, "start": "2026-01-10"}
+    with pytest.raises(
+        FraudseqError,
+        match=r"no fraud to train on in 1 of 3 folds: fold 2 trains on \[2026-01-04, 2026-01-07\) "
+        r"\(validation \[2026-01-01, 2026-01-04\), test \[2026-01-08, 2026-01-11\)\).*first "
+        r"fraud at 2026-01-07.*fewer --folds, a later --start or more --train-days",
+    ):
+        prequential(
+            "xgboost", FraudModel("xgboost").get_params(), small_frame, Schema.simulator(), **folds
+        )
+    # The autoencoder needs no fraud to train on: it gets as far as training.
+    with pytest.raises(Trained):
+        prequential(
+            "autoencoder",
+            FraudModel("autoencoder").get_params(),
+            small_frame,
+            Schema.simulator(),
+            **folds,
+        )

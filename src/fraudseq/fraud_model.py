@@ -23,7 +23,7 @@ from fraudseq.errors import ConfigError, FraudseqError
 from fraudseq.feature_blocks import FEATURE_BLOCKS
 from fraudseq.features import FeatureEncoder
 from fraudseq.losses import make_loss
-from fraudseq.models import build_model, check_family
+from fraudseq.models import build_model, check_family, learns_from_fraud
 from fraudseq.models.ensemble import COMBINERS, parse_members
 from fraudseq.sampling import check_sampling
 from fraudseq.schema import Schema, load_transactions
@@ -152,7 +152,8 @@ class FraudModel:
             valid_days,
             valid_period,
             labels=frame[schema.label].to_numpy(),
-            needs_fraud=needs_fraud(self._strategy()),
+            train_needs_fraud=learns_from_fraud(self.model, self.members),
+            valid_needs_fraud=needs_fraud(self._strategy()),
         )
         keep = (frame[schema.time] < end).to_numpy()
         frame, train_rows, valid_rows = (
@@ -472,10 +473,21 @@ PARAM_RULES = {
 _ONE_NS = pd.Timedelta(1, "ns")
 
 
-def _split(times: pd.Series, train_from, until, valid_days, valid_period, *, labels, needs_fraud):
+def _split(
+    times: pd.Series,
+    train_from,
+    until,
+    valid_days,
+    valid_period,
+    *,
+    labels: np.ndarray,
+    train_needs_fraud: bool,
+    valid_needs_fraud: bool,
+):
     """Masks of training and validation rows, and the end of the data that fitting may see.
-    Raise when a period cannot do its job; validation may be empty only when asked for
-    (`valid_days=0`)."""
+    Raise when a period cannot do its job: training needs transactions, and fraud too for a
+    model that learns from labels; validation may be empty only when asked for
+    (`valid_days=0`), and needs fraud for a threshold strategy that does."""
     if valid_period is not None:
         valid_from, valid_until = (parse_time(v, "validation period") for v in valid_period)
         valid_rows = in_period(times, valid_from, valid_until)
@@ -488,24 +500,40 @@ def _split(times: pd.Series, train_from, until, valid_days, valid_period, *, lab
         valid_rows = in_period(times, _later(train_from, valid_from), until)
         end = until
         fix = "choose another --train-until or more --valid-days (0 trains without validation)"
+    training = f"[{_text(train_from) or times.min()}, {until}) outside the validation period"
     if train_rows.sum() == 0:
         raise FraudseqError(
-            f"no training transactions in [{_text(train_from)}, {until}) outside the validation "
-            f"period starting {valid_from}; choose a later --train-until or fewer --valid-days"
+            f"no training transactions in {training} starting {valid_from}; choose a later "
+            "--train-until or fewer --valid-days"
+        )
+    if train_needs_fraud and not labels[train_rows].any():
+        # XGBoost would learn a constant score (every transaction alerts), a network noise.
+        raise FraudseqError(
+            f"no fraud in the training period {training} [{valid_from}, {valid_until}) "
+            f"({data_range(times, labels)}), so the model has no fraud to learn from; choose "
+            "an earlier --train-from or a later --train-until (only the autoencoder trains "
+            "without fraud)"
         )
     if valid_period is None and valid_days == 0:
         log.warning(
             "--valid-days 0: no validation, so no early stopping on it; the threshold and the "
             "metrics reported are chosen and measured on the training period (in-sample)"
         )
-    elif not valid_rows.any() or (needs_fraud and not labels[valid_rows].any()):
+    elif not valid_rows.any() or (valid_needs_fraud and not labels[valid_rows].any()):
         found = "fraud" if valid_rows.any() else "transactions"
         raise FraudseqError(
-            f"no {found} in the validation period [{valid_from}, {valid_until}) (the data runs "
-            f"from {times.min()} to {times.max()}), so the threshold and validation metrics "
-            f"would come from training data; {fix}"
+            f"no {found} in the validation period [{valid_from}, {valid_until}) "
+            f"({data_range(times, labels)}), so the threshold and validation metrics would "
+            f"come from training data; {fix}"
         )
     return train_rows, valid_rows, end
+
+
+def data_range(times: pd.Series, labels: np.ndarray) -> str:
+    """Where the data and its fraud are, for an error about an empty period."""
+    fraud = times[labels == 1]
+    found = f"its first fraud at {fraud.min()}" if len(fraud) else "no fraud at all"
+    return f"the data runs from {times.min()} to {times.max()}, {found}"
 
 
 class _Scored:

@@ -27,6 +27,13 @@ Known compromised cards (the handbook's rule, `drop_known_frauds`): a test trans
 dropped when its entity had a fraud on a day from the training period's first day up to the
 test transaction's day minus (delay + 1) days, i.e. a fraud whose label is already known.
 
+A fold whose training period (outside its validation period) holds no fraud is an error,
+raised before any fold is trained and naming every such fold with its dates: a model that
+learns from labels (every family but the autoencoder) learns nothing there and scores every
+test transaction alike (AUC 0.5). Skipping such folds would silently change what the mean
+and standard deviation are over, so the user moves the folds instead (fewer --folds, a later
+--start or more --train-days).
+
 Per fold: AUC ROC, average precision and card precision@100 (daily, as the handbook); the
 summary is their mean and (population, ddof=0, as scikit-learn's grid search reports)
 standard deviation over folds.
@@ -44,9 +51,11 @@ import pandas as pd
 
 from fraudseq import metrics
 from fraudseq.errors import FraudseqError
+from fraudseq.fraud_model import FraudModel, data_range
+from fraudseq.models import learns_from_fraud
 from fraudseq.report.data import score_period
 from fraudseq.schema import Schema, load_transactions
-from fraudseq.splits import parse_time
+from fraudseq.splits import in_period, parse_time
 
 log = logging.getLogger("fraudseq")
 
@@ -65,6 +74,12 @@ class Fold:
     valid_until: pd.Timestamp
     test_from: pd.Timestamp
     test_until: pd.Timestamp
+
+    def train_rows(self, times: pd.Series) -> np.ndarray:
+        """Mask of the training rows: the training period less the validation period (the
+        latter is inside it when the data does not reach back far enough)."""
+        valid = in_period(times, self.valid_from, self.valid_until)
+        return in_period(times, self.train_from, self.train_until) & ~valid
 
     def describe(self) -> dict[str, str]:
         return {
@@ -139,6 +154,24 @@ def prequential_folds(
     return out
 
 
+def check_training_fraud(plan: list[Fold], times: pd.Series, labels: np.ndarray) -> None:
+    """Raise naming every fold whose training rows hold no fraud, and how to move the folds."""
+    empty = [fold.describe() for fold in plan if not labels[fold.train_rows(times)].any()]
+    if not empty:
+        return
+    listed = "; ".join(
+        f"fold {f['index']} trains on [{f['train_from']}, {f['train_until']}) (validation "
+        f"[{f['valid_from']}, {f['valid_until']}), test [{f['test_from']}, {f['test_until']}))"
+        for f in empty
+    )
+    raise FraudseqError(
+        f"no fraud to train on in {len(empty)} of {len(plan)} folds: {listed}. The model "
+        f"learns from fraud labels and would score those folds' test transactions alike "
+        f"({data_range(times, labels)}); use fewer --folds, a later --start or more "
+        "--train-days"
+    )
+
+
 def known_fraud_mask(
     frame: pd.DataFrame,
     schema: Schema,
@@ -188,10 +221,10 @@ def prequential(
     """Run prequential validation of model family `family` with hyperparameters `params`
     (`FraudModel.get_params()`; the seed is among them) on labelled `data`.
 
-    Returns `{"settings", "folds": [per-fold periods and metrics], "mean", "std"}`.
+    Returns `{"settings", "folds": [per-fold periods and metrics], "mean", "std"}`. Raises
+    FraudseqError before training when a fold has no fraud to train on (see the module's
+    docstring).
     """
-    from fraudseq.fraud_model import FraudModel
-
     frame = load_transactions(data, schema, require_label=True)
     times = frame[schema.time]
     plan = prequential_folds(
@@ -204,6 +237,8 @@ def prequential(
         start=start,
         valid_days=valid_days,
     )
+    if learns_from_fraud(family, params.get("members")):
+        check_training_fraud(plan, times, frame[schema.label].to_numpy())
     results = []
     for fold in plan:
         started = time.perf_counter()

@@ -25,9 +25,12 @@ from fraudseq.models.recurrent import CELLS, RecurrentClassifier
 from fraudseq.training import Trainer
 
 MODELS = (*CELLS, "xgboost", *ATTENTION_NETWORKS, "autoencoder", "ensemble")
+# Trained on legitimate windows only (see autoencoder.py): needs no fraud to train on.
+UNSUPERVISED = ("autoencoder",)
 
 __all__ = [
     "MODELS",
+    "UNSUPERVISED",
     "AttentionLSTMClassifier",
     "AttentionWindowModel",
     "AutoencoderWindowModel",
@@ -39,6 +42,7 @@ __all__ = [
     "SequenceAutoencoder",
     "build_model",
     "check_family",
+    "learns_from_fraud",
 ]
 
 
@@ -54,6 +58,14 @@ def check_family(name: str, members=None) -> None:
                     f"unknown ensemble member {member!r} in members; choose among "
                     f"{', '.join(m for m in MODELS if m != 'ensemble')}"
                 )
+
+
+def learns_from_fraud(name: str, members=None) -> bool:
+    """Whether family `name` (an ensemble: any of its `members`) learns from fraud labels,
+    so that its training period must hold fraud."""
+    if name == "ensemble":
+        return any(learns_from_fraud(member) for member in parse_members(members))
+    return name not in UNSUPERVISED
 
 
 def build_model(name: str, n_numeric: int, cardinalities: list[int], params: dict, seed: int):
