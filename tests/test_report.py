@@ -8,6 +8,7 @@ import re
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from fraudseq import metrics
@@ -177,3 +178,36 @@ def test_report_prices_alerts_with_the_model_cost_strategy(trained, small_frame)
 def _labels_and_scores(model, frame):
     scored = score_period(model, frame, start=TRAIN_UNTIL)
     return scored.labels, scored.score
+
+
+def _trade_off_row(text: str, name: str) -> list[str]:
+    """threshold, alerts, precision, recall of a trade-off table row, as shown."""
+    return re.search(rf"{name} (\S+) (\S+) (\S+) (\S+)", text).groups()
+
+
+@pytest.mark.parametrize("where", ["between two scores", "above every score"])
+def test_trade_off_row_is_the_model_threshold(trained, small_frame, where):
+    y, score = _labels_and_scores(trained, small_frame)
+    top = np.unique(score)[-20:]  # the widest gap between high scores shows in 4 digits
+    gap = int(np.argmax(np.diff(top)))
+    model = copy.copy(trained)
+    model.threshold_ = (
+        float((top[gap] + top[gap + 1]) / 2) if where == "between two scores" else top[-1] + 0.01
+    )
+    text = _plain(build_model_report(model, small_frame, start=TRAIN_UNTIL, top=0, n_resamples=10))
+    counts = metrics.confusion(y, score, model.threshold_)
+    rates = metrics.precision_recall_f1(counts)
+    assert _trade_off_row(text, "model threshold") == (
+        f"{model.threshold_:.4f}",
+        str(counts["tp"] + counts["fp"]),
+        f"{rates['precision']:.4f}",
+        f"{rates['recall']:.4f}",
+    )
+    # the confusion matrix's line says the same, to its 3 digits
+    assert (
+        f"Threshold {model.threshold_:.4f}: precision {rates['precision']:.3f}, "
+        f"recall {rates['recall']:.3f}" in text
+    )
+    if where == "above every score":  # no alerts: precision 0, as the summary card says
+        assert counts["tp"] + counts["fp"] == 0 and rates["precision"] == 0
+        assert "Precision at threshold 0.000" in text

@@ -216,7 +216,7 @@ def build_model_report(
             "Score distributions",
             _img(charts.score_distributions(y, score, threshold), "score distributions"),
         ),
-        _threshold_section(curve, threshold, costs),
+        _threshold_section(y, score, amount, curve, threshold, costs),
         _confusion_section(summary),
         _training_section(model),
     ]
@@ -339,22 +339,12 @@ def _comparison_section(comparison: dict[str, dict]) -> str:
     )
 
 
-def _threshold_section(curve: dict, threshold: float, costs: Costs) -> str:
-    chosen = int(np.searchsorted(-curve["threshold"], -threshold, side="right")) - 1
-    best = int(np.argmin(curve["cost"]))
-    rows = []
-    for name, i in (("model threshold", chosen), ("lowest cost", best)):
-        rows.append(
-            [
-                name,
-                float(curve["threshold"][i]),
-                int(curve["alerts"][i]),
-                float(curve["precision"][i]),
-                float(curve["recall"][i]),
-                float(curve.get("money_recall", curve["recall"])[i]),
-                _round_cost(float(curve["cost"][i])),
-            ]
-        )
+def _threshold_section(y, score, amount, curve: dict, threshold: float, costs: Costs) -> str:
+    lowest_cost = float(curve["threshold"][int(np.argmin(curve["cost"]))])
+    rows = [
+        _operating_point(name, t, y, score, amount, costs)
+        for name, t in (("model threshold", threshold), ("lowest cost", lowest_cost))
+    ]
     table = _table(
         ["operating point", "threshold", "alerts", "precision", "recall", "money recall", "cost"],
         rows,
@@ -368,6 +358,23 @@ def _threshold_section(curve: dict, threshold: float, costs: Costs) -> str:
         f"({_esc(kind)}: {_esc(costs.note)}; {_esc(costs.source)}). Alerts are transactions "
         "with score ≥ threshold.</p>",
     )
+
+
+def _operating_point(name, threshold, y, score, amount, costs: Costs) -> list:
+    """A trade-off table row at `threshold` itself, counted as the summary card and confusion
+    matrix count it: the curve holds the lowest score at or above a threshold instead, and
+    precision 1 where nothing is alerted (the summary says 0)."""
+    counts = metrics.confusion(y, score, threshold)
+    rates = metrics.precision_recall_f1(counts)
+    return [
+        name,
+        threshold,
+        counts["tp"] + counts["fp"],
+        rates["precision"],
+        rates["recall"],
+        metrics.money_recall(y, score, amount, threshold),
+        _round_cost(costs.at(y, score, amount, threshold)),
+    ]
 
 
 def _confusion_section(summary: dict) -> str:
