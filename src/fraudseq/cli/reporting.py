@@ -248,11 +248,20 @@ def report(
     top: Annotated[int, typer.Option(min=0, help="Top alerts to explain.")] = 5,
     resamples: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 200,
     ci_level: Annotated[float, typer.Option(min=0.5, max=0.999, help="Interval level.")] = 0.95,
-    cost_fp: Annotated[float, typer.Option(min=0, help="Cost of a false alert.")] = 1.0,
-    cost_fn: Annotated[float, typer.Option(min=0, help="Cost of a missed fraud.")] = 10.0,
+    # None: the report takes the model's own cost:FN,FP[,amount] strategy, else 1 and 10.
+    cost_fp: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Cost of a false alert (default: the model's cost strategy, else 1)."
+        ),
+    ] = None,
+    cost_fn: Annotated[
+        float | None,
+        typer.Option(min=0, help="Cost of a missed fraud (default: the model's, else 10)."),
+    ] = None,
     cost_by_amount: Annotated[
-        bool, typer.Option(help="A missed fraud costs --cost-fn times its amount.")
-    ] = False,
+        bool | None, typer.Option(help="A missed fraud costs --cost-fn times its amount.")
+    ] = None,
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
