@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -114,3 +115,24 @@ def test_a_file_left_out_of_the_manifest_is_refused(tmp_path):
     (tmp_path / "m" / "weights.safetensors").unlink()
     (tmp_path / "m" / ".DS_Store").write_bytes(b"")  # the OS's dotfiles are not the model's
     assert load_model_dir(tmp_path / "m")[1] == {}
+
+
+def strict_json(text: str):
+    """Parse `text` as strict JSON: Infinity and NaN, which Python accepts, are refused."""
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_model_json_is_strict_json(tmp_path):
+    """Non-finite numbers are written as null: strict parsers reject Infinity and NaN."""
+    save_model_dir(tmp_path / "m", {"threshold": math.inf, "auc": math.nan, "x": (1.5, -math.inf)})
+    text = (tmp_path / "m" / "model.json").read_text()
+    assert strict_json(text) == {
+        "threshold": None,
+        "auc": None,
+        "x": [1.5, None],
+    }
+    assert load_model_dir(tmp_path / "m")[0]["threshold"] is None

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,6 +8,7 @@ from sklearn.base import clone
 from fraudseq.artifacts import load_model_dir, save_model_dir
 from fraudseq.errors import ConfigError, FraudseqError, ModelDirectoryError
 from fraudseq.fraud_model import FraudModel
+from test_artifacts import strict_json
 
 TRAIN_UNTIL = "2026-01-31"  # as in conftest.py
 
@@ -178,3 +181,22 @@ def test_the_autoencoder_trains_without_fraud(small_frame):
     model = FraudModel("autoencoder", epochs=1, hidden_size=8, progress=False)
     model.fit(small_frame, **NO_TRAINING_FRAUD)
     assert model.training_period_["n_train"] > 0
+
+
+def test_an_infinite_threshold_and_undefined_metrics_round_trip(trained, small_frame, tmp_path):
+    """model.json stores them as null (strict JSON); loading gives +inf (alerts on nothing)
+    and NaN back."""
+    model = FraudModel.load(trained.save(tmp_path / "fitted"))  # a copy to modify
+    model.threshold_ = model.thresholds_["best-f1"] = math.inf
+    model.validation_metrics_ = {**model.validation_metrics_, "auc_roc": math.nan}
+    model.validation_metrics_["threshold"] = math.inf
+    model.save(tmp_path / "m")
+    stored = strict_json((tmp_path / "m" / "model.json").read_text())
+    assert stored["threshold"]["value"] is None and stored["validation_metrics"]["auc_roc"] is None
+    loaded = FraudModel.load(tmp_path / "m")
+    assert loaded.threshold_ == math.inf and loaded.thresholds_ == model.thresholds_
+    assert loaded.validation_metrics_["threshold"] == math.inf
+    assert math.isnan(loaded.validation_metrics_["auc_roc"])
+    scores = loaded.score(small_frame, start=TRAIN_UNTIL)
+    pd.testing.assert_frame_equal(scores, model.score(small_frame, start=TRAIN_UNTIL))
+    assert scores["alert"].sum() == 0

@@ -6,6 +6,7 @@ import pytest
 
 from fraudseq.fraud_model import FraudModel
 from fraudseq.models import MODELS
+from test_artifacts import strict_json
 
 TRAIN_UNTIL = "2026-01-31"
 TINY = {"epochs": 3, "hidden_size": 8, "n_estimators": 20, "max_depth": 3, "progress": False}
@@ -31,6 +32,9 @@ def test_save_load_round_trip(fitted, small_frame, tmp_path):
     pd.testing.assert_frame_equal(
         fitted.score(small_frame, start=TRAIN_UNTIL), loaded.score(small_frame, start=TRAIN_UNTIL)
     )
+    # strict JSON, though a threshold may be +inf (the autoencoder's precision:0.8)
+    strict_json((tmp_path / "m" / "model.json").read_text())
+    assert loaded.thresholds_ == fitted.thresholds_
 
 
 def test_same_seed_same_scores(fitted, small_frame):

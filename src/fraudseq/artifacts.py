@@ -1,7 +1,9 @@
 """Model directories: JSON + safetensors + a SHA-256 manifest; never pickle.
 
 A directory is written to a temporary sibling and swapped in only once complete, so a
-failed save never destroys the model that was there before.
+failed save never destroys the model that was there before. model.json is strict JSON:
+non-finite numbers (a threshold that alerts on nothing, a metric undefined without fraud)
+are written as null, and the reader gives each its meaning back.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fraudseq.errors import ModelDirectoryError
-from fraudseq.io import default_mode
+from fraudseq.io import _finite, default_mode
 
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
@@ -39,13 +41,15 @@ def save_model_dir(
     tensors: dict[str, torch.Tensor] | None = None,
     extra_files: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write config, tensors and extra files to `out` atomically, with a manifest."""
+    """Write config (non-finite numbers as null), tensors and extra files to `out`
+    atomically, with a manifest."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     os.chmod(staging, default_mode(0o777))
     try:
-        (staging / MODEL_JSON).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        text = json.dumps(_finite(config), indent=2, sort_keys=True, allow_nan=False)
+        (staging / MODEL_JSON).write_text(text + "\n")
         if tensors:
             save_file({k: v.detach().contiguous() for k, v in tensors.items()}, staging / WEIGHTS)
             os.chmod(staging / WEIGHTS, default_mode(0o666))  # safetensors writes it 0600

@@ -362,10 +362,10 @@ class FraudModel:
         model.encoder_ = FeatureEncoder.from_json(config["encoder"], model.schema_)
         model.model_ = model._build()
         model.model_.load_state(tensors, files)
-        model.threshold_ = float(config["threshold"]["value"])
-        model.thresholds_ = {k: float(v) for k, v in config["threshold"]["all"].items()}
-        model.validation_metrics_ = config["validation_metrics"]
-        model.history_ = config["history"]
+        model.threshold_ = _threshold(config["threshold"]["value"])
+        model.thresholds_ = {k: _threshold(v) for k, v in config["threshold"]["all"].items()}
+        model.validation_metrics_ = _non_finite(config["validation_metrics"])
+        model.history_ = _non_finite(config["history"])
         model.training_period_ = config["training_period"]
         return model
 
@@ -552,6 +552,23 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
 
 def _later(a, b):
     return b if a is None else max(parse_time(a), parse_time(b))
+
+
+def _threshold(value) -> float:
+    """A threshold read from model.json, where null stands for +inf: alerts on nothing."""
+    return math.inf if value is None else float(value)
+
+
+def _non_finite(stored, key: str | None = None):
+    """Stored metrics with model.json's nulls read back: a threshold as +inf, any other
+    number as NaN (undefined, e.g. AUC without fraud)."""
+    if stored is None:
+        return _threshold(None) if key == "threshold" else math.nan
+    if isinstance(stored, dict):
+        return {k: _non_finite(v, k) for k, v in stored.items()}
+    if isinstance(stored, list):
+        return [_non_finite(v, key) for v in stored]
+    return stored
 
 
 def _text(value) -> str | None:
