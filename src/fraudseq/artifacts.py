@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fraudseq.errors import ModelDirectoryError
-from fraudseq.io import _finite, default_mode
+from fraudseq.io import default_mode, json_safe
 
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.safetensors"
@@ -48,7 +48,7 @@ def save_model_dir(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     os.chmod(staging, default_mode(0o777))
     try:
-        text = json.dumps(_finite(config), indent=2, sort_keys=True, allow_nan=False)
+        text = json.dumps(json_safe(config), indent=2, sort_keys=True, allow_nan=False)
         (staging / MODEL_JSON).write_text(text + "\n")
         if tensors:
             save_file({k: v.detach().contiguous() for k, v in tensors.items()}, staging / WEIGHTS)

@@ -76,18 +76,18 @@ def write_json(obj: Any, path: str | Path) -> Path:
     infinities (a metric undefined without fraud, a threshold that alerts on nothing) become
     null, as JSON has no such numbers and strict parsers reject them."""
     path = Path(path)
-    text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
     return path
 
 
-def _finite(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """`obj` with non-finite floats, in any nested dict, list or tuple, replaced by None."""
     if isinstance(obj, float | np.floating):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {key: _finite(value) for key, value in obj.items()}
+        return {key: json_safe(value) for key, value in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite(value) for value in obj]
+        return [json_safe(value) for value in obj]
     return obj
