@@ -25,10 +25,13 @@ class FocalLoss(nn.Module):
         return (weight * (1 - p_true) ** self.gamma * ce).mean()
 
 
+LOSSES = ("bce", "focal")
+
+
 def make_loss(name: str, pos_weight: torch.Tensor | None, alpha: float, gamma: float) -> nn.Module:
     """`bce` (with optional positive-class weight) or `focal`."""
     if name == "bce":
         return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     if name == "focal":
         return FocalLoss(alpha, gamma)
-    raise ValueError(f"unknown loss {name!r}; choose bce or focal")
+    raise ValueError(f"unknown loss {name!r}; choose {' or '.join(LOSSES)}")

@@ -25,10 +25,10 @@ from fraudseq.cli.app import (
 )
 from fraudseq.errors import FraudseqError
 from fraudseq.io import write_json, write_table
+from fraudseq.losses import LOSSES
 from fraudseq.models import MODELS
 from fraudseq.models.ensemble import COMBINERS
 
-LOSSES = ("bce", "focal")
 MEMBERS = tuple(m for m in MODELS if m != "ensemble")
 STRATEGY_HELP = "best-f1 | cost:FN,FP[,amount] | recall:R | precision:P | budget:K | percentile:P"
 
