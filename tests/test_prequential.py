@@ -184,13 +184,18 @@ def test_a_fold_without_training_fraud_fails_before_any_training(small_frame, mo
     folds = {"folds": 3, "train_days": 3, "delay_days": 1, "test_days": 3, "start": "2026-01-10"}
     with pytest.raises(
         FraudseqError,
-        match=r"no fraud to train on in 1 of 3 folds: fold 2 trains on \[2026-01-04, 2026-01-07\) "
-        r"\(validation \[2026-01-01, 2026-01-04\), test \[2026-01-08, 2026-01-11\)\).*first "
+        match=r"needs it in 2 of 3 folds: fold 1 has none in its validation period .*; fold 2 "
+        r"has none in its training or validation period \(train \[2026-01-04, 2026-01-07\), "
+        r"validation \[2026-01-01, 2026-01-04\), test \[2026-01-08, 2026-01-11\)\).*first "
         r"fraud at 2026-01-07.*fewer --folds, a later --start or more --train-days",
     ):
         prequential(
             "xgboost", FraudModel("xgboost").get_params(), small_frame, Schema.simulator(), **folds
         )
+    # A threshold strategy that ranks scores only needs no validation fraud: fold 2 alone.
+    by_budget = FraudModel("xgboost", threshold="budget:5").get_params()
+    with pytest.raises(FraudseqError, match=r"needs it in 1 of 3 folds: fold 2 has none in its "):
+        prequential("xgboost", by_budget, small_frame, Schema.simulator(), **folds)
     # The autoencoder needs no fraud to train on: it gets as far as training.
     with pytest.raises(Trained):
         prequential(

@@ -153,7 +153,7 @@ class FraudModel:
             valid_period,
             labels=frame[schema.label].to_numpy(),
             train_needs_fraud=learns_from_fraud(self.model, self.members),
-            valid_needs_fraud=needs_fraud(self._strategy()),
+            valid_needs_fraud=needs_fraud(self.threshold_strategy()),
         )
         keep = (frame[schema.time] < end).to_numpy()
         frame, train_rows, valid_rows = (
@@ -200,7 +200,7 @@ class FraudModel:
         }
         return self
 
-    def _strategy(self) -> str:
+    def threshold_strategy(self) -> str:
         """The threshold strategy: as given, else the family's default."""
         if self.threshold is not None:
             return self.threshold
@@ -213,14 +213,14 @@ class FraudModel:
         probability = _sigmoid(self.model_.decision_function(windows))
         amount = frame[s.amount].to_numpy()[rows]
         days = frame[s.time][rows].dt.normalize().nunique()
-        strategies = dict.fromkeys([self._strategy(), *REPORTED_STRATEGIES])
+        strategies = dict.fromkeys([self.threshold_strategy(), *REPORTED_STRATEGIES])
         self.thresholds_ = {
             strategy: choose_threshold(
                 strategy, windows.labels, probability, amount=amount, days=days
             )
             for strategy in strategies
         }
-        self.threshold_ = self.thresholds_[self._strategy()]
+        self.threshold_ = self.thresholds_[self.threshold_strategy()]
         self.validation_metrics_ = metrics.summary(windows.labels, probability, self.threshold_)
 
     def rethreshold(self, data, strategy: str, *, start=None, end=None) -> FraudModel:
@@ -291,7 +291,7 @@ class FraudModel:
         frame, scored = self._scored(data, start, end, require_label=True)
         labels = frame[self.schema_.label].to_numpy()[scored.rows]
         result = metrics.summary(labels, scored.probability, self.threshold_)
-        result["strategy"] = self._strategy()
+        result["strategy"] = self.threshold_strategy()
         result["at_thresholds"] = {
             strategy: {
                 "threshold": value,
@@ -337,7 +337,7 @@ class FraudModel:
             "encoder": self.encoder_.to_json(),
             "threshold": {
                 "value": self.threshold_,
-                "strategy": self._strategy(),
+                "strategy": self.threshold_strategy(),
                 "all": self.thresholds_,
             },
             "validation_metrics": self.validation_metrics_,

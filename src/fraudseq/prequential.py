@@ -30,9 +30,10 @@ test transaction's day minus (delay + 1) days, i.e. a fraud whose label is alrea
 A fold whose training period (outside its validation period) holds no fraud is an error,
 raised before any fold is trained and naming every such fold with its dates: a model that
 learns from labels (every family but the autoencoder) learns nothing there and scores every
-test transaction alike (AUC 0.5). Skipping such folds would silently change what the mean
-and standard deviation are over, so the user moves the folds instead (fewer --folds, a later
---start or more --train-days).
+test transaction alike (AUC 0.5). So is a fold whose validation period holds no fraud when
+the threshold strategy needs fraud (all but percentile and budget). Skipping such folds would
+silently change what the mean and standard deviation are over, so the user moves the folds
+instead (fewer --folds, a later --start or more --train-days).
 
 Per fold: AUC ROC, average precision and card precision@100 (daily, as the handbook); the
 summary is their mean and (population, ddof=0, as scikit-learn's grid search reports)
@@ -56,6 +57,7 @@ from fraudseq.models import learns_from_fraud
 from fraudseq.report.data import score_period
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.splits import in_period, parse_time
+from fraudseq.thresholds import needs_fraud
 
 log = logging.getLogger("fraudseq")
 
@@ -154,19 +156,36 @@ def prequential_folds(
     return out
 
 
-def check_training_fraud(plan: list[Fold], times: pd.Series, labels: np.ndarray) -> None:
-    """Raise naming every fold whose training rows hold no fraud, and how to move the folds."""
-    empty = [fold.describe() for fold in plan if not labels[fold.train_rows(times)].any()]
-    if not empty:
+def check_fold_fraud(
+    plan: list[Fold], times: pd.Series, labels: np.ndarray, *, train: bool, valid: bool
+) -> None:
+    """Raise naming every fold without fraud where it is needed: in its training rows
+    (`train`: the model learns from labels) or in its validation period (`valid`: the
+    threshold strategy needs fraud), and how to move the folds."""
+    lacking = []
+    for fold in plan:
+        where = [
+            name
+            for name, needed, rows in (
+                ("training", train, fold.train_rows(times)),
+                ("validation", valid, in_period(times, fold.valid_from, fold.valid_until)),
+            )
+            if needed and not labels[rows].any()
+        ]
+        if where:
+            lacking.append((fold.describe(), " or ".join(where)))
+    if not lacking:
         return
     listed = "; ".join(
-        f"fold {f['index']} trains on [{f['train_from']}, {f['train_until']}) (validation "
-        f"[{f['valid_from']}, {f['valid_until']}), test [{f['test_from']}, {f['test_until']}))"
-        for f in empty
+        f"fold {f['index']} has none in its {where} period (train [{f['train_from']}, "
+        f"{f['train_until']}), validation [{f['valid_from']}, {f['valid_until']}), test "
+        f"[{f['test_from']}, {f['test_until']}))"
+        for f, where in lacking
     )
     raise FraudseqError(
-        f"no fraud to train on in {len(empty)} of {len(plan)} folds: {listed}. The model "
-        f"learns from fraud labels and would score those folds' test transactions alike "
+        f"no fraud where the model needs it in {len(lacking)} of {len(plan)} folds: {listed}. "
+        f"Without training fraud a model that learns from labels scores every test "
+        f"transaction alike; without validation fraud the threshold cannot be chosen "
         f"({data_range(times, labels)}); use fewer --folds, a later --start or more "
         "--train-days"
     )
@@ -237,8 +256,13 @@ def prequential(
         start=start,
         valid_days=valid_days,
     )
-    if learns_from_fraud(family, params.get("members")):
-        check_training_fraud(plan, times, frame[schema.label].to_numpy())
+    check_fold_fraud(
+        plan,
+        times,
+        frame[schema.label].to_numpy(),
+        train=learns_from_fraud(family, params.get("members")),
+        valid=needs_fraud(FraudModel.from_params(family, params).threshold_strategy()),
+    )
     results = []
     for fold in plan:
         started = time.perf_counter()

@@ -189,7 +189,7 @@ def train(
         m["average_precision"],
         m["auc_roc"],
         fitted.threshold_,
-        fitted._strategy(),
+        fitted.threshold_strategy(),
     )
     log.info("model saved to %s", out)
 
