@@ -191,7 +191,11 @@ def test_threshold_and_compare(tmp_path, monkeypatch, capsys):
     rows = json.loads(table.read_text())
     assert [r["model"] for r in rows] == ["gru", "xgboost"]
     assert all(0 <= r["average_precision"] <= 1 and r["scored_per_second"] > 0 for r in rows)
-    assert "CP@100" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "CP@100" in out and f"on {rows[0]['n_test']:,} transactions" in out
+    # A test period without fraud: refused before any model trains.
+    assert run(monkeypatch, "compare", no_fraud, "--train-until", "2026-01-24") == 1
+    assert "no fraud among the" in capsys.readouterr().err
 
     code = run(monkeypatch, "threshold", model, data, "--strategy", "wat")
     assert code == 1 and "unknown threshold strategy" in capsys.readouterr().err

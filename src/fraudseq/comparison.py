@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -12,6 +13,10 @@ from fraudseq.errors import FraudseqError
 from fraudseq.fraud_model import FraudModel
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.splits import parse_time
+
+log = logging.getLogger("fraudseq")
+#: Below this many test frauds, compare warns that its metrics are noisy.
+FEW_FRAUDS = 30
 
 
 def compare_models(
@@ -37,6 +42,16 @@ def compare_models(
     test = frame[(frame[schema.time] >= parse_time(train_until)).to_numpy()]
     if test.empty:
         raise FraudseqError(f"no transactions on or after --train-until {train_until} to test on")
+    n_fraud = int(test[schema.label].sum())
+    if n_fraud == 0:  # before training: AP and AUC ROC would be undefined for every model
+        raise FraudseqError(
+            f"no fraud among the {len(test):,} transactions on or after --train-until "
+            f"{train_until}, so the ranking metrics are undefined; choose an earlier --train-until"
+        )
+    if n_fraud < FEW_FRAUDS:
+        log.warning(
+            "only %d frauds in the test period: the metrics will vary a lot between runs", n_fraud
+        )
     rows = []
     for name in dict.fromkeys(models):  # a family named twice is trained once
         model = FraudModel(name, epochs=epochs, seed=seed, **params)
@@ -73,7 +88,8 @@ def compare_models(
 
 
 def comparison_table(rows: list[dict]) -> Table:
-    table = Table(title="held-out comparison (ranking metrics first)")
+    size = f" on {rows[0]['n_test']:,} transactions ({rows[0]['n_fraud']:,} fraud)" if rows else ""
+    table = Table(title=f"held-out comparison{size} (ranking metrics first)")
     columns = [
         ("model", "model", "{}"),
         ("AP", "average_precision", "{:.4f}"),
