@@ -5,7 +5,9 @@
 
 Trains FraudModel("autoencoder") on transactions before --train-until with the last
 --valid-days as validation (early stopping on reconstruction loss, ranks taken there), then
-prints AUC ROC, AP and recall at 1% FPR on [--train-until, end), overall and per scenario.
+prints AUC ROC, AP and recall at 1% FPR on [--train-until, end), overall and per scenario,
+and saves them to benchmarks/results/autoencoder_simulator.json (with --without given:
+autoencoder_simulator-without-<blocks or "nothing">.json).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe  # noqa: E402
+from machine import describe, save_results  # noqa: E402
 
 from fraudseq import metrics  # noqa: E402
 from fraudseq.fraud_model import DEFAULT_FEATURES, FraudModel  # noqa: E402
 from fraudseq.simulate import simulate  # noqa: E402
+
+HELD_OUT = ("average_precision", "auc_roc", "recall_at_1pct_fpr", "n_fraud")
 
 
 def main() -> None:
@@ -82,15 +86,29 @@ def main() -> None:
     )
     legit = (held_out["is_fraud"] == 0).to_numpy()
     score = scores["score"].to_numpy()
+    per_scenario = {}
     for scenario in sorted(set(held_out["fraud_type"]) - {"none"}):
         picked = legit | (held_out["fraud_type"] == scenario).to_numpy()
         y = held_out["is_fraud"].to_numpy()[picked]
-        print(f"  {scenario}: AUC ROC {metrics.auc_roc(y, score[picked]):.3f} (n={int(y.sum())})")
+        per_scenario[scenario] = {"auc_roc": metrics.auc_roc(y, score[picked]), "n": int(y.sum())}
+        print(f"  {scenario}: AUC ROC {per_scenario[scenario]['auc_roc']:.3f} (n={int(y.sum())})")
     threshold = model.model_.default_threshold(99.0)
     print(
         f"  99th validation percentile (threshold {threshold:.4f}): "
         f"{int(np.sum(score >= threshold))} alerts of {len(score)}, "
         f"{int(held_out['is_fraud'].to_numpy()[score >= threshold].sum())} of them fraud"
+    )
+    suffix = "" if without is None else "-without-" + ("-".join(sorted(without)) or "nothing")
+    save_results(
+        f"autoencoder_simulator{suffix}",
+        {
+            "args": vars(args),
+            "feature_blocks": list(model.encoder_.blocks),
+            "train_seconds": seconds,
+            "epochs_run": len(model.history_),
+            "held_out": {k: result[k] for k in HELD_OUT},
+            "auc_roc_by_scenario": per_scenario,
+        },
     )
 
 

@@ -1,11 +1,19 @@
-"""One line describing the machine, printed by every benchmark."""
+"""One line describing the machine and the code, printed (and saved) by every benchmark,
+and `save_results`, which writes a benchmark's results JSON with that line and its command."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import torch
+
+RESULTS = Path(__file__).parent / "results"
 
 
 def describe() -> str:
@@ -17,5 +25,36 @@ def describe() -> str:
         pass
     return (
         f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
+        f"{commit()}"
     )
+
+
+def commit() -> str:
+    """The checkout's commit, marked when files differ from it (so a result can be traced)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD")
+    if not head:
+        return "commit unknown"
+    return f"commit {head}" + (" with uncommitted changes" if git("status", "--porcelain") else "")
+
+
+def save_results(name: str, results: dict, path: Path | None = None) -> Path:
+    """Write `results` with the machine, the command line and the time to
+    benchmarks/results/<name>.json (or `path`)."""
+    path = path or RESULTS / f"{name}.json"
+    record = {
+        "machine": describe(),
+        "command": " ".join(sys.argv),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        **results,
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print("results:", path)
+    return path

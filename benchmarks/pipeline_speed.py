@@ -7,6 +7,8 @@
    tensors of the same shapes, same model and batch size (goal >= 70%).
 3. End-to-end batch scoring (`fraudseq score`: read CSV, encode, window, predict, write CSV)
    in transactions per second (goal >= 100k/s).
+
+Results are saved to benchmarks/results/pipeline_speed.json.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe  # noqa: E402
+from machine import describe, save_results  # noqa: E402
 
 from fraudseq.features import FeatureEncoder  # noqa: E402
 from fraudseq.fraud_model import FraudModel  # noqa: E402
@@ -48,7 +50,8 @@ def encoding_and_windows(frame, schema):
         f"encoding fit {fit_s:.2f}s + transform {transform_s:.2f}s + windows (all {len(frame):,} "
         f"x 16) {window_s:.2f}s = {fit_s + transform_s + window_s:.2f}s  (goal <= 10 s)"
     )
-    return encoder, encoded
+    seconds = {"fit": fit_s, "transform": transform_s, "windows": window_s}
+    return encoder, encoded, {**seconds, "total": sum(seconds.values())}
 
 
 def training_throughput(encoder, encoded, labels, n_windows: int, batch_size: int):
@@ -81,6 +84,11 @@ def training_throughput(encoder, encoded, labels, n_windows: int, batch_size: in
         f"training: Trainer {trainer_rate:,.0f} windows/s, raw torch fwd+bwd {raw_rate:,.0f} "
         f"windows/s -> {100 * trainer_rate / raw_rate:.0f}% (goal >= 70%)"
     )
+    return {
+        "trainer_windows_per_s": trainer_rate,
+        "raw_torch_windows_per_s": raw_rate,
+        "ratio": trainer_rate / raw_rate,
+    }
 
 
 def scoring_throughput(frame, schema, workdir: Path):
@@ -110,6 +118,11 @@ def scoring_throughput(frame, schema, workdir: Path):
     )
     _, in_process = timed(lambda: model.score(frame))
     print(f"scoring in process (DataFrame in, DataFrame out): {len(frame) / in_process:,.0f} tx/s")
+    return {
+        "cli_tx_per_s": len(frame) / seconds,
+        "cli_seconds": seconds,
+        "in_process_tx_per_s": len(frame) / in_process,
+    }
 
 
 def main() -> None:
@@ -123,11 +136,21 @@ def main() -> None:
     schema = Schema.simulator()
     frame = load_transactions(simulate(accounts=args.accounts, days=args.days, seed=0), schema)
     print(f"data: {len(frame):,} simulated transactions")
-    encoder, encoded = encoding_and_windows(frame, schema)
+    encoder, encoded, encoding = encoding_and_windows(frame, schema)
     labels = frame[schema.label].to_numpy()
-    training_throughput(encoder, encoded, labels, args.train_windows, args.batch_size)
+    training = training_throughput(encoder, encoded, labels, args.train_windows, args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
-        scoring_throughput(frame, schema, Path(tmp))
+        scoring = scoring_throughput(frame, schema, Path(tmp))
+    save_results(
+        "pipeline_speed",
+        {
+            "args": vars(args),
+            "transactions": len(frame),
+            "encoding_and_windows_seconds": encoding,
+            "training": training,
+            "scoring": scoring,
+        },
+    )
 
 
 if __name__ == "__main__":

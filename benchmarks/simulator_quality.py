@@ -4,8 +4,9 @@ and the transaction's own features only).
 
     .venv/bin/python benchmarks/simulator_quality.py [--accounts 2000 --days 60 --seed 0]
 
-Runs exactly what `make demo` runs (fraudseq.demo.run) in a temporary directory and prints
-the held-out metrics of both models.
+Runs exactly what `make demo` runs (fraudseq.demo.run) in a temporary directory, prints the
+held-out metrics of both models and saves them to benchmarks/results/simulator_quality.json,
+with the run's wall time.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import json
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe  # noqa: E402
+from machine import describe, save_results  # noqa: E402
 
 from fraudseq.demo import run  # noqa: E402
 
@@ -33,9 +35,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print("machine:", describe())
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         run(Path(tmp), args.accounts, args.days, args.test_days, args.epochs, args.seed)
         results = json.loads((Path(tmp) / "metrics.json").read_text())
+    seconds = time.perf_counter() - started
     print(
         f"simulator: {args.accounts} accounts, {args.days} days, seed {args.seed}; "
         f"held-out = last {args.test_days} days"
@@ -47,6 +51,8 @@ def main() -> None:
             f"| {name} | {r['average_precision']:.3f} | {r['auc_roc']:.3f} | "
             f"{r['recall_at_1pct_fpr']:.3f} | {r['n_fraud']} |"
         )
+    print(f"simulate, train both, evaluate and report: {seconds:.0f}s")
+    save_results("simulator_quality", {"args": vars(args), "seconds": seconds, "models": results})
 
 
 if __name__ == "__main__":
