@@ -31,7 +31,8 @@ def describe() -> str:
 
 
 def commit() -> str:
-    """The checkout's commit, marked when files differ from it (so a result can be traced)."""
+    """The checkout's commit, marked when its code differs from it (so a result can be
+    traced); results files and docs do not count."""
 
     def git(*args: str) -> str:
         done = subprocess.run(
@@ -42,7 +43,8 @@ def commit() -> str:
     head = git("rev-parse", "--short", "HEAD")
     if not head:
         return "commit unknown"
-    return f"commit {head}" + (" with uncommitted changes" if git("status", "--porcelain") else "")
+    changed = git("status", "--porcelain", "--", "src", "benchmarks/*.py")  # code, not results
+    return f"commit {head}" + (" with uncommitted code changes" if changed else "")
 
 
 def save_results(name: str, results: dict, path: Path | None = None) -> Path:
