@@ -200,3 +200,22 @@ def test_an_infinite_threshold_and_undefined_metrics_round_trip(trained, small_f
     scores = loaded.score(small_frame, start=TRAIN_UNTIL)
     pd.testing.assert_frame_equal(scores, model.score(small_frame, start=TRAIN_UNTIL))
     assert scores["alert"].sum() == 0
+
+
+def test_a_missing_label_leaves_the_known_ones_in_use(trained, small_frame):
+    """Scoring files have unlabelled recent rows: one missing label must not drop every label
+    (the counterparty risk features would all become 0 and the scores change)."""
+    start = "2026-02-01"
+    full = trained.score(small_frame, start=start)["score"].to_numpy()
+    partial = small_frame.assign(is_fraud=small_frame["is_fraud"].astype(float))
+    partial.loc[partial["ts"].idxmax(), "is_fraud"] = np.nan  # the newest: no one sees it
+    np.testing.assert_array_equal(trained.score(partial, start=start)["score"].to_numpy(), full)
+    unlabelled = small_frame.drop(columns=["is_fraud"])
+    assert not np.array_equal(trained.score(unlabelled, start=start)["score"].to_numpy(), full)
+
+
+def test_a_seed_beyond_64_bits_is_a_config_error():
+    from fraudseq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"seed=.*an integer in \[0, 9223372036854775807\]"):
+        FraudModel("lstm", seed=2**64).fit("no-such-file.csv")

@@ -438,13 +438,16 @@ def test_label_optional_when_not_required():
     assert "is_fraud" not in out.columns and "fraud_type" not in out.columns
 
 
-def test_missing_labels_dropped_with_warning_when_not_required(caplog):
+def test_missing_labels_are_not_known_yet_when_not_required(caplog):
     df = base_frame()
     df["is_fraud"] = [0, None, 1, 0, 0]
     with caplog.at_level(logging.WARNING, logger="fraudseq"):
         out = load_transactions(df)
-    assert "is_fraud" not in out.columns
-    assert any("missing label" in r.getMessage() for r in caplog.records)
+    # The known labels stay (the delayed counterparty features use them); the missing one
+    # is NaN, not 0: a label not known yet is not a legitimate transaction.
+    labels = out.set_index("tx_id")["is_fraud"]
+    assert labels.isna().sum() == 1 and labels.sum() == 1
+    assert any("not known yet" in r.getMessage() for r in caplog.records)
 
 
 def test_numeric_columns():

@@ -1,6 +1,7 @@
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fraudseq.errors import FraudseqError
@@ -52,6 +53,8 @@ def test_recall_and_precision_targets():
 def test_budget_and_percentile():
     t = choose_threshold("budget:10", Y, SCORE, days=5)
     assert np.sum(SCORE >= t) == 50
+    half_a_day = choose_threshold("budget:10", Y, SCORE, days=0.5)
+    assert np.sum(SCORE >= half_a_day) == 5
     assert choose_threshold("percentile:99", Y, SCORE) == pytest.approx(np.percentile(SCORE, 99))
 
 
@@ -90,3 +93,12 @@ def test_parse_strategy():
     assert parse_strategy("cost:10, 1,amount") == ("cost", [10.0, 1.0], True)
     assert parse_strategy("percentile:0") == ("percentile", [0.0], False)
     assert parse_strategy("best-f1") == ("best-f1", [], False)
+
+
+def test_a_budget_counts_the_period_length_not_the_dates_it_touches():
+    from fraudseq.fraud_model import _period_days
+
+    night = pd.Series(pd.to_datetime(["2026-02-01 18:00:05", "2026-02-02 05:59:40"]))
+    assert _period_days(night) == 0.5  # two calendar dates, half a day
+    week = pd.Series(pd.to_datetime(["2026-02-01 00:00:18", "2026-02-07 23:59:25"]))
+    assert _period_days(week) == 7

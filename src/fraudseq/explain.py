@@ -260,7 +260,9 @@ def explain_rows(
                 threshold=float(model.threshold_),
                 window=window,
                 features=features,
-                label=int(frame[label].iloc[row]) if label else None,
+                label=int(frame[label].iloc[row])
+                if label and pd.notna(frame[label].iloc[row])
+                else None,
                 scenario=str(frame[scenario].iloc[row]) if scenario else None,
                 attention=None if attention is None else attention[i][:length],
             )

@@ -383,7 +383,7 @@ _PLAIN = [
     (r"amount_(\d+[hd])", "{:.2f} spent in the last {}"),
     (r"cp_count_(\w+)", "{:.0f} counterparty transactions in its {} window"),
     (r"n_previous", "{:.0f} earlier transactions"),
-    (r"log_gap_seconds", "{:.0f} s since the previous transaction"),
+    (r"log_gap_seconds", "{:.0f} s since the previous transaction, 0 if there is none"),
     (r"log_amount", "amount {:.2f}"),
 ]
 

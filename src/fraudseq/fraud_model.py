@@ -212,7 +212,7 @@ class FraudModel:
         windows = _window_set(source, rows, frame[s.label].to_numpy())
         probability = _sigmoid(self.model_.decision_function(windows))
         amount = frame[s.amount].to_numpy()[rows]
-        days = frame[s.time][rows].dt.normalize().nunique()
+        days = _period_days(frame[s.time][rows])
         strategies = dict.fromkeys([self.threshold_strategy(), *REPORTED_STRATEGIES])
         self.thresholds_ = {
             strategy: choose_threshold(
@@ -423,8 +423,16 @@ class _Rule(NamedTuple):
     expected: str
 
 
-def _integer(low: int) -> _Rule:
-    return _Rule(lambda v: isinstance(v, Integral) and v >= low, f"an integer >= {low}")
+#: Largest seed: torch.manual_seed takes a signed 64-bit integer.
+SEED_MAX = 2**63 - 1
+
+
+def _integer(low: int, high: int | None = None) -> _Rule:
+    if high is None:
+        return _Rule(lambda v: isinstance(v, Integral) and v >= low, f"an integer >= {low}")
+    return _Rule(
+        lambda v: isinstance(v, Integral) and low <= v <= high, f"an integer in [{low}, {high}]"
+    )
 
 
 def _number(low: float, high: float = math.inf, *, low_open=False, high_open=True) -> _Rule:
@@ -467,10 +475,19 @@ PARAM_RULES = {
     "min_count": _integer(0),
     "max_vocabulary": _integer(1),
     "label_delay_days": _number(0),
-    "seed": _integer(0),
+    "seed": _integer(0, SEED_MAX),
 }
 
 _ONE_NS = pd.Timedelta(1, "ns")
+
+
+def _period_days(times: pd.Series) -> float:
+    """The length in days of the period `times` cover, counted in whole hours begun: 7 whole
+    days of data are 7, 18:00 to 06:00 is 0.5 (calendar dates touched would say 2)."""
+    if times.empty:
+        return 0.0
+    hours = np.ceil((times.max() - times.min()) / pd.Timedelta(hours=1))
+    return max(float(hours), 1.0) / 24
 
 
 def _split(

@@ -809,12 +809,15 @@ def load_transactions(
                     "training and evaluation need a 0/1 label on every row; fill "
                     "them in or drop the unlabelled rows.",
                 )
+            # Scoring: the known labels still feed the delayed counterparty features;
+            # a missing one is a label not known yet (NaN), never a legitimate transaction.
             logger.warning(
-                "%s: column %r has %d missing label(s); ignoring the label column",
+                "%s: column %r has %d missing label(s), taken as not known yet",
                 name,
                 label,
                 int(missing.sum()),
             )
+            out[label] = np.where(missing, np.nan, values).astype(np.float64)
         else:
             out[label] = values.astype(np.int8)
 

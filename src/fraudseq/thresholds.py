@@ -84,10 +84,10 @@ def choose_threshold(
     score: np.ndarray,
     *,
     amount: np.ndarray | None = None,
-    days: int | None = None,
+    days: float | None = None,
 ) -> float:
-    """The threshold `strategy` picks on (y, score); `amount` and `days` serve `cost:...,amount`
-    and `budget:K`."""
+    """The threshold `strategy` picks on (y, score); `amount` and `days` (the period's length,
+    possibly fractional) serve `cost:...,amount` and `budget:K`."""
     kind, values, weighted = parse_strategy(strategy)
     y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
     if len(score) == 0:
@@ -95,7 +95,7 @@ def choose_threshold(
     if kind == "percentile":
         return float(np.percentile(score, values[0]))
     if kind == "budget":
-        n_alerts = int(values[0]) * (days or 1)
+        n_alerts = max(1, round(values[0] * (days or 1)))
         return float(np.sort(score)[::-1][min(n_alerts, len(score)) - 1])
     if y.sum() == 0:
         return 0.5  # nothing to calibrate against

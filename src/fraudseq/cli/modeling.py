@@ -42,7 +42,7 @@ def simulate(
     ],
     accounts: Annotated[int, typer.Option(min=1, help="Number of card accounts.")] = 2000,
     days: Annotated[int, typer.Option(min=1, help="Number of days.")] = 60,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     start: Annotated[str, typer.Option(callback=time_option, help="First day.")] = "2026-01-01",
 ) -> None:
     """Write simulated card transactions with labelled fraud scenarios."""
