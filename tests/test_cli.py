@@ -71,6 +71,10 @@ def test_simulate_train_score_evaluate(tmp_path, monkeypatch, capsys):
     assert list(table.columns) == ["transaction_id", "score", "alert"]
     frame = pd.read_csv(data, parse_dates=["ts"])
     assert len(table) == ((frame.ts >= "2026-01-24") & (frame.ts < "2026-01-28")).sum()
+    before = data.read_bytes()  # --out naming the input would replace the transactions
+    assert run(monkeypatch, "score", model, data, "--out", tmp_path / "." / data.name) == 1
+    assert "is the transactions file itself" in capsys.readouterr().err
+    assert data.read_bytes() == before
 
     metrics = tmp_path / "m.json"
     assert run(monkeypatch, "evaluate", model, data, "--from", "2026-01-24", "--json", metrics) == 0

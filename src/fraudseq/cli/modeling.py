@@ -264,6 +264,8 @@ def score(
     """Score transactions in [--from, --until); earlier ones serve as history."""
     from fraudseq.fraud_model import FraudModel
 
+    if out.resolve() == data.resolve():  # the scores would replace the transactions
+        raise FraudseqError(f"--out {out} is the transactions file itself; choose another name")
     scores = FraudModel.load(model_dir).score(data, start=start, end=end)
     write_table(scores, out)
     log.info("scored %d transactions (%d alerts) into %s", len(scores), scores["alert"].sum(), out)
