@@ -215,7 +215,5 @@ def test_a_missing_label_leaves_the_known_ones_in_use(trained, small_frame):
 
 
 def test_a_seed_beyond_64_bits_is_a_config_error():
-    from fraudseq.errors import ConfigError
-
     with pytest.raises(ConfigError, match=r"seed=.*an integer in \[0, 9223372036854775807\]"):
         FraudModel("lstm", seed=2**64).fit("no-such-file.csv")

@@ -780,7 +780,7 @@ def load_transactions(
             "missing, non-numeric, infinite or out-of-range amounts",
             "amounts must be plain finite numbers such as 12.50 or -3 (refunds may "
             "be negative; no currency symbols or thousands separators), smaller than "
-            "1e15 in absolute value.",
+            f"{MAX_ABS_AMOUNT:g} in absolute value.",
         )
     out[schema.amount] = amounts
 

@@ -238,7 +238,7 @@ def _amount(value, column, tx, schema) -> float:
         raise _bad(
             tx, schema, column, "missing, non-numeric, infinite or out-of-range amount", value,
             "amounts must be plain finite numbers such as 12.50 or -3 (refunds may be "
-            "negative), smaller than 1e15 in absolute value.",
+            f"negative), smaller than {MAX_ABS_AMOUNT:g} in absolute value.",
         )  # fmt: skip
     return number
 

@@ -170,10 +170,11 @@ class RedisStore:
         down = isinstance(err, exceptions.ConnectionError | exceptions.TimeoutError)
         return StateStoreError(f"{self.url}: Redis {'unavailable' if down else 'error'}: {err}")
 
-    def _errors(self):
+    @property
+    def _errors(self) -> type[Exception]:
         """Every redis-py error: unreachable, timed out, or refused (e.g. a DB index out of
         range, out of memory, a read-only replica)."""
-        return (self._redis.exceptions.RedisError,)
+        return self._redis.exceptions.RedisError
 
     # -- scoring -------------------------------------------------------------------------
     def transact(self, tx_id, entity, counterparty, days, compute) -> Update:
@@ -228,7 +229,7 @@ class RedisStore:
                 f"{self.url}: account {entity!r} changed under {MAX_ATTEMPTS} consecutive "
                 f"attempts to score {tx_id!r}; too much contention on one account"
             )
-        except self._errors() as err:
+        except self._errors as err:
             raise self._failure(err) from None
 
     def transact_batch(self, tx_ids, entities, counterparties, days, compute) -> BatchUpdate:
@@ -283,7 +284,7 @@ class RedisStore:
                 f"{self.url}: accounts changed under {MAX_ATTEMPTS} consecutive attempts to "
                 f"score a batch of {len(tx_ids)}; too much contention"
             )
-        except self._errors() as err:
+        except self._errors as err:
             raise self._failure(err) from None
 
     # -- feedback ------------------------------------------------------------------------
@@ -317,7 +318,7 @@ class RedisStore:
 
         try:
             self._client.transaction(apply, t_key)
-        except self._errors() as err:
+        except self._errors as err:
             raise self._failure(err) from None
         return outcome[0] if outcome else None
 
@@ -328,7 +329,7 @@ class RedisStore:
             meta = self._key("meta", "all")
             self._client.hsetnx(meta, key, value)
             return self._client.hget(meta, key).decode()
-        except self._errors() as err:
+        except self._errors as err:
             raise self._failure(err) from None
 
     def account(self, entity: str) -> bytes | None:
@@ -357,7 +358,7 @@ class RedisStore:
             return False
         try:
             return bool(self._client.ping())
-        except self._errors():
+        except self._errors:
             return False
 
     def close(self) -> None:
