@@ -43,7 +43,8 @@ def commit() -> str:
     head = git("rev-parse", "--short", "HEAD")
     if not head:
         return "commit unknown"
-    changed = git("status", "--porcelain", "--", "src", "benchmarks/*.py")  # code, not results
+    # Pathspecs from the top of the repository (git runs in benchmarks/): code, not results.
+    changed = git("status", "--porcelain", "--", ":(top)src", ":(top)benchmarks/*.py")
     return f"commit {head}" + (" with uncommitted code changes" if changed else "")
 
 
