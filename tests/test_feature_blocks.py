@@ -7,6 +7,7 @@ the FeatureEncoder does (entity_order + group_starts) and rows are found again b
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -110,10 +111,14 @@ def ref_amount_history(table, r):
         zscore = (x - mean) / (std + 0.1)
     else:
         zscore = 0.0
+    median = statistics.median(last) if last else 0.0
+    mad = statistics.median([abs(v - median) for v in last]) if last else 0.0
     return {
         "amount_to_mean": x - sum(prev) / len(prev) if prev else 0.0,
         "amount_zscore": zscore,
         "amount_to_max": x - max(prev) if prev else 0.0,
+        "amount_to_median": x - median if last else 0.0,
+        "amount_robust_zscore": (x - median) / (mad + 0.1) if len(last) >= 2 else 0.0,
         "n_previous": math.log1p(len(prev)),
     }
 
@@ -191,6 +196,25 @@ def check_against(table, block, reference, **kwargs):
 @pytest.mark.parametrize("seed", range(3))
 def test_amount_history_matches_reference(seed):
     check_against(random_table(seed), "amount_history", ref_amount_history)
+
+
+def test_median_features_ignore_an_attacks_inflated_amounts():
+    """After one inflated amount, an ordinary amount still reads as ordinary against the
+    median, while the max (and the mean-based z-score) have moved."""
+    n = 12
+    table = {
+        "id": np.arange(n),
+        "entity": np.zeros(n, dtype=np.int64),
+        "time": EPOCH + np.arange(n) * HOUR,
+        "amount": np.array([20.0] * 9 + [5000.0, 20.0, 20.0]),
+        "label": np.zeros(n),
+        "cat": {},
+        "counterparty": np.zeros(n, dtype=np.int64),
+    }
+    last = features_by_id(table, ["amount_history"])[n - 1]
+    assert last["amount_to_median"] == pytest.approx(0.0)
+    assert last["amount_robust_zscore"] == pytest.approx(0.0)
+    assert last["amount_to_max"] < -5
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -9,7 +9,7 @@ from fraudseq.models import MODELS
 from test_artifacts import strict_json
 
 TRAIN_UNTIL = "2026-01-31"
-TINY = {"epochs": 3, "hidden_size": 8, "n_estimators": 20, "max_depth": 3, "progress": False}
+TINY = {"epochs": 6, "hidden_size": 8, "n_estimators": 20, "max_depth": 3, "progress": False}
 
 
 @pytest.fixture(scope="module", params=MODELS)

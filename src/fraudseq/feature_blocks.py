@@ -97,12 +97,35 @@ def _entity_ids(starts: np.ndarray) -> np.ndarray:
     return np.cumsum(is_first) - 1
 
 
+def robust_statistics(lags: list[np.ndarray], counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the median and the median absolute deviation of its `counts` valid lags
+    (`lags` are columns of equal length, invalid entries +inf); 0 and 0 without any."""
+    stacked = np.column_stack(lags) if lags else np.zeros((len(counts), 0))
+    median = _sorted_median(stacked, counts)
+    deviation = np.where(np.isfinite(stacked), np.abs(stacked - median[:, None]), np.inf)
+    return median, _sorted_median(deviation, counts)
+
+
+def _sorted_median(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per row, the median of its first `counts` finite values (the rest are +inf); 0 for
+    a row without any."""
+    ordered = np.sort(values, axis=1)
+    rows = np.arange(len(values))
+    k = np.maximum(counts, 1)
+    middle = (ordered[rows, (k - 1) // 2] + ordered[rows, k // 2]) / 2
+    return np.where(counts > 0, middle, 0.0)
+
+
 def amount_history_features(frame: SortedFrame) -> dict[str, np.ndarray]:
     """The log-amount against the entity's previous transactions (the current one excluded).
 
     amount_to_mean: log-amount minus the mean log-amount of all previous transactions;
     amount_zscore: (log-amount - mean of the last 10 previous) / (their std, ddof=0, + 0.1);
     amount_to_max: log-amount minus the largest previous log-amount;
+    amount_to_median: log-amount minus the median of the last 10 previous;
+    amount_robust_zscore: (log-amount - that median) / (their median absolute deviation
+    + 0.1). Unlike the mean, std and max, these two stay put when a few of the last 10
+    are an ongoing attack's inflated amounts.
     n_previous: log1p(number of previous transactions).
     Defaults without history: 0 (amount_zscore needs at least 2 previous transactions).
     """
@@ -134,6 +157,13 @@ def amount_history_features(frame: SortedFrame) -> dict[str, np.ndarray]:
         n_prev >= 2, (log_amount - window_mean) / (window_std + ZSCORE_STD_FLOOR), 0.0
     )
 
+    # Median and median absolute deviation of the last N previous.
+    median, mad = robust_statistics(
+        [np.where(valid, log_amount[index], np.inf) for valid, index in lags], window_n
+    )
+    to_median = np.where(has_prev, log_amount - median, 0.0)
+    robust_z = np.where(n_prev >= 2, (log_amount - median) / (mad + ZSCORE_STD_FLOOR), 0.0)
+
     # Running max within entity runs, exactly: accumulate an integer key that puts the
     # entity first and the rank of the value second, then map ranks back to values.
     if n:
@@ -150,6 +180,8 @@ def amount_history_features(frame: SortedFrame) -> dict[str, np.ndarray]:
         "amount_to_mean": to_mean,
         "amount_zscore": zscore,
         "amount_to_max": to_max,
+        "amount_to_median": to_median,
+        "amount_robust_zscore": robust_z,
         "n_previous": np.log1p(n_prev).astype(np.float64),
     }
 

@@ -39,6 +39,7 @@ from fraudseq.feature_blocks import (
     VELOCITY_WINDOWS_NS,
     ZSCORE_STD_FLOOR,
     counterparty_statistics,
+    robust_statistics,
 )
 from fraudseq.features import OOV_CODE, clean_features
 from fraudseq.schema import MAX_ABS_AMOUNT, Schema
@@ -582,6 +583,13 @@ def encode_batch(
         raw["amount_to_mean"] = np.where(before, la - sum_before / np.maximum(n_prev, 1), 0.0)
         raw["amount_zscore"] = np.where(n_prev >= 2, (la - mean) / (std + ZSCORE_STD_FLOOR), 0.0)
         raw["amount_to_max"] = np.where(before, la - max_before, 0.0)
+        median, mad = robust_statistics(
+            [np.where(valid, lag, np.inf) for valid, lag in lags], window_n
+        )
+        raw["amount_to_median"] = np.where(before, la - median, 0.0)
+        raw["amount_robust_zscore"] = np.where(
+            n_prev >= 2, (la - median) / (mad + ZSCORE_STD_FLOOR), 0.0
+        )
         raw["n_previous"] = np.where(before, np.log1p(n_prev.astype(np.float64)), 0.0)
 
     # Categorical values: each distinct value is hashed and looked up once.

@@ -612,6 +612,8 @@ class LiveEncoder:
                 "amount_to_mean": 0.0,
                 "amount_zscore": 0.0,
                 "amount_to_max": 0.0,
+                "amount_to_median": 0.0,
+                "amount_robust_zscore": 0.0,
                 "n_previous": 0.0,
             }
         # Lags 1..N, most recent first, summed in the batch block's order.
@@ -628,10 +630,16 @@ class LiveEncoder:
         zscore = (
             (log_amount - window_mean) / (window_std + ZSCORE_STD_FLOOR) if n_prev >= 2 else 0.0
         )
+        median = _median(lags)
+        mad = _median([abs(value - median) for value in lags])
         return {
             "amount_to_mean": log_amount - account.sum_log / n_prev,
             "amount_zscore": zscore,
             "amount_to_max": log_amount - account.max_log,
+            "amount_to_median": log_amount - median,
+            "amount_robust_zscore": (
+                (log_amount - median) / (mad + ZSCORE_STD_FLOOR) if n_prev >= 2 else 0.0
+            ),
             "n_previous": math.log1p(n_prev),
         }
 
@@ -711,6 +719,13 @@ def event_features(time_ns, amount, log_amount, xp) -> dict:
         "dow_sin": xp.sin(2 * math.pi * week_fraction),
         "dow_cos": xp.cos(2 * math.pi * week_fraction),
     }
+
+
+def _median(values: list[float]) -> float:
+    """As `feature_blocks.robust_statistics` computes it: the mean of the middle two."""
+    ordered = sorted(values)
+    k = len(ordered)
+    return (ordered[(k - 1) // 2] + ordered[k // 2]) / 2
 
 
 def _signed_log1p(value: float) -> float:
