@@ -102,7 +102,7 @@ def robust_statistics(lags: list[np.ndarray], counts: np.ndarray) -> tuple[np.nd
     (`lags` are columns of equal length, invalid entries +inf); 0 and 0 without any."""
     stacked = np.column_stack(lags) if lags else np.zeros((len(counts), 0))
     median = _sorted_median(stacked, counts)
-    deviation = np.where(np.isfinite(stacked), np.abs(stacked - median[:, None]), np.inf)
+    deviation = np.abs(stacked - median[:, None])  # +inf stays +inf
     return median, _sorted_median(deviation, counts)
 
 
