@@ -106,6 +106,8 @@ def test_valid_days_zero_trains_in_sample_with_a_warning(small_frame, caplog):
     [
         ({"model": "lstmx"}, r"unknown model 'lstmx'; choose one of lstm, gru"),
         ({"model": "lstm", "dropout": 5}, r"dropout=5: expected a number in \[0, 1\)"),
+        ({"model": "lstm", "dropout": "0.1"}, r"dropout='0.1': expected a number in \[0, 1\)"),
+        ({"model": "lstm", "class_weight": "x"}, r"class_weight='x': expected 'auto'"),
         ({"model": "gru", "epochs": 0}, r"epochs=0: expected an integer >= 1"),
         ({"members": ("lstm", "gruu")}, r"ensemble member 'gruu'.*choose among lstm"),
         ({"model": "lstm", "loss": "hinge"}, r"loss='hinge'.*bce or focal"),

@@ -437,9 +437,11 @@ def _integer(low: int, high: int | None = None) -> _Rule:
 
 def _number(low: float, high: float = math.inf, *, low_open=False, high_open=True) -> _Rule:
     def ok(v) -> bool:
+        if not isinstance(v, Real):  # before comparing: "0.1" < 1 raises TypeError
+            return False
         above = low < v if low_open else low <= v
         below = v < high if high_open else v <= high
-        return isinstance(v, Real) and above and below
+        return above and below
 
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     return _Rule(ok, f"a number in {interval}")
