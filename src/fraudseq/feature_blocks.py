@@ -100,7 +100,7 @@ def _entity_ids(starts: np.ndarray) -> np.ndarray:
 def robust_statistics(lags: list[np.ndarray], counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the median and the median absolute deviation of its `counts` valid lags
     (`lags` are columns of equal length, invalid entries +inf); 0 and 0 without any."""
-    stacked = np.column_stack(lags) if lags else np.zeros((len(counts), 0))
+    stacked = np.column_stack(lags)
     median = _sorted_median(stacked, counts)
     deviation = np.abs(stacked - median[:, None])  # +inf stays +inf
     return median, _sorted_median(deviation, counts)
