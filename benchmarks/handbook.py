@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_FROM, TEST_UNTIL = pd.Timestamp("2018-08-08"), pd.Timestamp("2018-08-15")
 WEEK = TEST_UNTIL - TEST_FROM
 KNOWN_FROM = pd.Timestamp("2018-07-25")  # the known-card rule starts at protocol A's training
+DELAY = pd.Timedelta(days=7)  # labels become known this long after the transaction
+COMPROMISE = pd.Timedelta(days=28)  # scenario 2: how long a terminal stays compromised
 PROTOCOLS = {
     "A": {
         "train_from": "2018-07-25",
@@ -82,23 +84,20 @@ def test_set(
     week_from = pd.Timestamp(week_from)
     times = frame[s.time]
     in_week = np.flatnonzero((times >= week_from) & (times < week_from + WEEK))
-    known = known_fraud_mask(frame, s, in_week, known_from, delay_days=7)
+    known = known_fraud_mask(frame, s, in_week, known_from, delay_days=DELAY.days)
     return frame.iloc[in_week[~known]]
 
 
-def cp_at_100(test: pd.DataFrame, s: Schema, score: np.ndarray) -> float:
-    """CP@100 of `score` on the test set: the compromised cards among each day's top 100."""
+def cp_at_100(test: pd.DataFrame, s: Schema, score: np.ndarray, labels=None) -> float:
+    """CP@100 of `score` on the test set: the compromised cards among each day's top 100
+    (compromised by `labels`, default the label column)."""
     return metrics.card_precision_at_k(
         test[s.entity].to_numpy(),
         test[s.time].dt.normalize().to_numpy(),
-        test[s.label].to_numpy(),
+        test[s.label].to_numpy() if labels is None else labels,
         score,
         100,
     )
-
-
-DELAY = pd.Timedelta(days=7)
-COMPROMISE = pd.Timedelta(days=28)  # scenario 2: how long a terminal stays compromised
 
 
 def revealable(frame: pd.DataFrame, test: pd.DataFrame, s: Schema) -> np.ndarray:
@@ -132,9 +131,7 @@ def revealable_cp_at_100(test: pd.DataFrame, s: Schema, shown: np.ndarray, score
         hidden = pd.Series((test[s.label] == 1).to_numpy() & (shown == 0), index=test.index)
         card_day_hidden = hidden.groupby([test[s.entity], days]).transform("max").to_numpy()
         score = np.where(shown > 0, 1.0, np.where(card_day_hidden, -1.0, 0.0))
-    return metrics.card_precision_at_k(
-        test[s.entity].to_numpy(), test[s.time].dt.normalize().to_numpy(), shown, score, 100
-    )
+    return cp_at_100(test, s, score, labels=shown)
 
 
 def ranking(
