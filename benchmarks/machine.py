@@ -3,7 +3,6 @@ and `save_results`, which writes a benchmark's results JSON with that line and i
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -12,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+
+from fraudseq.io import write_json
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -50,7 +51,7 @@ def commit() -> str:
 
 def save_results(name: str, results: dict, path: Path | None = None) -> Path:
     """Write `results` with the machine, the command line and the time to
-    benchmarks/results/<name>.json (or `path`)."""
+    benchmarks/results/<name>.json (or `path`), through fraudseq's `write_json`."""
     path = path or RESULTS / f"{name}.json"
     record = {
         "machine": describe(),
@@ -58,6 +59,6 @@ def save_results(name: str, results: dict, path: Path | None = None) -> Path:
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         **results,
     }
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, path)  # atomic, strict JSON, sorted keys like the other results
     print("results:", path)
     return path
