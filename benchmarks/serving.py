@@ -17,7 +17,9 @@ history to read, short account histories).
    reasons) and other transactions apart; also the scoring thread's CPU time per call, which
    leaves out the time other work on the machine held the CPU. Like `fraudseq serve`, the
    process freezes its startup objects out of the garbage collector (gc.freeze) and uses
-   one torch thread.
+   one torch thread. Two references from the same process: the network alone on random
+   windows, and the SQLite store alone (the same store calls replayed on a copy of the
+   store with every compute already done: the reads, writes and commits, nothing else).
 1. Batch throughput: the history replayed through POST /v1/score/batch in batches of
    --batch, one request at a time, in transactions/s (goal >= 20,000/s).
 2. Single-transaction latency: POST /v1/score at a fixed --rate for --seconds, open loop
@@ -35,6 +37,8 @@ history to read, short account histories).
 
 Before 1-3, the same HTTP tests run against the same app with a constant-time detector (the
 cost of the HTTP layer itself: JSON, validation, middleware, metrics), unless --skip-null.
+With it, the batch floor: per transaction, HTTP layer alone + network alone + store alone,
+the most the batch endpoint could reach if features, parsing and glue cost nothing.
 A scheduler probe before and after (how late time.sleep(2 ms) wakes up) shows whether other
 work on the machine was stealing CPU: every latency here inherits those tails.
 Everything measured is also written as JSON to --out (default
@@ -67,7 +71,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe  # noqa: E402
+from machine import describe, save_results  # noqa: E402
 
 import fraudseq  # noqa: E402
 
@@ -446,6 +450,7 @@ def detector_alone(
     torch.set_num_threads(1)
     out: dict = {}
     alone_db = state_dir / "alone.db"
+    floor_db = state_dir / "floor.db"
     with Detector.load(model_dir, f"sqlite:///{alone_db}") as detector:
         detector.explain = reasons
         if prefill:
@@ -457,6 +462,9 @@ def detector_alone(
                 f"detector alone, SQLite state: filled with {len(prefill):,} transactions "
                 f"(score_batch, batches of 1000): {rate:,.0f} transactions/s"
             )
+        with sqlite3.connect(alone_db) as source, sqlite3.connect(floor_db) as target:
+            source.backup(target)  # for store_alone: the state before the calls replayed
+        recording = detector.store = RecordingStore(detector.store)
         rate = batch_rate(detector, history)
         out["score_batch_tx_per_s"] = round(rate)
         print(
@@ -493,7 +501,91 @@ def detector_alone(
                     f"  Detector.score, {name}: p50 {r['p50_ms']:.3f} ms, p90 {r['p90_ms']:.3f}"
                     f" ms, p99 {r['p99_ms']:.3f} ms, max {r['max_ms']:.2f} ms (n={r['n']:,})"
                 )
+        detector.store = recording.store
         out["network_alone"] = network_alone(detector.model, len(history), len(timed))
+    out["store_alone"] = store_alone(floor_db, recording.calls)
+    return out
+
+
+class RecordingStore:
+    """A state store passed through, keeping each transact / transact_batch call's
+    arguments and the update its compute returned: `store_alone` replays them on a copy of
+    the store with the compute already done (costs a call and an append per score)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.calls: list[tuple[str, tuple, object]] = []
+
+    def transact(self, *args):
+        update = self.store.transact(*args)
+        self.calls.append(("transact", args[:-1], update))
+        return update
+
+    def transact_batch(self, *args):
+        update = self.store.transact_batch(*args)
+        self.calls.append(("transact_batch", args[:-1], update))
+        return update
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def store_alone(db: Path, calls: list[tuple[str, tuple, object]]) -> dict:
+    """The SQLite store's own share: the run's transact_batch calls (the score_batch
+    replay) then its transact calls (the timed scores) replayed in order on a copy of the
+    store as it was before them, each compute replaced by the update it returned. Each
+    call still reads the records, the account states and the counterparty buckets and
+    writes and commits the same rows; only features, the model and parsing are gone. The
+    first call of each kind warms the fresh connection and is not timed, and batches count
+    at their median time per transaction: a stall (a checkpoint, other work on the
+    machine) cannot inflate this floor."""
+    from fraudseq.serving.state_sqlite import SQLiteStore
+
+    store = SQLiteStore(db)
+    timed: dict[str, list[tuple[int, float]]] = {"transact_batch": [], "transact": []}
+    try:
+        for kind, args, update in calls:
+            started = time.perf_counter()
+            getattr(store, kind)(*args, lambda snapshot, update=update: update)
+            timed[kind].append((len(args[0]) if kind == "transact_batch" else 1,
+                                time.perf_counter() - started))  # fmt: skip
+    finally:
+        store.close()
+    batches = timed["transact_batch"][1:]
+    per_tx = float(np.median([s / n for n, s in batches]))
+    out = {
+        "batch_transactions": sum(n for n, _ in batches),
+        "batch_tx_per_s": round(1 / per_tx),
+        "batch_us_per_tx": round(1e6 * per_tx, 1),
+        "single": percentiles([s for _, s in timed["transact"][1:]]),
+    }
+    print(
+        f"  the SQLite store alone (the same reads, writes and commits, compute done): "
+        f"batches (median) {out['batch_tx_per_s']:,} transactions/s "
+        f"({out['batch_us_per_tx']} us each);"
+        f" one score p50 {out['single']['p50_ms']:.3f} ms, p99 {out['single']['p99_ms']:.3f} ms"
+    )
+    return out
+
+
+def batch_floor(report: dict) -> dict:
+    """What the batch endpoint could reach if features, parsing and the detector's Python
+    cost nothing: per transaction, the HTTP layer alone + the network alone + the SQLite
+    store alone, each measured above in this run (parts that cannot overlap: one request
+    at a time, on one core)."""
+    parts = {
+        "http_layer_us": 1e6 / report["http_layer_alone"]["batch"]["tx_per_s"],
+        "network_us": 1e6 / report["detector_alone"]["network_alone"]["batch_windows_per_s"],
+        "store_us": report["detector_alone"]["store_alone"]["batch_us_per_tx"],
+    }
+    total = sum(parts.values())
+    out = {k: round(v, 1) for k, v in parts.items()}
+    out |= {"total_us": round(total, 1), "max_tx_per_s": round(1e6 / total)}
+    print(
+        f"batch floor: HTTP layer {out['http_layer_us']} + network {out['network_us']} + store "
+        f"{out['store_us']} = {out['total_us']} us per transaction, at most "
+        f"{out['max_tx_per_s']:,} transactions/s with everything else free (goal 20,000)"
+    )
     return out
 
 
@@ -741,6 +833,8 @@ def main() -> None:
         finally:
             stop_server(proc)
         served["store_check"] = store_check(state_db, [*prefill, *history, *warm, *timed, *load])
+        if "http_layer_alone" in report:
+            report["batch_floor"] = batch_floor(report)
         report["scheduler_probe_after"] = scheduler_probe()
         load_after = os.getloadavg()
         report["load_average_after"] = [round(x, 2) for x in load_after]
@@ -748,9 +842,7 @@ def main() -> None:
         if os.environ.get("FRAUDSEQ_BENCH_SHOW_LOG"):
             print((tmp / "server.log").read_text())
     out = args.out or Path(__file__).parent / "results" / f"serving-{args.model}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {out}")
+    save_results(out.stem, report, out)
 
 
 if __name__ == "__main__":
