@@ -427,12 +427,9 @@ class _Rule(NamedTuple):
 SEED_MAX = 2**63 - 1
 
 
-def _integer(low: int, high: int | None = None) -> _Rule:
-    if high is None:
-        return _Rule(lambda v: isinstance(v, Integral) and v >= low, f"an integer >= {low}")
-    return _Rule(
-        lambda v: isinstance(v, Integral) and low <= v <= high, f"an integer in [{low}, {high}]"
-    )
+def _integer(low: int, high: float = math.inf) -> _Rule:
+    expected = f"an integer >= {low}" if high == math.inf else f"an integer in [{low}, {high}]"
+    return _Rule(lambda v: isinstance(v, Integral) and low <= v <= high, expected)
 
 
 def _number(low: float, high: float = math.inf, *, low_open=False, high_open=True) -> _Rule:
