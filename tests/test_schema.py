@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -229,11 +230,11 @@ def test_schema_file_not_found(tmp_path):
 
 
 def test_missing_required_key(tmp_path):
-    path = write_toml(tmp_path / "short.toml", '[columns]\nid = "tx_id"\ntime = "ts"\n')
+    path = write_toml(tmp_path / "short.toml", '[columns]\nid = "tx_id"\nentity = "c"\n')
     with pytest.raises(SchemaError) as exc:
         Schema.from_toml(path)
     msg = error_of(exc)
-    assert "short.toml" in msg and "entity" in msg and "amount" in msg
+    assert "short.toml" in msg and "time" in msg and "amount" in msg
 
 
 @pytest.mark.parametrize(
@@ -416,10 +417,21 @@ def test_timezones_converted_to_naive_utc(tmp_path):
     ]
 
 
-def test_epoch_seconds_accepted():
+def test_numeric_time_without_time_table_is_an_error_showing_the_fix():
+    # Issue 16: PaySim's `step` (hours) used to be read silently as Unix seconds.
     df = base_frame().iloc[:2].copy()
     df["ts"] = [0, 86400]
-    out = load_transactions(df)
+    with pytest.raises(DataValidationError) as exc:
+        load_transactions(df)
+    msg = error_of(exc)
+    assert "'ts'" in msg and "[time]" in msg and 'unit = "s"' in msg and "1970-01-01" in msg
+
+
+def test_epoch_seconds_with_time_table():
+    df = base_frame().iloc[:2].copy()
+    df["ts"] = [0, 86400]
+    schema = replace(Schema.simulator(), time_unit="s", time_origin="1970-01-01")
+    out = load_transactions(df, schema)
     assert out["ts"].tolist() == [pd.Timestamp("1970-01-01"), pd.Timestamp("1970-01-02")]
 
 

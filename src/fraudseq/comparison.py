@@ -72,7 +72,7 @@ def compare_models(
                 "auc_roc": metrics.auc_roc(y, p),
                 "recall_at_1pct_fpr": metrics.recall_at_fpr(y, p, 0.01),
                 "cp_at_100": metrics.card_precision_at_k(
-                    test[schema.entity].to_numpy(),
+                    test[schema.entity_column].to_numpy(),
                     test[schema.time].dt.normalize().to_numpy(),
                     y,
                     p,

@@ -166,18 +166,18 @@ def explain_many(model, data, transaction_ids) -> list[Explanation]:
     schema = model.schema_
     frame = load_transactions(data, schema, require_label=False)
     ids = [str(t) for t in transaction_ids]
-    rows = pd.Index(frame[schema.id]).get_indexer(ids)
+    rows = pd.Index(frame[schema.id_column]).get_indexer(ids)
     if (rows < 0).any():
         missing = [t for t, r in zip(ids, rows, strict=True) if r < 0]
         raise FraudseqError(
-            f"transaction id(s) {', '.join(missing[:5])} not found in column {schema.id!r}; "
+            f"transaction id(s) {', '.join(missing[:5])} not found in column {schema.id_column!r}; "
             "check --transaction-id"
         )
     # Later transactions never enter a window: drop them to encode less.
     last = frame[schema.time].iloc[rows].max()
     keep = (frame[schema.time] <= last).to_numpy()
     frame = frame[keep].reset_index(drop=True)
-    rows = pd.Index(frame[schema.id]).get_indexer(ids)
+    rows = pd.Index(frame[schema.id_column]).get_indexer(ids)
     return explain_rows(model, frame, model.encoder_.transform(frame), rows)
 
 
@@ -252,8 +252,8 @@ def explain_rows(
         scenario = schema.scenario if schema.scenario in frame.columns else None
         out.append(
             Explanation(
-                transaction_id=str(frame[schema.id].iloc[row]),
-                entity=str(frame[schema.entity].iloc[row]),
+                transaction_id=str(frame[schema.id_column].iloc[row]),
+                entity=str(frame[schema.entity_column].iloc[row]),
                 time=pd.Timestamp(frame[schema.time].iloc[row]),
                 score=float(_sigmoid(np.array([base]))[0]),
                 logit=base,
@@ -356,7 +356,7 @@ def _window_table(
     table["attribution"] = base - occluded
     table["score_without"] = _sigmoid(occluded)
     # Stable names for the id, time and amount, whatever the schema calls them.
-    table["transaction_id"] = table[schema.id].astype(str)
+    table["transaction_id"] = table[schema.id_column].astype(str)
     table["event_time"] = table[schema.time]
     table["event_amount"] = table[schema.amount].astype(float)
     return table

@@ -183,7 +183,7 @@ class _Sorted:
 
 
 def _sort_by_entity(frame: pd.DataFrame, schema: Schema, label_delay_days: float) -> _Sorted:
-    entity_codes, _ = pd.factorize(frame[schema.entity], sort=False)
+    entity_codes, _ = pd.factorize(frame[schema.entity_column], sort=False)
     time_ns = frame[schema.time].to_numpy(dtype="datetime64[ns]").view(np.int64)
     order = entity_order(entity_codes, time_ns)
     has_label = schema.label is not None and schema.label in frame.columns

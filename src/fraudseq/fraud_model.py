@@ -280,7 +280,7 @@ class FraudModel:
         frame, scored = self._scored(data, start, end, require_label=False)
         return pd.DataFrame(
             {
-                "transaction_id": frame[self.schema_.id].to_numpy()[scored.rows],
+                "transaction_id": frame[self.schema_.id_column].to_numpy()[scored.rows],
                 "score": scored.probability,
                 "alert": (scored.probability >= self.threshold_).astype(np.int8),
             }
@@ -333,7 +333,7 @@ class FraudModel:
             "format_version": FORMAT_VERSION,
             "model": self.model,
             "params": self._stored_params(),
-            "schema": self.schema_.to_dict(),
+            "schema": self.schema_.to_document(),
             "encoder": self.encoder_.to_json(),
             "threshold": {
                 "value": self.threshold_,
@@ -358,7 +358,7 @@ class FraudModel:
                 f"fraudseq ({FORMAT_VERSION}); retrain the model"
             )
         model = cls.from_params(config["model"], config["params"])
-        model.schema_ = Schema.from_dict(config["schema"], source=f"{path}/model.json")
+        model.schema_ = Schema.from_document(config["schema"], source=f"{path}/model.json")
         model.encoder_ = FeatureEncoder.from_json(config["encoder"], model.schema_)
         model.model_ = model._build()
         model.model_.load_state(tensors, files)

@@ -205,8 +205,8 @@ def known_fraud_mask(
     """
     day = frame[schema.time].dt.normalize()
     fraud = (frame[schema.label].to_numpy() == 1) & (day >= parse_time(train_from).normalize())
-    first_fraud_day = day[fraud].groupby(frame[schema.entity][fraud]).min()
-    known_since = frame[schema.entity].iloc[rows].map(first_fraud_day)
+    first_fraud_day = day[fraud].groupby(frame[schema.entity_column][fraud]).min()
+    known_since = frame[schema.entity_column].iloc[rows].map(first_fraud_day)
     cutoff = day.iloc[rows] - pd.Timedelta(days=delay_days + 1)
     return (known_since <= cutoff).fillna(False).to_numpy(dtype=bool)
 

@@ -3,8 +3,9 @@
 Users name their columns once, in the ``[columns]`` table of a TOML file::
 
     [columns]
-    id = "tx_id"              # unique transaction id            (required)
-    entity = "card_id"        # whose history forms the sequence (required)
+    id = "tx_id"              # unique transaction id    (optional: the 1-based data row)
+    entity = "card_id"        # whose history forms the sequence (optional: one stream;
+                              # a list such as ["card1", "addr1"] is a composite key)
     time = "ts"               # timestamp                        (required)
     amount = "amount"         # transaction amount               (required)
     label = "is_fraud"        # 0/1: required to train/evaluate, optional to score
@@ -13,20 +14,33 @@ Users name their columns once, in the ``[columns]`` table of a TOML file::
     counterparty = "merchant_id"  # optional: merchant/terminal with a delayed-label fraud rate
     scenario = "fraud_type"   # optional: only to break down results, never a feature
 
+    [time]                    # only for a numeric time column: its unit and origin
+    unit = "s"                # ns, us, ms, s, m, h or D
+    origin = "1970-01-01"     # an ISO date or time (UTC)
+
 :func:`load_transactions` reads a CSV, CSV.gz or Parquet file (or takes a DataFrame),
-keeps only the schema's columns, converts them to canonical dtypes, validates them and
-sorts by time. Canonical dtypes of the returned frame:
+keeps only the schema's columns, converts them to canonical form, validates them and
+sorts by time. The canonical frame always has an id column (:attr:`Schema.id_column`) and
+one entity column (:attr:`Schema.entity_column`), whatever the file has:
 
 ============================  =========================================================
-role                          dtype
+role                          canonical form
 ============================  =========================================================
-id, entity                    pandas' default string dtype ``"str"`` (pandas 3:
+id                            pandas' default string dtype ``"str"`` (pandas 3:
                               ``StringDtype(na_value=nan)``); integers become "123",
-                              integral floats 123.0 become "123"; never missing
+                              integral floats 123.0 become "123"; never missing. Without
+                              an id column: the 1-based data row ("1", "2", ...), in
+                              the column ``transaction_id``
+entity                        ``"str"`` as above, never missing. A composite key's parts
+                              are joined by :func:`entity_key` (a missing part is
+                              ``"<NA>"``, a value of its own) into the column named
+                              ``"card1+addr1"``; without an entity, the column
+                              ``stream`` holds ``"all"``: one stream in time order
 categorical, counterparty,    ``"str"`` as above; missing values (NaN/None/"") become
 scenario                      the literal string ``"<NA>"`` (:data:`MISSING_CATEGORY`)
 time                          ``datetime64[ns]``, naive, in UTC (aware input is converted
-                              to UTC; ISO 8601 strings, datetimes and epoch seconds accepted)
+                              to UTC; ISO 8601 strings and datetimes accepted; numbers
+                              only with a ``[time]`` table giving their unit and origin)
 amount                        ``float64``; finite; zero and negative (refunds) allowed
 numeric                       ``float64``; missing values stay NaN; text/infinity rejected
 label                         ``int8`` holding 0/1
@@ -52,7 +66,8 @@ import logging
 import tomllib
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +96,8 @@ MAX_ABS_AMOUNT = 1e15
 #: string dtype: in pandas 3 an Arrow-backed ``StringDtype`` with NaN as missing value).
 STRING_DTYPE = "str"
 
-_REQUIRED_KEYS = ("id", "entity", "time", "amount")
-_OPTIONAL_STR_KEYS = ("label", "counterparty", "scenario")
+_REQUIRED_KEYS = ("time", "amount")
+_OPTIONAL_STR_KEYS = ("id", "label", "counterparty", "scenario")
 _LIST_KEYS = ("categorical", "numeric")
 #: Keys allowed in the ``[columns]`` table, in role order.
 ALLOWED_KEYS = (
@@ -96,14 +111,30 @@ ALLOWED_KEYS = (
     "counterparty",
     "scenario",
 )
-_TOP_LEVEL_KEYS = ("columns",)
+_TOP_LEVEL_KEYS = ("columns", "time")
+_TIME_KEYS = ("unit", "origin")
+#: Units of a numeric time column, in nanoseconds (numpy's and pandas' unit names).
+TIME_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "D": 86_400_000_000_000,
+}
+#: The canonical id column when the data has none (its values are 1-based data rows).
+ROW_ID_COLUMN = "transaction_id"
+#: The canonical entity column when the data has none, and the one value it holds.
+STREAM_COLUMN = "stream"
+STREAM_KEY = "all"
+#: Separator of a composite entity key's parts (escaped with a backslash inside a part).
+ENTITY_SEPARATOR = "|"
 _MAX_ROWS_SHOWN = 5
 _NOW_WORDS = ("now", "today", "tomorrow", "yesterday")
 
-_EXAMPLE = (
-    '[columns]\nid = "tx_id"\nentity = "card_id"\ntime = "ts"\namount = "amount"\n'
-    'label = "is_fraud"'
-)
+_EXAMPLE = '[columns]\ntime = "ts"\namount = "amount"\nentity = "card_id"\nlabel = "is_fraud"'
+_TIME_EXAMPLE = '[time]\nunit = "s"\norigin = "1970-01-01"'
 
 
 def _closest(name: str, candidates: Iterable[Any]) -> str | None:
@@ -120,15 +151,41 @@ def _did_you_mean(name: str, candidates: Iterable[Any]) -> str:
     return f" (did you mean {match!r}?)" if match is not None else ""
 
 
+def entity_key(parts: Iterable[str]) -> str:
+    """One composite entity key from its parts' canonical text (see :func:`entity_keys`)."""
+    return ENTITY_SEPARATOR.join(
+        p.replace("\\", "\\\\").replace(ENTITY_SEPARATOR, "\\" + ENTITY_SEPARATOR) for p in parts
+    )
+
+
+def entity_keys(parts: list[pd.Series]) -> pd.Series:
+    """:func:`entity_key` of every row, vectorised: parts escaped, joined by '|'."""
+    escaped = [
+        p.str.replace("\\", "\\\\", regex=False).str.replace(
+            ENTITY_SEPARATOR, "\\" + ENTITY_SEPARATOR, regex=False
+        )
+        for p in parts
+    ]
+    key = escaped[0]
+    for part in escaped[1:]:
+        key = key + ENTITY_SEPARATOR + part
+    return key.astype(STRING_DTYPE)
+
+
 # --------------------------------------------------------------------------- schema
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Schema:
-    """Which column of the data plays which role. Build it with :meth:`from_toml`."""
+    """Which column of the data plays which role. Build it with :meth:`from_toml`.
 
-    id: str
-    entity: str
+    ``id`` and ``entity`` are optional (see the module docstring); ``entity`` is one
+    column name or a tuple of them (a composite key). ``time_unit`` and ``time_origin``
+    (the ``[time]`` table) say how to read a numeric time column.
+    """
+
+    id: str | None = None
+    entity: str | tuple[str, ...] | None = None
     time: str
     amount: str
     label: str | None = None
@@ -136,21 +193,29 @@ class Schema:
     numeric: tuple[str, ...] = ()
     counterparty: str | None = None
     scenario: str | None = None
+    time_unit: str | None = None
+    time_origin: str | None = None
 
     def __post_init__(self) -> None:
         for key in _LIST_KEYS:
             value = getattr(self, key)
             if isinstance(value, list):
                 object.__setattr__(self, key, tuple(value))
+        if isinstance(self.entity, list | tuple):
+            parts = tuple(self.entity)
+            object.__setattr__(self, "entity", parts[0] if len(parts) == 1 else parts or None)
         _validate_columns_table(
-            {f.name: getattr(self, f.name) for f in fields(self)}, "Schema(...)"
+            {k: getattr(self, k) for k in ALLOWED_KEYS if getattr(self, k) is not None},
+            "Schema(...)",
         )
+        _validate_time_table(self.time_unit, self.time_origin, "Schema(...)")
+        _check_canonical_names(self, "Schema(...)")
 
     # -- construction ---------------------------------------------------------------
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Schema:
-        """Read the ``[columns]`` table of a TOML file; SchemaError names the file."""
+        """Read the ``[columns]`` (and ``[time]``) tables of a TOML file."""
         path = Path(path)
         try:
             text = path.read_bytes().decode("utf-8")
@@ -183,18 +248,52 @@ class Schema:
         if unknown:
             details = "; ".join(f"{k!r}{_did_you_mean(k, _TOP_LEVEL_KEYS)}" for k in unknown)
             raise SchemaError(
-                f"{path}: unknown top-level key(s) {details}. Fix: a schema file holds only "
-                f"the [columns] table; put column roles inside it."
+                f"{path}: unknown top-level key(s) {details}. Fix: a schema file holds the "
+                f"[columns] table and, for a numeric time column, the [time] table; put "
+                f"column roles inside [columns]."
             )
-        if not isinstance(doc["columns"], dict):
-            raise SchemaError(
-                f"{path}: 'columns' must be a table. Fix: write it as a [columns] "
-                f"header followed by key = value lines, e.g.\n{_EXAMPLE}"
-            )
-        return cls.from_dict(doc["columns"], source=str(path))
+        for table in _TOP_LEVEL_KEYS:
+            if table in doc and not isinstance(doc[table], dict):
+                raise SchemaError(
+                    f"{path}: {table!r} must be a table. Fix: write it as a [{table}] "
+                    f"header followed by key = value lines, e.g.\n"
+                    + (_EXAMPLE if table == "columns" else _TIME_EXAMPLE)
+                )
+        return cls.from_document(doc, source=str(path))
 
     @classmethod
-    def from_dict(cls, columns: Mapping[str, Any], source: str = "<dict>") -> Schema:
+    def from_document(cls, doc: Mapping[str, Any], source: str = "<dict>") -> Schema:
+        """From ``{"columns": {...}, "time": {...}}`` (a schema file's tables, or the
+        ``schema`` entry of a model.json). A plain ``[columns]`` dict is read too: the
+        model.json of models saved before the ``[time]`` table existed."""
+        if "columns" not in doc or not isinstance(doc.get("columns"), Mapping):
+            return cls.from_dict(doc, source=source)
+        time_table = doc.get("time") or {}
+        if not isinstance(time_table, Mapping):
+            raise SchemaError(f"{source}: [time] must be a table. Fix: e.g.\n{_TIME_EXAMPLE}")
+        unknown = [k for k in time_table if k not in _TIME_KEYS]
+        if unknown:
+            details = "; ".join(f"{k!r}{_did_you_mean(k, _TIME_KEYS)}" for k in unknown)
+            raise SchemaError(
+                f"{source}: unknown key(s) in [time]: {details}. Fix: [time] holds only "
+                f"unit and origin, e.g.\n{_TIME_EXAMPLE}"
+            )
+        return cls.from_dict(
+            doc["columns"],
+            source=source,
+            time_unit=time_table.get("unit"),
+            time_origin=time_table.get("origin"),
+        )
+
+    @classmethod
+    def from_dict(
+        cls,
+        columns: Mapping[str, Any],
+        source: str = "<dict>",
+        *,
+        time_unit: str | None = None,
+        time_origin: str | None = None,
+    ) -> Schema:
         """Build from the ``[columns]`` table as a dict, with the same checks as from_toml.
 
         ``None`` for an optional key means "not given".
@@ -202,8 +301,8 @@ class Schema:
         if not isinstance(columns, Mapping):
             raise SchemaError(
                 f"{source}: the [columns] table must be a mapping of role to column name, "
-                f"got {type(columns).__name__}. Fix: e.g. {{'id': 'tx_id', 'entity': "
-                f"'card_id', 'time': 'ts', 'amount': 'amount'}}"
+                f"got {type(columns).__name__}. Fix: e.g. {{'time': 'ts', 'amount': "
+                f"'amount', 'entity': 'card_id'}}"
             )
         unknown = [k for k in columns if k not in ALLOWED_KEYS]
         if unknown:
@@ -222,11 +321,12 @@ class Schema:
                 + "."
             )
         _validate_columns_table(values, source)
+        _validate_time_table(time_unit, time_origin, source)
         kwargs: dict[str, Any] = dict(values)
-        for key in _LIST_KEYS:
-            if key in kwargs:
+        for key in (*_LIST_KEYS, "entity"):
+            if key in kwargs and isinstance(kwargs[key], list):
                 kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
+        return cls(**kwargs, time_unit=time_unit, time_origin=time_origin)
 
     @classmethod
     def simulator(cls) -> Schema:
@@ -255,14 +355,47 @@ class Schema:
             out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
-    def columns(self, with_label: bool = True) -> list[str]:
-        """All named columns in role order without duplicates.
+    def to_document(self) -> dict[str, Any]:
+        """``{"columns": ..., "time": ...}``: what model.json stores; inverse of
+        :meth:`from_document` (``time`` only for a numeric time column)."""
+        doc: dict[str, Any] = {"columns": self.to_dict()}
+        if self.time_unit is not None:
+            doc["time"] = {"unit": self.time_unit, "origin": self.time_origin}
+        return doc
 
-        Role order: id, entity, time, amount, label, categorical..., numeric...,
-        counterparty, scenario. ``with_label=False`` leaves out the label *and* the
-        scenario: both are ground truth, unknown when scoring new transactions.
-        """
-        names: list[str | None] = [self.id, self.entity, self.time, self.amount]
+    @property
+    def entity_parts(self) -> tuple[str, ...]:
+        """The entity's columns in the data: none (one stream), one, or a composite key."""
+        if self.entity is None:
+            return ()
+        return (self.entity,) if isinstance(self.entity, str) else tuple(self.entity)
+
+    @property
+    def id_column(self) -> str:
+        """The id column of the canonical frame (and of a live request)."""
+        return self.id if self.id is not None else ROW_ID_COLUMN
+
+    @property
+    def entity_column(self) -> str:
+        """The entity column of the canonical frame: the one entity column, the parts
+        joined by '+' for a composite key, or ``stream`` when the data has none."""
+        parts = self.entity_parts
+        return "+".join(parts) if parts else STREAM_COLUMN
+
+    def source_columns(self, with_label: bool = True) -> list[str]:
+        """The columns read from a file or a request, in role order, without duplicates
+        (the id only when the schema names one; every part of a composite entity).
+        ``with_label=False`` leaves out the label *and* the scenario: both are ground
+        truth, unknown when scoring new transactions."""
+        return self._ordered([self.id], self.entity_parts, with_label)
+
+    def columns(self, with_label: bool = True) -> list[str]:
+        """The canonical frame's columns in role order (see :meth:`source_columns`):
+        :attr:`id_column` and :attr:`entity_column` stand for the id and the entity."""
+        return self._ordered([self.id_column], [self.entity_column], with_label)
+
+    def _ordered(self, ids: list, entities: Iterable[str], with_label: bool) -> list[str]:
+        names: list[str | None] = [*ids, *entities, self.time, self.amount]
         if with_label:
             names.append(self.label)
         names.extend(self.categorical)
@@ -270,21 +403,14 @@ class Schema:
         names.append(self.counterparty)
         if with_label:
             names.append(self.scenario)
-        out: list[str] = []
-        for name in names:
-            if name is not None and name not in out:
-                out.append(name)
-        return out
+        return list(dict.fromkeys(n for n in names if n is not None))
 
     @property
     def string_columns(self) -> list[str]:
-        """Columns held as text: id, entity, categorical, counterparty, scenario."""
-        names = [self.id, self.entity, *self.categorical, self.counterparty, self.scenario]
-        out: list[str] = []
-        for name in names:
-            if name is not None and name not in out:
-                out.append(name)
-        return out
+        """Source columns held as text: id, entity parts, categorical, counterparty,
+        scenario."""
+        names = [self.id, *self.entity_parts, *self.categorical, self.counterparty, self.scenario]
+        return list(dict.fromkeys(n for n in names if n is not None))
 
 
 def _validate_columns_table(values: Mapping[str, Any], source: str) -> None:
@@ -303,6 +429,25 @@ def _validate_columns_table(values: Mapping[str, Any], source: str) -> None:
             raise SchemaError(
                 f"{source}: [columns] {key} is an empty column name. Fix: give the column's "
                 f"name" + (", or leave the key out." if key in _OPTIONAL_STR_KEYS else ".")
+            )
+    entity = values.get("entity")
+    if entity is not None:
+        parts = [entity] if isinstance(entity, str) else entity
+        if (
+            not isinstance(parts, list | tuple)
+            or not parts
+            or not all(isinstance(p, str) and p.strip() for p in parts)
+        ):
+            raise SchemaError(
+                f"{source}: [columns] entity must be a column name or a non-empty list of "
+                f"them (a composite key), got {type(entity).__name__} {entity!r}. Fix: e.g. "
+                f'entity = "card_id" or entity = ["card1", "addr1"] (or leave the key out: '
+                f"the whole file is then one stream in time order)."
+            )
+        if len(set(parts)) < len(parts):
+            raise SchemaError(
+                f"{source}: [columns] entity lists a column more than once ({entity!r}). "
+                f"Fix: list each column of the key once."
             )
     for key in _LIST_KEYS:
         value = values.get(key, ())
@@ -332,7 +477,7 @@ def _validate_columns_table(values: Mapping[str, Any], source: str) -> None:
         value = values.get(key)
         if value is None:
             continue
-        for name in value if key in _LIST_KEYS else (value,):
+        for name in value if isinstance(value, list | tuple) else (value,):
             roles.setdefault(name, []).append(key)
     for name, its_roles in roles.items():
         if len(its_roles) < 2 or sorted(its_roles) == ["categorical", "counterparty"]:
@@ -350,13 +495,62 @@ def _validate_columns_table(values: Mapping[str, Any], source: str) -> None:
         )
 
 
+def _validate_time_table(unit: Any, origin: Any, source: str) -> None:
+    """[time]: both keys or neither; a known unit; an ISO origin within datetime64[ns]."""
+    if unit is None and origin is None:
+        return
+    if unit is None or origin is None:
+        absent = "unit" if unit is None else "origin"
+        raise SchemaError(
+            f"{source}: [time] is missing {absent!r}. Fix: give both, e.g.\n{_TIME_EXAMPLE}"
+        )
+    if unit not in TIME_UNITS:
+        raise SchemaError(
+            f"{source}: [time] unit {unit!r} is not a time unit. Fix: use one of "
+            f'{", ".join(map(repr, TIME_UNITS))} (seconds: unit = "s").'
+        )
+    if parse_origin(origin) is None:
+        raise SchemaError(
+            f"{source}: [time] origin {origin!r} is not an ISO date or time. Fix: e.g. "
+            f'origin = "1970-01-01" (Unix time) or origin = "2017-12-01T00:00:00".'
+        )
+
+
+def parse_origin(origin: Any) -> pd.Timestamp | None:
+    """The [time] origin as naive UTC, or None when it is not an ISO 8601 date or time."""
+    if not isinstance(origin, str):
+        return None
+    try:
+        stamp = pd.Timestamp(datetime.fromisoformat(origin.strip()))
+    except ValueError:
+        return None
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp
+
+
+def _check_canonical_names(schema: Schema, source: str) -> None:
+    """The synthesised id/entity columns must not shadow a column of another role."""
+    named = schema.source_columns(with_label=True)
+    for column, role, fix in (
+        (schema.id_column, "id", "name the id column (id = ...)"),
+        (schema.entity_column, "entity", "name the entity differently"),
+    ):
+        own = [schema.id] if role == "id" else [schema.entity] if schema.entity else []
+        if column not in own and column not in schema.entity_parts and column in named:
+            raise SchemaError(
+                f"{source}: the canonical {role} column {column!r} is also a column of "
+                f"the data with another role. Fix: {fix}, or rename that column."
+            )
+
+
 # ------------------------------------------------------------------------ loading
 
 
 def ignored_columns(columns: Iterable[Any], schema: Schema | None = None) -> list[Any]:
     """Columns of the data (in data order) that the schema does not name."""
     schema = Schema.simulator() if schema is None else schema
-    named = set(schema.columns(with_label=True))
+    named = set(schema.source_columns(with_label=True))
     return [c for c in columns if c not in named]
 
 
@@ -456,7 +650,7 @@ _NS_HIGH = np.datetime64("2262-04-10", "s")
 
 
 def _to_time(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(datetime64[ns] naive-UTC values, bad mask)."""
+    """(datetime64[ns] naive-UTC values, bad mask) of dates and times (not numbers)."""
     dtype = series.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -470,14 +664,6 @@ def _to_time(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
                 values = np.where(out_of_range, np.datetime64("NaT"), values)
         values = values.astype("datetime64[ns]")
         return values, out_of_range | np.isnat(values)
-    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-        # Epoch seconds.
-        seconds = series.to_numpy(dtype="float64", na_value=np.nan)
-        with np.errstate(invalid="ignore"):
-            ok = np.isfinite(seconds) & (np.abs(seconds) < 9.2e9)
-        parsed = pd.to_datetime(np.where(ok, seconds, np.nan), unit="s")
-        values = parsed.to_numpy(dtype="datetime64[ns]")
-        return values, np.isnat(values)
     # Text, or objects such as datetime/Timestamp (possibly with mixed time zones).
     if isinstance(dtype, pd.CategoricalDtype):
         series = series.astype(object)
@@ -657,7 +843,7 @@ def load_transactions(
             )
         available = _header(path, fmt, name)
 
-    wanted = schema.columns(with_label=True)
+    wanted = schema.source_columns(with_label=True)
     required = [c for c in wanted if c not in optional or (require_label and c == schema.label)]
     available_set = set(available)
     absent = [c for c in required if c not in available_set]
@@ -710,61 +896,9 @@ def load_transactions(
     raw = {c: frame[c].reset_index(drop=True) for c in present}
     out: dict[str, Any] = {}
 
-    # id: present, unique.
-    ids_raw = raw[schema.id]
-    ids_missing = _missing(ids_raw)
-    if ids_missing.any():
-        raise _fail(
-            rows,
-            schema.id,
-            ids_raw,
-            ids_missing,
-            "missing transaction id",
-            "every transaction needs an id; fill these in or drop the rows.",
-        )
-    ids = _to_string(ids_raw)
-    if not _is_unique(ids):
-        dup = ids.duplicated(keep=False).to_numpy()
-        raise _fail(
-            rows,
-            schema.id,
-            ids_raw,
-            dup,
-            "duplicate transaction ids",
-            "ids must be unique; remove duplicated rows (e.g. a file loaded twice) "
-            "or point 'id' at a truly unique column.",
-        )
-    out[schema.id] = ids
-
-    # entity: present.
-    ent_raw = raw[schema.entity]
-    ent_missing = _missing(ent_raw)
-    if ent_missing.any():
-        raise _fail(
-            rows,
-            schema.entity,
-            ent_raw,
-            ent_missing,
-            "missing entity (card/customer) id",
-            "every transaction must belong to a card/customer; fill these in or drop the rows.",
-        )
-    out[schema.entity] = _to_string(ent_raw)
-
-    # time: parseable.
-    time_raw = raw[schema.time]
-    times, bad = _to_time(time_raw)
-    if bad.any():
-        raise _fail(
-            rows,
-            schema.time,
-            time_raw,
-            bad,
-            "missing or unparseable timestamps",
-            "write timestamps as ISO 8601, e.g. 2024-01-31 13:45:00 or "
-            "2024-01-31T13:45:00+02:00 (offsets are converted to UTC), within "
-            "years 1678-2261.",
-        )
-    out[schema.time] = times
+    out[schema.id_column] = _load_ids(schema, raw, rows, n)
+    out[schema.entity_column] = _load_entities(schema, raw, rows, n)
+    out[schema.time] = _load_times(schema, raw[schema.time], rows)
 
     # amount: finite number (negative = refund, allowed).
     amount_raw = raw[schema.amount]
@@ -846,9 +980,9 @@ def load_transactions(
     if schema.scenario is not None and schema.scenario in raw:
         out[schema.scenario] = _category(raw[schema.scenario])
 
-    result = pd.DataFrame({c: out[c] for c in wanted if c in out})
+    result = pd.DataFrame({c: out[c] for c in schema.columns(with_label=True) if c in out})
     result.index = pd.RangeIndex(n)
-    ticks = times.view("int64")
+    ticks = result[schema.time].to_numpy().view("int64")
     if not bool(np.all(ticks[1:] >= ticks[:-1])):
         order = np.argsort(ticks, kind="stable")
         result = result.take(order).reset_index(drop=True)
@@ -856,6 +990,146 @@ def load_transactions(
     level = logging.DEBUG if isinstance(source, pd.DataFrame) else logging.INFO
     logger.log(level, "%s: loaded %d transactions", name, n)
     return result
+
+
+def _load_ids(schema: Schema, raw: dict, rows: _Rows, n: int) -> pd.Series:
+    """Unique text ids; without an id column, the 1-based data row numbers."""
+    if schema.id is None:
+        return pd.Series(np.arange(1, n + 1).astype(str), dtype=STRING_DTYPE)
+    ids_raw = raw[schema.id]
+    ids_missing = _missing(ids_raw)
+    if ids_missing.any():
+        raise _fail(
+            rows,
+            schema.id,
+            ids_raw,
+            ids_missing,
+            "missing transaction id",
+            "every transaction needs an id; fill these in or drop the rows (or leave 'id' "
+            "out of the schema: each row's id is then its 1-based row number).",
+        )
+    ids = _to_string(ids_raw)
+    if not _is_unique(ids):
+        dup = ids.duplicated(keep=False).to_numpy()
+        raise _fail(
+            rows,
+            schema.id,
+            ids_raw,
+            dup,
+            "duplicate transaction ids",
+            "ids must be unique; remove duplicated rows (e.g. a file loaded twice), "
+            "point 'id' at a truly unique column, or leave 'id' out of the schema (each "
+            "row's id is then its 1-based row number).",
+        )
+    return ids
+
+
+def _load_entities(schema: Schema, raw: dict, rows: _Rows, n: int) -> pd.Series:
+    """Entity keys: the one column's text, a composite key, or one stream."""
+    parts = schema.entity_parts
+    if not parts:
+        return pd.Series(np.full(n, STREAM_KEY, dtype=object), dtype=STRING_DTYPE)
+    if len(parts) == 1:
+        ent_raw = raw[parts[0]]
+        ent_missing = _missing(ent_raw)
+        if ent_missing.any():
+            raise _fail(
+                rows,
+                parts[0],
+                ent_raw,
+                ent_missing,
+                "missing entity (card/customer) id",
+                "every transaction must belong to a card/customer; fill these in or drop the rows.",
+            )
+        return _to_string(ent_raw)
+    # A composite key: a missing part is a value of its own ("<NA>"), unless all are.
+    all_missing = np.logical_and.reduce([_missing(raw[c]) for c in parts])
+    if all_missing.any():
+        raise _fail(
+            rows,
+            parts[0],
+            raw[parts[0]],
+            all_missing,
+            f"every part of the entity key {' + '.join(parts)} is missing",
+            "each transaction needs at least one part of its entity key; fill these in "
+            "or drop the rows.",
+        )
+    return entity_keys([_category(raw[c]) for c in parts])
+
+
+def _load_times(schema: Schema, time_raw: pd.Series, rows: _Rows) -> np.ndarray:
+    """datetime64[ns] naive UTC; numbers only through the schema's [time] table."""
+    column = schema.time
+    if schema.time_unit is not None:
+        if isinstance(time_raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(
+            time_raw.dtype
+        ):
+            raise DataValidationError(
+                f"{rows.source_name}: column {column!r} holds dates, but the schema's [time] "
+                f"table says it holds numbers of {schema.time_unit!r}. Fix: remove the "
+                f"[time] table from the schema."
+            )
+        values, _ = _to_float(time_raw)
+        times, bad = numeric_times(values, schema.time_unit, schema.time_origin)
+        if bad.any():
+            raise _fail(
+                rows,
+                column,
+                time_raw,
+                bad,
+                "missing, non-numeric or out-of-range times",
+                f"the schema's [time] table reads this column as numbers of "
+                f"{schema.time_unit!r} since {schema.time_origin}; every value must be a "
+                f"plain number, and origin + value must fall within years 1678-2261.",
+            )
+        return times
+    dtype = time_raw.dtype
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        first = time_raw.iloc[:3].tolist()
+        raise DataValidationError(
+            f"{rows.source_name}: column {column!r}: the times are numbers (first values "
+            f"{', '.join(map(_show, first))}), and a number alone does not say its unit or "
+            f"its origin. Fix: add a [time] table to the schema, e.g. for Unix epoch "
+            f"seconds:\n{_TIME_EXAMPLE}\n(units: {', '.join(TIME_UNITS)}; for hours since "
+            f'the start of a simulation, unit = "h" and origin = its first day).'
+        )
+    times, bad = _to_time(time_raw)
+    if bad.any():
+        raise _fail(
+            rows,
+            column,
+            time_raw,
+            bad,
+            "missing or unparseable timestamps",
+            "write timestamps as ISO 8601, e.g. 2024-01-31 13:45:00 or "
+            "2024-01-31T13:45:00+02:00 (offsets are converted to UTC), within "
+            "years 1678-2261.",
+        )
+    return times
+
+
+# datetime64[ns] covers 1677-09-21 .. 2262-04-11 (in nanoseconds since the epoch).
+_NS_MIN = int(pd.Timestamp("1678-01-01").value)
+_NS_MAX = int(pd.Timestamp("2261-12-31T23:59:59").value)
+
+
+def numeric_times(values: np.ndarray, unit: str, origin: str) -> tuple[np.ndarray, np.ndarray]:
+    """(datetime64[ns] of origin + values x unit, bad mask): NaN, infinite or out of
+    range is bad. Integral values are converted exactly; fractions round to 1 ns.
+    Files and live requests both go through here."""
+    values = np.asarray(values, dtype=np.float64)
+    step = TIME_UNITS[unit]
+    start = int(parse_origin(origin).value)
+    with np.errstate(invalid="ignore", over="ignore"):
+        offset = values * float(step)
+        bad = ~np.isfinite(offset) | (offset < _NS_MIN - start) | (offset > _NS_MAX - start)
+    safe = np.where(bad, 0.0, values)
+    whole = np.trunc(safe)
+    ticks = whole.astype(np.int64) * np.int64(step) + np.round((safe - whole) * step).astype(
+        np.int64
+    )
+    ticks = np.where(bad, np.iinfo(np.int64).min, ticks + np.int64(start))
+    return ticks.view("datetime64[ns]"), bad
 
 
 def _is_unique(ids: pd.Series) -> bool:

@@ -52,7 +52,7 @@ class ScoredPeriod:
 
     @property
     def entity(self) -> np.ndarray:
-        return self.column(self.schema.entity)
+        return self.column(self.schema.entity_column)
 
     @property
     def time(self) -> pd.Series:
@@ -98,7 +98,7 @@ def score_period(
     if end is not None:
         frame = frame[(frame[schema.time] < end).to_numpy()].reset_index(drop=True)
     scores = model.score(frame, start=start)
-    rows = pd.Index(frame[schema.id]).get_indexer(scores["transaction_id"])
+    rows = pd.Index(frame[schema.id_column]).get_indexer(scores["transaction_id"])
     if (rows < 0).any():  # cannot happen unless ids change while loading twice
         raise FraudseqError("scored transaction ids do not match the loaded transactions")
     return ScoredPeriod(

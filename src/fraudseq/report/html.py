@@ -278,7 +278,7 @@ def _summary_section(
         "data": _data_name(data),
         "period": _period_text(scored.start, scored.end),
         "first / last": f"{_fmt(times.min())} / {_fmt(times.max())}",
-        "transactions": f"{len(scored):,} ({len(np.unique(scored.entity)):,} {schema.entity})",
+        "transactions": f"{len(scored):,} ({len(np.unique(scored.entity)):,} {schema.entity_column})",
         "fraud": f"{n_fraud:,} ({n_fraud / max(len(scored), 1):.2%})",
         "earlier history": f"{len(scored.frame) - len(scored):,} transactions",
     }
@@ -499,7 +499,7 @@ def _alert_block(model, rank: int, e) -> str:
             text += f": {e.scenario}"
         tags += f"<span class='tag {cls}'>{_esc(text)}</span>"
     head = (
-        f"<h3>#{rank} {_esc(e.transaction_id)} · {_esc(schema.entity)} {_esc(e.entity)} · "
+        f"<h3>#{rank} {_esc(e.transaction_id)} · {_esc(schema.entity_column)} {_esc(e.entity)} · "
         f"{_esc(_fmt(e.time))}{tags}</h3>"
     )
     reasons = top_reasons(e, 3)

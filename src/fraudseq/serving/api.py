@@ -270,7 +270,7 @@ def read_model_schema(model_dir: str | Path) -> Schema:
             f"{path}: cannot read the model's schema ({type(err).__name__}: {err}). "
             f"Fix: retrain or restore the model directory."
         ) from None
-    return Schema.from_dict(columns, source=str(path))
+    return Schema.from_document(columns, source=str(path))
 
 
 # --------------------------------------------------------------------- request models

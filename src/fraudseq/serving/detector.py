@@ -163,7 +163,10 @@ class Detector:
             {
                 "state_format": STATE_FORMAT,
                 "window": self.model.window,
+                # The [time] table only when there is one: stores built before it existed
+                # keep their fingerprint.
                 "schema": self.schema.to_dict(),
+                **({"time": self.schema.to_document()["time"]} if self.schema.time_unit else {}),
                 "encoder": self.model.encoder_.to_json(),
             },
             sort_keys=True,
