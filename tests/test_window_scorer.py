@@ -104,3 +104,40 @@ def test_onnx_runtime_telemetry_is_off(model, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1"
     assert list(home.rglob("*")) == [], "ONNX Runtime wrote telemetry files"
+
+
+@pytest.mark.parametrize("numeric", [(), ("risk",)], ids=["minimal", "numeric-only"])
+def test_a_model_without_categorical_columns_loads_and_scores(numeric, small_frame, tmp_path):
+    """No categorical (or counterparty) column: the codes have width 0, the exported graph
+    drops its unused codes input, and a batch decodes states with no code columns. Before,
+    `random_windows` failed with "need at least one array to stack" at load."""
+    from fraudseq.schema import Schema
+    from fraudseq.serving import Detector
+
+    frame = accounts_slice(small_frame, 0, 40)[["tx_id", "card_id", "ts", "amount", "is_fraud"]]
+    frame = frame.assign(risk=np.linspace(-1.0, 1.0, len(frame)))
+    schema = Schema(
+        id="tx_id", entity="card_id", time="ts", amount="amount", label="is_fraud",
+        numeric=numeric,
+    )  # fmt: skip
+    model = FraudModel("lstm", seed=2, **TINY).fit(
+        frame, schema, train_until=TRAIN_UNTIL, valid_days=7
+    )
+    assert model.encoder_.cardinalities == []
+    numeric_windows, codes, _ = random_windows(model, np.array([1, model.window]), seed=0)
+    assert codes.shape == (2, model.window, 0) and numeric_windows.shape[:2] == (2, model.window)
+    scorer = WindowScorer(model)
+    assert scorer.session is not None, "the network should export to ONNX and verify"
+    model.save(tmp_path / "model")
+    later = frame[frame["ts"] >= TRAIN_UNTIL].head(30)
+    txs = [
+        {"tx_id": r.tx_id, "card_id": r.card_id, "ts": r.ts.isoformat(), "amount": r.amount}
+        | ({"risk": r.risk} if numeric else {})
+        for r in later.itertuples()
+    ]
+    with Detector.load(tmp_path / "model") as one, Detector.load(tmp_path / "model") as many:
+        single = [one.score(tx) for tx in txs]
+        batch = many.score_batch(txs[:15]) + many.score_batch(txs[15:])
+    for a, b in zip(single, batch, strict=True):
+        assert 0.0 <= a["fraud_probability"] <= 1.0
+        assert a["fraud_probability"] == pytest.approx(b["fraud_probability"], abs=1e-6)

@@ -311,9 +311,10 @@ def decode_states(blobs: list[bytes], live: LiveEncoder) -> StateTable:
     o = o + 2 * n_new
     id_lengths = take(o, 2 * rows, "<u2").astype(np.int64)
     o = o + 2 * rows
-    numeric = take(o, 4 * rows * n_num, "<f4").reshape(-1, n_num).astype(np.float32)
+    total_rows = int(rows.sum())  # not reshape(-1, ...): a model may have no categorical
+    numeric = take(o, 4 * rows * n_num, "<f4").reshape(total_rows, n_num).astype(np.float32)
     o = o + 4 * rows * n_num
-    codes = take(o, 4 * rows * n_cat, "<i4").reshape(-1, n_cat).astype(np.int32)
+    codes = take(o, 4 * rows * n_cat, "<i4").reshape(total_rows, n_cat).astype(np.int32)
     o = o + 4 * rows * n_cat
     id_total = np.bincount(_group_ids(rows), weights=id_lengths, minlength=len(blobs))
     id_total = id_total.astype(np.int64)

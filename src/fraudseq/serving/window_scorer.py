@@ -148,8 +148,12 @@ class OnnxNetwork:
         }
         out = np.zeros(1, dtype=np.float32)
         binding = self._session.io_binding()
+        # The exporter drops an input the graph never reads (codes, without categorical
+        # columns): bind only the graph's own inputs.
+        inputs = {node.name for node in self._session.get_inputs()}
         for name, array in arrays.items():
-            binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+            if name in inputs:
+                binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
         binding.bind_output("logits", "cpu", 0, out.dtype, out.shape, out.ctypes.data)
         return binding, *arrays.values(), out
 
@@ -180,7 +184,12 @@ def onnx_session(network: torch.nn.Module, model: FraudModel) -> OnnxNetwork | N
     except Exception as err:  # ONNX is an optimisation only
         log.info("network not exported to ONNX (%s); live scoring runs it in torch", err)
         return None
-    if not verified(session, network, model):
+    try:
+        agrees = verified(session, network, model)
+    except Exception as err:  # an ONNX session that cannot run is not used
+        log.info("ONNX Runtime cannot run the exported network (%s); live scoring runs torch", err)
+        return None
+    if not agrees:
         log.warning("ONNX Runtime logits differ from torch's; live scoring runs torch")
         return None
     return session
@@ -223,13 +232,12 @@ def random_windows(model: FraudModel, lengths: np.ndarray, seed: int):
     k, encoder = model.window, model.encoder_
     padding = np.arange(k)[None, :] >= lengths[:, None]
     numeric = rng.standard_normal((len(lengths), k, encoder.n_numeric)).astype(np.float32)
-    codes = np.stack(
-        [rng.integers(1, max(size, 2), (len(lengths), k)) for size in encoder.cardinalities],
-        axis=-1,
-    ).reshape(len(lengths), k, len(encoder.cardinalities))
+    codes = np.zeros((len(lengths), k, len(encoder.cardinalities)), dtype=np.int64)
+    for j, size in enumerate(encoder.cardinalities):  # none without categorical columns
+        codes[:, :, j] = rng.integers(1, max(size, 2), (len(lengths), k))
     numeric[padding] = 0.0
     codes[padding] = 0
-    return numeric, codes.astype(np.int64), lengths.astype(np.int64)
+    return numeric, codes, lengths.astype(np.int64)
 
 
 @contextmanager
