@@ -276,8 +276,8 @@ def explain_rows(
 def _score_windows(model, numerics: list, categoricals: list, k: int) -> np.ndarray:
     """Logits of explicit windows (each (L, F) numeric and (L, C) codes, L <= K), through the
     window model's own `decision_function` on a small WindowSource built from them."""
-    numeric = np.concatenate([n.reshape(-1, n.shape[-1]) for n in numerics]).astype(np.float32)
-    categorical = np.concatenate([c.reshape(-1, c.shape[-1]) for c in categoricals])
+    numeric = np.concatenate([_rows(n) for n in numerics]).astype(np.float32)
+    categorical = np.concatenate([_rows(c) for c in categoricals])  # may have 0 columns
     sizes = np.concatenate([np.full(n.shape[0], n.shape[1]) for n in numerics])
     window_starts = np.r_[0, np.cumsum(sizes)[:-1]]
     starts = np.repeat(window_starts, sizes)
@@ -285,6 +285,11 @@ def _score_windows(model, numerics: list, categoricals: list, k: int) -> np.ndar
     source = WindowSource(encoded, k)
     windows = WindowSet(source, window_starts + sizes - 1)
     return np.asarray(model.model_.decision_function(windows), dtype=np.float64)
+
+
+def _rows(windows: np.ndarray) -> np.ndarray:
+    """(m, L, F) windows as (m * L, F) event rows; unlike reshape(-1, F), works for F = 0."""
+    return windows.reshape(windows.shape[0] * windows.shape[1], windows.shape[-1])
 
 
 def supports_attention(model) -> bool:
@@ -346,19 +351,28 @@ def _steps(weights: np.ndarray, length: int, k: int) -> np.ndarray:
     return np.pad(weights, (0, k - len(weights)), constant_values=np.nan)
 
 
+_OWN = ("step", "current", "attribution", "score_without", "event_time", "event_amount")
+
+
 def _window_table(
     frame: pd.DataFrame, schema, frame_rows: np.ndarray, base: float, occluded: np.ndarray
 ) -> pd.DataFrame:
-    columns = [c for c in schema.columns() if c in frame.columns]
+    # The id, time and amount are carried under stable names below, so a data column of
+    # theirs named like one of the table's own columns (PaySim's time is `step`) is left out.
+    stable = {schema.id_column, schema.time, schema.amount}
+    columns = [
+        c for c in schema.columns() if c in frame.columns and not (c in stable and c in _OWN)
+    ]
     table = frame.iloc[frame_rows][columns].reset_index(drop=True)
     table.insert(0, "step", np.arange(len(table)))
     table["current"] = table["step"] == len(table) - 1
     table["attribution"] = base - occluded
     table["score_without"] = _sigmoid(occluded)
     # Stable names for the id, time and amount, whatever the schema calls them.
-    table["transaction_id"] = table[schema.id_column].astype(str)
-    table["event_time"] = table[schema.time]
-    table["event_amount"] = table[schema.amount].astype(float)
+    rows = frame.iloc[frame_rows]
+    table["transaction_id"] = rows[schema.id_column].astype(str).to_numpy()
+    table["event_time"] = rows[schema.time].to_numpy()
+    table["event_amount"] = rows[schema.amount].to_numpy(dtype=float)
     return table
 
 

@@ -66,7 +66,7 @@ import logging
 import tomllib
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -818,6 +818,7 @@ def load_transactions(
     if isinstance(source, pd.DataFrame):
         name = "<DataFrame>"
         available = list(source.columns)
+        schema = _reloaded(schema, available)
     else:
         path = Path(source)
         name = str(source)
@@ -992,6 +993,18 @@ def load_transactions(
     return result
 
 
+def _reloaded(schema: Schema, columns: list) -> Schema:
+    """A frame that load_transactions returned holds the canonical id and entity columns
+    in place of the data's (row numbers, one stream, a composite key): read those as they
+    are, so loading is idempotent."""
+    changes: dict[str, Any] = {}
+    if schema.id is None and schema.id_column in columns:
+        changes["id"] = schema.id_column
+    if len(schema.entity_parts) != 1 and schema.entity_column in columns:
+        changes["entity"] = schema.entity_column
+    return replace(schema, **changes) if changes else schema
+
+
 def _load_ids(schema: Schema, raw: dict, rows: _Rows, n: int) -> pd.Series:
     """Unique text ids; without an id column, the 1-based data row numbers."""
     if schema.id is None:
@@ -1060,15 +1073,10 @@ def _load_entities(schema: Schema, raw: dict, rows: _Rows, n: int) -> pd.Series:
 def _load_times(schema: Schema, time_raw: pd.Series, rows: _Rows) -> np.ndarray:
     """datetime64[ns] naive UTC; numbers only through the schema's [time] table."""
     column = schema.time
-    if schema.time_unit is not None:
-        if isinstance(time_raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(
-            time_raw.dtype
-        ):
-            raise DataValidationError(
-                f"{rows.source_name}: column {column!r} holds dates, but the schema's [time] "
-                f"table says it holds numbers of {schema.time_unit!r}. Fix: remove the "
-                f"[time] table from the schema."
-            )
+    dates = isinstance(time_raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(
+        time_raw.dtype
+    )
+    if schema.time_unit is not None and not dates:  # [time] says how to read numbers
         values, _ = _to_float(time_raw)
         times, bad = numeric_times(values, schema.time_unit, schema.time_origin)
         if bad.any():
