@@ -33,8 +33,6 @@ VALID_DAYS = 7.0
 LABEL_DELAY_DAYS = 7.0
 #: Fewer frauds than this make AP, recall and threshold choices noisy.
 MIN_FRAUDS = 30
-#: Days of training data wanted on top of validation and the label delay.
-MIN_TRAIN_DAYS = 7.0
 #: A categorical column with at least this share of distinct values per row is an id.
 ID_LIKE_SHARE = 0.9
 #: ... judged only with at least this many rows.
@@ -211,12 +209,13 @@ def profile_warnings(p: DataProfile, schema: Schema) -> list[str]:
             "period itself. Fix: pass a smaller --valid-days N (and --label-delay-days N) to "
             "train, or bring a longer export."
         )
-    elif p.span_days < needed + MIN_TRAIN_DAYS:
+    elif p.span_days < needed + p.valid_days:
+        # Training shorter than validation: the model learns from less than it is judged on.
         out.append(
             f"the data spans {p.span_days:.1f} days: after {settings}, only "
-            f"{p.span_days - needed:.1f} days are left to train on (less than "
-            f"{MIN_TRAIN_DAYS:.0f}). Fix: bring a longer export, or pass a smaller "
-            "--valid-days N to train."
+            f"{p.span_days - needed:.1f} days are left to train on, less than the "
+            f"{_days(p.valid_days)}-day validation period. Fix: bring a longer export, or pass "
+            "a smaller --valid-days N to train."
         )
 
     # Labels.
