@@ -479,3 +479,24 @@ def test_suggest_schema_skips_an_unnamed_index_column(tmp_path):
     assert "#   (unnamed)" in suggestion.to_toml()
     schema = suggestion.schema()
     assert schema.id == "trans_num" and len(load_transactions(data, schema)) == 400
+
+
+def test_suggest_schema_keeps_ground_truth_out_and_flags_what_loading_refuses():
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(
+        {
+            "ts": pd.date_range("2024-01-01", periods=100, freq="h").astype(str),
+            "amount": [f"${i}" for i in range(100)],
+            "Class": rng.choice(["fraud", "legit"], 100),  # a label, but not 0/1
+            "target": rng.integers(0, 2, 100),
+            "const": 1.0,
+        }
+    )
+    frame.loc[3, "ts"] = None
+    suggestion = suggest_from_frame(frame)
+    text, schema = suggestion.to_toml(), suggestion.schema()
+    assert (schema.time, schema.amount, schema.label) == ("ts", "amount", "target")
+    assert "CHECK: 1 missing in the sample, which loading refuses" in text
+    assert "CHECK: not plain numbers in the sample (e.g. '$0')" in text
+    assert "Class" not in schema.source_columns() and "const" not in schema.source_columns()
+    assert "convert it to 1 = fraud, 0 = legitimate" in text

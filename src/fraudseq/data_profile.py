@@ -172,7 +172,7 @@ def profile_transactions(
         valid_frauds=valid_frauds,
         columns=columns,
     )
-    profile.warnings = profile_warnings(profile, schema)
+    profile.warnings = profile_warnings(profile)
     return profile
 
 
@@ -180,7 +180,7 @@ def _days(value: float) -> str:
     return f"{value:g}"
 
 
-def profile_warnings(p: DataProfile, schema: Schema) -> list[str]:
+def profile_warnings(p: DataProfile) -> list[str]:
     """What to fix before training, each warning with its fix."""
     out: list[str] = []
     entity = " + ".join(p.entity)

@@ -621,6 +621,10 @@ class _Guesser:
             self.comment_out(
                 "label", None, "no 0/1 column named like a fraud label; scoring works without it"
             )
+        for g in list(self.free.values()):
+            if g.norm in _LABEL_NAMES:  # ground truth, whatever its values: never a feature
+                fix = "" if g.binary else ": convert it to 1 = fraud, 0 = legitimate"
+                self.ignore(g, f"named like a label (e.g. {g.example!r}), so never a feature{fix}")
         s = self.by_name(_SCENARIO_NAMES) or self.by_tokens({"scenario"})
         if s is not None:
             self.set(
@@ -640,7 +644,7 @@ class _Guesser:
     def time(self) -> None:
         best: tuple[tuple, ColumnFacts] | None = None
         for i, f in enumerate(self.free.values()):
-            if f.norm in _PERSONAL_NAMES or f.missing:
+            if f.norm in _PERSONAL_NAMES:
                 continue
             timeish = bool(f.tokens & _TIME_TOKENS) or f.norm in _TIME_NAMES
             rank = _TIME_NAMES.index(f.norm) if f.norm in _TIME_NAMES else len(_TIME_NAMES)
@@ -652,6 +656,7 @@ class _Guesser:
                 score = (4, i)
             else:
                 continue
+            score = (f.missing > 0, *score)  # complete columns first
             if best is None or score < best[0]:
                 best = (score, f)
         if best is None:
@@ -664,15 +669,16 @@ class _Guesser:
             self.result.notes.append("FIX: name the time column below; none was recognised.")
             return
         f = best[1]
+        check = f"; CHECK: {f.missing:,} missing in the sample, which loading refuses"
         if f.kind == "datetime":
-            self.set("time", f, f"dates and times, e.g. {f.example!r}")
+            self.set("time", f, f"dates and times, e.g. {f.example!r}" + check * bool(f.missing))
         else:
             unit, origin, why_unit, why_origin = _numeric_time(f)
             self.set(
                 "time",
                 f,
                 f"numbers named like a time ({_show(f.low)} to {_show(f.high)}): "
-                "read through [time] below",
+                "read through [time] below" + check * bool(f.missing),
             )
             self.result.time = {"unit": unit, "origin": origin}
             self.result._time_comments = {"unit": why_unit, "origin": why_origin}
@@ -690,6 +696,14 @@ class _Guesser:
             return g.kind == "number" and not g.tokens & {"balance", "old", "new"}
 
         f = self.by_name(_AMOUNT_NAMES, ok) or self.by_tokens({"amount", "amt"}, ok=ok)
+        if f is None and (g := self.by_name(_AMOUNT_NAMES)) is not None:
+            self.set(
+                "amount",
+                g,
+                f"named like an amount; CHECK: not plain numbers in the sample (e.g. "
+                f"{g.example!r}), which loading refuses",
+            )
+            return
         if f is None:
             self.lines["amount"] = _Line(
                 "amount", "<your amount column>", "FIX: no numeric column named like an amount"
@@ -785,6 +799,8 @@ class _Guesser:
                     (f.name, f"whole numbers named like a code ({self._distinct(f)})")
                 )
                 self.take(f)
+            elif f.kind == "number" and f.distinct <= 1:
+                self.ignore(f, "a single value in the sample")
             elif f.kind == "number":
                 missing = f", {f.missing / f.rows:.0%} missing" if f.missing else ""
                 self.numeric.append((f.name, f"numbers{missing}"))
