@@ -834,11 +834,11 @@ class _Guesser:
         # The text must be a schema: parse it back, exactly as --schema would.
         text = result.to_toml()
         try:
-            doc = tomllib.loads(text)
-            parsed = Schema.from_document(doc, source="suggested schema")
+            parsed = Schema.from_document(tomllib.loads(text), source="suggested schema")
         except (tomllib.TOMLDecodeError, FraudseqError) as err:  # a bug, not a user error
             raise RuntimeError(f"the suggested schema does not parse: {err}\n{text}") from err
-        assert parsed.to_document() == result.schema().to_document()
+        if parsed != result.schema():
+            raise RuntimeError(f"the suggested schema's text and roles differ:\n{text}")
         return result
 
 
