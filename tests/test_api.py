@@ -44,7 +44,7 @@ class FakeDetector:
 
     def score(self, tx: dict) -> dict:
         self.calls.append(tx)
-        tid = tx[self.schema.id]
+        tid = tx[self.schema.id_column]
         if tid in self.sent:
             if self.sent[tid] != tx:
                 raise ConflictError(f"transaction id {tid!r} was already scored with other content")
@@ -59,7 +59,7 @@ class FakeDetector:
             raise DataValidationError(f"{self.schema.amount}: 13 is unlucky")
         if amount == 503:
             raise StateStoreError("state.db: SQLite error: database or disk is full")
-        entity = tx[self.schema.entity]
+        entity = tuple(tx[c] for c in self.schema.entity_parts)
         self.events[entity] += 1
         probability = min(1.0, abs(amount) / 1000)
         result = {
@@ -69,6 +69,7 @@ class FakeDetector:
             "alert": probability >= 0.5,
             "threshold": 0.5,
             "insufficient_history": self.events[entity] <= 3,
+            "out_of_order": False,
             "model_version": self.model_version,
             "reasons": [],
         }
@@ -181,6 +182,14 @@ def test_health_and_openapi(client):
     )
     transaction = spec["components"]["schemas"]["Transaction"]
     assert set(transaction["required"]) == {"tx_id", "card_id", "ts", "amount"}
+    for name in ("tx_id", "card_id"):  # a string or an integer, read as its digits
+        assert {"type": "integer"} in transaction["properties"][name]["anyOf"]
+    # No [time] table: the time is an ISO 8601 string only.
+    assert transaction["properties"]["ts"]["type"] == "string"
+    assert transaction["properties"]["ts"]["format"] == "date-time"
+    result = spec["components"]["schemas"]["ScoreResult"]
+    assert "out_of_order" in result["required"]
+    assert result["properties"]["out_of_order"]["type"] == "boolean"
     assert "mcc" in transaction["properties"] and "is_fraud" not in transaction["properties"]
     assert transaction["additionalProperties"] is False
     assert client.get("/docs").status_code == 200
@@ -199,7 +208,11 @@ CASES = [
     ("amount as text", {"amount": "12.5"}, "amount", "number"),
     ("amount bool", {"amount": True}, "amount", "number"),
     ("amount missing", {"amount": ...}, "amount", "missing"),
-    ("id as number", {"tx_id": 123}, "tx_id", "string"),
+    ("id as float", {"tx_id": 1.5}, "tx_id", "a string or an integer"),
+    ("id as integral float", {"tx_id": 123.0}, "tx_id", "a string or an integer"),
+    ("id as bool", {"tx_id": True}, "tx_id", "a string or an integer"),
+    ("id with a tab", {"tx_id": "T\t1"}, "tx_id", "control characters"),
+    ("entity as float", {"card_id": 4.5}, "card_id", "a string or an integer"),
     ("id empty", {"tx_id": ""}, "tx_id", "at least 1"),
     ("id too long", {"tx_id": "x" * 129}, "tx_id", "at most 128"),
     ("entity newline", {"card_id": "C1\nX"}, "card_id", "control characters"),
@@ -207,7 +220,9 @@ CASES = [
     ("entity blank", {"card_id": "   "}, "card_id", "blank"),
     ("entity null", {"card_id": None}, "card_id", "string"),
     ("time unparseable", {"ts": "yesterday"}, "ts", "ISO 8601"),
-    ("time as epoch number", {"ts": 1767225600}, "ts", "string"),
+    ("time as epoch number", {"ts": 1767225600}, "ts", "add a [time] table"),
+    ("time as bool", {"ts": True}, "ts", "ISO 8601"),
+    ("time too long", {"ts": "2026-01-01" + " " * 60}, "ts", "at most 64"),
     ("time out of range", {"ts": "1500-01-01T00:00:00"}, "ts", "1678-2261"),
     ("categorical as float", {"mcc": 54.5}, "mcc", "string or an integer"),
     ("categorical as bool", {"mcc": True}, "mcc", "string or an integer"),
@@ -636,3 +651,113 @@ def test_a_detector_without_the_interface_is_refused_when_the_app_is_made():
 
     with pytest.raises(TypeError, match="lacks counts of the Detector interface"):
         create_app(Uncounted())
+
+
+# ------------------------------------------------------------------ every shape of schema
+
+
+def test_integer_ids_and_entities_are_read_as_their_digits(client, detector):
+    """{"tx_id": 123, "card_id": 456} was a 422 ("Input should be a valid string"); files
+    read an integer id column as "123", and so does the API now."""
+    first = client.post("/v1/score", json=tx(1, tx_id=123, card_id=456))
+    assert first.status_code == 200, first.text
+    assert first.json()["transaction_id"] == "123"
+    sent = detector.calls[-1]
+    assert (sent["tx_id"], sent["card_id"]) == ("123", "456")
+    retry = client.post("/v1/score", json=tx(1, tx_id="123", card_id="456"))
+    assert retry.json() == first.json() and len(detector.sent) == 1  # the same transaction
+    batch = client.post("/v1/score/batch", json={"transactions": [tx(2, tx_id=-7, card_id=0)]})
+    assert batch.status_code == 200 and batch.json()["results"][0]["transaction_id"] == "-7"
+    feedback = client.post("/v1/feedback", json={"transaction_id": 123, "label": 1})
+    assert feedback.status_code == 200 and detector.labels == {"123": 1}
+    assert client.post("/v1/feedback", json={"transaction_id": 1.0, "label": 1}).status_code == 422
+
+
+NO_ID = Schema(entity="card_id", time="ts", amount="amount", label="is_fraud")
+STREAM = Schema(id="tx_id", time="ts", amount="amount", numeric=("risk",))
+COMPOSITE = Schema(
+    id="tx_id", entity=("card1", "addr1"), time="ts", amount="amount", categorical=("mcc",)
+)
+HOURS = Schema(
+    id="tx_id", entity="card_id", time="step", amount="amount", time_unit="h",
+    time_origin="2026-01-01",
+)  # fmt: skip
+
+
+def shape_client(schema: Schema):
+    detector = FakeDetector(schema)
+    return detector, TestClient(create_app(detector, max_batch=5))
+
+
+def test_request_fields_without_an_id_column():
+    """The model's data had no id column (ids were row numbers): a request's id is the
+    field transaction_id."""
+    detector, client = shape_client(NO_ID)
+    with client:
+        body = {"transaction_id": 5, "card_id": "C1", "ts": "2026-01-01", "amount": 1.0}
+        response = client.post("/v1/score", json=body)
+        assert response.status_code == 200, response.text
+        assert detector.calls[-1]["transaction_id"] == "5"
+        missing = client.post(
+            "/v1/score", json={k: v for k, v in body.items() if k != "transaction_id"}
+        )
+        assert missing.json()["errors"][0]["field"] == "transaction_id"
+        typo = client.post("/v1/score", json={**body, "tx_id": "T"})
+        assert "allowed fields: transaction_id, card_id, ts, amount" in typo.json()["message"]
+        spec = client.get("/openapi.json").json()["components"]["schemas"]["Transaction"]
+        assert spec["required"] == ["transaction_id", "card_id", "ts", "amount"]
+
+
+def test_request_fields_of_one_stream():
+    """No entity: the data is one stream; there is no entity field to send."""
+    detector, client = shape_client(STREAM)
+    with client:
+        body = {"tx_id": "T1", "ts": "2026-01-01T00:00:00", "amount": 1.0, "risk": None}
+        assert client.post("/v1/score", json=body).status_code == 200
+        extra = client.post("/v1/score", json={**body, "tx_id": "T2", "stream": "all"})
+        assert extra.status_code == 422 and extra.json()["errors"][0]["field"] == "stream"
+        spec = client.get("/openapi.json").json()["components"]["schemas"]["Transaction"]
+        assert spec["required"] == ["tx_id", "ts", "amount"]
+
+
+def test_request_fields_of_a_composite_entity():
+    """Each part of a composite key is a required field, a string, an integer or null."""
+    detector, client = shape_client(COMPOSITE)
+    with client:
+        body = {"tx_id": "T1", "card1": 1234, "addr1": None, "ts": "2026-01-01", "amount": 1.0}
+        response = client.post("/v1/score", json=body)
+        assert response.status_code == 200, response.text
+        assert (detector.calls[-1]["card1"], detector.calls[-1]["addr1"]) == ("1234", None)
+        missing = client.post("/v1/score", json={k: v for k, v in body.items() if k != "addr1"})
+        error = missing.json()["errors"][0]
+        assert error["field"] == "addr1" and "send null when it is unknown" in error["msg"]
+        bad = client.post("/v1/score", json={**body, "card1": 12.5})
+        assert bad.json()["errors"][0]["field"] == "card1"
+        spec = client.get("/openapi.json").json()["components"]["schemas"]["Transaction"]
+        assert spec["required"] == ["tx_id", "card1", "addr1", "ts", "amount"]
+        assert {"type": "null"} in spec["properties"]["addr1"]["anyOf"]
+        assert "card1+addr1" not in spec["properties"]
+
+
+def test_a_numeric_time_needs_the_time_table():
+    """With a [time] table a number is a time in its unit (passed on for `numeric_times`);
+    an ISO string still works; numbers out of range and booleans are refused."""
+    detector, client = shape_client(HOURS)
+    with client:
+        body = {"tx_id": "T1", "card_id": "C1", "step": 36, "amount": 1.0}
+        response = client.post("/v1/score", json=body)
+        assert response.status_code == 200, response.text
+        assert detector.calls[-1]["step"] == 36
+        iso = client.post("/v1/score", json={**body, "tx_id": "T2", "step": "2026-01-02T12:00Z"})
+        assert iso.status_code == 200 and detector.calls[-1]["step"] == "2026-01-02T12:00:00"
+        assert (
+            client.post("/v1/score", json={**body, "tx_id": "T3", "step": 1.5}).status_code == 200
+        )
+        for bad, words in ((1e30, "years 1678-2261"), (True, "or a number of 'h'"), ("x", "ISO")):
+            response = client.post("/v1/score", json={**body, "tx_id": "T4", "step": bad})
+            assert response.status_code == 422, response.text
+            assert words in response.json()["errors"][0]["msg"]
+        spec = client.get("/openapi.json").json()["components"]["schemas"]["Transaction"]
+        step = spec["properties"]["step"]
+        assert {"type": "number", "example": 36} in step["anyOf"]
+        assert "2026-01-01" in step["description"] and "'h'" in step["description"]

@@ -10,11 +10,18 @@ import pytest
 from fraudseq.models import MODELS
 from fraudseq.serving import AccountState, ConflictError, Detector
 from fraudseq.serving.batch import decode_states, encode_states, parse_batch
-from fraudseq.serving.live_features import parse_transaction
+from fraudseq.serving.live_features import _request_columns, parse_transaction
 from test_state import accounts_slice, make_model_dir, transactions
 
 TOLERANCE = 1e-6
-EXACT = ("transaction_id", "alert", "threshold", "insufficient_history", "model_version")
+EXACT = (
+    "transaction_id",
+    "alert",
+    "threshold",
+    "insufficient_history",
+    "out_of_order",
+    "model_version",
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -135,6 +142,11 @@ def test_out_of_order_and_repeats_in_one_batch(model_dir, stream):
         single = [one.score(tx) for tx in sequence]
         batch = many.score_batch(sequence)
         assert_same(batch, single)
+        # LATE is older than own[5], scored earlier in the same batch: out of order, and so
+        # is its repeat (the first's result); own[1] again is a retry of an in-order one.
+        assert [r["out_of_order"] for r in batch] == [False] * 6 + [True, False, True] + [False] * (
+            len(sequence) - 9
+        )
         assert many.store.record("LATE")["inserted"] is False
         assert many.store.account(account) == one.store.account(account)
         # the repeated LATE and own[1] are replays, counted alike one by one or in a batch
@@ -182,7 +194,7 @@ def test_parse_batch_equals_parse_transaction(model_dir, stream):
         dict(txs[1], ts=txs[1]["ts"].replace("T", " ") + "+02:00", amount=12),
         dict(txs[2], ts=txs[2]["ts"] + ".123456", mcc=5411, country=None),
         dict(txs[3], ts=txs[3]["ts"] + "-0530", channel="  ", device_id=3.0),
-        dict(txs[4], ts=1767225600.5),  # epoch seconds: row by row
+        dict(txs[4], card_id=77),  # an integer entity: row by row
         dict(txs[5], tx_id=123),
     ]
     for batch in (txs[:50], variants[:4], variants):
@@ -191,6 +203,51 @@ def test_parse_batch_equals_parse_transaction(model_dir, stream):
         assert [columns.row(i) for i in range(len(batch))] == expected
     with pytest.raises(Exception, match="position 1: .*'amount'"):
         parse_batch([txs[0], dict(txs[1], amount=float("inf"))], schema)
+    with pytest.raises(Exception, match="position 2: .*'ts': a number is not a time"):
+        parse_batch([txs[0], txs[1], dict(txs[2], ts=1767225600.5)], schema)
+
+
+def test_parse_batch_equals_parse_transaction_for_every_shape():
+    """Without an id column, one stream, a composite key, numeric times with a [time]
+    table and numeric columns: the column parser (used, not the row parser) gives
+    parse_transaction's values and digests; an invalid row is named by the row parser."""
+    from fraudseq.schema import Schema
+    from fraudseq.serving.batch import _fast_columns
+
+    shapes = {
+        "no id": Schema(entity="card_id", time="ts", amount="amount", categorical=("mcc",)),
+        "one stream": Schema(id="tx_id", time="ts", amount="amount", numeric=("v1", "v2")),
+        "composite": Schema(
+            id="tx_id", entity=("card1", "addr1"), time="ts", amount="amount",
+            counterparty="merchant",
+        ),
+        "hours": Schema(
+            id="tx_id", entity="card_id", time="step", amount="amount", time_unit="h",
+            time_origin="2026-01-01",
+        ),
+    }  # fmt: skip
+    rows = [
+        {"tx_id": f"T{i}", "transaction_id": str(i), "card_id": f"C{i % 3}", "mcc": 5411,
+         "ts": f"2026-01-0{1 + i % 5}T10:00:00Z", "step": [0, 1.5, 36, 7, 743][i % 5],
+         "amount": 10.0 * i - 5, "v1": [0.5, None, 3, float("nan"), -1e300][i % 5], "v2": i,
+         "card1": ["1", "2", "3", "2", "1"][i % 5], "addr1": [None, "315", "", "7", 12][i % 5],
+         "merchant": None if i % 4 else "M"}
+        for i in range(10)
+    ]  # fmt: skip
+    for name, schema in shapes.items():
+        batch = [{c: row[c] for c in _request_columns(schema)} for row in rows]
+        assert _fast_columns(batch, schema) is not None, name
+        columns = parse_batch(batch, schema)
+        assert [columns.row(i) for i in range(len(batch))] == [
+            parse_transaction(tx, schema) for tx in batch
+        ], name
+    composite = [{c: row[c] for c in _request_columns(shapes["composite"])} for row in rows]
+    composite[3] = {**composite[3], "card1": None, "addr1": " "}
+    with pytest.raises(Exception, match="position 3: .*every part of the entity key"):
+        parse_batch(composite, shapes["composite"])
+    hours = [{c: row[c] for c in _request_columns(shapes["hours"])} for row in rows]
+    with pytest.raises(Exception, match="position 1: .*'step': non-finite or out-of-range"):
+        parse_batch([hours[0], {**hours[1], "step": 1e30}], shapes["hours"])
 
 
 def test_reasons_equal_the_explanations_module(model_dir, stream):
@@ -263,6 +320,7 @@ def test_record_json_is_the_records_json():
         "alert": True,
         "threshold": 0.1,
         "insufficient_history": False,
+        "out_of_order": False,
         "model_version": 'v"1\u00e9',
         "reasons": [{"kind": "feature", "feature": "amount", "value": 1e-7, "attribution": 2.5}],
     }

@@ -92,10 +92,12 @@ def test_result_fields(detector, model_dir, stream):
         "alert",
         "threshold",
         "insufficient_history",
+        "out_of_order",
         "model_version",
         "reasons",
     }
     for result in results:
+        assert result["out_of_order"] is False  # the stream is in time order
         p = result["fraud_probability"]
         assert 0.0 <= p <= 1.0 and result["score"] == round(100 * p, 2)
         assert result["alert"] == (p >= result["threshold"])
@@ -171,16 +173,21 @@ def test_out_of_order_transaction_is_scored_but_not_added(model_dir, stream):
         before = with_late.store.account(account)
         result = with_late.score(late)
         assert 0.0 <= result["fraud_probability"] <= 1.0
+        assert result["out_of_order"] is True  # the reply says it was not added
         assert with_late.store.account(account) == before  # history unchanged
         record = with_late.store.record("LATE")
         assert record["inserted"] is False and record["counted"] is True
-        assert with_late.score(late) == result  # idempotent like any other
+        assert with_late.score(late) == result  # idempotent like any other, flag included
+        # The same time as the account's latest is in order (ties break by arrival).
+        tie = {**own[5], "tx_id": "TIE"}
+        assert with_late.score(tie)["out_of_order"] is False
+        without.score(tie)
         assert with_late.feedback("LATE", 1)["changed"]
         # Later transactions score as if the late one never came (same counterparty days
         # are not read by transactions within the label delay).
         for tx in own[6:]:
             assert with_late.score(tx) == without.score(tx)
-        assert AccountState.from_bytes(with_late.store.account(account)).n == 8
+        assert AccountState.from_bytes(with_late.store.account(account)).n == 9  # 8 + TIE
 
 
 def test_feedback(detector, stream):
@@ -295,3 +302,30 @@ def test_ttl_and_store_options(model_dir, stream, tmp_path):
         Detector.load(model_dir, MemoryStore(), ttl_seconds=10)
     with pytest.raises(FraudseqError, match="min_history"):
         Detector.load(model_dir, min_history=-1)
+
+
+def test_stored_results_without_the_out_of_order_flag_get_it_from_their_record(
+    model_dir, stream, tmp_path
+):
+    """Records stored before results carried out_of_order: a retry (one at a time or in a
+    batch) reports it from the record's `inserted` field, true exactly for a late one."""
+    import sqlite3
+
+    txs, _ = stream
+    account = txs[0]["card_id"]
+    own = [tx for tx in txs if tx["card_id"] == account][:4]
+    late = {**own[1], "tx_id": "LATE"}
+    url = f"sqlite:///{tmp_path}/old.db"
+    with Detector.load(model_dir, url) as detector:
+        detector.explain = "none"
+        first = [detector.score(tx) for tx in [*own, late]]
+    assert [r["out_of_order"] for r in first] == [False] * 4 + [True]
+    with sqlite3.connect(tmp_path / "old.db") as db:  # as an older fraudseq wrote them
+        db.execute("UPDATE transactions SET record = json_remove(record, '$.result.out_of_order')")
+    db.close()
+    with Detector.load(model_dir, url) as detector:
+        assert "out_of_order" not in detector.store.record("LATE")["result"]
+        assert detector.score(late) == first[-1]
+        assert detector.score(own[0]) == first[0]
+        assert detector.score_batch([*own, late]) == first
+        assert detector.counts["replayed"] == 7 and detector.counts["scored"] == 0

@@ -13,11 +13,12 @@ import pytest
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.feature_blocks import FEATURE_BLOCKS
 from fraudseq.features import FeatureEncoder
-from fraudseq.schema import Schema, load_transactions
+from fraudseq.schema import STREAM_KEY, Schema, entity_key, load_transactions, numeric_times
 from fraudseq.serving.live_features import (
     VELOCITY_CAP,
     AccountState,
     LiveEncoder,
+    _request_columns,
     parse_transaction,
 )
 
@@ -209,7 +210,7 @@ def test_values_are_canonicalised_like_load_transactions():
         {**GOOD, "tx_id": "T2", "ts": "2026-01-05T12:00:00+02:00", "mcc": 5411.0, "channel": ""},
         {**GOOD, "tx_id": "T3", "ts": datetime(2026, 1, 5, 10, tzinfo=UTC), "device_id": "007"},
         {**GOOD, "tx_id": "T4", "ts": pd.Timestamp("2026-01-05 10:00:00.123456789")},
-        {**GOOD, "tx_id": "T5", "ts": 1767607200.25, "merchant_id": float("nan")},
+        {**GOOD, "tx_id": "T5", "merchant_id": float("nan")},
     ]
     for row in rows:
         loaded = load_transactions(pd.DataFrame([row]), SCHEMA).iloc[0]
@@ -224,3 +225,92 @@ def test_values_are_canonicalised_like_load_transactions():
     assert parse_transaction(rows[1], SCHEMA).digest != parse_transaction(GOOD, SCHEMA).digest
     same = {**GOOD, "ts": "2026-01-05 10:00:00", "amount": "12.5", "is_fraud": 1}
     assert parse_transaction(same, SCHEMA).digest == parse_transaction(GOOD, SCHEMA).digest
+
+
+# -- every shape of data: request fields, entity keys, numeric times ---------------------
+NO_ID = Schema(entity="card_id", time="ts", amount="amount", categorical=("mcc",))
+STREAM = Schema(id="tx_id", time="ts", amount="amount", numeric=("risk",))
+COMPOSITE = Schema(id="tx_id", entity=("card1", "addr1"), time="ts", amount="amount")
+HOURS = Schema(id="tx_id", entity="card_id", time="step", amount="amount", time_unit="h",
+               time_origin="2026-01-01")  # fmt: skip
+
+
+def test_request_fields_follow_the_schema_shape():
+    """The id under `schema.id_column` (transaction_id without an id column), each source
+    column of the entity (none for one stream), then the other roles."""
+    assert _request_columns(SCHEMA) == (
+        "tx_id", "card_id", "ts", "amount", *SCHEMA.categorical,
+    )  # fmt: skip
+    assert _request_columns(NO_ID) == ("transaction_id", "card_id", "ts", "amount", "mcc")
+    assert _request_columns(STREAM) == ("tx_id", "ts", "amount", "risk")
+    assert _request_columns(COMPOSITE) == ("tx_id", "card1", "addr1", "ts", "amount")
+    assert _request_columns(HOURS) == ("tx_id", "card_id", "step", "amount")
+    with pytest.raises(DataValidationError, match="missing field 'addr1' \\(entity\\)"):
+        parse_transaction({"tx_id": "T1", "card1": "C", "ts": GOOD["ts"], "amount": 1.0}, COMPOSITE)
+    with pytest.raises(DataValidationError, match="missing field 'transaction_id' \\(id\\)"):
+        parse_transaction({k: v for k, v in GOOD.items() if k != "tx_id"}, NO_ID)
+
+
+def test_each_shape_reads_ids_and_entities_like_load_transactions():
+    base = {"ts": "2026-01-05T10:00:00", "amount": 5.0}
+    no_id = parse_transaction({**base, "transaction_id": 17, "card_id": 42, "mcc": 1}, NO_ID)
+    assert (no_id.id, no_id.entity, no_id.categorical) == ("17", "42", ("1",))
+    stream = parse_transaction({**base, "tx_id": "S1", "risk": None}, STREAM)
+    assert stream.entity == STREAM_KEY == "all" and math.isnan(stream.numeric[0])
+    # Composite keys: integer and text parts, a missing part "<NA>", separators escaped.
+    rows = [
+        {"tx_id": "A", "card1": 1234, "addr1": 315},
+        {"tx_id": "B", "card1": "1234", "addr1": None},
+        {"tx_id": "C", "card1": "x|y", "addr1": ""},
+        {"tx_id": "D", "card1": None, "addr1": "a\\b"},
+        {"tx_id": "E", "card1": 77, "addr1": "<NA>"},
+    ]
+    loaded = load_transactions(pd.DataFrame([{**base, **row} for row in rows]), COMPOSITE)
+    for row, expected in zip(rows, loaded[COMPOSITE.entity_column], strict=True):
+        assert parse_transaction({**base, **row}, COMPOSITE).entity == expected
+    keys = [parse_transaction({**base, **row}, COMPOSITE).entity for row in rows]
+    assert keys[:2] == [entity_key(["1234", "315"]), "1234|<NA>"] and len(set(keys)) == 5
+    # Every part missing: an error, in files and live alike.
+    empty = {**base, "tx_id": "F", "card1": None, "addr1": "  "}
+    with pytest.raises(DataValidationError, match="every part of the entity key card1 \\+ addr1"):
+        parse_transaction(empty, COMPOSITE)
+    with pytest.raises(DataValidationError, match="every part of the entity key"):
+        load_transactions(pd.DataFrame([empty]), COMPOSITE)
+    # Ids: booleans, fractions and blanks are refused, integers are their digits.
+    for bad in (True, 1.5, " ", None):
+        with pytest.raises(DataValidationError, match="'tx_id'"):
+            parse_transaction({**GOOD, "tx_id": bad}, SCHEMA)
+    assert parse_transaction({**GOOD, "tx_id": 123}, SCHEMA).id == "123"
+
+
+@pytest.mark.parametrize(
+    ("unit", "origin", "values"),
+    [
+        ("h", "2026-01-01", [0, 1, 36, 743, 0.5, -2]),
+        ("s", "1970-01-01", [1767607200, 1767607200.25, 0]),
+        ("ms", "2017-12-01T00:00:00+01:00", [86_400_000, 1.5]),
+    ],
+)
+def test_numeric_times_use_the_time_table_as_files_do(unit, origin, values):
+    schema = Schema(**{**HOURS.to_dict(), "time": "ts"}, time_unit=unit, time_origin=origin)
+    frame = pd.DataFrame({**GOOD, "tx_id": f"T{i}", "ts": v} for i, v in enumerate(values))
+    loaded = load_transactions(frame, schema).set_index("tx_id")
+    expected, _ = numeric_times(np.array(values, dtype=float), unit, origin)
+    for i, value in enumerate(values):
+        tx = parse_transaction({**GOOD, "tx_id": f"T{i}", "ts": value}, schema)
+        assert tx.time_ns == loaded.loc[f"T{i}", "ts"].value == expected[i].astype(np.int64)
+    # An ISO string is still a time; a number out of range is not.
+    iso = parse_transaction({**GOOD, "ts": "2026-01-05T10:00:00Z"}, schema)
+    assert iso.time_ns == parse_transaction(GOOD, SCHEMA).time_ns
+    with pytest.raises(DataValidationError, match="'ts': non-finite or out-of-range time"):
+        parse_transaction({**GOOD, "ts": 1e30}, schema)
+
+
+def test_a_number_without_a_time_table_is_refused_naming_the_fix():
+    """Files refuse numeric times without [time]; live requests agree (they were read as
+    epoch seconds before)."""
+    for value in (1767607200, 1767607200.25, np.int64(5)):
+        with pytest.raises(DataValidationError, match="'ts': a number is not a time.*\\[time\\]"):
+            parse_transaction({**GOOD, "ts": value}, SCHEMA)
+    with pytest.raises(DataValidationError, match="\\[time\\]"):
+        load_transactions(pd.DataFrame([{**GOOD, "ts": 1767607200}]), SCHEMA)

@@ -14,19 +14,31 @@ Routes
     ``GET /docs``, ``GET /openapi.json``
 
 Request validation (the models are built from the model's schema, so the OpenAPI document
-names the model's own columns):
+names the model's own columns; the fields are those of ``live_features._request_columns``):
 
-- ``id`` and ``entity`` columns: JSON strings only (numbers are *not* coerced: send
-  ``"123"``), 1 to 128 characters, not blank, no control characters.
+- the id: the schema's id column, or ``transaction_id`` when the model's data had none
+  (its file's ids were row numbers). A JSON string or integer (an integer is its digits,
+  ``123`` is ``"123"``, as a file's integer id column is read); 1 to 128 characters, not
+  blank, no control characters. Booleans and floats are refused.
+- the entity: nothing when the model's data is one stream; its one column, a string or an
+  integer like the id; or each part of a composite key, a required field holding a string
+  or an integer, or null for a missing part (which is a value of its own, ``"<NA>"``, as in
+  a file); a transaction with every part null is refused (by the detector, 422).
 - ``time``: an ISO 8601 string (``2026-01-31T13:45:00``, ``...Z``, ``...+02:00``; a date alone
   means midnight). Offsets are converted to UTC; a time without offset is taken as UTC.
-  Years 1678-2261, microsecond precision. Epoch numbers are rejected.
+  Years 1678-2261, microsecond precision. A JSON number only when the model's schema has a
+  ``[time]`` table: origin + number x unit, as in its files; without one a number is
+  refused with a message naming that fix.
 - ``amount``: a finite JSON number (negative = refund), smaller than 1e15 in absolute value.
   ``NaN``/``Infinity`` tokens, which Python's JSON parser accepts, are rejected, as are
   numbers written as strings.
 - categorical and counterparty columns: strings of at most 256 characters, JSON integers
   (``5411`` is the category ``"5411"``, as in a file), or null/absent for "unknown" (like an
   empty cell in a file).
+- ``/v1/feedback``'s ``transaction_id``: a string or an integer, like the id.
+
+Every reply (single and batch) carries ``out_of_order``: whether the transaction was older
+than its account's (or stream's) latest event, so scored but not added to its history.
 - numeric columns: finite numbers, or null/absent for "unknown".
 - Unknown fields are rejected, and so are the label and scenario columns: labels arrive
   later through ``/v1/feedback``.
@@ -107,8 +119,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import fraudseq
 from fraudseq.errors import DataValidationError, FraudseqError, ModelDirectoryError
-from fraudseq.schema import MAX_ABS_AMOUNT, Schema
+from fraudseq.schema import MAX_ABS_AMOUNT, TIME_UNITS, Schema, numeric_times
 from fraudseq.serving.detector import ConflictError, UnknownTransactionError
+from fraudseq.serving.live_features import (
+    NUMERIC_TIME_FIX,
+    NUMERIC_TIME_PROBLEM,
+    _request_columns,
+)
 from fraudseq.serving.state import StateStoreError
 
 __all__ = [
@@ -303,22 +320,88 @@ def _iso_time(value: str) -> str:
     return stamp.isoformat()
 
 
+# An id or entity may be a JSON integer, read as its digits the way a file's integer id
+# column is ("123"); booleans and floats are not ids.
+def _id_text(value: Any) -> Any:
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise ValueError("must be a string or an integer")
+
+
 def _id_type(description: str) -> Any:
     return Annotated[
         str,
+        BeforeValidator(_id_text),
         StringConstraints(strict=True, min_length=1, max_length=MAX_ID_LENGTH),
         AfterValidator(_printable),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+                    {"type": "integer"},
+                ],
+                "description": description,
+            }
+        ),
         Field(description=description),
     ]
 
 
-_Time = Annotated[
-    str,
-    StringConstraints(strict=True, max_length=MAX_TIME_LENGTH),
-    AfterValidator(_iso_time),
-    WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-01-31T13:45:00Z"}),
-    Field(description="ISO 8601 time; offsets are converted to UTC, no offset means UTC."),
-]
+_ISO_TIME_SCHEMA = {"type": "string", "format": "date-time", "example": "2026-01-31T13:45:00Z"}
+_ISO_TIME_TEXT = "ISO 8601 time; offsets are converted to UTC, no offset means UTC."
+
+
+def _time_type(schema: Schema) -> Any:
+    """The time field: an ISO 8601 string; with the schema's [time] table also a JSON
+    number of its unit since its origin (checked by `numeric_times`, as files are)."""
+    unit, origin = schema.time_unit, schema.time_origin
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            if len(value) > MAX_TIME_LENGTH:
+                raise ValueError(f"must have at most {MAX_TIME_LENGTH} characters")
+            return _iso_time(value)
+        if type(value) is int or type(value) is float:
+            if unit is None:
+                raise ValueError(f"{NUMERIC_TIME_PROBLEM}; {NUMERIC_TIME_FIX}")
+            _, bad = numeric_times([float(value)], unit, origin)
+            if bad[0]:
+                raise ValueError(
+                    f"a number of {unit!r} since {origin} must be finite and fall within "
+                    f"the years 1678-2261"
+                )
+            return value
+        raise ValueError(
+            "must be an ISO 8601 time string"
+            + (f" or a number of {unit!r} since {origin}" if unit is not None else "")
+        )
+
+    if unit is None:
+        return Annotated[
+            Any,
+            BeforeValidator(check),
+            WithJsonSchema({**_ISO_TIME_SCHEMA, "description": _ISO_TIME_TEXT}),
+            Field(description=_ISO_TIME_TEXT),
+        ]
+    text = (
+        f"{_ISO_TIME_TEXT} Or a number: {origin} (UTC) + the number x {unit!r} "
+        f"({TIME_UNITS[unit]:,} ns), the model's [time] table."
+    )
+    return Annotated[
+        Any,
+        BeforeValidator(check),
+        WithJsonSchema(
+            {
+                "anyOf": [_ISO_TIME_SCHEMA, {"type": "number", "example": 36}],
+                "description": text,
+            }
+        ),
+        Field(description=text),
+    ]
+
+
 _Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 _Text = Annotated[str, StringConstraints(strict=True, max_length=MAX_TEXT_LENGTH)]
 
@@ -340,20 +423,36 @@ _Category = Annotated[
         {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH}, {"type": "integer"}]}
     ),
 ]
+_EntityPart = Annotated[
+    _Category | None,
+    Field(
+        description="A part of the composite entity key: required, null when unknown (a "
+        "value of its own); at least one part must be known."
+    ),
+]
 
 
 def request_models(schema: Schema, max_batch: int) -> tuple[type[BaseModel], type[BaseModel]]:
     """(transaction model, batch model) for `schema`.
 
+    The fields are `live_features._request_columns(schema)`: the id (``transaction_id``
+    without an id column), the entity's column(s) (none for one stream; a composite key's
+    parts are required and nullable), time, amount, categorical, numeric, counterparty.
     Fields use internal names (``c0``, ``c1``, ...) with the column name as alias, so any
     column name works, even one that is not a Python identifier or shadows a pydantic
     attribute. Dump with ``model_dump(by_alias=True)``.
     """
     fields: dict[str, Any] = {}
+    parts = schema.entity_parts
     roles: list[tuple[str, Any, Any]] = [
-        (schema.id, _id_type("Unique transaction id."), ...),
-        (schema.entity, _id_type("Card/account whose history forms the sequence."), ...),
-        (schema.time, _Time, ...),
+        (schema.id_column, _id_type("Unique transaction id."), ...)
+    ]
+    if len(parts) == 1:
+        roles.append((parts[0], _id_type("Card/account whose history forms the sequence."), ...))
+    for part in parts if len(parts) > 1 else ():  # required, null when unknown
+        roles.append((part, _EntityPart, ...))
+    roles += [
+        (schema.time, _time_type(schema), ...),
         (
             schema.amount,
             Annotated[
@@ -404,6 +503,10 @@ class ScoreResult(BaseModel):
     alert: bool
     threshold: float
     insufficient_history: bool
+    out_of_order: bool = Field(
+        description="Older than its account's (or stream's) latest event already scored: "
+        "scored against the current history, not added to it."
+    )
     model_version: str
     reasons: list[Any]
 
@@ -430,7 +533,10 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 
 def _describe_errors(
-    errors: list[dict[str, Any]], allowed: list[str], ground_truth: set[str]
+    errors: list[dict[str, Any]],
+    allowed: list[str],
+    ground_truth: set[str],
+    key_parts: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     import difflib
 
@@ -448,6 +554,11 @@ def _describe_errors(
             msg = "a JSON request body is required"
         elif kind in ("model_attributes_type", "dict_type", "model_type") and loc == ("body",):
             msg = "the request body must be a JSON object"
+        elif kind == "missing" and name in key_parts:
+            msg = (
+                f"required field is missing: a part of the entity key {' + '.join(key_parts)}; "
+                f"send null when it is unknown"
+            )
         elif kind == "missing":
             msg = "required field is missing"
         elif kind == "extra_forbidden" and name in ground_truth:
@@ -781,7 +892,8 @@ def create_app(
     body_limit = default_max_body_bytes(max_batch) if max_body_bytes is None else max_body_bytes
     options = {k: v for k, v in (detector_options or {}).items() if v is not None}
     transaction_model, batch_model = request_models(schema, max_batch)
-    allowed = schema.columns(with_label=False)
+    allowed = list(_request_columns(schema))
+    key_parts = schema.entity_parts if len(schema.entity_parts) > 1 else ()
     ground_truth = {c for c in (schema.label, schema.scenario) if c is not None}
     metrics = _Metrics(registry if registry is not None else CollectorRegistry())
     serving = _Serving()
@@ -867,7 +979,7 @@ def create_app(
                 ),
                 status_code=415,
             )
-        errors = _describe_errors(list(exc.errors()), allowed, ground_truth)
+        errors = _describe_errors(list(exc.errors()), allowed, ground_truth, key_parts)
         shown = "; ".join(f"{e['field']}: {e['msg']}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         return JSONResponse(

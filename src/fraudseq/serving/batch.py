@@ -23,6 +23,7 @@ buckets; runs are encoded one after the other, each seeing the counts of the run
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -42,7 +43,7 @@ from fraudseq.feature_blocks import (
     robust_statistics,
 )
 from fraudseq.features import OOV_CODE, clean_features
-from fraudseq.schema import MAX_ABS_AMOUNT, Schema
+from fraudseq.schema import MAX_ABS_AMOUNT, STREAM_KEY, Schema, entity_key, numeric_times
 from fraudseq.serving.live_features import (
     _HEADER,
     _ISO_MICROSECONDS,
@@ -52,6 +53,7 @@ from fraudseq.serving.live_features import (
     LiveEncoder,
     LiveTransaction,
     _category,
+    _is_missing,
     _request_columns,
     _value_hash,
     event_features,
@@ -125,9 +127,11 @@ class TransactionColumns:
 
 def parse_batch(txs, schema: Schema) -> TransactionColumns:
     """`parse_transaction` of every transaction, as columns. The common case (dicts with
-    text ids, categories and ISO times, float amounts) is checked and converted a column at
-    a time; anything else goes through `parse_transaction` row by row, which names the
-    position and field of the first invalid transaction."""
+    text ids and entities, categories, ISO times or numbers with the schema's [time] table,
+    float amounts, numbers or null in numeric columns) is checked and converted a column at
+    a time, for every shape of entity (none, one column, a composite key); anything else
+    goes through `parse_transaction` row by row, which names the position and field of the
+    first invalid transaction."""
     if not isinstance(txs, list | tuple):
         raise DataValidationError(
             f"score_batch takes a list of transactions, got {type(txs).__name__}"
@@ -160,8 +164,9 @@ def _fast_columns(txs, schema: Schema) -> TransactionColumns | None:
     if not all(len(tx) >= len(required) for tx in txs):
         return None
     column = {c: [tx[c] for tx in txs] for c in required}  # KeyError: a missing field
-    ids, entities = column[schema.id], column[schema.entity]
-    if not (_clean_text(ids) and _clean_text(entities)):
+    ids = column[schema.id_column]
+    entities = _fast_entities(column, txs, schema)
+    if entities is None or not _clean_text(ids):
         return None
     amounts = column[schema.amount]
     if not all(type(v) is float or type(v) is int for v in amounts):
@@ -169,23 +174,24 @@ def _fast_columns(txs, schema: Schema) -> TransactionColumns | None:
     amount = np.array(amounts, dtype=np.float64)
     if not (np.abs(amount) < MAX_ABS_AMOUNT).all():  # the row parser names the bad one
         return None
-    times = column[schema.time]
-    if not all(type(v) is str for v in times):
+    time_ns = _fast_times(column[schema.time], schema)
+    if time_ns is None:
         return None
-    times = [v.strip() for v in times]
-    match = _ISO_MICROSECONDS.fullmatch
-    if not all(match(v) for v in times):
-        return None
-    stamps = pd.to_datetime(pd.Series(times, dtype=object), format="ISO8601", utc=True)
-    time_ns = stamps.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64)
     categorical = []
     for c in schema.categorical:
         values = column[c]
         if not _clean_text(values):
             values = [_category(v, c, tx, schema) for v, tx in zip(values, txs, strict=True)]
         categorical.append(values)
-    if schema.numeric:
-        return None  # extra numeric columns: the row-by-row parser (NaN, bools, text)
+    numeric = []
+    for c in schema.numeric:  # plain numbers or null; the row parser reads bools and text
+        values = column[c]
+        if not all(v is None or type(v) is float or type(v) is int for v in values):
+            return None
+        values = [math.nan if v is None or v != v else float(v) for v in values]
+        if np.isinf(values).any():  # the row parser names the bad one
+            return None
+        numeric.append(values)
     counterparty = None
     if schema.counterparty:
         values = column[schema.counterparty]
@@ -198,17 +204,57 @@ def _fast_columns(txs, schema: Schema) -> TransactionColumns | None:
     time_list, amount_list = time_ns.tolist(), amount.tolist()
     # The digest of parse_transaction: repr of the canonical tuple (same values, same types).
     cat_rows = list(zip(*categorical, strict=True)) if categorical else [()] * len(txs)
+    num_rows = list(zip(*numeric, strict=True)) if numeric else [()] * len(txs)
     cps = counterparty if counterparty is not None else [None] * len(txs)
     blake2b = hashlib.blake2b
     digests = [
-        blake2b(repr((i, e, t, a, c, (), p)).encode(), digest_size=12).hexdigest()
-        for i, e, t, a, c, p in zip(
-            ids, entities, time_list, amount_list, cat_rows, cps, strict=True
+        blake2b(repr((i, e, t, a, c, x, p)).encode(), digest_size=12).hexdigest()
+        for i, e, t, a, c, x, p in zip(
+            ids, entities, time_list, amount_list, cat_rows, num_rows, cps, strict=True
         )
     ]
     return TransactionColumns(
-        ids, entities, time_ns, amount, categorical, [], counterparty, digests
+        ids, entities, time_ns, amount, categorical, numeric, counterparty, digests
     )
+
+
+def _fast_entities(column: dict, txs, schema: Schema) -> list[str] | None:
+    """Entity keys as `parse_transaction` makes them, or None (the row parser decides)."""
+    parts = schema.entity_parts
+    if not parts:
+        return [STREAM_KEY] * len(txs)
+    if len(parts) == 1:
+        values = column[parts[0]]
+        return values if _clean_text(values) else None
+    texts, clean = [], False
+    for c in parts:
+        values = column[c]
+        if _clean_text(values):
+            clean = True  # no transaction misses every part
+        else:
+            values = [_category(v, c, tx, schema) for v, tx in zip(values, txs, strict=True)]
+        texts.append(values)
+    if not clean and any(all(_is_missing(column[c][i]) for c in parts) for i in range(len(txs))):
+        return None  # the row parser names the transaction without any part
+    return [entity_key(key) for key in zip(*texts, strict=True)]
+
+
+def _fast_times(times: list, schema: Schema) -> np.ndarray | None:
+    """Naive-UTC int64 nanoseconds of ISO strings (or, with the schema's [time] table, of
+    plain numbers), or None (the row parser decides)."""
+    if schema.time_unit is not None and all(type(v) is float or type(v) is int for v in times):
+        values, bad = numeric_times(
+            np.array(times, dtype=np.float64), schema.time_unit, schema.time_origin
+        )
+        return None if bad.any() else values.view(np.int64)
+    if not all(type(v) is str for v in times):
+        return None
+    times = [v.strip() for v in times]
+    match = _ISO_MICROSECONDS.fullmatch
+    if not all(match(v) for v in times):
+        return None
+    stamps = pd.to_datetime(pd.Series(times, dtype=object), format="ISO8601", utc=True)
+    return stamps.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64)
 
 
 # -- account states as one table ---------------------------------------------------------

@@ -4,6 +4,10 @@
 >>> detector.score({"tx_id": "T1", "card_id": "C1", "ts": "2026-02-01T10:00:00Z",
 ...                 "amount": 12.5, "mcc": "5411", ...})                     # doctest: +SKIP
 {'transaction_id': 'T1', 'fraud_probability': 0.0123, 'score': 1.23, 'alert': False, ...}
+
+The request is keyed by the schema's columns: the id under `schema.id_column`
+("transaction_id" when the data has no id column), each of `schema.entity_parts` (none when
+the data is one stream), time, amount, categorical, numeric and counterparty columns.
 >>> detector.feedback("T1", 0)                                              # doctest: +SKIP
 
 Parity: replaying a file through `score` in time order gives the probabilities of batch
@@ -23,6 +27,10 @@ Semantics:
   time since the previous transaction counts as 0) and is *not* inserted into the account's
   history, so the account's later scores are as if it never came. It is recorded (a retry
   returns the same result, feedback works) and counts in its counterparty's hour bucket.
+  Every result says so in ``out_of_order`` (true: older than the account's or stream's
+  latest event in its history when it was scored; in a batch, earlier transactions of the
+  batch count). A stored result written before the flag existed gets it from its record
+  (``out_of_order`` is ``not inserted``), so a retry still reports it.
 - **Reasons.** For alerts, `reasons` lists the strongest reasons towards fraud from
   `fraudseq.explain` (occlusion of window events and current features, ~ms per alert);
   other transactions get ``[]``. Set `Detector.explain` to "all" or "none" to change that.
@@ -267,7 +275,8 @@ class Detector:
             logit = self._window.logit(numeric, codes)
         if logit != logit:
             _no_score(tx.id)
-        result = self._result(logit, account.n)
+        in_order = account.n == 0 or tx.time_ns >= account.last_time
+        result = self._result(logit, account.n, not in_order)
         if self._wants_reasons(result["alert"]):
             earlier = len(numeric) - 1
             events = (
@@ -277,7 +286,6 @@ class Detector:
             )
             with single_thread():
                 result["reasons"] = self._reasons(tx, numeric, codes, events, logit)
-        in_order = account.n == 0 or tx.time_ns >= account.last_time
         record = self._record(tx, in_order, result)
         text = None  # an out-of-order record is rare: the store dumps it
         if in_order:
@@ -297,9 +305,9 @@ class Detector:
         """A retried transaction's stored result, or ConflictError if its content changed."""
         if record.get("digest") != tx.digest:
             raise _conflict(tx.id)
-        return dict(record["result"])
+        return stored_result(record)
 
-    def _result(self, logit: float, n_previous: int) -> dict:
+    def _result(self, logit: float, n_previous: int, out_of_order: bool) -> dict:
         probability = _sigmoid(logit)
         return {
             "fraud_probability": probability,
@@ -307,6 +315,7 @@ class Detector:
             "alert": probability >= self.threshold,
             "threshold": self.threshold,
             "insufficient_history": n_previous < self.min_history,
+            "out_of_order": out_of_order,
             "model_version": self.model_version,
             "reasons": [],
         }
@@ -351,7 +360,7 @@ class Detector:
             elif record.get("digest") != txs.digests[i]:
                 raise _conflict(tx_id)
             else:
-                results[i] = dict(record["result"])
+                results[i] = stored_result(record)
         if not new:
             return BatchUpdate(results=results)
         fresh = txs.take(new) if len(new) < len(txs) else txs
@@ -438,8 +447,14 @@ class Detector:
         version = self._version_json
         scored = []
         explained = []  # reasons for all alerts: one forward pass over all their occlusions
-        for i, (p, is_alert, short) in enumerate(
-            zip(probability.tolist(), alert.tolist(), insufficient.tolist(), strict=True)
+        for i, (p, is_alert, short, inserted) in enumerate(
+            zip(
+                probability.tolist(),
+                alert.tolist(),
+                insufficient.tolist(),
+                in_order.tolist(),
+                strict=True,
+            )
         ):
             result = {
                 "fraud_probability": p,
@@ -447,6 +462,7 @@ class Detector:
                 "alert": is_alert,
                 "threshold": self.threshold,
                 "insufficient_history": short,
+                "out_of_order": not inserted,
                 "model_version": self.model_version,
                 "reasons": [],
             }
@@ -663,9 +679,20 @@ def record_json(
         f'"fraud_probability":{result["fraud_probability"]!r},"score":{result["score"]!r},'
         f'"alert":{"true" if result["alert"] else "false"},"threshold":{result["threshold"]!r},'
         f'"insufficient_history":{"true" if result["insufficient_history"] else "false"},'
+        f'"out_of_order":{"true" if result["out_of_order"] else "false"},'
         f'"model_version":{version_json},'
         f'"reasons":{dumps(reasons) if reasons else "[]"}}}}}'
     )
+
+
+def stored_result(record: dict) -> dict:
+    """A stored record's result, as a retry returns it. Records written before results
+    carried ``out_of_order`` get it from ``inserted`` (only out-of-order transactions are
+    not inserted into their account's history), so a retry reports the flag it had."""
+    result = dict(record["result"])
+    if "out_of_order" not in result:
+        result["out_of_order"] = not record.get("inserted", True)
+    return result
 
 
 def _conflict(tx_id: str) -> ConflictError:

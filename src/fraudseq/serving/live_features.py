@@ -27,8 +27,12 @@ get the vocabulary codes of `FeatureEncoder._codes` (2 + index, `OOV_CODE` other
 model's window is the stored encoded rows of the account's last K - 1 events plus this one.
 
 Input values are canonicalised as `load_transactions` does (text ids, missing categorical
-values -> "<NA>", integral floats -> "123", times -> naive UTC nanoseconds), so the same
-transaction gives the same features whether it comes from a file or from a JSON request.
+values -> "<NA>", integral floats -> "123", times -> naive UTC nanoseconds, numeric times
+through the schema's [time] table), so the same transaction gives the same features whether
+it comes from a file or from a JSON request. A request has the fields of
+`_request_columns`: the canonical id column (``transaction_id`` when the schema names no
+id), each source column of the entity (none for one stream), time, amount, categorical,
+numeric and counterparty.
 """
 
 from __future__ import annotations
@@ -62,7 +66,15 @@ from fraudseq.feature_blocks import (
     label_delay_buckets,
 )
 from fraudseq.features import FEATURE_LIMIT, OOV_CODE, FeatureEncoder, clean_features
-from fraudseq.schema import MAX_ABS_AMOUNT, MISSING_CATEGORY, Schema
+from fraudseq.schema import (
+    MAX_ABS_AMOUNT,
+    MISSING_CATEGORY,
+    STREAM_KEY,
+    TIME_UNITS,
+    Schema,
+    entity_key,
+    numeric_times,
+)
 
 #: Most events kept for the velocity windows (the last 7 days); an account with more events
 #: in 7 days than this gets count_7d / amount_7d over its latest VELOCITY_CAP events only.
@@ -108,8 +120,12 @@ class LiveTransaction(NamedTuple):
 def parse_transaction(tx, schema: Schema) -> LiveTransaction:
     """Validate and canonicalise a transaction dict keyed by the schema's column names.
 
-    The label and scenario columns are not needed and are ignored if present, like any
-    column the schema does not name. Raises DataValidationError naming the field.
+    The fields are `_request_columns(schema)`: the id under `schema.id_column`, the entity
+    as its source column(s). The entity key is that of `load_transactions`: the one
+    column's text, `entity_key` of a composite key's parts (a missing part is "<NA>", all
+    parts missing is an error), or `STREAM_KEY` without an entity. The label and scenario
+    columns are not needed and are ignored if present, like any column the schema does not
+    name. Raises DataValidationError naming the field.
     """
     columns = _request_columns(schema)
     if not isinstance(tx, dict):
@@ -124,8 +140,8 @@ def parse_transaction(tx, schema: Schema) -> LiveTransaction:
                 f"({_role(schema, column)}). Fix: send every column the schema names: "
                 f"{', '.join(columns)}"
             )
-    tx_id = _text(tx[schema.id], schema.id, "transaction id", tx, schema)
-    entity = _text(tx[schema.entity], schema.entity, "entity", tx, schema)
+    tx_id = _text(tx[schema.id_column], schema.id_column, "transaction id", tx, schema)
+    entity = _entity(tx, schema)
     time_ns = _time_ns(tx[schema.time], schema.time, tx, schema)
     amount = _amount(tx[schema.amount], schema.amount, tx, schema)
     categorical = tuple(_category(tx[c], c, tx, schema) for c in schema.categorical)
@@ -145,22 +161,41 @@ def parse_transaction(tx, schema: Schema) -> LiveTransaction:
 
 @functools.lru_cache(maxsize=64)
 def _request_columns(schema: Schema) -> tuple[str, ...]:
-    return tuple(schema.columns(with_label=False))
+    """The fields of a live request, in role order: `schema.id_column` (the id column, or
+    ``transaction_id`` without one), each of `schema.entity_parts`, time, amount,
+    categorical, numeric, counterparty."""
+    return tuple(dict.fromkeys([schema.id_column, *schema.source_columns(with_label=False)]))
 
 
 def _id_hint(tx: dict, schema: Schema) -> str:
-    value = tx.get(schema.id)
+    value = tx.get(schema.id_column)
     return repr(value) if isinstance(value, str | int) else "(no id)"
 
 
 def _role(schema: Schema, column: str) -> str:
-    roles = [
-        role
-        for role in ("id", "entity", "time", "amount", "counterparty")
-        if getattr(schema, role) == column
+    roles = ["id"] if column == schema.id_column else []
+    roles += ["entity"] if column in schema.entity_parts else []
+    roles += [
+        role for role in ("time", "amount", "counterparty") if getattr(schema, role) == column
     ]
     roles += [role for role in ("categorical", "numeric") if column in getattr(schema, role)]
     return "/".join(roles) or "column"
+
+
+def _entity(tx: dict, schema: Schema) -> str:
+    """The entity key, as `load_transactions` makes it from the entity's source columns."""
+    parts = schema.entity_parts
+    if not parts:
+        return STREAM_KEY
+    if len(parts) == 1:
+        return _text(tx[parts[0]], parts[0], "entity", tx, schema)
+    values = [tx[c] for c in parts]
+    if all(map(_is_missing, values)):
+        raise _bad(
+            tx, schema, parts[0], f"every part of the entity key {' + '.join(parts)} is missing",
+            values, f"send at least one of {', '.join(parts)} (null marks an unknown part).",
+        )  # fmt: skip
+    return entity_key([_category(v, c, tx, schema) for v, c in zip(values, parts, strict=True)])
 
 
 def _bad(tx, schema, column: str, problem: str, value, fix: str) -> DataValidationError:
@@ -257,21 +292,23 @@ def _number(value, column, tx, schema) -> float:
 
 
 def _time_ns(value, column, tx, schema) -> int:
-    """Naive-UTC nanoseconds from an ISO 8601 string, a datetime or epoch seconds."""
+    """Naive-UTC nanoseconds from an ISO 8601 string or a datetime; from a number only with
+    the schema's [time] table (origin + value x unit, through `numeric_times` as files)."""
     fix = (
         "send an ISO 8601 time such as 2024-01-31T13:45:00Z or 2024-01-31 13:45:00 (UTC; "
-        "offsets are converted), or epoch seconds, within years 1678-2261."
+        "offsets are converted), within years 1678-2261"
+        + (
+            f", or a number of {schema.time_unit!r} since {schema.time_origin}."
+            if schema.time_unit is not None
+            else "."
+        )
     )
     if _is_missing(value) or isinstance(value, bool | np.bool_):
         raise _bad(tx, schema, column, "missing or unparseable timestamp", value, fix)
+    if isinstance(value, numbers.Real) and not isinstance(value, np.datetime64):
+        return _numeric_time_ns(value, column, tx, schema)
     try:
-        if isinstance(value, numbers.Real) and not isinstance(value, np.datetime64):
-            seconds = float(value)
-            if not (math.isfinite(seconds) and abs(seconds) < 9.2e9):
-                raise ValueError(value)
-            # The same conversion as load_transactions (float seconds, vectorised path).
-            stamp = pd.Timestamp(pd.to_datetime(np.array([seconds]), unit="s")[0])
-        elif isinstance(value, str):
+        if isinstance(value, str):
             text = value.strip()
             if _ISO_MICROSECONDS.fullmatch(text):  # the common case, 5x faster than pandas
                 moment = datetime.fromisoformat(text)
@@ -294,6 +331,29 @@ def _time_ns(value, column, tx, schema) -> int:
         return int(stamp.as_unit("ns").value)
     except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime):
         raise _bad(tx, schema, column, "missing or unparseable timestamp", value, fix) from None
+
+
+#: A number is a time only with the schema's [time] table: the problem, and its fix.
+NUMERIC_TIME_PROBLEM = "a number is not a time without its unit and origin"
+NUMERIC_TIME_FIX = (
+    "send an ISO 8601 time such as 2024-01-31T13:45:00Z, or add a [time] table to the "
+    'model\'s schema (unit and origin, e.g. unit = "s" and origin = "1970-01-01" for Unix '
+    f"epoch seconds; units: {', '.join(TIME_UNITS)}) and retrain it."
+)
+
+
+def _numeric_time_ns(value, column, tx, schema) -> int:
+    """A number in the [time] table's unit since its origin (`numeric_times`, as files)."""
+    if schema.time_unit is None:
+        raise _bad(tx, schema, column, NUMERIC_TIME_PROBLEM, value, NUMERIC_TIME_FIX)
+    times, bad = numeric_times(np.array([float(value)]), schema.time_unit, schema.time_origin)
+    if bad[0]:
+        raise _bad(
+            tx, schema, column, "non-finite or out-of-range time", value,
+            f"the model's [time] table reads a number as {schema.time_unit!r} since "
+            f"{schema.time_origin}; origin + value must fall within years 1678-2261.",
+        )  # fmt: skip
+    return int(times.view(np.int64)[0])
 
 
 # -- per-account state -------------------------------------------------------------------
