@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fraudseq.choices import LOSSES
+
 
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al. 2017) on logits: down-weights easy, confidently-right windows.
@@ -23,9 +25,6 @@ class FocalLoss(nn.Module):
         p_true = torch.exp(-ce)
         weight = self.alpha * target + (1 - self.alpha) * (1 - target)
         return (weight * (1 - p_true) ** self.gamma * ce).mean()
-
-
-LOSSES = ("bce", "focal")
 
 
 def make_loss(name: str, pos_weight: torch.Tensor | None, alpha: float, gamma: float) -> nn.Module:

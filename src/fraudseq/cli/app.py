@@ -1,4 +1,9 @@
-"""The `fraudseq` Typer application, shared argument types and checks, and the entry point."""
+"""The `fraudseq` Typer application, shared argument types and checks, and the entry point.
+
+The command line imports only typer, rich and fraudseq's light modules; numpy, pandas, torch
+and the rest load inside the commands and option checks that need them, so that `--help`
+answers at once. tests/test_cli_polish.py checks that importing the CLI loads none of them.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,6 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from fraudseq.errors import FraudseqError
-from fraudseq.io import table_format
-from fraudseq.splits import parse_time
-from fraudseq.thresholds import parse_strategy
 
 app = typer.Typer(
     add_completion=False,
@@ -34,13 +36,17 @@ log = logging.getLogger("fraudseq")
 
 
 def time_option(param: typer.CallbackParam, value: str | None) -> str | None:
-    """A date or ISO time."""
+    """A date or ISO 8601 time (see `splits.ISO_FORMATS`)."""
+    from fraudseq.splits import parse_time
+
     parse_time(value, param.opts[0])
     return value
 
 
 def strategy_option(param: typer.CallbackParam, value: str | None) -> str | None:
     """A threshold strategy."""
+    from fraudseq.thresholds import parse_strategy
+
     if value is not None:
         parse_strategy(value, param.opts[0])
     return value
@@ -74,6 +80,8 @@ def output_file(param: typer.CallbackParam, value: Path | None) -> Path | None:
 
 def table_file(param: typer.CallbackParam, value: Path) -> Path:
     """A table file to write: CSV, CSV.gz or Parquet by its name."""
+    from fraudseq.io import table_format
+
     output_file(param, value)
     table_format(value)
     return value
@@ -98,11 +106,15 @@ DataArg = Annotated[Path, typer.Argument(help="Transactions file: CSV, CSV.gz or
 ModelDirArg = Annotated[Path, typer.Argument(help="Model directory written by `fraudseq train`.")]
 FromOpt = Annotated[
     str | None,
-    typer.Option("--from", callback=time_option, help="Start date/ISO time (inclusive)."),
+    typer.Option(
+        "--from", callback=time_option, help="Start: YYYY-MM-DD or ISO 8601 time (inclusive)."
+    ),
 ]
 UntilOpt = Annotated[
     str | None,
-    typer.Option("--until", callback=time_option, help="End date/ISO time (exclusive)."),
+    typer.Option(
+        "--until", callback=time_option, help="End: YYYY-MM-DD or ISO 8601 time (exclusive)."
+    ),
 ]
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fraudseq.artifacts import check_replaceable
+from fraudseq.choices import COMBINERS, LOSSES, MEMBERS, MODELS
 from fraudseq.cli.app import (
     DataArg,
     FromOpt,
@@ -24,12 +24,8 @@ from fraudseq.cli.app import (
     time_option,
 )
 from fraudseq.errors import FraudseqError
-from fraudseq.io import write_json, write_table
-from fraudseq.losses import LOSSES
-from fraudseq.models import MODELS
-from fraudseq.models.ensemble import COMBINERS
 
-MEMBERS = tuple(m for m in MODELS if m != "ensemble")
+# Imports of numpy, pandas, torch and the like stay inside the commands (see cli/app.py).
 STRATEGY_HELP = "best-f1 | cost:FN,FP[,amount] | recall:R | precision:P | budget:K | percentile:P"
 
 log = logging.getLogger("fraudseq")
@@ -46,6 +42,7 @@ def simulate(
     start: Annotated[str, typer.Option(callback=time_option, help="First day.")] = "2026-01-01",
 ) -> None:
     """Write simulated card transactions with labelled fraud scenarios."""
+    from fraudseq.io import write_table
     from fraudseq.simulate import simulate as run_simulation
 
     frame = run_simulation(accounts=accounts, days=days, seed=seed, start=start)
@@ -71,6 +68,8 @@ SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the
 
 def _model_dir(param: typer.CallbackParam, value: Path) -> Path:
     """A model directory to write, checked before training rather than after it."""
+    from fraudseq.artifacts import check_replaceable
+
     if value.name in ("", ".", ".."):  # replacing the working directory (or root) as a whole
         raise FraudseqError(f"{param.opts[0]} {value}: give the model directory a name")
     check_replaceable(value)
@@ -235,6 +234,7 @@ def compare(
 ) -> None:
     """Train each model on the same split and compare them on the data after --train-until."""
     from fraudseq.comparison import compare_models, comparison_table
+    from fraudseq.io import write_json
 
     rows = compare_models(
         data,
@@ -263,6 +263,7 @@ def score(
 ) -> None:
     """Score transactions in [--from, --until); earlier ones serve as history."""
     from fraudseq.fraud_model import FraudModel
+    from fraudseq.io import write_table
 
     if out.resolve() == data.resolve():  # the scores would replace the transactions
         raise FraudseqError(f"--out {out} is the transactions file itself; choose another name")

@@ -7,7 +7,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 from rich.table import Table
 
@@ -21,8 +20,8 @@ from fraudseq.cli.app import (
     output_file,
     time_option,
 )
-from fraudseq.io import write_json
 
+# Imports of numpy, pandas, torch and the like stay inside the commands (see cli/app.py).
 log = logging.getLogger("fraudseq")
 
 
@@ -97,6 +96,7 @@ def evaluate(
     on rolling folds and print per-fold and mean ± std AUC ROC, AP and CP@100.
     """
     from fraudseq.fraud_model import FraudModel
+    from fraudseq.io import write_json
 
     model = FraudModel.load(model_dir)
     if protocol is Protocol.prequential:
@@ -309,6 +309,7 @@ def explain(
     from fraudseq.explain import explain as run_explain
     from fraudseq.explain import top_reasons
     from fraudseq.fraud_model import FraudModel
+    from fraudseq.io import write_json
 
     model = FraudModel.load(model_dir)
     explanation = run_explain(model, data, transaction_id)
@@ -344,6 +345,8 @@ def explain(
 
 
 def window_table(explanation, schema) -> Table:
+    import pandas as pd
+
     window = explanation.window
     has_attention = "attention" in window.columns
     has_truth = schema.label is not None and schema.label in window.columns

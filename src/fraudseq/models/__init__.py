@@ -6,6 +6,7 @@ A window model has `fit(train, valid)`, `decision_function(windows)` (logits),
 
 from __future__ import annotations
 
+from fraudseq.choices import MODELS, UNSUPERVISED
 from fraudseq.errors import ConfigError
 from fraudseq.models.attention import (
     ATTENTION_NETWORKS,
@@ -23,10 +24,6 @@ from fraudseq.models.ensemble import EnsembleWindowModel, parse_members
 from fraudseq.models.neural import NeuralWindowModel
 from fraudseq.models.recurrent import CELLS, RecurrentClassifier
 from fraudseq.training import Trainer
-
-MODELS = (*CELLS, "xgboost", *ATTENTION_NETWORKS, "autoencoder", "ensemble")
-# Trained on legitimate windows only (see autoencoder.py): needs no fraud to train on.
-UNSUPERVISED = ("autoencoder",)
 
 __all__ = [
     "MODELS",

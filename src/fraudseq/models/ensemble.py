@@ -24,6 +24,7 @@ import torch
 from scipy.special import log_expit, logsumexp
 from sklearn.linear_model import LogisticRegression
 
+from fraudseq.choices import COMBINERS
 from fraudseq.errors import FraudseqError
 from fraudseq.metrics import average_precision
 from fraudseq.training import WindowSet
@@ -31,7 +32,6 @@ from fraudseq.training import WindowSet
 log = logging.getLogger("fraudseq")
 
 DEFAULT_MEMBERS = ("lstm", "xgboost")
-COMBINERS = ("average", "stacker")
 GRID_STEPS = 10
 WEIGHTS, COEF, INTERCEPT = "ensemble.weights", "ensemble.coef", "ensemble.intercept"
 
