@@ -2,8 +2,8 @@
 
 Each function returns a DataFrame with the data set's exact public column names (in its
 order) and plausibly typed values: a few hundred rows, several entities, a few frauds spread
-over the whole period. :data:`SCHEMAS` holds a hand-written schema for each shape (what a user
-would write; ``--suggest-schema`` is tested against the same roles), and :data:`SHAPES` maps a
+over the whole period. :data:`SCHEMAS` holds each shape's example schema from schemas/ (what a user
+starts from; ``--suggest-schema`` is tested against the same roles), and :data:`SHAPES` maps a
 shape's name to its function. Write a shape with :func:`write_shape` (CSV by default; the
 Sparkov file keeps its unnamed index column as pandas' ``to_csv`` writes it).
 
@@ -20,6 +20,7 @@ Sparkov file keeps its unnamed index column as pandas' ``to_csv`` writes it).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -332,70 +333,20 @@ def write_shape(name: str, path: str | Path, **kwargs) -> Path:
     return path
 
 
-#: A hand-written schema for each shape: what a user who knows the data set would write.
-SCHEMAS = {
-    "ulb": """\
-[columns]
-time = "Time"               # seconds since the first transaction
-amount = "Amount"
-label = "Class"
-numeric = [{}]
-
-[time]
-unit = "s"
-origin = "2013-09-01"       # the data covers two days of September 2013
-""".format(", ".join(f'"V{i}"' for i in range(1, 29))),
-    "paysim": """\
-[columns]
-entity = "nameOrig"
-time = "step"
-amount = "amount"
-label = "isFraud"
-categorical = ["type"]
-numeric = ["oldbalanceOrg", "newbalanceOrig", "oldbalanceDest", "newbalanceDest"]
-counterparty = "nameDest"
-
-[time]
-unit = "h"                  # one step is one hour of simulation
-origin = "2000-01-01"       # PaySim has no calendar date
-""",
-    "ieee_cis": """\
-[columns]
-id = "TransactionID"
-entity = ["card1", "addr1"]
-time = "TransactionDT"
-amount = "TransactionAmt"
-label = "isFraud"
-categorical = ["ProductCD", "card4", "card6", "P_emaildomain", "R_emaildomain",
-               "M1", "M2", "M4", "M6"]
-numeric = ["card2", "card3", "card5", "addr2", "dist1", "dist2", "C1", "C2", "C13",
-           "D1", "D4", "D15"]
-
-[time]
-unit = "s"
-origin = "2017-11-30"       # the usual guess: TransactionDT 86400 is 2017-12-01
-""",
-    "sparkov": """\
-[columns]
-id = "trans_num"
-entity = "cc_num"
-time = "trans_date_trans_time"
-amount = "amt"
-label = "is_fraud"
-categorical = ["merchant", "category", "gender", "state"]
-numeric = ["lat", "long", "city_pop", "merch_lat", "merch_long"]
-counterparty = "merchant"
-""",
-    "handbook": """\
-[columns]
-id = "TRANSACTION_ID"
-entity = "CUSTOMER_ID"
-time = "TX_DATETIME"
-amount = "TX_AMOUNT"
-label = "TX_FRAUD"
-categorical = ["TERMINAL_ID"]
-numeric = []
-counterparty = "TERMINAL_ID"
-scenario = "TX_FRAUD_SCENARIO"
-""",
+#: The example schema of each shape, from the repository's schemas/ folder (what the
+#: README tells a user of that data set to start from).
+SCHEMA_FILES = {
+    "ulb": "ulb_creditcard.toml",
+    "paysim": "paysim.toml",
+    "ieee_cis": "ieee_cis.toml",
+    "sparkov": "sparkov.toml",
+    "handbook": "handbook.toml",
 }
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMAS = {name: (SCHEMAS_DIR / file).read_text() for name, file in SCHEMA_FILES.items()}
+
+
+def without_keys(schema: str, *keys: str) -> str:
+    """Schema text with the lines that set `keys` in [columns] removed."""
+    pattern = re.compile(rf"^(?:{'|'.join(map(re.escape, keys))})\s*=.*\n", re.MULTILINE)
+    return pattern.sub("", schema)
