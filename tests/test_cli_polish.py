@@ -4,7 +4,12 @@ why a strategy never alerts, and `make demo` logs a line at least every few seco
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
+
+from fraudseq.errors import FraudseqError
+from fraudseq.splits import parse_time
+from test_cli import run
 
 HEAVY = (
     "torch",
@@ -85,3 +90,72 @@ def test_choices_have_one_source():
     assert losses.LOSSES is choices.LOSSES and ensemble.COMBINERS is choices.COMBINERS
     assert tuple(recurrent.CELLS) == choices.RECURRENT
     assert tuple(attention.ATTENTION_NETWORKS) == choices.ATTENTION
+
+
+# -- 2. dates: ISO 8601 only --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-02", "2026-01-02 00:00:00"),
+        ("2026-01-02T10:30", "2026-01-02 10:30:00"),
+        ("2026-01-02 10:30:15", "2026-01-02 10:30:15"),
+        ("2026-01-02T10:30:15.250", "2026-01-02 10:30:15.250"),
+        ("2026-01-02T10:30:15.123456789", "2026-01-02 10:30:15.123456789"),
+        ("2026-01-02T10:30Z", "2026-01-02 10:30:00"),
+        ("2026-01-02T10:30+02:00", "2026-01-02 08:30:00"),
+        ("2026-01-02 10:30-05:30", "2026-01-02 16:00:00"),
+    ],
+)
+def test_iso_dates_and_times_are_read(text, expected):
+    assert parse_time(text) == pd.Timestamp(expected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "01/02/2026",  # pandas: 2 January; or is it 1 February?
+        "20260102",
+        "Jan 2 2026",
+        "2 January 2026",
+        "2026/01/02",
+        "2026-W01-5",
+        "2026-1-2",
+        "2026-01-02T10",
+        "2026-01-02T10:30+0200",
+        "2026-01-02Z",
+        "today",
+    ],
+)
+def test_other_date_forms_are_refused_naming_the_accepted_ones(text):
+    with pytest.raises(FraudseqError) as error:
+        parse_time(text, "--from")
+    message = str(error.value)
+    assert message.startswith(f"--from: cannot parse {text!r} as a date; use YYYY-MM-DD")
+    assert "YYYY-MM-DDTHH:MM[:SS[.fraction]]" in message and "±HH:MM" in message
+
+
+def test_out_of_range_dates_say_which_part(tmp_path):
+    with pytest.raises(FraudseqError, match=r"'2026-02-30' is not a valid date .*day is out"):
+        parse_time("2026-02-30", "--until")
+    with pytest.raises(FraudseqError, match="cannot parse 20260102"):
+        parse_time(20260102)  # a number would be nanoseconds since 1970
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["score", "m", "tx.csv", "--out", "x.csv", "--from", "01/02/2026"],
+        ["train", "tx.csv", "--out", "m", "--train-until", "2026/01/02"],
+        ["evaluate", "m", "tx.csv", "--until", "Jan 2 2026"],
+        ["simulate", "--out", "x.csv", "--start", "20260101"],
+    ],
+)
+def test_cli_refuses_non_iso_dates_before_any_work(tmp_path, monkeypatch, capsys, args):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tx.csv").write_text("not read\n")
+    assert run(monkeypatch, *args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {args[-2]}: cannot parse {args[-1]!r} as a date; use")
+    assert "YYYY-MM-DD" in err and err.count("\n") == 1
