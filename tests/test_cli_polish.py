@@ -1,6 +1,7 @@
 """Issue 16: a fast `--help`, ISO-only dates, `threshold` shows what it does, `evaluate` says
 why a strategy never alerts, and `make demo` logs a line at least every few seconds."""
 
+import json
 import subprocess
 import sys
 
@@ -159,3 +160,54 @@ def test_cli_refuses_non_iso_dates_before_any_work(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.startswith(f"error: {args[-2]}: cannot parse {args[-1]!r} as a date; use")
     assert "YYYY-MM-DD" in err and err.count("\n") == 1
+
+
+# -- 3. `fraudseq threshold` prints what the new threshold does ---------------------------
+
+
+@pytest.fixture
+def model_dir(trained, tmp_path):
+    return trained.save(tmp_path / "model")
+
+
+def stored(model_dir) -> dict:
+    return json.loads((model_dir / "model.json").read_text())
+
+
+def test_threshold_prints_what_it_does_on_validation(model_dir, small_csv, monkeypatch, capsys):
+    assert run(monkeypatch, "threshold", model_dir, small_csv, "--strategy", "budget:5") == 0
+    out = capsys.readouterr().out
+    config = stored(model_dir)
+    m, period = config["validation_metrics"], config["training_period"]
+    c = m["confusion"]
+    alerts = c["tp"] + c["fp"]
+    assert out.startswith(
+        f"budget:5 on the validation period [{period['valid_from']}, {period['valid_end']}): "
+        f"{m['n']:,} transactions, {m['n_fraud']:,} fraud, {m['days']:g} days\n"
+    )
+    assert f"threshold       {config['threshold']['value']:.6f}  (was best-f1 " in out
+    assert f"alerts per day  {alerts / m['days']:,.2f}  ({alerts:,} alerts)" in out
+    assert abs(alerts / m["days"] - 5) < 0.5  # the budget, up to ties
+    assert f"precision       {m['precision']:.4f}  ({c['tp']:,} of {alerts:,} alerts" in out
+    assert f"recall          {m['recall']:.4f}  ({c['tp']:,} of {m['n_fraud']:,} fraud" in out
+
+
+def test_threshold_prints_before_saving(model_dir, small_csv, monkeypatch, capsys):
+    from fraudseq.fraud_model import FraudModel
+
+    def fail(self, path):
+        raise FraudseqError("disk full")
+
+    before = stored(model_dir)
+    monkeypatch.setattr(FraudModel, "save", fail)
+    assert run(monkeypatch, "threshold", model_dir, small_csv, "--strategy", "recall:0.5") == 1
+    captured = capsys.readouterr()
+    assert "recall:0.5 on the validation period" in captured.out and "precision" in captured.out
+    assert "disk full" in captured.err
+    assert stored(model_dir) == before
+
+
+def test_threshold_on_an_explicit_period_names_it(model_dir, small_csv, monkeypatch, capsys):
+    args = ["--from", "2026-01-20", "--until", "2026-01-27"]
+    assert run(monkeypatch, "threshold", model_dir, small_csv, "--strategy", "best-f1", *args) == 0
+    assert capsys.readouterr().out.startswith("best-f1 on [2026-01-20, 2026-01-27): ")

@@ -222,6 +222,7 @@ class FraudModel:
         }
         self.threshold_ = self.thresholds_[self.threshold_strategy()]
         self.validation_metrics_ = metrics.summary(windows.labels, probability, self.threshold_)
+        self.validation_metrics_["days"] = days  # its length, as budget:K counts days
 
     def rethreshold(self, data, strategy: str, *, start=None, end=None) -> FraudModel:
         """Choose a new threshold by `strategy` on labelled data in [start, end) without

@@ -207,12 +207,45 @@ def threshold(
     start: FromOpt = None,
     end: UntilOpt = None,
 ) -> None:
-    """Re-choose the alert threshold without retraining (default: on the validation period)."""
+    """Re-choose the alert threshold without retraining (default: on the validation period).
+
+    Prints what the new threshold does there (alerts per day, precision, recall) before
+    saving it in the model directory.
+    """
     from fraudseq.fraud_model import FraudModel
 
-    model = FraudModel.load(model_dir).rethreshold(data, strategy, start=start, end=end)
+    model = FraudModel.load(model_dir)
+    before = f"{model.threshold_strategy()} (threshold {model.threshold_:.6f})"
+    model.rethreshold(data, strategy, start=start, end=end)
+    output_console().print(threshold_summary(model, start, end, before), highlight=False)
     model.save(model_dir)
     log.info("threshold %.6f (%s) saved to %s", model.threshold_, strategy, model_dir)
+
+
+def threshold_summary(model, start: str | None, end: str | None, before: str) -> str:
+    """What the model's threshold does on the period it was just chosen on: the threshold,
+    alerts per day, precision and recall."""
+    m, strategy = model.validation_metrics_, model.threshold_strategy()
+    period = model.training_period_
+    if start is None and end is None and period.get("valid_from") is not None:
+        where = f"the validation period [{period['valid_from']}, {period['valid_end']})"
+    else:
+        where = f"[{start or 'the start'}, {end or 'the end'})"
+    c = m["confusion"]
+    alerts = c["tp"] + c["fp"]
+    lines = [
+        f"{strategy} on {where}: {m['n']:,} transactions, {m['n_fraud']:,} fraud, "
+        f"{m['days']:g} days",
+        f"  threshold       {model.threshold_:.6f}  (was {before})",
+    ]
+    lines += [
+        f"  alerts per day  {alerts / m['days']:,.2f}  ({alerts:,} alerts)",
+        f"  precision       {m['precision']:.4f}  ({c['tp']:,} of {alerts:,} alerts are fraud)"
+        if alerts
+        else "  precision       n/a  (no alerts)",
+        f"  recall          {m['recall']:.4f}  ({c['tp']:,} of {m['n_fraud']:,} fraud alerted)",
+    ]
+    return "\n".join(lines)
 
 
 @app.command()
