@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -211,3 +212,74 @@ def test_threshold_on_an_explicit_period_names_it(model_dir, small_csv, monkeypa
     args = ["--from", "2026-01-20", "--until", "2026-01-27"]
     assert run(monkeypatch, "threshold", model_dir, small_csv, "--strategy", "best-f1", *args) == 0
     assert capsys.readouterr().out.startswith("best-f1 on [2026-01-20, 2026-01-27): ")
+
+
+# -- 4. a strategy that never alerts says why ---------------------------------------------
+
+
+def test_unreachable_precision_carries_its_reason():
+    from fraudseq.thresholds import choose, choose_threshold, unreachable_reason
+
+    y = np.array([0, 1, 0, 1, 0, 0])
+    score = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
+    chosen = choose("precision:0.9", y, score)
+    assert chosen.threshold == np.inf
+    assert chosen.reason == (
+        "precision:0.9 was not reached on validation: the highest precision there was 0.5000 "
+        "(1 fraud in 2 alerts at threshold 0.8000)"
+    )
+    assert choose("precision:0.5", y, score) == (0.6, None)  # the lowest reaching it
+    assert choose_threshold("precision:0.9", y, score) == np.inf
+    assert "on [a, b)" in unreachable_reason("precision:0.9", y, score, period="[a, b)")
+
+
+def test_cost_that_prefers_no_alerts_carries_its_reason():
+    from fraudseq.thresholds import unreachable_reason
+
+    y = np.array([0, 1, 0, 0])
+    score = np.array([0.9, 0.8, 0.7, 0.1])
+    reason = unreachable_reason("cost:1,5", y, score)
+    assert reason.startswith("cost:1,5: alerting on nothing was cheapest on validation: it cost ")
+    assert "1.00 (every fraud missed), the cheapest threshold 0.8000 cost 5.00 (2 alerts)" in reason
+    assert unreachable_reason("cost:100,1", y, score) is None
+    assert unreachable_reason("best-f1", y, score) is None
+
+
+def validation_top_made_legit(model_dir, small_csv, tmp_path) -> str:
+    """A copy of the data where the validation period's top-scored transaction is legit: no
+    threshold there reaches precision 1 (every one alerts on it)."""
+    from fraudseq.fraud_model import FraudModel
+
+    period = stored(model_dir)["training_period"]
+    model = FraudModel.load(model_dir)
+    scores = model.score(small_csv, start=period["valid_from"], end=period["valid_end"])
+    top = scores.loc[scores["score"].idxmax(), "transaction_id"]
+    frame = pd.read_csv(small_csv)
+    frame.loc[frame["tx_id"] == top, "is_fraud"] = 0
+    path = tmp_path / "top_legit.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def test_threshold_and_evaluate_say_why_a_strategy_never_alerts(
+    model_dir, small_csv, tmp_path, monkeypatch, capsys
+):
+    data = validation_top_made_legit(model_dir, small_csv, tmp_path)
+    assert run(monkeypatch, "threshold", model_dir, data, "--strategy", "precision:1") == 0
+    out = capsys.readouterr().out
+    assert "  no alerts: precision:1 was not reached on validation: the highest precision " in out
+    assert "alerts per day  0.00  (0 alerts)" in out and "precision       n/a" in out
+    reason = stored(model_dir)["threshold"]["unreachable"]["precision:1"]
+    assert reason.startswith("precision:1 was not reached on validation: the highest precision")
+
+    metrics = tmp_path / "metrics.json"
+    args = ["evaluate", model_dir, data, "--from", "2026-01-31", "--json", metrics]
+    assert run(monkeypatch, *args) == 0
+    out = capsys.readouterr().out
+    assert f"precision:1 never alerts: {reason}" in out
+    row = next(line for line in out.splitlines() if "precision:1 *" in line)
+    assert "unreachable" in row and "n/a (no alerts)" in row and "inf" not in row
+    assert " inf " not in out
+    result = json.loads(metrics.read_text())
+    assert result["at_thresholds"]["precision:1"]["unreachable"] == reason
+    assert "unreachable" not in result["at_thresholds"]["best-f1"]

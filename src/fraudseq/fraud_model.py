@@ -28,7 +28,12 @@ from fraudseq.models.ensemble import COMBINERS, parse_members
 from fraudseq.sampling import check_sampling
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.splits import in_period, parse_time, validation_start
-from fraudseq.thresholds import choose_threshold, needs_fraud, parse_strategy
+from fraudseq.thresholds import (
+    choose_threshold,
+    needs_fraud,
+    parse_strategy,
+    unreachable_reason,
+)
 from fraudseq.training import WindowSet, WindowSource
 
 log = logging.getLogger("fraudseq")
@@ -187,7 +192,12 @@ class FraudModel:
         self.model_.fit(train, valid if len(valid) else None)
         self.history_ = self.model_.history_
         # without validation (--valid-days 0) the threshold can only be chosen in-sample
-        self._calibrate(frame, valid_rows if len(valid) else train_rows, source)
+        self._calibrate(
+            frame,
+            valid_rows if len(valid) else train_rows,
+            source,
+            period="validation" if len(valid) else "the training data (no validation)",
+        )
         self.training_period_ = {
             "train_from": str(parse_time(train_from)) if train_from is not None else None,
             "valid_from": str(frame[schema.time][valid_rows].min()) if valid_rows.any() else None,
@@ -206,8 +216,15 @@ class FraudModel:
             return self.threshold
         return "percentile:99" if self.model == "autoencoder" else "best-f1"
 
-    def _calibrate(self, frame: pd.DataFrame, rows: np.ndarray, source: WindowSource) -> None:
-        """Choose the threshold (and the reported alternatives) on these labelled rows."""
+    def _calibrate(
+        self,
+        frame: pd.DataFrame,
+        rows: np.ndarray,
+        source: WindowSource,
+        period: str = "validation",
+    ) -> None:
+        """Choose the threshold (and the reported alternatives) on these labelled rows, which
+        `period` names in the reason of a strategy that alerts on nothing."""
         s = self.schema_
         windows = _window_set(source, rows, frame[s.label].to_numpy())
         probability = _sigmoid(self.model_.decision_function(windows))
@@ -223,12 +240,24 @@ class FraudModel:
         self.threshold_ = self.thresholds_[self.threshold_strategy()]
         self.validation_metrics_ = metrics.summary(windows.labels, probability, self.threshold_)
         self.validation_metrics_["days"] = days  # its length, as budget:K counts days
+        # why each strategy whose threshold is +inf alerts on nothing
+        self.unreachable_ = {
+            strategy: unreachable_reason(
+                strategy, windows.labels, probability, amount=amount, days=days, period=period
+            )
+            for strategy, value in self.thresholds_.items()
+            if value == math.inf
+        }
 
     def rethreshold(self, data, strategy: str, *, start=None, end=None) -> FraudModel:
         """Choose a new threshold by `strategy` on labelled data in [start, end) without
         retraining; by default on the validation period stored in the model."""
         self._check_fitted()
         period = self.training_period_
+        # where the threshold is chosen, for the reason of a strategy that alerts on nothing
+        on = f"[{_text(start) or 'the start'}, {_text(end) or 'the end'})"
+        if start is None and end is None and period.get("valid_from") is not None:
+            on = "validation"
         start = start if start is not None else period.get("valid_from")
         end = end if end is not None else period.get("valid_end")
         frame, rows = self._period(data, start, end, require_label=True)
@@ -242,7 +271,7 @@ class FraudModel:
         mask = np.zeros(len(frame), dtype=bool)
         mask[rows] = True
         self.threshold = strategy
-        self._calibrate(frame, mask, source)
+        self._calibrate(frame, mask, source, on)
         return self
 
     def _check_params(self) -> None:
@@ -340,6 +369,7 @@ class FraudModel:
                 "value": self.threshold_,
                 "strategy": self.threshold_strategy(),
                 "all": self.thresholds_,
+                "unreachable": self.unreachable_,
             },
             "validation_metrics": self.validation_metrics_,
             "history": self.history_,
@@ -365,6 +395,7 @@ class FraudModel:
         model.model_.load_state(tensors, files)
         model.threshold_ = _threshold(config["threshold"]["value"])
         model.thresholds_ = {k: _threshold(v) for k, v in config["threshold"]["all"].items()}
+        model.unreachable_ = config["threshold"].get("unreachable", {})  # {} before it was kept
         model.validation_metrics_ = _non_finite(config["validation_metrics"])
         model.history_ = _non_finite(config["history"])
         model.training_period_ = config["training_period"]

@@ -7,6 +7,8 @@ Strategies are written as text so they travel through the CLI and model.json:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from fraudseq.errors import FraudseqError
@@ -78,6 +80,13 @@ def needs_fraud(strategy: str) -> bool:
     return parse_strategy(strategy)[0] not in ("percentile", "budget")
 
 
+class Choice(NamedTuple):
+    """A chosen threshold and, when it is +inf (the strategy alerts on nothing), why."""
+
+    threshold: float
+    reason: str | None = None
+
+
 def choose_threshold(
     strategy: str,
     y: np.ndarray,
@@ -88,35 +97,81 @@ def choose_threshold(
 ) -> float:
     """The threshold `strategy` picks on (y, score); `amount` and `days` (the period's length,
     possibly fractional) serve `cost:...,amount` and `budget:K`."""
+    return choose(strategy, y, score, amount=amount, days=days).threshold
+
+
+def unreachable_reason(
+    strategy: str,
+    y: np.ndarray,
+    score: np.ndarray,
+    *,
+    amount: np.ndarray | None = None,
+    days: float | None = None,
+    period: str = "validation",
+) -> str | None:
+    """Why `strategy` alerts on nothing on (y, score), naming `period` (where they come
+    from), or None when it alerts. Only `precision:P` (P never reached) and `cost:...`
+    (alerting on nothing is cheapest) can alert on nothing."""
+    return choose(strategy, y, score, amount=amount, days=days, period=period).reason
+
+
+def choose(
+    strategy: str,
+    y: np.ndarray,
+    score: np.ndarray,
+    *,
+    amount: np.ndarray | None = None,
+    days: float | None = None,
+    period: str = "validation",
+) -> Choice:
+    """`choose_threshold` with the reason of a threshold of +inf (see `unreachable_reason`)."""
     kind, values, weighted = parse_strategy(strategy)
     y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
     if len(score) == 0:
         raise FraudseqError("cannot choose a threshold on zero scored transactions")
     if kind == "percentile":
-        return float(np.percentile(score, values[0]))
+        return Choice(float(np.percentile(score, values[0])))
     if kind == "budget":
         n_alerts = max(1, round(values[0] * (days or 1)))
-        return float(np.sort(score)[::-1][min(n_alerts, len(score)) - 1])
+        return Choice(float(np.sort(score)[::-1][min(n_alerts, len(score)) - 1]))
     if y.sum() == 0:
-        return 0.5  # nothing to calibrate against
+        return Choice(0.5)  # nothing to calibrate against
     thresholds, tp, fp, caught = _curve(y, score, amount if weighted else None)
     positives = y.sum()
     if kind == "best-f1":
         f1 = 2 * tp / (tp + fp + positives)
-        return float(thresholds[int(np.argmax(f1))])
+        return Choice(float(thresholds[int(np.argmax(f1))]))
     if kind == "cost":
         cost_fn, cost_fp = values
         missed = (np.sum(y * amount) - caught) if weighted else positives - tp
         cost = cost_fn * missed + cost_fp * fp
         # alerting on nothing is a candidate too
         none_cost = cost_fn * (np.sum(y * amount) if weighted else positives)
-        return float(np.inf) if none_cost < cost.min() else float(thresholds[int(np.argmin(cost))])
+        best = int(np.argmin(cost))
+        if none_cost < cost[best]:
+            return Choice(
+                float(np.inf),
+                f"{strategy}: alerting on nothing was cheapest on {period}: it cost "
+                f"{none_cost:,.2f} (every fraud missed), the cheapest threshold "
+                f"{thresholds[best]:.4f} cost {cost[best]:,.2f} ({int(tp[best] + fp[best]):,} "
+                "alerts)",
+            )
+        return Choice(float(thresholds[best]))
     if kind == "recall":
         reached = np.flatnonzero(tp / positives >= values[0] - 1e-12)
-        return float(thresholds[reached[0]] if len(reached) else thresholds[-1])
+        return Choice(float(thresholds[reached[0]] if len(reached) else thresholds[-1]))
     (p,) = values  # precision
-    reached = np.flatnonzero(tp / (tp + fp) >= p - 1e-12)
-    return float(thresholds[reached[-1]] if len(reached) else np.inf)
+    precision = tp / (tp + fp)
+    reached = np.flatnonzero(precision >= p - 1e-12)
+    if len(reached):
+        return Choice(float(thresholds[reached[-1]]))
+    best = int(np.argmax(precision))
+    return Choice(
+        float(np.inf),
+        f"{strategy} was not reached on {period}: the highest precision there was "
+        f"{precision[best]:.4f} ({int(tp[best]):,} fraud in {int(tp[best] + fp[best]):,} "
+        f"alerts at threshold {thresholds[best]:.4f})",
+    )
 
 
 def best_f1(y: np.ndarray, score: np.ndarray) -> float:

@@ -224,7 +224,7 @@ def threshold(
 
 def threshold_summary(model, start: str | None, end: str | None, before: str) -> str:
     """What the model's threshold does on the period it was just chosen on: the threshold,
-    alerts per day, precision and recall."""
+    alerts per day, precision and recall, or why the strategy alerts on nothing."""
     m, strategy = model.validation_metrics_, model.threshold_strategy()
     period = model.training_period_
     if start is None and end is None and period.get("valid_from") is not None:
@@ -238,6 +238,9 @@ def threshold_summary(model, start: str | None, end: str | None, before: str) ->
         f"{m['days']:g} days",
         f"  threshold       {model.threshold_:.6f}  (was {before})",
     ]
+    if model.threshold_ == float("inf"):
+        reason = model.unreachable_.get(strategy) or f"{strategy} alerts on nothing"
+        lines.append(f"  no alerts: {reason}")
     lines += [
         f"  alerts per day  {alerts / m['days']:,.2f}  ({alerts:,} alerts)",
         f"  precision       {m['precision']:.4f}  ({c['tp']:,} of {alerts:,} alerts are fraud)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -139,9 +140,18 @@ def evaluate(
                 scored.labels, scored.score, n_resamples=resamples, level=ci_level, seed=seed
             )
             result["intervals"] = intervals
+        for strategy, at in result["at_thresholds"].items():  # say why it never alerts
+            if at["threshold"] == math.inf:
+                at["unreachable"] = model.unreachable_.get(strategy) or (
+                    f"{strategy} alerts on nothing (threshold +inf); this model was saved "
+                    "without the reason: `fraudseq threshold` with this strategy shows it"
+                )
         console = output_console()
         console.print(metrics_table(result, intervals))
         console.print(thresholds_table(result))
+        for strategy, at in result["at_thresholds"].items():
+            if "unreachable" in at:
+                console.print(f"{strategy} never alerts: {at['unreachable']}", highlight=False)
     if json_out:
         write_json(result, json_out)
 
@@ -153,6 +163,7 @@ def metrics_table(result: dict, intervals: dict | None = None) -> Table:
     if intervals:
         level = next(iter(intervals.values()))["level"]
         table.add_column(f"{level:.0%} interval", justify="right")
+    c = result["confusion"]
     for key in (
         "average_precision",
         "auc_roc",
@@ -162,12 +173,11 @@ def metrics_table(result: dict, intervals: dict | None = None) -> Table:
         "recall",
         "f1",
     ):
-        row = [key, f"{result[key]:.4f}"]
+        row = [key, _number(key, result[key], c["tp"] + c["fp"])]
         if intervals:
             ci = intervals.get(key)
             row.append(f"[{ci['low']:.4f}, {ci['high']:.4f}]" if ci else "")
         table.add_row(*row)
-    c = result["confusion"]
     row = ["confusion (tp fp / fn tn)", f"{c['tp']} {c['fp']} / {c['fn']} {c['tn']}"]
     table.add_row(*(row + [""] if intervals else row))
     if intervals:
@@ -177,18 +187,31 @@ def metrics_table(result: dict, intervals: dict | None = None) -> Table:
 
 
 def thresholds_table(result: dict) -> Table:
-    """The alerting view at each threshold strategy stored in the model."""
+    """The alerting view at each threshold strategy stored in the model; one whose threshold
+    is +inf (never reached where it was chosen) says "unreachable", and `evaluate` prints
+    why below the table."""
     table = Table(title="at the stored threshold strategies (* the model's)")
     for name in ("strategy", "threshold", "alerts", "precision", "recall", "f1"):
         table.add_column(name, justify="left" if name == "strategy" else "right")
     for strategy, at in result["at_thresholds"].items():
         table.add_row(
             strategy + (" *" if strategy == result["strategy"] else ""),
-            f"{at['threshold']:.4f}",
-            f"{at['alerts']:,}",
-            *(f"{at[key]:.4f}" for key in ("precision", "recall", "f1")),
+            *(
+                _number(key, at[key], at["alerts"])
+                for key in ("threshold", "alerts", "precision", "recall", "f1")
+            ),
         )
     return table
+
+
+def _number(key: str, value, alerts: int) -> str:
+    """A table cell: precision without alerts is undefined (not 0), a threshold of +inf is
+    one that was never reached."""
+    if key == "threshold" and value == math.inf:
+        return "unreachable"
+    if key == "precision" and alerts == 0:
+        return "n/a (no alerts)"
+    return f"{value:,}" if key == "alerts" else f"{value:.4f}"
 
 
 def prequential_table(result: dict) -> Table:
