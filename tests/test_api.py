@@ -753,7 +753,8 @@ def test_a_numeric_time_needs_the_time_table():
         assert (
             client.post("/v1/score", json={**body, "tx_id": "T3", "step": 1.5}).status_code == 200
         )
-        for bad, words in ((1e30, "years 1678-2261"), (True, "or a number of 'h'"), ("x", "ISO")):
+        cases = ((1e30, "years 1678-2261"), (10**400, "years"), (True, "or a number of 'h'"))
+        for bad, words in (*cases, ("x", "ISO")):
             response = client.post("/v1/score", json={**body, "tx_id": "T4", "step": bad})
             assert response.status_code == 422, response.text
             assert words in response.json()["errors"][0]["msg"]

@@ -366,7 +366,10 @@ def _time_type(schema: Schema) -> Any:
         if type(value) is int or type(value) is float:
             if unit is None:
                 raise ValueError(f"{NUMERIC_TIME_PROBLEM}; {NUMERIC_TIME_FIX}")
-            _, bad = numeric_times([float(value)], unit, origin)
+            try:
+                _, bad = numeric_times([float(value)], unit, origin)
+            except OverflowError:  # an integer beyond float: out of range too
+                bad = [True]
             if bad[0]:
                 raise ValueError(
                     f"a number of {unit!r} since {origin} must be finite and fall within "

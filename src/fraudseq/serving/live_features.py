@@ -346,7 +346,10 @@ def _numeric_time_ns(value, column, tx, schema) -> int:
     """A number in the [time] table's unit since its origin (`numeric_times`, as files)."""
     if schema.time_unit is None:
         raise _bad(tx, schema, column, NUMERIC_TIME_PROBLEM, value, NUMERIC_TIME_FIX)
-    times, bad = numeric_times(np.array([float(value)]), schema.time_unit, schema.time_origin)
+    try:
+        times, bad = numeric_times([float(value)], schema.time_unit, schema.time_origin)
+    except OverflowError:  # an integer beyond float
+        times, bad = None, [True]
     if bad[0]:
         raise _bad(
             tx, schema, column, "non-finite or out-of-range time", value,
