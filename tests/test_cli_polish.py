@@ -2,13 +2,16 @@
 why a strategy never alerts, and `make demo` logs a line at least every few seconds."""
 
 import json
+import logging
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from fraudseq import demo
 from fraudseq.errors import FraudseqError
 from fraudseq.splits import parse_time
 from test_cli import run
@@ -283,3 +286,56 @@ def test_threshold_and_evaluate_say_why_a_strategy_never_alerts(
     result = json.loads(metrics.read_text())
     assert result["at_thresholds"]["precision:1"]["unreachable"] == reason
     assert "unreachable" not in result["at_thresholds"]["best-f1"]
+
+
+# -- 5. `make demo`: a line at least every few seconds without a terminal ------------------
+
+
+def heartbeats(caplog, stage: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith(f"... still {stage}: ")]
+
+
+def test_heartbeat_logs_during_a_long_quiet_stage(caplog):
+    caplog.set_level(logging.INFO)
+    with demo.Heartbeat(interval=0.25) as beat:
+        beat.stage = "training a fake model"
+        time.sleep(1.6)  # a long epoch that logs nothing
+    beats = heartbeats(caplog, "training a fake model")
+    assert len(beats) >= 3
+    assert "s in this stage, " in beats[0].getMessage()
+    assert all(b.threadName == "heartbeat" for b in beats)
+    assert not beat._thread.is_alive()  # stopped on leaving the block
+
+
+def test_heartbeat_keeps_quiet_while_other_lines_flow(caplog):
+    caplog.set_level(logging.INFO)
+    with demo.Heartbeat(interval=1.0) as beat:
+        beat.stage = "busy"
+        for epoch in range(30):
+            logging.getLogger("fraudseq").info("epoch %d", epoch)
+            time.sleep(0.05)
+    assert heartbeats(caplog, "busy") == []
+
+
+def test_heartbeat_disabled_logs_nothing(caplog):
+    caplog.set_level(logging.INFO)
+    with demo.Heartbeat(interval=0.05, enabled=False) as beat:
+        beat.stage = "on a terminal"
+        time.sleep(0.3)
+    assert heartbeats(caplog, "on a terminal") == [] and not beat._thread.is_alive()
+
+
+def test_demo_main_beats_when_output_is_not_a_terminal(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake_run(out, accounts, days, test_days, epochs, seed, heartbeat):
+        heartbeat.stage = "a fake stage"
+        seen["enabled"] = heartbeat.enabled
+        seen["alive"] = heartbeat._thread.is_alive()
+        return tmp_path / "report.html"
+
+    monkeypatch.setattr(demo, "run", fake_run)
+    monkeypatch.setattr(sys, "argv", ["demo", "--out", str(tmp_path)])
+    demo.main()  # pytest captures stderr: not a terminal
+    assert seen == {"enabled": True, "alive": True}
+    assert f"report: {tmp_path / 'report.html'}" in capsys.readouterr().out

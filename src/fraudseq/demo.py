@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,9 +20,77 @@ from fraudseq.simulate import simulate
 log = logging.getLogger("fraudseq")
 
 
-def run(out: Path, accounts: int, days: int, test_days: int, epochs: int, seed: int) -> Path:
+class Heartbeat:
+    """A background thread that logs the current stage and the time spent whenever nothing
+    was logged for `interval` seconds, so that a log without progress bars (output not a
+    terminal) shows the demo is alive, even within a long training epoch. Set `stage` as
+    the work moves on; use it as a context manager. Disabled, it does nothing."""
+
+    def __init__(self, interval: float = 10.0, *, enabled: bool = True) -> None:
+        self.interval, self.enabled = interval, enabled
+        self._started = self._last = time.monotonic()
+        self.stage = "starting"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._clock = _LastRecord(self)
+
+    @property
+    def stage(self) -> str:
+        return self._stage
+
+    @stage.setter
+    def stage(self, value: str) -> None:
+        self._stage, self._stage_started = value, time.monotonic()
+
+    def __enter__(self) -> Heartbeat:
+        if self.enabled:
+            logging.getLogger().addHandler(self._clock)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+            logging.getLogger().removeHandler(self._clock)
+
+    def _run(self) -> None:
+        while not self._stop.wait(max(self._last + self.interval - time.monotonic(), 0.01)):
+            now = time.monotonic()
+            if now - self._last >= self.interval:
+                self._last = now  # also when logging is not configured to reach the root
+                log.info(
+                    "... still %s: %.0f s in this stage, %.0f s since the start",
+                    self.stage,
+                    now - self._stage_started,
+                    now - self._started,
+                )
+
+
+class _LastRecord(logging.Handler):
+    """Notes when the last log record went out (any logger's), for the heartbeat."""
+
+    def __init__(self, heartbeat: Heartbeat) -> None:
+        super().__init__(logging.INFO)
+        self.heartbeat = heartbeat
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.heartbeat._last = time.monotonic()
+
+
+def run(
+    out: Path,
+    accounts: int,
+    days: int,
+    test_days: int,
+    epochs: int,
+    seed: int,
+    heartbeat: Heartbeat | None = None,
+) -> Path:
+    beat = heartbeat or Heartbeat(enabled=False)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    beat.stage = "simulating transactions"
     frame = simulate(accounts=accounts, days=days, seed=seed)
     data = write_table(frame, out / "transactions.csv.gz")
     log.info(
@@ -43,7 +113,9 @@ def run(out: Path, accounts: int, days: int, test_days: int, epochs: int, seed: 
         log.info(
             "training %s (train until %s, validation = last 7 days before it)", name, test_from
         )
+        beat.stage = f"training {name}"
         model.fit(data, schema, train_until=test_from, valid_days=7)
+        beat.stage = f"evaluating {name}"
         results[name] = model.evaluate(data, start=test_from)
         log.info(
             "%s: held-out AP %.4f, AUC ROC %.4f",
@@ -52,10 +124,12 @@ def run(out: Path, accounts: int, days: int, test_days: int, epochs: int, seed: 
             results[name]["auc_roc"],
         )
     model = next(iter(models.values()))
+    beat.stage = "saving the default model and scoring the held-out period"
     model.save(out / "model")
     write_table(model.score(data, start=test_from), out / "scores.csv")
     write_json(results, out / "metrics.json")
     log.info("writing the HTML report of the default model on the held-out period")
+    beat.stage = "writing the HTML report"
     report = write_model_report(
         out / "report.html",
         model,
@@ -82,7 +156,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report = run(args.out, args.accounts, args.days, args.test_days, args.epochs, args.seed)
+    # Progress bars show on a terminal; a log file or CI gets a line at least every 10 s.
+    with Heartbeat(enabled=not sys.stderr.isatty()) as heartbeat:
+        report = run(
+            args.out, args.accounts, args.days, args.test_days, args.epochs, args.seed, heartbeat
+        )
     print(f"\nreport: {report.resolve()}")
 
 
