@@ -344,7 +344,7 @@ def explain(
         if explanation.label and explanation.scenario not in (None, "none"):
             truth += f" ({explanation.scenario})"
     console.print(
-        f"transaction {explanation.transaction_id} of {model.schema_.entity} "
+        f"transaction {explanation.transaction_id} of {model.schema_.entity_column} "
         f"{explanation.entity} at {explanation.time}: score {explanation.score:.4f} "
         f"(threshold {explanation.threshold:.4f}, {status}){truth}",
         highlight=False,
