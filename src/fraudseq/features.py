@@ -2,7 +2,8 @@
 
 Raw features are computed per entity in time order, so each transaction's features depend
 only on itself and the same entity's earlier transactions. Fitting learns only scaling
-statistics and categorical vocabularies, from the rows passed to `fit`.
+statistics, the range of each scaled feature and categorical vocabularies, from the rows
+passed to `fit`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from fraudseq.schema import Schema
 from fraudseq.windows import entity_order, group_starts
 
 PAD_CODE = 0  # categorical code of padding steps
-#: Scaled features are clipped to +-FEATURE_LIMIT (standard deviations): an extreme raw
-#: value (a huge amount or extra numeric value) must not overflow float32 into inf, which a
-#: network turns into NaN scores for that window and every later window of the account.
+#: Scaled features are clipped to their fitted range (see `_fitted_range`), which lies within
+#: +-FEATURE_LIMIT (standard deviations); models saved before ranges existed clip at
+#: +-FEATURE_LIMIT only. An extreme raw value (a huge amount or extra numeric value) must
+#: not overflow float32 into inf, which a network turns into NaN scores for that window and
+#: every later window of the account.
 FEATURE_LIMIT = 1e6
+#: The fitted range of a scaled feature is its training [min, max] widened by this fraction
+#: of max - min on each side.
+RANGE_MARGIN = 0.1
 OOV_CODE = 1  # categorical code of values not in the training vocabulary
 
 
@@ -52,8 +58,9 @@ class EncodedFrame:
 class FeatureEncoder:
     """Encode transactions into scaled numeric features and categorical codes.
 
-    Parameters are stored as given; `fit` learns `numeric_names_`, `means_`, `scales_` and
-    `vocabularies_` from training rows only.
+    Parameters are stored as given; `fit` learns `numeric_names_`, `means_`, `scales_`,
+    `low_`, `high_` (the range scaled features are clipped to) and `vocabularies_` from
+    training rows only.
     """
 
     def __init__(
@@ -85,6 +92,9 @@ class FeatureEncoder:
         self.means_ = np.nanmean(values, axis=0)
         scales = np.nanstd(values, axis=0)
         self.scales_ = np.where(scales > 1e-9, scales, 1.0)
+        self.low_, self.high_ = _fitted_range(
+            clean_features((values - self.means_) / self.scales_, NO_RANGE)
+        )
         self.vocabularies_ = {
             column: self._vocabulary(frame[column]) for column in self.schema.categorical
         }
@@ -108,7 +118,7 @@ class FeatureEncoder:
         raw, sorted_frame = self._raw_numeric(frame)
         order = sorted_frame.order
         values = np.column_stack([raw[name] for name in self.numeric_names_])
-        numeric = clean_features((values - self.means_) / self.scales_)
+        numeric = clean_features((values - self.means_) / self.scales_, self.feature_range)
         categorical = np.zeros((len(frame), len(self.schema.categorical)), dtype=np.int64)
         for j, column in enumerate(self.schema.categorical):
             categorical[:, j] = self._codes(sorted_frame, column)
@@ -137,6 +147,12 @@ class FeatureEncoder:
         return [len(self.vocabularies_[c]) + 2 for c in self.schema.categorical]
 
     @property
+    def feature_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high): what `clean_features` clips each scaled feature to."""
+        self._check_fitted()
+        return self.low_, self.high_
+
+    @property
     def n_numeric(self) -> int:
         self._check_fitted()
         return len(self.numeric_names_)
@@ -148,7 +164,7 @@ class FeatureEncoder:
     # -- persistence ---------------------------------------------------------------------
     def to_json(self) -> dict:
         self._check_fitted()
-        return {
+        state = {
             "blocks": list(self.blocks),
             "min_count": self.min_count,
             "max_vocabulary": self.max_vocabulary,
@@ -158,6 +174,12 @@ class FeatureEncoder:
             "scales": [float(v) for v in self.scales_],
             "vocabularies": self.vocabularies_,
         }
+        # A model saved before ranges existed has none: saved again, it keeps its JSON (and
+        # the fingerprint of a live store's state).
+        legacy = (self.low_ == -FEATURE_LIMIT).all() and (self.high_ == FEATURE_LIMIT).all()
+        if not legacy:
+            state["low"], state["high"] = _floats(self.low_), _floats(self.high_)
+        return state
 
     @classmethod
     def from_json(cls, state: dict, schema: Schema) -> FeatureEncoder:
@@ -172,6 +194,11 @@ class FeatureEncoder:
         encoder.means_ = np.asarray(state["means"], dtype=np.float64)
         encoder.scales_ = np.asarray(state["scales"], dtype=np.float64)
         encoder.vocabularies_ = {k: list(v) for k, v in state["vocabularies"].items()}
+        # Without a stored range (a model saved before ranges existed), clip at
+        # +-FEATURE_LIMIT only, as that model did when it was trained.
+        n = len(encoder.numeric_names_)
+        encoder.low_ = np.asarray(state.get("low", [-FEATURE_LIMIT] * n), dtype=np.float64)
+        encoder.high_ = np.asarray(state.get("high", [FEATURE_LIMIT] * n), dtype=np.float64)
         return encoder
 
 
@@ -207,8 +234,48 @@ def _factorized(values: pd.Series) -> np.ndarray:
     return pd.factorize(values, sort=False)[0].astype(np.int64)
 
 
-def clean_features(scaled: np.ndarray) -> np.ndarray:
+#: No fitted range: `clean_features` clips at +-FEATURE_LIMIT only.
+NO_RANGE = (-FEATURE_LIMIT, FEATURE_LIMIT)
+
+
+def clean_features(scaled: np.ndarray, feature_range=NO_RANGE) -> np.ndarray:
     """Scaled features as the model's float32 input: NaN and infinities (missing extra
-    numeric values, overflow) become 0, the rest is clipped to +-FEATURE_LIMIT."""
+    numeric values, overflow) become 0, the rest is clipped per feature to the fitted
+    `feature_range` (low, high), which lies within +-FEATURE_LIMIT.
+
+    The one implementation of this step: FeatureEncoder.transform (training, batch
+    scoring), the live encoder and live batches all call it with the encoder's range."""
+    low, high = feature_range
     finite = np.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0)
-    return np.clip(finite, -FEATURE_LIMIT, FEATURE_LIMIT).astype(np.float32)
+    return np.clip(finite, low, high).astype(np.float32)
+
+
+def _fitted_range(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, the range to clip to, from the float32 training features.
+
+    A network only learns from the values its training rows produce; far beyond them (an
+    amount of 1e5 on an account of 20.00 purchases is hundreds of standard deviations out)
+    its gates saturate and the score can be anything, 0.0 included (issue 17). So each
+    feature is clipped to its training [min, max], widened by RANGE_MARGIN (10% of the
+    span) on each side: a value a little beyond the largest seen still moves its feature a
+    little, but never further than a tenth of the span the model learned from.
+
+    Min and max rather than, say, the 0.1 and 99.9 percentiles: at 0.1-1% fraud the tails
+    are largely fraud (on the simulator most training rows above the 99.9th percentile of
+    count_1h are card-testing fraud), and a rare indicator (a value first seen in fewer
+    than 0.1% of rows) would be erased. With min and max every training row is inside its
+    range, so training and in-range scores are unchanged; only values beyond anything seen
+    in training are clipped. The range always holds 0 (the mean, and the value a missing
+    one gets) and lies within +-FEATURE_LIMIT.
+    """
+    low = np.minimum(features.min(axis=0).astype(np.float64), 0.0)
+    high = np.maximum(features.max(axis=0).astype(np.float64), 0.0)
+    margin = RANGE_MARGIN * (high - low)
+    return (
+        np.maximum(low - margin, -FEATURE_LIMIT),
+        np.minimum(high + margin, FEATURE_LIMIT),
+    )
+
+
+def _floats(values: np.ndarray) -> list[float]:
+    return [float(v) for v in values]

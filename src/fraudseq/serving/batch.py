@@ -686,7 +686,7 @@ def encode_batch(
         raw[f"numeric:{column}"] = np.array(txs.numeric[j], np.float64)[order]
 
     values = np.stack([raw[name] for name in live.names], axis=1)
-    numeric = clean_features((values - live.means) / live.scales)
+    numeric = clean_features((values - live.means) / live.scales, (live.low, live.high))
     codes = np.empty((n, live.n_categorical), dtype=np.int32)
     for j, vocabulary in enumerate(live.vocabularies):
         distinct, index = distinct_values[j]

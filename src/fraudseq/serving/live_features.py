@@ -21,8 +21,9 @@ counterparty_risk  per counterparty, (transactions, known frauds) per UTC hour b
 extra numeric      the transaction only
 =================  ==========================================================================
 
-The raw values are then scaled with the encoder's fitted means and scales, NaN/inf become 0
-and the result is cast to float32, exactly as `FeatureEncoder.transform`; categorical values
+The raw values are then scaled with the encoder's fitted means and scales, NaN/inf become 0,
+each feature is clipped to the encoder's fitted range and the result is cast to float32,
+exactly as `FeatureEncoder.transform` (both call `clean_features`); categorical values
 get the vocabulary codes of `FeatureEncoder._codes` (2 + index, `OOV_CODE` otherwise). The
 model's window is the stored encoded rows of the account's last K - 1 events plus this one.
 
@@ -65,7 +66,7 @@ from fraudseq.feature_blocks import (
     ZSCORE_STD_FLOOR,
     label_delay_buckets,
 )
-from fraudseq.features import FEATURE_LIMIT, OOV_CODE, FeatureEncoder, clean_features
+from fraudseq.features import OOV_CODE, FeatureEncoder, clean_features
 from fraudseq.schema import (
     MAX_ABS_AMOUNT,
     MISSING_CATEGORY,
@@ -529,6 +530,7 @@ class LiveEncoder:
         self.names = list(encoder.numeric_names_)
         self.means = np.asarray(encoder.means_, dtype=np.float64)
         self.scales = np.asarray(encoder.scales_, dtype=np.float64)
+        self.low, self.high = (np.asarray(v, dtype=np.float64) for v in encoder.feature_range)
         self.vocabularies = [
             {value: i + 2 for i, value in enumerate(encoder.vocabularies_[c])}
             for c in self.schema.categorical
@@ -604,10 +606,10 @@ class LiveEncoder:
         scaled = np.fromiter(map(raw.__getitem__, self.names), np.float64, self.n_numeric)
         np.subtract(scaled, self.means, out=scaled)  # FeatureEncoder.transform, row of one
         np.divide(scaled, self.scales, out=scaled)
-        if abs(scaled).max() < FEATURE_LIMIT:  # the common case, as clean_features gives it
-            numeric = scaled.astype(np.float32)
-        else:  # a NaN, an infinity or an extreme value somewhere
-            numeric = clean_features(scaled)
+        if (scaled >= self.low).all() and (scaled <= self.high).all():  # the common case,
+            numeric = scaled.astype(np.float32)  # as clean_features gives it
+        else:  # a NaN, an infinity or a value beyond the fitted range somewhere
+            numeric = clean_features(scaled, (self.low, self.high))
         codes = [
             vocabulary.get(value, OOV_CODE)
             for vocabulary, value in zip(self.vocabularies, tx.categorical, strict=True)
