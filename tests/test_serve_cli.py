@@ -161,3 +161,73 @@ def test_serve_scores_over_http(served_model, tmp_path, workers):
     finally:
         code = server.stop()
     assert code == 0, server.output()
+
+
+# ------------------------------------------------------------------ start-up store errors
+
+
+def read_only(path) -> bool:
+    """Make `path` unwritable even for root (chattr +i), or by its mode otherwise; whether
+    it worked."""
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+        return done.returncode == 0
+    path.chmod(0o444)
+    return not os.access(path, os.W_OK)
+
+
+@pytest.fixture
+def start_up_cases(served_model, tmp_path):
+    """(state URL, words the error must hold) for stores that cannot be used."""
+    model_dir, _ = served_model
+    directory = tmp_path / "d1"
+    directory.mkdir()
+    text = tmp_path / "notes.db"
+    text.write_text("just text " * 100)
+    damaged = tmp_path / "state.db"  # a state file whose meta table's page is damaged
+    from fraudseq.serving.state_sqlite import SQLiteStore
+
+    SQLiteStore(damaged).close()
+    with damaged.open("r+b") as file:
+        file.seek(4096)  # page 2
+        file.write(b"\xa5" * 4096)
+    cases = [
+        (f"sqlite:///{directory}", ["is a directory", "name a file in it"]),
+        (f"sqlite:///{text}", ["not a SQLite database", "Fix:"]),
+        (f"sqlite:///{damaged}", ["damaged", "Fix:"]),
+        (f"sqlite:///{text}/state.db", ["is a file, not a directory"]),
+        (
+            "redis://default:hunter2@127.0.0.1:1/0",
+            ["redis://default:***@127.0.0.1:1/0", "Redis unavailable"],
+        ),
+    ]
+    readonly = tmp_path / "readonly.db"
+    import sqlite3
+
+    with sqlite3.connect(readonly) as db:  # a valid state file of another run...
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.close()
+    if read_only(readonly):  # ...that the server cannot write
+        cases.append((f"sqlite:///{readonly}", ["read-only", "writable"]))
+    yield model_dir, cases
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(readonly)], capture_output=True, check=False)
+
+
+def test_store_errors_at_start_up_are_clear_messages(start_up_cases, monkeypatch, capsys):
+    pytest.importorskip("redis")
+    model_dir, cases = start_up_cases
+
+    def started(*args, **kwargs):
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr("uvicorn.run", started)
+    for state, words in cases:
+        # A traceback would escape run() as an exception other than SystemExit.
+        assert run(monkeypatch, "serve", model_dir, "--state", state) == 1, state
+        err = capsys.readouterr().err
+        assert err.startswith("error:"), err
+        assert "Traceback" not in err and "hunter2" not in err, err
+        for word in words:
+            assert word in err, (state, err)

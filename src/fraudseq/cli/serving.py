@@ -79,6 +79,7 @@ def serve(
     """
     import uvicorn
 
+    from fraudseq.redaction import RedactingFilter
     from fraudseq.serving import Detector
     from fraudseq.serving.api import (
         ServeSettings,
@@ -106,6 +107,10 @@ def serve(
             f"account histories. Fix: use a shared store, e.g. --state sqlite:///state.db, "
             f"or --workers 1."
         )
+    # Every log line of this process and of the workers is redacted (state URLs carry
+    # passwords), uvicorn's included.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     # Loading the detector here turns a bad model directory or state store into one clear
     # error message before the server starts.
     detector = Detector.load(model_dir, state, min_history=min_history, ttl_seconds=ttl_seconds)
@@ -121,6 +126,7 @@ def serve(
         "port": port,
         "access_log": access_log,
         "log_level": "info",
+        "log_config": _redacted_log_config(),
         "timeout_graceful_shutdown": 10,
     }
     if workers == 1:
@@ -146,3 +152,16 @@ def serve(
     finally:
         if own_metrics_dir is not None:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def _redacted_log_config() -> dict:
+    """uvicorn's logging configuration with every handler redacting URL credentials."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact"] = {"()": "fraudseq.redaction.RedactingFilter"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
+    return config

@@ -9,7 +9,7 @@ Routes
     ``POST /v1/score/batch``  ``{"transactions": [...]}``, at most ``max_batch`` per request
     ``POST /v1/feedback``     ``{"transaction_id": "...", "label": 0 or 1}``, idempotent
     ``GET /healthz``          liveness: the process answers
-    ``GET /readyz``           readiness: model loaded and state store reachable, else 503
+    ``GET /readyz``           readiness: model loaded and state store healthy, else 503
     ``GET /metrics``          Prometheus text format
     ``GET /docs``, ``GET /openapi.json``
 
@@ -47,13 +47,23 @@ Every error body is JSON ``{"message": "..."}``; validation errors (422) add ``"
 a list of ``{"field": "transactions[3].amount", "loc": [...], "msg": "...", "type": "..."}``.
 Input values are never echoed back. Other 4xx: 401 missing/wrong API key, 413 body above
 the limit (checked on Content-Length before reading, or while reading a chunked body), 415
-a body that is not ``application/json``. Unexpected failures return 500 with an error id and
-a generic message; the traceback goes to the server log only.
+a body that is not ``application/json``. Every 5xx body is ``{"message": ..., "error_id":
+...}`` with a generic message; the details go to the server log only, at error level with
+the id. URLs with credentials are redacted (``fraudseq.redaction.redact``) in replies and,
+through a filter on the service's loggers, in every log line.
 
 Detector errors map to status codes: DataValidationError 422, ConflictError (a transaction
 id reused with different content) 409, UnknownTransactionError (feedback for an id never
 scored) 404, StateStoreError (the store is unreachable or refused the write: nothing was
-stored, retry later) 503 with ``Retry-After``, any other FraudseqError 400.
+stored) 503: transient with ``Retry-After: 1``, permanent (``"permanent": true``: a damaged
+or read-only file, refused credentials; an operator must act) without; any other
+FraudseqError 400.
+
+Store health: a store error is logged at error level with its id and counted in
+``state_store_errors_total{kind}``. /readyz is 503 when the store fails a cheap probe
+(``Detector.ready``: SELECT 1 / PING, on its own thread, READY_TIMEOUT_SECONDS at most),
+while the last store operation failed (STORE_FAILURE_WINDOW_SECONDS, none succeeded since),
+and after a permanent fault until the server restarts.
 
 API key: with ``api_key`` set, every route except /healthz and /readyz (so /metrics and the
 docs too) needs it in ``X-API-Key``, compared with ``hmac.compare_digest``.
@@ -119,6 +129,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import fraudseq
 from fraudseq.errors import DataValidationError, FraudseqError, ModelDirectoryError
+from fraudseq.redaction import RedactingFilter, redact
 from fraudseq.schema import MAX_ABS_AMOUNT, TIME_UNITS, Schema, numeric_times
 from fraudseq.serving.detector import ConflictError, UnknownTransactionError
 from fraudseq.serving.live_features import (
@@ -141,6 +152,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("fraudseq.serving")
+# Every record of the service's loggers is redacted, whatever handlers the host installs.
+for _name in ("fraudseq", "fraudseq.serving"):
+    if not any(isinstance(f, RedactingFilter) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(RedactingFilter())
 
 API_KEY_HEADER = "X-API-Key"
 #: Routes that never need the API key (load balancers and orchestrators probe them).
@@ -150,6 +165,11 @@ MAX_TEXT_LENGTH = 256
 MAX_TIME_LENGTH = 64
 DEFAULT_MAX_BATCH = 1000
 READY_TIMEOUT_SECONDS = 2.0
+#: /readyz answers 503 while the last store operation failed less than this long ago
+#: (and none succeeded since); a permanent fault keeps it at 503 until a restart.
+STORE_FAILURE_WINDOW_SECONDS = 30.0
+#: Detector methods that read or write the state store (their success clears a failure).
+STORE_METHODS = frozenset({"score", "score_batch", "feedback"})
 #: What the app uses of a detector (`Detector` has all of it).
 DETECTOR_INTERFACE = (
     "schema", "model_version", "counts", "score", "score_batch", "feedback", "ready", "close",
@@ -522,9 +542,11 @@ class BatchResult(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, headers: dict | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
+        self.status, self.message, self.headers, self.extra = status, message, headers, extra
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -626,6 +648,12 @@ class _Metrics:
         )
         self.feedback = Counter(
             "fraudseq_feedback", "Feedback labels received.", ["label"], registry=registry
+        )
+        self.store_errors = Counter(
+            "fraudseq_state_store_errors",
+            "State store failures answered with 503, by kind (transient or permanent).",
+            ["kind"],
+            registry=registry,
         )
         self.model_info = Gauge(
             "fraudseq_model_info",
@@ -788,11 +816,30 @@ class _BodyLimitMiddleware:
 
 
 @dataclass
+class _StoreFailure:
+    error_id: str
+    permanent: bool
+    at: float  # time.monotonic()
+    since: str  # UTC, ISO 8601
+
+    def describe(self) -> dict[str, Any]:
+        return {"error_id": self.error_id, "permanent": self.permanent, "since": self.since}
+
+
+@dataclass
 class _Serving:
-    """What the routes need at request time; filled in by the lifespan."""
+    """What the routes need at request time; filled in by the lifespan. Also what the
+    scoring routes learnt of the state store's health, for /readyz: the last failure
+    (cleared by the next store operation that succeeds) and the first permanent fault
+    (kept until the server restarts)."""
 
     detector: Any = None
     executor: ThreadPoolExecutor | None = None
+    probe_executor: ThreadPoolExecutor | None = None
+    metrics: Any = None
+    store_failure: _StoreFailure | None = None
+    store_fault: _StoreFailure | None = None
+    _probe: asyncio.Future | None = None
 
     async def call(self, method: str, *args: Any, counted: bool = False) -> Any:
         """Run ``detector.<method>(*args)`` on the detector thread; map user errors.
@@ -800,23 +847,86 @@ class _Serving:
         on the detector thread, which runs one call at a time, so exact."""
         detector, executor = self.detector, self.executor
         if detector is None or executor is None:
-            raise ApiError(503, "the model is not loaded (the server is starting or stopping)")
+            raise _unavailable("the model is not loaded (the server is starting or stopping)")
         loop = asyncio.get_running_loop()
         function = getattr(detector, method)
         if counted:
             function = functools.partial(_with_counts, detector, function)
         try:
-            return await loop.run_in_executor(executor, function, *args)
+            answer = await loop.run_in_executor(executor, function, *args)
         except DataValidationError as err:
             raise ApiError(422, str(err)) from None
         except ConflictError as err:
             raise ApiError(409, str(err)) from None
         except UnknownTransactionError as err:
             raise ApiError(404, str(err)) from None
-        except StateStoreError as err:  # not the client's fault: a retry may succeed
-            raise ApiError(503, str(err), {"Retry-After": "1"}) from None
+        except StateStoreError as err:  # not the client's fault
+            raise self._store_failed(method, err) from None
         except FraudseqError as err:
             raise ApiError(400, str(err)) from None
+        if method in STORE_METHODS:
+            self.store_failure = None
+        return answer
+
+    def _store_failed(self, method: str, err: StateStoreError) -> ApiError:
+        """Log a store error (error level, with its id; the details only there), remember
+        it for /readyz, and the 503 to answer: with Retry-After when transient, without
+        (and saying so) when permanent. Nothing was stored either way."""
+        permanent = bool(getattr(err, "permanent", False))
+        error_id = uuid.uuid4().hex[:12]
+        kind = "permanent" if permanent else "transient"
+        log.error(
+            "state store error %s (%s) in %s: %s",
+            error_id,
+            kind,
+            method,
+            redact(str(err)),
+            exc_info=err if permanent else None,
+        )
+        failure = _StoreFailure(
+            error_id, permanent, time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
+        )
+        self.store_failure = failure
+        if permanent and self.store_fault is None:
+            self.store_fault = failure
+        if self.metrics is not None:
+            self.metrics.store_errors.labels(kind).inc()
+        if permanent:
+            return ApiError(
+                503,
+                f"the state store has a permanent fault (error id {error_id}): nothing was "
+                f"stored, and retrying will not help until an operator repairs the store; "
+                f"the details are in the server log",
+                error_id=error_id,
+                permanent=True,
+            )
+        return ApiError(
+            503,
+            f"the state store is unavailable or refused the write (error id {error_id}): "
+            f"nothing was stored; retry later",
+            {"Retry-After": "1"},
+            error_id=error_id,
+            permanent=False,
+        )
+
+    async def probe(self) -> bool:
+        """``detector.ready()`` (the model is loaded and the store answers a cheap probe:
+        SELECT 1, PING) on its own thread, so it never queues behind scoring, and at most one
+        at a time: concurrent /readyz calls share the probe under way. Raises TimeoutError
+        after READY_TIMEOUT_SECONDS."""
+        if self._probe is None or self._probe.done():
+            loop = asyncio.get_running_loop()
+            self._probe = loop.run_in_executor(self.probe_executor, self.detector.ready)
+        return await asyncio.wait_for(asyncio.shield(self._probe), READY_TIMEOUT_SECONDS)
+
+
+def _unavailable(message: str) -> ApiError:
+    """A 503 for a server that is starting or stopping (transient)."""
+    error_id = uuid.uuid4().hex[:12]
+    log.warning("503 (error id %s): %s", error_id, message)
+    return ApiError(
+        503, f"{message} (error id {error_id})", {"Retry-After": "1"}, error_id=error_id
+    )
 
 
 def _with_counts(detector: Any, function: Callable, *args: Any) -> tuple[Any, Tally]:
@@ -899,12 +1009,13 @@ def create_app(
     key_parts = schema.entity_parts if len(schema.entity_parts) > 1 else ()
     ground_truth = {c for c in (schema.label, schema.scenario) if c is not None}
     metrics = _Metrics(registry if registry is not None else CollectorRegistry())
-    serving = _Serving()
+    serving = _Serving(metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(1, thread_name_prefix="fraudseq-detector")
+        probe_executor = ThreadPoolExecutor(1, thread_name_prefix="fraudseq-probe")
         owned = None
         try:
             if detector is None:
@@ -926,6 +1037,8 @@ def create_app(
                 )
             serving.detector = owned if owned is not None else detector
             serving.executor = executor
+            serving.probe_executor = probe_executor
+            serving._probe = None
             metrics.model_info.labels(str(serving.detector.model_version)).set(1)
             if freeze_gc:
                 _freeze_long_lived_objects()
@@ -933,6 +1046,7 @@ def create_app(
         finally:
             serving.detector = None
             serving.executor = None
+            probe_executor.shutdown(wait=False, cancel_futures=True)  # a probe may hang
             if owned is not None:
                 try:
                     await loop.run_in_executor(executor, owned.close)
@@ -991,7 +1105,11 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(_error_body(exc.message), status_code=exc.status, headers=exc.headers)
+        return JSONResponse(
+            _error_body(redact(exc.message), **exc.extra),
+            status_code=exc.status,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -1085,29 +1203,49 @@ def create_app(
 
     @app.get(
         "/readyz",
-        summary="Readiness: model loaded and state store reachable (else 503)",
+        summary="Readiness: model loaded and state store healthy (else 503)",
         responses={503: {"description": "Not ready."}},
     )
     async def readyz() -> Any:
-        reason = "the model is not loaded"
-        if serving.detector is not None:
-            try:
-                ok = await asyncio.wait_for(serving.call("ready"), READY_TIMEOUT_SECONDS)
-            except TimeoutError:
-                ok, reason = False, f"the readiness check took over {READY_TIMEOUT_SECONDS}s"
-            except Exception:
-                log.warning("readiness check failed", exc_info=True)
-                ok, reason = False, "the readiness check failed (see the server log)"
-            else:
-                reason = "the state store is unreachable or the model is not loaded"
-            if ok:
-                detector = serving.detector
-                return {
-                    "status": "ready",
-                    "model_version": detector.model_version,
-                    "reasons": getattr(detector, "explain", None),
-                }
-        return JSONResponse({"status": "not ready", "message": reason}, status_code=503)
+        detector = serving.detector
+        if detector is None:
+            return _not_ready("the model is not loaded (the server is starting or stopping)")
+        fault, failure = serving.store_fault, serving.store_failure
+        if fault is not None:
+            return _not_ready(
+                f"the state store has a permanent fault (error id {fault.error_id}, since "
+                f"{fault.since}): an operator must repair it, then restart the server",
+                {"status": "permanent fault", **fault.describe()},
+            )
+        try:
+            ok = await serving.probe()
+        except TimeoutError:
+            return _not_ready(
+                f"the state store did not answer its probe within {READY_TIMEOUT_SECONDS}s",
+                {"status": "unreachable"},
+            )
+        except Exception:
+            log.warning("readiness check failed", exc_info=True)
+            return _not_ready(
+                "the readiness check failed (see the server log)", {"status": "unreachable"}
+            )
+        if not ok:
+            return _not_ready(
+                "the state store is unreachable or the model is not loaded",
+                {"status": "unreachable"},
+            )
+        if failure is not None and time.monotonic() - failure.at < STORE_FAILURE_WINDOW_SECONDS:
+            return _not_ready(
+                f"the state store failed the last request (error id {failure.error_id}, at "
+                f"{failure.since}) and none succeeded since",
+                {"status": "failing", **failure.describe()},
+            )
+        return {
+            "status": "ready",
+            "model_version": detector.model_version,
+            "reasons": getattr(detector, "explain", None),
+            "store": {"status": "ok"},
+        }
 
     @app.get("/metrics", dependencies=secured, summary="Prometheus metrics (text format)")
     async def metrics_route() -> Response:
@@ -1137,6 +1275,13 @@ def _freeze_long_lived_objects() -> None:
     torch.set_num_threads(1)
 
 
+def _not_ready(message: str, store: dict | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"status": "not ready", "message": message}
+    if store is not None:
+        body["store"] = store
+    return JSONResponse(body, status_code=503)
+
+
 def _json_response(request: Request, payload: Any) -> Response:
     try:
         content = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
@@ -1156,24 +1301,22 @@ def _internal_error(request: Request, exc: BaseException) -> JSONResponse:
     )
     return JSONResponse(
         _error_body(
-            f"internal server error (error id {error_id}); the details are in the server log"
+            f"internal server error (error id {error_id}); the details are in the server log",
+            error_id=error_id,
         ),
         status_code=500,
     )
 
 
-def redact_state_url(state: str) -> str:
-    """A state URL without its password, for logs."""
-    if "@" in state and "://" in state:
-        scheme, rest = state.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return state
+#: A state URL without its password, for logs and replies (the one redaction function).
+redact_state_url = redact
 
 
 def app_from_env() -> FastAPI:
     """uvicorn factory for ``fraudseq serve --workers N``: settings from FRAUDSEQ_SERVE_*."""
     if not logging.getLogger().handlers:  # a fresh worker process: log like the CLI does
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     return create_app(**ServeSettings.from_env().app_kwargs())

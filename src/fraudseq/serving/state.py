@@ -55,7 +55,15 @@ from fraudseq.serving.live_features import CounterpartyTotals
 
 
 class StateStoreError(FraudseqError):
-    """The state store cannot be reached or refused the update (retry later)."""
+    """The state store cannot be reached or refused the update; nothing was stored.
+
+    `permanent`: a fault that retrying cannot fix (a damaged, read-only or non-SQLite file,
+    a failing disk, refused credentials): an operator must act. Otherwise transient (down,
+    locked, busy, full): a retry may succeed."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 #: Purge expired rows (memory, SQLite) once every this many writes.

@@ -21,6 +21,7 @@ import math
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fraudseq.errors import FraudseqError
+from fraudseq.redaction import redact
 from fraudseq.serving.state import (
     BatchSnapshot,
     BatchUpdate,
@@ -147,7 +148,7 @@ class RedisStore:
                 "the Redis state store needs redis-py: pip install 'redis>=5'"
             ) from None
         self._redis = redis
-        self.url = url
+        self.url = redact(url)  # for messages and logs: the password masked
         self.ttl = ttl_seconds
         self.retention_days = retention_days
         self.prefix = prefix
@@ -166,9 +167,20 @@ class RedisStore:
         return f"{self.prefix}{kind}:{name}"
 
     def _failure(self, err: Exception) -> StateStoreError:
+        """A StateStoreError for a redis-py error, its text redacted; permanent when a retry
+        cannot help (see `_permanent`)."""
         exceptions = self._redis.exceptions
-        down = isinstance(err, exceptions.ConnectionError | exceptions.TimeoutError)
-        return StateStoreError(f"{self.url}: Redis {'unavailable' if down else 'error'}: {err}")
+        permanent = _permanent(err, exceptions)
+        down = not permanent and isinstance(
+            err, exceptions.ConnectionError | exceptions.TimeoutError
+        )
+        message = f"{self.url}: Redis {'unavailable' if down else 'error'}: {redact(str(err))}"
+        if permanent:
+            message += (
+                ". A permanent fault: retrying will not help. Fix: the credentials, the "
+                "database number or the server's configuration in the state URL"
+            )
+        return StateStoreError(message, permanent=permanent)
 
     @property
     def _errors(self) -> type[Exception]:
@@ -369,6 +381,34 @@ class RedisStore:
     def _check_open(self) -> None:
         if self._closed:
             raise FraudseqError(f"{self.url}: the state store is closed")
+
+
+#: Redis error replies that pass (a failover, loading, a busy script, memory freed by
+#: evictions); any other error reply (an unknown database index, a wrong type, a missing
+#: command) comes back on every retry.
+_TRANSIENT_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "READONLY")
+
+
+def _permanent(err: Exception, exceptions) -> bool:
+    """Whether a redis-py error needs an operator: refused credentials or permissions, or an
+    error reply that is not one of _TRANSIENT_REPLIES. Unreachable, timed out, loading, out
+    of memory, read-only (a replica during a failover) are transient."""
+    refused = (exceptions.AuthenticationError, exceptions.AuthorizationError)
+    if isinstance(err, refused + (exceptions.NoPermissionError,)):
+        return True
+    if isinstance(err, exceptions.ConnectionError | exceptions.TimeoutError):
+        return False
+    if isinstance(
+        err,
+        exceptions.ReadOnlyError
+        | exceptions.OutOfMemoryError
+        | exceptions.TryAgainError
+        | exceptions.ClusterDownError,
+    ):
+        return False
+    if isinstance(err, exceptions.ResponseError):
+        return not str(err).upper().startswith(_TRANSIENT_REPLIES)
+    return False
 
 
 def _buckets(stored: dict, days: tuple[int, int] | None = None) -> dict[int, tuple[int, int]]:

@@ -192,6 +192,11 @@ class SQLiteStore:
         self.ttl = ttl_seconds
         self.retention_days = retention_days
         self.synchronous = synchronous
+        if self.path != ":memory:" and Path(self.path).is_dir():
+            raise FraudseqError(
+                f"{self.path}: is a directory, not a SQLite file. Fix: name a file in it, "
+                f"e.g. sqlite:///{Path(self.path) / 'state.db'}"
+            )
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -202,8 +207,18 @@ class SQLiteStore:
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._db.executescript(SCHEMA)
-        except (sqlite3.Error, OSError) as err:
-            raise FraudseqError(f"{self.path}: cannot open the SQLite state store: {err}") from None
+        except sqlite3.Error as err:
+            raise sqlite_failure(self.path, err, "cannot open the SQLite state store") from None
+        except OSError as err:  # making the directories
+            what = (
+                f"{err.filename} is a file, not a directory"
+                if isinstance(err, FileExistsError | NotADirectoryError)
+                else f"{err.filename or 'its directory'}: {err.strerror or err}"
+            )
+            raise FraudseqError(
+                f"{self.path}: cannot open the SQLite state store: {what}. Fix: give a path "
+                f"whose directories exist or can be created by the server."
+            ) from None
         self._lock = threading.RLock()
         self._writes = 0
         self._newest_day: int | None = None
@@ -410,9 +425,12 @@ class SQLiteStore:
                 db.execute("COMMIT")
         except BaseException as err:
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error as rollback:  # report the first error, not this one
+                    log.debug("%s: ROLLBACK failed: %s", self.path, rollback)
             if isinstance(err, sqlite3.Error):
-                raise StateStoreError(f"{self.path}: SQLite error: {err}") from err
+                raise sqlite_failure(self.path, err) from err
             raise
 
     def _fresh_one(self, sql: str, key: str, now: float):
@@ -459,8 +477,11 @@ class SQLiteStore:
     def meta(self, key: str, value: str) -> str:
         with self._lock:
             db = self._connection()
-            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
-            return db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+            try:
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+                return db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+            except sqlite3.Error as err:
+                raise sqlite_failure(self.path, err) from err
 
     def account(self, entity: str) -> bytes | None:
         with self._lock:
@@ -554,9 +575,60 @@ class SQLiteStore:
                 self._db.close()
 
     def _connection(self) -> sqlite3.Connection:
-        if self._closed:
-            raise FraudseqError(f"{self.path}: the state store is closed")
+        if self._closed:  # the server is stopping: not the client's fault
+            raise StateStoreError(f"{self.path}: the state store is closed")
         return self._db
+
+
+#: SQLite primary result codes that retrying cannot fix: (what is wrong, what to do).
+PERMANENT_ERRORS = {
+    sqlite3.SQLITE_CORRUPT: (
+        "the file is damaged",
+        "restore it from a backup, or move it away to start with empty state",
+    ),
+    sqlite3.SQLITE_FORMAT: ("the file is damaged", "restore it from a backup"),
+    sqlite3.SQLITE_NOTADB: (
+        "the file is not a SQLite database",
+        "give the state file's path, or the path of a new file",
+    ),
+    sqlite3.SQLITE_READONLY: (
+        "the file is read-only",
+        "make the file and its directory (SQLite writes -wal and -shm files beside it) "
+        "writable by the server",
+    ),
+    sqlite3.SQLITE_CANTOPEN: (
+        "the file cannot be opened",
+        "give the path of a file the server can create and write",
+    ),
+    sqlite3.SQLITE_IOERR: ("the disk reported an I/O error", "check the disk and its file system"),
+    sqlite3.SQLITE_PERM: ("access was denied", "give the server access to the file"),
+    sqlite3.SQLITE_AUTH: ("access was denied", "give the server access to the file"),
+}
+#: Transient faults (a retry may succeed), with what they mean.
+TRANSIENT_HINTS = {
+    sqlite3.SQLITE_FULL: "the disk is full (free space on it)",
+    sqlite3.SQLITE_BUSY: "another process held the write lock past the busy timeout",
+    sqlite3.SQLITE_LOCKED: "the database was locked",
+}
+
+
+def sqlite_failure(path: str, err: sqlite3.Error, doing: str = "SQLite error") -> StateStoreError:
+    """A StateStoreError for `err`: permanent for the result codes of PERMANENT_ERRORS (a
+    damaged, non-SQLite, read-only or unopenable file, a failing disk), otherwise transient.
+    The message names the file, the fault, SQLite's own words and, when permanent, the fix."""
+    code = getattr(err, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    words = f"SQLite: {err}" + (f", {err.sqlite_errorname}" if code is not None else "")
+    if primary in PERMANENT_ERRORS:
+        problem, fix = PERMANENT_ERRORS[primary]
+        return StateStoreError(
+            f"{path}: {doing}: {problem} ({words}). A permanent fault: retrying will not help. "
+            f"Fix: {fix}.",
+            permanent=True,
+        )
+    if primary in TRANSIENT_HINTS:
+        return StateStoreError(f"{path}: {doing}: {TRANSIENT_HINTS[primary]} ({words})")
+    return StateStoreError(f"{path}: {doing}: {err}")
 
 
 def _chunks(keys: list[str], size: int = 500):
