@@ -15,6 +15,7 @@ from fraudseq.feature_blocks import FEATURE_BLOCKS
 from fraudseq.features import FeatureEncoder
 from fraudseq.schema import STREAM_KEY, Schema, entity_key, load_transactions, numeric_times
 from fraudseq.serving.live_features import (
+    LATE_ROWS,
     VELOCITY_CAP,
     AccountState,
     LiveEncoder,
@@ -104,8 +105,13 @@ def test_live_features_equal_batch_encoding(small_frame, schema, blocks, delay):
         np.testing.assert_allclose(
             raw[rows, j], batch_raw[name], rtol=1e-9, atol=1e-9, err_msg=name
         )
-    # The features really vary (the comparison is not between constants).
-    assert all(np.unique(batch.numeric[:, j]).size > 1 for j in range(batch.numeric.shape[1]))
+    # The features really vary (the comparison is not between constants): every raw feature,
+    # and every scaled one whose training range is not a single value (a feature constant in
+    # the training rows, here cp_risk_1d, is clipped to that value everywhere).
+    assert all(np.unique(batch_raw[name]).size > 1 for name in encoder.numeric_names_)
+    varied = encoder.high_ > encoder.low_
+    assert varied.sum() >= len(varied) - 1
+    assert all(np.unique(batch.numeric[:, j]).size > 1 for j in np.flatnonzero(varied))
 
 
 def test_state_is_bounded_and_round_trips(small_frame):
@@ -133,8 +139,11 @@ def test_state_is_bounded_and_round_trips(small_frame):
         account = live.append(account, tx, features)
     assert account.n == VELOCITY_CAP + 100
     assert len(account.times) == VELOCITY_CAP  # capped
-    assert account.numeric.shape == (15, encoder.n_numeric) and len(account.ids) == 15
-    assert len(account.new_totals) == 15
+    # The window's K - 1 rows and LATE_ROWS more; the novelty zone 15 events beyond them.
+    assert live.rows_kept == 15 + LATE_ROWS and live.zone == live.rows_kept + 15
+    rows = live.rows_kept
+    assert account.numeric.shape == (rows, encoder.n_numeric) and len(account.ids) == rows
+    assert len(account.new_totals) == live.zone == len(account.firsts) // len(SCHEMA.categorical)
     blob = account.to_bytes()
     again = AccountState.from_bytes(blob)
     assert again.to_bytes() == blob
