@@ -142,7 +142,9 @@ def top_reasons(explanation: Explanation, n: int = 3) -> list[dict]:
                 "attribution": float(feature["attribution"]),
                 "feature": str(feature["feature"]),
                 "value": _plain(feature["value"]),
-                "description": describe_feature(str(feature["feature"]), feature["value"]),
+                "description": describe_feature(
+                    str(feature["feature"]), feature["value"], bool(feature["clipped"])
+                ),
             }
         )
     reasons = [r for r in reasons if r["attribution"] > 0]
@@ -236,11 +238,13 @@ def explain_rows(
         current = encoded.numeric[index[i, length - 1]]
         values = list(feature_values(current, model.encoder_.scales_, model.encoder_.means_))
         values += [str(frame[c].iloc[row]) for c in categorical_names]
+        clipped = [*at_range_edge(current, *model.encoder_.feature_range), *[False] * n_cat]
         features = pd.DataFrame(
             {
                 "feature": numeric_names + categorical_names,
                 "kind": ["numeric"] * n_num + ["categorical"] * n_cat,
                 "value": values,
+                "clipped": clipped,
                 "attribution": base - feats,
                 "score_without": _sigmoid(feats),
             }
@@ -384,11 +388,21 @@ def _records(table: pd.DataFrame) -> list[dict]:
     return [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")]
 
 
-def describe_feature(name: str, value) -> str:
-    """`name = value`, plus the plain quantity behind a log-scaled feature."""
+def describe_feature(name: str, value, clipped: bool = False) -> str:
+    """`name = value`, plus the plain quantity behind a log-scaled feature; a value clipped
+    to the training range says so (the model saw the edge of that range, not the value)."""
     text = f"{name} = {_format_value(value)}"
     plain = plain_quantity(name, value) if isinstance(value, float | np.floating) else None
-    return f"{text} ({plain})" if plain else text
+    text = f"{text} ({plain})" if plain else text
+    return f"{text} or beyond (clipped to the training range)" if clipped else text
+
+
+def at_range_edge(scaled: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Which scaled features sit on a non-zero edge of the fitted range: clipped there (the
+    range is widened past every training value, so no training value lies on its edge)."""
+    scaled = np.asarray(scaled, dtype=np.float32)
+    edges = [np.asarray(b, dtype=np.float32) for b in (low, high)]
+    return np.logical_or.reduce([(scaled == b) & (b != 0) for b in edges])
 
 
 def feature_values(scaled: np.ndarray, scales: np.ndarray, means: np.ndarray) -> np.ndarray:
