@@ -83,7 +83,7 @@ def test_a_directory_that_is_not_a_model_is_never_replaced(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "tx.csv").write_text("id\n1\n")
-    with pytest.raises(ModelDirectoryError, match="not a model directory"):
+    with pytest.raises(ModelDirectoryError, match="not a fraudseq model directory"):
         save(data)
     assert [p.name for p in data.iterdir()] == ["tx.csv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging left

@@ -19,7 +19,7 @@ import torch
 import fraudseq
 from fraudseq import metrics
 from fraudseq.artifacts import load_model_dir, save_model_dir
-from fraudseq.errors import ConfigError, FraudseqError
+from fraudseq.errors import ConfigError, FraudseqError, ModelDirectoryError
 from fraudseq.feature_blocks import FEATURE_BLOCKS
 from fraudseq.features import FeatureEncoder
 from fraudseq.losses import make_loss
@@ -381,13 +381,27 @@ class FraudModel:
 
     @classmethod
     def load(cls, path: str | Path) -> FraudModel:
-        """Load a model directory after checking every file against its manifest."""
+        """Load a model directory after checking every file against its manifest (and its
+        signature when FRAUDSEQ_MODEL_KEY is set; see fraudseq.artifacts)."""
         config, tensors, files = load_model_dir(path)
         if config.get("format_version") != FORMAT_VERSION:
             raise FraudseqError(
                 f"{path}: model format {config.get('format_version')} is not supported by this "
                 f"fraudseq ({FORMAT_VERSION}); retrain the model"
             )
+        try:
+            return cls._from_config(path, config, tensors, files)
+        except FraudseqError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            # model.json matched its manifest but is not what save writes
+            raise ModelDirectoryError(
+                f"{path}/model.json: not a complete fraudseq model description "
+                f"({type(exc).__name__}: {exc}); retrain or restore the model directory"
+            ) from None
+
+    @classmethod
+    def _from_config(cls, path, config: dict, tensors: dict, files: dict) -> FraudModel:
         model = cls.from_params(config["model"], config["params"])
         model.schema_ = Schema.from_document(config["schema"], source=f"{path}/model.json")
         model.encoder_ = FeatureEncoder.from_json(config["encoder"], model.schema_)
