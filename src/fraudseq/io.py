@@ -58,8 +58,14 @@ def default_mode(base: int) -> int:
     return base & ~umask
 
 
-def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write `df` as CSV (gzip when the name ends in .gz) or Parquet, atomically."""
+def write_table(df: pd.DataFrame, path: str | Path, *, for_spreadsheets: bool = False) -> Path:
+    """Write `df` as CSV (gzip when the name ends in .gz) or Parquet, atomically.
+
+    `for_spreadsheets`: a CSV's text cells that a spreadsheet would run as a formula are
+    neutralised (:func:`spreadsheet_safe`); Parquet keeps its typed values as they are.
+    A CSV whose text holds a carriage return ends its lines with CR LF, as RFC 4180 does:
+    Python's csv writer quotes a cell only for the characters of the line ending, and a
+    bare CR left unquoted would start a new row in a spreadsheet."""
     path = Path(path)
     fmt = table_format(path)
     with atomic_path(path) as tmp:
@@ -67,8 +73,46 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
             df.to_parquet(tmp, index=False)
         else:
             compression = "gzip" if path.name.lower().endswith(".gz") else None
-            df.to_csv(tmp, index=False, compression=compression)
+            out = spreadsheet_safe(df) if for_spreadsheets else df
+            ending = "\r\n" if _holds_carriage_return(out) else "\n"
+            out.to_csv(tmp, index=False, compression=compression, lineterminator=ending)
     return path
+
+
+#: What makes a spreadsheet read a cell as a formula (OWASP's CSV injection rule).
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _holds_carriage_return(df: pd.DataFrame) -> bool:
+    return any(_text_cells(df[c], lambda t: t.str.contains("\r", regex=False)).any() for c in df)
+
+
+def _text_cells(values: pd.Series, test) -> pd.Series:
+    """`test` (a function of a string Series returning booleans) on the text cells of
+    `values`; False for numbers, booleans, dates and missing values."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return pd.Series(False, index=values.index)
+    if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+        return pd.Series(False, index=values.index)  # dates, categoricals and the like
+    is_text = values.map(type).eq(str) if values.dtype == object else values.notna()
+    text = values.where(is_text, "").astype(str)
+    return test(text).fillna(False).astype(bool) & is_text
+
+
+def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` whose text cells starting with =, +, -, @, a tab or a carriage return
+    are prefixed with a single quote, so that a spreadsheet shows them instead of running
+    them (OWASP's rule against CSV injection). Numbers are untouched (a score of -0.5 stays
+    a number); a text id "-123" becomes "'-123"."""
+    out = df.copy()
+    for column in out.columns:
+        values = out[column]
+        risky = _text_cells(values, lambda text: text.str.startswith(FORMULA_LEADS)).to_numpy()
+        if risky.any():
+            changed = values.astype(object)
+            changed[risky] = "'" + changed[risky].astype(str)
+            out[column] = changed
+    return out
 
 
 def write_json(obj: Any, path: str | Path) -> Path:

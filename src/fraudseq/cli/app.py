@@ -8,9 +8,11 @@ answers at once. tests/test_cli_polish.py checks that importing the CLI loads no
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -102,6 +104,94 @@ def check_output_parent(path: Path, option: str) -> None:
         ) from None
 
 
+def check_outputs(
+    outputs: Mapping[str, Path | None],
+    *,
+    inputs: Mapping[str, Path | None] | None = None,
+    model_dir: Path | None = None,
+    directory: bool = False,
+) -> None:
+    """The one check every command runs on its outputs before any work: an output option
+    (`outputs` maps it, e.g. "--json", to its path) must not name an input (`inputs` maps
+    what it is, e.g. "the transactions file", to its path), the same file under another
+    name (a symbolic or hard link), or anything inside the model directory `model_dir` or
+    inside any other fraudseq model directory (a file added there breaks the model: its
+    manifest lists every file). With `directory`, the outputs are directories that will be
+    replaced as a whole (train --out), so they must not hold an input either."""
+    from fraudseq.artifacts import model_manifest
+
+    for option, out in outputs.items():
+        if out is None:
+            continue
+        target = out.resolve()
+        for role, path in (inputs or {}).items():
+            if path is None:
+                continue
+            if _same_file(out, path):
+                other = "" if target == path.resolve() else f" ({path} under another name)"
+                raise FraudseqError(
+                    f"{option} {out} is {role} itself{other}; writing it would replace "
+                    "the input: choose another name"
+                )
+            if directory and path.resolve().is_relative_to(target):
+                raise FraudseqError(
+                    f"{option} {out} holds {role} {path}; the directory is replaced as a "
+                    f"whole, which would delete it: choose another {option}"
+                )
+        models = [model_dir.resolve()] if model_dir is not None else []
+        models += [p for p in target.parents if model_manifest(p) is not None]
+        for model in models:
+            if target.is_relative_to(model) and (target != model or not directory):
+                raise FraudseqError(
+                    f"{option} {out} is inside the model directory {model}; a file added "
+                    "there changes the model (its manifest lists every file): write it "
+                    "elsewhere"
+                )
+        if model_dir is not None and out.exists() and model_dir.is_dir():
+            for file in model_dir.iterdir():
+                if _same_file(out, file):
+                    raise FraudseqError(
+                        f"{option} {out} is the model directory's {file.name} under another "
+                        "name (a link); writing it would change the model: choose another name"
+                    )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` name one file: the same path once links are resolved, or the same
+    device and inode (a hard link)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+#: Bidirectional marks, embeddings, overrides and isolates: they reorder what a terminal shows.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_SHORT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def printable(text: object, *, newlines: bool = False) -> str:
+    """`text` with control characters (ESC, BEL, carriage return, DEL, C1 codes), line
+    separators and bidirectional controls written as escapes (\\x1b, \\r, \\u202e), so that
+    data printed to a terminal can neither move the cursor, recolour or clear the screen,
+    nor reorder what is shown. `newlines` keeps line breaks (multi-line messages)."""
+    text = str(text)
+    if text.isprintable():  # every character escaped below is not printable
+        return text
+    out = []
+    for ch in text:
+        if ch == "\n" and newlines:
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI:
+            code = ord(ch)
+            out.append(_SHORT.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 DataArg = Annotated[Path, typer.Argument(help="Transactions file: CSV, CSV.gz or Parquet.")]
 ModelDirArg = Annotated[Path, typer.Argument(help="Model directory written by `fraudseq train`.")]
 FromOpt = Annotated[
@@ -154,10 +244,11 @@ def _setup(
 
 
 def output_console() -> Console:
-    """Standard output without Rich markup, so brackets in user data print verbatim; piped
-    or logged output gets wide lines instead of 80 columns."""
-    console = Console(markup=False)
-    return console if console.is_terminal else Console(markup=False, width=200)
+    """Standard output without Rich markup or emoji codes, so brackets and :name: in user
+    data print verbatim (control characters are for :func:`printable`); piped or logged
+    output gets wide lines instead of 80 columns."""
+    console = Console(markup=False, emoji=False)
+    return console if console.is_terminal else Console(markup=False, emoji=False, width=200)
 
 
 def main() -> None:
@@ -165,6 +256,8 @@ def main() -> None:
     try:
         app()
     except FraudseqError as exc:
-        # Text, not markup: messages quote user data, whose brackets Rich would parse
-        console.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
+        # Text, not markup: messages quote user data, whose brackets Rich would parse, and
+        # whose control characters must not reach the terminal
+        message = printable(exc, newlines=True)
+        console.print(Text.assemble(("error:", "bold red"), f" {message}"), soft_wrap=True)
         sys.exit(1)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fraudseq.cli.app import DataArg, app, output_console, output_file
+from fraudseq.cli.app import DataArg, app, check_outputs, output_console, output_file
 from fraudseq.errors import FraudseqError
 
 if TYPE_CHECKING:
@@ -80,10 +80,9 @@ def check(
         )
         return
 
-    if json_out is not None:
-        for role, path in (("the transactions file", data), ("the schema file", schema)):
-            if path is not None and json_out.resolve() == path.resolve():
-                raise FraudseqError(f"--json {json_out} is {role} itself; choose another name")
+    check_outputs(
+        {"--json": json_out}, inputs={"the transactions file": data, "the schema file": schema}
+    )
 
     from fraudseq.data_profile import profile_transactions
     from fraudseq.errors import DataValidationError

@@ -16,6 +16,7 @@ from fraudseq.cli.app import (
     UntilOpt,
     app,
     check_output_parent,
+    check_outputs,
     one_of,
     output_console,
     output_file,
@@ -45,6 +46,7 @@ def simulate(
     from fraudseq.io import write_table
     from fraudseq.simulate import simulate as run_simulation
 
+    check_outputs({"--out": out})
     frame = run_simulation(accounts=accounts, days=days, seed=seed, start=start)
     write_table(frame, out)
     log.info("wrote %d transactions (%d fraud) to %s", len(frame), frame["is_fraud"].sum(), out)
@@ -67,12 +69,17 @@ SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the
 
 
 def _model_dir(param: typer.CallbackParam, value: Path) -> Path:
-    """A model directory to write, checked before training rather than after it."""
+    """A model directory to write, checked before training rather than after it: new,
+    empty or a fraudseq model directory and nothing else (artifacts.check_replaceable)."""
     from fraudseq.artifacts import check_replaceable
+    from fraudseq.errors import ModelDirectoryError
 
     if value.name in ("", ".", ".."):  # replacing the working directory (or root) as a whole
         raise FraudseqError(f"{param.opts[0]} {value}: give the model directory a name")
-    check_replaceable(value)
+    try:
+        check_replaceable(value)
+    except ModelDirectoryError as exc:
+        raise FraudseqError(f"{param.opts[0]} {exc}") from None
     check_output_parent(value, param.opts[0])
     return value
 
@@ -150,6 +157,11 @@ def train(
     """Train a model on labelled transactions before --train-until."""
     from fraudseq.fraud_model import FraudModel
 
+    check_outputs(
+        {"--out": out},
+        inputs={"the transactions file": data, "the schema file": schema},
+        directory=True,
+    )
     if percentile is not None:
         threshold = f"percentile:{percentile}"
     fitted = FraudModel(
@@ -214,6 +226,8 @@ def threshold(
     """
     from fraudseq.fraud_model import FraudModel
 
+    # the model directory is replaced by the re-thresholded model: it must not hold the data
+    check_outputs({"MODEL_DIR": model_dir}, inputs={"the transactions file": data}, directory=True)
     model = FraudModel.load(model_dir)
     before = f"{model.threshold_strategy()} (threshold {model.threshold_:.6f})"
     model.rethreshold(data, strategy, start=start, end=end)
@@ -272,6 +286,9 @@ def compare(
     from fraudseq.comparison import compare_models, comparison_table
     from fraudseq.io import write_json
 
+    check_outputs(
+        {"--json": json_out}, inputs={"the transactions file": data, "the schema file": schema}
+    )
     rows = compare_models(
         data,
         _schema(schema),
@@ -297,12 +314,15 @@ def score(
     start: FromOpt = None,
     end: UntilOpt = None,
 ) -> None:
-    """Score transactions in [--from, --until); earlier ones serve as history."""
+    """Score transactions in [--from, --until); earlier ones serve as history.
+
+    In a CSV file, ids that a spreadsheet would run as a formula (starting with =, +, -, @,
+    a tab or a carriage return) are prefixed with a single quote; Parquet keeps them as
+    they are."""
     from fraudseq.fraud_model import FraudModel
     from fraudseq.io import write_table
 
-    if out.resolve() == data.resolve():  # the scores would replace the transactions
-        raise FraudseqError(f"--out {out} is the transactions file itself; choose another name")
+    check_outputs({"--out": out}, inputs={"the transactions file": data}, model_dir=model_dir)
     scores = FraudModel.load(model_dir).score(data, start=start, end=end)
-    write_table(scores, out)
+    write_table(scores, out, for_spreadsheets=True)
     log.info("scored %d transactions (%d alerts) into %s", len(scores), scores["alert"].sum(), out)

@@ -17,8 +17,10 @@ from fraudseq.cli.app import (
     ModelDirArg,
     UntilOpt,
     app,
+    check_outputs,
     output_console,
     output_file,
+    printable,
     time_option,
 )
 
@@ -99,6 +101,7 @@ def evaluate(
     from fraudseq.fraud_model import FraudModel
     from fraudseq.io import write_json
 
+    check_outputs({"--json": json_out}, inputs={"the transactions file": data}, model_dir=model_dir)
     model = FraudModel.load(model_dir)
     if protocol is Protocol.prequential:
         from fraudseq.errors import FraudseqError
@@ -292,6 +295,7 @@ def report(
     from fraudseq.fraud_model import FraudModel
     from fraudseq.report import write_model_report
 
+    check_outputs({"--out": out}, inputs={"the transactions file": data}, model_dir=model_dir)
     model = FraudModel.load(model_dir)
     path = write_model_report(
         out,
@@ -327,13 +331,15 @@ def explain(
     """Explain one transaction's score: which events and features drove it.
 
     Occlusion attribution of each earlier event of its window and of the transaction's own
-    features, and attention weights (labelled as such) for attention models.
+    features, and attention weights (labelled as such) for attention models. Control
+    characters in the data print as escapes (\\x1b), never raw.
     """
     from fraudseq.explain import explain as run_explain
     from fraudseq.explain import top_reasons
     from fraudseq.fraud_model import FraudModel
     from fraudseq.io import write_json
 
+    check_outputs({"--json": json_out}, inputs={"the transactions file": data}, model_dir=model_dir)
     model = FraudModel.load(model_dir)
     explanation = run_explain(model, data, transaction_id)
     console = output_console()
@@ -343,10 +349,14 @@ def explain(
         truth = "  label: " + ("fraud" if explanation.label else "legitimate")
         if explanation.label and explanation.scenario not in (None, "none"):
             truth += f" ({explanation.scenario})"
+    # Every string from the data (ids, entity, categories, column names) goes through
+    # printable(): the console prints without markup, and control characters become escapes.
     console.print(
-        f"transaction {explanation.transaction_id} of {model.schema_.entity_column} "
-        f"{explanation.entity} at {explanation.time}: score {explanation.score:.4f} "
-        f"(threshold {explanation.threshold:.4f}, {status}){truth}",
+        printable(
+            f"transaction {explanation.transaction_id} of {model.schema_.entity_column} "
+            f"{explanation.entity} at {explanation.time}: score {explanation.score:.4f} "
+            f"(threshold {explanation.threshold:.4f}, {status}){truth}"
+        ),
         highlight=False,
     )
     console.print(window_table(explanation, model.schema_))
@@ -357,7 +367,10 @@ def explain(
     else:
         console.print("no single event or feature raises it")
     for reason in reasons:
-        console.print(f"  {reason['attribution']:+.3f}  {reason['description']}", highlight=False)
+        console.print(
+            printable(f"  {reason['attribution']:+.3f}  {reason['description']}"),
+            highlight=False,
+        )
     console.print(
         "attribution = change in log-odds when the event/feature is occluded: "
         + explanation.baseline,
@@ -377,9 +390,9 @@ def window_table(explanation, schema) -> Table:
     table = Table(title="the window, oldest first (attribution: + pushes towards fraud)")
     table.add_column("step", justify="right")
     table.add_column("time")
-    table.add_column(schema.amount, justify="right")
+    table.add_column(printable(schema.amount), justify="right")
     for name in shown:
-        table.add_column(name)
+        table.add_column(printable(name))
     if has_truth:
         table.add_column("truth")
     table.add_column("attribution", justify="right")
@@ -392,13 +405,13 @@ def window_table(explanation, schema) -> Table:
             "now" if row["current"] else str(i - n + 1),
             pd.Timestamp(row["event_time"]).strftime("%Y-%m-%d %H:%M:%S"),
             f"{row['event_amount']:.2f}",
-            *(str(row[c]) for c in shown),
+            *(printable(row[c]) for c in shown),
         ]
         if has_truth:
             fraud = int(row[schema.label]) == 1
             scenario = row[schema.scenario] if schema.scenario in window.columns else None
             cells.append(
-                ("fraud" + (f" ({scenario})" if scenario not in (None, "none") else ""))
+                ("fraud" + (f" ({printable(scenario)})" if scenario not in (None, "none") else ""))
                 if fraud
                 else "legit"
             )
@@ -415,6 +428,6 @@ def feature_table(explanation, top: int) -> Table:
     table.add_column("value", justify="right")
     table.add_column("attribution", justify="right")
     for row in explanation.features.head(top).itertuples():
-        value = f"{row.value:.4g}" if isinstance(row.value, float) else str(row.value)
-        table.add_row(row.feature, value, f"{row.attribution:+.3f}")
+        value = f"{row.value:.4g}" if isinstance(row.value, float) else printable(row.value)
+        table.add_row(printable(row.feature), value, f"{row.attribution:+.3f}")
     return table
