@@ -9,8 +9,13 @@ file, a full disk, a read-only file, a locked database.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import socket
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -170,7 +175,6 @@ def test_readyz_reports_a_failing_store_until_a_store_operation_succeeds(monkeyp
 
 
 def test_readyz_probe_is_bounded_in_time(monkeypatch):
-    import threading
 
     release = threading.Event()
 
@@ -332,3 +336,128 @@ def test_a_locked_sqlite_file_is_transient(real_model, tmp_path):
     assert locked.status_code == 503 and locked.headers["retry-after"] == "1"
     assert locked.json()["permanent"] is False and str(tmp_path) not in locked.text
     assert after.status_code == 200, after.text
+
+
+# ------------------------------------------------------------------ slow clients
+
+
+def test_a_stalled_upload_gets_408_once_the_body_deadline_passes():
+
+    app = create_app(FakeDetector(), body_timeout=0.3)
+    sent: list[dict] = []
+
+    async def receive():
+        if not sent and not getattr(receive, "started", False):
+            receive.started = True
+            return {"type": "http.request", "body": b'{"tx_id": ', "more_body": True}
+        await asyncio.sleep(3600)  # the client stalls
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/score",
+        "raw_path": b"/v1/score",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    started = time.monotonic()
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 5))
+    assert time.monotonic() - started < 2
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert b"not received within 0.3 s" in sent[1]["body"]
+
+
+@pytest.fixture
+def limited_server():
+    """The fake detector's app on uvicorn with fraudseq's protocol, in a thread: header
+    deadline 0.5 s, body deadline 1 s, keep-alive 30 s (so only the deadlines close)."""
+
+    import uvicorn
+
+    from fraudseq.http_limits import protocol
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(FakeDetector(), body_timeout=1),
+        host="127.0.0.1",
+        port=port,
+        http=protocol(0.5),
+        timeout_keep_alive=30,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+def reply(sock, timeout: float = 3.0) -> bytes:
+    """What the server sends until it closes the connection (or `timeout` passes)."""
+
+    sock.settimeout(0.2)
+    data, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            return data  # closed by the server
+        data += chunk
+    raise AssertionError(f"the connection is still open after {timeout}s: {data[:200]!r}")
+
+
+def test_the_server_closes_slow_and_oversized_requests(limited_server):
+
+    port = limited_server
+
+    def connect(payload: bytes = b"") -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port))
+        if payload:
+            sock.sendall(payload)
+        return sock
+
+    body = json.dumps(tx(1)).encode()
+    request = (
+        b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    partial = connect(b"POST /v1/score HTTP/1.1\r\nHost: x\r\n")  # slowloris
+    idle = connect()  # connects, sends nothing
+    stalled = connect(request[: request.index(b"\r\n\r\n") + 4] + body[:10])
+    kept_alive = connect(request)  # one request, then part of the next one's headers
+    huge = connect(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000)
+    with partial, idle, stalled, kept_alive, huge:
+        assert reply(huge).startswith(b"HTTP/1.1 431 ")
+        first = kept_alive.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 "), first
+        kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        for sock in (partial, idle, kept_alive):
+            answer = reply(sock)
+            assert answer.startswith(b"HTTP/1.1 408 ") and b"headers" in answer, answer
+        answer = reply(stalled)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"body" in answer, answer
+    # The server still serves everyone else.
+    with connect(request) as ok:
+        assert ok.recv(65536).startswith(b"HTTP/1.1 200 ")

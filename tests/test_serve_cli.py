@@ -163,6 +163,45 @@ def test_serve_scores_over_http(served_model, tmp_path, workers):
     assert code == 0, server.output()
 
 
+def test_serve_closes_slow_clients(served_model, tmp_path):
+    """--header-timeout and --body-timeout reach every worker (uvicorn spawns them)."""
+    model_dir, rows = served_model
+    server = Server(
+        str(model_dir),
+        "--state",
+        f"sqlite:///{tmp_path / 'state.db'}",
+        "--workers",
+        "2",
+        "--header-timeout",
+        "1",
+        "--body-timeout",
+        "1",
+        log=tmp_path / "server.log",
+    )
+    try:
+        server.wait_ready()
+        opened = time.monotonic()
+        partial = socket.create_connection(("127.0.0.1", server.port))
+        partial.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\n")
+        stalled = socket.create_connection(("127.0.0.1", server.port))
+        stalled.sendall(
+            b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        for sock, words in ((partial, b"headers"), (stalled, b"body")):
+            with sock:
+                sock.settimeout(10)
+                answer = b""
+                while chunk := sock.recv(65536):  # until the server closes it
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 408 ") and words in answer, answer
+        assert time.monotonic() - opened < 8
+        assert httpx.get(server.url + "/healthz").status_code == 200
+    finally:
+        code = server.stop()
+    assert code == 0, server.output()
+
+
 # ------------------------------------------------------------------ start-up store errors
 
 

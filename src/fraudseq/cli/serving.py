@@ -72,6 +72,22 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="Log every request.")
     ] = True,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Seconds a client has to send a request's headers (from connecting, or "
+            "from the request's first byte); then 408 and the connection is closed.",
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Seconds a client has to send a request's body once its headers arrived; "
+            "then 408 and the connection is closed.",
+        ),
+    ] = 30,
 ) -> None:
     """Serve the model over HTTP with per-account state.
 
@@ -79,6 +95,7 @@ def serve(
     """
     import uvicorn
 
+    from fraudseq import http_limits
     from fraudseq.redaction import RedactingFilter
     from fraudseq.serving import Detector
     from fraudseq.serving.api import (
@@ -95,6 +112,7 @@ def serve(
         api_key_env=api_key_env,
         max_batch=max_batch,
         max_body_bytes=max_body_bytes,
+        body_timeout=body_timeout,
         min_history=min_history,
         ttl_seconds=ttl_seconds,
         reasons=reasons.value,
@@ -127,6 +145,10 @@ def serve(
         "access_log": access_log,
         "log_level": "info",
         "log_config": _redacted_log_config(),
+        # Slow clients: a header deadline and size limit (the body's deadline is the app's);
+        # idle kept-alive connections close after uvicorn's timeout_keep_alive (5 s).
+        "http": http_limits.protocol(header_timeout),
+        "timeout_keep_alive": 5,
         "timeout_graceful_shutdown": 10,
     }
     if workers == 1:

@@ -47,10 +47,13 @@ Every error body is JSON ``{"message": "..."}``; validation errors (422) add ``"
 a list of ``{"field": "transactions[3].amount", "loc": [...], "msg": "...", "type": "..."}``.
 Input values are never echoed back. Other 4xx: 401 missing/wrong API key, 413 body above
 the limit (checked on Content-Length before reading, or while reading a chunked body), 415
-a body that is not ``application/json``. Every 5xx body is ``{"message": ..., "error_id":
-...}`` with a generic message; the details go to the server log only, at error level with
-the id. URLs with credentials are redacted (``fraudseq.redaction.redact``) in replies and,
-through a filter on the service's loggers, in every log line.
+a body that is not ``application/json``, 408 a body not received within ``body_timeout``
+seconds of the headers (then the connection is closed; the header deadline is
+``fraudseq.http_limits``, uvicorn's protocol in ``fraudseq serve``). Every 5xx
+body is ``{"message": ..., "error_id": ...}`` with a generic message; the details go to the
+server log only, at error level with the id. URLs with credentials are redacted
+(``fraudseq.redaction.redact``) in replies and, through a filter on the service's loggers,
+in every log line.
 
 Detector errors map to status codes: DataValidationError 422, ConflictError (a transaction
 id reused with different content) 409, UnknownTransactionError (feedback for an id never
@@ -163,6 +166,9 @@ OPEN_ROUTES = frozenset({"/healthz", "/readyz"})
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 256
 MAX_TIME_LENGTH = 64
+#: Seconds a client has to send a request's body once its headers arrived (a stalled upload
+#: is answered 408 and its connection closed; the header deadline is in `fraudseq.http_limits`).
+BODY_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_BATCH = 1000
 READY_TIMEOUT_SECONDS = 2.0
 #: /readyz answers 503 while the last store operation failed less than this long ago
@@ -221,9 +227,10 @@ class ServeSettings:
     max_body_bytes: int | None = None
     min_history: int = 3
     ttl_seconds: int | None = None
+    body_timeout: int = int(BODY_TIMEOUT_SECONDS)
     reasons: str = "alerts"
 
-    _INT_FIELDS = ("max_batch", "max_body_bytes", "min_history", "ttl_seconds")
+    _INT_FIELDS = ("max_batch", "max_body_bytes", "min_history", "ttl_seconds", "body_timeout")
 
     def to_env(self) -> dict[str, str]:
         out = {}
@@ -265,6 +272,7 @@ class ServeSettings:
             "api_key": resolve_api_key(self.api_key_env),
             "max_batch": self.max_batch,
             "max_body_bytes": self.max_body_bytes,
+            "body_timeout": self.body_timeout,
             "detector_options": {
                 "min_history": self.min_history,
                 "ttl_seconds": self.ttl_seconds,
@@ -751,10 +759,13 @@ class _ApiKeyMiddleware:
 
 
 class _BodyLimitMiddleware:
-    """413 for a body above `max_bytes`, decided before the body is parsed."""
+    """413 for a body above `max_bytes`, decided before the body is parsed; 408 for a body
+    not received whole within `timeout` seconds of the request's headers (uvicorn has no
+    read timeout: a stalled upload would hold its connection forever). The body is read
+    here, under both limits, and replayed to the app."""
 
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout: float = BODY_TIMEOUT_SECONDS) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     def _too_large(self, size: int | None) -> dict:
         got = f"of {size} bytes " if size is not None else ""
@@ -767,11 +778,12 @@ class _BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = None
+        length = chunked = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = value
-                break
+            elif name == b"transfer-encoding":
+                chunked = value
         if length is not None:
             try:
                 size = int(length)
@@ -781,25 +793,33 @@ class _BodyLimitMiddleware:
             if size > self.max_bytes:
                 await _send_json(send, 413, self._too_large(size))
                 return
-            await self.app(scope, receive, send)  # the server enforces Content-Length
+        elif chunked is None and scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)  # no body
             return
-        if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            await self.app(scope, receive, send)
-            return
-        # Chunked body: read it up to the limit, then replay it to the app.
+        # Read the body up to the limit and within the deadline, then replay it to the app.
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await _send_json(send, 413, self._too_large(None))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        await _send_json(send, 413, self._too_large(None))
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            log.debug("request body incomplete after %ss (%d bytes)", self.timeout, size)
+            message = (
+                f"the request body was not received within {self.timeout:g} s "
+                f"({size} bytes arrived)"
+            )
+            await _send_json(send, 408, _error_body(message), [(b"connection", b"close")])
+            return
         replayed = False
 
         async def replay():
@@ -967,6 +987,7 @@ def create_app(
     api_key: str | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
     max_body_bytes: int | None = None,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     detector_options: dict | None = None,
     reasons: str | None = None,
     registry: CollectorRegistry | None = None,
@@ -986,6 +1007,8 @@ def create_app(
         api_key: require it in the X-API-Key header on every route but /healthz, /readyz.
         max_batch: transactions per /v1/score/batch request.
         max_body_bytes: request body limit (default 4 KiB per batch transaction, >= 1 MiB).
+        body_timeout: seconds to receive a request's body once its headers arrived, else
+            408 and the connection is closed.
         registry: Prometheus registry for the metrics (default: a new one per app).
         freeze_gc: once the detector is ready, move every object alive (model, libraries,
             app) out of the cyclic garbage collector's reach and score with one torch thread
@@ -999,6 +1022,8 @@ def create_app(
         raise TypeError(f"the detector lacks {', '.join(missing)} of the Detector interface")
     if max_batch < 1:
         raise FraudseqError(f"--max-batch must be at least 1, got {max_batch}")
+    if not body_timeout > 0:
+        raise FraudseqError(f"--body-timeout must be more than 0 seconds, got {body_timeout}")
     if api_key is not None and not api_key:
         raise FraudseqError("the API key is empty; give a non-empty key or none")
     schema = detector.schema if detector is not None else read_model_schema(model_dir)
@@ -1253,7 +1278,7 @@ def create_app(
 
     routes = frozenset(r.path for r in app.routes if hasattr(r, "path"))
     # Added last = outermost: metrics see every response, including 401 and 413.
-    app.add_middleware(_BodyLimitMiddleware, max_bytes=body_limit)
+    app.add_middleware(_BodyLimitMiddleware, max_bytes=body_limit, timeout=body_timeout)
     if api_key:
         app.add_middleware(_ApiKeyMiddleware, api_key=api_key)
     app.add_middleware(_MetricsMiddleware, metrics=metrics, routes=routes)
