@@ -84,7 +84,8 @@ def main() -> None:
         measure = min(args.measure, len(txs) // 2)
         warm = len(txs) - measure
 
-        with Detector.load(model_dir, state) as detector:
+        # The simulated transactions are from January 2026: a replay, on the data clock.
+        with Detector.load(model_dir, state, clock="data") as detector:
             detector.explain = args.explain
             started = time.perf_counter()
             for tx, label in zip(txs[:warm], labels[:warm], strict=True):

@@ -173,6 +173,8 @@ def start_server(
             "--reasons",
             reasons,
             "--no-access-log",
+            "--clock",  # the simulated days are January-February 2026: replayed data
+            "data",
         ]
     log = open(state_db.parent / "server.log", "a")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -451,7 +453,7 @@ def detector_alone(
     out: dict = {}
     alone_db = state_dir / "alone.db"
     floor_db = state_dir / "floor.db"
-    with Detector.load(model_dir, f"sqlite:///{alone_db}") as detector:
+    with Detector.load(model_dir, f"sqlite:///{alone_db}", clock="data") as detector:
         detector.explain = reasons
         if prefill:
             rate = batch_rate(detector, prefill)

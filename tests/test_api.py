@@ -603,8 +603,12 @@ def test_real_detector_over_http_matches_direct_scores(real_model, tmp_path):
     from fraudseq.serving import Detector
 
     model_dir, rows = real_model
-    app = create_app(model_dir=model_dir, state=f"sqlite:///{tmp_path / 'state.db'}")
-    direct = Detector.load(model_dir, "memory")
+    app = create_app(
+        model_dir=model_dir,
+        state=f"sqlite:///{tmp_path / 'state.db'}",
+        detector_options={"clock": "data"},  # January 2026 data
+    )
+    direct = Detector.load(model_dir, "memory", clock="data")
     txs = list(rows.itertuples())
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 200

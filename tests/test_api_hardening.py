@@ -223,7 +223,7 @@ def test_redis_down_behind_a_password_shows_it_nowhere(real_model, caplog):
     from fraudseq.serving.state_redis import RedisStore
 
     model_dir, txs = real_model
-    detector = Detector.load(model_dir, "memory")
+    detector = Detector.load(model_dir, "memory", clock="data")  # January 2026 data
     detector.store = RedisStore(REDIS_URL)  # connects on first use: nothing listens there
     with TestClient(create_app(detector)) as client, caplog.at_level(logging.INFO):
         response = client.post("/v1/score", json=txs[0])
@@ -240,10 +240,14 @@ def test_redis_down_behind_a_password_shows_it_nowhere(real_model, caplog):
     assert "redis://default:***@127.0.0.1:1/0: Redis unavailable" in logged[0].getMessage()
 
 
+#: The transactions are from January 2026: the detector replays them on the data clock.
+DATA_CLOCK = {"clock": "data"}
+
+
 def score_some(model_dir: Path, url: str, txs: list[dict]) -> None:
     from fraudseq.serving import Detector
 
-    with Detector.load(model_dir, url) as detector:
+    with Detector.load(model_dir, url, clock="data") as detector:  # January 2026 data
         detector.explain = "none"
         for one in txs:
             detector.score(one)
@@ -262,7 +266,7 @@ def test_a_damaged_sqlite_file_is_a_permanent_fault(real_model, tmp_path, caplog
         for table in ("accounts", "transactions"):
             file.seek((roots[table] - 1) * page)
             file.write(b"\xa5" * page)
-    app = create_app(model_dir=model_dir, state=f"sqlite:///{path}")
+    app = create_app(model_dir=model_dir, state=f"sqlite:///{path}", detector_options=DATA_CLOCK)
     with TestClient(app) as client, caplog.at_level(logging.INFO):
         assert client.get("/readyz").status_code == 200  # SELECT 1 cannot see damaged pages
         response = client.post("/v1/score", json=txs[100])
@@ -281,7 +285,7 @@ def test_a_damaged_sqlite_file_is_a_permanent_fault(real_model, tmp_path, caplog
 def test_a_full_disk_is_transient_and_readyz_follows_it(real_model, tmp_path, caplog):
     model_dir, txs = real_model
     path = tmp_path / "state.db"
-    app = create_app(model_dir=model_dir, state=f"sqlite:///{path}")
+    app = create_app(model_dir=model_dir, state=f"sqlite:///{path}", detector_options=DATA_CLOCK)
     with TestClient(app) as client, caplog.at_level(logging.INFO):
         db = app.state.serving.detector.store._db
         pages = db.execute("PRAGMA page_count").fetchone()[0]
@@ -302,7 +306,7 @@ def test_a_full_disk_is_transient_and_readyz_follows_it(real_model, tmp_path, ca
 def test_a_read_only_sqlite_file_is_a_permanent_fault(real_model, tmp_path, caplog):
     model_dir, txs = real_model
     path = tmp_path / "state.db"
-    app = create_app(model_dir=model_dir, state=f"sqlite:///{path}")
+    app = create_app(model_dir=model_dir, state=f"sqlite:///{path}", detector_options=DATA_CLOCK)
     with TestClient(app) as client, caplog.at_level(logging.INFO):
         store = app.state.serving.detector.store
         writable = store._db
@@ -324,7 +328,7 @@ def test_a_locked_sqlite_file_is_transient(real_model, tmp_path):
 
     model_dir, txs = real_model
     path = tmp_path / "state.db"
-    detector = Detector.load(model_dir, SQLiteStore(path, busy_timeout=0.2))
+    detector = Detector.load(model_dir, SQLiteStore(path, busy_timeout=0.2), clock="data")
     holder = sqlite3.connect(path, isolation_level=None)
     with TestClient(create_app(detector)) as client:
         holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock

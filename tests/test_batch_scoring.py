@@ -5,6 +5,7 @@ account in a batch, retried and repeated ids, out-of-order arrivals and conflict
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fraudseq.models import MODELS
@@ -20,6 +21,7 @@ EXACT = (
     "threshold",
     "insufficient_history",
     "out_of_order",
+    "history",
     "model_version",
 )
 
@@ -55,7 +57,10 @@ def replay_both(model_dir, txs, labels, size, state_one="memory", state_many="me
     labels of a chunk are fed back to both after it. Each chunk also carries a retry of
     the previous chunk's first transaction and a repeat of its own first one."""
     single, batch = [], []
-    with Detector.load(model_dir, state_one) as one, Detector.load(model_dir, state_many) as many:
+    with (
+        Detector.load(model_dir, state_one, clock="data") as one,
+        Detector.load(model_dir, state_many, clock="data") as many,
+    ):
         for detector in (one, many):
             detector.explain = "alerts"
             detector.threshold = float(np.quantile(_probe(model_dir, txs), 0.9))
@@ -100,7 +105,7 @@ def _probe(model_dir, txs) -> list[float]:
     """Probabilities of the stream (to put the threshold where some alerts get reasons)."""
     key = str(model_dir)
     if key not in _PROBES:
-        with Detector.load(model_dir) as detector:
+        with Detector.load(model_dir, clock="data") as detector:
             detector.explain = "none"
             _PROBES[key] = [r["fraud_probability"] for r in detector.score_batch(txs)]
     return _PROBES[key]
@@ -135,30 +140,45 @@ def test_out_of_order_and_repeats_in_one_batch(model_dir, stream):
     txs, _ = stream
     account = txs[0]["card_id"]
     own = [tx for tx in txs if tx["card_id"] == account][:10]
-    late = {**own[2], "tx_id": "LATE", "amount": 999.0}  # older than own[5]
-    sequence = own[:6] + [late, own[6], late, own[1]] + own[7:] + [txs[1], txs[2]]
-    with Detector.load(model_dir) as one, Detector.load(model_dir) as many:
+    before_5 = (pd.Timestamp(own[5]["ts"]) - pd.Timedelta(hours=1)).isoformat()
+    late = {**own[4], "tx_id": "LATE", "amount": 999.0, "ts": before_5}  # older than own[5]
+    dropped = {**own[0], "tx_id": "DROPPED"}  # days older than own[5]: too late to insert
+    sequence = own[:6] + [late, own[6], late, own[1], dropped] + own[7:] + [txs[1], txs[2]]
+    # One sparse account: days between transactions, more than a "data" clock's 1 day of
+    # skew allows; a fixed clock at the end of the data (February 2026) accepts them all.
+    with (
+        Detector.load(model_dir, clock="2026-02-10") as one,
+        Detector.load(model_dir, clock="2026-02-10") as many,
+    ):
         one.explain = many.explain = "none"
         single = [one.score(tx) for tx in sequence]
         batch = many.score_batch(sequence)
         assert_same(batch, single)
-        # LATE is older than own[5], scored earlier in the same batch: out of order, and so
-        # is its repeat (the first's result); own[1] again is a retry of an in-order one.
-        assert [r["out_of_order"] for r in batch] == [False] * 6 + [True, False, True] + [False] * (
-            len(sequence) - 9
-        )
-        assert many.store.record("LATE")["inserted"] is False
+        # LATE is older than own[5], scored earlier in the same batch: out of order and
+        # inserted in time order, and so is its repeat (the first's result); own[1] again is
+        # a retry of an in-order one; DROPPED is too late to insert.
+        assert pd.Timestamp(own[4]["ts"]) < pd.Timestamp(before_5)
+        assert pd.Timestamp(own[6]["ts"]) - pd.Timestamp(own[0]["ts"]) > pd.Timedelta(days=1)
+        late_flags = [True, False, True, False, True] + [False] * (len(sequence) - 11)
+        assert [r["out_of_order"] for r in batch] == [False] * 6 + late_flags
+        assert [r["history"] for r in batch[6:11]] == [
+            "inserted", "appended", "inserted", "appended", "not_inserted"
+        ]  # fmt: skip
+        assert many.store.record("LATE")["inserted"] is True
+        assert many.store.record("DROPPED")["inserted"] is False
         assert many.store.account(account) == one.store.account(account)
+        assert AccountState.from_bytes(many.store.account(account)).n == len(own) + 1
         # the repeated LATE and own[1] are replays, counted alike one by one or in a batch
         assert one.counts == many.counts
-        assert many.counts["replayed"] == 2
+        assert many.counts["replayed"] == 2 and many.counts["inserted"] == 1
+        assert many.counts["not_inserted"] == 1
         assert many.counts["scored"] == len(sequence) - 2
         assert many.counts["alerts"] == sum(r["alert"] for r in single[:8] + single[10:])
 
 
 def test_conflicts_write_nothing(model_dir, stream):
     txs, _ = stream
-    with Detector.load(model_dir) as detector:
+    with Detector.load(model_dir, clock="data") as detector:
         detector.explain = "none"
         first = detector.score_batch(txs[:5])
         changed = {**txs[0], "amount": txs[0]["amount"] + 1}
@@ -174,7 +194,7 @@ def test_conflicts_write_nothing(model_dir, stream):
 def test_state_table_bytes_round_trip(model_dir, stream):
     """decode_states / encode_states read and write AccountState bytes, byte for byte."""
     txs, _ = stream
-    with Detector.load(model_dir) as detector:
+    with Detector.load(model_dir, clock="data") as detector:
         for tx in txs[:60]:
             detector.score(tx)
         entities = sorted({tx["card_id"] for tx in txs[:60]})
@@ -187,7 +207,7 @@ def test_parse_batch_equals_parse_transaction(model_dir, stream):
     """The column-at-a-time parser gives parse_transaction's values and digests, for the
     common case and for inputs that need the row-by-row path."""
     txs, _ = stream
-    with Detector.load(model_dir) as detector:
+    with Detector.load(model_dir, clock="data") as detector:
         schema = detector.schema
     variants = [
         dict(txs[0], ts=txs[0]["ts"] + "Z"),
@@ -260,7 +280,7 @@ def test_reasons_equal_the_explanations_module(model_dir, stream):
     from fraudseq.serving.live_features import parse_transaction
 
     txs, _ = stream
-    with Detector.load(model_dir) as detector:
+    with Detector.load(model_dir, clock="data") as detector:
         detector.explain = "all"
         schema, live = detector.schema, detector.live
         checked = 0
@@ -321,6 +341,7 @@ def test_record_json_is_the_records_json():
         "threshold": 0.1,
         "insufficient_history": False,
         "out_of_order": False,
+        "history": "appended",
         "model_version": 'v"1\u00e9',
         "reasons": [{"kind": "feature", "feature": "amount", "value": 1e-7, "attribution": 2.5}],
     }
@@ -385,7 +406,10 @@ def test_a_store_without_the_batch_form_scores_one_at_a_time(model_dir, stream):
     txs, _ = stream
     store = Plain()
     assert isinstance(store, StateStore) and not hasattr(store, "transact_batch")
-    with Detector.load(model_dir, store) as plain, Detector.load(model_dir) as batch:
+    with (
+        Detector.load(model_dir, store, clock="data") as plain,
+        Detector.load(model_dir, clock="data") as batch,
+    ):
         plain.explain = batch.explain = "none"
         assert_same(plain.score_batch(txs[:40]), batch.score_batch(txs[:40]))
 

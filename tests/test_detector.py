@@ -45,7 +45,7 @@ def test_live_replay_equals_batch_scores(model_name, state, small_frame, parity_
     batch = FraudModel.load(model_dir).score(parity_file)
     txs, labels = transactions(parity_file)
     url = "memory" if state == "memory" else f"sqlite:///{tmp_path}/state.db"
-    with Detector.load(model_dir, url) as detector:
+    with Detector.load(model_dir, url, clock="data") as detector:
         detector.explain = "none"
         live = {}
         for tx, label in zip(txs, labels, strict=True):
@@ -72,7 +72,7 @@ def stream(small_frame):
 
 @pytest.fixture
 def detector(model_dir):
-    with Detector.load(model_dir, "memory") as detector:
+    with Detector.load(model_dir, "memory", clock="data") as detector:
         detector.explain = "none"
         yield detector
 
@@ -93,11 +93,13 @@ def test_result_fields(detector, model_dir, stream):
         "threshold",
         "insufficient_history",
         "out_of_order",
+        "history",
         "model_version",
         "reasons",
     }
     for result in results:
         assert result["out_of_order"] is False  # the stream is in time order
+        assert result["history"] == "appended"
         p = result["fraud_probability"]
         assert 0.0 <= p <= 1.0 and result["score"] == round(100 * p, 2)
         assert result["alert"] == (p >= result["threshold"])
@@ -116,7 +118,7 @@ def test_result_fields(detector, model_dir, stream):
 
 def test_min_history_option(model_dir, stream):
     txs, _ = stream
-    with Detector.load(model_dir, min_history=0) as detector:
+    with Detector.load(model_dir, min_history=0, clock="data") as detector:
         assert not detector.score(txs[0])["insufficient_history"]
 
 
@@ -124,7 +126,10 @@ def test_score_batch_equals_score_one_by_one(model_dir, stream):
     """score_batch is vectorised (one forward pass over all windows): the same results,
     probabilities to PARITY_TOLERANCE (tests/test_batch_scoring.py covers every family)."""
     txs, _ = stream
-    with Detector.load(model_dir) as one, Detector.load(model_dir) as many:
+    with (
+        Detector.load(model_dir, clock="data") as one,
+        Detector.load(model_dir, clock="data") as many,
+    ):
         one.explain = many.explain = "none"
         expected = [one.score(tx) for tx in txs[:60]]
         got = many.score_batch(txs[:30]) + many.score_batch(txs[30:60])
@@ -160,27 +165,76 @@ def test_retry_returns_the_stored_result_and_conflict_is_an_error(detector, stre
     assert isinstance(ConflictError("x"), FraudseqError)
 
 
-def test_out_of_order_transaction_is_scored_but_not_added(model_dir, stream):
+def test_late_transaction_is_inserted_in_time_order(model_dir, stream):
+    """A transaction older than its account's latest (within the allowed lateness) is scored
+    against the events before it and inserted in its place: the account's state, and so
+    every later score, is that of the events in time order."""
+    txs, _ = stream
+    account = txs[0]["card_id"]
+    own = [tx for tx in txs if tx["card_id"] == account][:9]
+    late = own[4]
+    arrival = own[:4] + own[5:7] + [late] + own[7:]  # own[4] arrives after own[5], own[6]
+    with (
+        Detector.load(model_dir, clock="data") as shuffled,
+        Detector.load(model_dir, clock="data") as ordered,
+    ):
+        shuffled.explain = ordered.explain = "none"
+        expected = {tx["tx_id"]: ordered.score(tx) for tx in own}
+        got = {tx["tx_id"]: shuffled.score(tx) for tx in arrival}
+        result = got[late["tx_id"]]
+        assert result["out_of_order"] is True and result["history"] == "inserted"
+        assert shuffled.store.record(late["tx_id"])["inserted"] is True
+        # All events before it had arrived and 2 <= LATE_ROWS later ones: its own score is
+        # the in-order one; the later events' scores and the final state are too.
+        assert result["fraud_probability"] == pytest.approx(
+            expected[late["tx_id"]]["fraud_probability"], abs=1e-6
+        )
+        for tx in own[7:]:
+            assert got[tx["tx_id"]] == expected[tx["tx_id"]]
+        a = AccountState.from_bytes(shuffled.store.account(account))
+        b = AccountState.from_bytes(ordered.store.account(account))
+        assert (a.n, a.times, a.ids, a.new_totals, bytes(a.firsts), a.seen) == (
+            b.n, b.times, b.ids, b.new_totals, bytes(b.firsts), b.seen
+        )  # fmt: skip
+        np.testing.assert_allclose(a.numeric, b.numeric, atol=1e-6)
+        assert shuffled.score(late) == result  # idempotent like any other, flags included
+        assert shuffled.counts["inserted"] == 1 and shuffled.counts["not_inserted"] == 0
+        assert shuffled.feedback(late["tx_id"], 1)["changed"]
+
+
+def test_a_transaction_too_late_to_insert_is_scored_recorded_and_counted(model_dir, stream, caplog):
+    """More than the allowed lateness (1 day) older than the account's latest: scored
+    against the history before it that the state holds, recorded, counted in its
+    counterparty bucket, not inserted; said in the reply, counted and logged at info."""
     txs, _ = stream
     account = txs[0]["card_id"]
     own = [tx for tx in txs if tx["card_id"] == account][:8]
-    late = {**own[2], "tx_id": "LATE", "amount": 999.0}  # older than own[5]
-    with Detector.load(model_dir) as with_late, Detector.load(model_dir) as without:
+    first = pd.Timestamp(own[0]["ts"])
+    assert pd.Timestamp(own[5]["ts"]) - first > pd.Timedelta(days=1)
+    late = {**own[0], "tx_id": "LATE", "ts": (first + pd.Timedelta(minutes=1)).isoformat()}
+    with (
+        Detector.load(model_dir, clock="data") as with_late,
+        Detector.load(model_dir, clock="data") as without,
+    ):
         with_late.explain = without.explain = "none"
         for tx in own[:6]:
             with_late.score(tx)
             without.score(tx)
         before = with_late.store.account(account)
-        result = with_late.score(late)
+        with caplog.at_level("INFO", logger="fraudseq"):
+            result = with_late.score(late)
         assert 0.0 <= result["fraud_probability"] <= 1.0
-        assert result["out_of_order"] is True  # the reply says it was not added
+        assert result["out_of_order"] is True and result["history"] == "not_inserted"
+        assert result["insufficient_history"] is True  # one event before it
         assert with_late.store.account(account) == before  # history unchanged
         record = with_late.store.record("LATE")
         assert record["inserted"] is False and record["counted"] is True
-        assert with_late.score(late) == result  # idempotent like any other, flag included
+        assert with_late.score(late) == result  # a retry: the same reply
+        assert with_late.counts["not_inserted"] == 1 and with_late.counts["scored"] == 7
+        assert "LATE" in caplog.text and "not inserted" in caplog.text
         # The same time as the account's latest is in order (ties break by arrival).
         tie = {**own[5], "tx_id": "TIE"}
-        assert with_late.score(tie)["out_of_order"] is False
+        assert with_late.score(tie)["history"] == "appended"
         without.score(tie)
         assert with_late.feedback("LATE", 1)["changed"]
         # Later transactions score as if the late one never came (same counterparty days
@@ -280,7 +334,7 @@ def test_extreme_amounts_are_refused_and_a_nan_score_stores_nothing(detector, st
 
 def test_reasons_for_alerts(model_dir, stream):
     txs, _ = stream
-    with Detector.load(model_dir) as detector:
+    with Detector.load(model_dir, clock="data") as detector:
         detector.threshold = 0.0  # every transaction is an alert
         results = [detector.score(tx) for tx in txs[:12]]
     pytest.importorskip("fraudseq.explain")
@@ -295,7 +349,9 @@ def test_reasons_for_alerts(model_dir, stream):
 
 def test_ttl_and_store_options(model_dir, stream, tmp_path):
     txs, _ = stream
-    with Detector.load(model_dir, f"sqlite:///{tmp_path}/ttl.db", ttl_seconds=3600) as d:
+    with Detector.load(
+        model_dir, f"sqlite:///{tmp_path}/ttl.db", ttl_seconds=3600, clock="data"
+    ) as d:
         assert d.store.ttl == 3600
         d.score(txs[0])
     with pytest.raises(FraudseqError, match="ttl_seconds"):
@@ -307,8 +363,9 @@ def test_ttl_and_store_options(model_dir, stream, tmp_path):
 def test_stored_results_without_the_out_of_order_flag_get_it_from_their_record(
     model_dir, stream, tmp_path
 ):
-    """Records stored before results carried out_of_order: a retry (one at a time or in a
-    batch) reports it from the record's `inserted` field, true exactly for a late one."""
+    """Records stored before results carried out_of_order and history (when a late
+    transaction was never inserted): a retry (one at a time or in a batch) reports them from
+    the record's `inserted` field, true exactly for an in-order one."""
     import sqlite3
 
     txs, _ = stream
@@ -316,16 +373,25 @@ def test_stored_results_without_the_out_of_order_flag_get_it_from_their_record(
     own = [tx for tx in txs if tx["card_id"] == account][:4]
     late = {**own[1], "tx_id": "LATE"}
     url = f"sqlite:///{tmp_path}/old.db"
-    with Detector.load(model_dir, url) as detector:
+    with Detector.load(model_dir, url, clock="data") as detector:
         detector.explain = "none"
         first = [detector.score(tx) for tx in [*own, late]]
     assert [r["out_of_order"] for r in first] == [False] * 4 + [True]
     with sqlite3.connect(tmp_path / "old.db") as db:  # as an older fraudseq wrote them
-        db.execute("UPDATE transactions SET record = json_remove(record, '$.result.out_of_order')")
+        db.execute(
+            "UPDATE transactions SET record = json_remove(record, '$.result.out_of_order', "
+            "'$.result.history')"
+        )
+        db.execute(
+            "UPDATE transactions SET inserted = 0, record = json_set(record, '$.inserted', "
+            "json('false')) WHERE id = 'LATE'"
+        )
     db.close()
-    with Detector.load(model_dir, url) as detector:
+    first[-1]["history"] = "not_inserted"  # what older versions did with a late one
+    with Detector.load(model_dir, url, clock="data") as detector:
         assert "out_of_order" not in detector.store.record("LATE")["result"]
         assert detector.score(late) == first[-1]
+        assert list(detector.score(late)) == list(first[-1])  # the keys in their order
         assert detector.score(own[0]) == first[0]
         assert detector.score_batch([*own, late]) == first
-        assert detector.counts["replayed"] == 7 and detector.counts["scored"] == 0
+        assert detector.counts["replayed"] == 8 and detector.counts["scored"] == 0

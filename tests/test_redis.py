@@ -16,7 +16,14 @@ import pytest
 
 from fraudseq.serving import AccountState, Detector, open_store
 from fraudseq.serving.state import Update
-from test_state import accounts_slice, check_store_contract, make_model_dir, replay, transactions
+from test_state import (
+    CLOCK,
+    accounts_slice,
+    check_store_contract,
+    make_model_dir,
+    replay,
+    transactions,
+)
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "redis-server.sh"
 
@@ -69,7 +76,7 @@ def test_store_contract(url):
 
 def test_ttl_sets_key_expiry(url, model_dir, small_frame):
     txs, _ = transactions(accounts_slice(small_frame, 150, 1))
-    with Detector.load(model_dir, url, ttl_seconds=3600) as detector:
+    with Detector.load(model_dir, url, ttl_seconds=3600, clock=CLOCK) as detector:
         detector.score(txs[0])
         client, prefix = detector.store._client, detector.store.prefix
         for key in (f"{prefix}a:{txs[0]['card_id']}", f"{prefix}t:{txs[0]['tx_id']}"):
@@ -78,10 +85,10 @@ def test_ttl_sets_key_expiry(url, model_dir, small_frame):
 
 def test_replay_on_redis_equals_memory(url, model_dir, small_frame):
     txs, labels = transactions(accounts_slice(small_frame, 150, 4))
-    with Detector.load(model_dir, "memory") as detector:
+    with Detector.load(model_dir, "memory", clock=CLOCK) as detector:
         detector.explain = "none"
         expected = replay(detector, txs, labels)
-    with Detector.load(model_dir, url) as detector:
+    with Detector.load(model_dir, url, clock=CLOCK) as detector:
         detector.explain = "none"
         assert detector.ready()
         assert replay(detector, txs, labels) == expected
@@ -116,7 +123,7 @@ WORKER = textwrap.dedent(
     from fraudseq.serving import Detector
     model_dir, url, path, go, out = sys.argv[1:6]
     data = json.load(open(path))
-    detector = Detector.load(model_dir, url)
+    detector = Detector.load(model_dir, url, clock="2026-02-10")
     detector.explain = "none"
     print("ready", flush=True)
     while not Path(go).exists():
@@ -141,7 +148,7 @@ def test_two_processes_lose_no_event(url, model_dir, small_frame, tmp_path):
         [(tx, label) for txs, labels in streams for tx, label in zip(txs, labels, strict=True)],
         key=lambda pair: pair[0]["ts"],
     )
-    with Detector.load(model_dir, "memory") as detector:
+    with Detector.load(model_dir, "memory", clock=CLOCK) as detector:
         detector.explain = "none"
         expected = replay(detector, [tx for tx, _ in combined], [label for _, label in combined])
 
@@ -265,10 +272,13 @@ def test_score_batch_on_redis_equals_memory(url, model_dir, small_frame):
     retries answered from the stored records, and a commit that finds an account changed
     meanwhile reads and computes again (no event lost)."""
     txs, _ = transactions(accounts_slice(small_frame, 150, 4))
-    with Detector.load(model_dir, "memory") as detector:
+    with Detector.load(model_dir, "memory", clock=CLOCK) as detector:
         detector.explain = "none"
         expected = [detector.score(tx)["fraud_probability"] for tx in txs]
-    with Detector.load(model_dir, url) as detector, Detector.load(model_dir, url) as other:
+    with (
+        Detector.load(model_dir, url, clock=CLOCK) as detector,
+        Detector.load(model_dir, url, clock=CLOCK) as other,
+    ):
         detector.explain = other.explain = "none"
         got = []
         for start in range(0, len(txs), 50):
@@ -277,7 +287,7 @@ def test_score_batch_on_redis_equals_memory(url, model_dir, small_frame):
         assert detector.score_batch(txs[:50]) == got[:50]  # retries: the stored results
 
         # Another worker commits to one of the batch's accounts between read and commit.
-        fresh = [dict(tx, tx_id=f"again-{tx['tx_id']}", ts="2027-01-01T00:00:00") for tx in txs]
+        fresh = [dict(tx, tx_id=f"again-{tx['tx_id']}", ts="2026-02-10T00:00:00") for tx in txs]
         account = fresh[0]["card_id"]
         compute = detector._compute_many
         interfered = []
@@ -292,3 +302,28 @@ def test_score_batch_on_redis_equals_memory(url, model_dir, small_frame):
         assert detector.store.conflicts >= 1
         n = AccountState.from_bytes(detector.store.account(account)).n
         assert n == sum(tx["card_id"] == account for tx in txs + fresh[:5]) + 1
+
+
+def test_a_far_future_transaction_purges_no_merchant_history(url, model_dir, small_frame):
+    """Before: one transaction stamped 2261 made its merchant's next new bucket prune every
+    bucket older than 2261 minus the retention (120 buckets became 1). Now the time is
+    refused (422 over HTTP), and buckets are pruned by the detector's clock."""
+    from fraudseq.errors import DataValidationError
+    from test_event_time import FUTURE, buckets_of, recent
+
+    frame = recent(accounts_slice(small_frame, 0, 30))
+    txs, _ = transactions(frame)
+    merchants = set(frame["merchant_id"])
+    with Detector.load(model_dir, url) as detector:  # the wall clock: the data is recent
+        detector.explain = "none"
+        detector.score_batch(txs[:400])
+        before = buckets_of(detector.store, merchants)
+        future = {**txs[400], "tx_id": "FUTURE", "ts": FUTURE}
+        with pytest.raises(DataValidationError, match="ahead of the server's clock"):
+            detector.score(future)
+        assert detector.store.record("FUTURE") is None
+        for tx in txs[400:700]:
+            detector.score(tx)
+        after = buckets_of(detector.store, merchants)
+        assert all(set(before[m]) <= set(after[m]) for m in merchants)
+        assert sum(map(len, after.values())) > sum(map(len, before.values())) > 100

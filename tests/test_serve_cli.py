@@ -128,6 +128,8 @@ def test_serve_scores_over_http(served_model, tmp_path, workers):
         "all" if workers > 1 else "alerts",
         "--api-key-env",
         KEY_VAR,
+        "--clock",  # the rows are from January 2026: a replay
+        "data",
         log=tmp_path / "server.log",
         env={KEY_VAR: "k3y"},
     )

@@ -192,7 +192,8 @@ def test_live_scores_over_http_equal_batch_scores(served):
     first = int(np.argmax(period))
     assert period[first:].all() and 100 < len(bodies) - first < len(bodies) // 3
 
-    app = create_app(model_dir=model_dir, state="memory")  # as `fraudseq serve` loads it
+    # As `fraudseq serve --clock data` loads it (the data is from January 2026).
+    app = create_app(model_dir=model_dir, state="memory", detector_options={"clock": "data"})
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 200
         detector = app.state.serving.detector
@@ -251,7 +252,7 @@ def test_request_fields_of_each_shape(served):
     shape, model_dir = served
     schema = shape.schema
     bodies = requests_of(shape)
-    app = create_app(model_dir=model_dir, state="memory")
+    app = create_app(model_dir=model_dir, state="memory", detector_options={"clock": "data"})
     with TestClient(app) as client:
         spec = client.get("/openapi.json").json()["components"]["schemas"]["Transaction"]
         assert list(spec["properties"]) == list(_request_columns(schema))

@@ -209,7 +209,8 @@ def _serve_one(model: Path, frame: pd.DataFrame, schema: Schema, scored: pd.Data
     for column in schema.numeric:
         value = raw[column]
         body[column] = None if pd.isna(value) else float(value)
-    with TestClient(create_app(model_dir=model, state="memory")) as client:
+    app = create_app(model_dir=model, state="memory", detector_options={"clock": "data"})
+    with TestClient(app) as client:
         reply = client.post("/v1/score", json=body)
         assert reply.status_code == 200, reply.text
         result = reply.json()

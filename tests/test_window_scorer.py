@@ -135,7 +135,10 @@ def test_a_model_without_categorical_columns_loads_and_scores(numeric, small_fra
         | ({"risk": r.risk} if numeric else {})
         for r in later.itertuples()
     ]
-    with Detector.load(tmp_path / "model") as one, Detector.load(tmp_path / "model") as many:
+    with (
+        Detector.load(tmp_path / "model", clock="data") as one,
+        Detector.load(tmp_path / "model", clock="data") as many,
+    ):
         single = [one.score(tx) for tx in txs]
         batch = many.score_batch(txs[:15]) + many.score_batch(txs[15:])
     for a, b in zip(single, batch, strict=True):

@@ -88,6 +88,15 @@ def serve(
             "then 408 and the connection is closed.",
         ),
     ] = 30,
+    clock: Annotated[
+        str,
+        typer.Option(
+            help="What transaction times are checked against (at most 1 day ahead, no older "
+            "than the state keeps) and state is purged by: 'wall' (the server's clock), "
+            "'data' (the newest time accepted so far: replays of historical data; each "
+            "transaction may pass it by 1 day at most) or a fixed ISO 8601 time.",
+        ),
+    ] = "wall",
 ) -> None:
     """Serve the model over HTTP with per-account state.
 
@@ -105,8 +114,11 @@ def serve(
         resolve_api_key,
         set_reasons,
     )
+    from fraudseq.serving.event_time import EventClock
 
+    EventClock(clock)  # a bad --clock is one clear error before anything starts
     settings = ServeSettings(
+        clock=clock,
         model_dir=str(model_dir),
         state=state,
         api_key_env=api_key_env,
@@ -131,11 +143,14 @@ def serve(
         handler.addFilter(RedactingFilter())
     # Loading the detector here turns a bad model directory or state store into one clear
     # error message before the server starts.
-    detector = Detector.load(model_dir, state, min_history=min_history, ttl_seconds=ttl_seconds)
+    detector = Detector.load(
+        model_dir, state, min_history=min_history, ttl_seconds=ttl_seconds, clock=clock
+    )
     set_reasons(detector, reasons.value)
     log.info(
-        "model %s from %s, state %s", detector.model_version, model_dir, redact_state_url(state)
-    )
+        "model %s from %s, state %s, clock %s",
+        detector.model_version, model_dir, redact_state_url(state), clock,
+    )  # fmt: skip
     if not api_key_env and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key (see --api-key-env)", host)
 

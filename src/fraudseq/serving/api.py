@@ -38,7 +38,10 @@ names the model's own columns; the fields are those of ``live_features._request_
 - ``/v1/feedback``'s ``transaction_id``: a string or an integer, like the id.
 
 Every reply (single and batch) carries ``out_of_order``: whether the transaction was older
-than its account's (or stream's) latest event, so scored but not added to its history.
+than its account's (or stream's) latest event, and ``history``: ``appended``, ``inserted``
+(late, placed in time order) or ``not_inserted`` (too late; see the Detector). A time more
+than a day ahead of the server's clock (``--clock``) or older than the state keeps is
+refused with 422 naming the accepted window.
 - numeric columns: finite numbers, or null/absent for "unknown".
 - Unknown fields are rejected, and so are the label and scenario columns: labels arrive
   later through ``/v1/feedback``.
@@ -79,7 +82,9 @@ store (SQLite or Redis; "memory" is refused with several workers).
 Metrics (``fraudseq_`` prefix): ``http_requests_total{route,method,status}``,
 ``http_request_duration_seconds{route,method}`` (histogram), ``transactions_scored_total``
 (new transactions), ``transactions_replayed_total`` (retries answered from the store),
-``alerts_total`` (new alerts), ``feedback_total{label}``, ``model_info{model_version}``.
+``alerts_total`` (new alerts), ``transactions_late_inserted_total`` (late, inserted in time
+order), ``transactions_not_inserted_total`` (too late to insert), ``feedback_total{label}``,
+``model_info{model_version}``.
 Routes outside the API are counted as ``route="other"``. Each app has its own
 ``CollectorRegistry``. With several workers the CLI turns on prometheus-client's multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR``, a private temporary directory unless already set), so
@@ -103,7 +108,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from fastapi import Depends, FastAPI, Request, Security
@@ -229,12 +234,13 @@ class ServeSettings:
     ttl_seconds: int | None = None
     body_timeout: int = int(BODY_TIMEOUT_SECONDS)
     reasons: str = "alerts"
+    clock: str = "wall"
 
     _INT_FIELDS = ("max_batch", "max_body_bytes", "min_history", "ttl_seconds", "body_timeout")
 
     def to_env(self) -> dict[str, str]:
         out = {}
-        for name in ("model_dir", "state", "api_key_env", "reasons", *self._INT_FIELDS):
+        for name in ("model_dir", "state", "api_key_env", "reasons", "clock", *self._INT_FIELDS):
             value = getattr(self, name)
             if value is not None:
                 out[ENV_PREFIX + name.upper()] = str(value)
@@ -250,7 +256,7 @@ class ServeSettings:
                 "Fix: start the server with `fraudseq serve MODEL_DIR`, or set the variable."
             )
         kwargs: dict[str, Any] = {"model_dir": model_dir}
-        for name in ("state", "api_key_env", "reasons"):
+        for name in ("state", "api_key_env", "reasons", "clock"):
             value = environ.get(ENV_PREFIX + name.upper())
             if value:
                 kwargs[name] = value
@@ -276,6 +282,7 @@ class ServeSettings:
             "detector_options": {
                 "min_history": self.min_history,
                 "ttl_seconds": self.ttl_seconds,
+                "clock": self.clock,
             },
             "reasons": self.reasons,
             "freeze_gc": True,  # a serving process (see create_app)
@@ -535,8 +542,13 @@ class ScoreResult(BaseModel):
     threshold: float
     insufficient_history: bool
     out_of_order: bool = Field(
-        description="Older than its account's (or stream's) latest event already scored: "
-        "scored against the current history, not added to it."
+        description="Older than its account's (or stream's) latest event already scored."
+    )
+    history: Literal["appended", "inserted", "not_inserted"] = Field(
+        description="Where it went in its account's history: appended as the latest event; "
+        "inserted in time order (out of order, within the allowed lateness of 1 day); or "
+        "not_inserted (too late: scored against the history before it that is kept, "
+        "recorded, not added to the history)."
     )
     model_version: str
     reasons: list[Any]
@@ -656,6 +668,18 @@ class _Metrics:
         )
         self.feedback = Counter(
             "fraudseq_feedback", "Feedback labels received.", ["label"], registry=registry
+        )
+        self.late_inserted = Counter(
+            "fraudseq_transactions_late_inserted",
+            "New transactions older than their account's latest event, inserted into its "
+            "history in time order.",
+            registry=registry,
+        )
+        self.not_inserted = Counter(
+            "fraudseq_transactions_not_inserted",
+            "New transactions too late to insert into their account's history (more than "
+            "the allowed lateness older than its latest event): scored, recorded, not added.",
+            registry=registry,
         )
         self.store_errors = Counter(
             "fraudseq_state_store_errors",
@@ -1172,6 +1196,8 @@ def create_app(
             (metrics.scored, "scored"),
             (metrics.replayed, "replayed"),
             (metrics.alerts, "alerts"),
+            (metrics.late_inserted, "inserted"),
+            (metrics.not_inserted, "not_inserted"),
         ):
             if counts[key]:
                 counter.inc(counts[key])

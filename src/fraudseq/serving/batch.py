@@ -12,7 +12,10 @@ the same order.
 
 An account whose transactions in the batch are not in time order (or older than its stored
 history), or whose remembered categorical values could overflow `SEEN_CAP` within the
-batch, is not vectorised: the Detector runs it through the one-at-a-time code instead.
+batch, is not vectorised: the Detector runs it through the one-at-a-time code instead,
+which inserts late transactions in time order (`LiveEncoder.insert`). Account states of
+the first bytes format (version 1) are read through `AccountState` and written back in the
+current one.
 
 Counterparty buckets (UTC hours): a transaction reads the buckets before its own minus the
 label delay D (in buckets), so transactions of the batch less than D + 1 buckets apart never
@@ -50,6 +53,7 @@ from fraudseq.serving.live_features import (
     _STATE_VERSION,
     SEEN_CAP,
     VELOCITY_CAP,
+    AccountState,
     LiveEncoder,
     LiveTransaction,
     _category,
@@ -262,8 +266,8 @@ def _fast_times(times: list, schema: Schema) -> np.ndarray | None:
 _HEADER_DTYPE = np.dtype(
     [
         ("version", "u1"), ("n", "<i8"), ("last_time", "<i8"), ("sum_log", "<f8"),
-        ("max_log", "<f8"), ("m", "<u2"), ("n_new", "<u2"), ("rows", "<u2"),
-        ("n_num", "<u2"), ("n_cat", "<u2"), ("n_seen", "u1"),
+        ("max_log", "<f8"), ("old_max", "<f8"), ("m", "<u2"), ("n_new", "<u2"),
+        ("rows", "<u2"), ("n_num", "<u2"), ("n_cat", "<u2"), ("n_seen", "u1"),
     ]
 )  # fmt: skip
 assert _HEADER_DTYPE.itemsize == _HEADER.size
@@ -295,20 +299,24 @@ def _group_ids(lengths: np.ndarray) -> np.ndarray:
 @dataclass
 class StateTable:
     """The states of A accounts as flat arrays, each account's part contiguous and in
-    account order: per account `n`, `last_time`, `sum_log`, `max_log`; segments of
-    `times`/`amounts` (counts `m`), `new_totals` (counts `n_new`), window rows `numeric`,
-    `codes` and the rows' transaction ids (`id_bytes`, per-row `id_lengths`; counts
-    `rows`), and per categorical column the `seen` hashes (counts `seen_counts[j]`)."""
+    account order: per account `n`, `last_time`, `sum_log`, `max_log`, `old_max`; segments
+    of `times`/`amounts` (counts `m`), `new_totals` and `firsts` rows (counts `n_new`;
+    `firsts` is (total, columns) uint8), window rows `numeric`, `codes` and the rows'
+    transaction ids (`id_bytes`, per-row `id_lengths`; counts `rows`), and per categorical
+    column the `seen` hashes and their first-seen times `seen_times` (counts
+    `seen_counts[j]`)."""
 
     n: np.ndarray
     last_time: np.ndarray
     sum_log: np.ndarray
     max_log: np.ndarray
+    old_max: np.ndarray
     m: np.ndarray
     times: np.ndarray
     amounts: np.ndarray
     n_new: np.ndarray
     new_totals: np.ndarray
+    firsts: np.ndarray
     rows: np.ndarray
     numeric: np.ndarray
     codes: np.ndarray
@@ -316,6 +324,7 @@ class StateTable:
     id_bytes: np.ndarray
     seen_counts: list[np.ndarray]
     seen: list[np.ndarray]
+    seen_times: list[np.ndarray]
 
     def ids(self, first_row: int, stop_row: int) -> list[str]:
         """Transaction ids of flat rows [first_row, stop_row)."""
@@ -328,7 +337,9 @@ class StateTable:
 
 
 def decode_states(blobs: list[bytes], live: LiveEncoder) -> StateTable:
-    """`AccountState.from_bytes` of every blob at once, into a StateTable."""
+    """`AccountState.from_bytes` of every blob at once, into a StateTable (blobs of the
+    first format are converted through AccountState first)."""
+    blobs = [b if b[0] == _STATE_VERSION else AccountState.from_bytes(b).to_bytes() for b in blobs]
     lengths = np.array([len(b) for b in blobs], dtype=np.int64)
     joined = b"".join(blobs)
     buf = np.frombuffer(joined, dtype=np.uint8)
@@ -370,17 +381,20 @@ def decode_states(blobs: list[bytes], live: LiveEncoder) -> StateTable:
     expected = n_cat if live.novelty else 0
     if (n_seen != expected).any():
         raise FraudseqError("account state categorical memory does not match the model")
-    seen_counts, seen = [], []
+    firsts = take(o, n_new * expected, np.uint8).reshape(int(n_new.sum()), expected).copy()
+    o = o + n_new * expected
+    seen_counts, seen, seen_times = [], [], []
     for _ in range(expected):
         count = take(o, np.full(len(blobs), 4), "<u4").astype(np.int64)
         seen_counts.append(count)
         seen.append(take(o + 4, 8 * count, "<u8").astype(np.uint64))
-        o = o + 4 + 8 * count
+        seen_times.append(take(o + 4 + 8 * count, 8 * count, "<i8").astype(np.int64))
+        o = o + 4 + 16 * count
     return StateTable(
         header["n"].astype(np.int64), header["last_time"].astype(np.int64),
         header["sum_log"].astype(np.float64), header["max_log"].astype(np.float64),
-        m, times, amounts, n_new, new_totals, rows, numeric, codes, id_lengths, id_bytes,
-        seen_counts, seen,
+        header["old_max"].astype(np.float64), m, times, amounts, n_new, new_totals, firsts,
+        rows, numeric, codes, id_lengths, id_bytes, seen_counts, seen, seen_times,
     )  # fmt: skip
 
 
@@ -398,14 +412,19 @@ def encode_states(table: StateTable, live: LiveEncoder) -> list[bytes]:
         (4 * table.rows * n_num, np.ascontiguousarray(table.numeric, "<f4").view(np.uint8)),
         (4 * table.rows * n_cat, np.ascontiguousarray(table.codes, "<i4").view(np.uint8)),
         (id_total, table.id_bytes),
+        (table.n_new * len(table.seen), np.ascontiguousarray(table.firsts, np.uint8).reshape(-1)),
     ]
-    for count, values in zip(table.seen_counts, table.seen, strict=True):
+    for count, values, first_seen in zip(
+        table.seen_counts, table.seen, table.seen_times, strict=True
+    ):
         sections.append((np.full(a, 4), count.astype("<u4").view(np.uint8)))
         sections.append((8 * count, values.astype("<u8").view(np.uint8)))
+        sections.append((8 * count, first_seen.astype("<i8").view(np.uint8)))
     header = np.zeros(a, dtype=_HEADER_DTYPE)
     header["version"] = _STATE_VERSION
     header["n"], header["last_time"] = table.n, table.last_time
     header["sum_log"], header["max_log"] = table.sum_log, table.max_log
+    header["old_max"] = table.old_max
     header["m"], header["n_new"], header["rows"] = table.m, table.n_new, table.rows
     header["n_num"], header["n_cat"] = n_num, n_cat
     header["n_seen"] = len(table.seen)
@@ -721,12 +740,18 @@ def encode_batch(
     rows_ids = replace(table, id_lengths=id_lengths, id_bytes=id_bytes)
 
     # The accounts' new state (accounts without transactions here stay as they were).
+    # As `LiveEncoder.append` one at a time: `LiveEncoder._retain` drops, `old_max` keeps
+    # the largest dropped log-amount, the novelty zone and the rows keep their latest.
     end_t = np.where(has, t[last.clip(0)], table.last_time)
-    horizon = end_t - live.velocity_span
+    horizon = end_t - live.retain_span
     le_horizon = _grouped_searchsorted(hist_t, hist_group, horizon, np.arange(a))
     drop = np.minimum(le_horizon - hist.starts, np.maximum(hist.lengths - live.keep_last, 0))
     drop = np.maximum(drop, hist.lengths - max(VELOCITY_CAP, live.keep_last))
     kept = _ranges(hist.starts + drop, hist.lengths - drop)
+    dropped = _ranges(hist.starts, drop)
+    old_max = table.old_max.copy()
+    if len(dropped):
+        np.maximum.at(old_max, hist_group[dropped], _signed_log1p(hist_a[dropped]))
     end = last.clip(0)
     state = replace(
         table,
@@ -734,24 +759,34 @@ def encode_batch(
         last_time=end_t,
         sum_log=np.where(has, sum_before[end] + la[end], table.sum_log),
         max_log=np.where(has, np.maximum(max_before[end], la[end]), table.max_log),
+        old_max=old_max,
         m=hist.lengths - drop,
         times=hist_t[kept],
         amounts=hist_a[kept],
     )
     if live.novelty:
-        keep_totals, count_totals = tot.tail(NOVELTY_WINDOW - 1)
+        keep_totals, count_totals = tot.tail(live.zone)
         state.n_new, state.new_totals = count_totals, totals[keep_totals]
-        state.seen_counts, state.seen = [], []
+        marks = np.zeros((n, len(hashes)), dtype=np.uint8)
+        for j, (h, new) in enumerate(zip(hashes, fresh, strict=True)):
+            marks[:, j] = np.where(new, ((h >> np.uint64(56)) | np.uint64(1)), 0)
+        state.firsts = tot.fill(table.firsts, marks)[keep_totals]
+        state.seen_counts, state.seen, state.seen_times = [], [], []
         for j in range(len(table.seen)):
             added = np.bincount(acc[fresh[j]], minlength=a)
             none = np.zeros(0, dtype=np.int64)
             seen = _Combined(table.seen_counts[j], added, none, none)
+            new_slots = _ranges(seen.starts + seen.stored_len, added)
             merged = np.empty(seen.size, dtype=np.uint64)
             merged[seen.stored] = table.seen[j]
-            merged[_ranges(seen.starts + seen.stored_len, added)] = hashes[j][fresh[j]]
+            merged[new_slots] = hashes[j][fresh[j]]
+            first_seen = np.empty(seen.size, dtype=np.int64)
+            first_seen[seen.stored] = table.seen_times[j]
+            first_seen[new_slots] = t[fresh[j]]
             state.seen_counts.append(seen.lengths)
             state.seen.append(merged)
-    keep_rows, count_rows = rows.tail(max(k - 1, 0))
+            state.seen_times.append(first_seen)
+    keep_rows, count_rows = rows.tail(live.rows_kept)
     id_offsets = _starts(id_lengths)
     state.rows = count_rows
     state.numeric = rows_numeric[keep_rows]

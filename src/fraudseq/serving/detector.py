@@ -20,17 +20,33 @@ Semantics:
 - **Idempotency.** The transaction id is the key. Scoring an id again with the same content
   returns the stored result and changes nothing; the same id with different content raises
   `ConflictError`.
-- **Ties and order.** Transactions of an account are appended in arrival order; equal
-  timestamps are fine (batch breaks ties by file order, live by arrival).
-- **Out-of-order transactions.** A transaction older than the account's latest one is scored
-  against the account's current state (its history features see every stored event; the
-  time since the previous transaction counts as 0) and is *not* inserted into the account's
-  history, so the account's later scores are as if it never came. It is recorded (a retry
-  returns the same result, feedback works) and counts in its counterparty's hour bucket.
-  Every result says so in ``out_of_order`` (true: older than the account's or stream's
-  latest event in its history when it was scored; in a batch, earlier transactions of the
-  batch count). A stored result written before the flag existed gets it from its record
-  (``out_of_order`` is ``not inserted``), so a retry still reports it.
+- **Event time.** Every transaction's time is checked against a window around the
+  detector's clock before anything is read or written: at most `max_future` (1 day) ahead
+  of it and at most `max_age` (the state's retention, label delay + 37 days) behind it.
+  Outside, `DataValidationError` (HTTP 422) names the window and nothing changes. State is
+  purged by the same clock, never by a time a transaction claimed. The clock is the wall
+  clock by default; ``clock="data"`` (replays of historical data) is the newest time
+  accepted so far, which each transaction may pass by at most `max_future`; a time or a
+  callable gives a fixed or custom clock (`fraudseq.serving.event_time`).
+- **Ties and order.** An account's history is kept in time order; equal timestamps are
+  fine (batch breaks ties by file order, live by arrival).
+- **Late transactions.** A transaction older than its account's latest event is
+  ``out_of_order``. Within the allowed lateness (`live_features.LATENESS_NS`, 1 day) it is
+  scored against the events before it and inserted into the history in time order
+  (``"history": "inserted"``): the account's state, and so every later score, is then what
+  it would have been had the events arrived in time order (tested on random permutations).
+  Its own window holds the stored rows of the events before it (exact when at most
+  `LATE_ROWS` later events are stored). A transaction later than that is scored against the
+  events before it that the state holds and not inserted (``"history": "not_inserted"``),
+  logged at info and counted (`counts["not_inserted"]`, the service's
+  ``fraudseq_transactions_not_inserted_total``). Either way it is recorded (a retry returns
+  the same result, feedback works) and counts in its counterparty's hour bucket. In a batch,
+  earlier transactions of the batch count. A stored result written before these fields
+  existed gets them from its record (out-of-order ones were then not inserted), so a retry
+  still reports them.
+- **Concurrency.** Each score is one atomic store transaction on its account (SQLite's
+  write lock, Redis's compare-and-set), and the state does not depend on arrival order, so
+  concurrent clients, workers and retries racing a batch lose no event.
 - **Reasons.** For alerts, `reasons` lists the strongest reasons towards fraud from
   `fraudseq.explain` (occlusion of window events and current features, ~ms per alert);
   other transactions get ``[]``. Set `Detector.explain` to "all" or "none" to change that.
@@ -42,7 +58,10 @@ import hashlib
 import json
 import logging
 import math
+import threading
+import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +69,7 @@ import pandas as pd
 
 from fraudseq.artifacts import MANIFEST, MODEL_JSON
 from fraudseq.errors import DataValidationError, FraudseqError
-from fraudseq.explain import describe_feature, feature_values
+from fraudseq.explain import at_range_edge, describe_feature, feature_values
 from fraudseq.feature_blocks import COUNTERPARTY_BUCKET_NS
 from fraudseq.features import PAD_CODE
 from fraudseq.fraud_model import FraudModel
@@ -64,7 +83,9 @@ from fraudseq.serving.batch import (
     parse_batch,
     vectorisable,
 )
+from fraudseq.serving.event_time import DEFAULT_MAX_FUTURE, EventClock
 from fraudseq.serving.live_features import (
+    LATENESS_NS,
     AccountState,
     LiveEncoder,
     LiveTransaction,
@@ -85,6 +106,10 @@ log = logging.getLogger("fraudseq")
 
 STATE_FORMAT = 1
 EXPLAIN_MODES = ("alerts", "all", "none")
+#: Where a scored transaction went in its account's history (the reply's "history").
+APPENDED, INSERTED, NOT_INSERTED = "appended", "inserted", "not_inserted"
+#: At most one info line per this many seconds about late transactions not inserted.
+LATE_LOG_SECONDS = 10.0
 
 
 class ConflictError(FraudseqError):
@@ -108,6 +133,7 @@ class Detector:
         *,
         model_version: str,
         min_history: int = 3,
+        clock: EventClock | None = None,
     ) -> None:
         model._check_fitted()
         if min_history < 0:
@@ -118,15 +144,25 @@ class Detector:
         self.threshold = float(model.threshold_)
         self.min_history = min_history
         self.live = LiveEncoder(model.encoder_, model.window)
+        #: The event-time clock and window (see the module docstring); the store purges
+        #: counterparty history by it too.
+        self.clock = clock if clock is not None else default_clock(self.live)
+        self.clock.field = self.schema.time
         self.store = store
+        if hasattr(store, "clock"):
+            store.clock = self.clock.now_ns
+        self._late_log = [0.0, 0]  # when the last line was logged, how many since
+        self._late_lock = threading.Lock()
         self._window = WindowScorer(model)
         self._empty_state = self.live.empty_state().to_bytes()
         self._version_json = json.dumps(model_version)
         self._explain_failed = False
         #: Since load: transactions "scored" (new), "replayed" (retries answered from their
-        #: stored result, in-batch repeats included) and new "alerts". The service's
-        #: Prometheus counters come from these, so a retry is never counted as scored.
-        self.counts: Counter = Counter(scored=0, replayed=0, alerts=0)
+        #: stored result, in-batch repeats included), new "alerts", and of the new ones those
+        #: "inserted" late into their account's history and those "not_inserted" (too late).
+        #: The service's Prometheus counters come from these, so a retry is never counted
+        #: as scored.
+        self.counts: Counter = Counter(scored=0, replayed=0, alerts=0, inserted=0, not_inserted=0)
         fingerprint = self.fingerprint()
         stored = store.meta("state_fingerprint", fingerprint)
         if stored != fingerprint:
@@ -145,21 +181,37 @@ class Detector:
         *,
         min_history: int = 3,
         ttl_seconds: int | None = None,
+        clock="wall",
+        max_future=DEFAULT_MAX_FUTURE,
+        max_age=None,
     ) -> Detector:
         """Load a model directory (verified against its manifest) and open the state store:
         "memory", "sqlite:///relative.db" / "sqlite:////absolute.db", "redis://host:port/db",
-        or a StateStore."""
+        or a StateStore.
+
+        `clock`: what transaction times are checked against and state is purged by: "wall"
+        (the server's clock, the default), "data" (the newest time accepted: replays of
+        historical data), a fixed time (ISO 8601 text, datetime) or a callable returning
+        the time. `max_future` (timedelta or seconds, default 1 day): how far ahead of the
+        clock a time may be; `max_age` (default the state's retention, label delay + 37
+        days): how far behind it."""
         model = FraudModel.load(model_dir)
         manifest = json.loads((Path(model_dir) / MANIFEST).read_text())
         version = manifest["files"][MODEL_JSON][:12]
         if not isinstance(state, str) and ttl_seconds is not None:
             raise FraudseqError("ttl_seconds applies to a store URL; configure the store itself")
         live = LiveEncoder(model.encoder_, model.window)
+        event_clock = default_clock(live, clock, max_future=max_future, max_age=max_age)
         store = open_store(
-            state, ttl_seconds=ttl_seconds, retention_days=live.counterparty_retention_days
+            state,
+            ttl_seconds=ttl_seconds,
+            retention_days=live.counterparty_retention_days,
+            clock=event_clock.now_ns,
         )
         try:
-            return cls(model, store, model_version=version, min_history=min_history)
+            return cls(
+                model, store, model_version=version, min_history=min_history, clock=event_clock
+            )
         except BaseException:
             if isinstance(state, str):
                 store.close()
@@ -185,7 +237,11 @@ class Detector:
     def score(self, tx: dict) -> dict:
         """Score one transaction (a dict keyed by the schema's column names, label omitted)
         and add it to its account's state. See the module docstring for the result."""
-        return self._score(parse_transaction(tx, self.schema))
+        parsed = parse_transaction(tx, self.schema)
+        self.clock.check(parsed.time_ns, parsed.id)
+        result = self._score(parsed)
+        self.clock.accepted(parsed.time_ns)
+        return result
 
     def score_batch(self, txs: list[dict]) -> list[dict]:
         """Score transactions in order, with the same results as calling `score` on each
@@ -200,8 +256,13 @@ class Detector:
         columns = parse_batch(txs, self.schema)
         if not len(columns):
             return []
+        self.clock.check_many(columns.time_ns, columns.ids)
         if not hasattr(self.store, "transact_batch"):
-            return [self._score(columns.row(i)) for i in range(len(columns))]
+            out = []
+            for i in range(len(columns)):
+                out.append(self._score(columns.row(i)))
+                self.clock.accepted(int(columns.time_ns[i]))
+            return out
         # Repeated ids within the batch: the first is scored, later copies get its result.
         first: dict[str, int] = {}
         source = [first.setdefault(tx_id, i) for i, tx_id in enumerate(columns.ids)]
@@ -236,6 +297,15 @@ class Detector:
             ),
             len(columns) - len(new),
         )
+        self._count_late(
+            [r["history"] for tx_id, r in zip(unique.ids, results, strict=True) if tx_id in new],
+            [
+                (tx_id, entity)
+                for tx_id, entity, r in zip(unique.ids, unique.entities, results, strict=True)
+                if tx_id in new and r["history"] == NOT_INSERTED
+            ],
+        )
+        self.clock.accepted(int(columns.time_ns.max()))
         ids = columns.ids
         return [{"transaction_id": ids[i], **results[position[j]]} for i, j in enumerate(source)]
 
@@ -252,6 +322,8 @@ class Detector:
             self._count(replayed=1)
         else:
             self._count(1, int(update.result["alert"]))
+            history = update.result["history"]
+            self._count_late([history], [(tx.id, tx.entity)] if history == NOT_INSERTED else [])
         return {"transaction_id": tx.id, **update.result}
 
     def _count(self, scored: int = 0, alerts: int = 0, replayed: int = 0) -> None:
@@ -259,6 +331,30 @@ class Detector:
         counts["scored"] += scored
         counts["alerts"] += alerts
         counts["replayed"] += replayed
+
+    def _count_late(self, histories: list[str], dropped: list[tuple[str, str]]) -> None:
+        """Count new transactions inserted late and not inserted; log those not inserted at
+        info, at most one line per LATE_LOG_SECONDS (a feed of late events must not flood
+        the log), naming the first and how many since the last line."""
+        inserted = histories.count(INSERTED)
+        if inserted:
+            self.counts["inserted"] += inserted
+        if not dropped:
+            return
+        self.counts["not_inserted"] += len(dropped)
+        with self._late_lock:
+            self._late_log[1] += len(dropped)
+            now = time.monotonic()
+            if now - self._late_log[0] < LATE_LOG_SECONDS:
+                return
+            count, self._late_log = self._late_log[1], [now, 0]
+        tx_id, entity = dropped[0]
+        log.info(
+            "transaction %s of %s is more than %s older than the account's latest event "
+            "(or older than the history kept): scored, recorded, not inserted into its "
+            "history (%d such transaction(s) since the last report)",
+            tx_id, entity, pd.Timedelta(LATENESS_NS, "ns"), count,
+        )  # fmt: skip
 
     def _compute(self, tx: LiveTransaction, snapshot: Snapshot) -> Update:
         if snapshot.record is not None:
@@ -269,35 +365,46 @@ class Detector:
             if snapshot.account is not None
             else live.empty_state()
         )
-        features = live.encode(tx, account, snapshot.counterparty)
-        numeric, codes = live.window_rows(account, features)
+        in_order = account.n == 0 or tx.time_ns >= account.last_time
+        history = account if in_order else live.before(account, tx.time_ns)
+        features = live.encode(tx, history, snapshot.counterparty)
+        numeric, codes = live.window_rows(history, features)
         with single_thread():
             logit = self._window.logit(numeric, codes)
         if logit != logit:
             _no_score(tx.id)
-        in_order = account.n == 0 or tx.time_ns >= account.last_time
-        result = self._result(logit, account.n, not in_order)
+        place = (
+            APPENDED if in_order else INSERTED if live.can_insert(account, tx.time_ns)
+            else NOT_INSERTED
+        )  # fmt: skip
+        result = self._result(logit, history.n, not in_order, place)
         if self._wants_reasons(result["alert"]):
             earlier = len(numeric) - 1
             events = (
-                _tail(account.ids, earlier),
-                _tail(account.times, earlier),
-                _tail(account.amounts, earlier),
+                _tail(history.ids, earlier),
+                _tail(history.times, earlier),
+                _tail(history.amounts, earlier),
             )
             with single_thread():
                 result["reasons"] = self._reasons(tx, numeric, codes, events, logit)
-        record = self._record(tx, in_order, result)
-        text = None  # an out-of-order record is rare: the store dumps it
-        if in_order:
+        record = self._record(tx, place != NOT_INSERTED, result)
+        text = None  # a record not inserted is rare: the store dumps it
+        if place != NOT_INSERTED:
             text = record_json(
                 tx.digest, tx.entity, tx.time_ns, record["counterparty"], record["counted"],
                 result, self._version_json,
             )  # fmt: skip
+        if place == APPENDED:
+            state = live.append(account, tx, features).to_bytes()
+        elif place == INSERTED:
+            state = live.insert(account, tx, features).to_bytes()
+        else:
+            state = None
         return Update(
             result=result,
             record=record,
             record_json=text,
-            account=live.append(account, tx, features).to_bytes() if in_order else None,
+            account=state,
             counterparty_day=tx.bucket if live.counterparty else None,
         )
 
@@ -307,7 +414,7 @@ class Detector:
             raise _conflict(tx.id)
         return stored_result(record)
 
-    def _result(self, logit: float, n_previous: int, out_of_order: bool) -> dict:
+    def _result(self, logit: float, n_previous: int, out_of_order: bool, history: str) -> dict:
         probability = _sigmoid(logit)
         return {
             "fraud_probability": probability,
@@ -316,6 +423,7 @@ class Detector:
             "threshold": self.threshold,
             "insufficient_history": n_previous < self.min_history,
             "out_of_order": out_of_order,
+            "history": history,
             "model_version": self.model_version,
             "reasons": [],
         }
@@ -323,14 +431,7 @@ class Detector:
     def _wants_reasons(self, alert: bool) -> bool:
         return self.explain == "all" or (self.explain == "alerts" and alert)
 
-    def _record(self, tx: LiveTransaction, in_order: bool, result: dict) -> dict:
-        if not in_order:  # debug: a feed with many late events would flood the log
-            log.debug(
-                "transaction %s of %s is older than the account's latest; scored against the "
-                "current state and not added to its history",
-                tx.id,
-                tx.entity,
-            )
+    def _record(self, tx: LiveTransaction, inserted: bool, result: dict) -> dict:
         counted = self.live.counterparty
         return {
             "digest": tx.digest,
@@ -338,7 +439,7 @@ class Detector:
             "time_ns": tx.time_ns,
             "counterparty": tx.counterparty if counted else None,
             "day": tx.bucket,
-            "inserted": in_order,
+            "inserted": inserted,
             "counted": counted,
             "label": None,
             "result": result,
@@ -387,6 +488,7 @@ class Detector:
         lengths = np.zeros(n, dtype=np.int64)
         n_previous = np.zeros(n, dtype=np.int64)
         in_order = np.ones(n, dtype=bool)
+        places = [APPENDED] * n
         events: dict[int, tuple] = {}  # earlier events of one-at-a-time windows (reasons)
         runs = []
         run_of = np.full(n, -1, dtype=np.int64)  # vectorised: its run and index there
@@ -409,22 +511,28 @@ class Detector:
                 runs.append(encoded)
             for i in run[~fast[run]].tolist():  # one at a time, in order
                 tx, state = fresh.row(i), slow_states[int(account[i])]
-                features = live.encode(tx, state, buckets.of(tx.counterparty))
-                numeric, codes = live.window_rows(state, features)
+                in_order[i] = state.n == 0 or tx.time_ns >= state.last_time
+                history = state if in_order[i] else live.before(state, tx.time_ns)
+                features = live.encode(tx, history, buckets.of(tx.counterparty))
+                numeric, codes = live.window_rows(history, features)
                 length = len(numeric)
                 window_numeric[i, :length] = numeric
                 window_codes[i, :length] = codes
                 lengths[i] = length
-                n_previous[i] = state.n
+                n_previous[i] = history.n
                 earlier = length - 1
                 events[i] = (
-                    _tail(state.ids, earlier),
-                    _tail(state.times, earlier),
-                    _tail(state.amounts, earlier),
+                    _tail(history.ids, earlier),
+                    _tail(history.times, earlier),
+                    _tail(history.amounts, earlier),
                 )
-                in_order[i] = state.n == 0 or tx.time_ns >= state.last_time
                 if in_order[i]:
                     live.append(state, tx, features)
+                elif live.can_insert(state, tx.time_ns):
+                    places[i] = INSERTED
+                    live.insert(state, tx, features)
+                else:
+                    places[i] = NOT_INSERTED
             if live.counterparty:  # this run's transactions per (counterparty, day)
                 run_counts = Counter(
                     zip(fresh.counterparty[start:stop], days[start:stop].tolist(), strict=True)
@@ -447,12 +555,13 @@ class Detector:
         version = self._version_json
         scored = []
         explained = []  # reasons for all alerts: one forward pass over all their occlusions
-        for i, (p, is_alert, short, inserted) in enumerate(
+        for i, (p, is_alert, short, ordered, place) in enumerate(
             zip(
                 probability.tolist(),
                 alert.tolist(),
                 insufficient.tolist(),
                 in_order.tolist(),
+                places,
                 strict=True,
             )
         ):
@@ -462,7 +571,8 @@ class Detector:
                 "alert": is_alert,
                 "threshold": self.threshold,
                 "insufficient_history": short,
-                "out_of_order": not inserted,
+                "out_of_order": not ordered,
+                "history": place,
                 "model_version": self.model_version,
                 "reasons": [],
             }
@@ -481,9 +591,8 @@ class Detector:
                 reasons = self._reasons_many([item for _, item in explained])
             for (result, _), found in zip(explained, reasons, strict=True):
                 result["reasons"] = found
-        for i, (tx_id, inserted, result) in enumerate(
-            zip(fresh.ids, in_order.tolist(), scored, strict=True)
-        ):
+        for i, (tx_id, place, result) in enumerate(zip(fresh.ids, places, scored, strict=True)):
+            inserted = place != NOT_INSERTED
             if inserted:
                 text = record_json(
                     fresh.digests[i], fresh.entities[i], int(times[i]),
@@ -632,13 +741,14 @@ class Detector:
                 )
             elif j < n_num:
                 raw = float(feature_values(numeric[-1, j], self.live.scales[j], self.live.means[j]))
+                clipped = bool(at_range_edge(numeric[-1, j], self.live.low[j], self.live.high[j]))
                 reasons.append(
                     {
                         "kind": "feature",
                         "attribution": float(value),
                         "feature": names[j],
                         "value": raw,
-                        "description": describe_feature(names[j], raw),
+                        "description": describe_feature(names[j], raw, clipped),
                     }
                 )
             else:
@@ -680,6 +790,7 @@ def record_json(
         f'"alert":{"true" if result["alert"] else "false"},"threshold":{result["threshold"]!r},'
         f'"insufficient_history":{"true" if result["insufficient_history"] else "false"},'
         f'"out_of_order":{"true" if result["out_of_order"] else "false"},'
+        f'"history":"{result["history"]}",'
         f'"model_version":{version_json},'
         f'"reasons":{dumps(reasons) if reasons else "[]"}}}}}'
     )
@@ -687,12 +798,35 @@ def record_json(
 
 def stored_result(record: dict) -> dict:
     """A stored record's result, as a retry returns it. Records written before results
-    carried ``out_of_order`` get it from ``inserted`` (only out-of-order transactions are
-    not inserted into their account's history), so a retry reports the flag it had."""
-    result = dict(record["result"])
-    if "out_of_order" not in result:
-        result["out_of_order"] = not record.get("inserted", True)
-    return result
+    carried ``out_of_order`` or ``history`` get them from ``inserted`` (out-of-order
+    transactions were then never inserted into their account's history), so a retry
+    reports what happened to it. Keys are in the order of a new result."""
+    result = record["result"]
+    if "history" in result and "out_of_order" in result:
+        return dict(result)
+    inserted = record.get("inserted", True)
+    history = result.get("history", APPENDED if inserted else NOT_INSERTED)
+    out_of_order = result.get("out_of_order", history != APPENDED)
+    out = {}
+    for key, value in result.items():
+        if key == "model_version":
+            out["out_of_order"], out["history"] = out_of_order, history
+        if key not in ("out_of_order", "history"):
+            out[key] = value
+    out.setdefault("out_of_order", out_of_order)
+    out.setdefault("history", history)
+    return out
+
+
+def default_clock(live: LiveEncoder, clock="wall", **window) -> EventClock:
+    """The EventClock of a detector: `clock` with max_future (default 1 day) and max_age
+    (default the state's retention, what its counterparty history keeps)."""
+    if isinstance(clock, EventClock):
+        return clock
+    if window.get("max_age") is None:  # the retention is in hour buckets
+        window["max_age"] = timedelta(hours=live.counterparty_retention_days)
+    window.setdefault("max_future", DEFAULT_MAX_FUTURE)
+    return EventClock(clock, max_future=window["max_future"], max_age=window["max_age"])
 
 
 def _conflict(tx_id: str) -> ConflictError:

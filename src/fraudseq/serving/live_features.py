@@ -11,8 +11,8 @@ block              live state used (per account unless said otherwise)
 event              the transaction only
 recency            the latest event's time
 amount_history     count, running sum and max of signed log-amounts, the last 10 amounts
-novelty            per categorical column the set of values seen (8-byte hashes), and the
-                   new-value totals of the last 15 events
+novelty            per categorical column the values seen (8-byte hashes) with the time each
+                   was first seen, and the new-value totals of the last 15 events
 velocity           (time, amount) of every event in the last 7 days (at most
                    `VELOCITY_CAP` = 1024 events; above that count_7d/amount_7d saturate)
 counterparty_risk  per counterparty, (transactions, known frauds) per UTC hour bucket for
@@ -34,6 +34,16 @@ it comes from a file or from a JSON request. A request has the fields of
 `_request_columns`: the canonical id column (``transaction_id`` when the schema names no
 id), each source column of the entity (none for one stream), time, amount, categorical,
 numeric and counterparty.
+
+Order: an account's state holds its events in time order, whatever order they arrived in.
+A late transaction (older than the account's latest event, by at most LATENESS_NS) is
+inserted in its place (`LiveEncoder.insert`); to make that exact the state keeps a little
+more than in-order scoring needs: events 7 days + LATENESS_NS back, the novelty totals and
+first-value marks of the 15 events before each stored row, the rows of LATE_ROWS more
+events, and the largest log-amount of the events it no longer holds. Every aggregate is
+commutative (count, sum, max, first-seen times) and everything else is recomputed from
+that bounded history, so the state after any arrival order within the lateness equals the
+state after time order (floats to rounding; equal times are ordered by arrival).
 """
 
 from __future__ import annotations
@@ -83,8 +93,16 @@ VELOCITY_CAP = 1024
 #: Most distinct values remembered per account and categorical column (oldest forgotten
 #: first); a forgotten value seen again counts as new.
 SEEN_CAP = 4096
-#: Counterparty buckets older than the newest minus (D hours + 30 days + this) are pruned.
+#: Counterparty buckets older than the clock minus (D hours + 30 days + this) are pruned.
 COUNTERPARTY_SLACK_DAYS = 7
+#: Allowed lateness: a transaction at most this much older than its account's latest event
+#: is inserted into the account's history in time order, exactly (the state keeps what that
+#: needs: velocity events 7 days + LATENESS_NS back). A later one is scored against the
+#: history before it that the state holds and not inserted ("history": "not_inserted").
+LATENESS_NS = SECONDS_PER_DAY * NS_PER_SECOND
+#: Encoded rows kept beyond the model's K - 1: a late transaction's own window is exact
+#: when at most this many of its account's stored events are later than it (else shorter).
+LATE_ROWS = 4
 
 _SUPPORTED_BLOCKS = ("event", "recency", "amount_history", "novelty", "velocity")
 _NOW_WORDS = ("now", "today", "tomorrow", "yesterday")
@@ -361,32 +379,55 @@ def _numeric_time_ns(value, column, tx, schema) -> int:
 
 
 # -- per-account state -------------------------------------------------------------------
-_HEADER = struct.Struct("<BqqddHHHHHB")
-_STATE_VERSION = 1
+# Version 2: version, n, last_time, sum_log, max_log, old_max, m, n_new, rows, n_num, n_cat,
+# n_seen. Version 1 (read, never written) had no old_max, no firsts and no first-seen times.
+_HEADER = struct.Struct("<BqqdddHHHHHB")
+_HEADER_V1 = struct.Struct("<BqqddHHHHHB")
+_STATE_VERSION = 2
+#: First-seen time of a value remembered by a version-1 state (which kept none): long ago.
+_LONG_AGO = -(2**63)
+
+
+def first_mark(value_hash: int) -> int:
+    """The byte `firsts` holds for an event that introduced a value (its hash's top 7 bits,
+    odd, so never 0): enough to tell apart the few events of one timestamp."""
+    return (value_hash >> 56) | 1
 
 
 @dataclass
 class AccountState:
-    """What the live features and the window need of one account's past, in arrival order.
+    """What the live features and the window need of one account's past, in time order.
 
-    `times`/`amounts` hold the latest events (at least the last `keep_last`, plus every event
-    in the last 7 days when velocity features are used, at most VELOCITY_CAP); `new_totals`
-    the novelty totals of the last NOVELTY_WINDOW - 1 events; `numeric`/`codes`/`ids` the
-    encoded rows and transaction ids of the last K - 1 events; `seen` per categorical column
-    the 8-byte hashes of the values seen (insertion ordered).
+    Events are kept sorted by time (equal times in arrival order); a late event is inserted
+    in its place (`LiveEncoder.insert`), so the state is the same whatever order its events
+    arrived in. `n`, `last_time`, `sum_log` and `max_log` cover every event; `old_max` the
+    largest signed log-amount of the events no longer in `times`. `times`/`amounts` hold the
+    latest events: at least `LiveEncoder.keep_last` of them, every event within 7 days +
+    LATENESS of the latest when velocity features are used, at most VELOCITY_CAP.
+    `new_totals` (the novelty total of each) and `firsts` (per categorical column,
+    `first_mark` of the value the event introduced, else 0; row-major bytes) cover the
+    latest `LiveEncoder.zone` of them; `numeric`/`codes`/`ids` the encoded rows and
+    transaction ids of the latest `LiveEncoder.rows_kept`. `seen` per categorical column
+    maps the 8-byte hash of each value seen to the time it was first seen, oldest first.
     """
 
     n: int = 0
     last_time: int = 0
     sum_log: float = 0.0
     max_log: float = -math.inf
+    old_max: float = -math.inf
     times: list[int] = field(default_factory=list)
     amounts: list[float] = field(default_factory=list)
     new_totals: list[int] = field(default_factory=list)
+    firsts: bytearray = field(default_factory=bytearray)
     ids: list[str] = field(default_factory=list)
     numeric: np.ndarray | None = None  # (r, F) float32
     codes: np.ndarray | None = None  # (r, C) int32
-    seen: list[dict[int, None]] = field(default_factory=list)
+    seen: list[dict[int, int]] = field(default_factory=list)
+
+    #: Set on views of the history before a late event (`_Before`): the novelty flags of
+    #: an event being recomputed. Never stored.
+    flags = None
 
     def to_bytes(self) -> bytes:
         """Compact little-endian binary (struct + raw arrays); never pickle."""
@@ -403,6 +444,7 @@ class AccountState:
                 self.last_time,
                 self.sum_log,
                 self.max_log,
+                self.old_max,
                 m,
                 n_new,
                 rows,
@@ -415,40 +457,94 @@ class AccountState:
             np.ascontiguousarray(numeric, dtype="<f4").tobytes(),
             np.ascontiguousarray(codes, dtype="<i4").tobytes(),
             *ids,
+            bytes(self.firsts),
         ]  # fmt: skip
         for values in self.seen:
-            parts.append(struct.pack(f"<I{len(values)}Q", len(values), *values))
+            k = len(values)
+            parts.append(struct.pack(f"<I{k}Q{k}q", k, *values, *values.values()))
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> AccountState:
-        (version, n, last_time, sum_log, max_log, m, n_new, rows, n_num, n_cat, n_seen) = (
-            _HEADER.unpack_from(blob, 0)
-        )
+        if blob[0] == 1:
+            return cls._from_v1(blob)
+        (version, n, last_time, sum_log, max_log, old_max, m, n_new, rows, n_num, n_cat,
+         n_seen) = _HEADER.unpack_from(blob, 0)  # fmt: skip
         if version != _STATE_VERSION:
             raise FraudseqError(f"account state format {version} is not supported")
-        offset = _HEADER.size
+        state = cls(n=n, last_time=last_time, sum_log=sum_log, max_log=max_log, old_max=old_max)
+        offset = state._read_body(blob, _HEADER.size, m, n_new, rows, n_num, n_cat)
+        state.firsts = bytearray(blob[offset : offset + n_new * n_seen])
+        offset += n_new * n_seen
+        for _ in range(n_seen):
+            (count,) = struct.unpack_from("<I", blob, offset)
+            values = struct.unpack_from(f"<{count}Q{count}q", blob, offset + 4)
+            state.seen.append(dict(zip(values[:count], values[count:], strict=True)))
+            offset += 4 + 16 * count
+        return state
+
+    def _read_body(self, blob, offset, m, n_new, rows, n_num, n_cat) -> int:
+        """Read times to ids (the part versions 1 and 2 share); the offset after them."""
         lists = struct.unpack_from(f"<{m}q{m}d{n_new}H{rows}H", blob, offset)
         offset += 16 * m + 2 * n_new + 2 * rows
-        state = cls(n=n, last_time=last_time, sum_log=sum_log, max_log=max_log)
-        state.times = list(lists[:m])
-        state.amounts = list(lists[m : 2 * m])
-        state.new_totals = list(lists[2 * m : 2 * m + n_new])
+        self.times = list(lists[:m])
+        self.amounts = list(lists[m : 2 * m])
+        self.new_totals = list(lists[2 * m : 2 * m + n_new])
         lengths = lists[2 * m + n_new :]
-        state.numeric = np.frombuffer(blob, "<f4", rows * n_num, offset).reshape(rows, n_num)
+        self.numeric = np.frombuffer(blob, "<f4", rows * n_num, offset).reshape(rows, n_num)
         offset += 4 * rows * n_num
-        state.codes = np.frombuffer(blob, "<i4", rows * n_cat, offset).reshape(rows, n_cat)
+        self.codes = np.frombuffer(blob, "<i4", rows * n_cat, offset).reshape(rows, n_cat)
         offset += 4 * rows * n_cat
         ids = []
         for length in lengths:
             ids.append(blob[offset : offset + length].decode())
             offset += length
-        state.ids = ids
+        self.ids = ids
+        return offset
+
+    @classmethod
+    def _from_v1(cls, blob: bytes) -> AccountState:
+        """A version-1 state (written before late events were inserted): the same events;
+        what it did not keep is filled in conservatively. Values seen were first seen long
+        ago, no event is known to have introduced a value (`firsts` 0), and the events it
+        dropped had the largest log-amount of all if any were dropped."""
+        (_, n, last_time, sum_log, max_log, m, n_new, rows, n_num, n_cat, n_seen) = (
+            _HEADER_V1.unpack_from(blob, 0)
+        )
+        state = cls(n=n, last_time=last_time, sum_log=sum_log, max_log=max_log)
+        offset = state._read_body(blob, _HEADER_V1.size, m, n_new, rows, n_num, n_cat)
+        state.old_max = max_log if n > m else -math.inf
+        state.firsts = bytearray(n_new * n_seen)
         for _ in range(n_seen):
             (count,) = struct.unpack_from("<I", blob, offset)
-            state.seen.append(dict.fromkeys(struct.unpack_from(f"<{count}Q", blob, offset + 4)))
+            hashes = struct.unpack_from(f"<{count}Q", blob, offset + 4)
+            state.seen.append(dict.fromkeys(hashes, _LONG_AGO))
             offset += 4 + 8 * count
         return state
+
+
+class _SeenBefore:
+    """A column's seen values as they were just before a late event at `time`: a value
+    counts as seen if it was first seen at or before that time (equal times: the earlier
+    arrival is the earlier event)."""
+
+    __slots__ = ("_seen", "_time")
+
+    def __init__(self, seen: dict[int, int], time: int) -> None:
+        self._seen, self._time = seen, time
+
+    def __contains__(self, value_hash: int) -> bool:
+        first = self._seen.get(value_hash)
+        return first is not None and first <= self._time
+
+
+class _Before:
+    """A view of an account's history up to a position of `times` (the events before a late
+    transaction, or before a stored event whose row is recomputed): what `LiveEncoder._raw`,
+    `window_rows` and the reasons read, as `AccountState` has them."""
+
+    __slots__ = ("n", "last_time", "sum_log", "max_log", "times", "amounts", "new_totals",
+                 "seen", "flags", "numeric", "codes", "ids")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -538,12 +634,20 @@ class LiveEncoder:
         self.delay_buckets = label_delay_buckets(
             int(encoder.label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND)
         )
+        # Rows of the latest events (windows), the novelty zone (each row's new-value window
+        # reaches 15 events back) and the events kept: enough to recompute every stored row
+        # when a late event is inserted before it (LiveEncoder.insert).
+        self.rows_kept = window - 1 + LATE_ROWS if window > 1 else 0
+        self.zone = self.rows_kept + NOVELTY_WINDOW - 1 if self.novelty else 0
         self.keep_last = max(
-            window - 1,
-            HISTORY_LAST_N if self.uses["amount_history"] else 0,
+            self.rows_kept + (HISTORY_LAST_N if self.uses["amount_history"] else 1),
+            self.zone,
             1,
         )
         self.velocity_span = max(VELOCITY_WINDOWS_NS.values()) if self.uses["velocity"] else 0
+        # Events within this of the latest stay in `times`: the velocity windows of every
+        # event a late insertion can reach (0: only the latest keep_last events).
+        self.retain_span = self.velocity_span + LATENESS_NS if self.uses["velocity"] else 0
         self.n_numeric = len(self.names)
         self.n_categorical = len(self.schema.categorical)
         # Feature names built once, not per transaction.
@@ -556,6 +660,24 @@ class LiveEncoder:
             (f"cp_count_{w}d", f"cp_risk_{w}d") for w in COUNTERPARTY_WINDOWS_DAYS
         ]
         self._numeric_names = [f"numeric:{column}" for column in self.schema.numeric]
+        # The features that depend on the account's earlier events: a late insertion
+        # recomputes these in each later stored row; the others (event, counterparty, extra
+        # numeric) are the transaction's own.
+        history_blocks = {
+            "recency": ["log_gap_seconds", "has_previous"],
+            "amount_history": [
+                "amount_to_mean", "amount_zscore", "amount_to_max", "amount_to_median",
+                "amount_robust_zscore", "n_previous",
+            ],
+            "novelty": [*self._novelty_names, "new_values_in_window"] if self.novelty else [],
+            "velocity": [name for _, count, amount in self._velocity
+                         for name in (count, amount) if name is not None],
+        }  # fmt: skip
+        wanted = {name for block, names in history_blocks.items() if self.uses[block]
+                  for name in names}  # fmt: skip
+        self.history_columns = np.array(
+            [j for j, name in enumerate(self.names) if name in wanted], dtype=np.int64
+        )
         self._check_names()
 
     def _check_names(self) -> None:
@@ -589,7 +711,8 @@ class LiveEncoder:
 
     @property
     def counterparty_retention_days(self) -> int:
-        """Buckets older than the newest bucket minus this many are never read again."""
+        """Buckets older than the clock's bucket minus this many are purged (in hour buckets,
+        despite the name): no transaction the clock accepts reads them."""
         longest = max(COUNTERPARTY_WINDOWS_DAYS) + COUNTERPARTY_SLACK_DAYS
         return self.delay_buckets + longest * BUCKETS_PER_DAY
 
@@ -644,12 +767,13 @@ class LiveEncoder:
         hashes: list[int] = []
         new_total = 0
         if self.novelty:
-            for seen, name, value in zip(
-                account.seen, self._novelty_names, tx.categorical, strict=True
+            flags = account.flags  # set when a stored event's row is recomputed
+            for c, (seen, name, value) in enumerate(
+                zip(account.seen, self._novelty_names, tx.categorical, strict=True)
             ):
                 h = _value_hash(value)
                 hashes.append(h)
-                new = 0 if h in seen else 1
+                new = (0 if h in seen else 1) if flags is None else flags[c]
                 new_total += new
                 raw[name] = float(new)
             recent = account.new_totals[-(NOVELTY_WINDOW - 1) :]
@@ -739,36 +863,200 @@ class LiveEncoder:
     def append(
         self, account: AccountState, tx: LiveTransaction, features: LiveFeatures
     ) -> AccountState:
-        """The account's state with `tx` added as its latest event (in place; returned)."""
+        """The account's state with `tx` added as its latest event (in place; returned).
+        `tx` is not older than the account's latest event (else see `insert`)."""
+        t = tx.time_ns
         account.n += 1
-        account.last_time = max(account.last_time, tx.time_ns) if account.n > 1 else tx.time_ns
+        account.last_time = max(account.last_time, t) if account.n > 1 else t
         account.sum_log += features.log_amount
         account.max_log = max(account.max_log, features.log_amount)
-        account.times.append(tx.time_ns)
+        account.times.append(t)
         account.amounts.append(tx.amount)
-        drop = 0
-        limit = len(account.times) - self.keep_last
-        horizon = tx.time_ns - self.velocity_span
-        while drop < limit and account.times[drop] <= horizon:
-            drop += 1
-        drop = max(drop, len(account.times) - max(VELOCITY_CAP, self.keep_last))
-        if drop > 0:
-            del account.times[:drop]
-            del account.amounts[:drop]
+        self._retain(account)
         if self.novelty:
             account.new_totals.append(features.new_total)
-            del account.new_totals[: -(NOVELTY_WINDOW - 1)]
-            for seen, h in zip(account.seen, features.hashes, strict=True):
-                if h not in seen:
-                    seen[h] = None
+            marks = self._marks(features)
+            account.firsts += marks
+            if len(account.new_totals) > self.zone:
+                del account.new_totals[: -self.zone]
+                del account.firsts[: -self.zone * self.n_categorical]
+            for seen, h, mark in zip(account.seen, features.hashes, marks, strict=True):
+                if mark:  # first seen now
+                    seen[h] = t
                     if len(seen) > SEEN_CAP:
                         del seen[next(iter(seen))]
-        keep = self.window - 1
+        keep = self.rows_kept
         if keep > 0:
             account.numeric = np.concatenate([account.numeric, features.numeric[None, :]])[-keep:]
             account.codes = np.concatenate([account.codes, features.codes[None, :]])[-keep:]
             account.ids = [*account.ids, tx.id][-keep:]
         return account
+
+    def _marks(self, features: LiveFeatures) -> bytes:
+        """`firsts` of an event: per column, `first_mark` of its value if new, else 0."""
+        return bytes(
+            first_mark(h) if features.raw[name] else 0
+            for h, name in zip(features.hashes, self._novelty_names, strict=True)
+        )
+
+    def _retain(self, account: AccountState) -> None:
+        """Drop the events `times` no longer needs (older than the latest minus retain_span
+        beyond the latest keep_last, or beyond max(VELOCITY_CAP, keep_last)); `old_max`
+        keeps the largest log-amount of what was dropped."""
+        times = account.times
+        drop = 0
+        limit = len(times) - self.keep_last
+        horizon = account.last_time - self.retain_span
+        while drop < limit and times[drop] <= horizon:
+            drop += 1
+        drop = max(drop, len(times) - max(VELOCITY_CAP, self.keep_last))
+        if drop > 0:
+            old_max = account.old_max
+            for amount in account.amounts[:drop]:
+                old_max = max(old_max, _signed_log1p(amount))
+            account.old_max = old_max
+            del times[:drop]
+            del account.amounts[:drop]
+
+    # -- late transactions ---------------------------------------------------------------
+    def before(self, account: AccountState, time_ns: int) -> _Before:
+        """The account's history before a late transaction at `time_ns` (after stored events
+        of the same time), as the state holds it: what its features and window are computed
+        from. All of it when the transaction can be inserted (`can_insert`), except the rows
+        of more than LATE_ROWS later events."""
+        return self._view(account, bisect.bisect_right(account.times, time_ns), time_ns)
+
+    def _view(
+        self, account: AccountState, pos: int, time_ns: int, flags: list[int] | None = None
+    ) -> _Before:
+        """The history before position `pos` of `times`; `flags`: the novelty flags of the
+        event at `pos` (a stored event whose row is recomputed) instead of the seen sets."""
+        times, amounts = account.times, account.amounts
+        later = len(times) - pos
+        view = _Before()
+        view.n = account.n - later
+        view.last_time = times[pos - 1] if pos else time_ns
+        after = 0.0
+        for amount in amounts[pos:]:
+            after += _signed_log1p(amount)
+        view.sum_log = account.sum_log - after
+        top = account.old_max
+        for amount in amounts[:pos]:
+            top = max(top, _signed_log1p(amount))
+        view.max_log = top
+        view.times, view.amounts = times[:pos], amounts[:pos]
+        zone_start = len(times) - len(account.new_totals)
+        view.new_totals = account.new_totals[: max(pos - zone_start, 0)]
+        view.seen = [_SeenBefore(seen, time_ns) for seen in account.seen]
+        view.flags = flags
+        rows = max(pos - (len(times) - len(account.ids)), 0)
+        view.numeric, view.codes, view.ids = (
+            account.numeric[:rows], account.codes[:rows], account.ids[:rows]
+        )  # fmt: skip
+        return view
+
+    def can_insert(self, account: AccountState, time_ns: int) -> bool:
+        """Whether a transaction at `time_ns` enters the account's history: always when it
+        is not older than the latest event; a late one when it is at most LATENESS_NS older
+        and the state still holds the events around its place."""
+        if account.n == 0 or time_ns >= account.last_time:
+            return True
+        if time_ns < account.last_time - LATENESS_NS:
+            return False
+        return account.n == len(account.times) or time_ns >= account.times[0]
+
+    def insert(
+        self, account: AccountState, tx: LiveTransaction, features: LiveFeatures
+    ) -> AccountState:
+        """The account's state with the late `tx` inserted in time order (after stored
+        events of its time), in place; `features` are those computed on `before(account,
+        tx.time_ns)` and `can_insert` holds. The result equals the state had the events
+        arrived in time order: the aggregates take `tx` in, every stored event later than it
+        gets the novelty flags, totals and history features it has with `tx` before it
+        (its row's history columns are recomputed), and the retention rules are applied."""
+        if account.n == 0 or tx.time_ns >= account.last_time:
+            return self.append(account, tx, features)
+        t = tx.time_ns
+        times = account.times
+        pos = bisect.bisect_right(times, t)
+        zone_start = len(times) - len(account.new_totals)
+        rows_start = len(times) - len(account.ids)
+        account.n += 1
+        account.sum_log += features.log_amount
+        account.max_log = max(account.max_log, features.log_amount)
+        width = self.n_categorical
+        if self.novelty:
+            marks = self._marks(features)
+            for c, (seen, h, mark) in enumerate(
+                zip(account.seen, features.hashes, marks, strict=True)
+            ):
+                if not mark:
+                    continue
+                first = seen.get(h)
+                if first is not None:  # a later event introduced it: no longer new there
+                    for i in range(len(account.new_totals)):
+                        if times[zone_start + i] == first and account.firsts[i * width + c] == mark:
+                            account.firsts[i * width + c] = 0
+                            account.new_totals[i] -= 1
+                            break
+                seen[h] = t
+                if first is not None or next(reversed(seen.values())) > t or len(seen) > 1:
+                    ordered = sorted(seen.items(), key=_first_seen)  # stable: arrival order
+                    seen.clear()
+                    seen.update(ordered)
+                if len(seen) > SEEN_CAP:
+                    del seen[next(iter(seen))]
+            if pos >= zone_start:
+                i = pos - zone_start
+                account.new_totals.insert(i, features.new_total)
+                account.firsts[i * width : i * width] = marks
+                if len(account.new_totals) > self.zone:
+                    del account.new_totals[: -self.zone]
+                    del account.firsts[: -self.zone * width]
+        times.insert(pos, t)
+        account.amounts.insert(pos, tx.amount)
+        keep = self.rows_kept
+        if keep > 0:
+            numeric, codes, ids = np.array(account.numeric), account.codes, account.ids
+            if pos >= rows_start:
+                i = pos - rows_start
+                numeric = np.insert(numeric, i, features.numeric, axis=0)
+                codes = np.insert(codes, i, features.codes, axis=0)
+                ids = [*ids[:i], tx.id, *ids[i:]]
+            account.numeric, account.codes, account.ids = (
+                numeric[-keep:],
+                codes[-keep:],
+                ids[-keep:],
+            )
+            self._refresh_rows(account, t)
+        self._retain(account)
+        return account
+
+    def _refresh_rows(self, account: AccountState, after: int) -> None:
+        """Recompute the history columns of the stored rows of events later than `after`
+        (a time), from the history before each: what they would hold had the events come in
+        time order."""
+        times, amounts = account.times, account.amounts
+        rows_start = len(times) - len(account.ids)
+        zone_start = len(times) - len(account.new_totals)
+        width = self.n_categorical
+        columns = self.history_columns
+        no_values = ("",) * width
+        no_numbers = (0.0,) * len(self.schema.numeric)
+        for r in range(len(account.ids)):
+            pos = rows_start + r
+            if times[pos] <= after:
+                continue
+            flags = None
+            if self.novelty:
+                i = pos - zone_start
+                flags = [int(account.firsts[i * width + c] != 0) for c in range(width)]
+            view = self._view(account, pos, times[pos], flags)
+            event = LiveTransaction(
+                account.ids[r], "", times[pos], amounts[pos], no_values, no_numbers,
+                "" if self.counterparty else None, "",
+            )  # fmt: skip
+            account.numeric[r, columns] = self.encode(event, view, None).numeric[columns]
 
 
 def event_features(time_ns, amount, log_amount, xp) -> dict:
@@ -791,6 +1079,10 @@ def _median(values: list[float]) -> float:
     ordered = sorted(values)
     k = len(ordered)
     return (ordered[(k - 1) // 2] + ordered[k // 2]) / 2
+
+
+def _first_seen(item: tuple[int, int]) -> int:
+    return item[1]
 
 
 def _signed_log1p(value: float) -> float:

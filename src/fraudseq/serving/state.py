@@ -18,9 +18,11 @@ What a store holds:
 - **transactions**: per transaction id, a JSON record: content digest, entity, counterparty,
   day, whether it entered the account's history, its label and the result returned. It makes
   scoring idempotent and lets feedback find the transaction's counterparty and day;
-- **counterparty days**: per (counterparty, UTC day), the number of transactions and of
-  known frauds, for the delayed-label counterparty features (days older than the retention
-  are pruned);
+- **counterparty days**: per (counterparty, UTC hour bucket), the number of transactions and
+  of known frauds, for the delayed-label counterparty features. Buckets older than the
+  store's `clock` minus the retention are pruned: the clock is the Detector's event clock
+  (`fraudseq.serving.event_time`), never the newest time a transaction claimed; a store
+  without a clock (None, or a clock that returns None) prunes nothing;
 - **labels**: transaction id -> 0/1, every label received, for retraining (never expires);
 - **meta**: the fingerprint of the encoder the state was built with.
 
@@ -51,6 +53,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from fraudseq.errors import FraudseqError
+from fraudseq.feature_blocks import COUNTERPARTY_BUCKET_NS
 from fraudseq.serving.live_features import CounterpartyTotals
 
 
@@ -85,7 +88,7 @@ class Snapshot:
 class Update:
     """What `compute` returns. With `record` None nothing is written (a retried transaction).
 
-    `account` None leaves the account unchanged (an out-of-order transaction);
+    `account` None leaves the account unchanged (a transaction too late to insert);
     `counterparty_day` adds one transaction to the (counterparty, day) bucket.
     """
 
@@ -251,10 +254,12 @@ def open_store(
     *,
     ttl_seconds: int | None = None,
     retention_days: int = 45,
+    clock: Callable[[], int | None] | None = None,
 ) -> StateStore:
     """A store from a URL ("memory", "sqlite:///path.db", "redis://host:port/db") or as given.
 
-    `retention_days`: counterparty day buckets older than the newest day minus this are pruned.
+    `retention_days`: counterparty buckets older than the clock's bucket minus this many are
+    pruned; `clock`: the time in nanoseconds since the epoch (None: nothing is pruned).
     """
     if not isinstance(state, str):
         if not isinstance(state, StateStore):
@@ -270,7 +275,9 @@ def open_store(
         )
     url = state.strip()
     if url == "memory" or url == "memory://":
-        return MemoryStore(ttl_seconds=ttl_seconds, retention_days=retention_days)
+        store = MemoryStore(ttl_seconds=ttl_seconds, retention_days=retention_days)
+        store.clock = clock
+        return store
     parsed = urlparse(url)
     options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
     if parsed.scheme == "sqlite":
@@ -283,26 +290,37 @@ def open_store(
                 f"{url}: no database path; write sqlite:///relative/state.db or "
                 f"sqlite:////absolute/state.db"
             )
-        return SQLiteStore(
+        store = SQLiteStore(
             path,
             ttl_seconds=ttl_seconds,
             retention_days=retention_days,
             synchronous=options.get("synchronous", "NORMAL"),
             url=url,
         )
+        store.clock = clock
+        return store
     if parsed.scheme in ("redis", "rediss", "unix"):
         from fraudseq.serving.state_redis import RedisStore
 
-        return RedisStore(
+        store = RedisStore(
             url,
             ttl_seconds=ttl_seconds,
             retention_days=retention_days,
             prefix=options.get("prefix", "fraudseq:"),
         )
+        store.clock = clock
+        return store
     raise FraudseqError(
         f"unknown state store {state!r}; use 'memory', 'sqlite:///path/to/state.db' or "
         f"'redis://host:port/db'"
     )
+
+
+def purge_limit(clock: Callable[[], int | None] | None, retention: int) -> int | None:
+    """The oldest counterparty bucket kept: the clock's bucket minus `retention` buckets;
+    None (prune nothing) without a clock or before it has a time."""
+    now = clock() if clock is not None else None
+    return None if now is None else now // COUNTERPARTY_BUCKET_NS - retention
 
 
 def label_delta(previous: int | None, label: int) -> int:
@@ -328,6 +346,8 @@ class MemoryStore:
         self.url = "memory"
         self.ttl = ttl_seconds
         self.retention_days = retention_days
+        #: Counterparty buckets are pruned by this clock (see `purge_limit`).
+        self.clock: Callable[[], int | None] | None = None
         self._lock = threading.RLock()
         self._accounts: dict[str, tuple[float, bytes]] = {}
         self._records: dict[str, tuple[float, str]] = {}
@@ -404,11 +424,15 @@ class MemoryStore:
             return update
 
     def _add_day(self, counterparty: str, day: int, count: int) -> None:
+        """Count transactions in a bucket; a new bucket prunes the counterparty's buckets
+        older than the clock's retention limit."""
         cp_days = self._days.setdefault(counterparty, {})
         if day not in cp_days:
             cp_days[day] = [0, 0]
-            for old in [d for d in cp_days if d < day - self.retention_days]:
-                del cp_days[old]
+            limit = purge_limit(self.clock, self.retention_days)
+            if limit is not None:
+                for old in [d for d in cp_days if d < limit and d != day]:
+                    del cp_days[old]
         cp_days[day][0] += count
 
     def label(self, tx_id: str, label: int) -> LabelChange | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fraudseq.errors import FraudseqError
@@ -33,6 +34,7 @@ from fraudseq.serving.state import (
     counterparty_totals,
     dumps,
     label_delta,
+    purge_limit,
 )
 
 MAX_ATTEMPTS = 1_000
@@ -62,11 +64,11 @@ end
 if ARGV[7] ~= '' then
   local day = tonumber(ARGV[7])
   local n = redis.call('HINCRBY', KEYS[3], ARGV[7] .. ':n', 1)
-  if n == 1 then
-    local limit = day - tonumber(ARGV[8])
+  if n == 1 and ARGV[8] ~= '' then
+    local limit = tonumber(ARGV[8])
     for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
       local d = tonumber(string.match(field, '^(-?%d+):'))
-      if d and d < limit then redis.call('HDEL', KEYS[3], field) end
+      if d and d < limit and d ~= day then redis.call('HDEL', KEYS[3], field) end
     end
   end
 end
@@ -75,12 +77,13 @@ return {0}
 
 
 # Batch commit. KEYS: n record keys, a account keys, c counterparty keys. ARGV[1..6]:
-# n, a, c, ttl, retention, number of counter increments; then per record its JSON; per
+# n, a, c, ttl, the oldest bucket kept ('' = prune nothing), number of counter increments;
+# then per record its JSON; per
 # account its expected SHA-1 ('' = absent), whether to write it, and its new bytes; per
 # increment the counterparty's index (1-based among the c keys), the day and the count.
 _COMMIT_BATCH = """
 local n, a, c = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local ttl, retention, k = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local ttl, limit, k = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 for i = 1, n do
   if redis.call('EXISTS', KEYS[i]) == 1 then return 1 end
 end
@@ -117,11 +120,10 @@ for q = 1, k do
   local day = ARGV[base + 3 * (q - 1) + 2]
   local count = tonumber(ARGV[base + 3 * (q - 1) + 3])
   local total = redis.call('HINCRBY', key, day .. ':n', count)
-  if total == count then
-    local limit = tonumber(day) - retention
+  if total == count and limit then
     for _, field in ipairs(redis.call('HKEYS', key)) do
       local d = tonumber(string.match(field, '^(-?%d+):'))
-      if d and d < limit then redis.call('HDEL', key, field) end
+      if d and d < limit and d ~= tonumber(day) then redis.call('HDEL', key, field) end
     end
   end
 end
@@ -151,6 +153,8 @@ class RedisStore:
         self.url = redact(url)  # for messages and logs: the password masked
         self.ttl = ttl_seconds
         self.retention_days = retention_days
+        #: Counterparty buckets are pruned by this clock (`state.purge_limit`).
+        self.clock: Callable[[], int | None] | None = None
         self.prefix = prefix
         parts = urlsplit(url)  # ?prefix= is ours; other query options go to redis-py
         query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "prefix"])
@@ -226,7 +230,7 @@ class RedisStore:
                         update.record_text(),
                         self.ttl or 0,
                         str(day) if counterparty is not None and day is not None else "",
-                        self.retention_days,
+                        _limit_arg(self.clock, self.retention_days),
                     ],
                 )
                 status = int(outcome[0])
@@ -274,7 +278,7 @@ class RedisStore:
                 record_keys = [self._key("t", tx_id) for tx_id, _, _, _ in update.records]
                 args: list = [
                     len(record_keys), len(a_keys), len(c_keys), self.ttl or 0,
-                    self.retention_days, len(update.counterparty_days),
+                    _limit_arg(self.clock, self.retention_days), len(update.counterparty_days),
                 ]  # fmt: skip
                 args += [text for _, _, _, text in update.records]
                 for entity in entities:
@@ -409,6 +413,12 @@ def _permanent(err: Exception, exceptions) -> bool:
     if isinstance(err, exceptions.ResponseError):
         return not str(err).upper().startswith(_TRANSIENT_REPLIES)
     return False
+
+
+def _limit_arg(clock, retention: int) -> str:
+    """The commit scripts' argument: the oldest counterparty bucket kept, '' for none."""
+    limit = purge_limit(clock, retention)
+    return "" if limit is None else str(limit)
 
 
 def _buckets(stored: dict, days: tuple[int, int] | None = None) -> dict[int, tuple[int, int]]:

@@ -30,6 +30,7 @@ import math
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from itertools import accumulate, chain
 from pathlib import Path
@@ -51,6 +52,7 @@ from fraudseq.serving.state import (
     counterparty_totals,
     dumps,
     label_delta,
+    purge_limit,
 )
 
 log = logging.getLogger("fraudseq")
@@ -221,7 +223,8 @@ class SQLiteStore:
             ) from None
         self._lock = threading.RLock()
         self._writes = 0
-        self._newest_day: int | None = None
+        #: Counterparty buckets are pruned by this clock (`state.purge_limit`).
+        self.clock: Callable[[], int | None] | None = None
         self._pruned_before: int | None = None  # counterparty days < this are gone
         self._swept: dict[str, str] = {}  # per table, the last key the TTL sweep looked at
         self._closed = False
@@ -272,8 +275,6 @@ class SQLiteStore:
                         "DO UPDATE SET n = n + 1",
                         (counterparty, day),
                     )
-                    if self._newest_day is None or day > self._newest_day:
-                        self._newest_day = day
             self._wrote(1)
             return update
 
@@ -315,10 +316,6 @@ class SQLiteStore:
                     "DO UPDATE SET n = n + excluded.n",
                     [(cp, day, count) for (cp, day), count in update.counterparty_days.items()],
                 )
-                if update.counterparty_days:
-                    newest = max(day for _, day in update.counterparty_days)
-                    if self._newest_day is None or newest > self._newest_day:
-                        self._newest_day = newest
             self._wrote(len(update.records))
             return update
 
@@ -521,9 +518,10 @@ class SQLiteStore:
                     expired = time.time() - self.ttl
                     for table, key in (("accounts", "entity"), ("transactions", "id")):
                         self._sweep(db, table, key, expired)
-                # Only when the retention limit moved (once a day of data); the index on
-                # day makes it cost the rows deleted, not a scan of the table.
-                limit = None if self._newest_day is None else self._newest_day - self.retention_days
+                # By the clock, never by the newest time a transaction claimed; only when the
+                # limit moved (once an hour); the index on day makes it cost the rows
+                # deleted, not a scan of the table.
+                limit = purge_limit(self.clock, self.retention_days)
                 if limit is not None and (
                     self._pruned_before is None or limit > self._pruned_before
                 ):
