@@ -141,7 +141,7 @@ def test_detector_scores_extremes_as_batch_scoring(trained_family, small_frame, 
     txs, labels = transactions(stream)
     path = model.save(tmp_path / "model")
     single, batch = {}, {}
-    with Detector.load(path) as one, Detector.load(path) as many:
+    with Detector.load(path, clock="data") as one, Detector.load(path, clock="data") as many:
         one.explain = many.explain = "none"
         for start in range(0, len(txs), 64):
             chunk, chunk_labels = txs[start : start + 64], labels[start : start + 64]
@@ -238,3 +238,15 @@ def test_huge_amount_scores_at_least_as_high_as_a_large_one(family, probe_scores
     scores = probe_scores(family)
     for amount in PROBE_AMOUNTS[1:]:
         assert scores[amount] >= scores[1e3] - 1e-6, (family, scores)
+
+
+def test_explanations_say_when_a_feature_is_clipped():
+    from fraudseq.explain import at_range_edge, describe_feature
+
+    low, high = np.array([-2.0, 0.0, -1.0]), np.array([3.0, 5.0, 0.0])
+    scaled = np.array([3.0, 0.0, 0.5], dtype=np.float32)
+    assert at_range_edge(scaled, low, high).tolist() == [True, False, False]
+    assert describe_feature("amount", 9042.43, True).endswith(
+        "or beyond (clipped to the training range)"
+    )
+    assert "clipped" not in describe_feature("amount", 20.0)
