@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import sqlite3
 import threading
@@ -432,6 +433,19 @@ def reply(sock, timeout: float = 3.0) -> bytes:
     raise AssertionError(f"the connection is still open after {timeout}s: {data[:200]!r}")
 
 
+def whole_response(sock) -> bytes:
+    """One response with a Content-Length, read whole (the connection stays open)."""
+    sock.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE)[1])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
 def test_the_server_closes_slow_and_oversized_requests(limited_server):
 
     port = limited_server
@@ -454,7 +468,7 @@ def test_the_server_closes_slow_and_oversized_requests(limited_server):
     huge = connect(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000)
     with partial, idle, stalled, kept_alive, huge:
         assert reply(huge).startswith(b"HTTP/1.1 431 ")
-        first = kept_alive.recv(65536)
+        first = whole_response(kept_alive)
         assert first.startswith(b"HTTP/1.1 200 "), first
         kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         for sock in (partial, idle, kept_alive):
@@ -464,4 +478,138 @@ def test_the_server_closes_slow_and_oversized_requests(limited_server):
         assert answer.startswith(b"HTTP/1.1 408 ") and b"body" in answer, answer
     # The server still serves everyone else.
     with connect(request) as ok:
-        assert ok.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert whole_response(ok).startswith(b"HTTP/1.1 200 ")
+
+
+# ------------------------------------------------------------------ text fields and times
+
+CONTROL = ["\t", "\n", "\r", "\x00", "\x1b[31m", "\x7f", "\x85", "\x9b"]
+
+
+@pytest.mark.parametrize("field", ["tx_id", "card_id", "mcc", "country", "channel", "merchant_id"])
+def test_control_characters_are_refused_in_every_text_field(field):
+    detector = FakeDetector()
+    with TestClient(create_app(detector)) as client:
+        for i, char in enumerate(CONTROL):
+            response = client.post("/v1/score", json=tx(i, **{field: f"A{char}B"}))
+            assert response.status_code == 422, (field, char, response.text)
+            (error,) = response.json()["errors"]
+            assert error["field"] == field and "control characters" in error["msg"]
+        batch = client.post("/v1/score/batch", json={"transactions": [tx(9, **{field: "x\ty"})]})
+        assert batch.json()["errors"][0]["field"] == f"transactions[0].{field}"
+        assert client.post("/v1/score", json=tx(20, **{field: "Zürich ✓ 東京"})).status_code == 200
+    assert all("\t" not in str(v) for call in detector.calls for v in call.values())
+
+
+def test_control_characters_are_refused_in_entity_parts_and_feedback():
+    from fraudseq.schema import Schema
+
+    schema = Schema(id="tx_id", entity=("card1", "addr1"), time="ts", amount="amount")
+    with TestClient(create_app(FakeDetector(schema))) as client:
+        body = {"tx_id": "T1", "card1": "C1", "addr1": "A\x1b1", "ts": "2026-01-01", "amount": 1}
+        response = client.post("/v1/score", json=body)
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == "addr1"
+        feedback = client.post("/v1/feedback", json={"transaction_id": "T\n1", "label": 1})
+        assert feedback.status_code == 422
+        assert feedback.json()["errors"][0]["field"] == "transaction_id"
+
+
+TIMES_ACCEPTED = [
+    "2026-01-31",
+    "2026-01-31T13:45",
+    "2026-01-31 13:45:00",
+    "2026-01-31T13:45:00.123456789",
+    "2026-01-31T13:45:00Z",
+    "2026-01-31T13:45:00-02:30",
+    "1678-01-01T00:30:00+01:00",  # the year as written; 1677-12-31T23:30 UTC
+    "2261-12-31T23:59:59",
+]
+TIMES_REFUSED = [
+    "1677-12-31",
+    "2262-01-01",
+    "20260131",
+    "2026-01-31T13",
+    "2026-01-31t13:45",
+    "2026-01-31T13:45:00+02",
+    " 2026-01-31",
+    "2026-01-31\n",
+    "٢٠٢٦-01-31",  # Arabic-Indic digits
+    "2026-02-30",  # the pattern's shape, not a date: refused by the parser
+]
+
+
+def test_the_documented_time_and_text_patterns_are_what_the_service_accepts():
+    """The service accepts exactly the strings the documented patterns match, so the
+    document and the service cannot drift apart. JSON Schema patterns are ECMA-262 regular
+    expressions, searched; there `$` is the end of the text (in Python it also matches
+    before a final newline, hence `\\Z` here)."""
+
+    def ecma(pattern: str) -> re.Pattern:
+        assert pattern.endswith("$")
+        return re.compile(pattern[:-1] + r"\Z")
+
+    detector = FakeDetector()
+    with TestClient(create_app(detector)) as client:
+        spec = client.get("/openapi.json").json()["components"]["schemas"]["Transaction"]
+        pattern = ecma(spec["properties"]["ts"]["pattern"])
+        for i, value in enumerate(TIMES_ACCEPTED + TIMES_REFUSED):
+            response = client.post("/v1/score", json=tx(i, ts=value))
+            accepted = response.status_code == 200
+            assert accepted == (value in TIMES_ACCEPTED), (value, response.text)
+            if value != "2026-02-30":
+                assert bool(pattern.search(value)) == accepted, value
+        assert detector.calls[6]["ts"] == "1677-12-31T23:30:00"
+        id_pattern = ecma(spec["properties"]["tx_id"]["anyOf"][0]["pattern"])
+        text_pattern = ecma(spec["properties"]["mcc"]["anyOf"][0]["anyOf"][0]["pattern"])
+        values = ["T1", " T1 ", "\u3000", " ", "", "T\x00", "T\u2028", "\ufeff"]
+        for i, value in enumerate(values):
+            ok_id = client.post("/v1/score", json=tx(50, tx_id=value)).status_code == 200
+            assert ok_id == (value != "" and bool(id_pattern.search(value))), repr(value)
+            ok_text = client.post("/v1/score", json=tx(60 + i, mcc=value)).status_code == 200
+            assert ok_text == bool(text_pattern.search(value)), repr(value)
+        big = client.post("/v1/score", json=tx(52, tx_id=2**53))
+        assert big.status_code == 422 and "send a longer one as a string" in big.text
+
+
+# ------------------------------------------------------------------ the OpenAPI document
+
+
+def test_the_openapi_document_lists_every_status_the_service_returns():
+    with TestClient(create_app(FakeDetector(), api_key="k")) as client:
+        spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    body_errors = {"400", "401", "408", "413", "415", "422", "500", "503"}
+    for path, extra in (("/v1/score", "409"), ("/v1/score/batch", "409"), ("/v1/feedback", "404")):
+        responses = paths[path]["post"]["responses"]
+        assert set(responses) == {"200", extra} | body_errors, path
+        assert "Retry-After" in responses["503"]["headers"]
+        assert responses["422"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ValidationErrorBody"
+        }
+    metrics = paths["/metrics"]["get"]["responses"]
+    assert set(metrics["200"]["content"]) == {"text/plain"}
+    assert set(metrics["401"]["content"]) == {"application/json"}
+    assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's, not ours
+    transaction = spec["components"]["schemas"]["Transaction"]["properties"]
+    assert "control characters" in transaction["tx_id"]["description"]
+    assert "control characters" in transaction["mcc"]["anyOf"][0]["description"]
+    assert "1678-2261" in transaction["ts"]["description"]
+    # Without a key, no 401 is documented (nor is one returned).
+    with TestClient(create_app(FakeDetector())) as client:
+        spec = client.get("/openapi.json").json()
+    assert "401" not in spec["paths"]["/v1/score"]["post"]["responses"]
+    assert "401" not in spec["paths"]["/metrics"]["get"]["responses"]
+
+
+def test_the_docs_work_with_an_api_key():
+    """/docs loads /openapi.json without a way to send the key: both are open, and the
+    routes that act on data (and /metrics) still need the key."""
+    with TestClient(create_app(FakeDetector(), api_key="k")) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200 and "/openapi.json" in page.text
+        assert client.get("/openapi.json").status_code == 200
+        assert client.get("/redoc").status_code == 200
+        assert client.post("/v1/score", json=tx(1)).status_code == 401
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/docs/../metrics").status_code == 401  # no way around it

@@ -18,23 +18,28 @@ names the model's own columns; the fields are those of ``live_features._request_
 
 - the id: the schema's id column, or ``transaction_id`` when the model's data had none
   (its file's ids were row numbers). A JSON string or integer (an integer is its digits,
-  ``123`` is ``"123"``, as a file's integer id column is read); 1 to 128 characters, not
-  blank, no control characters. Booleans and floats are refused.
+  ``123`` is ``"123"``, as a file's integer id column is read; within +-(2**53-1), which
+  every JSON parser reads exactly); 1 to 128 characters, not blank, no control characters
+  (C0, DEL, C1: tab, newline, NUL, ESC, ...). Booleans and floats are refused.
 - the entity: nothing when the model's data is one stream; its one column, a string or an
   integer like the id; or each part of a composite key, a required field holding a string
   or an integer, or null for a missing part (which is a value of its own, ``"<NA>"``, as in
   a file); a transaction with every part null is refused (by the detector, 422).
-- ``time``: an ISO 8601 string (``2026-01-31T13:45:00``, ``...Z``, ``...+02:00``; a date alone
-  means midnight). Offsets are converted to UTC; a time without offset is taken as UTC.
-  Years 1678-2261, microsecond precision. A JSON number only when the model's schema has a
+- ``time``: an ISO 8601 string, ``TIME_FORMS`` (``2026-01-31T13:45:00``, ``...Z``,
+  ``...+02:00``; a date alone means midnight; the CLI's dates, ``fraudseq.splits``).
+  Offsets are converted to UTC; a time without offset is taken as UTC. Years 1678-2261 as
+  written, read to the microsecond. A JSON number only when the model's schema has a
   ``[time]`` table: origin + number x unit, as in its files; without one a number is
   refused with a message naming that fix.
 - ``amount``: a finite JSON number (negative = refund), smaller than 1e15 in absolute value.
   ``NaN``/``Infinity`` tokens, which Python's JSON parser accepts, are rejected, as are
   numbers written as strings.
-- categorical and counterparty columns: strings of at most 256 characters, JSON integers
-  (``5411`` is the category ``"5411"``, as in a file), or null/absent for "unknown" (like an
-  empty cell in a file).
+- categorical and counterparty columns: strings of at most 256 characters without control
+  characters, JSON integers (``5411`` is the category ``"5411"``, as in a file), or
+  null/absent for "unknown" (like an empty cell in a file).
+
+The OpenAPI document states each of these rules (the time and text rules as patterns, which
+the service checks with the same regular expressions) and every status a route returns.
 - ``/v1/feedback``'s ``transaction_id``: a string or an integer, like the id.
 
 Every reply (single and batch) carries ``out_of_order``: whether the transaction was older
@@ -71,8 +76,12 @@ Store health: a store error is logged at error level with its id and counted in
 while the last store operation failed (STORE_FAILURE_WINDOW_SECONDS, none succeeded since),
 and after a permanent fault until the server restarts.
 
-API key: with ``api_key`` set, every route except /healthz and /readyz (so /metrics and the
-docs too) needs it in ``X-API-Key``, compared with ``hmac.compare_digest``.
+API key: with ``api_key`` set, every route except /healthz, /readyz and the documentation
+(/docs, /redoc, /openapi.json) needs it in ``X-API-Key``, compared with
+``hmac.compare_digest``; /metrics too. The documentation is open because the docs page
+loads /openapi.json with no way to send a key (it was a blank page), and the document
+holds no secret: it is the request format every client must know. Every route that acts
+on data or reveals state keeps the key.
 
 The detector runs in one dedicated thread per process: calls are serialised in arrival
 order (two transactions of one account are applied in the order they came) and the event
@@ -113,7 +122,7 @@ from typing import Annotated, Any, Literal
 import torch
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -138,7 +147,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import fraudseq
 from fraudseq.errors import DataValidationError, FraudseqError, ModelDirectoryError
 from fraudseq.redaction import RedactingFilter, redact
-from fraudseq.schema import MAX_ABS_AMOUNT, TIME_UNITS, Schema, numeric_times
+from fraudseq.schema import (
+    _NS_MAX,
+    _NS_MIN,
+    MAX_ABS_AMOUNT,
+    TIME_UNITS,
+    Schema,
+    numeric_times,
+    parse_origin,
+)
 from fraudseq.serving.detector import ConflictError, UnknownTransactionError
 from fraudseq.serving.live_features import (
     NUMERIC_TIME_FIX,
@@ -166,8 +183,11 @@ for _name in ("fraudseq", "fraudseq.serving"):
         logging.getLogger(_name).addFilter(RedactingFilter())
 
 API_KEY_HEADER = "X-API-Key"
-#: Routes that never need the API key (load balancers and orchestrators probe them).
-OPEN_ROUTES = frozenset({"/healthz", "/readyz"})
+#: Routes that never need the API key: the probes (load balancers and orchestrators call
+#: them) and the documentation, which the docs page loads without a key.
+OPEN_ROUTES = frozenset(
+    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 256
 MAX_TIME_LENGTH = 64
@@ -203,8 +223,6 @@ LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
-_MIN_TIME = datetime(1678, 1, 1)
-_MAX_TIME = datetime(2261, 12, 31, 23, 59, 59, 999999)
 
 
 def default_max_body_bytes(max_batch: int) -> int:
@@ -328,44 +346,87 @@ def read_model_schema(model_dir: str | Path) -> Schema:
 # --------------------------------------------------------------------- request models
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Text fields (ids, entities, categories, counterparty) refuse control characters: C0, DEL
+# and C1 (tab, newline, NUL, ESC, ...), which would corrupt logs, terminals and CSV files.
+# The same patterns are the JSON Schema's (ECMA-262 and Python read them alike) and the
+# service's checks, so the OpenAPI document says exactly what is accepted.
+_CONTROL_CHARS = "\\u0000-\\u001f\\u007f-\\u009f"
+# Whitespace as str.isspace() has it, beyond the control characters: a blank id is refused.
+_SPACE_CHARS = "\\u0020\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+TEXT_PATTERN = f"^[^{_CONTROL_CHARS}]*$"
+ID_PATTERN = f"^[^{_CONTROL_CHARS}]*[^{_CONTROL_CHARS}{_SPACE_CHARS}][^{_CONTROL_CHARS}]*$"
+# ISO 8601 as the CLI reads dates (fraudseq.splits.ISO_TIME), years 1678-2261 as written.
+_YEAR = "(?:1(?:6(?:7[89]|[89][0-9])|[7-9][0-9]{2})|2[01][0-9]{2}|22(?:[0-5][0-9]|6[01]))"
+TIME_PATTERN = (
+    f"^{_YEAR}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    "(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]{1,9})?)?"
+    "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?$"
+)
+TIME_FORMS = (
+    "YYYY-MM-DD, or YYYY-MM-DDTHH:MM[:SS[.fraction]] with an optional Z or +HH:MM/-HH:MM "
+    "offset (a space may replace the T), years 1678-2261"
+)
+#: Integers read as ids or categories: the range every JSON parser reads exactly
+#: (JavaScript's Number.MAX_SAFE_INTEGER); a longer one is sent as a string.
+MAX_INT = 2**53 - 1
+MIN_INT = -MAX_INT
+_TEXT_RE, _ID_RE, _TIME_RE = (re.compile(p) for p in (TEXT_PATTERN, ID_PATTERN, TIME_PATTERN))
+_NO_CONTROL = "must not contain control characters (tab, newline, NUL, ESC, ...)"
 
 
 def _printable(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters (tab, newline, NUL, ...)")
-    if not value.strip():
+    if not _TEXT_RE.fullmatch(value):
+        raise ValueError(_NO_CONTROL)
+    if not _ID_RE.fullmatch(value):
         raise ValueError("must not be blank")
     return value
 
 
+def _no_control(value: str | None) -> str | None:
+    if value is not None and not _TEXT_RE.fullmatch(value):
+        raise ValueError(_NO_CONTROL)
+    return value
+
+
 def _iso_time(value: str) -> str:
-    text = value.strip()
+    if not _TIME_RE.fullmatch(value):
+        raise ValueError(f"must be an ISO 8601 time: {TIME_FORMS}; e.g. 2026-01-31T13:45:00Z")
     try:
-        stamp = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            "must be an ISO 8601 time such as 2026-01-31T13:45:00, 2026-01-31T13:45:00Z or "
-            "2026-01-31T13:45:00+02:00"
-        ) from None
-    if stamp.tzinfo is not None:
+        stamp = datetime.fromisoformat(value)
+    except ValueError as err:  # the form is right, a part is not (2026-02-30)
+        raise ValueError(f"is not a valid date or time ({err})") from None
+    if stamp.tzinfo is not None:  # the year as written is checked; 1677-12-31T23:30 is fine
         stamp = stamp.astimezone(UTC).replace(tzinfo=None)
-    if not _MIN_TIME <= stamp <= _MAX_TIME:
-        raise ValueError("must be within the years 1678-2261")
     return stamp.isoformat()
+
+
+def _integer_text(value: int) -> str:
+    if not MIN_INT <= value <= MAX_INT:
+        raise ValueError(
+            f"an integer must be within +-{MAX_INT} (2**53-1, what every JSON parser reads "
+            f"exactly); send a longer one as a string"
+        )
+    return str(value)
 
 
 # An id or entity may be a JSON integer, read as its digits the way a file's integer id
 # column is ("123"); booleans and floats are not ids.
 def _id_text(value: Any) -> Any:
     if type(value) is int:
-        return str(value)
+        return _integer_text(value)
     if isinstance(value, str):
         return value
     raise ValueError("must be a string or an integer")
 
 
+_INTEGER_SCHEMA = {"type": "integer", "minimum": MIN_INT, "maximum": MAX_INT}
+
+
 def _id_type(description: str) -> Any:
+    text = (
+        f"{description} A string (1-{MAX_ID_LENGTH} characters, not blank, no control "
+        f"characters) or an integer within +-(2**53-1) (read as its digits)."
+    )
     return Annotated[
         str,
         BeforeValidator(_id_text),
@@ -374,18 +435,37 @@ def _id_type(description: str) -> Any:
         WithJsonSchema(
             {
                 "anyOf": [
-                    {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
-                    {"type": "integer"},
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_ID_LENGTH,
+                        "pattern": ID_PATTERN,
+                    },
+                    _INTEGER_SCHEMA,
                 ],
-                "description": description,
+                "description": text,
             }
         ),
-        Field(description=description),
+        Field(description=text),
     ]
 
 
-_ISO_TIME_SCHEMA = {"type": "string", "format": "date-time", "example": "2026-01-31T13:45:00Z"}
-_ISO_TIME_TEXT = "ISO 8601 time; offsets are converted to UTC, no offset means UTC."
+_ISO_TIME_SCHEMA = {
+    "type": "string",
+    "maxLength": MAX_TIME_LENGTH,
+    "pattern": TIME_PATTERN,
+    "example": "2026-01-31T13:45:00Z",
+}
+_ISO_TIME_TEXT = (
+    f"ISO 8601 time: {TIME_FORMS}. Offsets are converted to UTC, no offset means UTC; read "
+    f"to the microsecond."
+)
+
+
+def _numeric_time_range(unit: str, origin: str) -> tuple[float, float]:
+    """The numbers of `unit` since `origin` that `numeric_times` accepts (years 1678-2261)."""
+    start, step = int(parse_origin(origin).value), TIME_UNITS[unit]
+    return (_NS_MIN - start) / step, (_NS_MAX - start) / step
 
 
 def _time_type(schema: Schema) -> Any:
@@ -425,17 +505,14 @@ def _time_type(schema: Schema) -> Any:
         ]
     text = (
         f"{_ISO_TIME_TEXT} Or a number: {origin} (UTC) + the number x {unit!r} "
-        f"({TIME_UNITS[unit]:,} ns), the model's [time] table."
+        f"({TIME_UNITS[unit]:,} ns), the model's [time] table, within the years 1678-2261."
     )
+    low, high = _numeric_time_range(unit, origin)
+    number = {"type": "number", "minimum": low, "maximum": high, "example": 36}
     return Annotated[
         Any,
         BeforeValidator(check),
-        WithJsonSchema(
-            {
-                "anyOf": [_ISO_TIME_SCHEMA, {"type": "number", "example": 36}],
-                "description": text,
-            }
-        ),
+        WithJsonSchema({"anyOf": [_ISO_TIME_SCHEMA, number], "description": text}),
         Field(description=text),
     ]
 
@@ -448,7 +525,7 @@ _Text = Annotated[str, StringConstraints(strict=True, max_length=MAX_TEXT_LENGTH
 # file's integer column is; floats and booleans are not categories.
 def _category_text(value: Any) -> Any:
     if type(value) is int:
-        return str(value)
+        return _integer_text(value)
     if value is None or isinstance(value, str):
         return value
     raise ValueError("a category is a string or an integer (or null when unknown)")
@@ -457,8 +534,17 @@ def _category_text(value: Any) -> Any:
 _Category = Annotated[
     _Text,
     BeforeValidator(_category_text),
+    AfterValidator(_no_control),
     WithJsonSchema(
-        {"anyOf": [{"type": "string", "maxLength": MAX_TEXT_LENGTH}, {"type": "integer"}]}
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": MAX_TEXT_LENGTH, "pattern": TEXT_PATTERN},
+                _INTEGER_SCHEMA,
+            ],
+            "description": f"A string of at most {MAX_TEXT_LENGTH} characters without control "
+            f"characters, or an integer within +-(2**53-1) (read as its digits); null or absent "
+            f"when unknown.",
+        }
     ),
 ]
 _EntityPart = Annotated[
@@ -556,6 +642,131 @@ class ScoreResult(BaseModel):
 
 class BatchResult(BaseModel):
     results: list[ScoreResult]
+
+
+class FeedbackResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    transaction_id: str
+    label: int = Field(description="1 fraud, 0 legitimate.")
+    previous_label: int | None = Field(description="The label held before, null if none.")
+    changed: bool
+
+
+class ErrorBody(BaseModel):
+    """Every error reply. 5xx replies hold a generic message and an error id; the details
+    are in the server log under that id."""
+
+    model_config = ConfigDict(extra="allow", title="Error")
+
+    message: str
+    error_id: str | None = Field(
+        None, description="5xx: the id under which the server logged the details."
+    )
+    permanent: bool | None = Field(
+        None,
+        description="503 from the state store: true when retrying cannot help (a damaged or "
+        "read-only store: an operator must act, no Retry-After); false when a retry may "
+        "succeed (Retry-After says when).",
+    )
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="The field's path, e.g. transactions[3].amount.")
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(ErrorBody):
+    model_config = ConfigDict(extra="allow", title="ValidationError")
+
+    errors: list[FieldError] | None = Field(
+        None,
+        description="Each invalid field and why (absent when the detector refused the "
+        "request as a whole; the message says why).",
+    )
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class StoreHealth(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok", "unreachable", "failing", "permanent fault"]
+    error_id: str | None = None
+    permanent: bool | None = None
+    since: str | None = Field(None, description="UTC, ISO 8601.")
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    model_version: str
+    reasons: str | None = Field(description="Which replies carry reasons: alerts, all, none.")
+    store: StoreHealth
+
+
+class NotReady(BaseModel):
+    status: Literal["not ready"]
+    message: str
+    store: StoreHealth | None = None
+
+
+_ERRORS: dict[int, tuple[type[BaseModel], str]] = {
+    400: (
+        ErrorBody,
+        "A body that cannot be read (not UTF-8), an invalid Content-Length header, or a "
+        "request the detector refused for another reason.",
+    ),
+    401: (ErrorBody, "Missing or invalid API key (X-API-Key header)."),
+    404: (ErrorBody, "Feedback for a transaction id never scored (or expired)."),
+    408: (ErrorBody, "The body was not received within the body timeout; connection closed."),
+    409: (ErrorBody, "A transaction id already scored with other content (nothing stored)."),
+    413: (ErrorBody, "The request body is larger than the limit."),
+    415: (ErrorBody, "The body is not sent as JSON (Content-Type: application/json)."),
+    422: (
+        ValidationErrorBody,
+        "Invalid request: each bad field and why (ids, entities, categories: no control "
+        "characters; times: ISO 8601, years 1678-2261; amounts: finite, below 1e15).",
+    ),
+    500: (ErrorBody, "Unexpected failure; error_id names the details in the server log."),
+    503: (
+        ErrorBody,
+        "The model is not loaded (starting or stopping) or the state store failed; nothing "
+        "was stored. Transient: Retry-After. Permanent (permanent: true): no Retry-After.",
+    ),
+}
+
+
+def _json_content(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying; absent when retrying cannot help.",
+        "schema": {"type": "integer"},
+    }
+}
+
+
+def _responses(*codes: int, by_reference: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for these error codes (FastAPI's own 422 is replaced by ours).
+    `by_reference`: as JSON content referring to the models' schemas, for a route whose own
+    replies are not JSON (FastAPI would give the models that route's media type)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        model, description = _ERRORS[code]
+        out[code] = {"model": model, "description": description}
+        if by_reference:
+            reference = {"$ref": f"#/components/schemas/{model.__name__}"}
+            out[code] = {"description": description, "content": _json_content(reference)}
+        if code == 503:
+            out[code]["headers"] = _RETRY_AFTER
+    return out
 
 
 # ------------------------------------------------------------------------- errors
@@ -1111,7 +1322,8 @@ def create_app(
             "Scores each transaction against its account's own history. Columns are the "
             "model's schema; labels arrive later through /v1/feedback."
             + (
-                f" Every route except /healthz and /readyz needs the {API_KEY_HEADER} header."
+                f" Every route except /healthz, /readyz and this documentation needs the "
+                f"{API_KEY_HEADER} header."
                 if api_key
                 else ""
             )
@@ -1162,23 +1374,18 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            _error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-        )
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            message = "the body cannot be read as JSON (it must be UTF-8 encoded JSON)"
+        return JSONResponse(_error_body(message), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return _internal_error(request, exc)
 
     # -- routes ---------------------------------------------------------------------
-    error_responses = {
-        401: {"description": "Missing or invalid API key."},
-        404: {"description": "Feedback for a transaction id never scored."},
-        409: {"description": "Transaction id reused with different content."},
-        413: {"description": "Request body too large."},
-        422: {"description": "Invalid request: the message names each field and reason."},
-        503: {"description": "State store unavailable; nothing was stored, retry later."},
-    }
+    keyed = (401,) if api_key else ()
+    body_errors = (400, *keyed, 408, 413, 415, 422, 500, 503)
 
     async def guarded(request: Request, method: str, *args: Any, counted: bool = False) -> Any:
         """The detector's answer, or the error response. `counted` (the scoring routes):
@@ -1208,7 +1415,7 @@ def create_app(
     @app.post(
         "/v1/score",
         response_model=ScoreResult,
-        responses=error_responses,
+        responses=_responses(*body_errors, 409),
         dependencies=secured,
         summary="Score one transaction",
     )
@@ -1221,7 +1428,7 @@ def create_app(
     @app.post(
         "/v1/score/batch",
         response_model=BatchResult,
-        responses=error_responses,
+        responses=_responses(*body_errors, 409),
         dependencies=secured,
         summary=f"Score up to {max_batch} transactions in order",
     )
@@ -1236,8 +1443,8 @@ def create_app(
 
     @app.post(
         "/v1/feedback",
-        response_model=dict[str, Any],
-        responses=error_responses,
+        response_model=FeedbackResult,
+        responses=_responses(*body_errors, 404),
         dependencies=secured,
         summary="Report the true label of a scored transaction (idempotent)",
     )
@@ -1248,14 +1455,15 @@ def create_app(
         metrics.feedback.labels(str(body.label)).inc()
         return _json_response(request, result)
 
-    @app.get("/healthz", summary="Liveness: the process answers")
+    @app.get("/healthz", response_model=Health, summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": fraudseq.__version__}
 
     @app.get(
         "/readyz",
         summary="Readiness: model loaded and state store healthy (else 503)",
-        responses={503: {"description": "Not ready."}},
+        response_model=Ready,
+        responses={503: {"model": NotReady, "description": "Not ready; `store` says why."}},
     )
     async def readyz() -> Any:
         detector = serving.detector
@@ -1291,14 +1499,27 @@ def create_app(
                 f"{failure.since}) and none succeeded since",
                 {"status": "failing", **failure.describe()},
             )
-        return {
+        ready = {
             "status": "ready",
             "model_version": detector.model_version,
             "reasons": getattr(detector, "explain", None),
             "store": {"status": "ok"},
         }
+        return JSONResponse(ready)  # as it is, not filled in by the response model
 
-    @app.get("/metrics", dependencies=secured, summary="Prometheus metrics (text format)")
+    @app.get(
+        "/metrics",
+        dependencies=secured,
+        summary="Prometheus metrics (text format)",
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format 0.0.4.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **_responses(*keyed, by_reference=True),
+        },
+    )
     async def metrics_route() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
