@@ -927,23 +927,25 @@ class LiveEncoder:
         return self._view(account, bisect.bisect_right(account.times, time_ns), time_ns)
 
     def _view(
-        self, account: AccountState, pos: int, time_ns: int, flags: list[int] | None = None
+        self,
+        account: AccountState,
+        pos: int,
+        time_ns: int,
+        flags: list[int] | None = None,
+        logs: list[float] | None = None,
     ) -> _Before:
         """The history before position `pos` of `times`; `flags`: the novelty flags of the
-        event at `pos` (a stored event whose row is recomputed) instead of the seen sets."""
+        event at `pos` (a stored event whose row is recomputed) instead of the seen sets;
+        `logs`: the signed log-amounts of `amounts`, when already computed."""
         times, amounts = account.times, account.amounts
+        if logs is None:
+            logs = [_signed_log1p(amount) for amount in amounts]
         later = len(times) - pos
         view = _Before()
         view.n = account.n - later
         view.last_time = times[pos - 1] if pos else time_ns
-        after = 0.0
-        for amount in amounts[pos:]:
-            after += _signed_log1p(amount)
-        view.sum_log = account.sum_log - after
-        top = account.old_max
-        for amount in amounts[:pos]:
-            top = max(top, _signed_log1p(amount))
-        view.max_log = top
+        view.sum_log = account.sum_log - sum(logs[pos:])
+        view.max_log = max(account.old_max, *logs[:pos]) if pos else account.old_max
         view.times, view.amounts = times[:pos], amounts[:pos]
         zone_start = len(times) - len(account.new_totals)
         view.new_totals = account.new_totals[: max(pos - zone_start, 0)]
@@ -1043,6 +1045,7 @@ class LiveEncoder:
         columns = self.history_columns
         no_values = ("",) * width
         no_numbers = (0.0,) * len(self.schema.numeric)
+        logs = [_signed_log1p(amount) for amount in amounts]
         for r in range(len(account.ids)):
             pos = rows_start + r
             if times[pos] <= after:
@@ -1051,7 +1054,7 @@ class LiveEncoder:
             if self.novelty:
                 i = pos - zone_start
                 flags = [int(account.firsts[i * width + c] != 0) for c in range(width)]
-            view = self._view(account, pos, times[pos], flags)
+            view = self._view(account, pos, times[pos], flags, logs)
             event = LiveTransaction(
                 account.ids[r], "", times[pos], amounts[pos], no_values, no_numbers,
                 "" if self.counterparty else None, "",
