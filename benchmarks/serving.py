@@ -634,8 +634,8 @@ def network_alone(model, n_batch: int, n_single: int) -> dict:
 
 def store_check(state_db: Path, sent: list[dict]) -> dict:
     """Every transaction sent has its record in the SQLite store, and each account's state
-    holds exactly the events recorded as inserted (an out-of-order arrival is recorded but,
-    by design, not inserted into the history: counted separately)."""
+    holds exactly the events recorded as inserted (a late arrival is inserted in time order;
+    one more than a day late is recorded but not inserted: counted separately)."""
     try:
         from fraudseq.serving.live_features import AccountState
         from fraudseq.serving.state import open_store
@@ -666,8 +666,8 @@ def store_check(state_db: Path, sent: list[dict]) -> dict:
     print(
         f"  store check: {len(sent):,} transactions, {lost} without a record; {len(accounts):,} "
         f"accounts, {wrong} whose stored event count differs from the events inserted (both "
-        f"must be 0); {out_of_order} arrived after a later one of their account (concurrent "
-        f"requests) and were scored but not inserted, by design"
+        f"must be 0); {out_of_order} arrived more than a day after a later one of their "
+        f"account and were scored but not inserted, by design"
     )
     return {
         "transactions": len(sent),

@@ -88,14 +88,15 @@ def assert_same_state(a: AccountState, b: AccountState) -> None:
 
 
 # -- the clock and the window ------------------------------------------------------------------
-def test_a_far_future_time_is_refused_naming_the_window(model_dir, small_frame):
+def test_a_far_future_time_is_refused_naming_the_window(model_dir, small_frame, caplog):
     txs, _ = transactions(recent(accounts_slice(small_frame, 0, 2)))
     with Detector.load(model_dir) as detector:  # the wall clock
         detector.explain = "none"
         detector.score(txs[0])
         future = {**txs[1], "ts": FUTURE}
-        with pytest.raises(DataValidationError) as refused:
+        with pytest.raises(DataValidationError) as refused, caplog.at_level("INFO", "fraudseq"):
             detector.score(future)
+        assert "refused" in caplog.text and "2261" in caplog.text  # an operator sees it
         message = str(refused.value)
         assert "'ts'" in message and "2261-01-01T00:00:00" in message
         assert "more than 1 day ahead of the server's clock" in message

@@ -108,7 +108,8 @@ STATE_FORMAT = 1
 EXPLAIN_MODES = ("alerts", "all", "none")
 #: Where a scored transaction went in its account's history (the reply's "history").
 APPENDED, INSERTED, NOT_INSERTED = "appended", "inserted", "not_inserted"
-#: At most one info line per this many seconds about late transactions not inserted.
+#: At most one info line of each kind per this many seconds about transactions refused for
+#: their time or too late to insert.
 LATE_LOG_SECONDS = 10.0
 
 
@@ -151,7 +152,8 @@ class Detector:
         self.store = store
         if hasattr(store, "clock"):
             store.clock = self.clock.now_ns
-        self._late_log = [0.0, 0]  # when the last line was logged, how many since
+        # Throttled info lines: (when the last was logged, how many since) per kind.
+        self._reports = {"late": [-math.inf, 0], "time": [-math.inf, 0]}
         self._late_lock = threading.Lock()
         self._window = WindowScorer(model)
         self._empty_state = self.live.empty_state().to_bytes()
@@ -238,7 +240,11 @@ class Detector:
         """Score one transaction (a dict keyed by the schema's column names, label omitted)
         and add it to its account's state. See the module docstring for the result."""
         parsed = parse_transaction(tx, self.schema)
-        self.clock.check(parsed.time_ns, parsed.id)
+        try:
+            self.clock.check(parsed.time_ns, parsed.id)
+        except DataValidationError as err:
+            self._report("time", 1, "refused: %s", err)
+            raise
         result = self._score(parsed)
         self.clock.accepted(parsed.time_ns)
         return result
@@ -256,7 +262,11 @@ class Detector:
         columns = parse_batch(txs, self.schema)
         if not len(columns):
             return []
-        self.clock.check_many(columns.time_ns, columns.ids)
+        try:
+            self.clock.check_many(columns.time_ns, columns.ids)
+        except DataValidationError as err:
+            self._report("time", 1, "refused a batch of %d: %s", len(columns), err)
+            raise
         if not hasattr(self.store, "transact_batch"):
             out = []
             for i in range(len(columns)):
@@ -333,28 +343,33 @@ class Detector:
         counts["replayed"] += replayed
 
     def _count_late(self, histories: list[str], dropped: list[tuple[str, str]]) -> None:
-        """Count new transactions inserted late and not inserted; log those not inserted at
-        info, at most one line per LATE_LOG_SECONDS (a feed of late events must not flood
-        the log), naming the first and how many since the last line."""
+        """Count new transactions inserted late and not inserted; report those not inserted
+        (`_report`)."""
         inserted = histories.count(INSERTED)
         if inserted:
             self.counts["inserted"] += inserted
         if not dropped:
             return
         self.counts["not_inserted"] += len(dropped)
-        with self._late_lock:
-            self._late_log[1] += len(dropped)
-            now = time.monotonic()
-            if now - self._late_log[0] < LATE_LOG_SECONDS:
-                return
-            count, self._late_log = self._late_log[1], [now, 0]
         tx_id, entity = dropped[0]
-        log.info(
-            "transaction %s of %s is more than %s older than the account's latest event "
-            "(or older than the history kept): scored, recorded, not inserted into its "
-            "history (%d such transaction(s) since the last report)",
-            tx_id, entity, pd.Timedelta(LATENESS_NS, "ns"), count,
+        self._report(
+            "late", len(dropped),
+            "transaction %s of %s is more than %s older than the account's latest event (or "
+            "older than the history kept): scored, recorded, not inserted into its history",
+            tx_id, entity, pd.Timedelta(LATENESS_NS, "ns"),
         )  # fmt: skip
+
+    def _report(self, kind: str, count: int, message: str, *args) -> None:
+        """Log at info, at most one line of each kind per LATE_LOG_SECONDS (a feed of late
+        or mis-timed transactions must not flood the log), with how many since the last."""
+        with self._late_lock:
+            report = self._reports[kind]
+            report[1] += count
+            now = time.monotonic()
+            if now - report[0] < LATE_LOG_SECONDS:
+                return
+            since, report[0], report[1] = report[1], now, 0
+        log.info(message + " (%d such since the last report)", *args, since)
 
     def _compute(self, tx: LiveTransaction, snapshot: Snapshot) -> Update:
         if snapshot.record is not None:
