@@ -613,3 +613,27 @@ def test_the_docs_work_with_an_api_key():
         assert client.post("/v1/score", json=tx(1)).status_code == 401
         assert client.get("/metrics").status_code == 401
         assert client.get("/docs/../metrics").status_code == 401  # no way around it
+
+
+def test_a_failing_purge_after_a_committed_score_does_not_fail_it(real_model, tmp_path, caplog):
+    """The purge runs after the commit: its error is logged and retried later, and the
+    request that triggered it still gets its (stored) score."""
+    from fraudseq.serving import Detector
+    from fraudseq.serving.state import PURGE_EVERY
+    from fraudseq.serving.state_sqlite import SQLiteStore
+
+    model_dir, txs = real_model
+    store = SQLiteStore(tmp_path / "state.db")
+
+    def broken_purge():
+        raise sqlite3.OperationalError("disk I/O error")
+
+    store.purge = broken_purge
+    store._writes = PURGE_EVERY - 1  # the next write purges
+    with Detector.load(model_dir, store, clock="data") as detector:
+        detector.explain = "none"
+        with caplog.at_level(logging.ERROR, "fraudseq"):
+            result = detector.score(txs[0])
+        assert result["transaction_id"] == txs[0]["tx_id"]
+        assert detector.store.record(txs[0]["tx_id"]) is not None
+    assert "purging expired state failed" in caplog.text

@@ -126,6 +126,26 @@ def test_a_future_transaction_does_not_freeze_its_account(model_dir, small_frame
         assert state.n == 6 and state.last_time < pd.Timestamp("2262-01-01").value
 
 
+def test_a_retry_after_the_clock_moved_past_its_time_gets_its_stored_result(model_dir, small_frame):
+    """Retries stay idempotent: a transaction scored while its time was in the window gets
+    its stored result when retried after the clock moved on, and other content a conflict."""
+    from fraudseq.serving.detector import ConflictError
+
+    txs, _ = transactions(accounts_slice(small_frame, 5, 1))
+    scored_at = pd.Timestamp(txs[0]["ts"]).tz_localize(None) + DAY
+    now = {"t": scored_at}
+    with Detector.load(model_dir, clock=lambda: now["t"]) as detector:
+        detector.explain = "none"
+        first = detector.score(txs[0])
+        now["t"] = scored_at + 60 * DAY  # the transaction is now older than the window
+        assert detector.score(txs[0]) == first
+        assert detector.counts["replayed"] == 1
+        with pytest.raises(ConflictError):
+            detector.score({**txs[0], "amount": txs[0]["amount"] + 1})
+        with pytest.raises(DataValidationError, match="days before the server"):
+            detector.score({**txs[0], "tx_id": "never-seen"})
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])
 def test_a_far_future_transaction_purges_no_counterparty_history(
     model_dir, small_frame, kind, tmp_path

@@ -278,7 +278,9 @@ def _summary_section(
         "data": _data_name(data),
         "period": _period_text(scored.start, scored.end),
         "first / last": f"{_fmt(times.min())} / {_fmt(times.max())}",
-        "transactions": f"{len(scored):,} ({len(np.unique(scored.entity)):,} {schema.entity_column})",
+        "transactions": (
+            f"{len(scored):,} ({len(np.unique(scored.entity)):,} {schema.entity_column})"
+        ),
         "fraud": f"{n_fraud:,} ({n_fraud / max(len(scored), 1):.2%})",
         "earlier history": f"{len(scored.frame) - len(scored):,} transactions",
     }

@@ -243,6 +243,12 @@ class Detector:
         try:
             self.clock.check(parsed.time_ns, parsed.id)
         except DataValidationError as err:
+            # A retry of a transaction already scored gets its stored result (or a conflict),
+            # even once the clock has moved past its time: retries stay idempotent.
+            record = self.store.record(parsed.id)
+            if record is not None:
+                self._count(replayed=1)
+                return {"transaction_id": parsed.id, **self._stored_result(parsed, record)}
             self._report("time", 1, "refused: %s", err)
             raise
         result = self._score(parsed)

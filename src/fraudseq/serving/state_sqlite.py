@@ -406,7 +406,10 @@ class SQLiteStore:
         before = self._writes
         self._writes += n
         if self._writes // PURGE_EVERY != before // PURGE_EVERY:
-            self.purge()
+            try:
+                self.purge()
+            except sqlite3.Error as err:  # the score is committed: never fail it for a purge
+                log.error("%s: purging expired state failed, retried later: %s", self.path, err)
         if self._checkpointer is not None:
             self._checkpointer.wrote(3 * n)
 
