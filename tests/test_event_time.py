@@ -187,8 +187,8 @@ def test_purges_follow_the_clock_not_the_newest_time_claimed(tmp_path):
     is pruned."""
     now = [1_000 * 3_600 * 10**9]  # bucket 1000
     for store in (
-        SQLiteStore(tmp_path / "s.db", retention_days=100),
-        MemoryStore(retention_days=100),
+        SQLiteStore(tmp_path / "s.db", retention_buckets=100),
+        MemoryStore(retention_buckets=100),
     ):
         store.clock = lambda: now[0]
 

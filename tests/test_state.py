@@ -450,3 +450,28 @@ def test_sqlite_store_made_before_the_fraud_index_gets_it_on_open(tmp_path):
     assert totals.counts == (0, 0, 3) and totals.frauds == (0, 0, 1)
     assert totals.first_fraud == totals.last_fraud == 10
     store.close()
+
+
+def test_a_store_made_by_hand_keeps_the_models_counterparty_history(
+    model_dir, small_frame, tmp_path
+):
+    """Issue 18's bug: a store built directly kept its default retention of 45 *hour*
+    buckets, so with a 7-day label delay every counterparty feature read 0 and its scores
+    differed from a store opened by URL (by up to 0.45). The Detector now gives every store
+    the model's retention."""
+    from fraudseq.serving import MemoryStore
+
+    txs, labels = transactions(accounts_slice(small_frame, 80, 60))
+    with (
+        Detector.load(model_dir, MemoryStore(), clock="data") as by_hand,
+        Detector.load(model_dir, f"sqlite:///{tmp_path / 's.db'}", clock="data") as by_url,
+        Detector.load(model_dir, SQLiteStore(tmp_path / "hand.db"), clock="data") as sqlite_hand,
+    ):
+        for detector in (by_hand, by_url, sqlite_hand):
+            detector.explain = "none"
+        hand = replay(by_hand, txs, labels)
+        url = replay(by_url, txs, labels)
+        hand_sqlite = replay(sqlite_hand, txs, labels)
+    assert max(abs(hand[k] - url[k]) for k in url) < 1e-9
+    assert max(abs(hand_sqlite[k] - url[k]) for k in url) < 1e-9
+    assert by_hand.store.retention_buckets == by_url.store.retention_buckets > 7 * 24

@@ -152,6 +152,10 @@ class Detector:
         self.store = store
         if hasattr(store, "clock"):
             store.clock = self.clock.now_ns
+        if hasattr(store, "retention_buckets"):
+            # The model decides how far back its counterparty features read, also for a
+            # store made by hand (its default kept 45 hour buckets: cp_* features read 0).
+            store.retention_buckets = self.live.counterparty_retention_buckets
         # Throttled info lines: (when the last was logged, how many since) per kind.
         self._reports = {"late": [-math.inf, 0], "time": [-math.inf, 0]}
         self._late_lock = threading.Lock()
@@ -207,7 +211,7 @@ class Detector:
         store = open_store(
             state,
             ttl_seconds=ttl_seconds,
-            retention_days=live.counterparty_retention_days,
+            retention_buckets=live.counterparty_retention_buckets,
             clock=event_clock.now_ns,
         )
         try:
@@ -845,7 +849,7 @@ def default_clock(live: LiveEncoder, clock="wall", **window) -> EventClock:
     if isinstance(clock, EventClock):
         return clock
     if window.get("max_age") is None:  # the retention is in hour buckets
-        window["max_age"] = timedelta(hours=live.counterparty_retention_days)
+        window["max_age"] = timedelta(hours=live.counterparty_retention_buckets)
     window.setdefault("max_future", DEFAULT_MAX_FUTURE)
     return EventClock(clock, max_future=window["max_future"], max_age=window["max_age"])
 

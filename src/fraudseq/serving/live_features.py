@@ -710,9 +710,9 @@ class LiveEncoder:
         return hi - max(COUNTERPARTY_WINDOWS_DAYS) * BUCKETS_PER_DAY, hi
 
     @property
-    def counterparty_retention_days(self) -> int:
-        """Buckets older than the clock's bucket minus this many are purged (in hour buckets,
-        despite the name): no transaction the clock accepts reads them."""
+    def counterparty_retention_buckets(self) -> int:
+        """Hour buckets older than the clock's bucket minus this many are purged: no
+        transaction the clock accepts reads them."""
         longest = max(COUNTERPARTY_WINDOWS_DAYS) + COUNTERPARTY_SLACK_DAYS
         return self.delay_buckets + longest * BUCKETS_PER_DAY
 

@@ -253,13 +253,14 @@ def open_store(
     state: str | StateStore,
     *,
     ttl_seconds: int | None = None,
-    retention_days: int = 45,
+    retention_buckets: int | None = None,
     clock: Callable[[], int | None] | None = None,
 ) -> StateStore:
     """A store from a URL ("memory", "sqlite:///path.db", "redis://host:port/db") or as given.
 
-    `retention_days`: counterparty buckets older than the clock's bucket minus this many are
-    pruned; `clock`: the time in nanoseconds since the epoch (None: nothing is pruned).
+    `retention_buckets`: counterparty hour buckets older than the clock's bucket minus this
+    many are pruned (None: none until a Detector sets its model's retention); `clock`: the
+    time in nanoseconds since the epoch (None: nothing is pruned).
     """
     if not isinstance(state, str):
         if not isinstance(state, StateStore):
@@ -275,7 +276,7 @@ def open_store(
         )
     url = state.strip()
     if url == "memory" or url == "memory://":
-        store = MemoryStore(ttl_seconds=ttl_seconds, retention_days=retention_days)
+        store = MemoryStore(ttl_seconds=ttl_seconds, retention_buckets=retention_buckets)
         store.clock = clock
         return store
     parsed = urlparse(url)
@@ -293,7 +294,7 @@ def open_store(
         store = SQLiteStore(
             path,
             ttl_seconds=ttl_seconds,
-            retention_days=retention_days,
+            retention_buckets=retention_buckets,
             synchronous=options.get("synchronous", "NORMAL"),
             url=url,
         )
@@ -305,7 +306,7 @@ def open_store(
         store = RedisStore(
             url,
             ttl_seconds=ttl_seconds,
-            retention_days=retention_days,
+            retention_buckets=retention_buckets,
             prefix=options.get("prefix", "fraudseq:"),
         )
         store.clock = clock
@@ -316,11 +317,14 @@ def open_store(
     )
 
 
-def purge_limit(clock: Callable[[], int | None] | None, retention: int) -> int | None:
+def purge_limit(clock: Callable[[], int | None] | None, retention: int | None) -> int | None:
     """The oldest counterparty bucket kept: the clock's bucket minus `retention` buckets;
-    None (prune nothing) without a clock or before it has a time."""
+    None (prune nothing) without a clock, before it has a time, or without a retention
+    (a store made by hand gets the model's from the Detector that uses it)."""
     now = clock() if clock is not None else None
-    return None if now is None else now // COUNTERPARTY_BUCKET_NS - retention
+    if now is None or retention is None:
+        return None
+    return now // COUNTERPARTY_BUCKET_NS - retention
 
 
 def label_delta(previous: int | None, label: int) -> int:
@@ -342,10 +346,12 @@ def dumps(record: dict) -> str:
 class MemoryStore:
     """Everything in dicts of this process, behind one lock. For tests and notebooks."""
 
-    def __init__(self, *, ttl_seconds: int | None = None, retention_days: int = 45) -> None:
+    def __init__(
+        self, *, ttl_seconds: int | None = None, retention_buckets: int | None = None
+    ) -> None:
         self.url = "memory"
         self.ttl = ttl_seconds
-        self.retention_days = retention_days
+        self.retention_buckets = retention_buckets
         #: Counterparty buckets are pruned by this clock (see `purge_limit`).
         self.clock: Callable[[], int | None] | None = None
         self._lock = threading.RLock()
@@ -429,7 +435,7 @@ class MemoryStore:
         cp_days = self._days.setdefault(counterparty, {})
         if day not in cp_days:
             cp_days[day] = [0, 0]
-            limit = purge_limit(self.clock, self.retention_days)
+            limit = purge_limit(self.clock, self.retention_buckets)
             if limit is not None:
                 for old in [d for d in cp_days if d < limit and d != day]:
                     del cp_days[old]

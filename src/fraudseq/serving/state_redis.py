@@ -139,7 +139,7 @@ class RedisStore:
         url: str,
         *,
         ttl_seconds: int | None = None,
-        retention_days: int = 45,
+        retention_buckets: int | None = None,
         prefix: str = "fraudseq:",
         client=None,
     ) -> None:
@@ -152,7 +152,7 @@ class RedisStore:
         self._redis = redis
         self.url = redact(url)  # for messages and logs: the password masked
         self.ttl = ttl_seconds
-        self.retention_days = retention_days
+        self.retention_buckets = retention_buckets
         #: Counterparty buckets are pruned by this clock (`state.purge_limit`).
         self.clock: Callable[[], int | None] | None = None
         self.prefix = prefix
@@ -230,7 +230,7 @@ class RedisStore:
                         update.record_text(),
                         self.ttl or 0,
                         str(day) if counterparty is not None and day is not None else "",
-                        _limit_arg(self.clock, self.retention_days),
+                        _limit_arg(self.clock, self.retention_buckets),
                     ],
                 )
                 status = int(outcome[0])
@@ -278,7 +278,7 @@ class RedisStore:
                 record_keys = [self._key("t", tx_id) for tx_id, _, _, _ in update.records]
                 args: list = [
                     len(record_keys), len(a_keys), len(c_keys), self.ttl or 0,
-                    _limit_arg(self.clock, self.retention_days), len(update.counterparty_days),
+                    _limit_arg(self.clock, self.retention_buckets), len(update.counterparty_days),
                 ]  # fmt: skip
                 args += [text for _, _, _, text in update.records]
                 for entity in entities:
@@ -415,7 +415,7 @@ def _permanent(err: Exception, exceptions) -> bool:
     return False
 
 
-def _limit_arg(clock, retention: int) -> str:
+def _limit_arg(clock, retention: int | None) -> str:
     """The commit scripts' argument: the oldest counterparty bucket kept, '' for none."""
     limit = purge_limit(clock, retention)
     return "" if limit is None else str(limit)

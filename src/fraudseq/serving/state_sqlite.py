@@ -178,7 +178,7 @@ class SQLiteStore:
         path: str | Path,
         *,
         ttl_seconds: int | None = None,
-        retention_days: int = 45,
+        retention_buckets: int | None = None,
         synchronous: str = "NORMAL",
         busy_timeout: float = 30.0,
         url: str | None = None,
@@ -192,7 +192,7 @@ class SQLiteStore:
         self.path = str(path)
         self.url = url or f"sqlite:///{self.path}"
         self.ttl = ttl_seconds
-        self.retention_days = retention_days
+        self.retention_buckets = retention_buckets
         self.synchronous = synchronous
         if self.path != ":memory:" and Path(self.path).is_dir():
             raise FraudseqError(
@@ -524,7 +524,7 @@ class SQLiteStore:
                 # By the clock, never by the newest time a transaction claimed; only when the
                 # limit moved (once an hour); the index on day makes it cost the rows
                 # deleted, not a scan of the table.
-                limit = purge_limit(self.clock, self.retention_days)
+                limit = purge_limit(self.clock, self.retention_buckets)
                 if limit is not None and (
                     self._pruned_before is None or limit > self._pruned_before
                 ):
