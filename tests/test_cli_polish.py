@@ -221,7 +221,7 @@ def test_threshold_on_an_explicit_period_names_it(model_dir, small_csv, monkeypa
 
 
 def test_unreachable_precision_carries_its_reason():
-    from fraudseq.thresholds import choose, choose_threshold, unreachable_reason
+    from fraudseq.thresholds import choose, choose_threshold
 
     y = np.array([0, 1, 0, 1, 0, 0])
     score = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
@@ -233,19 +233,19 @@ def test_unreachable_precision_carries_its_reason():
     )
     assert choose("precision:0.5", y, score) == (0.6, None)  # the lowest reaching it
     assert choose_threshold("precision:0.9", y, score) == np.inf
-    assert "on [a, b)" in unreachable_reason("precision:0.9", y, score, period="[a, b)")
+    assert "on [a, b)" in choose("precision:0.9", y, score, period="[a, b)").reason
 
 
 def test_cost_that_prefers_no_alerts_carries_its_reason():
-    from fraudseq.thresholds import unreachable_reason
+    from fraudseq.thresholds import choose
 
     y = np.array([0, 1, 0, 0])
     score = np.array([0.9, 0.8, 0.7, 0.1])
-    reason = unreachable_reason("cost:1,5", y, score)
+    reason = choose("cost:1,5", y, score).reason
     assert reason.startswith("cost:1,5: alerting on nothing was cheapest on validation: it cost ")
     assert "1.00 (every fraud missed), the cheapest threshold 0.8000 cost 5.00 (2 alerts)" in reason
-    assert unreachable_reason("cost:100,1", y, score) is None
-    assert unreachable_reason("best-f1", y, score) is None
+    assert choose("cost:100,1", y, score).reason is None
+    assert choose("best-f1", y, score).reason is None
 
 
 def validation_top_made_legit(model_dir, small_csv, tmp_path) -> str:

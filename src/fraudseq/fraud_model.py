@@ -28,12 +28,7 @@ from fraudseq.models.ensemble import COMBINERS, parse_members
 from fraudseq.sampling import check_sampling
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.splits import in_period, parse_time, validation_start
-from fraudseq.thresholds import (
-    choose_threshold,
-    needs_fraud,
-    parse_strategy,
-    unreachable_reason,
-)
+from fraudseq.thresholds import choose, needs_fraud, parse_strategy
 from fraudseq.training import WindowSet, WindowSource
 
 log = logging.getLogger("fraudseq")
@@ -231,22 +226,19 @@ class FraudModel:
         amount = frame[s.amount].to_numpy()[rows]
         days = _period_days(frame[s.time][rows])
         strategies = dict.fromkeys([self.threshold_strategy(), *REPORTED_STRATEGIES])
-        self.thresholds_ = {
-            strategy: choose_threshold(
-                strategy, windows.labels, probability, amount=amount, days=days
+        choices = {
+            strategy: choose(
+                strategy, windows.labels, probability, amount=amount, days=days, period=period
             )
             for strategy in strategies
         }
+        self.thresholds_ = {strategy: c.threshold for strategy, c in choices.items()}
         self.threshold_ = self.thresholds_[self.threshold_strategy()]
         self.validation_metrics_ = metrics.summary(windows.labels, probability, self.threshold_)
         self.validation_metrics_["days"] = days  # its length, as budget:K counts days
         # why each strategy whose threshold is +inf alerts on nothing
         self.unreachable_ = {
-            strategy: unreachable_reason(
-                strategy, windows.labels, probability, amount=amount, days=days, period=period
-            )
-            for strategy, value in self.thresholds_.items()
-            if value == math.inf
+            strategy: c.reason for strategy, c in choices.items() if c.threshold == math.inf
         }
 
     def rethreshold(self, data, strategy: str, *, start=None, end=None) -> FraudModel:

@@ -100,21 +100,6 @@ def choose_threshold(
     return choose(strategy, y, score, amount=amount, days=days).threshold
 
 
-def unreachable_reason(
-    strategy: str,
-    y: np.ndarray,
-    score: np.ndarray,
-    *,
-    amount: np.ndarray | None = None,
-    days: float | None = None,
-    period: str = "validation",
-) -> str | None:
-    """Why `strategy` alerts on nothing on (y, score), naming `period` (where they come
-    from), or None when it alerts. Only `precision:P` (P never reached) and `cost:...`
-    (alerting on nothing is cheapest) can alert on nothing."""
-    return choose(strategy, y, score, amount=amount, days=days, period=period).reason
-
-
 def choose(
     strategy: str,
     y: np.ndarray,
@@ -124,7 +109,9 @@ def choose(
     days: float | None = None,
     period: str = "validation",
 ) -> Choice:
-    """`choose_threshold` with the reason of a threshold of +inf (see `unreachable_reason`)."""
+    """`choose_threshold` with, when the threshold is +inf, why: naming `period` (where
+    (y, score) come from). Only `precision:P` (P never reached) and `cost:...` (alerting on
+    nothing is cheapest) can alert on nothing."""
     kind, values, weighted = parse_strategy(strategy)
     y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
     if len(score) == 0:
