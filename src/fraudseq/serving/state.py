@@ -501,5 +501,5 @@ class MemoryStore:
         self._closed = True
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise FraudseqError("the state store is closed")
+        if self._closed:  # the server is stopping: not the client's fault (503, not 400)
+            raise StateStoreError("the state store is closed")

@@ -383,8 +383,8 @@ class RedisStore:
             self._client.close()
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise FraudseqError(f"{self.url}: the state store is closed")
+        if self._closed:  # the server is stopping: not the client's fault (503, not 400)
+            raise StateStoreError(f"{self.url}: the state store is closed")
 
 
 #: Redis error replies that pass (a failover, loading, a busy script, memory freed by
