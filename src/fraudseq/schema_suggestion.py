@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import pandas as pd
 
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.io import table_format
-from fraudseq.schema import Schema
+from fraudseq.schema import Schema, _to_time
 
 __all__ = ["SAMPLE_ROWS", "ColumnFacts", "Suggestion", "read_sample", "suggest_schema"]
 
@@ -417,16 +416,8 @@ def _dates(present: pd.Series) -> bool:
     head = present.iloc[:1000]
     if head.str.match(_DATE_LIKE).mean() < 0.95:
         return False
-    parsed = pd.to_datetime(head, errors="coerce", format="ISO8601", utc=True)
-    if parsed.notna().mean() >= 0.95:
-        return True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            parsed = pd.to_datetime(head, errors="coerce", utc=True)
-        except (ValueError, TypeError, OverflowError):
-            return False
-    return bool(parsed.notna().mean() >= 0.95)
+    _, bad = _to_time(head)  # as loading reads them: ISO 8601, else one inferred format
+    return bool((~bad).mean() >= 0.95)
 
 
 def _first(series: pd.Series) -> str:
