@@ -9,7 +9,6 @@ entity with missing parts (IEEE-CIS); text times and many columns (Sparkov); the
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +17,9 @@ import pandas as pd
 import pytest
 
 import public_shapes
-from fraudseq.cli import main
 from fraudseq.models import MODELS
 from fraudseq.schema import Schema, load_transactions
+from test_cli import run
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 
@@ -73,13 +72,6 @@ def files(request, tmp_path_factory) -> Files:
         schema = folder / "schema.toml"
         schema.write_text(shape.schema)
     return Files(data, schema, shape)
-
-
-def run(monkeypatch, *args) -> int:
-    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code
 
 
 # -- the Python API: every family ----------------------------------------------------------
