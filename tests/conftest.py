@@ -31,6 +31,19 @@ def trained(small_frame):
     return model.fit(small_frame, train_until=TRAIN_UNTIL, valid_days=7)
 
 
+@pytest.fixture(scope="session")
+def tiny_xgboost(tmp_path_factory):
+    """A small saved XGBoost model on the simulator's schema, trained once per session (per
+    xdist worker) for the serving tests that need a real Detector: (model_dir, frame)."""
+    import fraudseq
+
+    frame = fraudseq.simulate(accounts=120, days=30, seed=5)
+    model_dir = tmp_path_factory.mktemp("tiny_xgboost") / "model"
+    model = fraudseq.FraudModel("xgboost", n_estimators=10)
+    model.fit(frame, train_until="2026-01-24").save(model_dir)
+    return model_dir, frame
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Live scoring runs one torch thread (as `fraudseq serve` does); serving test modules

@@ -197,13 +197,8 @@ def test_readyz_probe_is_bounded_in_time(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def real_model(tmp_path_factory):
-    import fraudseq
-
-    frame = fraudseq.simulate(accounts=120, days=30, seed=5)
-    model_dir = tmp_path_factory.mktemp("hardening") / "model"
-    model = fraudseq.FraudModel("xgboost", n_estimators=10)
-    model.fit(frame, train_until="2026-01-24").save(model_dir)
+def real_model(tiny_xgboost):
+    model_dir, frame = tiny_xgboost
     rows = frame[frame.ts >= "2026-01-24"].head(200)
     txs = [
         {

@@ -42,15 +42,11 @@ schema.config.update(headers={"X-API-Key": KEY})
 
 
 @pytest.fixture(scope="session")
-def contract_app(tmp_path_factory):
+def contract_app(tiny_xgboost):
     """The app on a real Detector, built once per session (per xdist worker)."""
-    import fraudseq
     from fraudseq.serving import Detector
 
-    frame = fraudseq.simulate(accounts=120, days=30, seed=5)
-    model_dir = tmp_path_factory.mktemp("contract") / "model"
-    model = fraudseq.FraudModel("xgboost", n_estimators=5)
-    model.fit(frame, train_until="2026-01-24").save(model_dir)
+    model_dir, _ = tiny_xgboost
     detector = Detector.load(model_dir, "memory")
     detector.explain = "none"
     app = create_app(detector, api_key=KEY, max_batch=MAX_BATCH)
