@@ -1,4 +1,5 @@
-"""The names users choose from: model families, losses and ensemble combiners.
+"""The names users choose from (model families, losses and ensemble combiners), and the
+defaults of the training periods.
 
 This module imports nothing, so that the command line can list and check the choices without
 loading torch, scikit-learn or XGBoost. The modules that implement the choices import their
@@ -16,3 +17,8 @@ MEMBERS = tuple(m for m in MODELS if m != "ensemble")  # what an ensemble may ho
 
 LOSSES = ("bce", "focal")
 COMBINERS = ("average", "stacker")
+
+#: The defaults of `fraudseq train` (--valid-days, --label-delay-days), which `fraudseq check`
+#: judges a file against; tests/test_check.py keeps them equal.
+VALID_DAYS = 7.0
+LABEL_DELAY_DAYS = 7.0

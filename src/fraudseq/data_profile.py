@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fraudseq.choices import LABEL_DELAY_DAYS, VALID_DAYS
 from fraudseq.schema import MISSING_CATEGORY, Schema
 
 __all__ = [
@@ -28,9 +29,6 @@ __all__ = [
     "profile_warnings",
 ]
 
-#: The defaults of `fraudseq train` (--valid-days, --label-delay-days); a test keeps them equal.
-VALID_DAYS = 7.0
-LABEL_DELAY_DAYS = 7.0
 #: Fewer frauds than this make AP, recall and threshold choices noisy.
 MIN_FRAUDS = 30
 #: A categorical column with at least this share of distinct values per row is an id.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from fraudseq.choices import LABEL_DELAY_DAYS, VALID_DAYS
 from fraudseq.cli.app import DataArg, app, check_outputs, output_console, output_file
 from fraudseq.errors import FraudseqError
 
@@ -19,9 +20,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fraudseq")
 
-# The defaults of `fraudseq train` (tests/test_check.py keeps them equal).
-VALID_DAYS = 7.0
-LABEL_DELAY_DAYS = 7.0
 SAMPLE_ROWS = 10_000
 
 
