@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from fraudseq.errors import DataValidationError, FraudseqError
+from fraudseq.splits import parse_time
 
 NS_PER_SECOND = 1_000_000_000
 #: How far ahead of the clock a transaction may be: client clocks drift, time zones get
@@ -71,17 +72,12 @@ def _moment_ns(value, what: str) -> int:
         raise FraudseqError(f"{what}: a boolean is not a time")
     if isinstance(value, int | np.integer):
         return int(value)
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError, OverflowError) as err:
-        raise FraudseqError(
-            f"{what}: {value!r} is not a time; give 'wall', 'data' or an ISO 8601 time such "
-            f"as 2026-03-01T12:00:00Z ({err})"
-        ) from None
-    if stamp is pd.NaT or pd.isna(stamp):
+    try:  # the CLI's reading of times (ISO 8601 only, offsets to naive UTC)
+        stamp = None if value is None else parse_time(value, what)
+    except FraudseqError as err:
+        raise FraudseqError(f"{err} (not a time: give 'wall', 'data' or such a time)") from None
+    if stamp is None:
         raise FraudseqError(f"{what}: {value!r} is not a time")
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
     return int(stamp.as_unit("ns").value)
 
 
