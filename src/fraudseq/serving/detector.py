@@ -83,7 +83,7 @@ from fraudseq.serving.batch import (
     parse_batch,
     vectorisable,
 )
-from fraudseq.serving.event_time import DEFAULT_MAX_FUTURE, EventClock
+from fraudseq.serving.event_time import DEFAULT_MAX_FUTURE, EventClock, iso
 from fraudseq.serving.live_features import (
     LATENESS_NS,
     AccountState,
@@ -755,7 +755,7 @@ class Detector:
                         "kind": "event",
                         "attribution": float(value),
                         "transaction_id": str(tx_id),
-                        "time": _iso(time_ns),
+                        "time": iso(time_ns),
                         "amount": amount,
                         "steps_before": steps_before,
                         "description": (
@@ -870,10 +870,6 @@ def _no_score(tx_id: str) -> None:
 def _tail(values, n: int) -> list:
     """The last n items (none for n = 0)."""
     return list(values[len(values) - n :]) if n > 0 else []
-
-
-def _iso(time_ns: int) -> str:
-    return pd.Timestamp(int(time_ns)).isoformat()
 
 
 def _sigmoids(logits: np.ndarray) -> np.ndarray:
