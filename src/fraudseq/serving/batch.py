@@ -25,7 +25,6 @@ buckets; runs are encoded one after the other, each seeing the counts of the run
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, replace
 
@@ -60,6 +59,7 @@ from fraudseq.serving.live_features import (
     _is_missing,
     _request_columns,
     _value_hash,
+    content_digest,
     event_features,
     parse_transaction,
 )
@@ -206,17 +206,13 @@ def _fast_columns(txs, schema: Schema) -> TransactionColumns | None:
             ]
         counterparty = values
     time_list, amount_list = time_ns.tolist(), amount.tolist()
-    # The digest of parse_transaction: repr of the canonical tuple (same values, same types).
+    # The digest of parse_transaction, of the same canonical values (same types).
     cat_rows = list(zip(*categorical, strict=True)) if categorical else [()] * len(txs)
     num_rows = list(zip(*numeric, strict=True)) if numeric else [()] * len(txs)
     cps = counterparty if counterparty is not None else [None] * len(txs)
-    blake2b = hashlib.blake2b
-    digests = [
-        blake2b(repr((i, e, t, a, c, x, p)).encode(), digest_size=12).hexdigest()
-        for i, e, t, a, c, x, p in zip(
-            ids, entities, time_list, amount_list, cat_rows, num_rows, cps, strict=True
-        )
-    ]
+    digests = list(
+        map(content_digest, ids, entities, time_list, amount_list, cat_rows, num_rows, cps)
+    )
     return TransactionColumns(
         ids, entities, time_ns, amount, categorical, numeric, counterparty, digests
     )

@@ -170,12 +170,17 @@ def parse_transaction(tx, schema: Schema) -> LiveTransaction:
         if schema.counterparty
         else None
     )
-    # repr of str/int/float/None is exact and unambiguous (strings are quoted and escaped).
-    canonical = repr((tx_id, entity, time_ns, amount, categorical, numeric, counterparty))
-    digest = hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()
+    digest = content_digest(tx_id, entity, time_ns, amount, categorical, numeric, counterparty)
     return LiveTransaction(
         tx_id, entity, time_ns, amount, categorical, numeric, counterparty, digest
     )
+
+
+def content_digest(*canonical) -> str:
+    """A transaction's content hash (`LiveTransaction.digest`) from its canonical values
+    (id, entity, time_ns, amount, categorical tuple, numeric tuple, counterparty): repr of
+    str/int/float/None is exact and unambiguous (strings are quoted and escaped)."""
+    return hashlib.blake2b(repr(canonical).encode(), digest_size=12).hexdigest()
 
 
 @functools.lru_cache(maxsize=64)
