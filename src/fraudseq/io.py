@@ -90,10 +90,8 @@ def _holds_carriage_return(df: pd.DataFrame) -> bool:
 def _text_cells(values: pd.Series, test) -> pd.Series:
     """`test` (a function of a string Series returning booleans) on the text cells of
     `values`; False for numbers, booleans, dates and missing values."""
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return pd.Series(False, index=values.index)
     if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
-        return pd.Series(False, index=values.index)  # dates, categoricals and the like
+        return pd.Series(False, index=values.index)  # numbers, booleans, dates
     is_text = values.map(type).eq(str) if values.dtype == object else values.notna()
     text = values.where(is_text, "").astype(str)
     return test(text).fillna(False).astype(bool) & is_text
