@@ -44,6 +44,19 @@ def tiny_xgboost(tmp_path_factory):
     return model_dir, frame
 
 
+@pytest.fixture(scope="session")
+def served_xgboost(tmp_path_factory):
+    """The saved XGBoost model (200 simulated accounts, 20 trees) that test_api and
+    test_serve_cli serve, trained once per session (per xdist worker): (model_dir, frame)."""
+    import fraudseq
+
+    frame = fraudseq.simulate(accounts=200, days=30)
+    model_dir = tmp_path_factory.mktemp("served_xgboost") / "model"
+    model = fraudseq.FraudModel("xgboost", n_estimators=20)
+    model.fit(frame, train_until="2026-01-24").save(model_dir)
+    return model_dir, frame
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Live scoring runs one torch thread (as `fraudseq serve` does); serving test modules

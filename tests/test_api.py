@@ -580,13 +580,8 @@ def test_settings_round_trip_through_the_environment(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def real_model(tmp_path_factory):
-    import fraudseq
-
-    frame = fraudseq.simulate(accounts=200, days=30)
-    model_dir = tmp_path_factory.mktemp("api") / "model"
-    model = fraudseq.FraudModel("xgboost", n_estimators=20)
-    model.fit(frame, train_until="2026-01-24").save(model_dir)
+def real_model(served_xgboost):
+    model_dir, frame = served_xgboost
     return model_dir, frame[frame.ts >= "2026-01-20"].head(120)
 
 

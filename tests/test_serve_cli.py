@@ -45,14 +45,9 @@ def test_serve_refuses_a_directory_that_is_not_a_model(tmp_path, monkeypatch, ca
 
 
 @pytest.fixture(scope="module")
-def served_model(tmp_path_factory):
+def served_model(served_xgboost):
     pytest.importorskip("fraudseq.serving.detector")
-    import fraudseq
-
-    frame = fraudseq.simulate(accounts=200, days=30)
-    model_dir = tmp_path_factory.mktemp("serve") / "model"
-    model = fraudseq.FraudModel("xgboost", n_estimators=20)
-    model.fit(frame, train_until="2026-01-24").save(model_dir)
+    model_dir, frame = served_xgboost
     return model_dir, frame[frame.ts >= "2026-01-24"].head(50)
 
 
