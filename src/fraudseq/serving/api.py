@@ -153,7 +153,6 @@ from fraudseq.schema import (
     MAX_ABS_AMOUNT,
     TIME_UNITS,
     Schema,
-    numeric_times,
     parse_origin,
 )
 from fraudseq.serving.detector import ConflictError, UnknownTransactionError
@@ -161,6 +160,7 @@ from fraudseq.serving.live_features import (
     NUMERIC_TIME_FIX,
     NUMERIC_TIME_PROBLEM,
     _request_columns,
+    numeric_time_ns,
 )
 from fraudseq.serving.state import StateStoreError
 
@@ -481,11 +481,7 @@ def _time_type(schema: Schema) -> Any:
         if type(value) is int or type(value) is float:
             if unit is None:
                 raise ValueError(f"{NUMERIC_TIME_PROBLEM}; {NUMERIC_TIME_FIX}")
-            try:
-                _, bad = numeric_times([float(value)], unit, origin)
-            except OverflowError:  # an integer beyond float: out of range too
-                bad = [True]
-            if bad[0]:
+            if numeric_time_ns(value, unit, origin) is None:
                 raise ValueError(
                     f"a number of {unit!r} since {origin} must be finite and fall within "
                     f"the years 1678-2261"

@@ -370,17 +370,24 @@ def _numeric_time_ns(value, column, tx, schema) -> int:
     """A number in the [time] table's unit since its origin (`numeric_times`, as files)."""
     if schema.time_unit is None:
         raise _bad(tx, schema, column, NUMERIC_TIME_PROBLEM, value, NUMERIC_TIME_FIX)
-    try:
-        times, bad = numeric_times([float(value)], schema.time_unit, schema.time_origin)
-    except OverflowError:  # an integer beyond float
-        times, bad = None, [True]
-    if bad[0]:
+    time_ns = numeric_time_ns(value, schema.time_unit, schema.time_origin)
+    if time_ns is None:
         raise _bad(
             tx, schema, column, "non-finite or out-of-range time", value,
             f"the model's [time] table reads a number as {schema.time_unit!r} since "
             f"{schema.time_origin}; origin + value must fall within years 1678-2261.",
         )  # fmt: skip
-    return int(times.view(np.int64)[0])
+    return time_ns
+
+
+def numeric_time_ns(value, unit: str, origin) -> int | None:
+    """Nanoseconds of one number of `unit` since `origin` (`numeric_times`, as files), or
+    None when it is not finite or falls outside years 1678-2261."""
+    try:
+        times, bad = numeric_times([float(value)], unit, origin)
+    except OverflowError:  # an integer beyond float: out of range too
+        return None
+    return None if bad[0] else int(times.view(np.int64)[0])
 
 
 # -- per-account state -------------------------------------------------------------------
