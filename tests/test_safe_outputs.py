@@ -286,3 +286,11 @@ def test_spreadsheet_safe_touches_only_text_cells():
     assert safe["id"].tolist()[:3] == ["'=1+1", "'-5", "ok"] and pd.isna(safe["id"].iloc[3])
     assert safe["score"].tolist() == [-0.5, 1.0, 2.0, 3.0] and safe["n"].tolist() == [-1, 2, 3, 4]
     assert frame["id"].iloc[0] == "=1+1"  # the caller's frame is left as it was
+
+
+def test_categorical_text_is_written_and_neutralised(tmp_path):
+    from fraudseq.io import write_table
+
+    frame = pd.DataFrame({"id": pd.Series(["=1+1", "a\rb"], dtype="category"), "n": [1, 2]})
+    out = write_table(frame, tmp_path / "t.csv", for_spreadsheets=True)
+    assert out.read_bytes() == b'id,n\r\n\'=1+1,1\r\n"a\rb",2\r\n'

@@ -90,6 +90,8 @@ def _holds_carriage_return(df: pd.DataFrame) -> bool:
 def _text_cells(values: pd.Series, test) -> pd.Series:
     """`test` (a function of a string Series returning booleans) on the text cells of
     `values`; False for numbers, booleans, dates and missing values."""
+    if isinstance(values.dtype, pd.CategoricalDtype):  # its cells are its categories' values
+        values = values.astype(object)
     if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
         return pd.Series(False, index=values.index)  # numbers, booleans, dates
     is_text = values.map(type).eq(str) if values.dtype == object else values.notna()
