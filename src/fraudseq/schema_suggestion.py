@@ -24,7 +24,7 @@ import pandas as pd
 
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.io import table_format
-from fraudseq.schema import Schema, _to_time
+from fraudseq.schema import Schema, _header, _open_csv, _to_time, _unreadable
 
 __all__ = ["SAMPLE_ROWS", "ColumnFacts", "Suggestion", "read_sample", "suggest_schema"]
 
@@ -268,13 +268,10 @@ def read_sample(path: str | Path, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
             return first.to_pandas()
         import pyarrow.csv as pacsv
 
-        compression = "gzip" if path.name.lower().endswith(".gz") else None
-        with pa.input_stream(str(path), compression=compression) as stream:
-            names = pacsv.open_csv(stream).schema.names
-        text = {name: pa.string() for name in names}
+        text = {name: pa.string() for name in _header(path, fmt, str(path))}
         batches_read: list[Any] = []
         n = 0
-        with pa.input_stream(str(path), compression=compression) as stream:
+        with _open_csv(path) as stream:
             reader = pacsv.open_csv(
                 stream,
                 convert_options=pacsv.ConvertOptions(column_types=text, strings_can_be_null=True),
@@ -287,16 +284,7 @@ def read_sample(path: str | Path, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
         table = pa.Table.from_batches(batches_read, schema=reader.schema)
         return table.slice(0, rows).to_pandas()
     except (pa.ArrowInvalid, OSError, EOFError) as err:
-        text_err = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "empty" in text_err.lower():
-            raise DataValidationError(
-                f"{path}: the file is empty (no header, no rows). Fix: the first line must "
-                "be the header."
-            ) from None
-        raise DataValidationError(
-            f"{path}: cannot read it as a {fmt} file: {text_err}. Fix: check that the file "
-            "is complete and that its name matches its format (.csv, .csv.gz, .parquet)."
-        ) from None
+        raise _unreadable(str(path), fmt, err) from None
 
 
 # ----------------------------------------------------------------------------- facts
