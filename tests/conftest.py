@@ -57,6 +57,15 @@ def served_xgboost(tmp_path_factory):
     return model_dir, frame
 
 
+@pytest.fixture(scope="session")
+def tiny_lstm_dir(tmp_path_factory, small_frame):
+    """test_state.make_model_dir's tiny LSTM, trained once per session (per xdist worker) for
+    the serving modules that score with it (state, detector, batch, event time, redis)."""
+    from test_state import make_model_dir
+
+    return make_model_dir(small_frame, tmp_path_factory.mktemp("tiny_lstm") / "model")
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Live scoring runs one torch thread (as `fraudseq serve` does); serving test modules

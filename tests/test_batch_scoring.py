@@ -121,8 +121,8 @@ def test_score_batch_equals_score_for_every_model(model_name, small_frame, strea
 
 
 @pytest.fixture(scope="module")
-def model_dir(small_frame, tmp_path_factory):
-    return make_model_dir(small_frame, tmp_path_factory.mktemp("batch") / "model")
+def model_dir(tiny_lstm_dir):
+    return tiny_lstm_dir
 
 
 def test_sqlite_and_one_big_batch(model_dir, stream, tmp_path):

@@ -61,8 +61,8 @@ def test_live_replay_equals_batch_scores(model_name, state, small_frame, parity_
 
 # -- one model for everything else ---------------------------------------------------------
 @pytest.fixture(scope="module")
-def model_dir(small_frame, tmp_path_factory) -> Path:
-    return make_model_dir(small_frame, tmp_path_factory.mktemp("detector") / "model")
+def model_dir(tiny_lstm_dir) -> Path:
+    return tiny_lstm_dir
 
 
 @pytest.fixture(scope="module")

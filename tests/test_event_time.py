@@ -24,7 +24,7 @@ from fraudseq.serving.event_time import EventClock
 from fraudseq.serving.live_features import _HEADER_V1, LATE_ROWS, LATENESS_NS
 from fraudseq.serving.state import PURGE_EVERY, Update
 from fraudseq.serving.state_sqlite import SQLiteStore
-from test_state import CLOCK, accounts_slice, make_model_dir, transactions
+from test_state import CLOCK, accounts_slice, transactions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -33,8 +33,8 @@ DAY = pd.Timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
-def model_dir(small_frame, tmp_path_factory):
-    return make_model_dir(small_frame, tmp_path_factory.mktemp("event_time") / "model")
+def model_dir(tiny_lstm_dir):
+    return tiny_lstm_dir
 
 
 def recent(frame: pd.DataFrame) -> pd.DataFrame:

@@ -20,7 +20,6 @@ from test_state import (
     CLOCK,
     accounts_slice,
     check_store_contract,
-    make_model_dir,
     replay,
     transactions,
 )
@@ -63,8 +62,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def model_dir(small_frame, tmp_path_factory) -> Path:
-    return make_model_dir(small_frame, tmp_path_factory.mktemp("redis") / "model")
+def model_dir(tiny_lstm_dir) -> Path:
+    return tiny_lstm_dir
 
 
 def test_store_contract(url):

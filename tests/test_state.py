@@ -68,8 +68,8 @@ def replay(detector: Detector, txs: list[dict], labels: list[int]) -> dict[str, 
 
 
 @pytest.fixture(scope="module")
-def model_dir(small_frame, tmp_path_factory):
-    return make_model_dir(small_frame, tmp_path_factory.mktemp("state") / "model")
+def model_dir(tiny_lstm_dir):
+    return tiny_lstm_dir
 
 
 @pytest.fixture(scope="module")
