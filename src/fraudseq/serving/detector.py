@@ -208,12 +208,8 @@ class Detector:
             raise FraudseqError("ttl_seconds applies to a store URL; configure the store itself")
         live = LiveEncoder(model.encoder_, model.window)
         event_clock = default_clock(live, clock, max_future=max_future, max_age=max_age)
-        store = open_store(
-            state,
-            ttl_seconds=ttl_seconds,
-            retention_buckets=live.counterparty_retention_buckets,
-            clock=event_clock.now_ns,
-        )
+        # The constructor gives the store its clock and the model's retention.
+        store = open_store(state, ttl_seconds=ttl_seconds)
         try:
             return cls(
                 model, store, model_version=version, min_history=min_history, clock=event_clock
