@@ -720,6 +720,32 @@ def _header(path: Path, fmt: str, name: str) -> list[str]:
         raise _unreadable(name, fmt, err) from None
 
 
+def table_file(path: Path, name: str) -> str:
+    """The format of the table file `path` ("csv" or "parquet"; `name` in errors), once it is
+    known to exist and to be a file (a Parquet dataset may be a directory)."""
+    try:
+        fmt = table_format(path)
+    except FraudseqError as err:
+        raise DataValidationError(
+            f"{err}. Fix: rename or convert the file; gzip-compressed CSV must end in .csv.gz."
+        ) from None
+    if not path.exists():
+        near = (
+            _did_you_mean(path.name, [p.name for p in path.parent.glob("*")])
+            if (path.parent.is_dir())
+            else ""
+        )
+        raise DataValidationError(
+            f"{name}: file not found{near}. Fix: check the path (relative paths are "
+            f"relative to {Path.cwd()})."
+        )
+    if path.is_dir() and fmt == "csv":
+        raise DataValidationError(
+            f"{name}: is a directory, not a CSV file. Fix: give the path of the file itself."
+        )
+    return fmt
+
+
 def _open_csv(path: Path) -> Any:
     import pyarrow as pa
 
@@ -822,26 +848,7 @@ def load_transactions(
     else:
         path = Path(source)
         name = str(source)
-        try:
-            fmt = table_format(path)
-        except FraudseqError as err:
-            raise DataValidationError(
-                f"{err}. Fix: rename or convert the file; gzip-compressed CSV must end in .csv.gz."
-            ) from None
-        if not path.exists():
-            near = (
-                _did_you_mean(path.name, [p.name for p in path.parent.glob("*")])
-                if (path.parent.is_dir())
-                else ""
-            )
-            raise DataValidationError(
-                f"{name}: file not found{near}. Fix: check the path (relative paths are "
-                f"relative to {Path.cwd()})."
-            )
-        if path.is_dir() and fmt == "csv":
-            raise DataValidationError(
-                f"{name}: is a directory, not a CSV file. Fix: give the path of the file itself."
-            )
+        fmt = table_file(path, name)
         available = _header(path, fmt, name)
 
     wanted = schema.source_columns(with_label=True)

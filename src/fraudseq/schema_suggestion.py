@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 
 from fraudseq.errors import DataValidationError, FraudseqError
-from fraudseq.io import table_format
-from fraudseq.schema import Schema, _header, _open_csv, _to_time, _unreadable
+from fraudseq.schema import Schema, _header, _open_csv, _to_time, _unreadable, table_file
 
 __all__ = ["SAMPLE_ROWS", "ColumnFacts", "Suggestion", "read_sample", "suggest_schema"]
 
@@ -248,14 +247,7 @@ def read_sample(path: str | Path, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
     import pyarrow as pa
 
     path = Path(path)
-    fmt = table_format(path)
-    if not path.exists():
-        raise DataValidationError(
-            f"{path}: file not found. Fix: check the path (relative paths are relative to "
-            f"{Path.cwd()})."
-        )
-    if path.is_dir() and fmt == "csv":
-        raise DataValidationError(f"{path}: is a directory, not a CSV file.")
+    fmt = table_file(path, str(path))
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
