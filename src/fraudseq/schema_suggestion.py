@@ -23,7 +23,15 @@ import numpy as np
 import pandas as pd
 
 from fraudseq.errors import DataValidationError, FraudseqError
-from fraudseq.schema import Schema, _header, _open_csv, _to_time, _unreadable, table_file
+from fraudseq.schema import (
+    Schema,
+    _header,
+    _missing,
+    _open_csv,
+    _to_time,
+    _unreadable,
+    table_file,
+)
 
 __all__ = ["SAMPLE_ROWS", "ColumnFacts", "Suggestion", "read_sample", "suggest_schema"]
 
@@ -348,11 +356,8 @@ def facts(name: str, series: pd.Series) -> ColumnFacts:
         )
     if pd.api.types.is_numeric_dtype(dtype):
         return _number_facts(name, series.to_numpy(dtype=np.float64, na_value=np.nan), series)
-    text = series.astype("str")
-    missing_mask = series.isna().to_numpy() | (text.str.strip() == "").to_numpy(
-        dtype=bool, na_value=True
-    )
-    present = text[~missing_mask]
+    missing_mask = _missing(series)
+    present = series.astype("str")[~missing_mask]
     numbers = pd.to_numeric(present, errors="coerce")
     if len(present) and not numbers.isna().any():
         values = np.full(rows, np.nan)
