@@ -22,6 +22,20 @@ from fraudseq.serving import (
 )
 from test_state import accounts_slice, make_model_dir, transactions
 
+# The fields of a live score (test_batch_scoring compares batches with single scores on them).
+RESULT_FIELDS = {
+    "transaction_id",
+    "fraud_probability",
+    "score",
+    "alert",
+    "threshold",
+    "insufficient_history",
+    "out_of_order",
+    "history",
+    "model_version",
+    "reasons",
+}
+
 PARITY_TOLERANCE = 1e-6
 
 
@@ -85,18 +99,7 @@ def test_result_fields(detector, model_dir, stream):
     assert detector.ready()
     results = [detector.score(tx) for tx in txs[:40]]
     first = results[0]
-    assert set(first) == {
-        "transaction_id",
-        "fraud_probability",
-        "score",
-        "alert",
-        "threshold",
-        "insufficient_history",
-        "out_of_order",
-        "history",
-        "model_version",
-        "reasons",
-    }
+    assert set(first) == RESULT_FIELDS
     for result in results:
         assert result["out_of_order"] is False  # the stream is in time order
         assert result["history"] == "appended"
