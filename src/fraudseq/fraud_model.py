@@ -53,7 +53,7 @@ class FraudModel:
     """A sequence fraud classifier over per-entity windows of the last `window` events.
 
     The default family is the ensemble of an LSTM and XGBoost (`members`), weighted on
-    validation AP: the best configuration on the handbook benchmark (see the README).
+    validation AP: the best configuration on the handbook benchmark (see docs/results.md).
 
     >>> model = FraudModel("lstm", epochs=3, seed=0)             # doctest: +SKIP
     >>> model.fit("tx.csv", schema, train_until="2026-02-15")    # doctest: +SKIP

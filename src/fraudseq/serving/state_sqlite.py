@@ -163,7 +163,7 @@ PURGE_SCAN = 20_000
 #: temporary page number (the 1 GiB lock page), and the commit then sweeps the whole page
 #: cache, so its cost grows with the cache: 8 MB has an eighth of the pages of 64 MB to
 #: sweep. The single-score p99 with both sizes, and the median that did not move, are in
-#: README (benchmarks/results/serving-cache-ab/).
+#: docs/serving.md (benchmarks/results/serving-cache-ab/).
 CACHE_KIB = 8 * 1024
 #: Wake the checkpoint thread early after about this many WAL pages (4 KiB each).
 CHECKPOINT_PAGES = 256
