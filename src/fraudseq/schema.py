@@ -1123,6 +1123,13 @@ def _load_times(schema: Schema, time_raw: pd.Series, rows: _Rows) -> np.ndarray:
     return times
 
 
+#: The one range of valid transaction times (naive UTC, after converting any offset), for
+#: files, live requests and the HTTP API alike: whole years 1678-2261, inside what
+#: datetime64[ns] holds (1677-09-21 .. 2262-04-11).
+EARLIEST_TIME = pd.Timestamp("1678-01-01")
+LATEST_TIME = pd.Timestamp("2261-12-31T23:59:59.999999999")
+TIME_YEARS = "1678-2261"
+
 # datetime64[ns] covers 1677-09-21 .. 2262-04-11 (in nanoseconds since the epoch).
 _NS_MIN = int(pd.Timestamp("1678-01-01").value)
 _NS_MAX = int(pd.Timestamp("2261-12-31T23:59:59").value)
