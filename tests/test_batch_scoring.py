@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fraudseq.features.state import decode_states, encode_states
 from fraudseq.models import MODELS
 from fraudseq.serving import AccountState, ConflictError, Detector
-from fraudseq.serving.batch import decode_states, encode_states, parse_batch
+from fraudseq.serving.batch import parse_batch
 from fraudseq.serving.live_features import _request_columns, parse_transaction
 from test_detector import RESULT_FIELDS
 from test_state import accounts_slice, make_model_dir, transactions
@@ -413,7 +414,7 @@ def test_grouped_searchsorted_is_bisect_right_per_group(scale):
     """Times near the epoch and spans too wide for group * span + value (then ranks)."""
     import bisect
 
-    from fraudseq.serving.batch import _grouped_searchsorted
+    from fraudseq.features.segments import grouped_searchsorted as _grouped_searchsorted
 
     rng = np.random.default_rng(scale % 97)
     for _ in range(50):

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from fraudseq.errors import DataValidationError, FraudseqError
+from fraudseq.features.state import _HEADER_V1, decode_states, encode_states
 from fraudseq.serving import AccountState, Detector, MemoryStore
-from fraudseq.serving.batch import decode_states, encode_states
 from fraudseq.serving.event_time import EventClock
-from fraudseq.serving.live_features import _HEADER_V1, LATE_ROWS, LATENESS_NS
+from fraudseq.serving.live_features import LATE_ROWS, LATENESS_NS
 from fraudseq.serving.state import PURGE_EVERY, Update
 from fraudseq.serving.state_sqlite import SQLiteStore
 from test_state import CLOCK, accounts_slice, transactions
@@ -321,19 +321,34 @@ def replay_in(detector, txs, labels, order, size=None) -> dict:
     return out
 
 
+@pytest.fixture(scope="module")
+def all_blocks_dir(small_frame, tmp_path_factory):
+    """A tiny XGBoost model with every feature block (new_values_24h too)."""
+    from fraudseq import FraudModel
+    from fraudseq.features import BLOCKS
+    from test_state import TINY, TRAIN_UNTIL
+
+    fitted = FraudModel("xgboost", seed=1, features=tuple(BLOCKS), **TINY).fit(
+        accounts_slice(small_frame, 0, 80), train_until=TRAIN_UNTIL, valid_days=7
+    )
+    return fitted.save(tmp_path_factory.mktemp("all_blocks") / "model")
+
+
 @pytest.mark.parametrize(
-    ("state", "seed", "size"),
-    [("memory", 0, None), ("memory", 1, None), ("sqlite", 2, None), ("memory", 3, 41),
-     ("sqlite", 4, 41)],
+    ("model", "state", "seed", "size"),
+    [("lstm", "memory", 0, None), ("lstm", "memory", 1, None), ("lstm", "sqlite", 2, None),
+     ("lstm", "memory", 3, 41), ("lstm", "sqlite", 4, 41), ("all-blocks", "memory", 5, None),
+     ("all-blocks", "memory", 6, 41)],
 )  # fmt: skip
 def test_any_arrival_order_within_the_lateness_gives_the_time_order_state(
-    model_dir, small_frame, tmp_path, state, seed, size
+    request, small_frame, tmp_path, model, state, seed, size
 ):
     """A property over random arrival orders (one at a time and in batches): the middle
     third of a replay arrives shuffled, each transaction at most 0.9 day after later ones
     (the allowed lateness is 1 day). Every account's final state equals the in-order one,
     every later transaction scores the same, and a late transaction whose earlier events had
     all arrived, with at most LATE_ROWS later ones, scores as in time order itself."""
+    model_dir = request.getfixturevalue("model_dir" if model == "lstm" else "all_blocks_dir")
     txs, labels = transactions(accounts_slice(small_frame, 200, 12))
     times = np.array([pd.Timestamp(tx["ts"]).value for tx in txs])
     n = len(txs)

@@ -1,7 +1,8 @@
 """Feature blocks against slow pure-Python references, plus causality (leakage) properties.
 
-Random tables are unsorted, with many time ties; SortedFrames are built from them the way
-the FeatureEncoder does (entity_order + group_starts) and rows are found again by id.
+Random tables are unsorted, with many time ties; each block's kernel runs over them from an
+empty state, sorted the way the FeatureEncoder does (entity_order + group_starts), and rows
+are found again by id.
 """
 
 from __future__ import annotations
@@ -12,21 +13,20 @@ import statistics
 import numpy as np
 import pytest
 
-from fraudseq import feature_blocks
-from fraudseq.feature_blocks import (
-    FEATURE_BLOCKS,
-    NS_PER_DAY,
-    NS_PER_SECOND,
-    SortedFrame,
-    label_delay_buckets,
-)
+from fraudseq.features import segments
+from fraudseq.features.blocks import BLOCKS as FEATURE_BLOCKS
+from fraudseq.features.constants import NS_PER_DAY, NS_PER_SECOND, label_delay_buckets
+from fraudseq.features.kernel import Chunk, Context
+from fraudseq.features.state import StateTable
 from fraudseq.windows import entity_order, group_starts
 
 HOUR = 3_600 * NS_PER_SECOND
 EPOCH = 1_767_225_600 * NS_PER_SECOND  # 2026-01-01T00:00:00Z
 CATEGORICALS = ("mcc", "country", "device")
-NEW_BLOCKS = ("amount_history", "novelty", "velocity", "counterparty_risk")
-ENTITY_ONLY_BLOCKS = ("event", "recency", "amount_history", "novelty", "velocity")
+NEW_BLOCKS = ("amount_history", "novelty", "velocity", "counterparty_risk", "new_values_24h")
+ENTITY_ONLY_BLOCKS = (
+    "event", "recency", "amount_history", "novelty", "velocity", "new_values_24h",
+)  # fmt: skip
 
 
 # -- random tables and SortedFrames ---------------------------------------------------------
@@ -58,28 +58,36 @@ def copy_table(table):
 
 
 def build(table, delay_ns: int = 7 * NS_PER_DAY, *, labels: bool = True, cp: bool = True):
-    """(SortedFrame, sorted position of each row) from an unsorted table."""
+    """(kernel Context from an empty state, sorted position of each row) from an unsorted
+    table."""
     order = entity_order(table["entity"], table["time"])
-    frame = SortedFrame(
+    starts = group_starts(table["entity"][order])
+    entity = np.cumsum(starts == np.arange(len(starts))) - 1
+    chunk = Chunk(
+        entity=entity,
         time_ns=table["time"][order],
         amount=table["amount"][order],
-        starts=group_starts(table["entity"][order]),
-        extra_numeric={},
-        categorical={c: v[order] for c, v in table["cat"].items()},
+        categorical=[v[order] for v in table["cat"].values()],
         counterparty=table["counterparty"][order] if cp else None,
         label=table["label"][order] if labels else None,
-        label_delay_ns=delay_ns,
     )
+    entities = int(entity[-1]) + 1 if len(entity) else 0
+    state = StateTable.empty(entities, len(table["cat"]))
+    frame = Context(state, chunk, tuple(table["cat"]), label_delay_buckets(delay_ns))
     position = np.empty(len(order), dtype=np.int64)
     position[order] = np.arange(len(order))
     return frame, position
+
+
+def run(block: str, frame: Context) -> dict[str, np.ndarray]:
+    return FEATURE_BLOCKS[block].kernel(frame)
 
 
 def features_by_id(table, blocks, **kwargs) -> dict[int, dict[str, float]]:
     frame, position = build(table, **kwargs)
     out = {}
     for name in blocks:
-        out.update(FEATURE_BLOCKS[name](frame))
+        out.update(run(name, frame))
     return {
         int(row_id): {k: float(v[position[r]]) for k, v in out.items()}
         for r, row_id in enumerate(table["id"])
@@ -138,6 +146,19 @@ def ref_novelty(table, r):
         sum(sum(ref_novelty_flags(table, j).values()) for j in window)
     )
     return out
+
+
+def ref_new_values_24h(table, r):
+    """Values of every column the entity first used in (t - 24 h, t], the row's own too."""
+    t = table["time"]
+    rows = [*previous_rows(table, r), r]
+    count = 0
+    for codes in table["cat"].values():
+        firsts = {}
+        for j in rows:  # in the entity's order: the first row with each value
+            firsts.setdefault(codes[j], t[j])
+        count += sum(1 for first in firsts.values() if first > t[r] - NS_PER_DAY)
+    return {"new_values_24h": float(count)}
 
 
 def ref_velocity(table, r):
@@ -223,9 +244,16 @@ def test_novelty_matches_reference(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_new_values_24h_matches_reference(seed):
+    table = random_table(seed)
+    table["time"][::3] -= rng_minutes(seed, len(table["time"][::3]))  # sub-day gaps
+    check_against(table, "new_values_24h", ref_new_values_24h)
+
+
+@pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("budget", [64, 0])  # 0: amounts summed by prefix-sum differences
 def test_velocity_matches_reference(seed, budget, monkeypatch):
-    monkeypatch.setattr(feature_blocks, "WINDOW_SUM_BUDGET_PER_ROW", budget)
+    monkeypatch.setattr(segments, "WINDOW_SUM_BUDGET_PER_ROW", budget)
     table = random_table(seed)
     # Also exercise sub-slot gaps: some rows exactly 1 hour / 1 day after another one.
     table["time"][::7] += HOUR // 2
@@ -260,8 +288,8 @@ def test_label_delay_buckets_round_up_to_the_hour():
 def test_first_transaction_is_new_everywhere():
     table = random_table(0)
     frame, _ = build(table)
-    out = FEATURE_BLOCKS["novelty"](frame)
-    first = frame.starts == np.arange(len(frame.starts))
+    out = run("novelty", frame)
+    first = frame.rank == 0
     for c in CATEGORICALS:
         assert (out[f"new_{c}"][first] == 1.0).all()
     assert (out["new_values_in_window"][first] == len(CATEGORICALS)).all()
@@ -270,11 +298,11 @@ def test_first_transaction_is_new_everywhere():
 def test_counterparty_without_labels_has_zero_risk():
     table = random_table(1)
     frame, _ = build(table, labels=False)
-    out = FEATURE_BLOCKS["counterparty_risk"](frame)
+    out = run("counterparty_risk", frame)
     assert all((out[f"cp_risk_{w}d"] == 0).all() for w in (1, 7, 30))
     assert out["cp_count_30d"].max() > 0
     frame, _ = build(table, cp=False)
-    assert FEATURE_BLOCKS["counterparty_risk"](frame) == {}
+    assert run("counterparty_risk", frame) == {}
 
 
 def test_counterparty_delay_boundary():
@@ -389,9 +417,9 @@ def test_old_labels_and_counterparty_history_do_change_counterparty_features():
 def test_outputs_are_finite_float64_one_per_row(labels, cp):
     table = random_table(9)
     frame, _ = build(table, labels=labels, cp=cp)
-    n = len(frame.time_ns)
+    n = len(frame)
     for name in FEATURE_BLOCKS:
-        for feature, values in FEATURE_BLOCKS[name](frame).items():
+        for feature, values in run(name, frame).items():
             assert values.dtype == np.float64, feature
             assert values.shape == (n,), feature
             assert np.isfinite(values).all(), feature
@@ -405,7 +433,7 @@ def test_tiny_frames(n):
     }
     frame, _ = build(table)
     for name in NEW_BLOCKS:
-        for feature, values in FEATURE_BLOCKS[name](frame).items():
+        for feature, values in run(name, frame).items():
             assert values.shape == (n,), feature
             assert np.isfinite(values).all(), feature
 
@@ -414,7 +442,7 @@ def test_no_categoricals_gives_no_novelty_features():
     table = random_table(3)
     table["cat"] = {}
     frame, _ = build(table)
-    assert FEATURE_BLOCKS["novelty"](frame) == {}
+    assert run("novelty", frame) == {}
 
 
 def test_feature_encoder_runs_all_blocks(small_frame):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudseq.feature_blocks import FEATURE_BLOCKS
+from fraudseq.features import BLOCKS as FEATURE_BLOCKS
 from fraudseq.features import FEATURE_LIMIT, FeatureEncoder
 from fraudseq.fraud_model import FraudModel
 from fraudseq.models import MODELS

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from fraudseq.errors import DataValidationError, FraudseqError
-from fraudseq.feature_blocks import FEATURE_BLOCKS
+from fraudseq.features import BLOCKS as FEATURE_BLOCKS
 from fraudseq.features import FeatureEncoder
 from fraudseq.schema import STREAM_KEY, Schema, entity_key, load_transactions, numeric_times
 from fraudseq.serving.live_features import (

@@ -195,16 +195,28 @@ def test_regions_and_gaps_cover_the_read_range_once(spread):
     np.testing.assert_array_equal(covered, np.arange(lo, hi))
 
 
+def counterparty_features(cps: list[str], own: np.ndarray, table, delay: int) -> dict:
+    """The counterparty block's kernel for transactions of counterparties `cps` in hour
+    buckets `own`, over a store's bucket table."""
+    from fraudseq.features import BLOCKS
+    from fraudseq.features.constants import COUNTERPARTY_BUCKET_NS
+    from fraudseq.features.kernel import Buckets, Chunk, Context
+    from fraudseq.features.state import StateTable
+
+    index = table.index
+    codes = np.array([index.get(cp, len(index)) for cp in cps], dtype=np.int64)
+    n = len(cps)
+    chunk = Chunk(np.zeros(n, np.int64), own * COUNTERPARTY_BUCKET_NS, np.zeros(n), [], codes)
+    stored = Buckets(table.code, table.bucket, table.count, table.fraud)
+    context = Context(StateTable.empty(1, 0), chunk, (), delay, stored)
+    return BLOCKS["counterparty_risk"].kernel(context)
+
+
 @pytest.mark.parametrize("spread", [0, 5, 30, 200, 800])
 def test_sqlite_batch_buckets_give_the_features_of_every_bucket(tmp_path, spread):
     """SQLite sums the fraud-free buckets of `uniform_regions` for a batch; the batch's
     counterparty features are those of the full buckets, whatever hours (spread) the
     batch's transactions cover."""
-    from fraudseq.serving.batch import _counterparty
-    from fraudseq.serving.live_features import LiveEncoder
-
-    live = LiveEncoder.__new__(LiveEncoder)  # _counterparty reads only the delay
-    live.delay_buckets = 168
     rng = np.random.default_rng(spread)
     names = ["M0", "M1", "M2"]
     buckets = {
@@ -228,8 +240,8 @@ def test_sqlite_batch_buckets_give_the_features_of_every_bucket(tmp_path, spread
         cp: {d: v for d, v in by.items() if days[0] <= d < days[1]} for cp, by in buckets.items()
     }
     assert len(summed) < sum(len(by) for by in in_range.values()) or spread > 500
-    got = _counterparty(live, cps, own, summed)
-    expected = _counterparty(live, cps, own, BucketTable.from_dicts(in_range))
+    got = counterparty_features(cps, own, summed, 168)
+    expected = counterparty_features(cps, own, BucketTable.from_dicts(in_range), 168)
     for name, values in expected.items():
         np.testing.assert_array_equal(got[name], values, err_msg=name)
     store.close()

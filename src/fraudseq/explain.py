@@ -38,8 +38,8 @@ import pandas as pd
 import torch
 
 from fraudseq.errors import FraudseqError
-from fraudseq.feature_blocks import plain_quantity
 from fraudseq.features import PAD_CODE, EncodedFrame
+from fraudseq.features.plain import plain_quantity
 from fraudseq.schema import load_transactions
 from fraudseq.training import WindowSet, WindowSource
 from fraudseq.windows import window_index

@@ -70,16 +70,15 @@ import pandas as pd
 from fraudseq.artifacts import MANIFEST, MODEL_JSON
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.explain import at_range_edge, describe_feature, feature_values
-from fraudseq.feature_blocks import COUNTERPARTY_BUCKET_NS
 from fraudseq.features import PAD_CODE
+from fraudseq.features.constants import COUNTERPARTY_BUCKET_NS
+from fraudseq.features.state import decode_states, encode_states
 from fraudseq.fraud_model import FraudModel
 from fraudseq.schema import Schema
 from fraudseq.serving.batch import (
     TransactionColumns,
     day_chunks,
-    decode_states,
     encode_batch,
-    encode_states,
     parse_batch,
     vectorisable,
 )

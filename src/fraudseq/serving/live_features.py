@@ -1,25 +1,10 @@
-"""Live features: one transaction at a time, from per-account state, equal to the batch blocks.
+"""Live features: one transaction at a time, from per-account state, equal to the kernel.
 
-Batch scoring computes every feature block of `fraudseq.feature_blocks` over a whole
-entity-sorted file. A live service sees one transaction at a time, so this module keeps the
-small per-account state each block needs and computes the new transaction's raw features
-with incremental formulas that mirror the block definitions one for one:
-
-=================  ==========================================================================
-block              live state used (per account unless said otherwise)
-=================  ==========================================================================
-event              the transaction only
-recency            the latest event's time
-amount_history     count, running sum and max of signed log-amounts, the last 10 amounts
-novelty            per categorical column the values seen (8-byte hashes) with the time each
-                   was first seen, and the new-value totals of the last 15 events
-velocity           (time, amount) of every event in the last 7 days (at most
-                   `VELOCITY_CAP` = 1024 events; above that count_7d/amount_7d saturate)
-counterparty_risk  per counterparty, (transactions, known frauds) per UTC hour bucket for
-                   the last 30 days + D hours, D = ceil(label delay in hours) (kept by the
-                   state store, which treats bucket numbers as opaque integers)
-extra numeric      the transaction only
-=================  ==========================================================================
+Every feature block (`fraudseq.features.blocks`) has a vectorised kernel (training, chunks,
+live batches) and a scalar form for one transaction, held to the kernel by the tests. The
+`LiveEncoder` keeps the per-account state the blocks declare they need
+(`fraudseq.features.state.AccountState`; how much of it is derived from the declarations
+and the window) and runs the model's blocks' scalar forms on it.
 
 The raw values are then scaled with the encoder's fitted means and scales, NaN/inf become 0,
 each feature is clipped to the encoder's fitted range and the result is cast to float32,
@@ -54,8 +39,7 @@ import hashlib
 import math
 import numbers
 import re
-import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple
 
@@ -63,20 +47,23 @@ import numpy as np
 import pandas as pd
 
 from fraudseq.errors import DataValidationError, FraudseqError
-from fraudseq.feature_blocks import (
+from fraudseq.features.blocks import BLOCKS
+from fraudseq.features.blocks.counterparty import CounterpartyTotals
+from fraudseq.features.constants import (
     BUCKETS_PER_DAY,
     COUNTERPARTY_BUCKET_NS,
     COUNTERPARTY_WINDOWS_DAYS,
-    HISTORY_LAST_N,
     NOVELTY_WINDOW,
     NS_PER_SECOND,
     SECONDS_PER_DAY,
-    VELOCITY_AMOUNT_WINDOWS,
-    VELOCITY_WINDOWS_NS,
-    ZSCORE_STD_FLOOR,
+    SEEN_CAP,
+    VELOCITY_CAP,
     label_delay_buckets,
 )
-from fraudseq.features import OOV_CODE, FeatureEncoder, clean_features
+from fraudseq.features.encoder import OOV_CODE, FeatureEncoder, clean_features
+from fraudseq.features.kernel import Point, Retention
+from fraudseq.features.segments import signed_log1p_of
+from fraudseq.features.state import AccountState, first_mark, value_hash
 from fraudseq.schema import (
     MAX_ABS_AMOUNT,
     MISSING_CATEGORY,
@@ -87,12 +74,6 @@ from fraudseq.schema import (
     numeric_times,
 )
 
-#: Most events kept for the velocity windows (the last 7 days); an account with more events
-#: in 7 days than this gets count_7d / amount_7d over its latest VELOCITY_CAP events only.
-VELOCITY_CAP = 1024
-#: Most distinct values remembered per account and categorical column (oldest forgotten
-#: first); a forgotten value seen again counts as new.
-SEEN_CAP = 4096
 #: Counterparty buckets older than the clock minus (D hours + 30 days + this) are pruned.
 COUNTERPARTY_SLACK_DAYS = 7
 #: Allowed lateness: a transaction at most this much older than its account's latest event
@@ -104,7 +85,6 @@ LATENESS_NS = SECONDS_PER_DAY * NS_PER_SECOND
 #: when at most this many of its account's stored events are later than it (else shorter).
 LATE_ROWS = 4
 
-_SUPPORTED_BLOCKS = ("event", "recency", "amount_history", "novelty", "velocity")
 _NOW_WORDS = ("now", "today", "tomorrow", "yesterday")
 # ISO 8601 with at most microseconds (datetime.fromisoformat would drop nanoseconds).
 _ISO_MICROSECONDS = re.compile(
@@ -390,151 +370,6 @@ def numeric_time_ns(value, unit: str, origin) -> int | None:
     return None if bad[0] else int(times.view(np.int64)[0])
 
 
-# -- per-account state -------------------------------------------------------------------
-# Version 2: version, n, last_time, sum_log, max_log, old_max, m, n_new, rows, n_num, n_cat,
-# n_seen. Version 1 (read, never written) had no old_max, no firsts and no first-seen times.
-_HEADER = struct.Struct("<BqqdddHHHHHB")
-_HEADER_V1 = struct.Struct("<BqqddHHHHHB")
-_STATE_VERSION = 2
-#: First-seen time of a value remembered by a version-1 state (which kept none): long ago.
-_LONG_AGO = -(2**63)
-
-
-def first_mark(value_hash: int) -> int:
-    """The byte `firsts` holds for an event that introduced a value (its hash's top 7 bits,
-    odd, so never 0): enough to tell apart the few events of one timestamp."""
-    return (value_hash >> 56) | 1
-
-
-@dataclass
-class AccountState:
-    """What the live features and the window need of one account's past, in time order.
-
-    Events are kept sorted by time (equal times in arrival order); a late event is inserted
-    in its place (`LiveEncoder.insert`), so the state is the same whatever order its events
-    arrived in. `n`, `last_time`, `sum_log` and `max_log` cover every event; `old_max` the
-    largest signed log-amount of the events no longer in `times`. `times`/`amounts` hold the
-    latest events: at least `LiveEncoder.keep_last` of them, every event within 7 days +
-    LATENESS of the latest when velocity features are used, at most VELOCITY_CAP.
-    `new_totals` (the novelty total of each) and `firsts` (per categorical column,
-    `first_mark` of the value the event introduced, else 0; row-major bytes) cover the
-    latest `LiveEncoder.zone` of them; `numeric`/`codes`/`ids` the encoded rows and
-    transaction ids of the latest `LiveEncoder.rows_kept`. `seen` per categorical column
-    maps the 8-byte hash of each value seen to the time it was first seen, oldest first.
-    """
-
-    n: int = 0
-    last_time: int = 0
-    sum_log: float = 0.0
-    max_log: float = -math.inf
-    old_max: float = -math.inf
-    times: list[int] = field(default_factory=list)
-    amounts: list[float] = field(default_factory=list)
-    new_totals: list[int] = field(default_factory=list)
-    firsts: bytearray = field(default_factory=bytearray)
-    ids: list[str] = field(default_factory=list)
-    numeric: np.ndarray | None = None  # (r, F) float32
-    codes: np.ndarray | None = None  # (r, C) int32
-    seen: list[dict[int, int]] = field(default_factory=list)
-
-    #: Set on views of the history before a late event (`_Before`): the novelty flags of
-    #: an event being recomputed. Never stored.
-    flags = None
-
-    def to_bytes(self) -> bytes:
-        """Compact little-endian binary (struct + raw arrays); never pickle."""
-        numeric = self.numeric if self.numeric is not None else np.zeros((0, 0), np.float32)
-        codes = self.codes if self.codes is not None else np.zeros((0, 0), np.int32)
-        rows, n_num = numeric.shape
-        n_cat = codes.shape[1]
-        m, n_new = len(self.times), len(self.new_totals)
-        ids = [i.encode() for i in self.ids]
-        parts = [
-            _HEADER.pack(
-                _STATE_VERSION,
-                self.n,
-                self.last_time,
-                self.sum_log,
-                self.max_log,
-                self.old_max,
-                m,
-                n_new,
-                rows,
-                n_num,
-                n_cat,
-                len(self.seen),
-            ),
-            struct.pack(f"<{m}q{m}d{n_new}H{rows}H", *self.times, *self.amounts,
-                        *self.new_totals, *(len(i) for i in ids)),
-            np.ascontiguousarray(numeric, dtype="<f4").tobytes(),
-            np.ascontiguousarray(codes, dtype="<i4").tobytes(),
-            *ids,
-            bytes(self.firsts),
-        ]  # fmt: skip
-        for values in self.seen:
-            k = len(values)
-            parts.append(struct.pack(f"<I{k}Q{k}q", k, *values, *values.values()))
-        return b"".join(parts)
-
-    @classmethod
-    def from_bytes(cls, blob: bytes) -> AccountState:
-        if blob[0] == 1:
-            return cls._from_v1(blob)
-        (version, n, last_time, sum_log, max_log, old_max, m, n_new, rows, n_num, n_cat,
-         n_seen) = _HEADER.unpack_from(blob, 0)  # fmt: skip
-        if version != _STATE_VERSION:
-            raise FraudseqError(f"account state format {version} is not supported")
-        state = cls(n=n, last_time=last_time, sum_log=sum_log, max_log=max_log, old_max=old_max)
-        offset = state._read_body(blob, _HEADER.size, m, n_new, rows, n_num, n_cat)
-        state.firsts = bytearray(blob[offset : offset + n_new * n_seen])
-        offset += n_new * n_seen
-        for _ in range(n_seen):
-            (count,) = struct.unpack_from("<I", blob, offset)
-            values = struct.unpack_from(f"<{count}Q{count}q", blob, offset + 4)
-            state.seen.append(dict(zip(values[:count], values[count:], strict=True)))
-            offset += 4 + 16 * count
-        return state
-
-    def _read_body(self, blob, offset, m, n_new, rows, n_num, n_cat) -> int:
-        """Read times to ids (the part versions 1 and 2 share); the offset after them."""
-        lists = struct.unpack_from(f"<{m}q{m}d{n_new}H{rows}H", blob, offset)
-        offset += 16 * m + 2 * n_new + 2 * rows
-        self.times = list(lists[:m])
-        self.amounts = list(lists[m : 2 * m])
-        self.new_totals = list(lists[2 * m : 2 * m + n_new])
-        lengths = lists[2 * m + n_new :]
-        self.numeric = np.frombuffer(blob, "<f4", rows * n_num, offset).reshape(rows, n_num)
-        offset += 4 * rows * n_num
-        self.codes = np.frombuffer(blob, "<i4", rows * n_cat, offset).reshape(rows, n_cat)
-        offset += 4 * rows * n_cat
-        ids = []
-        for length in lengths:
-            ids.append(blob[offset : offset + length].decode())
-            offset += length
-        self.ids = ids
-        return offset
-
-    @classmethod
-    def _from_v1(cls, blob: bytes) -> AccountState:
-        """A version-1 state (written before late events were inserted): the same events;
-        what it did not keep is filled in conservatively. Values seen were first seen long
-        ago, no event is known to have introduced a value (`firsts` 0), and the events it
-        dropped had the largest log-amount of all if any were dropped."""
-        (_, n, last_time, sum_log, max_log, m, n_new, rows, n_num, n_cat, n_seen) = (
-            _HEADER_V1.unpack_from(blob, 0)
-        )
-        state = cls(n=n, last_time=last_time, sum_log=sum_log, max_log=max_log)
-        offset = state._read_body(blob, _HEADER_V1.size, m, n_new, rows, n_num, n_cat)
-        state.old_max = max_log if n > m else -math.inf
-        state.firsts = bytearray(n_new * n_seen)
-        for _ in range(n_seen):
-            (count,) = struct.unpack_from("<I", blob, offset)
-            hashes = struct.unpack_from(f"<{count}Q", blob, offset + 4)
-            state.seen.append(dict.fromkeys(hashes, _LONG_AGO))
-            offset += 4 + 8 * count
-        return state
-
-
 class _SeenBefore:
     """A column's seen values as they were just before a late event at `time`: a value
     counts as seen if it was first seen at or before that time (equal times: the earlier
@@ -549,6 +384,10 @@ class _SeenBefore:
         first = self._seen.get(value_hash)
         return first is not None and first <= self._time
 
+    def values(self):
+        """First-seen times, oldest first (later ones included: readers compare)."""
+        return self._seen.values()
+
 
 class _Before:
     """A view of an account's history up to a position of `times` (the events before a late
@@ -559,47 +398,6 @@ class _Before:
                  "seen", "flags", "numeric", "codes", "ids")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class CounterpartyTotals:
-    """What one transaction's counterparty features need: the counterparty's transactions
-    and known frauds in each window of COUNTERPARTY_WINDOWS_DAYS ending at `hi` (its bucket
-    minus the label delay), and its first and last bucket with a known fraud in the longest
-    window (None without one). Stores may compute it (SQLite does, in SQL) rather than
-    return every bucket: a busy counterparty has hundreds of hour buckets in 30 days."""
-
-    counts: tuple[int, ...]
-    frauds: tuple[int, ...]
-    first_fraud: int | None = None
-    last_fraud: int | None = None
-
-    @classmethod
-    def from_buckets(cls, buckets: dict[int, tuple[int, int]], hi: int) -> CounterpartyTotals:
-        """The totals of (count, frauds) buckets (only buckets with transactions)."""
-        lows = window_starts(hi)
-        counts, frauds = [0] * len(lows), [0] * len(lows)
-        fraud_buckets = []
-        for bucket, (n, f) in buckets.items():
-            if bucket >= hi:
-                continue
-            for i, lo in enumerate(lows):
-                if bucket >= lo:
-                    counts[i] += n
-                    frauds[i] += f
-            if f and bucket >= lows[-1]:
-                fraud_buckets.append(bucket)
-        return cls(
-            tuple(counts),
-            tuple(frauds),
-            min(fraud_buckets) if fraud_buckets else None,
-            max(fraud_buckets) if fraud_buckets else None,
-        )
-
-
-def window_starts(hi: int) -> list[int]:
-    """The first bucket of each counterparty window (COUNTERPARTY_WINDOWS_DAYS) ending at hi."""
-    return [hi - w * BUCKETS_PER_DAY for w in COUNTERPARTY_WINDOWS_DAYS]
-
-
 @dataclass
 class LiveFeatures:
     """The encoded features of one transaction and what appending it to the state needs."""
@@ -608,8 +406,12 @@ class LiveFeatures:
     codes: np.ndarray  # (C,) int32 vocabulary codes
     raw: dict[str, float]  # unscaled feature values by name
     hashes: list[int]  # per categorical column, the hash of the value
-    new_total: int  # number of first-seen categorical values
+    new: list[int]  # per categorical column, 1 if the value is first seen
     log_amount: float
+
+    @property
+    def new_total(self) -> int:
+        return sum(self.new)
 
 
 class LiveEncoder:
@@ -625,16 +427,12 @@ class LiveEncoder:
         self.encoder = encoder
         self.schema = encoder.schema
         self.window = window
-        self.blocks = tuple(encoder.blocks)
-        unknown = [b for b in self.blocks if b not in (*_SUPPORTED_BLOCKS, "counterparty_risk")]
-        if unknown:
-            raise FraudseqError(
-                f"live scoring does not implement the feature block(s) {unknown}; add their "
-                f"incremental form to fraudseq.serving.live_features"
-            )
-        self.uses = {b: b in self.blocks for b in (*_SUPPORTED_BLOCKS, "counterparty_risk")}
-        self.novelty = self.uses["novelty"] and bool(self.schema.categorical)
-        self.counterparty = self.uses["counterparty_risk"] and self.schema.counterparty is not None
+        self.blocks = [BLOCKS[name] for name in encoder.blocks]
+        categorical, has_cp = tuple(self.schema.categorical), self.schema.counterparty is not None
+        needs = [need for b in self.blocks if b.applies(categorical, has_cp) for need in b.needs]
+        kinds = {need.kind for need in needs}
+        self.novelty = "novelty" in kinds
+        self.counterparty = "counterparty" in kinds
         self.names = list(encoder.numeric_names_)
         self.means = np.asarray(encoder.means_, dtype=np.float64)
         self.scales = np.asarray(encoder.scales_, dtype=np.float64)
@@ -646,47 +444,28 @@ class LiveEncoder:
         self.delay_buckets = label_delay_buckets(
             int(encoder.label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND)
         )
-        # Rows of the latest events (windows), the novelty zone (each row's new-value window
-        # reaches 15 events back) and the events kept: enough to recompute every stored row
-        # when a late event is inserted before it (LiveEncoder.insert).
+        # What the state keeps, from the blocks' declared needs: rows of the latest events
+        # (windows), the novelty zone (each row's new-value window reaches 15 events back)
+        # and the events: enough to recompute every stored row when a late event is
+        # inserted before it (LiveEncoder.insert).
         self.rows_kept = window - 1 + LATE_ROWS if window > 1 else 0
         self.zone = self.rows_kept + NOVELTY_WINDOW - 1 if self.novelty else 0
-        self.keep_last = max(
-            self.rows_kept + (HISTORY_LAST_N if self.uses["amount_history"] else 1),
-            self.zone,
-            1,
-        )
-        self.velocity_span = max(VELOCITY_WINDOWS_NS.values()) if self.uses["velocity"] else 0
-        # Events within this of the latest stay in `times`: the velocity windows of every
-        # event a late insertion can reach (0: only the latest keep_last events).
-        self.retain_span = self.velocity_span + LATENESS_NS if self.uses["velocity"] else 0
+        last = max([need.last for need in needs if need.kind == "events"], default=1)
+        span = max([need.span_ns for need in needs if need.kind == "events"], default=0)
+        self.keep_last = max(self.rows_kept + last, self.zone, 1)
+        # Events within this of the latest stay in `times`: the windows of every event a
+        # late insertion can reach (0: only the latest keep_last events).
+        self.retain_span = span + LATENESS_NS if span else 0
+        self.retention = Retention(self.keep_last, self.retain_span, VELOCITY_CAP, self.zone)
         self.n_numeric = len(self.names)
         self.n_categorical = len(self.schema.categorical)
-        # Feature names built once, not per transaction.
         self._novelty_names = [f"new_{column}" for column in self.schema.categorical]
-        self._velocity = [
-            (width, f"count_{name}", f"amount_{name}" if name in VELOCITY_AMOUNT_WINDOWS else None)
-            for name, width in VELOCITY_WINDOWS_NS.items()
-        ]
-        self._counterparty_names = [
-            (f"cp_count_{w}d", f"cp_risk_{w}d") for w in COUNTERPARTY_WINDOWS_DAYS
-        ]
+        self.columns = tuple(self.schema.categorical) if self.novelty else ()
         self._numeric_names = [f"numeric:{column}" for column in self.schema.numeric]
         # The features that depend on the account's earlier events: a late insertion
         # recomputes these in each later stored row; the others (event, counterparty, extra
         # numeric) are the transaction's own.
-        history_blocks = {
-            "recency": ["log_gap_seconds", "has_previous"],
-            "amount_history": [
-                "amount_to_mean", "amount_zscore", "amount_to_max", "amount_to_median",
-                "amount_robust_zscore", "n_previous",
-            ],
-            "novelty": [*self._novelty_names, "new_values_in_window"] if self.novelty else [],
-            "velocity": [name for _, count, amount in self._velocity
-                         for name in (count, amount) if name is not None],
-        }  # fmt: skip
-        wanted = {name for block, names in history_blocks.items() if self.uses[block]
-                  for name in names}  # fmt: skip
+        wanted = {name for b in self.blocks if b.history for name in b.names(categorical, has_cp)}
         self.history_columns = np.array(
             [j for j, name in enumerate(self.names) if name in wanted], dtype=np.int64
         )
@@ -737,7 +516,7 @@ class LiveEncoder:
     ) -> LiveFeatures:
         """Raw and encoded features of `tx` after the account's stored events, given its
         counterparty's totals or (count, frauds) buckets."""
-        raw, hashes, new_total, log_amount = self._raw(tx, account, counterparty or {})
+        raw, hashes, new, log_amount = self._raw(tx, account, counterparty or {})
         scaled = np.fromiter(map(raw.__getitem__, self.names), np.float64, self.n_numeric)
         np.subtract(scaled, self.means, out=scaled)  # FeatureEncoder.transform, row of one
         np.divide(scaled, self.scales, out=scaled)
@@ -754,114 +533,34 @@ class LiveEncoder:
             codes=np.array(codes, dtype=np.int32),
             raw=raw,
             hashes=hashes,
-            new_total=new_total,
+            new=new,
             log_amount=log_amount,
         )
 
     def _raw(
         self, tx: LiveTransaction, account: AccountState, counterparty
-    ) -> tuple[dict[str, float], list[int], int, float]:
-        """Unscaled features by name, the categorical hashes, new-value total, log-amount."""
-        raw: dict[str, float] = {}
-        t = tx.time_ns
-        amount = tx.amount
-        log_amount = _signed_log1p(amount)
-        n_prev = account.n
-        if self.uses["event"]:
-            raw.update(event_features(t, amount, log_amount, math))
-        if self.uses["recency"]:
-            # A late (out-of-order) transaction gets gap 0 rather than a negative gap.
-            gap = float(max(t - account.last_time, 0)) / NS_PER_SECOND if n_prev else 0.0
-            raw["log_gap_seconds"] = math.log1p(gap)
-            raw["has_previous"] = 1.0 if n_prev else 0.0
-        if self.uses["amount_history"]:
-            raw.update(self._amount_history(account, log_amount))
+    ) -> tuple[dict[str, float], list[int], list[int], float]:
+        """Unscaled features by name (every block's scalar form), the categorical hashes,
+        whether each value is new, the log-amount."""
         hashes: list[int] = []
-        new_total = 0
+        new: list[int] = []
         if self.novelty:
+            hashes = [value_hash(value) for value in tx.categorical]
             flags = account.flags  # set when a stored event's row is recomputed
-            for c, (seen, name, value) in enumerate(
-                zip(account.seen, self._novelty_names, tx.categorical, strict=True)
-            ):
-                h = _value_hash(value)
-                hashes.append(h)
-                new = (0 if h in seen else 1) if flags is None else flags[c]
-                new_total += new
-                raw[name] = float(new)
-            recent = account.new_totals[-(NOVELTY_WINDOW - 1) :]
-            raw["new_values_in_window"] = float(sum(recent) + new_total)
-        if self.uses["velocity"]:
-            times, amounts = account.times, account.amounts
-            for width, count_name, amount_name in self._velocity:
-                first = bisect.bisect_right(times, t - width)
-                raw[count_name] = math.log1p(len(times) - first)
-                if amount_name is not None:
-                    total = 0.0
-                    for value in amounts[first:]:
-                        total += value
-                    raw[amount_name] = _signed_log1p(total)
-        if self.counterparty:
-            self._counterparty(tx, counterparty, raw)
+            new = [0 if h in seen else 1 for h, seen in zip(hashes, account.seen, strict=True)]
+            new = new if flags is None else list(flags)
+        amount = tx.amount
+        log_amount = signed_log1p_of(amount)
+        point = Point(
+            tx.time_ns, amount, log_amount, self.columns, hashes, new, account,
+            counterparty if self.counterparty else None, self.delay_buckets,
+        )  # fmt: skip
+        raw: dict[str, float] = {}
+        for block in self.blocks:
+            raw.update(block.scalar(point))
         for name, value in zip(self._numeric_names, tx.numeric, strict=True):
             raw[name] = value
-        return raw, hashes, new_total, log_amount
-
-    def _amount_history(self, account: AccountState, log_amount: float) -> dict[str, float]:
-        n_prev = account.n
-        if n_prev == 0:
-            return {
-                "amount_to_mean": 0.0,
-                "amount_zscore": 0.0,
-                "amount_to_max": 0.0,
-                "amount_to_median": 0.0,
-                "amount_robust_zscore": 0.0,
-                "n_previous": 0.0,
-            }
-        # Lags 1..N, most recent first, summed in the batch block's order.
-        lags = [_signed_log1p(a) for a in reversed(account.amounts[-HISTORY_LAST_N:])]
-        window_n = min(n_prev, HISTORY_LAST_N)
-        window_sum = 0.0
-        for value in lags:
-            window_sum += value
-        window_mean = window_sum / window_n
-        window_sq = 0.0
-        for value in lags:
-            window_sq += (value - window_mean) ** 2
-        window_std = math.sqrt(window_sq / window_n)
-        zscore = (
-            (log_amount - window_mean) / (window_std + ZSCORE_STD_FLOOR) if n_prev >= 2 else 0.0
-        )
-        median = _median(lags)
-        mad = _median([abs(value - median) for value in lags])
-        return {
-            "amount_to_mean": log_amount - account.sum_log / n_prev,
-            "amount_zscore": zscore,
-            "amount_to_max": log_amount - account.max_log,
-            "amount_to_median": log_amount - median,
-            "amount_robust_zscore": (
-                (log_amount - median) / (mad + ZSCORE_STD_FLOOR) if n_prev >= 2 else 0.0
-            ),
-            "n_previous": math.log1p(n_prev),
-        }
-
-    def _counterparty(self, tx: LiveTransaction, counterparty, out: dict[str, float]) -> None:
-        """As `feature_blocks.counterparty_risk_features`, from the counterparty's totals
-        (or its buckets), into `out`."""
-        hi = tx.bucket - self.delay_buckets
-        totals = (
-            counterparty
-            if isinstance(counterparty, CounterpartyTotals)
-            else CounterpartyTotals.from_buckets(counterparty, hi)
-        )
-        for (count_name, risk_name), count, fraud in zip(
-            self._counterparty_names, totals.counts, totals.frauds, strict=True
-        ):
-            out[count_name] = math.log1p(count)
-            out[risk_name] = fraud / max(count, 1)
-        first, last = totals.first_fraud, totals.last_fraud
-        no_fraud = first is None
-        out["cp_first_fraud_days"] = 0.0 if no_fraud else (tx.bucket - first) / BUCKETS_PER_DAY
-        out["cp_last_fraud_days"] = 0.0 if no_fraud else (tx.bucket - last) / BUCKETS_PER_DAY
+        return raw, hashes, new, log_amount
 
     # -- the window and the state update -------------------------------------------------
     def window_rows(
@@ -907,8 +606,8 @@ class LiveEncoder:
     def _marks(self, features: LiveFeatures) -> bytes:
         """`firsts` of an event: per column, `first_mark` of its value if new, else 0."""
         return bytes(
-            first_mark(h) if features.raw[name] else 0
-            for h, name in zip(features.hashes, self._novelty_names, strict=True)
+            first_mark(h) if new else 0
+            for h, new in zip(features.hashes, features.new, strict=True)
         )
 
     def _retain(self, account: AccountState) -> None:
@@ -925,7 +624,7 @@ class LiveEncoder:
         if drop > 0:
             old_max = account.old_max
             for amount in account.amounts[:drop]:
-                old_max = max(old_max, _signed_log1p(amount))
+                old_max = max(old_max, signed_log1p_of(amount))
             account.old_max = old_max
             del times[:drop]
             del account.amounts[:drop]
@@ -951,7 +650,7 @@ class LiveEncoder:
         `logs`: the signed log-amounts of `amounts`, when already computed."""
         times, amounts = account.times, account.amounts
         if logs is None:
-            logs = [_signed_log1p(amount) for amount in amounts]
+            logs = [signed_log1p_of(amount) for amount in amounts]
         later = len(times) - pos
         view = _Before()
         view.n = account.n - later
@@ -1057,7 +756,7 @@ class LiveEncoder:
         columns = self.history_columns
         no_values = ("",) * width
         no_numbers = (0.0,) * len(self.schema.numeric)
-        logs = [_signed_log1p(amount) for amount in amounts]
+        logs = [signed_log1p_of(amount) for amount in amounts]
         for r in range(len(account.ids)):
             pos = rows_start + r
             if times[pos] <= after:
@@ -1074,40 +773,5 @@ class LiveEncoder:
             account.numeric[r, columns] = self.encode(event, view, None).numeric[columns]
 
 
-def event_features(time_ns, amount, log_amount, xp) -> dict:
-    """The event block's features of one transaction (xp = math) or of arrays (xp = numpy)."""
-    seconds = time_ns // NS_PER_SECOND
-    day_fraction = (seconds % SECONDS_PER_DAY) / SECONDS_PER_DAY
-    week_fraction = ((seconds // SECONDS_PER_DAY + 3) % 7) / 7
-    return {
-        "log_amount": log_amount,
-        "amount": amount,
-        "hour_sin": xp.sin(2 * math.pi * day_fraction),
-        "hour_cos": xp.cos(2 * math.pi * day_fraction),
-        "dow_sin": xp.sin(2 * math.pi * week_fraction),
-        "dow_cos": xp.cos(2 * math.pi * week_fraction),
-    }
-
-
-def _median(values: list[float]) -> float:
-    """As `feature_blocks.robust_statistics` computes it: the mean of the middle two."""
-    ordered = sorted(values)
-    k = len(ordered)
-    return (ordered[(k - 1) // 2] + ordered[k // 2]) / 2
-
-
 def _first_seen(item: tuple[int, int]) -> int:
     return item[1]
-
-
-def _signed_log1p(value: float) -> float:
-    if value > 0:
-        return math.log1p(value)
-    if value < 0:
-        return -math.log1p(-value)
-    return 0.0
-
-
-@functools.lru_cache(maxsize=1 << 16)  # categorical values repeat: hash each one once
-def _value_hash(value: str) -> int:
-    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little")

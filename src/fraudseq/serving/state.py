@@ -53,8 +53,8 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from fraudseq.errors import FraudseqError
-from fraudseq.feature_blocks import COUNTERPARTY_BUCKET_NS
-from fraudseq.serving.live_features import CounterpartyTotals
+from fraudseq.features.blocks.counterparty import CounterpartyTotals
+from fraudseq.features.constants import COUNTERPARTY_BUCKET_NS
 
 
 class StateStoreError(FraudseqError):

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from fraudseq.errors import FraudseqError
-from fraudseq.feature_blocks import BUCKETS_PER_DAY, COUNTERPARTY_WINDOWS_DAYS
-from fraudseq.serving.live_features import CounterpartyTotals, window_starts
+from fraudseq.features.blocks.counterparty import CounterpartyTotals, window_starts
+from fraudseq.features.constants import BUCKETS_PER_DAY, COUNTERPARTY_WINDOWS_DAYS
 from fraudseq.serving.state import (
     PURGE_EVERY,
     BatchSnapshot,

@@ -14,12 +14,10 @@ import numpy as np
 import pandas as pd
 
 from fraudseq.errors import FraudseqError
-from fraudseq.feature_blocks import (
-    FEATURE_BLOCKS,
-    NS_PER_SECOND,
-    SECONDS_PER_DAY,
-    SortedFrame,
-)
+from fraudseq.features.blocks import BLOCKS
+from fraudseq.features.constants import NS_PER_SECOND, SECONDS_PER_DAY, label_delay_buckets
+from fraudseq.features.kernel import Chunk, Context, compute
+from fraudseq.features.state import StateTable
 from fraudseq.schema import Schema
 from fraudseq.windows import entity_order, group_starts
 
@@ -81,9 +79,9 @@ class FeatureEncoder:
     # -- fitting -------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> FeatureEncoder:
         """Learn scaling and vocabularies from `frame`, which must hold training rows only."""
-        unknown = [b for b in self.blocks if b not in FEATURE_BLOCKS]
+        unknown = [b for b in self.blocks if b not in BLOCKS]
         if unknown:
-            raise FraudseqError(f"unknown feature blocks {unknown}; known: {list(FEATURE_BLOCKS)}")
+            raise FraudseqError(f"unknown feature blocks {unknown}; known: {list(BLOCKS)}")
         if len(frame) == 0:
             raise FraudseqError("cannot fit the feature encoder on zero training rows")
         raw, _ = self._raw_numeric(frame)
@@ -122,22 +120,26 @@ class FeatureEncoder:
         categorical = np.zeros((len(frame), len(self.schema.categorical)), dtype=np.int64)
         for j, column in enumerate(self.schema.categorical):
             categorical[:, j] = self._codes(sorted_frame, column)
-        return EncodedFrame(numeric, categorical, order, sorted_frame.sorted.starts)
+        return EncodedFrame(numeric, categorical, order, sorted_frame.starts)
 
     def _codes(self, sorted_frame: _Sorted, column: str) -> np.ndarray:
         """Vocabulary codes, looked up once per distinct value rather than once per row."""
         vocabulary = pd.Index(self.vocabularies_[column], dtype=object)
         lookup = vocabulary.get_indexer(sorted_frame.uniques[column].astype(object))
         lookup = np.where(lookup < 0, OOV_CODE, lookup + 2)
-        return lookup[sorted_frame.sorted.categorical[column]]
+        return lookup[sorted_frame.chunk.categorical[self.schema.categorical.index(column)]]
 
     def _raw_numeric(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], _Sorted]:
-        sorted_frame = _sort_by_entity(frame, self.schema, self.label_delay_days)
-        raw: dict[str, np.ndarray] = {}
-        for block in self.blocks:
-            raw.update(FEATURE_BLOCKS[block](sorted_frame.sorted))
-        for column, values in sorted_frame.sorted.extra_numeric.items():
-            raw[f"numeric:{column}"] = values
+        """Every block's kernel over the whole frame from an empty state, and the frame's
+        extra numeric columns, in entity-sorted order."""
+        sorted_frame = _sort_by_entity(frame, self.schema)
+        chunk = sorted_frame.chunk
+        delay_ns = int(self.label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND)
+        state = StateTable.empty(sorted_frame.entities, len(chunk.categorical))
+        context = Context(state, chunk, self.schema.categorical, label_delay_buckets(delay_ns))
+        raw = compute([BLOCKS[b] for b in self.blocks], context)
+        for column in self.schema.numeric:
+            raw[f"numeric:{column}"] = frame[column].to_numpy(dtype=np.float64)[sorted_frame.order]
         return raw, sorted_frame
 
     @property
@@ -204,30 +206,33 @@ class FeatureEncoder:
 
 @dataclass
 class _Sorted:
-    order: np.ndarray
-    sorted: SortedFrame
+    order: np.ndarray  # sorted position -> frame row
+    starts: np.ndarray  # sorted position -> sorted position of its entity's first row
+    entities: int
+    chunk: Chunk  # the whole frame, entity-sorted; categorical values as codes
     uniques: dict[str, np.ndarray]  # categorical column -> its distinct values, by code
 
 
-def _sort_by_entity(frame: pd.DataFrame, schema: Schema, label_delay_days: float) -> _Sorted:
+def _sort_by_entity(frame: pd.DataFrame, schema: Schema) -> _Sorted:
     entity_codes, _ = pd.factorize(frame[schema.entity_column], sort=False)
     time_ns = frame[schema.time].to_numpy(dtype="datetime64[ns]").view(np.int64)
     order = entity_order(entity_codes, time_ns)
+    starts = group_starts(entity_codes[order])
+    entity = np.cumsum(starts == np.arange(len(starts))) - 1
     has_label = schema.label is not None and schema.label in frame.columns
     factorized = {c: pd.factorize(frame[c], sort=False) for c in schema.categorical}
-    sorted_frame = SortedFrame(
+    chunk = Chunk(
+        entity=entity,
         time_ns=time_ns[order],
         amount=frame[schema.amount].to_numpy(dtype=np.float64)[order],
-        starts=group_starts(entity_codes[order]),
-        extra_numeric={c: frame[c].to_numpy(dtype=np.float64)[order] for c in schema.numeric},
-        categorical={c: codes[order] for c, (codes, _) in factorized.items()},
+        categorical=[codes[order].astype(np.int64) for codes, _ in factorized.values()],
         counterparty=(
             _factorized(frame[schema.counterparty])[order] if schema.counterparty else None
         ),
         label=frame[schema.label].to_numpy(dtype=np.float64)[order] if has_label else None,
-        label_delay_ns=int(label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND),
     )
-    return _Sorted(order, sorted_frame, {c: np.asarray(u) for c, (_, u) in factorized.items()})
+    uniques = {c: np.asarray(u) for c, (_, u) in factorized.items()}
+    return _Sorted(order, starts, int(entity[-1]) + 1 if len(entity) else 0, chunk, uniques)
 
 
 def _factorized(values: pd.Series) -> np.ndarray:
