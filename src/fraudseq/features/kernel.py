@@ -107,6 +107,10 @@ class Context:
         return self.events.fill(self.state.amounts, self.amount)
 
     @functools.cached_property
+    def event_log_amount(self) -> np.ndarray:
+        return self.events.fill(signed_log1p(self.state.amounts), self.log_amount)
+
+    @functools.cached_property
     def event_entity(self) -> np.ndarray:
         return group_ids(self.events.lengths)
 

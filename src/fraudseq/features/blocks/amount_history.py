@@ -22,7 +22,6 @@ from fraudseq.features.constants import HISTORY_LAST_N, ZSCORE_STD_FLOOR
 from fraudseq.features.declaration import Block, StateNeed
 from fraudseq.features.segments import (
     running_max_before,
-    signed_log1p,
     signed_log1p_of,
     sums_before,
 )
@@ -58,7 +57,7 @@ def _kernel(ctx) -> dict:
     for j in range(1, HISTORY_LAST_N + 1):
         valid = j <= window_n
         index = np.where(valid, ctx.pos - j, ctx.pos)
-        lags.append((valid, np.where(valid, signed_log1p(ctx.event_amount[index]), 0.0)))
+        lags.append((valid, np.where(valid, ctx.event_log_amount[index], 0.0)))
     total = np.zeros(len(ctx))
     for _, lag in lags:
         total = total + lag

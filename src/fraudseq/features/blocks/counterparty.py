@@ -109,13 +109,16 @@ def _kernel(ctx) -> dict:
     span = int(max(entry_bucket.max(), own[known].max())) - base + 2
     rel = entry_bucket - base
     key = entry_code * span + rel
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)  # the order within a key does not matter
+    # The rows are entries too: in the entries' order they are the queries in key order
+    # (searchsorted is several times faster on sorted queries).
+    rows = np.flatnonzero(known)[order[order >= len(stored.code)] - len(stored.code)]
     stats = counterparty_statistics(
         key[order], entry_count[order], entry_fraud[order], rel[order],
-        code[known] * span, own[known] - base, ctx.delay_buckets,
+        code[rows] * span, own[rows] - base, ctx.delay_buckets,
     )  # fmt: skip
     for name, values in stats.items():
-        out[name][known] = values
+        out[name][rows] = values
     return out
 
 
