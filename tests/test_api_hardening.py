@@ -23,8 +23,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fraudseq.serving import StateStoreError
-from fraudseq.serving import api as api_module
-from fraudseq.serving.api import create_app, redact_state_url
+from fraudseq.serving.http import app as api_module
+from fraudseq.serving.http.app import create_app, redact_state_url
 from test_api import FakeDetector, tx
 
 PASSWORD = "hunter2"
