@@ -22,6 +22,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from fraudseq.schema import TIME_YEARS
+
 __all__ = [
     "ApiError",
     "ErrorBody",
@@ -85,7 +87,7 @@ _ERRORS: dict[int, tuple[type[BaseModel], str]] = {
     422: (
         ValidationErrorBody,
         "Invalid request: each bad field and why (ids, entities, categories: no control "
-        "characters; times: ISO 8601, years 1678-2261; amounts: finite, below 1e15).",
+        f"characters; times: ISO 8601, years {TIME_YEARS}; amounts: finite, below 1e15).",
     ),
     500: (ErrorBody, "Unexpected failure; error_id names the details in the server log."),
     503: (

@@ -14,9 +14,10 @@ names the model's own columns; the fields are those of ``live_features._request_
   a file); a transaction with every part null is refused (by the detector, 422).
 - ``time``: an ISO 8601 string, ``TIME_FORMS`` (``2026-01-31T13:45:00``, ``...Z``,
   ``...+02:00``; a date alone means midnight; the CLI's dates, ``fraudseq.splits``).
-  Offsets are converted to UTC; a time without offset is taken as UTC. Years 1678-2261 as
-  written, read to the microsecond. A JSON number only when the model's schema has a
-  ``[time]`` table: origin + number x unit, as in its files; without one a number is
+  Offsets are converted to UTC; a time without offset is taken as UTC. Years 1678-2261
+  both as written and in UTC (``schema.EARLIEST_TIME`` to ``schema.LATEST_TIME``, the range
+  files are held to), read to the microsecond. A JSON number only when the model's schema
+  has a ``[time]`` table: origin + number x unit, as in its files; without one a number is
   refused with a message naming that fix.
 - ``amount``: a finite JSON number (negative = refund), smaller than 1e15 in absolute value.
   ``NaN``/``Infinity`` tokens, which Python's JSON parser accepts, are rejected, as are
@@ -49,10 +50,11 @@ from pydantic import (
 )
 
 from fraudseq.schema import (
-    _NS_MAX,
-    _NS_MIN,
+    EARLIEST_TIME,
+    LATEST_TIME,
     MAX_ABS_AMOUNT,
     TIME_UNITS,
+    TIME_YEARS,
     Schema,
     parse_origin,
 )
@@ -92,8 +94,34 @@ _CONTROL_CHARS = "\\u0000-\\u001f\\u007f-\\u009f"
 _SPACE_CHARS = "\\u0020\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
 TEXT_PATTERN = f"^[^{_CONTROL_CHARS}]*$"
 ID_PATTERN = f"^[^{_CONTROL_CHARS}]*[^{_CONTROL_CHARS}{_SPACE_CHARS}][^{_CONTROL_CHARS}]*$"
-# ISO 8601 as the CLI reads dates (fraudseq.splits.ISO_TIME), years 1678-2261 as written.
-_YEAR = "(?:1(?:6(?:7[89]|[89][0-9])|[7-9][0-9]{2})|2[01][0-9]{2}|22(?:[0-5][0-9]|6[01]))"
+
+
+def _digit_range(low: str, high: str) -> str:
+    """A regular expression for the digit strings from `low` to `high` (of one length)."""
+    if low == high:
+        return low
+    rest = len(low) - 1
+    if low[0] == high[0]:
+        return low[0] + _group(_digit_range(low[1:], high[1:]))
+    first, last, options = int(low[0]), int(high[0]), []
+    if low[1:] != "0" * rest:  # low's first digit takes only the tails from low's up
+        options.append(low[0] + _group(_digit_range(low[1:], "9" * rest)))
+        first += 1
+    partial_top = high[1:] != "9" * rest  # high's first digit takes the tails up to high's
+    if first <= last - partial_top:
+        options.append(f"[{first}-{last - partial_top}]" + "[0-9]" * rest)
+    if partial_top:
+        options.append(high[0] + _group(_digit_range("0" * rest, high[1:])))
+    return "|".join(options)
+
+
+def _group(pattern: str) -> str:
+    return f"(?:{pattern})" if "|" in pattern else pattern
+
+
+# ISO 8601 as the CLI reads dates (fraudseq.splits.ISO_TIME), in the years of the valid
+# range as written (the pattern cannot convert offsets; `_iso_time` checks the UTC time).
+_YEAR = f"(?:{_digit_range(f'{EARLIEST_TIME.year:04d}', f'{LATEST_TIME.year:04d}')})"
 TIME_PATTERN = (
     f"^{_YEAR}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
     "(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]{1,9})?)?"
@@ -101,7 +129,7 @@ TIME_PATTERN = (
 )
 TIME_FORMS = (
     "YYYY-MM-DD, or YYYY-MM-DDTHH:MM[:SS[.fraction]] with an optional Z or +HH:MM/-HH:MM "
-    "offset (a space may replace the T), years 1678-2261"
+    f"offset (a space may replace the T), years {TIME_YEARS}"
 )
 #: Integers read as ids or categories: the range every JSON parser reads exactly
 #: (JavaScript's Number.MAX_SAFE_INTEGER); a longer one is sent as a string.
@@ -132,8 +160,10 @@ def _iso_time(value: str) -> str:
         stamp = datetime.fromisoformat(value)
     except ValueError as err:  # the form is right, a part is not (2026-02-30)
         raise ValueError(f"is not a valid date or time ({err})") from None
-    if stamp.tzinfo is not None:  # the year as written is checked; 1677-12-31T23:30 is fine
+    if stamp.tzinfo is not None:
         stamp = stamp.astimezone(UTC).replace(tzinfo=None)
+    if not EARLIEST_TIME <= stamp <= LATEST_TIME:  # an offset moved it out of the range
+        raise ValueError(f"must fall within the years {TIME_YEARS} in UTC, after its offset")
     return stamp.isoformat()
 
 
@@ -200,9 +230,9 @@ _ISO_TIME_TEXT = (
 
 
 def _numeric_time_range(unit: str, origin: str) -> tuple[float, float]:
-    """The numbers of `unit` since `origin` that `numeric_times` accepts (years 1678-2261)."""
+    """The numbers of `unit` since `origin` that fall within the valid time range."""
     start, step = int(parse_origin(origin).value), TIME_UNITS[unit]
-    return (_NS_MIN - start) / step, (_NS_MAX - start) / step
+    return (EARLIEST_TIME.value - start) / step, (LATEST_TIME.value - start) / step
 
 
 def _time_type(schema: Schema) -> Any:
@@ -221,7 +251,7 @@ def _time_type(schema: Schema) -> Any:
             if numeric_time_ns(value, unit, origin) is None:
                 raise ValueError(
                     f"a number of {unit!r} since {origin} must be finite and fall within "
-                    f"the years 1678-2261"
+                    f"the years {TIME_YEARS}"
                 )
             return value
         raise ValueError(
@@ -238,7 +268,7 @@ def _time_type(schema: Schema) -> Any:
         ]
     text = (
         f"{_ISO_TIME_TEXT} Or a number: {origin} (UTC) + the number x {unit!r} "
-        f"({TIME_UNITS[unit]:,} ns), the model's [time] table, within the years 1678-2261."
+        f"({TIME_UNITS[unit]:,} ns), the model's [time] table, within the years {TIME_YEARS}."
     )
     low, high = _numeric_time_range(unit, origin)
     number = {"type": "number", "minimum": low, "maximum": high, "example": 36}
