@@ -139,7 +139,7 @@ class NullDetector:
 def serve_null(port: int) -> None:
     import uvicorn
 
-    from fraudseq.serving.api import create_app
+    from fraudseq.serving.http import create_app
 
     uvicorn.run(create_app(NullDetector()), port=port, access_log=False, log_level="warning")
 

@@ -14,13 +14,8 @@ from fastapi.testclient import TestClient
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.schema import Schema
 from fraudseq.serving import ConflictError, StateStoreError, UnknownTransactionError
-from fraudseq.serving.api import (
-    ServeSettings,
-    create_app,
-    read_model_schema,
-    redact_state_url,
-    resolve_api_key,
-)
+from fraudseq.serving.http.app import create_app, read_model_schema, redact_state_url
+from fraudseq.serving.http.settings import ServeSettings, resolve_api_key
 
 SCHEMA = Schema.simulator()
 KEY = "s3cret-key-for-tests"
@@ -550,7 +545,7 @@ def test_lifespan_loads_and_closes_the_detector(tmp_path, monkeypatch):
         loaded.append((model_dir, state, options, reasons))
         return FakeDetector()
 
-    monkeypatch.setattr("fraudseq.serving.api._load_detector", fake_load)
+    monkeypatch.setattr("fraudseq.serving.http.app._load_detector", fake_load)
     app = create_app(
         model_dir=tmp_path, state="sqlite:///x.db", detector_options={"ttl_seconds": 5}
     )

@@ -23,8 +23,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fraudseq.serving import StateStoreError
-from fraudseq.serving import api as api_module
-from fraudseq.serving.api import create_app, redact_state_url
+from fraudseq.serving.http import app as api_module
+from fraudseq.serving.http.app import create_app, redact_state_url
 from test_api import FakeDetector, tx
 
 PASSWORD = "hunter2"
@@ -516,8 +516,16 @@ TIMES_ACCEPTED = [
     "2026-01-31T13:45:00.123456789",
     "2026-01-31T13:45:00Z",
     "2026-01-31T13:45:00-02:30",
-    "1678-01-01T00:30:00+01:00",  # the year as written; 1677-12-31T23:30 UTC
+    "1678-01-01T00:30:00-01:00",  # 1678-01-01T01:30 UTC
     "2261-12-31T23:59:59",
+    "2261-12-31T23:30:00+01:00",  # 2261-12-31T22:30 UTC
+]
+#: Times of the pattern's form and years that the service still refuses: no such date, or
+#: outside the valid range once the offset is applied (the pattern reads the year as written).
+TIMES_MATCHING_BUT_REFUSED = [
+    "2026-02-30",
+    "1678-01-01T00:30:00+01:00",  # 1677-12-31T23:30 UTC
+    "2261-12-31T23:30:00-01:00",  # 2262-01-01T00:30 UTC
 ]
 TIMES_REFUSED = [
     "1677-12-31",
@@ -529,7 +537,7 @@ TIMES_REFUSED = [
     " 2026-01-31",
     "2026-01-31\n",
     "٢٠٢٦-01-31",  # Arabic-Indic digits
-    "2026-02-30",  # the pattern's shape, not a date: refused by the parser
+    *TIMES_MATCHING_BUT_REFUSED,
 ]
 
 
@@ -551,9 +559,9 @@ def test_the_documented_time_and_text_patterns_are_what_the_service_accepts():
             response = client.post("/v1/score", json=tx(i, ts=value))
             accepted = response.status_code == 200
             assert accepted == (value in TIMES_ACCEPTED), (value, response.text)
-            if value != "2026-02-30":
-                assert bool(pattern.search(value)) == accepted, value
-        assert detector.calls[6]["ts"] == "1677-12-31T23:30:00"
+            matches = accepted or value in TIMES_MATCHING_BUT_REFUSED
+            assert bool(pattern.search(value)) == matches, value
+        assert detector.calls[6]["ts"] == "1678-01-01T01:30:00"
         id_pattern = ecma(spec["properties"]["tx_id"]["anyOf"][0]["pattern"])
         text_pattern = ecma(spec["properties"]["mcc"]["anyOf"][0]["anyOf"][0]["pattern"])
         values = ["T1", " T1 ", "\u3000", " ", "", "T\x00", "T\u2028", "\ufeff"]
@@ -564,6 +572,33 @@ def test_the_documented_time_and_text_patterns_are_what_the_service_accepts():
             assert ok_text == bool(text_pattern.search(value)), repr(value)
         big = client.post("/v1/score", json=tx(52, tx_id=2**53))
         assert big.status_code == 422 and "send a longer one as a string" in big.text
+
+
+def test_the_time_pattern_accepts_the_years_of_the_valid_time_range():
+    """The documented pattern is built from schema.EARLIEST_TIME/LATEST_TIME, not a copy."""
+    from fraudseq.schema import EARLIEST_TIME, LATEST_TIME, TIME_YEARS
+    from fraudseq.serving.http.requests import TIME_FORMS, TIME_PATTERN
+
+    pattern = re.compile(TIME_PATTERN)
+    years = [year for year in range(10000) if pattern.fullmatch(f"{year:04d}-06-15")]
+    assert years == list(range(EARLIEST_TIME.year, LATEST_TIME.year + 1))
+    assert TIME_YEARS == f"{EARLIEST_TIME.year}-{LATEST_TIME.year}" and TIME_YEARS in TIME_FORMS
+
+
+def test_a_time_whose_offset_takes_it_out_of_the_valid_range_is_refused():
+    """Before: the year was checked as written, so 1678-01-01T00:30+01:00 was accepted and
+    passed on as 1677-12-31T23:30 UTC, outside the range files are held to."""
+    detector = FakeDetector()
+    with TestClient(create_app(detector)) as client:
+        for i, value in enumerate(TIMES_MATCHING_BUT_REFUSED[1:]):
+            response = client.post("/v1/score", json=tx(i, ts=value))
+            assert response.status_code == 422, value
+            error = response.json()["errors"][0]
+            assert error["field"] == "ts" and "1678-2261 in UTC" in error["msg"], error
+            assert value not in response.text  # input values are never echoed
+        edge = client.post("/v1/score", json=tx(9, ts="1678-01-01T00:00:00+00:00"))
+        assert edge.status_code == 200 and detector.calls[-1]["ts"] == "1678-01-01T00:00:00"
+    assert not detector.calls[:-1]
 
 
 # ------------------------------------------------------------------ the OpenAPI document

@@ -250,7 +250,7 @@ def test_clock_options():
             EventClock(bad)
     with pytest.raises(FraudseqError, match="max_future must not be negative"):
         EventClock(max_future=-1)
-    from fraudseq.serving.api import ServeSettings
+    from fraudseq.serving.http.settings import ServeSettings
 
     settings = ServeSettings(model_dir="m", clock="data")
     assert ServeSettings.from_env(settings.to_env()).clock == "data"
@@ -269,7 +269,7 @@ def test_serve_has_a_clock_option():
 def test_http_refuses_the_future_with_422_and_counts_late_transactions(model_dir, small_frame):
     from fastapi.testclient import TestClient
 
-    from fraudseq.serving.api import create_app
+    from fraudseq.serving.http import create_app
 
     txs, _ = transactions(accounts_slice(small_frame, 5, 1))
     app = create_app(model_dir=model_dir, state="memory", detector_options={"clock": CLOCK})

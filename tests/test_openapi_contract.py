@@ -25,7 +25,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from fraudseq.serving.api import create_app
+from fraudseq.serving.http import create_app
 from test_api import FakeDetector
 
 KEY = "contract-test-key"

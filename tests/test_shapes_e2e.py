@@ -186,7 +186,7 @@ def _serve_one(model: Path, frame: pd.DataFrame, schema: Schema, scored: pd.Data
     """The service of this model takes a transaction of this shape, fields as in the file."""
     from fastapi.testclient import TestClient
 
-    from fraudseq.serving.api import create_app
+    from fraudseq.serving.http import create_app
 
     raw = scored.iloc[0]
     body = {schema.id_column: str(raw[schema.id_column])}

@@ -107,14 +107,9 @@ def serve(
     from fraudseq import http_limits
     from fraudseq.redaction import RedactingFilter
     from fraudseq.serving import Detector
-    from fraudseq.serving.api import (
-        ServeSettings,
-        create_app,
-        redact_state_url,
-        resolve_api_key,
-        set_reasons,
-    )
     from fraudseq.serving.event_time import EventClock
+    from fraudseq.serving.http.app import create_app, redact_state_url, set_reasons
+    from fraudseq.serving.http.settings import ServeSettings, resolve_api_key
 
     EventClock(clock)  # a bad --clock is one clear error before anything starts
     settings = ServeSettings(
@@ -185,7 +180,7 @@ def serve(
         own_metrics_dir = tempfile.mkdtemp(prefix="fraudseq-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
     try:
-        uvicorn.run("fraudseq.serving.api:app_from_env", factory=True, workers=workers, **run)
+        uvicorn.run("fraudseq.serving.http:app_from_env", factory=True, workers=workers, **run)
     finally:
         if own_metrics_dir is not None:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
