@@ -25,13 +25,12 @@ buckets; runs are encoded one after the other, each seeing the counts of the run
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from fraudseq.errors import DataValidationError, FraudseqError
+from fraudseq.errors import FraudseqError
 from fraudseq.feature_blocks import (
     BUCKETS_PER_DAY,
     COUNTERPARTY_BUCKET_NS,
@@ -45,217 +44,18 @@ from fraudseq.feature_blocks import (
     robust_statistics,
 )
 from fraudseq.features import OOV_CODE, clean_features
-from fraudseq.schema import MAX_ABS_AMOUNT, STREAM_KEY, Schema, entity_key, numeric_times
 from fraudseq.serving.live_features import (
     _HEADER,
-    _ISO_MICROSECONDS,
     _STATE_VERSION,
     SEEN_CAP,
     VELOCITY_CAP,
     AccountState,
     LiveEncoder,
-    LiveTransaction,
-    _category,
-    _is_missing,
-    _request_columns,
     _value_hash,
-    content_digest,
     event_features,
-    parse_transaction,
 )
 from fraudseq.serving.state import BucketTable
-
-# -- transactions as columns -------------------------------------------------------------
-
-
-@dataclass
-class TransactionColumns:
-    """Validated, canonical transactions as columns (what `parse_transaction` gives, by
-    column): `row(i)` is transaction i's LiveTransaction."""
-
-    ids: list[str]
-    entities: list[str]
-    time_ns: np.ndarray  # int64
-    amount: np.ndarray  # float64
-    categorical: list[list[str]]  # per categorical column
-    numeric: list[list[float]]  # per extra numeric column
-    counterparty: list[str] | None
-    digests: list[str]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def row(self, i: int) -> LiveTransaction:
-        return LiveTransaction(
-            self.ids[i],
-            self.entities[i],
-            int(self.time_ns[i]),
-            float(self.amount[i]),
-            tuple(c[i] for c in self.categorical),
-            tuple(c[i] for c in self.numeric),
-            self.counterparty[i] if self.counterparty is not None else None,
-            self.digests[i],
-        )
-
-    def take(self, index) -> TransactionColumns:
-        index = list(index)
-        return TransactionColumns(
-            [self.ids[i] for i in index],
-            [self.entities[i] for i in index],
-            self.time_ns[index],
-            self.amount[index],
-            [[c[i] for i in index] for c in self.categorical],
-            [[c[i] for i in index] for c in self.numeric],
-            [self.counterparty[i] for i in index] if self.counterparty is not None else None,
-            [self.digests[i] for i in index],
-        )
-
-    @property
-    def bucket(self) -> np.ndarray:
-        """Counterparty buckets (UTC hours), as `LiveTransaction.bucket`."""
-        return self.time_ns // COUNTERPARTY_BUCKET_NS
-
-    @classmethod
-    def from_rows(cls, rows: list[LiveTransaction], schema: Schema) -> TransactionColumns:
-        return cls(
-            [r.id for r in rows],
-            [r.entity for r in rows],
-            np.array([r.time_ns for r in rows], dtype=np.int64),
-            np.array([r.amount for r in rows], dtype=np.float64),
-            [[r.categorical[j] for r in rows] for j in range(len(schema.categorical))],
-            [[r.numeric[j] for r in rows] for j in range(len(schema.numeric))],
-            [r.counterparty for r in rows] if schema.counterparty else None,
-            [r.digest for r in rows],
-        )
-
-
-def parse_batch(txs, schema: Schema) -> TransactionColumns:
-    """`parse_transaction` of every transaction, as columns. The common case (dicts with
-    text ids and entities, categories, ISO times or numbers with the schema's [time] table,
-    float amounts, numbers or null in numeric columns) is checked and converted a column at
-    a time, for every shape of entity (none, one column, a composite key); anything else
-    goes through `parse_transaction` row by row, which names the position and field of the
-    first invalid transaction."""
-    if not isinstance(txs, list | tuple):
-        raise DataValidationError(
-            f"score_batch takes a list of transactions, got {type(txs).__name__}"
-        )
-    try:
-        columns = _fast_columns(txs, schema)
-    except (KeyError, TypeError, ValueError, OverflowError):
-        columns = None
-    if columns is not None:
-        return columns
-    rows = []
-    for i, tx in enumerate(txs):
-        try:
-            rows.append(parse_transaction(tx, schema))
-        except DataValidationError as err:
-            raise DataValidationError(f"transaction at position {i}: {err}") from None
-    return TransactionColumns.from_rows(rows, schema)
-
-
-def _clean_text(values: list) -> bool:
-    """Every value is a str with a non-blank character (so canonical as it is)."""
-    return all(type(v) is str for v in values) and all(map(str.strip, values))
-
-
-def _fast_columns(txs, schema: Schema) -> TransactionColumns | None:
-    """The columns of the common case, or None (then the row-by-row parser decides)."""
-    if not all(type(tx) is dict for tx in txs):
-        return None
-    required = _request_columns(schema)
-    if not all(len(tx) >= len(required) for tx in txs):
-        return None
-    column = {c: [tx[c] for tx in txs] for c in required}  # KeyError: a missing field
-    ids = column[schema.id_column]
-    entities = _fast_entities(column, txs, schema)
-    if entities is None or not _clean_text(ids):
-        return None
-    amounts = column[schema.amount]
-    if not all(type(v) is float or type(v) is int for v in amounts):
-        return None
-    amount = np.array(amounts, dtype=np.float64)
-    if not (np.abs(amount) < MAX_ABS_AMOUNT).all():  # the row parser names the bad one
-        return None
-    time_ns = _fast_times(column[schema.time], schema)
-    if time_ns is None:
-        return None
-    categorical = []
-    for c in schema.categorical:
-        values = column[c]
-        if not _clean_text(values):
-            values = [_category(v, c, tx, schema) for v, tx in zip(values, txs, strict=True)]
-        categorical.append(values)
-    numeric = []
-    for c in schema.numeric:  # plain numbers or null; the row parser reads bools and text
-        values = column[c]
-        if not all(v is None or type(v) is float or type(v) is int for v in values):
-            return None
-        values = [math.nan if v is None or v != v else float(v) for v in values]
-        if np.isinf(values).any():  # the row parser names the bad one
-            return None
-        numeric.append(values)
-    counterparty = None
-    if schema.counterparty:
-        values = column[schema.counterparty]
-        if not _clean_text(values):
-            values = [
-                _category(v, schema.counterparty, tx, schema)
-                for v, tx in zip(values, txs, strict=True)
-            ]
-        counterparty = values
-    time_list, amount_list = time_ns.tolist(), amount.tolist()
-    # The digest of parse_transaction, of the same canonical values (same types).
-    cat_rows = list(zip(*categorical, strict=True)) if categorical else [()] * len(txs)
-    num_rows = list(zip(*numeric, strict=True)) if numeric else [()] * len(txs)
-    cps = counterparty if counterparty is not None else [None] * len(txs)
-    digests = list(
-        map(content_digest, ids, entities, time_list, amount_list, cat_rows, num_rows, cps)
-    )
-    return TransactionColumns(
-        ids, entities, time_ns, amount, categorical, numeric, counterparty, digests
-    )
-
-
-def _fast_entities(column: dict, txs, schema: Schema) -> list[str] | None:
-    """Entity keys as `parse_transaction` makes them, or None (the row parser decides)."""
-    parts = schema.entity_parts
-    if not parts:
-        return [STREAM_KEY] * len(txs)
-    if len(parts) == 1:
-        values = column[parts[0]]
-        return values if _clean_text(values) else None
-    texts, clean = [], False
-    for c in parts:
-        values = column[c]
-        if _clean_text(values):
-            clean = True  # no transaction misses every part
-        else:
-            values = [_category(v, c, tx, schema) for v, tx in zip(values, txs, strict=True)]
-        texts.append(values)
-    if not clean and any(all(_is_missing(column[c][i]) for c in parts) for i in range(len(txs))):
-        return None  # the row parser names the transaction without any part
-    return [entity_key(key) for key in zip(*texts, strict=True)]
-
-
-def _fast_times(times: list, schema: Schema) -> np.ndarray | None:
-    """Naive-UTC int64 nanoseconds of ISO strings (or, with the schema's [time] table, of
-    plain numbers), or None (the row parser decides)."""
-    if schema.time_unit is not None and all(type(v) is float or type(v) is int for v in times):
-        values, bad = numeric_times(
-            np.array(times, dtype=np.float64), schema.time_unit, schema.time_origin
-        )
-        return None if bad.any() else values.view(np.int64)
-    if not all(type(v) is str for v in times):
-        return None
-    times = [v.strip() for v in times]
-    match = _ISO_MICROSECONDS.fullmatch
-    if not all(match(v) for v in times):
-        return None
-    stamps = pd.to_datetime(pd.Series(times, dtype=object), format="ISO8601", utc=True)
-    return stamps.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64)
-
+from fraudseq.transaction import TransactionColumns
 
 # -- account states as one table ---------------------------------------------------------
 

@@ -75,12 +75,10 @@ from fraudseq.features import PAD_CODE
 from fraudseq.fraud_model import FraudModel
 from fraudseq.schema import Schema
 from fraudseq.serving.batch import (
-    TransactionColumns,
     day_chunks,
     decode_states,
     encode_batch,
     encode_states,
-    parse_batch,
     vectorisable,
 )
 from fraudseq.serving.event_time import DEFAULT_MAX_FUTURE, EventClock, iso
@@ -88,8 +86,6 @@ from fraudseq.serving.live_features import (
     LATENESS_NS,
     AccountState,
     LiveEncoder,
-    LiveTransaction,
-    parse_transaction,
 )
 from fraudseq.serving.state import (
     BatchSnapshot,
@@ -101,6 +97,7 @@ from fraudseq.serving.state import (
     open_store,
 )
 from fraudseq.serving.window_scorer import WindowScorer, single_thread
+from fraudseq.transaction import LiveTransaction, TransactionColumns, parse_batch, parse_transaction
 
 log = logging.getLogger("fraudseq")
 
