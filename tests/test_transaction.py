@@ -12,6 +12,7 @@ from fraudseq.errors import DataValidationError
 from fraudseq.schema import (
     EARLIEST_TIME,
     LATEST_TIME,
+    MISSING_CATEGORY,
     TIME_YEARS,
     Schema,
     load_transactions,
@@ -99,3 +100,36 @@ def test_a_datetime_column_and_a_datetime_value_share_the_range(moment, ok):
         else:
             with pytest.raises(DataValidationError, match=TIME_YEARS):
                 attempt()
+
+
+#: Values of a categorical column, in a DataFrame's mixed (object) column and in a request.
+CATEGORIES = [123.0, 1.5, 1e20, 2.0**53, -0.0, 7, "007", "123.0", " x ", True, np.float32(3.0)]
+MISSING = [None, float("nan"), np.float64("nan"), pd.NA, "", "  "]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (
+            CATEGORIES + MISSING,
+            ["123", "1.5", "1e+20", "9007199254740992.0", "0", "7", "007", "123.0", " x "]
+            + ["True", "3"]
+            + [MISSING_CATEGORY] * len(MISSING),
+        ),
+        # float64 columns: each value on its own, whatever the others are
+        ([123.0, 1.5, np.nan, 1e20], ["123", "1.5", MISSING_CATEGORY, "1e+20"]),
+        ([1.0, np.nan, -3.0], ["1", MISSING_CATEGORY, "-3"]),
+    ],
+)
+def test_files_and_requests_give_a_category_the_same_text(values, expected):
+    schema = replace(ISO, categorical=("mcc",))
+    rows = [{**_request("2024-01-01"), "tx_id": f"T{i}", "mcc": v} for i, v in enumerate(values)]
+    loaded = list(load_transactions(pd.DataFrame(rows), schema)["mcc"])  # equal times: in order
+    live = [parse_transaction(row, schema).categorical[0] for row in rows]
+    assert loaded == live == parse_batch(rows, schema).categorical[0] == expected
+
+
+def test_files_and_requests_give_a_float_id_the_same_text():
+    rows = [{**_request("2024-01-01"), "tx_id": v} for v in (1.0, 2.0, 1e20)]
+    loaded = list(load_transactions(pd.DataFrame(rows), ISO)["tx_id"])
+    assert loaded == [parse_transaction(row, ISO).id for row in rows] == ["1", "2", "1e+20"]

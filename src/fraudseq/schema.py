@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import tomllib
 import warnings
 from collections.abc import Iterable, Mapping
@@ -616,18 +617,64 @@ def _missing(series: pd.Series) -> np.ndarray:
     return missing
 
 
+def is_missing(value: Any) -> bool:
+    """:func:`_missing` of one value (a field of a live request)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, float | np.floating) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+#: Floats hold every integer below this; an integral float beyond it keeps its float text.
+_EXACT_INTEGERS = 2**53
+
+
+def number_text(value: float) -> str:
+    """A float's canonical text, as :func:`_to_string` gives it: "123" for an integral one
+    (exact below 2**53), else Python's float text ("1.5", "1e+20")."""
+    if math.isfinite(value) and value.is_integer() and abs(value) < _EXACT_INTEGERS:
+        return str(int(value))
+    return str(value)
+
+
 def _to_string(series: pd.Series) -> pd.Series:
-    """Text column to STRING_DTYPE; integral floats lose their '.0'; missing stays NaN."""
+    """Text column to STRING_DTYPE, each float as :func:`number_text` (so a file and a live
+    request give the same text); missing stays NaN."""
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         series = series.astype(dtype.categories.dtype if len(dtype.categories) else object)
         dtype = series.dtype
     if pd.api.types.is_float_dtype(dtype):
-        values = series.to_numpy(dtype="float64", na_value=np.nan)
-        finite = values[np.isfinite(values)]
-        if finite.size and np.all(finite == np.round(finite)) and np.all(np.abs(finite) < 2**53):
-            series = series.astype("Int64")
-    return series.astype(STRING_DTYPE)
+        floats = series.to_numpy(dtype="float64", na_value=np.nan)
+    elif pd.api.types.is_object_dtype(dtype):
+        floats = _object_floats(series)
+    else:
+        return series.astype(STRING_DTYPE)
+    with np.errstate(invalid="ignore"):
+        whole = (floats == np.round(floats)) & (np.abs(floats) < _EXACT_INTEGERS)
+    if whole.sum() == (~np.isnan(floats)).sum() and pd.api.types.is_float_dtype(dtype):
+        return series.astype("Int64").astype(STRING_DTYPE)  # the common case, in one pass
+    text = series.astype(STRING_DTYPE)
+    if whole.any():
+        ints = np.where(whole, floats, 0).astype(np.int64)
+        text = text.mask(whole, pd.Series(ints, index=series.index).astype(STRING_DTYPE))
+    return text
+
+
+def _object_floats(series: pd.Series) -> np.ndarray:
+    """The values of a mixed column's float elements, NaN elsewhere (text, bools, ...)."""
+    if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        return np.full(len(series), np.nan)
+    present = series.where(~_missing(series), "")  # pd.NA does not compare
+    objects = present.to_numpy(dtype=object)
+    text = present.astype(STRING_DTYPE)
+    # A str is its own text; a bool's text is True/False (never a number's).
+    numbers = (text.to_numpy(dtype=object) != objects) & ~text.isin(("True", "False")).to_numpy(
+        dtype=bool
+    )
+    values = pd.to_numeric(present.where(numbers), errors="coerce")
+    return pd.Series(values).to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _to_float(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:

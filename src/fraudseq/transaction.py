@@ -3,10 +3,10 @@ a batch of them (`TransactionColumns`, the column form), parsed from request dic
 
 A request has the fields of `request_columns`: the canonical id column
 (``transaction_id`` when the schema names no id), each source column of the entity (none for
-one stream), time, amount, categorical, numeric and counterparty. Values are canonicalised as
-`load_transactions` does with the same rules and bounds of `fraudseq.schema` (text ids,
-missing categorical values -> "<NA>", integral floats -> "123", times -> naive UTC
-nanoseconds within EARLIEST_TIME..LATEST_TIME, numeric times through `numeric_times`), so a
+one stream), time, amount, categorical, numeric and counterparty. Values are canonicalised
+with the rules `load_transactions` uses, from `fraudseq.schema` (missing values:
+`is_missing`; text of numbers: `number_text`; composite keys: `entity_key`; numeric times:
+`numeric_times`; times within EARLIEST_TIME..LATEST_TIME, naive UTC nanoseconds), so a
 transaction gives the same values whether it comes from a file or from a request.
 `parse_transaction` parses one (and names the bad field); `parse_batch` parses a list a
 column at a time and gives the same values and digests.
@@ -39,6 +39,8 @@ from fraudseq.schema import (
     TIME_YEARS,
     Schema,
     entity_key,
+    is_missing,
+    number_text,
     numeric_times,
 )
 
@@ -157,7 +159,7 @@ def _entity(tx: dict, schema: Schema) -> str:
     if len(parts) == 1:
         return _text(tx[parts[0]], parts[0], "entity", tx, schema)
     values = [tx[c] for c in parts]
-    if all(map(_is_missing, values)):
+    if all(map(is_missing, values)):
         raise _bad(
             tx, schema, parts[0], f"every part of the entity key {' + '.join(parts)} is missing",
             values, f"send at least one of {', '.join(parts)} (null marks an unknown part).",
@@ -174,17 +176,9 @@ def _bad(tx, schema, column: str, problem: str, value, fix: str) -> DataValidati
     )
 
 
-def _is_missing(value) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    if isinstance(value, float | np.floating) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
-
-
 def _text(value, column, what, tx, schema) -> str:
     """Id or entity: text or an integer (integral floats lose their '.0'), never missing."""
-    if _is_missing(value):
+    if is_missing(value):
         raise _bad(
             tx, schema, column, f"missing {what}", value, f"every transaction needs a {what}."
         )
@@ -195,13 +189,13 @@ def _text(value, column, what, tx, schema) -> str:
     if isinstance(value, numbers.Integral):
         return str(int(value))
     if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
-        return str(int(value))
+        return number_text(float(value))
     raise _bad(tx, schema, column, f"the {what} must be text or an integer", value, "send text.")
 
 
 def _category(value, column, tx, schema) -> str:
     """Categorical / counterparty value as load_transactions gives it; missing -> "<NA>"."""
-    if _is_missing(value):
+    if is_missing(value):
         return MISSING_CATEGORY
     if isinstance(value, str):
         return value
@@ -210,10 +204,7 @@ def _category(value, column, tx, schema) -> str:
     if isinstance(value, numbers.Integral):
         return str(int(value))
     if isinstance(value, numbers.Real):
-        value = float(value)
-        if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-            return str(int(value))
-        return str(value)
+        return number_text(float(value))
     raise _bad(
         tx, schema, column, "a categorical value must be text or a number", value,
         "send text (or null when unknown).",
@@ -235,7 +226,7 @@ def _as_float(value) -> float | None:
 
 
 def _amount(value, column, tx, schema) -> float:
-    number = None if _is_missing(value) else _as_float(value)
+    number = None if is_missing(value) else _as_float(value)
     if number is None or not abs(number) < MAX_ABS_AMOUNT:  # NaN and infinity too
         raise _bad(
             tx, schema, column, "missing, non-numeric, infinite or out-of-range amount", value,
@@ -247,7 +238,7 @@ def _amount(value, column, tx, schema) -> float:
 
 def _number(value, column, tx, schema) -> float:
     """Extra numeric column: missing -> NaN (allowed); text and infinity are errors."""
-    if _is_missing(value):
+    if is_missing(value):
         return math.nan
     number = 1.0 if value is True else 0.0 if value is False else _as_float(value)
     if number is None or not math.isfinite(number):
@@ -270,7 +261,7 @@ def _time_ns(value, column, tx, schema) -> int:
             else "."
         )
     )
-    if _is_missing(value) or isinstance(value, bool | np.bool_):
+    if is_missing(value) or isinstance(value, bool | np.bool_):
         raise _bad(tx, schema, column, "missing or unparseable timestamp", value, fix)
     if isinstance(value, numbers.Real) and not isinstance(value, np.datetime64):
         return _numeric_time_ns(value, column, tx, schema)
@@ -502,7 +493,7 @@ def _fast_entities(column: dict, txs, schema: Schema) -> list[str] | None:
         else:
             values = [_category(v, c, tx, schema) for v, tx in zip(values, txs, strict=True)]
         texts.append(values)
-    if not clean and any(all(_is_missing(column[c][i]) for c in parts) for i in range(len(txs))):
+    if not clean and any(all(is_missing(column[c][i]) for c in parts) for i in range(len(txs))):
         return None  # the row parser names the transaction without any part
     return [entity_key(key) for key in zip(*texts, strict=True)]
 
