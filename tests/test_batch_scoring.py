@@ -11,8 +11,8 @@ import pytest
 from fraudseq.features.state import decode_states, encode_states
 from fraudseq.models import MODELS
 from fraudseq.serving import AccountState, ConflictError, Detector
-from fraudseq.serving.batch import parse_batch
-from fraudseq.serving.live_features import _request_columns, parse_transaction
+from fraudseq.transaction import parse_batch, parse_transaction
+from fraudseq.transaction import request_columns as _request_columns
 from test_detector import RESULT_FIELDS
 from test_state import accounts_slice, make_model_dir, transactions
 
@@ -227,7 +227,7 @@ def test_parse_batch_equals_parse_transaction_for_every_shape():
     table and numeric columns: the column parser (used, not the row parser) gives
     parse_transaction's values and digests; an invalid row is named by the row parser."""
     from fraudseq.schema import Schema
-    from fraudseq.serving.batch import _fast_columns
+    from fraudseq.transaction import _fast_columns
 
     shapes = {
         "no id": Schema(entity="card_id", time="ts", amount="amount", categorical=("mcc",)),
@@ -272,7 +272,7 @@ def test_reasons_equal_the_explanations_module(model_dir, stream):
 
     explain = pytest.importorskip("fraudseq.explain")
     from fraudseq.features import EncodedFrame
-    from fraudseq.serving.live_features import parse_transaction
+    from fraudseq.transaction import parse_transaction
 
     txs, _ = stream
     with Detector.load(model_dir, clock="data") as detector:

@@ -290,7 +290,7 @@ def test_feedback_reaches_counterparty_features_after_the_delay(detector):
 
     def risk(tx_id, day, card):
         tx = {**base, "tx_id": tx_id, "card_id": card, "ts": f"2026-02-{day:02d}T10:00:00"}
-        from fraudseq.serving.live_features import parse_transaction
+        from fraudseq.transaction import parse_transaction
 
         parsed = parse_transaction(tx, detector.schema)
         days = detector.store.counterparty_days("M-RISK")

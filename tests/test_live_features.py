@@ -19,9 +19,9 @@ from fraudseq.serving.live_features import (
     VELOCITY_CAP,
     AccountState,
     LiveEncoder,
-    _request_columns,
-    parse_transaction,
 )
+from fraudseq.transaction import parse_transaction
+from fraudseq.transaction import request_columns as _request_columns
 
 SCHEMA = Schema.simulator()
 EXTRA = Schema.from_dict({**SCHEMA.to_dict(), "numeric": ["risk"]})

@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient
 from fraudseq.fraud_model import FraudModel
 from fraudseq.schema import TIME_UNITS, Schema, load_transactions
 from fraudseq.serving.http import create_app
-from fraudseq.serving.live_features import _request_columns
 from fraudseq.simulate import simulate
+from fraudseq.transaction import request_columns as _request_columns
 from test_state import replay
 
 TOLERANCE = 1e-6

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import tomllib
 import warnings
 from collections.abc import Iterable, Mapping
@@ -616,18 +617,64 @@ def _missing(series: pd.Series) -> np.ndarray:
     return missing
 
 
+def is_missing(value: Any) -> bool:
+    """:func:`_missing` of one value (a field of a live request)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, float | np.floating) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+#: Floats hold every integer below this; an integral float beyond it keeps its float text.
+_EXACT_INTEGERS = 2**53
+
+
+def number_text(value: float) -> str:
+    """A float's canonical text, as :func:`_to_string` gives it: "123" for an integral one
+    (exact below 2**53), else Python's float text ("1.5", "1e+20")."""
+    if math.isfinite(value) and value.is_integer() and abs(value) < _EXACT_INTEGERS:
+        return str(int(value))
+    return str(value)
+
+
 def _to_string(series: pd.Series) -> pd.Series:
-    """Text column to STRING_DTYPE; integral floats lose their '.0'; missing stays NaN."""
+    """Text column to STRING_DTYPE, each float as :func:`number_text` (so a file and a live
+    request give the same text); missing stays NaN."""
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         series = series.astype(dtype.categories.dtype if len(dtype.categories) else object)
         dtype = series.dtype
     if pd.api.types.is_float_dtype(dtype):
-        values = series.to_numpy(dtype="float64", na_value=np.nan)
-        finite = values[np.isfinite(values)]
-        if finite.size and np.all(finite == np.round(finite)) and np.all(np.abs(finite) < 2**53):
-            series = series.astype("Int64")
-    return series.astype(STRING_DTYPE)
+        floats = series.to_numpy(dtype="float64", na_value=np.nan)
+    elif pd.api.types.is_object_dtype(dtype):
+        floats = _object_floats(series)
+    else:
+        return series.astype(STRING_DTYPE)
+    with np.errstate(invalid="ignore"):
+        whole = (floats == np.round(floats)) & (np.abs(floats) < _EXACT_INTEGERS)
+    if whole.sum() == (~np.isnan(floats)).sum() and pd.api.types.is_float_dtype(dtype):
+        return series.astype("Int64").astype(STRING_DTYPE)  # the common case, in one pass
+    text = series.astype(STRING_DTYPE)
+    if whole.any():
+        ints = np.where(whole, floats, 0).astype(np.int64)
+        text = text.mask(whole, pd.Series(ints, index=series.index).astype(STRING_DTYPE))
+    return text
+
+
+def _object_floats(series: pd.Series) -> np.ndarray:
+    """The values of a mixed column's float elements, NaN elsewhere (text, bools, ...)."""
+    if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        return np.full(len(series), np.nan)
+    present = series.where(~_missing(series), "")  # pd.NA does not compare
+    objects = present.to_numpy(dtype=object)
+    text = present.astype(STRING_DTYPE)
+    # A str is its own text; a bool's text is True/False (never a number's).
+    numbers = (text.to_numpy(dtype=object) != objects) & ~text.isin(("True", "False")).to_numpy(
+        dtype=bool
+    )
+    values = pd.to_numeric(present.where(numbers), errors="coerce")
+    return pd.Series(values).to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _to_float(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -644,11 +691,6 @@ def _to_float(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return values, missing
 
 
-# datetime64[ns] covers 1677-09-21 .. 2262-04-11; other units hold more and would overflow.
-_NS_LOW = np.datetime64("1677-09-22", "s")
-_NS_HIGH = np.datetime64("2262-04-10", "s")
-
-
 def _to_time(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(datetime64[ns] naive-UTC values, bad mask) of dates and times (not numbers)."""
     dtype = series.dtype
@@ -656,14 +698,7 @@ def _to_time(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
         dtype = series.dtype
     if pd.api.types.is_datetime64_dtype(dtype):
-        values = series.to_numpy()
-        out_of_range = np.zeros(len(values), dtype=bool)
-        if np.datetime_data(values.dtype)[0] != "ns":
-            out_of_range = ~np.isnat(values) & ((values < _NS_LOW) | (values > _NS_HIGH))
-            if out_of_range.any():
-                values = np.where(out_of_range, np.datetime64("NaT"), values)
-        values = values.astype("datetime64[ns]")
-        return values, out_of_range | np.isnat(values)
+        return _time_range(series.to_numpy())
     # Text, or objects such as datetime/Timestamp (possibly with mixed time zones).
     if isinstance(dtype, pd.CategoricalDtype):
         series = series.astype(object)
@@ -683,8 +718,20 @@ def _to_time(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     # pandas turns "now"/"today" into the current time: never right for a transaction.
     words = series.astype(STRING_DTYPE).str.strip().str.lower().isin(_NOW_WORDS)
     parsed = parsed.where(~words.to_numpy(dtype=bool))
-    values = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
-    return values, np.isnat(values)
+    return _time_range(parsed.dt.tz_localize(None).to_numpy())
+
+
+def _time_range(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(datetime64[ns] values, bad mask) of naive-UTC datetime64 values of any unit: NaT and
+    times outside EARLIEST_TIME..LATEST_TIME are bad. Compared in their own unit, because
+    casting a far date (pandas parses "1500-01-01" in microseconds) to ns overflows silently."""
+    low, high = (
+        np.datetime64(t.value, "ns").astype(values.dtype) for t in (EARLIEST_TIME, LATEST_TIME)
+    )
+    bad = np.isnat(values) | (values < low) | (values > high)
+    if bad.any():
+        values = np.where(bad, np.datetime64("NaT"), values)
+    return values.astype("datetime64[ns]"), bad
 
 
 def _to_label(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1095,7 +1142,7 @@ def _load_times(schema: Schema, time_raw: pd.Series, rows: _Rows) -> np.ndarray:
                 "missing, non-numeric or out-of-range times",
                 f"the schema's [time] table reads this column as numbers of "
                 f"{schema.time_unit!r} since {schema.time_origin}; every value must be a "
-                f"plain number, and origin + value must fall within years 1678-2261.",
+                f"plain number, and origin + value must fall within years {TIME_YEARS}.",
             )
         return times
     dtype = time_raw.dtype
@@ -1118,7 +1165,7 @@ def _load_times(schema: Schema, time_raw: pd.Series, rows: _Rows) -> np.ndarray:
             "missing or unparseable timestamps",
             "write timestamps as ISO 8601, e.g. 2024-01-31 13:45:00 or "
             "2024-01-31T13:45:00+02:00 (offsets are converted to UTC), within "
-            "years 1678-2261.",
+            f"years {TIME_YEARS}.",
         )
     return times
 
@@ -1130,9 +1177,9 @@ EARLIEST_TIME = pd.Timestamp("1678-01-01")
 LATEST_TIME = pd.Timestamp("2261-12-31T23:59:59.999999999")
 TIME_YEARS = "1678-2261"
 
-# datetime64[ns] covers 1677-09-21 .. 2262-04-11 (in nanoseconds since the epoch).
-_NS_MIN = int(pd.Timestamp("1678-01-01").value)
-_NS_MAX = int(pd.Timestamp("2261-12-31T23:59:59").value)
+# The same range in nanoseconds since the epoch, under the names serving/api.py imports.
+_NS_MIN = int(EARLIEST_TIME.value)
+_NS_MAX = int(LATEST_TIME.value)
 
 
 def numeric_times(values: np.ndarray, unit: str, origin: str) -> tuple[np.ndarray, np.ndarray]:
@@ -1142,15 +1189,20 @@ def numeric_times(values: np.ndarray, unit: str, origin: str) -> tuple[np.ndarra
     values = np.asarray(values, dtype=np.float64)
     step = TIME_UNITS[unit]
     start = int(parse_origin(origin).value)
+    low, high = int(EARLIEST_TIME.value), int(LATEST_TIME.value)
     with np.errstate(invalid="ignore", over="ignore"):
         offset = values * float(step)
-        bad = ~np.isfinite(offset) | (offset < _NS_MIN - start) | (offset > _NS_MAX - start)
+        # In floats first (which keeps the int64 arithmetic below from overflowing), then
+        # exactly in integers: near the bounds a float is 1024 ns coarse.
+        bad = ~np.isfinite(offset) | (offset < low - start) | (offset > high - start)
     safe = np.where(bad, 0.0, values)
     whole = np.trunc(safe)
     ticks = whole.astype(np.int64) * np.int64(step) + np.round((safe - whole) * step).astype(
         np.int64
     )
-    ticks = np.where(bad, np.iinfo(np.int64).min, ticks + np.int64(start))
+    ticks += np.int64(start)
+    bad |= (ticks < low) | (ticks > high)
+    ticks = np.where(bad, np.iinfo(np.int64).min, ticks)
     return ticks.view("datetime64[ns]"), bad
 
 

@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 from fraudseq.serving.detector import ConflictError, Detector, UnknownTransactionError
-from fraudseq.serving.live_features import AccountState, LiveEncoder, parse_transaction
+from fraudseq.serving.live_features import AccountState, LiveEncoder
 from fraudseq.serving.state import MemoryStore, StateStore, StateStoreError, open_store
+from fraudseq.transaction import parse_transaction
 
 __all__ = [
     "AccountState",

@@ -76,10 +76,8 @@ from fraudseq.features.state import decode_states, encode_states
 from fraudseq.fraud_model import FraudModel
 from fraudseq.schema import Schema
 from fraudseq.serving.batch import (
-    TransactionColumns,
     day_chunks,
     encode_batch,
-    parse_batch,
     vectorisable,
 )
 from fraudseq.serving.event_time import DEFAULT_MAX_FUTURE, EventClock, iso
@@ -87,8 +85,6 @@ from fraudseq.serving.live_features import (
     LATENESS_NS,
     AccountState,
     LiveEncoder,
-    LiveTransaction,
-    parse_transaction,
 )
 from fraudseq.serving.state import (
     BatchSnapshot,
@@ -100,6 +96,7 @@ from fraudseq.serving.state import (
     open_store,
 )
 from fraudseq.serving.window_scorer import WindowScorer, single_thread
+from fraudseq.transaction import LiveTransaction, TransactionColumns, parse_batch, parse_transaction
 
 log = logging.getLogger("fraudseq")
 

@@ -12,13 +12,9 @@ exactly as `FeatureEncoder.transform` (both call `clean_features`); categorical 
 get the vocabulary codes of `FeatureEncoder._codes` (2 + index, `OOV_CODE` otherwise). The
 model's window is the stored encoded rows of the account's last K - 1 events plus this one.
 
-Input values are canonicalised as `load_transactions` does (text ids, missing categorical
-values -> "<NA>", integral floats -> "123", times -> naive UTC nanoseconds, numeric times
-through the schema's [time] table), so the same transaction gives the same features whether
-it comes from a file or from a JSON request. A request has the fields of
-`_request_columns`: the canonical id column (``transaction_id`` when the schema names no
-id), each source column of the entity (none for one stream), time, amount, categorical,
-numeric and counterparty.
+Transactions arrive parsed into the canonical form of `load_transactions`
+(`fraudseq.transaction.parse_transaction`), so the same transaction gives the same features
+whether it comes from a file or from a JSON request.
 
 Order: an account's state holds its events in time order, whatever order they arrived in.
 A late transaction (older than the account's latest event, by at most LATENESS_NS) is
@@ -34,24 +30,15 @@ state after time order (floats to rounding; equal times are ordered by arrival).
 from __future__ import annotations
 
 import bisect
-import functools
-import hashlib
-import math
-import numbers
-import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 
-from fraudseq.errors import DataValidationError, FraudseqError
+from fraudseq.errors import FraudseqError
 from fraudseq.features.blocks import BLOCKS
 from fraudseq.features.blocks.counterparty import CounterpartyTotals
 from fraudseq.features.constants import (
     BUCKETS_PER_DAY,
-    COUNTERPARTY_BUCKET_NS,
     COUNTERPARTY_WINDOWS_DAYS,
     NOVELTY_WINDOW,
     NS_PER_SECOND,
@@ -64,15 +51,7 @@ from fraudseq.features.encoder import OOV_CODE, FeatureEncoder, clean_features
 from fraudseq.features.kernel import Point, Retention
 from fraudseq.features.segments import signed_log1p_of
 from fraudseq.features.state import AccountState, first_mark, value_hash
-from fraudseq.schema import (
-    MAX_ABS_AMOUNT,
-    MISSING_CATEGORY,
-    STREAM_KEY,
-    TIME_UNITS,
-    Schema,
-    entity_key,
-    numeric_times,
-)
+from fraudseq.transaction import LiveTransaction
 
 #: Counterparty buckets older than the clock minus (D hours + 30 days + this) are pruned.
 COUNTERPARTY_SLACK_DAYS = 7
@@ -84,290 +63,6 @@ LATENESS_NS = SECONDS_PER_DAY * NS_PER_SECOND
 #: Encoded rows kept beyond the model's K - 1: a late transaction's own window is exact
 #: when at most this many of its account's stored events are later than it (else shorter).
 LATE_ROWS = 4
-
-_NOW_WORDS = ("now", "today", "tomorrow", "yesterday")
-# ISO 8601 with at most microseconds (datetime.fromisoformat would drop nanoseconds).
-_ISO_MICROSECONDS = re.compile(
-    r"(19|20)\d\d-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d{1,6})?)?)?(Z|[+-]\d\d:?\d\d)?"
-)
-_EPOCH = datetime(1970, 1, 1)
-_MICROSECOND = timedelta(microseconds=1)
-_TIME_LOW = pd.Timestamp("1677-09-22")
-_TIME_HIGH = pd.Timestamp("2262-04-10")
-
-
-# -- input validation --------------------------------------------------------------------
-class LiveTransaction(NamedTuple):
-    """One validated transaction in canonical form (what a loaded file row would hold).
-    A NamedTuple: immutable, and cheaper to make than a frozen dataclass."""
-
-    id: str
-    entity: str
-    time_ns: int
-    amount: float
-    categorical: tuple[str, ...]
-    numeric: tuple[float, ...]
-    counterparty: str | None
-    digest: str  # content hash: the same id with a different digest is a conflict
-
-    @property
-    def bucket(self) -> int:
-        """The counterparty bucket (UTC hour) this transaction counts in."""
-        return self.time_ns // COUNTERPARTY_BUCKET_NS
-
-
-def parse_transaction(tx, schema: Schema) -> LiveTransaction:
-    """Validate and canonicalise a transaction dict keyed by the schema's column names.
-
-    The fields are `_request_columns(schema)`: the id under `schema.id_column`, the entity
-    as its source column(s). The entity key is that of `load_transactions`: the one
-    column's text, `entity_key` of a composite key's parts (a missing part is "<NA>", all
-    parts missing is an error), or `STREAM_KEY` without an entity. The label and scenario
-    columns are not needed and are ignored if present, like any column the schema does not
-    name. Raises DataValidationError naming the field.
-    """
-    columns = _request_columns(schema)
-    if not isinstance(tx, dict):
-        raise DataValidationError(
-            f"a transaction must be a JSON object / dict keyed by column name, got "
-            f"{type(tx).__name__}"
-        )
-    for column in columns:
-        if column not in tx:
-            raise DataValidationError(
-                f"transaction {_id_hint(tx, schema)}: missing field {column!r} "
-                f"({_role(schema, column)}). Fix: send every column the schema names: "
-                f"{', '.join(columns)}"
-            )
-    tx_id = _text(tx[schema.id_column], schema.id_column, "transaction id", tx, schema)
-    entity = _entity(tx, schema)
-    time_ns = _time_ns(tx[schema.time], schema.time, tx, schema)
-    amount = _amount(tx[schema.amount], schema.amount, tx, schema)
-    categorical = tuple(_category(tx[c], c, tx, schema) for c in schema.categorical)
-    numeric = tuple(_number(tx[c], c, tx, schema) for c in schema.numeric)
-    counterparty = (
-        _category(tx[schema.counterparty], schema.counterparty, tx, schema)
-        if schema.counterparty
-        else None
-    )
-    digest = content_digest(tx_id, entity, time_ns, amount, categorical, numeric, counterparty)
-    return LiveTransaction(
-        tx_id, entity, time_ns, amount, categorical, numeric, counterparty, digest
-    )
-
-
-def content_digest(*canonical) -> str:
-    """A transaction's content hash (`LiveTransaction.digest`) from its canonical values
-    (id, entity, time_ns, amount, categorical tuple, numeric tuple, counterparty): repr of
-    str/int/float/None is exact and unambiguous (strings are quoted and escaped)."""
-    return hashlib.blake2b(repr(canonical).encode(), digest_size=12).hexdigest()
-
-
-@functools.lru_cache(maxsize=64)
-def _request_columns(schema: Schema) -> tuple[str, ...]:
-    """The fields of a live request, in role order: `schema.id_column` (the id column, or
-    ``transaction_id`` without one), each of `schema.entity_parts`, time, amount,
-    categorical, numeric, counterparty."""
-    return tuple(dict.fromkeys([schema.id_column, *schema.source_columns(with_label=False)]))
-
-
-def _id_hint(tx: dict, schema: Schema) -> str:
-    value = tx.get(schema.id_column)
-    return repr(value) if isinstance(value, str | int) else "(no id)"
-
-
-def _role(schema: Schema, column: str) -> str:
-    roles = ["id"] if column == schema.id_column else []
-    roles += ["entity"] if column in schema.entity_parts else []
-    roles += [
-        role for role in ("time", "amount", "counterparty") if getattr(schema, role) == column
-    ]
-    roles += [role for role in ("categorical", "numeric") if column in getattr(schema, role)]
-    return "/".join(roles) or "column"
-
-
-def _entity(tx: dict, schema: Schema) -> str:
-    """The entity key, as `load_transactions` makes it from the entity's source columns."""
-    parts = schema.entity_parts
-    if not parts:
-        return STREAM_KEY
-    if len(parts) == 1:
-        return _text(tx[parts[0]], parts[0], "entity", tx, schema)
-    values = [tx[c] for c in parts]
-    if all(map(_is_missing, values)):
-        raise _bad(
-            tx, schema, parts[0], f"every part of the entity key {' + '.join(parts)} is missing",
-            values, f"send at least one of {', '.join(parts)} (null marks an unknown part).",
-        )  # fmt: skip
-    return entity_key([_category(v, c, tx, schema) for v, c in zip(values, parts, strict=True)])
-
-
-def _bad(tx, schema, column: str, problem: str, value, fix: str) -> DataValidationError:
-    shown = repr(value)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return DataValidationError(
-        f"transaction {_id_hint(tx, schema)}: field {column!r}: {problem} "
-        f"(got {type(value).__name__} {shown}). Fix: {fix}"
-    )
-
-
-def _is_missing(value) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    if isinstance(value, float | np.floating) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
-
-
-def _text(value, column, what, tx, schema) -> str:
-    """Id or entity: text or an integer (integral floats lose their '.0'), never missing."""
-    if _is_missing(value):
-        raise _bad(
-            tx, schema, column, f"missing {what}", value, f"every transaction needs a {what}."
-        )
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool | np.bool_):
-        raise _bad(tx, schema, column, f"a {what} cannot be a boolean", value, "send text.")
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
-        return str(int(value))
-    raise _bad(tx, schema, column, f"the {what} must be text or an integer", value, "send text.")
-
-
-def _category(value, column, tx, schema) -> str:
-    """Categorical / counterparty value as load_transactions gives it; missing -> "<NA>"."""
-    if _is_missing(value):
-        return MISSING_CATEGORY
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-            return str(int(value))
-        return str(value)
-    raise _bad(
-        tx, schema, column, "a categorical value must be text or a number", value,
-        "send text (or null when unknown).",
-    )  # fmt: skip
-
-
-def _as_float(value) -> float | None:
-    """A float from a number or numeric text; None when it is neither."""
-    if isinstance(value, bool | np.bool_):
-        return None
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, str) and "_" not in value:
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def _amount(value, column, tx, schema) -> float:
-    number = None if _is_missing(value) else _as_float(value)
-    if number is None or not abs(number) < MAX_ABS_AMOUNT:  # NaN and infinity too
-        raise _bad(
-            tx, schema, column, "missing, non-numeric, infinite or out-of-range amount", value,
-            "amounts must be plain finite numbers such as 12.50 or -3 (refunds may be "
-            f"negative), smaller than {MAX_ABS_AMOUNT:g} in absolute value.",
-        )  # fmt: skip
-    return number
-
-
-def _number(value, column, tx, schema) -> float:
-    """Extra numeric column: missing -> NaN (allowed); text and infinity are errors."""
-    if _is_missing(value):
-        return math.nan
-    number = 1.0 if value is True else 0.0 if value is False else _as_float(value)
-    if number is None or not math.isfinite(number):
-        raise _bad(
-            tx, schema, column, "non-numeric or infinite value", value,
-            "send a plain number, or null when unknown.",
-        )  # fmt: skip
-    return number
-
-
-def _time_ns(value, column, tx, schema) -> int:
-    """Naive-UTC nanoseconds from an ISO 8601 string or a datetime; from a number only with
-    the schema's [time] table (origin + value x unit, through `numeric_times` as files)."""
-    fix = (
-        "send an ISO 8601 time such as 2024-01-31T13:45:00Z or 2024-01-31 13:45:00 (UTC; "
-        "offsets are converted), within years 1678-2261"
-        + (
-            f", or a number of {schema.time_unit!r} since {schema.time_origin}."
-            if schema.time_unit is not None
-            else "."
-        )
-    )
-    if _is_missing(value) or isinstance(value, bool | np.bool_):
-        raise _bad(tx, schema, column, "missing or unparseable timestamp", value, fix)
-    if isinstance(value, numbers.Real) and not isinstance(value, np.datetime64):
-        return _numeric_time_ns(value, column, tx, schema)
-    try:
-        if isinstance(value, str):
-            text = value.strip()
-            if _ISO_MICROSECONDS.fullmatch(text):  # the common case, 5x faster than pandas
-                moment = datetime.fromisoformat(text)
-                if moment.tzinfo is not None:
-                    moment = moment.astimezone(UTC).replace(tzinfo=None)
-                return (moment - _EPOCH) // _MICROSECOND * 1000
-            if text.lower() in _NOW_WORDS:
-                raise ValueError(value)
-            stamp = pd.Timestamp(text)
-        elif isinstance(value, datetime | date | np.datetime64 | pd.Timestamp):
-            stamp = pd.Timestamp(value)
-        else:
-            raise TypeError(type(value).__name__)
-        if stamp is pd.NaT or pd.isna(stamp):
-            raise ValueError(value)
-        if stamp.tzinfo is not None:
-            stamp = stamp.tz_convert("UTC").tz_localize(None)
-        if not (_TIME_LOW <= stamp <= _TIME_HIGH):
-            raise ValueError(value)
-        return int(stamp.as_unit("ns").value)
-    except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime):
-        raise _bad(tx, schema, column, "missing or unparseable timestamp", value, fix) from None
-
-
-#: A number is a time only with the schema's [time] table: the problem, and its fix.
-NUMERIC_TIME_PROBLEM = "a number is not a time without its unit and origin"
-NUMERIC_TIME_FIX = (
-    "send an ISO 8601 time such as 2024-01-31T13:45:00Z, or add a [time] table to the "
-    'model\'s schema (unit and origin, e.g. unit = "s" and origin = "1970-01-01" for Unix '
-    f"epoch seconds; units: {', '.join(TIME_UNITS)}) and retrain it."
-)
-
-
-def _numeric_time_ns(value, column, tx, schema) -> int:
-    """A number in the [time] table's unit since its origin (`numeric_times`, as files)."""
-    if schema.time_unit is None:
-        raise _bad(tx, schema, column, NUMERIC_TIME_PROBLEM, value, NUMERIC_TIME_FIX)
-    time_ns = numeric_time_ns(value, schema.time_unit, schema.time_origin)
-    if time_ns is None:
-        raise _bad(
-            tx, schema, column, "non-finite or out-of-range time", value,
-            f"the model's [time] table reads a number as {schema.time_unit!r} since "
-            f"{schema.time_origin}; origin + value must fall within years 1678-2261.",
-        )  # fmt: skip
-    return time_ns
-
-
-def numeric_time_ns(value, unit: str, origin) -> int | None:
-    """Nanoseconds of one number of `unit` since `origin` (`numeric_times`, as files), or
-    None when it is not finite or falls outside years 1678-2261."""
-    try:
-        times, bad = numeric_times([float(value)], unit, origin)
-    except OverflowError:  # an integer beyond float: out of range too
-        return None
-    return None if bad[0] else int(times.view(np.int64)[0])
 
 
 class _SeenBefore:

@@ -103,8 +103,8 @@ from fraudseq.serving.http.settings import (
     ServeSettings,
     default_max_body_bytes,
 )
-from fraudseq.serving.live_features import _request_columns
 from fraudseq.serving.state import StateStoreError
+from fraudseq.transaction import request_columns
 
 __all__ = [
     "app_from_env",
@@ -344,7 +344,7 @@ def create_app(
     body_limit = default_max_body_bytes(max_batch) if max_body_bytes is None else max_body_bytes
     options = {k: v for k, v in (detector_options or {}).items() if v is not None}
     transaction_model, batch_model = request_models(schema, max_batch)
-    allowed = list(_request_columns(schema))
+    allowed = list(request_columns(schema))
     key_parts = schema.entity_parts if len(schema.entity_parts) > 1 else ()
     ground_truth = {c for c in (schema.label, schema.scenario) if c is not None}
     metrics = Metrics(registry if registry is not None else CollectorRegistry())

@@ -1,7 +1,7 @@
 """The API's request and response models, built from the model's schema.
 
 Request validation (the models are built from the model's schema, so the OpenAPI document
-names the model's own columns; the fields are those of ``live_features._request_columns``):
+names the model's own columns; the fields are those of ``fraudseq.transaction.request_columns``):
 
 - the id: the schema's id column, or ``transaction_id`` when the model's data had none
   (its file's ids were row numbers). A JSON string or integer (an integer is its digits,
@@ -58,7 +58,7 @@ from fraudseq.schema import (
     Schema,
     parse_origin,
 )
-from fraudseq.serving.live_features import (
+from fraudseq.transaction import (
     NUMERIC_TIME_FIX,
     NUMERIC_TIME_PROBLEM,
     numeric_time_ns,
@@ -322,7 +322,7 @@ _EntityPart = Annotated[
 def request_models(schema: Schema, max_batch: int) -> tuple[type[BaseModel], type[BaseModel]]:
     """(transaction model, batch model) for `schema`.
 
-    The fields are `live_features._request_columns(schema)`: the id (``transaction_id``
+    The fields are `fraudseq.transaction.request_columns(schema)`: the id (``transaction_id``
     without an id column), the entity's column(s) (none for one stream; a composite key's
     parts are required and nullable), time, amount, categorical, numeric, counterparty.
     Fields use internal names (``c0``, ``c1``, ...) with the column name as alias, so any
