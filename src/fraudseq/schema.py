@@ -1177,10 +1177,6 @@ EARLIEST_TIME = pd.Timestamp("1678-01-01")
 LATEST_TIME = pd.Timestamp("2261-12-31T23:59:59.999999999")
 TIME_YEARS = "1678-2261"
 
-# The same range in nanoseconds since the epoch, under the names serving/api.py imports.
-_NS_MIN = int(EARLIEST_TIME.value)
-_NS_MAX = int(LATEST_TIME.value)
-
 
 def numeric_times(values: np.ndarray, unit: str, origin: str) -> tuple[np.ndarray, np.ndarray]:
     """(datetime64[ns] of origin + values x unit, bad mask): NaN, infinite or out of
