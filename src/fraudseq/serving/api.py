@@ -162,7 +162,7 @@ from fraudseq.serving.live_features import (
     _request_columns,
     numeric_time_ns,
 )
-from fraudseq.serving.state import StateStoreError
+from fraudseq.serving.stores import StateStoreError
 
 __all__ = [
     "API_KEY_HEADER",

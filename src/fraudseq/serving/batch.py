@@ -63,7 +63,7 @@ from fraudseq.serving.live_features import (
     event_features,
     parse_transaction,
 )
-from fraudseq.serving.state import BucketTable
+from fraudseq.serving.stores import BucketTable
 
 # -- transactions as columns -------------------------------------------------------------
 
@@ -574,11 +574,11 @@ def encode_batch(
     txs: TransactionColumns,
     table: StateTable,
     account: np.ndarray,
-    counterparty_days: BucketTable,
+    counterparty_buckets: BucketTable,
 ) -> tuple[EncodedRun, StateTable]:
     """Features of `txs` (in order; `account[i]` indexes the table) after each account's
     state and its earlier transactions in `txs`, and the table with them appended. Every
-    account with transactions here must be `vectorisable`. `counterparty_days` holds the
+    account with transactions here must be `vectorisable`. `counterparty_buckets` holds the
     (count, frauds) buckets of the counterparties visible to these transactions."""
     n, a, k = len(txs), len(table.n), live.window
     order = np.argsort(account, kind="stable")  # grouped by account, batch order within
@@ -696,7 +696,7 @@ def encode_batch(
 
     if live.counterparty:
         cps = [txs.counterparty[i] for i in order.tolist()]
-        raw.update(_counterparty(live, cps, t // COUNTERPARTY_BUCKET_NS, counterparty_days))
+        raw.update(_counterparty(live, cps, t // COUNTERPARTY_BUCKET_NS, counterparty_buckets))
     for j, column in enumerate(live.schema.numeric):
         raw[f"numeric:{column}"] = np.array(txs.numeric[j], np.float64)[order]
 
