@@ -541,7 +541,7 @@ def store_alone(db: Path, calls: list[tuple[str, tuple, object]]) -> dict:
     first call of each kind warms the fresh connection and is not timed (unless it is the
     only one), and batches count at their median time per transaction: a stall (a
     checkpoint, other work on the machine) cannot inflate this floor."""
-    from fraudseq.serving.state_sqlite import SQLiteStore
+    from fraudseq.serving.stores.sqlite import SQLiteStore
 
     store = SQLiteStore(db)
     timed: dict[str, list[tuple[int, float]]] = {"transact_batch": [], "transact": []}
@@ -638,7 +638,7 @@ def store_check(state_db: Path, sent: list[dict]) -> dict:
     one more than a day late is recorded but not inserted: counted separately)."""
     try:
         from fraudseq.serving.live_features import AccountState
-        from fraudseq.serving.state import open_store
+        from fraudseq.serving.stores import open_store
 
         store = open_store(f"sqlite:///{state_db}")
     except (ImportError, fraudseq.FraudseqError) as err:

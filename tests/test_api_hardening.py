@@ -216,7 +216,7 @@ def real_model(tiny_xgboost):
 def test_redis_down_behind_a_password_shows_it_nowhere(real_model, caplog):
     pytest.importorskip("redis")
     from fraudseq.serving import Detector
-    from fraudseq.serving.state_redis import RedisStore
+    from fraudseq.serving.stores.redis import RedisStore
 
     model_dir, txs = real_model
     detector = Detector.load(model_dir, "memory", clock="data")  # January 2026 data
@@ -320,7 +320,7 @@ def test_a_read_only_sqlite_file_is_a_permanent_fault(real_model, tmp_path, capl
 
 def test_a_locked_sqlite_file_is_transient(real_model, tmp_path):
     from fraudseq.serving import Detector
-    from fraudseq.serving.state_sqlite import SQLiteStore
+    from fraudseq.serving.stores.sqlite import SQLiteStore
 
     model_dir, txs = real_model
     path = tmp_path / "state.db"
@@ -649,8 +649,8 @@ def test_a_failing_purge_after_a_committed_score_does_not_fail_it(real_model, tm
     """The purge runs after the commit: its error is logged and retried later, and the
     request that triggered it still gets its (stored) score."""
     from fraudseq.serving import Detector
-    from fraudseq.serving.state import PURGE_EVERY
-    from fraudseq.serving.state_sqlite import SQLiteStore
+    from fraudseq.serving.stores.base import PURGE_EVERY
+    from fraudseq.serving.stores.sqlite import SQLiteStore
 
     model_dir, txs = real_model
     store = SQLiteStore(tmp_path / "state.db")

@@ -283,7 +283,7 @@ def test_reasons_equal_the_explanations_module(model_dir, stream):
             parsed = parse_transaction(tx, schema)
             blob = detector.store.account(parsed.entity)
             account = AccountState.from_bytes(blob) if blob else live.empty_state()
-            days = detector.store.counterparty_days(parsed.counterparty)
+            days = detector.store.counterparty_buckets(parsed.counterparty)
             numeric, codes = live.window_rows(account, live.encode(parsed, account, days))
             result = detector.score(tx)
             n, earlier = len(numeric), len(numeric) - 1
@@ -327,7 +327,7 @@ def test_record_json_is_the_records_json():
     import json
 
     from fraudseq.serving.detector import record_json
-    from fraudseq.serving.state import dumps
+    from fraudseq.serving.stores.base import dumps
 
     result = {
         "fraud_probability": 0.123456789012345,

@@ -293,7 +293,7 @@ def test_feedback_reaches_counterparty_features_after_the_delay(detector):
         from fraudseq.transaction import parse_transaction
 
         parsed = parse_transaction(tx, detector.schema)
-        days = detector.store.counterparty_days("M-RISK")
+        days = detector.store.counterparty_buckets("M-RISK")
         features = live.encode(parsed, live.empty_state(), days)
         return features.raw["cp_risk_7d"], features.raw["cp_count_7d"]
 

@@ -22,8 +22,8 @@ from fraudseq.features.state import _HEADER_V1, decode_states, encode_states
 from fraudseq.serving import AccountState, Detector, MemoryStore
 from fraudseq.serving.event_time import EventClock
 from fraudseq.serving.live_features import LATE_ROWS, LATENESS_NS
-from fraudseq.serving.state import PURGE_EVERY, Update
-from fraudseq.serving.state_sqlite import SQLiteStore
+from fraudseq.serving.stores.base import PURGE_EVERY, Update
+from fraudseq.serving.stores.sqlite import SQLiteStore
 from test_state import CLOCK, accounts_slice, transactions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -48,7 +48,7 @@ def recent(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def buckets_of(store, counterparties) -> dict:
-    return {cp: store.counterparty_days(cp) for cp in counterparties}
+    return {cp: store.counterparty_buckets(cp) for cp in counterparties}
 
 
 SECOND = pd.Timedelta(seconds=1)
@@ -202,12 +202,12 @@ def test_purges_follow_the_clock_not_the_newest_time_claimed(tmp_path):
         put("t-new", 1001)  # memory prunes when a bucket is created
         if isinstance(store, SQLiteStore):
             store.purge()
-        assert set(store.counterparty_days("M")) == {900, 950, 1000, 1001, 10**6}
+        assert set(store.counterparty_buckets("M")) == {900, 950, 1000, 1001, 10**6}
         store.clock = lambda: None  # a "data" clock before any transaction: prune nothing
         put("t-old", 800)
         if isinstance(store, SQLiteStore):
             store.purge()
-        assert 800 in store.counterparty_days("M")
+        assert 800 in store.counterparty_buckets("M")
         store.close()
 
 

@@ -66,7 +66,7 @@ def replay(encoder: FeatureEncoder, frame: pd.DataFrame, schema: Schema, window:
         tx = parse_transaction(row, schema)
         blob = accounts.get(tx.entity)
         account = AccountState.from_bytes(blob) if blob else live.empty_state()
-        days = live.counterparty_days(tx)
+        days = live.counterparty_buckets(tx)
         cp = {}
         if days is not None:
             stored = buckets[tx.counterparty]

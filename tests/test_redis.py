@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from fraudseq.serving import AccountState, Detector, open_store
-from fraudseq.serving.state import Update
+from fraudseq.serving.stores import Update
 from test_state import (
     CLOCK,
     accounts_slice,
+    check_counterparty_reads,
     check_store_contract,
     replay,
     transactions,
@@ -71,6 +72,13 @@ def test_store_contract(url):
     check_store_contract(store)
     store.close()
     assert not store.ping()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_counterparty_reads_equal_the_python_kernels(url, seed):
+    store = open_store(url)
+    check_counterparty_reads(store, seed)
+    store.close()
 
 
 def test_ttl_sets_key_expiry(url, model_dir, small_frame):
@@ -212,7 +220,7 @@ def test_two_processes_lose_no_event(url, model_dir, small_frame, tmp_path):
         for account in range(4):
             assert AccountState.from_bytes(store.account(f"X{account}")).n == 30
         assert all(store.record(tx["tx_id"])["inserted"] for tx in contended)
-        assert sum(n for n, _ in store.counterparty_days("MX").values()) == len(contended)
+        assert sum(n for n, _ in store.counterparty_buckets("MX").values()) == len(contended)
         for txs, _ in streams:
             for entity in {tx["card_id"] for tx in txs}:
                 n = AccountState.from_bytes(store.account(entity)).n

@@ -221,7 +221,7 @@ def start_up_cases(served_model, tmp_path):
     text = tmp_path / "notes.db"
     text.write_text("just text " * 100)
     damaged = tmp_path / "state.db"  # a state file whose meta table's page is damaged
-    from fraudseq.serving.state_sqlite import SQLiteStore
+    from fraudseq.serving.stores.sqlite import SQLiteStore
 
     SQLiteStore(damaged).close()
     with damaged.open("r+b") as file:

@@ -18,11 +18,14 @@ import numpy as np
 import pytest
 
 from fraudseq.errors import FraudseqError
+from fraudseq.features.blocks.counterparty import CounterpartyTotals
+from fraudseq.features.constants import BUCKETS_PER_DAY, COUNTERPARTY_WINDOWS_DAYS
 from fraudseq.fraud_model import FraudModel
 from fraudseq.schema import load_transactions
 from fraudseq.serving import AccountState, Detector, MemoryStore, StateStoreError, open_store
-from fraudseq.serving.state import BucketTable, Snapshot, Update, counterparty_totals
-from fraudseq.serving.state_sqlite import SQLiteStore, _between, uniform_regions
+from fraudseq.serving.stores import BatchUpdate, BucketTable, Snapshot, Update
+from fraudseq.serving.stores.base import counterparty_totals, dumps
+from fraudseq.serving.stores.sqlite import SQLiteStore, _between, uniform_regions
 
 TRAIN_UNTIL = "2026-01-31"
 #: A fixed event clock for replays of the small frame (simulate() writes 2026-01-01 to
@@ -140,7 +143,7 @@ def check_store_contract(store) -> None:
     store.label("t1", 0)
     store.label("t2", 1)
     assert store.label("t2", 1).previous == 1
-    assert store.counterparty_days("M")[100] == (2, 1)
+    assert store.counterparty_buckets("M")[100] == (2, 1)
     assert store.labels() == {"t1": 0, "t2": 1}
     assert store.record("t2")["label"] == 1
     # No counterparty: nothing counted.
@@ -181,9 +184,81 @@ def test_sqlite_sums_counterparty_totals_like_the_buckets(tmp_path):
     for hi in [10_000, 10_010, 10_300, 10_760, 11_000, 11_500, 12_000, 13_000]:
         days = (hi - span, hi)
         expected = counterparty_totals(buckets, days)
-        assert store._read(store._db, "t", "A", "M", days, 0.0)[2] == expected, hi
+        assert store._totals(store._db, "M", days) == expected, hi
         nothing = counterparty_totals({}, days)
-        assert store._read(store._db, "t", "A", "other", days, 0.0)[2] == nothing
+        assert store._totals(store._db, "other", days) == nothing
+    store.close()
+
+
+LONGEST = max(COUNTERPARTY_WINDOWS_DAYS) * BUCKETS_PER_DAY
+
+
+def load_counterparties(store, rng: np.random.Generator, names: list[str]) -> dict:
+    """Random {counterparty: {hour bucket: (count, frauds)}} written through the store's own
+    writes (counts by a batch update, frauds by labelling counted records); returned."""
+    table = {}
+    for cp in names:
+        chosen = rng.choice(np.arange(10_000, 11_600), int(rng.integers(0, 500)), replace=False)
+        table[cp] = {}
+        for bucket in chosen.tolist():
+            n = int(rng.integers(1, 6))
+            table[cp][bucket] = (n, int(rng.integers(1, n + 1)) if rng.random() < 0.1 else 0)
+    record = {"counted": True, "label": None}
+    records = [
+        (f"{cp}/{b}/{k}", "E", True, dumps({**record, "counterparty": cp, "day": b}))
+        for cp, by in table.items() for b, (_, f) in by.items() for k in range(f)
+    ]  # fmt: skip
+    counts = {(cp, b): n for cp, by in table.items() for b, (n, _) in by.items()}
+    update = BatchUpdate([], records, {}, counts)
+    store.transact_batch([r[0] for r in records], ["E"], names, None, lambda _: update)
+    for tx_id, *_ in records:
+        assert store.label(tx_id, 1).changed
+    assert {cp: store.counterparty_buckets(cp) for cp in names} == table
+    return table
+
+
+def check_counterparty_reads(store, seed: int) -> None:
+    """What a store's reads give the counterparty features equals the Python kernels on the
+    stored buckets, for random bucket tables and random queries: a score's totals equal
+    `CounterpartyTotals.from_buckets`; a batch's buckets (SQLite sums some in SQL) give
+    the counterparty block's kernel and `from_buckets` the same numbers as all the stored
+    buckets do."""
+    rng = np.random.default_rng(seed)
+    names = ["M0", "M1", "M2", "M3"]
+    table = load_counterparties(store, rng, names)
+    everything = BucketTable.from_dicts(table)
+    seen = []
+
+    def capture(snapshot):
+        seen.append(snapshot.counterparty)
+        return Update({}) if isinstance(snapshot, Snapshot) else BatchUpdate([])
+
+    for _ in range(60):  # single scores: windows end at `hi`
+        cp, hi = str(rng.choice([*names, "unseen"])), int(rng.integers(9_900, 12_500))
+        store.transact("q", "Q", cp, (hi - LONGEST, hi), capture)
+        assert seen.pop() == CounterpartyTotals.from_buckets(table.get(cp, {}), hi), (cp, hi)
+    for _ in range(20):  # batches: transactions in buckets `own`, seen `delay` buckets late
+        delay = int(rng.choice([0, 7, 168]))
+        start = int(rng.integers(10_000, 12_500))
+        own = start + rng.integers(0, int(rng.choice([1, 24, 300, 1_000])), 40)
+        cps = [str(c) for c in rng.choice([*names, "unseen"], len(own))]
+        span = (int(own.min()) - delay - LONGEST, int(own.max()) - delay)
+        store.transact_batch(["q"], ["Q"], list(dict.fromkeys(cps)), span, capture)
+        read = seen.pop()
+        got, expected = (counterparty_features(cps, own, t, delay) for t in (read, everything))
+        for name, values in expected.items():
+            np.testing.assert_array_equal(got[name], values, err_msg=f"{name} {span}")
+        for cp, end in zip(cps, (own - delay).tolist(), strict=True):
+            want = CounterpartyTotals.from_buckets(table.get(cp, {}), end)
+            assert CounterpartyTotals.from_buckets(read.of(cp), end) == want, (cp, end, span)
+    assert store.record("q") is None and store.account("Q") is None  # reads wrote nothing
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_counterparty_reads_equal_the_python_kernels(kind, seed, tmp_path):
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "cp.db")
+    check_counterparty_reads(store, seed)
     store.close()
 
 
@@ -235,7 +310,8 @@ def test_sqlite_batch_buckets_give_the_features_of_every_bucket(tmp_path, spread
     cps = [names[i] for i in rng.integers(0, 4, 300) % 3] + ["unseen"]
     own = np.r_[own, 10_800]
     days = (int(own.min()) - 168 - 720, int(own.max()) - 168)
-    summed = store._bucket_table(store._db, [*names, "unseen"], days)
+    wanted = [*names, "unseen"]
+    summed = BucketTable.from_rows(wanted, store._counterparty_rows(store._db, wanted, days))
     in_range = {
         cp: {d: v for d, v in by.items() if days[0] <= d < days[1]} for cp, by in buckets.items()
     }
@@ -271,11 +347,11 @@ def test_ttl_expires_accounts_and_records(kind, tmp_path, monkeypatch):
 def test_sqlite_ttl_sweep_is_incremental(tmp_path, monkeypatch):
     """Each purge looks at a bounded key range (PURGE_SCAN keys per table, wrapping round),
     yet repeated purges remove every expired row and keep the fresh ones."""
-    import fraudseq.serving.state_sqlite as state_sqlite
+    import fraudseq.serving.stores.sqlite as sqlite_store
 
     now = [1_000_000.0]
     monkeypatch.setattr(time, "time", lambda: now[0])
-    monkeypatch.setattr(state_sqlite, "PURGE_SCAN", 3)
+    monkeypatch.setattr(sqlite_store, "PURGE_SCAN", 3)
     store = SQLiteStore(tmp_path / "sweep.db", ttl_seconds=60)
 
     def put(i):
@@ -458,32 +534,58 @@ def test_sqlite_store_made_before_the_fraud_index_gets_it_on_open(tmp_path):
     store._db.execute("INSERT INTO counterparty_days VALUES ('M', 10, 3, 1)")
     store.close()
     store = SQLiteStore(tmp_path / "old.db")
-    totals = store._read(store._db, "t", "A", "M", (0, 30 * 24), 0.0)[2]
+    totals = store._totals(store._db, "M", (0, 30 * 24))
     assert totals.counts == (0, 0, 3) and totals.frauds == (0, 0, 1)
     assert totals.first_fraud == totals.last_fraud == 10
     store.close()
 
 
 def test_a_store_made_by_hand_keeps_the_models_counterparty_history(
-    model_dir, small_frame, tmp_path
+    model_dir, small_frame, tmp_path, monkeypatch
 ):
     """Issue 18's bug: a store built directly kept its default retention of 45 *hour*
     buckets, so with a 7-day label delay every counterparty feature read 0 and its scores
-    differed from a store opened by URL (by up to 0.45). The Detector now gives every store
-    the model's retention."""
-    from fraudseq.serving import MemoryStore
-
+    differed from a store opened by URL (by up to 0.45). A store has no retention of its
+    own; the Detector gives every store the model's, so stores made by hand give non-zero
+    counterparty features (counts and risks) and the scores of a store opened by URL."""
     txs, labels = transactions(accounts_slice(small_frame, 80, 60))
+    memory_hand, sqlite_hand = MemoryStore(), SQLiteStore(tmp_path / "hand.db")
+    assert memory_hand.retention_buckets is None and sqlite_hand.retention_buckets is None
     with (
-        Detector.load(model_dir, MemoryStore(), clock="data") as by_hand,
+        Detector.load(model_dir, memory_hand, clock="data") as by_hand,
         Detector.load(model_dir, f"sqlite:///{tmp_path / 's.db'}", clock="data") as by_url,
-        Detector.load(model_dir, SQLiteStore(tmp_path / "hand.db"), clock="data") as sqlite_hand,
+        Detector.load(model_dir, sqlite_hand, clock="data") as by_hand_sqlite,
     ):
-        for detector in (by_hand, by_url, sqlite_hand):
+        detectors = {"memory": by_hand, "url": by_url, "sqlite": by_hand_sqlite}
+        features = {name: spy_on_features(d, monkeypatch) for name, d in detectors.items()}
+        for detector in detectors.values():
             detector.explain = "none"
         hand = replay(by_hand, txs, labels)
         url = replay(by_url, txs, labels)
-        hand_sqlite = replay(sqlite_hand, txs, labels)
+        hand_sqlite = replay(by_hand_sqlite, txs, labels)
+    counterparty = [name for name in features["url"][0] if name.startswith("cp_")]
+    assert len(counterparty) == 8 and len(features["url"]) == len(txs)
+    for name in counterparty:
+        assert max(raw[name] for raw in features["url"]) > 0, name
+    for store in ("memory", "sqlite"):
+        for raw, expected in zip(features[store], features["url"], strict=True):
+            assert {n: raw[n] for n in counterparty} == {n: expected[n] for n in counterparty}
     assert max(abs(hand[k] - url[k]) for k in url) < 1e-9
     assert max(abs(hand_sqlite[k] - url[k]) for k in url) < 1e-9
-    assert by_hand.store.retention_buckets == by_url.store.retention_buckets > 7 * 24
+    expected = by_url.live.counterparty_retention_buckets
+    for detector in (by_hand, by_url, by_hand_sqlite):
+        assert detector.store.retention_buckets == expected > 7 * 24
+
+
+def spy_on_features(detector: Detector, monkeypatch) -> list[dict[str, float]]:
+    """The raw features of every transaction `detector` encodes from now on."""
+    seen: list[dict[str, float]] = []
+    encode = detector.live.encode
+
+    def recording(*args, **kwargs):
+        features = encode(*args, **kwargs)
+        seen.append(features.raw)
+        return features
+
+    monkeypatch.setattr(detector.live, "encode", recording)
+    return seen

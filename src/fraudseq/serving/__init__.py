@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fraudseq.serving.detector import ConflictError, Detector, UnknownTransactionError
 from fraudseq.serving.live_features import AccountState, LiveEncoder
-from fraudseq.serving.state import MemoryStore, StateStore, StateStoreError, open_store
+from fraudseq.serving.stores import MemoryStore, StateStore, StateStoreError, open_store
 from fraudseq.transaction import parse_transaction
 
 __all__ = [
@@ -28,12 +28,8 @@ __all__ = [
 
 def __getattr__(name: str):
     # The SQLite and Redis stores import lazily (redis-py is optional).
-    if name == "SQLiteStore":
-        from fraudseq.serving.state_sqlite import SQLiteStore
+    if name in ("SQLiteStore", "RedisStore"):
+        from fraudseq.serving import stores
 
-        return SQLiteStore
-    if name == "RedisStore":
-        from fraudseq.serving.state_redis import RedisStore
-
-        return RedisStore
+        return getattr(stores, name)
     raise AttributeError(f"module 'fraudseq.serving' has no attribute {name!r}")

@@ -38,7 +38,7 @@ from fraudseq.serving.live_features import (
     SEEN_CAP,
     LiveEncoder,
 )
-from fraudseq.serving.state import BucketTable
+from fraudseq.serving.stores import BucketTable
 from fraudseq.transaction import TransactionColumns
 
 # -- account states as one table ---------------------------------------------------------
@@ -119,13 +119,13 @@ def encode_batch(
     txs: TransactionColumns,
     table: StateTable,
     account: np.ndarray,
-    counterparty_days: BucketTable,
+    counterparty_buckets: BucketTable,
 ) -> tuple[EncodedRun, StateTable]:
     """Features of `txs` (in order; `account[i]` indexes the table) after each account's
     state and its earlier transactions in `txs` (the feature kernel over the stored states
     plus the batch), and the table with them appended. Every account with transactions
-    here must be `vectorisable`. `counterparty_days` holds the (count, frauds) buckets of
-    the counterparties visible to these transactions."""
+    here must be `vectorisable`. `counterparty_buckets` holds the (count, frauds) buckets
+    of the counterparties visible to these transactions."""
     n, a, k = len(txs), len(table.n), live.window
     order = np.argsort(account, kind="stable")  # grouped by account, batch order within
     inverse = np.empty(n, dtype=np.int64)
@@ -141,7 +141,7 @@ def encode_batch(
     chunk = Chunk(account[order], txs.time_ns[order], txs.amount[order], hashes)
     buckets = None
     if live.counterparty:
-        chunk.counterparty, buckets = _counterparty_codes(txs, order, counterparty_days)
+        chunk.counterparty, buckets = _counterparty_codes(txs, order, counterparty_buckets)
     context = Context(table, chunk, live.columns, live.delay_buckets, buckets)
     raw = compute(live.blocks, context)
     for j, column in enumerate(live.schema.numeric):

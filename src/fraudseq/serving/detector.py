@@ -86,15 +86,15 @@ from fraudseq.serving.live_features import (
     AccountState,
     LiveEncoder,
 )
-from fraudseq.serving.state import (
+from fraudseq.serving.stores import (
     BatchSnapshot,
     BatchUpdate,
     Snapshot,
     StateStore,
     Update,
-    dumps,
     open_store,
 )
+from fraudseq.serving.stores.base import dumps
 from fraudseq.serving.window_scorer import WindowScorer, single_thread
 from fraudseq.transaction import LiveTransaction, TransactionColumns, parse_batch, parse_transaction
 
@@ -285,17 +285,20 @@ class Detector:
         unique_rows = list(first.values())
         unique = columns.take(unique_rows) if len(unique_rows) < len(columns) else columns
         position = {row: u for u, row in enumerate(unique_rows)}
-        counterparties, days = [], None
+        counterparties, buckets = [], None
         if self.live.counterparty:
             counterparties = list(dict.fromkeys(unique.counterparty))
             early = unique.row(int(np.argmin(unique.time_ns)))
             late = unique.row(int(np.argmax(unique.time_ns)))
-            days = (self.live.counterparty_days(early)[0], self.live.counterparty_days(late)[1])
+            buckets = (
+                self.live.counterparty_buckets(early)[0],
+                self.live.counterparty_buckets(late)[1],
+            )
         update = self.store.transact_batch(
             unique.ids,
             list(dict.fromkeys(unique.entities)),
             counterparties,
-            days,
+            buckets,
             lambda snapshot: self._compute_many(unique, snapshot),
         )
         results = update.results
@@ -327,7 +330,7 @@ class Detector:
             tx.id,
             tx.entity,
             counterparty,
-            self.live.counterparty_days(tx),
+            self.live.counterparty_buckets(tx),
             lambda snapshot: self._compute(tx, snapshot),
         )
         if update.record is None:
@@ -422,7 +425,7 @@ class Detector:
             record=record,
             record_json=text,
             account=state,
-            counterparty_day=tx.bucket if live.counterparty else None,
+            counterparty_bucket=tx.bucket if live.counterparty else None,
         )
 
     def _stored_result(self, tx: LiveTransaction, record: dict) -> dict:
@@ -510,8 +513,8 @@ class Detector:
         runs = []
         run_of = np.full(n, -1, dtype=np.int64)  # vectorised: its run and index there
         index_in_run = np.zeros(n, dtype=np.int64)
-        days = fresh.bucket
-        chunks = day_chunks(days, live.delay_buckets) if live.counterparty else [(0, n)]
+        own = fresh.bucket  # each transaction's hour bucket
+        chunks = day_chunks(own, live.delay_buckets) if live.counterparty else [(0, n)]
         for start, stop in chunks:
             run = np.arange(start, stop)
             vector = run[fast[run]]
@@ -550,12 +553,12 @@ class Detector:
                     live.insert(state, tx, features)
                 else:
                     places[i] = NOT_INSERTED
-            if live.counterparty:  # this run's transactions per (counterparty, day)
+            if live.counterparty:  # this run's transactions per (counterparty, bucket)
                 run_counts = Counter(
-                    zip(fresh.counterparty[start:stop], days[start:stop].tolist(), strict=True)
+                    zip(fresh.counterparty[start:stop], own[start:stop].tolist(), strict=True)
                 )
-                for (cp, day), count in run_counts.items():
-                    added[cp, day] = added.get((cp, day), 0) + count
+                for (cp, bucket), count in run_counts.items():
+                    added[cp, bucket] = added.get((cp, bucket), 0) + count
                 buckets = buckets.adding(run_counts)  # later runs see this one
 
         with single_thread():
@@ -625,7 +628,7 @@ class Detector:
             results=results,
             records=records,
             accounts=dict(zip(entities, blobs, strict=True)),
-            counterparty_days=added,
+            counterparty_buckets=added,
         )
 
     # -- feedback ------------------------------------------------------------------------

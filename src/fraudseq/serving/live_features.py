@@ -112,8 +112,8 @@ class LiveFeatures:
 class LiveEncoder:
     """A fitted FeatureEncoder's features for one transaction at a time.
 
-    `encode(tx, account, counterparty_days)` returns the features of `tx` given the
-    account's state (its earlier transactions) and the counterparty's day buckets;
+    `encode(tx, account, counterparty)` returns the features of `tx` given the
+    account's state (its earlier transactions) and the counterparty's hour buckets;
     `append(account, tx, features)` returns the state with `tx` added.
     """
 
@@ -188,7 +188,7 @@ class LiveEncoder:
             seen=[{} for _ in self.schema.categorical] if self.novelty else [],
         )
 
-    def counterparty_days(self, tx: LiveTransaction) -> tuple[int, int] | None:
+    def counterparty_buckets(self, tx: LiveTransaction) -> tuple[int, int] | None:
         """The half-open range [lo, hi) of counterparty buckets the features read."""
         if not self.counterparty:
             return None

@@ -103,7 +103,7 @@ from fraudseq.serving.http.settings import (
     ServeSettings,
     default_max_body_bytes,
 )
-from fraudseq.serving.state import StateStoreError
+from fraudseq.serving.stores import StateStoreError
 from fraudseq.transaction import request_columns
 
 __all__ = [

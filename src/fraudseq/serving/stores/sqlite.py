@@ -12,6 +12,12 @@ page cache), but the last commits before a power loss or OS crash may be lost - 
 corrupted. ``sqlite:///state.db?synchronous=FULL`` fsyncs every commit: durable against power
 loss too, at the cost of one fsync (often 0.1-10 ms, depending on the disk) per score.
 
+Counterparty history: a busy counterparty has hundreds of hour buckets in its 30-day
+windows. `SQLiteStore._counterparty_rows`, the one place a store does feature arithmetic,
+returns the fraud-free buckets that every transaction of a read sees alike already summed
+(one row per counterparty and window slice for a single score); a property test holds it to
+the Python kernels (`CounterpartyTotals.from_buckets`, `counterparty_statistics`).
+
 Checkpoints: SQLite's automatic checkpoint would copy the WAL into the database file (and,
 with ``synchronous=NORMAL``, fsync it) inside whichever commit crosses 1,000 WAL pages - a
 10-20 ms stall every ~150 scores on an ordinary disk. Instead, the scoring connection has
@@ -24,6 +30,7 @@ either way, and a crash before a checkpoint loses nothing (the WAL is replayed o
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -32,15 +39,15 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from itertools import accumulate, chain
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from fraudseq.errors import FraudseqError
-from fraudseq.features.blocks.counterparty import CounterpartyTotals, window_starts
+from fraudseq.features.blocks.counterparty import CounterpartyTotals
 from fraudseq.features.constants import BUCKETS_PER_DAY, COUNTERPARTY_WINDOWS_DAYS
-from fraudseq.serving.state import (
+from fraudseq.serving.stores.base import (
     PURGE_EVERY,
     BatchSnapshot,
     BatchUpdate,
@@ -49,7 +56,7 @@ from fraudseq.serving.state import (
     Snapshot,
     StateStoreError,
     Update,
-    counterparty_totals,
+    add_rows,
     dumps,
     label_delta,
     purge_limit,
@@ -76,6 +83,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     record TEXT NOT NULL,
     touched REAL NOT NULL
 ) WITHOUT ROWID;
+-- One row per (counterparty, hour bucket): `day` holds the bucket. The names predate hour
+-- buckets and stay, so existing state files open unchanged.
 CREATE TABLE IF NOT EXISTS counterparty_days (
     counterparty TEXT NOT NULL,
     day INTEGER NOT NULL,
@@ -94,47 +103,29 @@ CREATE TABLE IF NOT EXISTS labels (
 ) WITHOUT ROWID;
 """
 
+_LONGEST = max(COUNTERPARTY_WINDOWS_DAYS) * BUCKETS_PER_DAY
 # One read per score: the transaction's record (?1) and the account's state (?2) if fresh
-# (touched >= ?3), and the counterparty's (?4) buckets in [?5, ?6): per slice between
-# consecutive window starts (the windows are nested, so `_read` adds the slices up) its
-# transactions, by primary key, and its frauds, by the fraud index; then its first and last
-# bucket with a fraud. Each bucket is read once and no expression runs per bucket: half the
-# time of one pass with a CASE per window (a busy counterparty has hundreds of buckets).
-_WINDOWS = len(COUNTERPARTY_WINDOWS_DAYS)
-assert list(COUNTERPARTY_WINDOWS_DAYS) == sorted(set(COUNTERPARTY_WINDOWS_DAYS))
+# (touched >= ?3).
 _READ_SQL = (
     "SELECT (SELECT record FROM transactions WHERE id = ?1 AND touched >= ?3), "
     "(SELECT state FROM accounts WHERE entity = ?2 AND touched >= ?3)"
 )
-_BUCKETS = "FROM counterparty_days WHERE counterparty = ?4 AND day >= ?{} AND day < ?{}"
-_FRAUD_BUCKETS = (
-    "FROM counterparty_days INDEXED BY counterparty_fraud_days "
-    "WHERE counterparty = ?4 AND fraud > 0 AND day >= ?{} AND day < ?{}"
-)
-# Parameters ?5.. are the window starts from the longest window's to the shortest's, then hi.
-_SLICES = [(5 + _WINDOWS - 1 - i, 5 + _WINDOWS - i) for i in range(_WINDOWS)]  # short first
-_READ_WITH_TOTALS_SQL = (
-    _READ_SQL
-    + "".join(
-        f", (SELECT total(n) {_BUCKETS.format(lo, hi)})"
-        f", (SELECT total(fraud) {_FRAUD_BUCKETS.format(lo, hi)})"
-        for lo, hi in _SLICES
-    )
-    + f", (SELECT min(day) {_FRAUD_BUCKETS.format(5, 5 + _WINDOWS)})"
-    + f", (SELECT max(day) {_FRAUD_BUCKETS.format(5, 5 + _WINDOWS)})"
-)
 
 
 def uniform_regions(lo: int, hi: int) -> list[tuple[int, int]]:
-    """Bucket ranges within a batch's read range [lo, hi) that each counterparty window
-    holds wholly or not at all, for every transaction of the batch.
+    """Bucket ranges within a read range [lo, hi) that each counterparty window holds
+    wholly or not at all, for every transaction of the read (for a single score, the
+    slices between consecutive window starts).
 
-    The batch's visible ends v (a transaction's bucket minus the label delay) span
+    The read's visible ends v (a transaction's bucket minus the label delay) span
     [lo + longest window, hi]. A window [v - L, v) holds bucket b for every v when
     hi - L <= b < lo + longest, and for no v when b < lo + longest - L; so from the
-    shortest window up, [hi - L, lo + longest - (next shorter L, or 0)) is uniform."""
+    shortest window up, [hi - L, lo + longest - (next shorter L, or 0)) is uniform. A
+    range shorter than the longest window has no such ends: none then."""
     widths = sorted(w * BUCKETS_PER_DAY for w in COUNTERPARTY_WINDOWS_DAYS)
     earliest_end = lo + widths[-1]
+    if earliest_end > hi:
+        return []
     regions = []
     for i, width in enumerate(widths):
         start, stop = hi - width, earliest_end - (widths[i - 1] if i else 0)
@@ -143,15 +134,41 @@ def uniform_regions(lo: int, hi: int) -> list[tuple[int, int]]:
     return regions
 
 
-def _between(days: tuple[int, int], regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The non-empty ranges of [days[0], days[1]) outside the (disjoint) `regions`."""
-    gaps, cursor = [], days[0]
+#: Counterparties per statement (two bound parameters each, far below SQLite's limit).
+_CHUNK = 500
+
+
+@functools.lru_cache(maxsize=32)
+def _rows_sql(counterparties: int, gaps: int, regions: int) -> str:
+    """`_counterparty_rows`'s statement: the buckets with a fraud in the whole range one by
+    one (by the fraud index), the fraud-free ones in each gap one by one (by primary key),
+    and per region the sum of its fraud-free ones at its first bucket (0 for none: an entry
+    that adds nothing, cheaper than filtering, which would make SQLite sum twice).
+    Counterparties are numbered in SQL (a VALUES list) so rows hold integers only."""
+    each = (
+        "SELECT wanted.code, c.day, c.n, c.fraud FROM wanted JOIN counterparty_days AS c "
+        "{} ON c.counterparty = wanted.counterparty AND c.day >= ? AND c.day < ? AND c.fraud {}"
+    )
+    summed = (
+        "SELECT code, ?, (SELECT ifnull(sum(n), 0) FROM counterparty_days "
+        "WHERE counterparty = wanted.counterparty AND day >= ? AND day < ? AND fraud = 0), 0 "
+        "FROM wanted"
+    )
+    frauds = each.format("INDEXED BY counterparty_fraud_days", "> 0")
+    parts = [frauds] + [each.format("", "= 0")] * gaps + [summed] * regions
+    wanted = ",".join(["(?,?)"] * counterparties)
+    return f"WITH wanted(code, counterparty) AS (VALUES {wanted}) " + " UNION ALL ".join(parts)
+
+
+def _between(span: tuple[int, int], regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The non-empty ranges of [span[0], span[1]) outside the (disjoint) `regions`."""
+    gaps, cursor = [], span[0]
     for start, stop in sorted(regions):
         if start > cursor:
             gaps.append((cursor, start))
         cursor = max(cursor, stop)
-    if days[1] > cursor:
-        gaps.append((cursor, days[1]))
+    if span[1] > cursor:
+        gaps.append((cursor, span[1]))
     return gaps
 
 
@@ -223,9 +240,9 @@ class SQLiteStore:
             ) from None
         self._lock = threading.RLock()
         self._writes = 0
-        #: Counterparty buckets are pruned by this clock (`state.purge_limit`).
+        #: Counterparty buckets are pruned by this clock (`base.purge_limit`).
         self.clock: Callable[[], int | None] | None = None
-        self._pruned_before: int | None = None  # counterparty days < this are gone
+        self._pruned_before: int | None = None  # counterparty buckets < this are gone
         self._swept: dict[str, str] = {}  # per table, the last key the TTL sweep looked at
         self._closed = False
         self._checkpointer: _Checkpointer | None = None
@@ -234,11 +251,14 @@ class SQLiteStore:
             self._checkpointer = _Checkpointer(self.path, checkpoint_seconds, busy_timeout)
 
     # -- scoring -------------------------------------------------------------------------
-    def transact(self, tx_id, entity, counterparty, days, compute) -> Update:
+    def transact(self, tx_id, entity, counterparty, buckets, compute) -> Update:
         with self._lock:
             now = time.time()
             with self._immediate() as db:
-                record, account, totals = self._read(db, tx_id, entity, counterparty, days, now)
+                record, account = db.execute(
+                    _READ_SQL, (tx_id, entity, self._oldest(now))
+                ).fetchone()
+                totals = self._totals(db, counterparty, buckets)
                 update = compute(
                     Snapshot(
                         record=json.loads(record) if record is not None else None,
@@ -267,18 +287,18 @@ class SQLiteStore:
                         "touched = excluded.touched",
                         (entity, update.account, now),
                     )
-                day = update.counterparty_day
-                if counterparty is not None and day is not None:
+                bucket = update.counterparty_bucket
+                if counterparty is not None and bucket is not None:
                     db.execute(
                         "INSERT INTO counterparty_days (counterparty, day, n, fraud) "
                         "VALUES (?, ?, 1, 0) ON CONFLICT (counterparty, day) "
                         "DO UPDATE SET n = n + 1",
-                        (counterparty, day),
+                        (counterparty, bucket),
                     )
             self._wrote(1)
             return update
 
-    def transact_batch(self, tx_ids, entities, counterparties, days, compute) -> BatchUpdate:
+    def transact_batch(self, tx_ids, entities, counterparties, buckets, compute) -> BatchUpdate:
         with self._lock:
             now = time.time()
             with self._immediate() as db:
@@ -291,8 +311,10 @@ class SQLiteStore:
                 accounts = self._fresh_many(
                     "SELECT entity, state FROM accounts WHERE entity IN ", entities, now
                 )
-                buckets = self._bucket_table(db, counterparties if days else [], days)
-                update = compute(BatchSnapshot(records, accounts, buckets))
+                rows = self._counterparty_rows(db, counterparties, buckets)
+                flat = np.fromiter(chain.from_iterable(rows), np.int64, 4 * len(rows))
+                read = BucketTable.from_rows(counterparties if buckets else [], flat)
+                update = compute(BatchSnapshot(records, accounts, read))
                 if not update.records:
                     db.execute("ROLLBACK")
                     return update
@@ -314,76 +336,50 @@ class SQLiteStore:
                     "INSERT INTO counterparty_days (counterparty, day, n, fraud) "
                     "VALUES (?, ?, ?, 0) ON CONFLICT (counterparty, day) "
                     "DO UPDATE SET n = n + excluded.n",
-                    [(cp, day, count) for (cp, day), count in update.counterparty_days.items()],
+                    [(cp, b, count) for (cp, b), count in update.counterparty_buckets.items()],
                 )
             self._wrote(len(update.records))
             return update
 
-    @staticmethod
-    def _bucket_table(db, counterparties: list[str], days) -> BucketTable:
-        """The counterparties' buckets in [days[0], days[1]) as a BucketTable.
+    def _totals(self, db, counterparty: str | None, span) -> CounterpartyTotals:
+        """One score's `CounterpartyTotals`: its windows end at span[1] (as in
+        `base.counterparty_totals`), so it reads the longest one."""
+        if counterparty is None or span is None:
+            return CounterpartyTotals.from_buckets({}, 0)
+        hi = span[1]
+        rows = self._counterparty_rows(db, [counterparty], (hi - _LONGEST, hi))
+        return CounterpartyTotals.from_buckets(add_rows(row[1:] for row in rows), hi)
 
-        Fraud-free buckets in one of `uniform_regions` come back summed, one entry per
+    @staticmethod
+    def _counterparty_rows(db, counterparties: list[str], span) -> list[tuple[int, ...]]:
+        """The counterparties' buckets in [span[0], span[1]) as (code, bucket, count, frauds)
+        rows, code the index in `counterparties`: the one store method that does feature
+        arithmetic, in SQL for speed (`check_counterparty_reads` in tests/test_state.py
+        holds it to the Python kernels).
+
+        Fraud-free buckets in one of `uniform_regions` come back summed, one row per
         counterparty and region (placed at the region's first bucket): every transaction
-        of the batch sees all of such a region in a window or none of it, so its window
+        of the read sees all of such a region in a window or none of it, so its window
         sums are unchanged, and a busy counterparty's hundreds of hour buckets come back
         as a few rows (Python pays about 1 us per row fetched, SQLite 0.1 us per row summed).
         Buckets between the regions come back one by one, and so do those with a fraud
-        (through their partial index): each bucket is read once. Counterparties are
-        numbered in SQL (a VALUES list) so rows hold integers only."""
-        regions = uniform_regions(*days) if days else []
-        bounds = [bound for region in regions for bound in region]
-        sums = ", ".join(
-            "(SELECT total(n) FROM counterparty_days WHERE counterparty = wanted.counterparty "
-            "AND day >= ? AND day < ? AND fraud = 0)"
-            for _ in regions
-        )
-        each = (
-            "SELECT wanted.code, c.day, c.n, c.fraud FROM wanted JOIN counterparty_days AS c "
-            "{} ON c.counterparty = wanted.counterparty AND c.day >= ? AND c.day < ?"
-        )
-        gaps = _between(days, regions) if days else []
-        frauds = each.format("INDEXED BY counterparty_fraud_days") + " AND c.fraud > 0"
-        single_sql = " UNION ALL ".join([each.format("")] * len(gaps) + [frauds] * len(regions))
-        single_bounds = [bound for region in gaps + regions for bound in region]
-        parts = []
-        for start in range(0, len(counterparties), 500):
-            chunk = counterparties[start : start + 500]
-            wanted = (
-                f"WITH wanted(code, counterparty) AS (VALUES {','.join(['(?,?)'] * len(chunk))}) "
-            )
-            codes = [x for i, cp in enumerate(chunk, start) for x in (i, cp)]
-            single = db.execute(wanted + single_sql, (*codes, *single_bounds)).fetchall()
-            parts.append(np.fromiter(chain.from_iterable(single), np.int64, 4 * len(single)))
-            if regions:
-                summed = np.array(
-                    db.execute(wanted + f"SELECT code, {sums} FROM wanted", (*codes, *bounds))
-                    .fetchall(), dtype=np.int64,
-                ).reshape(-1, 1 + len(regions))  # fmt: skip
-                code, totals = np.repeat(summed[:, 0], len(regions)), summed[:, 1:].reshape(-1)
-                first = np.tile([region[0] for region in regions], len(summed))
-                kept = totals > 0
-                rows = np.stack([code, first, totals, np.zeros_like(totals)], axis=1)[kept]
-                parts.append(rows.reshape(-1))
-        flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        return BucketTable.from_rows(counterparties, flat)
-
-    def _read(self, db, tx_id, entity, counterparty, days, now: float):
-        """(record text, account state, CounterpartyTotals) of one score, in one statement:
-        SQLite sums the counterparty's buckets (a busy one has hundreds) and returns one row."""
-        oldest = self._oldest(now)
-        if counterparty is None or days is None:
-            record, account = db.execute(_READ_SQL, (tx_id, entity, oldest)).fetchone()
-            return record, account, counterparty_totals({}, None)
-        hi = days[1]
-        starts = window_starts(hi)  # shortest window first
-        row = db.execute(
-            _READ_WITH_TOTALS_SQL, (tx_id, entity, oldest, counterparty, *starts[::-1], hi)
-        ).fetchone()
-        record, account, *sums, first, last = row
-        counts = tuple(accumulate(int(x) for x in sums[0::2]))  # the slices, nested windows
-        frauds = tuple(accumulate(int(x) for x in sums[1::2]))
-        return record, account, CounterpartyTotals(counts, frauds, first, last)
+        (through their partial index): each bucket is read once."""
+        if not span:
+            return []
+        regions = uniform_regions(*span)
+        gaps = _between(span, regions)
+        bounds = [
+            *span,
+            *(bound for gap in gaps for bound in gap),
+            *(bound for start, stop in regions for bound in (start, start, stop)),
+        ]
+        rows = []
+        for first in range(0, len(counterparties), _CHUNK):
+            chunk = counterparties[first : first + _CHUNK]
+            codes = [x for code, cp in enumerate(chunk, first) for x in (code, cp)]
+            sql = _rows_sql(len(chunk), len(gaps), len(regions))
+            rows += db.execute(sql, (*codes, *bounds)).fetchall()
+        return rows
 
     def _oldest(self, now: float) -> float:
         """The oldest `touched` time still fresh under the TTL."""
@@ -503,16 +499,17 @@ class SQLiteStore:
         with self._lock:
             return dict(self._connection().execute("SELECT id, label FROM labels"))
 
-    def counterparty_days(self, counterparty: str) -> dict[int, tuple[int, int]]:
+    def counterparty_buckets(self, counterparty: str) -> dict[int, tuple[int, int]]:
+        """The counterparty's stored {hour bucket: (count, frauds)}."""
         with self._lock:
             rows = self._connection().execute(
                 "SELECT day, n, fraud FROM counterparty_days WHERE counterparty = ?",
                 (counterparty,),
             )
-            return {day: (n, fraud) for day, n, fraud in rows}
+            return {bucket: (n, fraud) for bucket, n, fraud in rows}
 
     def purge(self) -> None:
-        """Drop expired accounts and records (TTL) and counterparty days past retention."""
+        """Drop expired accounts and records (TTL) and counterparty buckets past retention."""
         with self._lock:
             db = self._connection()
             with db:  # one transaction

@@ -1,4 +1,9 @@
-"""Live state stores: one protocol, three implementations chosen by URL.
+"""What every state store shares: the protocol, the values it passes, `open_store`.
+
+Stores move bytes and rows; they compute no features. The one exception, for speed, is
+SQLite's `SQLiteStore._counterparty_rows`, tested against the Python kernels.
+
+Three implementations, chosen by URL:
 
 =========================  ================================================================
 URL                        store
@@ -16,18 +21,21 @@ What a store holds:
 
 - **accounts**: per entity, the `AccountState` bytes (compact binary, never pickle);
 - **transactions**: per transaction id, a JSON record: content digest, entity, counterparty,
-  day, whether it entered the account's history, its label and the result returned. It makes
-  scoring idempotent and lets feedback find the transaction's counterparty and day;
-- **counterparty days**: per (counterparty, UTC hour bucket), the number of transactions and
-  of known frauds, for the delayed-label counterparty features. Buckets older than the
-  store's `clock` minus the retention are pruned: the clock is the Detector's event clock
-  (`fraudseq.serving.event_time`), never the newest time a transaction claimed; a store
-  without a clock (None, or a clock that returns None) prunes nothing;
+  hour bucket (the record's "day" field, named before buckets were hours), whether it entered
+  the account's history, its label and the result returned. It makes scoring idempotent and
+  lets feedback find the transaction's counterparty and bucket;
+- **counterparty buckets**: per (counterparty, UTC hour bucket), the number of transactions
+  and of known frauds, for the delayed-label counterparty features. Buckets older than the
+  store's `clock` minus `retention_buckets` are pruned: the clock is the Detector's event
+  clock (`fraudseq.serving.event_time`), never the newest time a transaction claimed, and the
+  retention is the model's (`LiveEncoder.counterparty_retention_buckets`), set by the
+  Detector. A store has no retention of its own: without a clock (None, or a clock that
+  returns None) or a retention it prunes nothing;
 - **labels**: transaction id -> 0/1, every label received, for retraining (never expires);
 - **meta**: the fingerprint of the encoder the state was built with.
 
 Every score is one atomic unit: `transact` reads the transaction record, the account and the
-counterparty's days, calls `compute(snapshot)` and writes what it returns, all or nothing.
+counterparty's buckets, calls `compute(snapshot)` and writes what it returns, all or nothing.
 SQLite holds its write lock around it (``BEGIN IMMEDIATE ... COMMIT``); Redis reads, computes
 and commits with a compare-and-set Lua script that fails if the account changed meanwhile,
 and then reads and computes again. So two workers scoring the same account never lose an
@@ -43,8 +51,6 @@ from __future__ import annotations
 import functools
 import json
 import numbers
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -89,13 +95,13 @@ class Update:
     """What `compute` returns. With `record` None nothing is written (a retried transaction).
 
     `account` None leaves the account unchanged (a transaction too late to insert);
-    `counterparty_day` adds one transaction to the (counterparty, day) bucket.
+    `counterparty_bucket` adds one transaction to the (counterparty, hour bucket) entry.
     """
 
     result: dict
     record: dict | None = None
     account: bytes | None = None
-    counterparty_day: int | None = None
+    counterparty_bucket: int | None = None
     record_json: str | None = None  # `dumps(record)`, when compute already wrote it
 
     def record_text(self) -> str:
@@ -155,17 +161,11 @@ class BucketTable:
     def of(self, counterparty: str) -> dict[int, tuple[int, int]]:
         """One counterparty's {bucket: (count, frauds)}."""
         code = self.index.get(counterparty)
-        out: dict[int, tuple[int, int]] = {}
         if code is None:
-            return out
+            return {}
         mine = np.flatnonzero(self.code == code)
-        for bucket, n, fraud in zip(
-            self.bucket[mine].tolist(), self.count[mine].tolist(), self.fraud[mine].tolist(),
-            strict=True,
-        ):  # fmt: skip
-            before = out.get(bucket, (0, 0))
-            out[bucket] = (before[0] + n, before[1] + fraud)
-        return out
+        columns = (self.bucket[mine], self.count[mine], self.fraud[mine])
+        return add_rows(zip(*(column.tolist() for column in columns), strict=True))
 
 
 @dataclass
@@ -183,13 +183,13 @@ class BatchSnapshot:
 class BatchUpdate:
     """What a batch `compute` returns: `results` for the caller, and what to write, all or
     nothing: new `records` (tx id, entity, inserted, the record as JSON text), `accounts`
-    (entity -> state bytes) and `counterparty_days` ((counterparty, day) -> transactions
-    to add)."""
+    (entity -> state bytes) and `counterparty_buckets` ((counterparty, hour bucket) ->
+    transactions to add)."""
 
     results: list
     records: list[tuple[str, str, bool, str]] = field(default_factory=list)
     accounts: dict[str, bytes] = field(default_factory=dict)
-    counterparty_days: dict[tuple[str, int], int] = field(default_factory=dict)
+    counterparty_buckets: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -208,9 +208,9 @@ class StateStore(Protocol):
     A store may also implement the optional batch form, used by `Detector.score_batch`
     (which otherwise scores a batch one transaction at a time):
 
-    ``transact_batch(tx_ids, entities, counterparties, days, compute) -> BatchUpdate``:
-    read the records of `tx_ids`, the accounts of `entities` and the counterparties'
-    buckets of days in [days[0], days[1]) at once, call `compute(BatchSnapshot)` and write
+    ``transact_batch(tx_ids, entities, counterparties, buckets, compute) -> BatchUpdate``:
+    read the records of `tx_ids`, the accounts of `entities` and the counterparties' hour
+    buckets in [buckets[0], buckets[1]) at once, call `compute(BatchSnapshot)` and write
     everything it returns in one atomic unit; read and compute again if any of the
     accounts changed concurrently. The three stores here implement it.
     """
@@ -222,11 +222,12 @@ class StateStore(Protocol):
         tx_id: str,
         entity: str,
         counterparty: str | None,
-        days: tuple[int, int] | None,
+        buckets: tuple[int, int] | None,
         compute: Callable[[Snapshot], Update],
     ) -> Update:
         """Read the snapshot, `compute` the update and write it atomically; retry on a
-        concurrent change. `days` is the half-open day range of counterparty buckets to read."""
+        concurrent change. `buckets` is the half-open range of counterparty hour buckets
+        to read (`LiveEncoder.counterparty_buckets`)."""
         ...
 
     def label(self, tx_id: str, label: int) -> LabelChange | None:
@@ -274,15 +275,21 @@ def open_store(
         raise FraudseqError(
             f"ttl_seconds must be a positive whole number of seconds or None, got {ttl_seconds!r}"
         )
-    url = state.strip()
+    store = _store_at(state.strip(), ttl_seconds=ttl_seconds, retention_buckets=retention_buckets)
+    store.clock = clock
+    return store
+
+
+def _store_at(url: str, **options) -> StateStore:
+    """The store a URL names, with `options` (ttl_seconds, retention_buckets); no clock."""
     if url == "memory" or url == "memory://":
-        store = MemoryStore(ttl_seconds=ttl_seconds, retention_buckets=retention_buckets)
-        store.clock = clock
-        return store
+        from fraudseq.serving.stores.memory import MemoryStore
+
+        return MemoryStore(**options)
     parsed = urlparse(url)
-    options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
     if parsed.scheme == "sqlite":
-        from fraudseq.serving.state_sqlite import SQLiteStore
+        from fraudseq.serving.stores.sqlite import SQLiteStore
 
         # SQLAlchemy's convention: sqlite:///relative/path.db, sqlite:////absolute/path.db.
         path = url[len("sqlite:///") :].split("?", 1)[0] if url.startswith("sqlite:///") else ""
@@ -291,28 +298,13 @@ def open_store(
                 f"{url}: no database path; write sqlite:///relative/state.db or "
                 f"sqlite:////absolute/state.db"
             )
-        store = SQLiteStore(
-            path,
-            ttl_seconds=ttl_seconds,
-            retention_buckets=retention_buckets,
-            synchronous=options.get("synchronous", "NORMAL"),
-            url=url,
-        )
-        store.clock = clock
-        return store
+        return SQLiteStore(path, synchronous=query.get("synchronous", "NORMAL"), url=url, **options)
     if parsed.scheme in ("redis", "rediss", "unix"):
-        from fraudseq.serving.state_redis import RedisStore
+        from fraudseq.serving.stores.redis import RedisStore
 
-        store = RedisStore(
-            url,
-            ttl_seconds=ttl_seconds,
-            retention_buckets=retention_buckets,
-            prefix=options.get("prefix", "fraudseq:"),
-        )
-        store.clock = clock
-        return store
+        return RedisStore(url, prefix=query.get("prefix", "fraudseq:"), **options)
     raise FraudseqError(
-        f"unknown state store {state!r}; use 'memory', 'sqlite:///path/to/state.db' or "
+        f"unknown state store {url!r}; use 'memory', 'sqlite:///path/to/state.db' or "
         f"'redis://host:port/db'"
     )
 
@@ -332,174 +324,27 @@ def label_delta(previous: int | None, label: int) -> int:
     return int(label == 1) - int(previous == 1)
 
 
-def counterparty_totals(buckets: dict, days: tuple[int, int] | None) -> CounterpartyTotals:
-    """`CounterpartyTotals` of the (count, frauds) buckets for the range `days` that
-    `LiveEncoder.counterparty_days` gives (its windows end at days[1]; the longest starts at
-    days[0], and `from_buckets` leaves out what lies outside); all zero without a range."""
-    return CounterpartyTotals.from_buckets(buckets if days else {}, days[1] if days else 0)
+def add_rows(rows) -> dict[int, tuple[int, int]]:
+    """{bucket: (count, frauds)} of (bucket, count, frauds) rows, adding up repeated buckets."""
+    out: dict[int, tuple[int, int]] = {}
+    for bucket, n, fraud in rows:
+        before = out.get(bucket, (0, 0))
+        out[bucket] = (before[0] + n, before[1] + fraud)
+    return out
+
+
+def in_range(buckets: dict, span: tuple[int, int]) -> dict[int, tuple[int, int]]:
+    """The (count, frauds) buckets in the half-open range `span`, as tuples."""
+    lo, hi = span
+    return {b: (v[0], v[1]) for b, v in buckets.items() if lo <= b < hi}
+
+
+def counterparty_totals(buckets: dict, span: tuple[int, int] | None) -> CounterpartyTotals:
+    """`CounterpartyTotals` of the (count, frauds) buckets for the range `span` that
+    `LiveEncoder.counterparty_buckets` gives (its windows end at span[1]; the longest starts
+    at span[0], and `from_buckets` leaves out what lies outside); all zero without a range."""
+    return CounterpartyTotals.from_buckets(buckets if span else {}, span[1] if span else 0)
 
 
 def dumps(record: dict) -> str:
     return json.dumps(record, separators=(",", ":"))
-
-
-class MemoryStore:
-    """Everything in dicts of this process, behind one lock. For tests and notebooks."""
-
-    def __init__(
-        self, *, ttl_seconds: int | None = None, retention_buckets: int | None = None
-    ) -> None:
-        self.url = "memory"
-        self.ttl = ttl_seconds
-        self.retention_buckets = retention_buckets
-        #: Counterparty buckets are pruned by this clock (see `purge_limit`).
-        self.clock: Callable[[], int | None] | None = None
-        self._lock = threading.RLock()
-        self._accounts: dict[str, tuple[float, bytes]] = {}
-        self._records: dict[str, tuple[float, str]] = {}
-        self._days: dict[str, dict[int, list[int]]] = {}
-        self._labels: dict[str, int] = {}
-        self._meta: dict[str, str] = {}
-        self._writes = 0
-        self._closed = False
-
-    def _fresh(self, entry, now: float):
-        if entry is None:
-            return None
-        touched, value = entry
-        if self.ttl is not None and touched < now - self.ttl:
-            return None
-        return value
-
-    def transact(self, tx_id, entity, counterparty, days, compute) -> Update:
-        with self._lock:
-            self._check_open()
-            now = time.time()
-            text = self._fresh(self._records.get(tx_id), now)
-            buckets = self._days.get(counterparty, {}) if counterparty is not None else {}
-            snapshot = Snapshot(
-                record=json.loads(text) if text is not None else None,
-                account=self._fresh(self._accounts.get(entity), now),
-                counterparty=counterparty_totals(buckets, days),
-            )
-            update = compute(snapshot)
-            if update.record is None:
-                return update
-            self._records[tx_id] = (now, update.record_text())
-            if update.account is not None:
-                self._accounts[entity] = (now, update.account)
-            if counterparty is not None and update.counterparty_day is not None:
-                self._add_day(counterparty, update.counterparty_day, 1)
-            self._writes += 1
-            if self._writes % PURGE_EVERY == 0:
-                self.purge()
-            return update
-
-    def transact_batch(self, tx_ids, entities, counterparties, days, compute) -> BatchUpdate:
-        with self._lock:
-            self._check_open()
-            now = time.time()
-            records = {}
-            for tx_id in tx_ids:
-                text = self._fresh(self._records.get(tx_id), now)
-                if text is not None:
-                    records[tx_id] = json.loads(text)
-            accounts = {}
-            for entity in entities:
-                blob = self._fresh(self._accounts.get(entity), now)
-                if blob is not None:
-                    accounts[entity] = blob
-            buckets = {}
-            if days is not None:
-                for cp in counterparties:
-                    stored = self._days.get(cp, {})
-                    buckets[cp] = {
-                        d: (v[0], v[1]) for d, v in stored.items() if days[0] <= d < days[1]
-                    }
-            update = compute(BatchSnapshot(records, accounts, BucketTable.from_dicts(buckets)))
-            for tx_id, _, _, text in update.records:
-                self._records[tx_id] = (now, text)
-            for entity, blob in update.accounts.items():
-                self._accounts[entity] = (now, blob)
-            for (cp, day), count in update.counterparty_days.items():
-                self._add_day(cp, day, count)
-            before = self._writes
-            self._writes += len(update.records)
-            if self._writes // PURGE_EVERY != before // PURGE_EVERY:
-                self.purge()
-            return update
-
-    def _add_day(self, counterparty: str, day: int, count: int) -> None:
-        """Count transactions in a bucket; a new bucket prunes the counterparty's buckets
-        older than the clock's retention limit."""
-        cp_days = self._days.setdefault(counterparty, {})
-        if day not in cp_days:
-            cp_days[day] = [0, 0]
-            limit = purge_limit(self.clock, self.retention_buckets)
-            if limit is not None:
-                for old in [d for d in cp_days if d < limit and d != day]:
-                    del cp_days[old]
-        cp_days[day][0] += count
-
-    def label(self, tx_id: str, label: int) -> LabelChange | None:
-        with self._lock:
-            self._check_open()
-            now = time.time()
-            text = self._fresh(self._records.get(tx_id), now)
-            if text is None:
-                return None
-            record = json.loads(text)
-            previous = record.get("label")
-            self._labels[tx_id] = label
-            if previous == label:
-                return LabelChange(previous, False)
-            record["label"] = label
-            self._records[tx_id] = (self._records[tx_id][0], dumps(record))
-            delta = label_delta(previous, label)
-            cp = record.get("counterparty")
-            if delta and cp is not None and record.get("counted"):
-                bucket = self._days.get(cp, {}).get(record["day"])
-                if bucket is not None:
-                    bucket[1] += delta
-            return LabelChange(previous, True)
-
-    def meta(self, key: str, value: str) -> str:
-        with self._lock:
-            return self._meta.setdefault(key, value)
-
-    def account(self, entity: str) -> bytes | None:
-        with self._lock:
-            return self._fresh(self._accounts.get(entity), time.time())
-
-    def record(self, tx_id: str) -> dict | None:
-        with self._lock:
-            text = self._fresh(self._records.get(tx_id), time.time())
-            return json.loads(text) if text is not None else None
-
-    def labels(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._labels)
-
-    def counterparty_days(self, counterparty: str) -> dict[int, tuple[int, int]]:
-        with self._lock:
-            return {d: (v[0], v[1]) for d, v in self._days.get(counterparty, {}).items()}
-
-    def purge(self) -> None:
-        """Drop accounts and records older than the TTL."""
-        if self.ttl is None:
-            return
-        with self._lock:
-            limit = time.time() - self.ttl
-            for table in (self._accounts, self._records):
-                for key in [k for k, (touched, _) in table.items() if touched < limit]:
-                    del table[key]
-
-    def ping(self) -> bool:
-        return not self._closed
-
-    def close(self) -> None:
-        self._closed = True
-
-    def _check_open(self) -> None:
-        if self._closed:  # the server is stopping: not the client's fault (503, not 400)
-            raise StateStoreError("the state store is closed")

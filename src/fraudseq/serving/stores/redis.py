@@ -2,10 +2,10 @@
 
 Keys (``prefix`` defaults to ``fraudseq:``): ``{prefix}a:{entity}`` the account's state
 bytes, ``{prefix}t:{transaction id}`` the transaction record (JSON), ``{prefix}c:{counterparty}``
-a hash of ``{day}:n`` / ``{day}:f`` counters, ``{prefix}labels:all`` a hash of labels and
-``{prefix}meta:all`` a hash of fingerprints.
+a hash of ``{bucket}:n`` / ``{bucket}:f`` counters per hour bucket, ``{prefix}labels:all`` a
+hash of labels and ``{prefix}meta:all`` a hash of fingerprints.
 
-A score reads the record, the account and the counterparty's days in one round trip, computes
+A score reads the record, the account and the counterparty's buckets in one round trip, computes
 the features and the model's score in Python, then commits with a Lua script (atomic in
 Redis) that checks the record is still absent and the account is still byte-for-byte what was
 read; if another worker changed the account meanwhile, nothing is written and the score is
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fraudseq.errors import FraudseqError
 from fraudseq.redaction import redact
-from fraudseq.serving.state import (
+from fraudseq.serving.stores.base import (
     BatchSnapshot,
     BatchUpdate,
     BucketTable,
@@ -33,6 +32,7 @@ from fraudseq.serving.state import (
     Update,
     counterparty_totals,
     dumps,
+    in_range,
     label_delta,
     purge_limit,
 )
@@ -62,13 +62,13 @@ if ARGV[3] == '1' then
   end
 end
 if ARGV[7] ~= '' then
-  local day = tonumber(ARGV[7])
+  local bucket = tonumber(ARGV[7])
   local n = redis.call('HINCRBY', KEYS[3], ARGV[7] .. ':n', 1)
   if n == 1 and ARGV[8] ~= '' then
     local limit = tonumber(ARGV[8])
     for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
-      local d = tonumber(string.match(field, '^(-?%d+):'))
-      if d and d < limit and d ~= day then redis.call('HDEL', KEYS[3], field) end
+      local b = tonumber(string.match(field, '^(-?%d+):'))
+      if b and b < limit and b ~= bucket then redis.call('HDEL', KEYS[3], field) end
     end
   end
 end
@@ -80,7 +80,7 @@ return {0}
 # n, a, c, ttl, the oldest bucket kept ('' = prune nothing), number of counter increments;
 # then per record its JSON; per
 # account its expected SHA-1 ('' = absent), whether to write it, and its new bytes; per
-# increment the counterparty's index (1-based among the c keys), the day and the count.
+# increment the counterparty's index (1-based among the c keys), the bucket and the count.
 _COMMIT_BATCH = """
 local n, a, c = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ttl, limit, k = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -117,13 +117,13 @@ end
 base = base + 3 * a
 for q = 1, k do
   local key = KEYS[n + a + tonumber(ARGV[base + 3 * (q - 1) + 1])]
-  local day = ARGV[base + 3 * (q - 1) + 2]
+  local bucket = ARGV[base + 3 * (q - 1) + 2]
   local count = tonumber(ARGV[base + 3 * (q - 1) + 3])
-  local total = redis.call('HINCRBY', key, day .. ':n', count)
+  local total = redis.call('HINCRBY', key, bucket .. ':n', count)
   if total == count and limit then
     for _, field in ipairs(redis.call('HKEYS', key)) do
-      local d = tonumber(string.match(field, '^(-?%d+):'))
-      if d and d < limit and d ~= tonumber(day) then redis.call('HDEL', key, field) end
+      local b = tonumber(string.match(field, '^(-?%d+):'))
+      if b and b < limit and b ~= tonumber(bucket) then redis.call('HDEL', key, field) end
     end
   end
 end
@@ -153,7 +153,7 @@ class RedisStore:
         self.url = redact(url)  # for messages and logs: the password masked
         self.ttl = ttl_seconds
         self.retention_buckets = retention_buckets
-        #: Counterparty buckets are pruned by this clock (`state.purge_limit`).
+        #: Counterparty buckets are pruned by this clock (`base.purge_limit`).
         self.clock: Callable[[], int | None] | None = None
         self.prefix = prefix
         parts = urlsplit(url)  # ?prefix= is ours; other query options go to redis-py
@@ -193,11 +193,11 @@ class RedisStore:
         return self._redis.exceptions.RedisError
 
     # -- scoring -------------------------------------------------------------------------
-    def transact(self, tx_id, entity, counterparty, days, compute) -> Update:
+    def transact(self, tx_id, entity, counterparty, buckets, compute) -> Update:
         self._check_open()
         t_key, a_key = self._key("t", tx_id), self._key("a", entity)
         c_key = self._key("c", counterparty) if counterparty is not None else t_key
-        read_buckets = counterparty is not None and bool(days)
+        read_buckets = counterparty is not None and bool(buckets)
         try:
             for _ in range(MAX_ATTEMPTS):
                 pipe = self._client.pipeline(transaction=False)
@@ -207,19 +207,19 @@ class RedisStore:
                     pipe.hgetall(c_key)
                 values = pipe.execute()
                 record, account = values[0], values[1]
-                buckets = counterparty_totals(
-                    _buckets(values[2], days) if read_buckets else {}, days
+                totals = counterparty_totals(
+                    in_range(_buckets(values[2]), buckets) if read_buckets else {}, buckets
                 )
                 update = compute(
                     Snapshot(
                         record=json.loads(record) if record is not None else None,
                         account=account,
-                        counterparty=buckets,
+                        counterparty=totals,
                     )
                 )
                 if update.record is None:
                     return update
-                day = update.counterparty_day
+                bucket = update.counterparty_bucket
                 outcome = self._commit(
                     keys=[t_key, a_key, c_key],
                     args=[
@@ -229,7 +229,7 @@ class RedisStore:
                         update.account if update.account is not None else b"",
                         update.record_text(),
                         self.ttl or 0,
-                        str(day) if counterparty is not None and day is not None else "",
+                        str(bucket) if counterparty is not None and bucket is not None else "",
                         _limit_arg(self.clock, self.retention_buckets),
                     ],
                 )
@@ -248,7 +248,7 @@ class RedisStore:
         except self._errors as err:
             raise self._failure(err) from None
 
-    def transact_batch(self, tx_ids, entities, counterparties, days, compute) -> BatchUpdate:
+    def transact_batch(self, tx_ids, entities, counterparties, buckets, compute) -> BatchUpdate:
         """Read everything in one pipeline, compute, and commit with one Lua script that
         writes nothing unless no record was created and no account changed meanwhile
         (accounts are compared by SHA-1); otherwise read and compute again."""
@@ -261,24 +261,25 @@ class RedisStore:
                 pipe = self._client.pipeline(transaction=False)
                 pipe.mget(t_keys)
                 pipe.mget(a_keys)
-                if days is not None:
+                if buckets is not None:
                     for key in c_keys:
                         pipe.hgetall(key)
                 values = pipe.execute()
                 records = {i: json.loads(v) for i, v in zip(tx_ids, values[0], strict=True) if v}
                 accounts = {e: v for e, v in zip(entities, values[1], strict=True) if v is not None}
-                buckets = {
+                read = {
                     cp: found
                     for cp, stored in zip(counterparties, values[2:], strict=False)
-                    if (found := _buckets(stored, days))
+                    if (found := in_range(_buckets(stored), buckets))
                 }
-                update = compute(BatchSnapshot(records, accounts, BucketTable.from_dicts(buckets)))
+                update = compute(BatchSnapshot(records, accounts, BucketTable.from_dicts(read)))
                 if not update.records:
                     return update
                 record_keys = [self._key("t", tx_id) for tx_id, _, _, _ in update.records]
                 args: list = [
                     len(record_keys), len(a_keys), len(c_keys), self.ttl or 0,
-                    _limit_arg(self.clock, self.retention_buckets), len(update.counterparty_days),
+                    _limit_arg(self.clock, self.retention_buckets),
+                    len(update.counterparty_buckets),
                 ]  # fmt: skip
                 args += [text for _, _, _, text in update.records]
                 for entity in entities:
@@ -290,8 +291,8 @@ class RedisStore:
                         new if new is not None else b"",
                     ]
                 position = {cp: i + 1 for i, cp in enumerate(counterparties)}
-                for (cp, day), count in update.counterparty_days.items():
-                    args += [position[cp], day, count]
+                for (cp, bucket), count in update.counterparty_buckets.items():
+                    args += [position[cp], bucket, count]
                 status = int(self._commit_batch(keys=record_keys + a_keys + c_keys, args=args))
                 if status == 0:
                     return update
@@ -359,7 +360,8 @@ class RedisStore:
         stored = self._client.hgetall(self._key("labels", "all"))
         return {k.decode(): int(v) for k, v in stored.items()}
 
-    def counterparty_days(self, counterparty: str) -> dict[int, tuple[int, int]]:
+    def counterparty_buckets(self, counterparty: str) -> dict[int, tuple[int, int]]:
+        """The counterparty's stored {hour bucket: (count, frauds)}."""
         return _buckets(self._client.hgetall(self._key("c", counterparty)))
 
     def clear(self) -> int:
@@ -421,14 +423,13 @@ def _limit_arg(clock, retention: int | None) -> str:
     return "" if limit is None else str(limit)
 
 
-def _buckets(stored: dict, days: tuple[int, int] | None = None) -> dict[int, tuple[int, int]]:
+def _buckets(stored: dict) -> dict[int, tuple[int, int]]:
     """(count, frauds) by bucket from a counterparty hash of `{bucket}:n` / `{bucket}:f`
-    fields, keeping buckets in the half-open range `days` when given. The hash is read whole
-    (HGETALL): it holds only buckets that have transactions, pruned to the retention, far
-    fewer than the hundreds of hour buckets a 30-day range spans."""
+    fields. The hash is read whole (HGETALL): it holds only buckets that have transactions,
+    pruned to the retention, far fewer than the hundreds of hour buckets a 30-day range
+    spans."""
     out: dict[int, list[int]] = {}
     for field, value in stored.items():
         bucket, kind = field.decode().split(":")
         out.setdefault(int(bucket), [0, 0])[0 if kind == "n" else 1] = int(value)
-    lo, hi = days if days is not None else (-math.inf, math.inf)
-    return {b: (v[0], v[1]) for b, v in out.items() if lo <= b < hi}
+    return {b: (v[0], v[1]) for b, v in out.items()}

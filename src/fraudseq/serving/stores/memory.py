@@ -1,0 +1,183 @@
+"""`MemoryStore`: every piece of state in dicts of this process (tests, notebooks)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+from fraudseq.serving.stores.base import (
+    PURGE_EVERY,
+    BatchSnapshot,
+    BatchUpdate,
+    BucketTable,
+    LabelChange,
+    Snapshot,
+    StateStoreError,
+    Update,
+    counterparty_totals,
+    dumps,
+    in_range,
+    label_delta,
+    purge_limit,
+)
+
+
+class MemoryStore:
+    """Everything in dicts of this process, behind one lock. For tests and notebooks."""
+
+    def __init__(
+        self, *, ttl_seconds: int | None = None, retention_buckets: int | None = None
+    ) -> None:
+        self.url = "memory"
+        self.ttl = ttl_seconds
+        self.retention_buckets = retention_buckets
+        #: Counterparty buckets are pruned by this clock (see `purge_limit`).
+        self.clock: Callable[[], int | None] | None = None
+        self._lock = threading.RLock()
+        self._accounts: dict[str, tuple[float, bytes]] = {}
+        self._records: dict[str, tuple[float, str]] = {}
+        self._buckets: dict[str, dict[int, list[int]]] = {}
+        self._labels: dict[str, int] = {}
+        self._meta: dict[str, str] = {}
+        self._writes = 0
+        self._closed = False
+
+    def _fresh(self, entry, now: float):
+        if entry is None:
+            return None
+        touched, value = entry
+        if self.ttl is not None and touched < now - self.ttl:
+            return None
+        return value
+
+    def transact(self, tx_id, entity, counterparty, buckets, compute) -> Update:
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            text = self._fresh(self._records.get(tx_id), now)
+            stored = self._buckets.get(counterparty, {}) if counterparty is not None else {}
+            snapshot = Snapshot(
+                record=json.loads(text) if text is not None else None,
+                account=self._fresh(self._accounts.get(entity), now),
+                counterparty=counterparty_totals(stored, buckets),
+            )
+            update = compute(snapshot)
+            if update.record is None:
+                return update
+            self._records[tx_id] = (now, update.record_text())
+            if update.account is not None:
+                self._accounts[entity] = (now, update.account)
+            if counterparty is not None and update.counterparty_bucket is not None:
+                self._add_bucket(counterparty, update.counterparty_bucket, 1)
+            self._writes += 1
+            if self._writes % PURGE_EVERY == 0:
+                self.purge()
+            return update
+
+    def transact_batch(self, tx_ids, entities, counterparties, buckets, compute) -> BatchUpdate:
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            records = {}
+            for tx_id in tx_ids:
+                text = self._fresh(self._records.get(tx_id), now)
+                if text is not None:
+                    records[tx_id] = json.loads(text)
+            accounts = {}
+            for entity in entities:
+                blob = self._fresh(self._accounts.get(entity), now)
+                if blob is not None:
+                    accounts[entity] = blob
+            read = {}
+            if buckets is not None:
+                read = {cp: in_range(self._buckets.get(cp, {}), buckets) for cp in counterparties}
+            update = compute(BatchSnapshot(records, accounts, BucketTable.from_dicts(read)))
+            for tx_id, _, _, text in update.records:
+                self._records[tx_id] = (now, text)
+            for entity, blob in update.accounts.items():
+                self._accounts[entity] = (now, blob)
+            for (cp, bucket), count in update.counterparty_buckets.items():
+                self._add_bucket(cp, bucket, count)
+            before = self._writes
+            self._writes += len(update.records)
+            if self._writes // PURGE_EVERY != before // PURGE_EVERY:
+                self.purge()
+            return update
+
+    def _add_bucket(self, counterparty: str, bucket: int, count: int) -> None:
+        """Count transactions in a bucket; a new bucket prunes the counterparty's buckets
+        older than the clock's retention limit."""
+        stored = self._buckets.setdefault(counterparty, {})
+        if bucket not in stored:
+            stored[bucket] = [0, 0]
+            limit = purge_limit(self.clock, self.retention_buckets)
+            if limit is not None:
+                for old in [b for b in stored if b < limit and b != bucket]:
+                    del stored[old]
+        stored[bucket][0] += count
+
+    def label(self, tx_id: str, label: int) -> LabelChange | None:
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            text = self._fresh(self._records.get(tx_id), now)
+            if text is None:
+                return None
+            record = json.loads(text)
+            previous = record.get("label")
+            self._labels[tx_id] = label
+            if previous == label:
+                return LabelChange(previous, False)
+            record["label"] = label
+            self._records[tx_id] = (self._records[tx_id][0], dumps(record))
+            delta = label_delta(previous, label)
+            cp = record.get("counterparty")
+            if delta and cp is not None and record.get("counted"):
+                bucket = self._buckets.get(cp, {}).get(record["day"])
+                if bucket is not None:
+                    bucket[1] += delta
+            return LabelChange(previous, True)
+
+    def meta(self, key: str, value: str) -> str:
+        with self._lock:
+            return self._meta.setdefault(key, value)
+
+    def account(self, entity: str) -> bytes | None:
+        with self._lock:
+            return self._fresh(self._accounts.get(entity), time.time())
+
+    def record(self, tx_id: str) -> dict | None:
+        with self._lock:
+            text = self._fresh(self._records.get(tx_id), time.time())
+            return json.loads(text) if text is not None else None
+
+    def labels(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._labels)
+
+    def counterparty_buckets(self, counterparty: str) -> dict[int, tuple[int, int]]:
+        """The counterparty's stored {hour bucket: (count, frauds)}."""
+        with self._lock:
+            return {b: (v[0], v[1]) for b, v in self._buckets.get(counterparty, {}).items()}
+
+    def purge(self) -> None:
+        """Drop accounts and records older than the TTL."""
+        if self.ttl is None:
+            return
+        with self._lock:
+            limit = time.time() - self.ttl
+            for table in (self._accounts, self._records):
+                for key in [k for k, (touched, _) in table.items() if touched < limit]:
+                    del table[key]
+
+    def ping(self) -> bool:
+        return not self._closed
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:  # the server is stopping: not the client's fault (503, not 400)
+            raise StateStoreError("the state store is closed")
