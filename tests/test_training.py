@@ -64,6 +64,8 @@ class Scripted(Callback):
 
 
 class StopAfter(Callback):
+    """Asks to stop after `epoch`; notes the epochs it saw and whether training ended."""
+
     def __init__(self, epoch):
         self.epoch, self.seen, self.ended = epoch, [], False
 
@@ -76,6 +78,7 @@ class StopAfter(Callback):
 
 
 def small_fit(small_frame, callbacks, epochs):
+    """A small LSTM trained with `callbacks` on 1,500 windows, validated on 1,500 others."""
     encoder, source, labels = windows(small_frame)
     positions = np.arange(3000)
     train = WindowSet(source, positions[::2], labels[:3000:2])

@@ -157,8 +157,9 @@ class EarlyStopping(Callback):
 class Trainer:
     """Adam on an `Objective`'s loss, one line per epoch, then `callbacks`. By default the
     objective is a classifier's weighted BCE or focal loss on logits, and the callbacks are
-    early stopping on its validation value (AP) with `patience`, or on the training loss
-    without validation windows. Samplers reshape each epoch's training windows only."""
+    early stopping with `patience` on the objective's validation value (a classifier's AP),
+    or on the training loss without validation windows; given `callbacks` replace that
+    (`[]` trains every epoch). Samplers reshape each epoch's training windows only."""
 
     epochs: int = 10
     batch_size: int = 512
