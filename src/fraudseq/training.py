@@ -1,4 +1,5 @@
-"""The one training loop: batches of windows, weighted BCE on logits, early stopping on AP."""
+"""The one training loop: batches of windows, an objective's loss, then callbacks such as early
+stopping (by default on validation AP for classifiers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field, fields
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -63,10 +65,101 @@ class WindowSet:
         return len(self.positions)
 
 
+class Objective(Protocol):
+    """What a model kind minimises: the part of training that differs between kinds, so
+    that every kind shares the one loop in `Trainer.fit`."""
+
+    def module(self, net: nn.Module) -> nn.Module:
+        """The module trained and validated: its outputs on windows go into `loss` (a batch)
+        and `validate` (every validation window); `net` itself or a wrapper around it."""
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The mean training loss of one batch."""
+
+    def validate(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """An epoch's validation values, from the module's outputs on every validation window."""
+
+    def monitor(self, valid: WindowSet) -> tuple[str, bool]:
+        """The validation value early stopping watches by default, and whether lower is better."""
+
+
+@dataclass
+class ClassifierObjective:
+    """A classifier's objective: `loss_fn` (BCE or focal) on logits; validation AP."""
+
+    loss_fn: nn.Module
+
+    def module(self, net: nn.Module) -> nn.Module:
+        return net
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(logits, labels)
+
+    def validate(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        target = torch.from_numpy(labels.astype(np.float32))
+        return {
+            "valid_loss": float(self.loss_fn(torch.from_numpy(logits), target)),
+            "valid_ap": average_precision(labels, logits),
+        }
+
+    def monitor(self, valid: WindowSet) -> tuple[str, bool]:
+        # AP is NaN without a positive validation window; the loss still ranks epochs.
+        return ("valid_ap", False) if valid.labels.sum() > 0 else ("valid_loss", True)
+
+
+class Callback:
+    """Hooks into `Trainer.fit`; override the ones needed."""
+
+    def on_train_begin(self, net: nn.Module) -> None:
+        """Before the first epoch."""
+
+    def on_epoch_end(self, net: nn.Module, record: dict) -> bool:
+        """After each epoch, with its history record (which a callback may add values to);
+        True stops training."""
+        return False
+
+    def on_train_end(self, net: nn.Module) -> None:
+        """After the last epoch, also when a callback stopped training."""
+
+
+@dataclass
+class EarlyStopping(Callback):
+    """Stop once the record's `monitor` value has not improved for `patience` epochs, and
+    end with the weights of the best epoch loaded (the initial ones if every value was NaN)."""
+
+    monitor: str = "valid_loss"
+    patience: int = 3
+    lower_is_better: bool = True
+
+    def on_train_begin(self, net: nn.Module) -> None:
+        self.best_ = np.inf if self.lower_is_better else -np.inf
+        self.best_state_ = copy.deepcopy(net.state_dict())
+        self.stale_ = 0
+
+    def on_epoch_end(self, net: nn.Module, record: dict) -> bool:
+        if self.monitor not in record:
+            raise KeyError(f"early stopping monitors {self.monitor!r}, not in {list(record)}")
+        value = record[self.monitor]
+        if (value < self.best_) if self.lower_is_better else (value > self.best_):
+            self.best_, self.best_state_, self.stale_ = value, copy.deepcopy(net.state_dict()), 0
+            return False
+        self.stale_ += 1
+        if self.stale_ < self.patience:
+            return False
+        log.info("early stopping: no %s improvement in %d epochs", self.monitor, self.stale_)
+        return True
+
+    def on_train_end(self, net: nn.Module) -> None:
+        net.load_state_dict(self.best_state_)
+
+
 @dataclass
 class Trainer:
-    """Adam on weighted BCE or focal loss (on logits), one line per epoch, best weights by
-    validation AP. Samplers reshape each epoch's training windows only."""
+    """Adam on an `Objective`'s loss, one line per epoch, then `callbacks`. By default the
+    objective is a classifier's weighted BCE or focal loss on logits, and the callbacks are
+    early stopping with `patience` on the objective's validation value (a classifier's AP),
+    or on the training loss without validation windows; given `callbacks` replace that
+    (`[]` trains every epoch). Samplers reshape each epoch's training windows only."""
 
     epochs: int = 10
     batch_size: int = 512
@@ -81,54 +174,68 @@ class Trainer:
     fraud_ratio: float | None = None
     seed: int = 0
     progress: bool | None = None
+    objective: Objective | None = None
+    callbacks: list[Callback] | None = None
     history_: list[dict] = field(default_factory=list, init=False)
 
     @classmethod
-    def from_params(cls, params: dict, seed: int) -> Trainer:
+    def from_params(cls, params: dict, seed: int, objective: Objective | None = None) -> Trainer:
         """A Trainer from a FraudModel's hyperparameters (it takes the ones it knows)."""
-        names = {f.name for f in fields(cls) if f.init} - {"seed"}
-        return cls(seed=seed, **{k: v for k, v in params.items() if k in names})
+        names = {f.name for f in fields(cls) if f.init} - {"seed", "objective", "callbacks"}
+        known = {k: v for k, v in params.items() if k in names}
+        return cls(seed=seed, objective=objective, **known)
 
     def fit(self, net: nn.Module, train: WindowSet, valid: WindowSet | None) -> nn.Module:
-        """Train `net` in place and return it with the best validation weights loaded."""
+        """Train `net` in place and return it as the callbacks leave it (by default with the
+        best epoch's weights loaded)."""
         check_sampling(self.oversample, self.fraud_ratio)
-        labels = torch.from_numpy(train.labels.astype(np.float32))
-        sampled = train.labels[self._epoch_indices(train.labels, 1)]
-        loss_fn = make_loss(
-            self.loss, self._pos_weight(sampled), self.focal_alpha, self.focal_gamma
-        )
+        valid = valid if valid is not None and len(valid) else None
+        objective = self.objective or self._classifier_objective(train.labels)
+        callbacks = self._callbacks(objective, valid)
+        model = objective.module(net)
         optimizer = torch.optim.Adam(
             net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
-        best_score, best_state, stale = -np.inf, copy.deepcopy(net.state_dict()), 0
+        for callback in callbacks:
+            callback.on_train_begin(net)
         self.history_ = []
         for epoch in range(1, self.epochs + 1):
-            started = time.perf_counter()
-            train_loss = self._train_epoch(net, train, labels, loss_fn, optimizer, epoch)
-            record = {"epoch": epoch, "train_loss": train_loss}
-            if valid is not None and len(valid):
-                scores = predict_logits(net, valid, self.batch_size * 4)
-                record["valid_loss"] = float(
-                    loss_fn(
-                        torch.from_numpy(scores), torch.from_numpy(valid.labels.astype(np.float32))
-                    )
-                )
-                record["valid_ap"] = average_precision(valid.labels, scores)
-            record["seconds"] = round(time.perf_counter() - started, 2)
+            record = self._epoch(model, objective, optimizer, train, valid, epoch)
             self.history_.append(record)
             log.info(_epoch_line(record, self.epochs))
-            monitor = record.get("valid_ap", np.nan)
-            if not np.isfinite(monitor):
-                monitor = -record.get("valid_loss", train_loss)
-            if monitor > best_score:
-                best_score, best_state, stale = monitor, copy.deepcopy(net.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= self.patience:
-                    log.info("early stopping: no validation improvement in %d epochs", stale)
-                    break
-        net.load_state_dict(best_state)
+            # Every callback sees every epoch, even after one of them asked to stop.
+            if any([callback.on_epoch_end(net, record) for callback in callbacks]):
+                break
+        for callback in callbacks:
+            callback.on_train_end(net)
         return net
+
+    def _epoch(self, model, objective, optimizer, train, valid, epoch) -> dict:
+        """One epoch's training steps and validation: its history record."""
+        started = time.perf_counter()
+        train_loss = self._train_epoch(model, train, objective.loss, optimizer, epoch)
+        record = {"epoch": epoch, "train_loss": train_loss}
+        if valid is not None:
+            outputs = predict_logits(model, valid, self.batch_size * 4)
+            record.update(objective.validate(outputs, valid.labels))
+        record["seconds"] = round(time.perf_counter() - started, 2)
+        return record
+
+    def _classifier_objective(self, labels: np.ndarray) -> ClassifierObjective:
+        sampled = labels[self._epoch_indices(labels, 1)]
+        pos_weight = self._pos_weight(sampled)
+        return ClassifierObjective(
+            make_loss(self.loss, pos_weight, self.focal_alpha, self.focal_gamma)
+        )
+
+    def _callbacks(self, objective: Objective, valid: WindowSet | None) -> list[Callback]:
+        """`callbacks`, or by default early stopping on the objective's validation value."""
+        if self.callbacks is not None:
+            return self.callbacks
+        monitor, lower_is_better = (
+            ("train_loss", True) if valid is None else objective.monitor(valid)
+        )
+        return [EarlyStopping(monitor, self.patience, lower_is_better)]
 
     def _pos_weight(self, labels: np.ndarray) -> torch.Tensor | None:
         if self.class_weight in ("none", None, 1, 1.0) or labels.sum() == 0:
@@ -143,8 +250,9 @@ class Trainer:
         rng = np.random.default_rng([self.seed, epoch])
         return epoch_indices(labels, rng, oversample=self.oversample, fraud_ratio=self.fraud_ratio)
 
-    def _train_epoch(self, net, train, labels, loss_fn, optimizer, epoch) -> float:
+    def _train_epoch(self, net, train, loss_fn, optimizer, epoch) -> float:
         net.train()
+        labels = torch.from_numpy(train.labels.astype(np.float32))
         permutation = self._epoch_indices(train.labels, epoch)
         batches = range(0, len(permutation), self.batch_size)
         total, count = 0.0, 0
@@ -186,12 +294,16 @@ def predict_logits(net: nn.Module, windows: WindowSet, batch_size: int = 4096) -
     return out
 
 
+_LOG_NAMES = {"train_loss": "loss", "valid_ap": "valid_AP"}  # the names the epoch line shows
+
+
 def _epoch_line(record: dict, epochs: int) -> str:
-    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['train_loss']:.4f}"]
-    if "valid_ap" in record:
-        parts += [f"valid_loss {record['valid_loss']:.4f}", f"valid_AP {record['valid_ap']:.4f}"]
-    parts.append(f"{record['seconds']:.1f}s")
-    return "  ".join(parts)
+    values = [
+        f"{_LOG_NAMES.get(name, name)} {value:.4f}"
+        for name, value in record.items()
+        if name not in ("epoch", "seconds")
+    ]
+    return "  ".join([f"epoch {record['epoch']}/{epochs}", *values, f"{record['seconds']:.1f}s"])
 
 
 class _progress:

@@ -15,8 +15,8 @@ from fraudseq.models.attention import (
     BiLSTMAttentionClassifier,
 )
 from fraudseq.models.autoencoder import (
+    AutoencoderObjective,
     AutoencoderWindowModel,
-    ReconstructionTrainer,
     SequenceAutoencoder,
 )
 from fraudseq.models.boosted import BoostedWindowModel
@@ -81,7 +81,8 @@ def build_model(name: str, n_numeric: int, cardinalities: list[int], params: dic
         return AttentionWindowModel(network, Trainer.from_params(params, seed))
     if name == "autoencoder":
         network = SequenceAutoencoder(n_numeric, cardinalities, **network_params)
-        return AutoencoderWindowModel(network, ReconstructionTrainer.from_params(params, seed))
+        trainer = Trainer.from_params(params, seed, objective=AutoencoderObjective())
+        return AutoencoderWindowModel(network, trainer)
     if name == "xgboost":
         return BoostedWindowModel(
             n_estimators=params["n_estimators"],

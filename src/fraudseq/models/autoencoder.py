@@ -5,8 +5,9 @@ The encoder reads the window's events (numeric features and categorical embeddin
 output at the last valid step goes through a small bottleneck; the decoder unrolls from that
 code and reconstructs the window's numeric features, most recent event first. Training
 minimises the masked mean squared error over the valid steps of legitimate (label 0) training
-windows; labels are used for nothing else, so it works when every label is 0. Early stopping
-watches the validation reconstruction loss and keeps the best weights.
+windows; labels are used for nothing else, so it works when every label is 0. The one
+Trainer trains it with `AutoencoderObjective`: early stopping watches the validation
+reconstruction loss and keeps the best weights.
 
 A window's anomaly score is its reconstruction error, with the scored (last) event weighing
 half. `decision_function` maps that error to its rank among the validation windows' errors
@@ -18,10 +19,7 @@ is the matching alert threshold.
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -113,7 +111,8 @@ class SequenceAutoencoder(nn.Module):
 
 
 class ReconstructionObjective(nn.Module):
-    """What the trainer minimises: an autoencoder's reconstruction loss per window."""
+    """The module the Trainer trains an autoencoder through: its reconstruction loss per
+    window."""
 
     def __init__(self, net: SequenceAutoencoder) -> None:
         super().__init__()
@@ -125,48 +124,21 @@ class ReconstructionObjective(nn.Module):
         return self.net.reconstruction_loss(self.net.embed(numeric, categorical), lengths)
 
 
-@dataclass
-class ReconstructionTrainer(Trainer):
-    """The Trainer's batches and optimiser on the mean reconstruction error; early stopping
-    on the validation reconstruction loss (no labels), best weights kept."""
+class AutoencoderObjective:
+    """The Trainer's objective for an autoencoder: the mean reconstruction loss, without
+    labels; the validation reconstruction loss ranks epochs."""
 
-    def fit(self, net: SequenceAutoencoder, train: WindowSet, valid: WindowSet | None):
-        objective = ReconstructionObjective(net)
-        optimizer = torch.optim.Adam(
-            net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
-        )
-        no_labels = torch.zeros(len(train))
-        best_loss, best_state, stale = np.inf, copy.deepcopy(net.state_dict()), 0
-        self.history_ = []
-        for epoch in range(1, self.epochs + 1):
-            started = time.perf_counter()
-            train_loss = self._train_epoch(
-                objective, train, no_labels, lambda losses, _: losses.mean(), optimizer, epoch
-            )
-            record = {"epoch": epoch, "train_loss": train_loss}
-            if valid is not None and len(valid):
-                losses = predict_logits(objective, valid, self.batch_size * 4)
-                record["valid_loss"] = float(losses.astype(np.float64).mean())
-            record["seconds"] = round(time.perf_counter() - started, 2)
-            self.history_.append(record)
-            log.info(
-                "epoch %d/%d  loss %.4f  valid_loss %.4f  %.1fs",
-                epoch,
-                self.epochs,
-                train_loss,
-                record.get("valid_loss", np.nan),
-                record["seconds"],
-            )
-            monitor = record.get("valid_loss", train_loss)
-            if monitor < best_loss:
-                best_loss, best_state, stale = monitor, copy.deepcopy(net.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= self.patience:
-                    log.info("early stopping: no validation improvement in %d epochs", stale)
-                    break
-        net.load_state_dict(best_state)
-        return net
+    def module(self, net: SequenceAutoencoder) -> nn.Module:
+        return ReconstructionObjective(net)
+
+    def loss(self, losses: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return losses.mean()
+
+    def validate(self, losses: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
+        return {"valid_loss": float(losses.astype(np.float64).mean())}
+
+    def monitor(self, valid: WindowSet) -> tuple[str, bool]:
+        return "valid_loss", True
 
 
 def error_rank(errors: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -196,7 +168,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
 class AutoencoderWindowModel:
     """The window-model interface around `SequenceAutoencoder`; unsupervised."""
 
-    def __init__(self, network: SequenceAutoencoder, trainer: ReconstructionTrainer) -> None:
+    def __init__(self, network: SequenceAutoencoder, trainer: Trainer) -> None:
         self.network = network
         self.trainer = trainer
         self.history_: list[dict] = []
