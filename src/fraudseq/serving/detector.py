@@ -150,7 +150,7 @@ class Detector:
             store.clock = self.clock.now_ns
         if hasattr(store, "retention_buckets"):
             # The model decides how far back its counterparty features read, also for a
-            # store made by hand (its default kept 45 hour buckets: cp_* features read 0).
+            # store made by hand: a store has no retention of its own.
             store.retention_buckets = self.live.counterparty_retention_buckets
         # Throttled info lines: (when the last was logged, how many since) per kind.
         self._reports = {"late": [-math.inf, 0], "time": [-math.inf, 0]}
