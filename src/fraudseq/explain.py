@@ -25,6 +25,12 @@ the account's past) is part of those features' attribution instead.
 All occluded copies of all explained windows go through the model in one batched call of
 the window model's `decision_function`, so this works for every model family (recurrent,
 attention, boosted trees, ...) without knowing its internals.
+
+The core is one implementation for every caller: `occlude` (padded windows + a scoring
+callable, vectorised over many windows), `described_features` and `rank_reasons` (which
+reasons, in which order, in which words). `fraudseq explain` and the report call it through
+`explain_rows`; the Detector calls it for its live reasons with its own window scorer and
+the logit it just scored, so a transaction gets the same reasons live and offline.
 """
 
 from __future__ import annotations
@@ -124,143 +130,7 @@ def top_reasons(explanation: Explanation, n: int = 3) -> list[dict]:
     )
 
 
-def rank_reasons(event_drops, earlier, feature_drops, features, n: int = 3) -> list[dict]:
-    """The `n` strongest reasons towards fraud, as plain dicts, largest attribution first.
-
-    Candidates are the window's earlier events (`event_drops`, oldest first, with `earlier`
-    = their ids, times and amounts) and the current event's features (`feature_drops`,
-    with `features` = their names, unscaled values and whether each was clipped); only
-    positive attributions (pushing the score up) are reasons, ties kept in that order
-    (events, then features by absolute attribution). Each dict has `kind`, `attribution`
-    (log-odds), `description` and the event's `transaction_id`, `time`, `amount`,
-    `steps_before`, or the feature's `feature` and `value`.
-    """
-    by_size = np.argsort(-np.abs(feature_drops), kind="stable").tolist()
-    candidates = [(float(a), "event", j) for j, a in enumerate(event_drops)]
-    candidates += [(float(feature_drops[j]), "feature", j) for j in by_size]
-    top = sorted((c for c in candidates if c[0] > 0), key=lambda c: -c[0])[:n]
-    return [
-        _event_reason(a, j, earlier, len(event_drops))
-        if kind == "event"
-        else _feature_reason(a, *(column[j] for column in features))
-        for a, kind, j in top
-    ]
-
-
-def _event_reason(attribution: float, j: int, earlier, n_events: int) -> dict:
-    tx_id, time, amount = (str(earlier[0][j]), earlier[1][j], float(earlier[2][j]))
-    steps_before = n_events - j
-    return {
-        "kind": "event",
-        "attribution": attribution,
-        "transaction_id": tx_id,
-        "time": pd.Timestamp(time).isoformat(),  # datetime64 or nanoseconds, both UTC
-        "amount": amount,
-        "steps_before": steps_before,
-        "description": f"earlier transaction {tx_id} ({steps_before} before, amount {amount:.2f})",
-    }
-
-
-def _feature_reason(attribution: float, name: str, value, clipped: bool) -> dict:
-    return {
-        "kind": "feature",
-        "attribution": attribution,
-        "feature": str(name),
-        "value": _plain(value),
-        "description": describe_feature(str(name), value, bool(clipped)),
-    }
-
-
-# -- entry points ------------------------------------------------------------------------
-
-
-def explain(model, data, transaction_id: str) -> Explanation:
-    """Explain the score of transaction `transaction_id` of `data` (a path or DataFrame),
-    using the transactions before it as its history."""
-    return explain_many(model, data, [transaction_id])[0]
-
-
-def explain_many(model, data, transaction_ids) -> list[Explanation]:
-    """Explanations of several transactions of `data`, computed in one batched pass."""
-    if not hasattr(model, "model_"):
-        raise FraudseqError("this FraudModel is not fitted; call fit() or FraudModel.load()")
-    schema = model.schema_
-    frame = load_transactions(data, schema, require_label=False)
-    ids = [str(t) for t in transaction_ids]
-    rows = pd.Index(frame[schema.id_column]).get_indexer(ids)
-    if (rows < 0).any():
-        missing = [t for t, r in zip(ids, rows, strict=True) if r < 0]
-        raise FraudseqError(
-            f"transaction id(s) {', '.join(missing[:5])} not found in column {schema.id_column!r}; "
-            "check --transaction-id"
-        )
-    # Later transactions never enter a window: drop them to encode less.
-    last = frame[schema.time].iloc[rows].max()
-    keep = (frame[schema.time] <= last).to_numpy()
-    frame = frame[keep].reset_index(drop=True)
-    rows = pd.Index(frame[schema.id_column]).get_indexer(ids)
-    return explain_rows(model, frame, model.encoder_.transform(frame), rows)
-
-
-def explain_rows(
-    model, frame: pd.DataFrame, encoded: EncodedFrame, rows: np.ndarray
-) -> list[Explanation]:
-    """Explanations of `frame` rows, given the model encoder's `transform(frame)`.
-
-    `frame` must come from `load_transactions` with the model's schema (the report passes the
-    frame it scored, and encodes it once for all its top alerts).
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) == 0:
-        return []
-    k = model.window
-    positions = encoded.positions_of(rows)
-    index, lengths = window_index(positions, encoded.starts, k, len(encoded))
-    numeric, codes, _ = (t.numpy() for t in WindowSource(encoded, k).batch(positions))
-    occlusion = occlude(numeric, codes, lengths, _scorer(model))
-    attention = _attention(model, encoded, positions, lengths)
-
-    schema = model.schema_
-    out = []
-    for i, row in enumerate(rows):
-        length = int(lengths[i])
-        base = float(occlusion.logits[i])
-        frame_rows = encoded.order[index[i, :length]]
-        window = _window_table(
-            frame, schema, frame_rows, occlusion.event_drops[i, :length], occlusion.events[i]
-        )
-        if attention is not None:
-            window["attention"] = attention[i][:length]
-        categories = [str(frame[c].iloc[row]) for c in schema.categorical]
-        features = _feature_table(
-            described_features(model.encoder_, numeric[i, length - 1], categories),
-            model.encoder_.n_numeric,
-            occlusion.feature_drops[i],
-            occlusion.features[i],
-        )
-        label = schema.label if schema.label in frame.columns else None
-        scenario = schema.scenario if schema.scenario in frame.columns else None
-        out.append(
-            Explanation(
-                transaction_id=str(frame[schema.id_column].iloc[row]),
-                entity=str(frame[schema.entity_column].iloc[row]),
-                time=pd.Timestamp(frame[schema.time].iloc[row]),
-                score=float(_sigmoid(np.array([base]))[0]),
-                logit=base,
-                threshold=float(model.threshold_),
-                window=window,
-                features=features,
-                label=int(frame[label].iloc[row])
-                if label and pd.notna(frame[label].iloc[row])
-                else None,
-                scenario=str(frame[scenario].iloc[row]) if scenario else None,
-                attention=None if attention is None else attention[i][:length],
-            )
-        )
-    return out
-
-
-# -- helpers -------------------------------------------------------------------------------
+# -- the core: occlusion, ranking and wording (the Detector's live reasons too) -------
 
 
 @dataclass(frozen=True)
@@ -315,14 +185,193 @@ def occlude(numeric, codes, lengths, score, logits=None) -> Occlusion:
     return Occlusion(base, events, features)
 
 
+def described_features(encoder, scaled: np.ndarray, categories) -> list[tuple]:
+    """Names, unscaled values and clipped flags of the features of B events, as
+    `rank_reasons` words them: their scaled numeric rows (B, F), then their categorical
+    values (B sequences of text). Vectorised: one call for all alerts of a batch."""
+    names = [*encoder.numeric_names_, *encoder.schema.categorical]
+    values = feature_values(scaled, encoder.scales_, encoder.means_).tolist()
+    clipped = at_range_edge(scaled, *encoder.feature_range).tolist()
+    return [
+        (names, [*v, *c], [*e, *[False] * len(c)])
+        for v, e, c in zip(values, clipped, categories, strict=True)
+    ]
+
+
+def rank_reasons(event_drops, earlier, feature_drops, features, n: int = 3) -> list[dict]:
+    """The `n` strongest reasons towards fraud, as plain dicts, largest attribution first.
+
+    Candidates are the window's earlier events (`event_drops`, oldest first, with `earlier`
+    = their ids, times and amounts) and the current event's features (`feature_drops`,
+    with `features` = their names, unscaled values and whether each was clipped); only
+    positive attributions (pushing the score up) are reasons, ties kept in that order
+    (events, then features by absolute attribution). Each dict has `kind`, `attribution`
+    (log-odds), `description` and the event's `transaction_id`, `time`, `amount`,
+    `steps_before`, or the feature's `feature` and `value`.
+    """
+    n_events = len(event_drops)
+    by_size = np.argsort(-np.abs(feature_drops), kind="stable")
+    drops = np.concatenate([event_drops, feature_drops[by_size]])
+    top = [int(c) for c in np.argsort(-drops, kind="stable")[:n] if drops[c] > 0]
+    return [
+        _event_reason(float(drops[c]), c, earlier, n_events)
+        if c < n_events
+        else _feature_reason(float(drops[c]), *(f[by_size[c - n_events]] for f in features))
+        for c in top
+    ]
+
+
+def _event_reason(attribution: float, j: int, earlier, n_events: int) -> dict:
+    tx_id, when, amount = str(earlier[0][j]), earlier[1][j], float(earlier[2][j])
+    steps_before = n_events - j
+    return {
+        "kind": "event",
+        "attribution": attribution,
+        "transaction_id": tx_id,
+        "time": pd.Timestamp(when).isoformat(),  # datetime64 or nanoseconds, both UTC
+        "amount": amount,
+        "steps_before": steps_before,
+        "description": f"earlier transaction {tx_id} ({steps_before} before, amount {amount:.2f})",
+    }
+
+
+def _feature_reason(attribution: float, name: str, value, clipped: bool) -> dict:
+    return {
+        "kind": "feature",
+        "attribution": attribution,
+        "feature": str(name),
+        "value": _plain(value),
+        "description": describe_feature(str(name), value, bool(clipped)),
+    }
+
+
+def describe_feature(name: str, value, clipped: bool = False) -> str:
+    """`name = value`, plus the plain quantity behind a log-scaled feature; a value clipped
+    to the training range says so (the model saw the edge of that range, not the value)."""
+    text = f"{name} = {_format_value(value)}"
+    plain = plain_quantity(name, value) if isinstance(value, float | np.floating) else None
+    text = f"{text} ({plain})" if plain else text
+    return f"{text} or beyond (clipped to the training range)" if clipped else text
+
+
+def at_range_edge(scaled: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Which scaled features sit on a non-zero edge of the fitted range: clipped there (the
+    range is widened past every training value, so no training value lies on its edge)."""
+    scaled = np.asarray(scaled, dtype=np.float32)
+    edges = [np.asarray(b, dtype=np.float32) for b in (low, high)]
+    return np.logical_or.reduce([(scaled == b) & (b != 0) for b in edges])
+
+
+def feature_values(scaled: np.ndarray, scales: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Feature values back from their float32 scaled form; a value within float32 rounding
+    of 0 is 0 (has_previous = 0 read back as -3e-09, say)."""
+    values = scaled.astype(np.float64) * scales + means
+    rounding = (np.abs(scaled.astype(np.float64)) + 1.0) * scales * np.finfo(np.float32).eps
+    return np.where(np.abs(values) <= rounding, 0.0, values)
+
+
+# -- entry points ------------------------------------------------------------------------
+
+
+def explain(model, data, transaction_id: str) -> Explanation:
+    """Explain the score of transaction `transaction_id` of `data` (a path or DataFrame),
+    using the transactions before it as its history."""
+    return explain_many(model, data, [transaction_id])[0]
+
+
+def explain_many(model, data, transaction_ids) -> list[Explanation]:
+    """Explanations of several transactions of `data`, computed in one batched pass."""
+    if not hasattr(model, "model_"):
+        raise FraudseqError("this FraudModel is not fitted; call fit() or FraudModel.load()")
+    schema = model.schema_
+    frame = load_transactions(data, schema, require_label=False)
+    ids = [str(t) for t in transaction_ids]
+    rows = pd.Index(frame[schema.id_column]).get_indexer(ids)
+    if (rows < 0).any():
+        missing = [t for t, r in zip(ids, rows, strict=True) if r < 0]
+        raise FraudseqError(
+            f"transaction id(s) {', '.join(missing[:5])} not found in column {schema.id_column!r}; "
+            "check --transaction-id"
+        )
+    # Later transactions never enter a window: drop them to encode less.
+    last = frame[schema.time].iloc[rows].max()
+    keep = (frame[schema.time] <= last).to_numpy()
+    frame = frame[keep].reset_index(drop=True)
+    rows = pd.Index(frame[schema.id_column]).get_indexer(ids)
+    return explain_rows(model, frame, model.encoder_.transform(frame), rows)
+
+
+def explain_rows(
+    model, frame: pd.DataFrame, encoded: EncodedFrame, rows: np.ndarray
+) -> list[Explanation]:
+    """Explanations of `frame` rows, given the model encoder's `transform(frame)`.
+
+    `frame` must come from `load_transactions` with the model's schema (the report passes the
+    frame it scored, and encodes it once for all its top alerts).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return []
+    k = model.window
+    positions = encoded.positions_of(rows)
+    index, lengths = window_index(positions, encoded.starts, k, len(encoded))
+    numeric, codes, _ = (t.numpy() for t in WindowSource(encoded, k).batch(positions))
+    occlusion = occlude(numeric, codes, lengths, _scorer(model))
+    attention = _attention(model, encoded, positions, lengths)
+    schema = model.schema_
+    categories = frame[list(schema.categorical)].iloc[rows].astype(str).to_numpy().tolist()
+    last = numeric[np.arange(len(rows)), lengths - 1]
+    described = described_features(model.encoder_, last, categories)
+
+    out = []
+    for i, row in enumerate(rows):
+        length = int(lengths[i])
+        base = float(occlusion.logits[i])
+        frame_rows = encoded.order[index[i, :length]]
+        window = _window_table(
+            frame, schema, frame_rows, occlusion.event_drops[i, :length], occlusion.events[i]
+        )
+        if attention is not None:
+            window["attention"] = attention[i][:length]
+        features = _feature_table(
+            described[i],
+            model.encoder_.n_numeric,
+            occlusion.feature_drops[i],
+            occlusion.features[i],
+        )
+        label = schema.label if schema.label in frame.columns else None
+        scenario = schema.scenario if schema.scenario in frame.columns else None
+        out.append(
+            Explanation(
+                transaction_id=str(frame[schema.id_column].iloc[row]),
+                entity=str(frame[schema.entity_column].iloc[row]),
+                time=pd.Timestamp(frame[schema.time].iloc[row]),
+                score=float(_sigmoid(np.array([base]))[0]),
+                logit=base,
+                threshold=float(model.threshold_),
+                window=window,
+                features=features,
+                label=int(frame[label].iloc[row])
+                if label and pd.notna(frame[label].iloc[row])
+                else None,
+                scenario=str(frame[scenario].iloc[row]) if scenario else None,
+                attention=None if attention is None else attention[i][:length],
+            )
+        )
+    return out
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
 def _scorer(model):
     """`occlude`'s scoring callable for a FraudModel: its window model's own
     `decision_function`, so every family (recurrent, attention, boosted, ...) works."""
+    k = model.window
 
     def score(numeric, codes, lengths):
         return model.model_.decision_function(padded_windows(numeric, codes, lengths, k))
 
-    k = model.window
     return score
 
 
@@ -430,46 +479,12 @@ def _feature_table(
     return table.reindex(order).reset_index(drop=True)
 
 
-def described_features(encoder, scaled: np.ndarray, categories) -> tuple[list, list, list]:
-    """Names, unscaled values and clipped flags of one event's features, as `rank_reasons`
-    words them: its scaled numeric row, then its categorical columns' values (text)."""
-    names = [*encoder.numeric_names_, *encoder.schema.categorical]
-    values = [*feature_values(scaled, encoder.scales_, encoder.means_).tolist(), *categories]
-    clipped = [*at_range_edge(scaled, *encoder.feature_range).tolist(), *[False] * len(categories)]
-    return names, values, clipped
-
-
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
 def _records(table: pd.DataFrame) -> list[dict]:
     return [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")]
-
-
-def describe_feature(name: str, value, clipped: bool = False) -> str:
-    """`name = value`, plus the plain quantity behind a log-scaled feature; a value clipped
-    to the training range says so (the model saw the edge of that range, not the value)."""
-    text = f"{name} = {_format_value(value)}"
-    plain = plain_quantity(name, value) if isinstance(value, float | np.floating) else None
-    text = f"{text} ({plain})" if plain else text
-    return f"{text} or beyond (clipped to the training range)" if clipped else text
-
-
-def at_range_edge(scaled: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Which scaled features sit on a non-zero edge of the fitted range: clipped there (the
-    range is widened past every training value, so no training value lies on its edge)."""
-    scaled = np.asarray(scaled, dtype=np.float32)
-    edges = [np.asarray(b, dtype=np.float32) for b in (low, high)]
-    return np.logical_or.reduce([(scaled == b) & (b != 0) for b in edges])
-
-
-def feature_values(scaled: np.ndarray, scales: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Feature values back from their float32 scaled form; a value within float32 rounding
-    of 0 is 0 (has_previous = 0 read back as -3e-09, say)."""
-    values = scaled.astype(np.float64) * scales + means
-    rounding = (np.abs(scaled.astype(np.float64)) + 1.0) * scales * np.finfo(np.float32).eps
-    return np.where(np.abs(values) <= rounding, 0.0, values)
 
 
 def _plain(value):

@@ -695,14 +695,18 @@ class Detector:
                 numeric[i, : len(rows)], codes[i, : len(rows)] = rows, row_codes
             logits = np.array([item[4] for item in items], dtype=np.float32)
             occlusion = occlude(numeric, codes, lengths, self._window.logits, logits)
+            last = numeric[np.arange(len(items)), lengths - 1]
+            described = described_features(
+                self.model.encoder_, last, [item[0].categorical for item in items]
+            )
             return [
                 rank_reasons(
-                    occlusion.event_drops[i, : len(rows) - 1],
-                    earlier,
+                    occlusion.event_drops[i, : length - 1],
+                    item[3],
                     occlusion.feature_drops[i],
-                    described_features(self.model.encoder_, rows[-1], tx.categorical),
+                    described[i],
                 )
-                for i, (tx, rows, _, earlier, _) in enumerate(items)
+                for i, (item, length) in enumerate(zip(items, lengths.tolist(), strict=True))
             ]
         except Exception as err:  # explanations must never fail a score
             if not self._explain_failed:
