@@ -25,6 +25,12 @@ the account's past) is part of those features' attribution instead.
 All occluded copies of all explained windows go through the model in one batched call of
 the window model's `decision_function`, so this works for every model family (recurrent,
 attention, boosted trees, ...) without knowing its internals.
+
+The core is one implementation for every caller: `occlude` (padded windows + a scoring
+callable, vectorised over many windows), `described_features` and `rank_reasons` (which
+reasons, in which order, in which words). `fraudseq explain` and the report call it through
+`explain_rows`; the Detector calls it for its live reasons with its own window scorer and
+the logit it just scored, so a transaction gets the same reasons live and offline.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from fraudseq.errors import FraudseqError
 from fraudseq.features import PAD_CODE, EncodedFrame
 from fraudseq.features.plain import plain_quantity
 from fraudseq.schema import load_transactions
-from fraudseq.training import WindowSet, WindowSource
+from fraudseq.training import WindowSet, WindowSource, padded_windows
 from fraudseq.windows import window_index
 
 log = logging.getLogger("fraudseq")
@@ -108,48 +114,160 @@ class Explanation:
 
 
 def top_reasons(explanation: Explanation, n: int = 3) -> list[dict]:
+    """The `n` strongest reasons towards fraud of an explanation (`rank_reasons`)."""
+    window, features = explanation.window, explanation.features
+    earlier = window[~window["current"]]
+    return rank_reasons(
+        earlier["attribution"].to_numpy(dtype=np.float64),
+        (
+            earlier["transaction_id"].tolist(),
+            earlier["event_time"].to_numpy(),
+            earlier["event_amount"].to_numpy(dtype=float),
+        ),
+        features["attribution"].to_numpy(dtype=np.float64),
+        (features["feature"].tolist(), features["value"].tolist(), features["clipped"].tolist()),
+        n,
+    )
+
+
+# -- the core: occlusion, ranking and wording (the Detector's live reasons too) -------
+
+
+@dataclass(frozen=True)
+class Occlusion:
+    """Logits of B windows as they are (`logits`, (B,)), with each event replaced by the
+    baseline event (`events`, (B, K), NaN past a window's length) and with each numeric
+    feature, then each categorical column, of the last event replaced by its baseline
+    (`features`, (B, F + C)). An attribution is the drop: ``logits - occluded``."""
+
+    logits: np.ndarray
+    events: np.ndarray
+    features: np.ndarray
+
+    @property
+    def event_drops(self) -> np.ndarray:
+        return self.logits[:, None] - self.events
+
+    @property
+    def feature_drops(self) -> np.ndarray:
+        return self.logits[:, None] - self.features
+
+
+def occlude(numeric, codes, lengths, score, logits=None) -> Occlusion:
+    """Occlusion of B windows: numeric (B, K, F) and codes (B, K, C), left-aligned and zero
+    padded, with their lengths (B,). Every occluded copy of every window goes through
+    `score(numeric, codes, lengths) -> logits` in one call; so do the windows themselves,
+    unless their `logits` are given (the live score, already computed)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n_windows, k, n_num = numeric.shape
+    n_cat = codes.shape[2]
+    own = int(logits is None)  # copy 0 of each window: the window itself
+    per_window = own + lengths + n_num + n_cat
+    window = np.repeat(np.arange(n_windows), per_window)
+    slot = np.arange(len(window)) - np.repeat(np.cumsum(per_window) - per_window, per_window)
+    slot -= own  # then slots 0..L-1 occlude events, L.. features, L+F.. categorical columns
+    batch_numeric, batch_codes, length = numeric[window], codes[window], lengths[window]
+    event = np.flatnonzero((slot >= 0) & (slot < length))
+    batch_numeric[event, slot[event]] = 0.0
+    batch_codes[event, slot[event]] = PAD_CODE
+    feature = slot - length
+    column = np.flatnonzero((feature >= 0) & (feature < n_num))
+    batch_numeric[column, length[column] - 1, feature[column]] = 0.0
+    column = np.flatnonzero(feature >= n_num)
+    batch_codes[column, length[column] - 1, feature[column] - n_num] = PAD_CODE
+    scored = np.asarray(score(batch_numeric, batch_codes, length), dtype=np.float64)
+
+    first = np.cumsum(per_window) - per_window  # each window's copy 0
+    base = scored[first] if own else np.asarray(logits, dtype=np.float64)
+    events = np.full((n_windows, k), np.nan)
+    events[window[event], slot[event]] = scored[event]
+    features = scored[np.flatnonzero(feature >= 0)].reshape(n_windows, n_num + n_cat)
+    return Occlusion(base, events, features)
+
+
+def described_features(encoder, scaled: np.ndarray, categories) -> list[tuple]:
+    """Names, unscaled values and clipped flags of the features of B events, as
+    `rank_reasons` words them: their scaled numeric rows (B, F), then their categorical
+    values (B sequences of text). Vectorised: one call for all alerts of a batch."""
+    names = [*encoder.numeric_names_, *encoder.schema.categorical]
+    values = feature_values(scaled, encoder.scales_, encoder.means_).tolist()
+    clipped = at_range_edge(scaled, *encoder.feature_range).tolist()
+    return [
+        (names, [*v, *c], [*e, *[False] * len(c)])
+        for v, e, c in zip(values, clipped, categories, strict=True)
+    ]
+
+
+def rank_reasons(event_drops, earlier, feature_drops, features, n: int = 3) -> list[dict]:
     """The `n` strongest reasons towards fraud, as plain dicts, largest attribution first.
 
-    Candidates are the earlier events of the window (``kind="event"``) and the features of
-    the current event (``kind="feature"``); only positive attributions (pushing the score up)
-    are reasons. Each dict has `kind`, `attribution` (log-odds), `description` and the
-    event's `transaction_id`, `time`, `amount`, `steps_before`, or the feature's `feature`
-    and `value`.
+    Candidates are the window's earlier events (`event_drops`, oldest first, with `earlier`
+    = their ids, times and amounts) and the current event's features (`feature_drops`,
+    with `features` = their names, unscaled values and whether each was clipped); only
+    positive attributions (pushing the score up) are reasons, ties kept in that order
+    (events, then features by absolute attribution). Each dict has `kind`, `attribution`
+    (log-odds), `description` and the event's `transaction_id`, `time`, `amount`,
+    `steps_before`, or the feature's `feature` and `value`.
     """
-    reasons = []
-    window = explanation.window
-    n_steps = len(window)
-    for _, event in window[~window["current"]].iterrows():  # at most K-1 rows
-        steps_before = int(n_steps - 1 - event["step"])
-        reasons.append(
-            {
-                "kind": "event",
-                "attribution": float(event["attribution"]),
-                "transaction_id": str(event["transaction_id"]),
-                "time": pd.Timestamp(event["event_time"]).isoformat(),
-                "amount": float(event["event_amount"]),
-                "steps_before": steps_before,
-                "description": (
-                    f"earlier transaction {event['transaction_id']} ({steps_before} before, "
-                    f"amount {event['event_amount']:.2f})"
-                ),
-            }
-        )
-    for _, feature in explanation.features.iterrows():
-        reasons.append(
-            {
-                "kind": "feature",
-                "attribution": float(feature["attribution"]),
-                "feature": str(feature["feature"]),
-                "value": _plain(feature["value"]),
-                "description": describe_feature(
-                    str(feature["feature"]), feature["value"], bool(feature["clipped"])
-                ),
-            }
-        )
-    reasons = [r for r in reasons if r["attribution"] > 0]
-    reasons.sort(key=lambda r: -r["attribution"])
-    return reasons[:n]
+    n_events = len(event_drops)
+    by_size = np.argsort(-np.abs(feature_drops), kind="stable")
+    drops = np.concatenate([event_drops, feature_drops[by_size]])
+    top = [int(c) for c in np.argsort(-drops, kind="stable")[:n] if drops[c] > 0]
+    return [
+        _event_reason(float(drops[c]), c, earlier, n_events)
+        if c < n_events
+        else _feature_reason(float(drops[c]), *(f[by_size[c - n_events]] for f in features))
+        for c in top
+    ]
+
+
+def _event_reason(attribution: float, j: int, earlier, n_events: int) -> dict:
+    tx_id, when, amount = str(earlier[0][j]), earlier[1][j], float(earlier[2][j])
+    steps_before = n_events - j
+    return {
+        "kind": "event",
+        "attribution": attribution,
+        "transaction_id": tx_id,
+        "time": pd.Timestamp(when).isoformat(),  # datetime64 or nanoseconds, both UTC
+        "amount": amount,
+        "steps_before": steps_before,
+        "description": f"earlier transaction {tx_id} ({steps_before} before, amount {amount:.2f})",
+    }
+
+
+def _feature_reason(attribution: float, name: str, value, clipped: bool) -> dict:
+    return {
+        "kind": "feature",
+        "attribution": attribution,
+        "feature": str(name),
+        "value": _plain(value),
+        "description": describe_feature(str(name), value, bool(clipped)),
+    }
+
+
+def describe_feature(name: str, value, clipped: bool = False) -> str:
+    """`name = value`, plus the plain quantity behind a log-scaled feature; a value clipped
+    to the training range says so (the model saw the edge of that range, not the value)."""
+    text = f"{name} = {_format_value(value)}"
+    plain = plain_quantity(name, value) if isinstance(value, float | np.floating) else None
+    text = f"{text} ({plain})" if plain else text
+    return f"{text} or beyond (clipped to the training range)" if clipped else text
+
+
+def at_range_edge(scaled: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Which scaled features sit on a non-zero edge of the fitted range: clipped there (the
+    range is widened past every training value, so no training value lies on its edge)."""
+    scaled = np.asarray(scaled, dtype=np.float32)
+    edges = [np.asarray(b, dtype=np.float32) for b in (low, high)]
+    return np.logical_or.reduce([(scaled == b) & (b != 0) for b in edges])
+
+
+def feature_values(scaled: np.ndarray, scales: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Feature values back from their float32 scaled form; a value within float32 rounding
+    of 0 is 0 (has_previous = 0 read back as -3e-09, say)."""
+    values = scaled.astype(np.float64) * scales + means
+    rounding = (np.abs(scaled.astype(np.float64)) + 1.0) * scales * np.finfo(np.float32).eps
+    return np.where(np.abs(values) <= rounding, 0.0, values)
 
 
 # -- entry points ------------------------------------------------------------------------
@@ -197,61 +315,30 @@ def explain_rows(
     k = model.window
     positions = encoded.positions_of(rows)
     index, lengths = window_index(positions, encoded.starts, k, len(encoded))
-    numeric_names = list(model.encoder_.numeric_names_)
-    categorical_names = list(model.schema_.categorical)
-    n_num, n_cat = len(numeric_names), len(categorical_names)
-
-    # One batch: per explained window, [original, K event occlusions, feature occlusions].
-    copies, offsets, total = [], [], 0
-    for i in range(len(rows)):
-        length = int(lengths[i])
-        sorted_rows = index[i, :length]
-        num = encoded.numeric[sorted_rows]
-        cat = encoded.categorical[sorted_rows]
-        batch_num = np.repeat(num[None], 1 + length + n_num + n_cat, axis=0)
-        batch_cat = np.repeat(cat[None], 1 + length + n_num + n_cat, axis=0)
-        steps = np.arange(length)
-        batch_num[1 + steps, steps, :] = 0.0
-        batch_cat[1 + steps, steps, :] = PAD_CODE
-        first = 1 + length
-        batch_num[first + np.arange(n_num), length - 1, np.arange(n_num)] = 0.0
-        first += n_num
-        batch_cat[first + np.arange(n_cat), length - 1, np.arange(n_cat)] = PAD_CODE
-        offsets.append(total)
-        total += len(batch_num)
-        copies.append((batch_num, batch_cat))
-    logits = _score_windows(model, [c[0] for c in copies], [c[1] for c in copies], k)
+    numeric, codes, _ = (t.numpy() for t in WindowSource(encoded, k).batch(positions))
+    occlusion = occlude(numeric, codes, lengths, _scorer(model))
     attention = _attention(model, encoded, positions, lengths)
-
     schema = model.schema_
+    categories = frame[list(schema.categorical)].iloc[rows].astype(str).to_numpy().tolist()
+    last = numeric[np.arange(len(rows)), lengths - 1]
+    described = described_features(model.encoder_, last, categories)
+
     out = []
     for i, row in enumerate(rows):
         length = int(lengths[i])
-        block = logits[offsets[i] : offsets[i] + 1 + length + n_num + n_cat]
-        base = float(block[0])
-        events = block[1 : 1 + length]
-        feats = block[1 + length :]
+        base = float(occlusion.logits[i])
         frame_rows = encoded.order[index[i, :length]]
-        window = _window_table(frame, schema, frame_rows, base, events)
+        window = _window_table(
+            frame, schema, frame_rows, occlusion.event_drops[i, :length], occlusion.events[i]
+        )
         if attention is not None:
             window["attention"] = attention[i][:length]
-        current = encoded.numeric[index[i, length - 1]]
-        values = list(feature_values(current, model.encoder_.scales_, model.encoder_.means_))
-        values += [str(frame[c].iloc[row]) for c in categorical_names]
-        clipped = [*at_range_edge(current, *model.encoder_.feature_range), *[False] * n_cat]
-        features = pd.DataFrame(
-            {
-                "feature": numeric_names + categorical_names,
-                "kind": ["numeric"] * n_num + ["categorical"] * n_cat,
-                "value": values,
-                "clipped": clipped,
-                "attribution": base - feats,
-                "score_without": _sigmoid(feats),
-            }
+        features = _feature_table(
+            described[i],
+            model.encoder_.n_numeric,
+            occlusion.feature_drops[i],
+            occlusion.features[i],
         )
-        features = features.reindex(
-            features["attribution"].abs().sort_values(ascending=False, kind="stable").index
-        ).reset_index(drop=True)
         label = schema.label if schema.label in frame.columns else None
         scenario = schema.scenario if schema.scenario in frame.columns else None
         out.append(
@@ -277,23 +364,15 @@ def explain_rows(
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _score_windows(model, numerics: list, categoricals: list, k: int) -> np.ndarray:
-    """Logits of explicit windows (each (L, F) numeric and (L, C) codes, L <= K), through the
-    window model's own `decision_function` on a small WindowSource built from them."""
-    numeric = np.concatenate([_rows(n) for n in numerics]).astype(np.float32)
-    categorical = np.concatenate([_rows(c) for c in categoricals])  # may have 0 columns
-    sizes = np.concatenate([np.full(n.shape[0], n.shape[1]) for n in numerics])
-    window_starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    starts = np.repeat(window_starts, sizes)
-    encoded = EncodedFrame(numeric, categorical, np.arange(len(numeric)), starts)
-    source = WindowSource(encoded, k)
-    windows = WindowSet(source, window_starts + sizes - 1)
-    return np.asarray(model.model_.decision_function(windows), dtype=np.float64)
+def _scorer(model):
+    """`occlude`'s scoring callable for a FraudModel: its window model's own
+    `decision_function`, so every family (recurrent, attention, boosted, ...) works."""
+    k = model.window
 
+    def score(numeric, codes, lengths):
+        return model.model_.decision_function(padded_windows(numeric, codes, lengths, k))
 
-def _rows(windows: np.ndarray) -> np.ndarray:
-    """(m, L, F) windows as (m * L, F) event rows; unlike reshape(-1, F), works for F = 0."""
-    return windows.reshape(windows.shape[0] * windows.shape[1], windows.shape[-1])
+    return score
 
 
 def supports_attention(model) -> bool:
@@ -359,7 +438,7 @@ _OWN = ("step", "current", "attribution", "score_without", "event_time", "event_
 
 
 def _window_table(
-    frame: pd.DataFrame, schema, frame_rows: np.ndarray, base: float, occluded: np.ndarray
+    frame: pd.DataFrame, schema, frame_rows: np.ndarray, drops: np.ndarray, occluded: np.ndarray
 ) -> pd.DataFrame:
     # The id, time and amount are carried under stable names below, so a data column of
     # theirs named like one of the table's own columns (PaySim's time is `step`) is left out.
@@ -370,8 +449,8 @@ def _window_table(
     table = frame.iloc[frame_rows][columns].reset_index(drop=True)
     table.insert(0, "step", np.arange(len(table)))
     table["current"] = table["step"] == len(table) - 1
-    table["attribution"] = base - occluded
-    table["score_without"] = _sigmoid(occluded)
+    table["attribution"] = drops
+    table["score_without"] = _sigmoid(occluded[: len(table)])
     # Stable names for the id, time and amount, whatever the schema calls them.
     rows = frame.iloc[frame_rows]
     table["transaction_id"] = rows[schema.id_column].astype(str).to_numpy()
@@ -380,37 +459,32 @@ def _window_table(
     return table
 
 
+def _feature_table(
+    described: tuple, n_num: int, drops: np.ndarray, occluded: np.ndarray
+) -> pd.DataFrame:
+    """The current event's features (`described_features`; the first `n_num` numeric), by
+    absolute attribution."""
+    names, values, clipped = described
+    table = pd.DataFrame(
+        {
+            "feature": names,
+            "kind": ["numeric"] * n_num + ["categorical"] * (len(names) - n_num),
+            "value": values,
+            "clipped": clipped,
+            "attribution": drops,
+            "score_without": _sigmoid(occluded),
+        }
+    )
+    order = table["attribution"].abs().sort_values(ascending=False, kind="stable").index
+    return table.reindex(order).reset_index(drop=True)
+
+
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
 def _records(table: pd.DataFrame) -> list[dict]:
     return [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")]
-
-
-def describe_feature(name: str, value, clipped: bool = False) -> str:
-    """`name = value`, plus the plain quantity behind a log-scaled feature; a value clipped
-    to the training range says so (the model saw the edge of that range, not the value)."""
-    text = f"{name} = {_format_value(value)}"
-    plain = plain_quantity(name, value) if isinstance(value, float | np.floating) else None
-    text = f"{text} ({plain})" if plain else text
-    return f"{text} or beyond (clipped to the training range)" if clipped else text
-
-
-def at_range_edge(scaled: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Which scaled features sit on a non-zero edge of the fitted range: clipped there (the
-    range is widened past every training value, so no training value lies on its edge)."""
-    scaled = np.asarray(scaled, dtype=np.float32)
-    edges = [np.asarray(b, dtype=np.float32) for b in (low, high)]
-    return np.logical_or.reduce([(scaled == b) & (b != 0) for b in edges])
-
-
-def feature_values(scaled: np.ndarray, scales: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Feature values back from their float32 scaled form; a value within float32 rounding
-    of 0 is 0 (has_previous = 0 read back as -3e-09, say)."""
-    values = scaled.astype(np.float64) * scales + means
-    rounding = (np.abs(scaled.astype(np.float64)) + 1.0) * scales * np.finfo(np.float32).eps
-    return np.where(np.abs(values) <= rounding, 0.0, values)
 
 
 def _plain(value):

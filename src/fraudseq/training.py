@@ -153,6 +153,25 @@ class EarlyStopping(Callback):
         net.load_state_dict(self.best_state_)
 
 
+def padded_windows(
+    numeric: np.ndarray, codes: np.ndarray, lengths: np.ndarray, window: int
+) -> WindowSet:
+    """A WindowSet of explicit windows: numeric (B, L, F) and codes (B, L, C), left-aligned
+    and padded (L <= window), with their lengths (B,). Rows past a length are left out."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    valid = np.arange(numeric.shape[1])[None, :] < lengths[:, None]
+    rows_numeric, rows_codes = numeric[valid], codes[valid]  # windows one after another
+    window_starts = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=window_starts[1:])
+    encoded = EncodedFrame(
+        np.ascontiguousarray(rows_numeric, dtype=np.float32),
+        np.ascontiguousarray(rows_codes, dtype=np.int64),
+        np.arange(len(rows_numeric), dtype=np.int64),
+        np.repeat(window_starts, lengths),
+    )
+    return WindowSet(WindowSource(encoded, window), window_starts + lengths - 1)
+
+
 @dataclass
 class Trainer:
     """Adam on an `Objective`'s loss, one line per epoch, then `callbacks`. By default the

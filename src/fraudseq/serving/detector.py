@@ -69,8 +69,7 @@ import pandas as pd
 
 from fraudseq.artifacts import MANIFEST, MODEL_JSON
 from fraudseq.errors import DataValidationError, FraudseqError
-from fraudseq.explain import at_range_edge, describe_feature, feature_values
-from fraudseq.features import PAD_CODE
+from fraudseq.explain import described_features, occlude, rank_reasons
 from fraudseq.features.constants import COUNTERPARTY_BUCKET_NS
 from fraudseq.features.state import decode_states, encode_states
 from fraudseq.fraud_model import FraudModel
@@ -80,7 +79,7 @@ from fraudseq.serving.batch import (
     encode_batch,
     vectorisable,
 )
-from fraudseq.serving.event_time import DEFAULT_MAX_FUTURE, EventClock, iso
+from fraudseq.serving.event_time import DEFAULT_MAX_FUTURE, EventClock
 from fraudseq.serving.live_features import (
     LATENESS_NS,
     AccountState,
@@ -678,112 +677,41 @@ class Detector:
         earlier: tuple[list[str], list[int], list[float]],
         logit: float,
     ) -> list[dict]:
-        """`fraudseq.explain.top_reasons` of the exact window scored, computed here without
-        pandas: every occlusion `fraudseq.explain` makes (each earlier event, each numeric
-        feature and categorical column of this event replaced by the baseline) in one
-        batched forward pass; the same attributions and the same dicts. [] if it fails."""
+        """The reasons `fraudseq explain` gives for the exact window scored (its `occlude`
+        and `rank_reasons`, with the live logit as the base), without building its tables:
+        the same attributions and the same dicts. [] if it fails."""
         return self._reasons_many([(tx, numeric, codes, earlier, logit)])[0]
 
     def _reasons_many(self, items: list[tuple]) -> list[list[dict]]:
-        """`_reasons` of several windows (tx, numeric, codes, earlier, logit), with all their
-        occluded copies in one forward pass."""
+        """`_reasons` of several windows (tx, numeric, codes, earlier, logit): the occlusions
+        of `fraudseq.explain.occlude`, all their copies in one forward pass."""
         try:
-            k = self.model.window
-            numerics, codes_list, lengths, sizes = [], [], [], []
-            for _, numeric, codes, _, _ in items:
-                length, n_num = numeric.shape
-                n_cat = codes.shape[1]
-                n_events = length - 1
-                copies = n_events + n_num + n_cat
-                batch_numeric = np.zeros((copies, k, n_num), dtype=np.float32)
-                batch_codes = np.zeros((copies, k, n_cat), dtype=np.int64)
-                batch_numeric[:, :length] = numeric
-                batch_codes[:, :length] = codes
-                steps = np.arange(n_events)
-                batch_numeric[steps, steps, :] = 0.0
-                batch_codes[steps, steps, :] = PAD_CODE
-                features = np.arange(n_num)
-                batch_numeric[n_events + features, length - 1, features] = 0.0
-                columns = np.arange(n_cat)
-                batch_codes[n_events + n_num + columns, length - 1, columns] = PAD_CODE
-                numerics.append(batch_numeric)
-                codes_list.append(batch_codes)
-                lengths.append(np.full(copies, length, dtype=np.int64))
-                sizes.append(copies)
-            occluded = self._window.logits(
-                np.concatenate(numerics), np.concatenate(codes_list), np.concatenate(lengths)
+            k, live = self.model.window, self.live
+            numeric = np.zeros((len(items), k, live.n_numeric), dtype=np.float32)
+            codes = np.zeros((len(items), k, live.n_categorical), dtype=np.int64)
+            lengths = np.array([len(item[1]) for item in items], dtype=np.int64)
+            for i, (_, rows, row_codes, _, _) in enumerate(items):
+                numeric[i, : len(rows)], codes[i, : len(rows)] = rows, row_codes
+            logits = np.array([item[4] for item in items], dtype=np.float32)
+            occlusion = occlude(numeric, codes, lengths, self._window.logits, logits)
+            last = numeric[np.arange(len(items)), lengths - 1]
+            described = described_features(
+                self.model.encoder_, last, [item[0].categorical for item in items]
             )
-            parts = np.split(occluded, np.cumsum(sizes)[:-1])
             return [
-                self._top_reasons(tx, numeric, earlier, logit, part)
-                for (tx, numeric, _, earlier, logit), part in zip(items, parts, strict=True)
+                rank_reasons(
+                    occlusion.event_drops[i, : length - 1],
+                    item[3],
+                    occlusion.feature_drops[i],
+                    described[i],
+                )
+                for i, (item, length) in enumerate(zip(items, lengths.tolist(), strict=True))
             ]
         except Exception as err:  # explanations must never fail a score
             if not self._explain_failed:
                 self._explain_failed = True
                 log.warning("reasons unavailable: %s", err)
             return [[] for _ in items]
-
-    def _top_reasons(self, tx, numeric, earlier, logit, occluded) -> list[dict]:
-        """The top 3 positive attributions as `fraudseq.explain.top_reasons` dicts."""
-        n_events = len(numeric) - 1
-        n_num = numeric.shape[1]
-        attribution = float(np.float32(logit)) - occluded.astype(np.float64)
-
-        candidates = []  # (attribution, kind, index): events in step order, then features
-        for step in range(n_events):
-            candidates.append((attribution[step], "event", step))
-        feature_attribution = attribution[n_events:]
-        by_size = np.argsort(-np.abs(feature_attribution), kind="stable")
-        for j in by_size.tolist():
-            candidates.append((feature_attribution[j], "feature", j))
-        positive = [c for c in candidates if c[0] > 0]
-        positive.sort(key=lambda c: -c[0])
-        names = self.live.names
-        reasons = []
-        for value, kind, j in positive[:3]:
-            if kind == "event":
-                steps_before = n_events - j
-                tx_id, time_ns, amount = earlier[0][j], earlier[1][j], float(earlier[2][j])
-                reasons.append(
-                    {
-                        "kind": "event",
-                        "attribution": float(value),
-                        "transaction_id": str(tx_id),
-                        "time": iso(time_ns),
-                        "amount": amount,
-                        "steps_before": steps_before,
-                        "description": (
-                            f"earlier transaction {tx_id} ({steps_before} before, "
-                            f"amount {amount:.2f})"
-                        ),
-                    }
-                )
-            elif j < n_num:
-                raw = float(feature_values(numeric[-1, j], self.live.scales[j], self.live.means[j]))
-                clipped = bool(at_range_edge(numeric[-1, j], self.live.low[j], self.live.high[j]))
-                reasons.append(
-                    {
-                        "kind": "feature",
-                        "attribution": float(value),
-                        "feature": names[j],
-                        "value": raw,
-                        "description": describe_feature(names[j], raw, clipped),
-                    }
-                )
-            else:
-                column = self.schema.categorical[j - n_num]
-                category = tx.categorical[j - n_num]
-                reasons.append(
-                    {
-                        "kind": "feature",
-                        "attribution": float(value),
-                        "feature": column,
-                        "value": category,
-                        "description": f"{column} = {category}",
-                    }
-                )
-        return reasons
 
 
 _ESCAPE = json.encoder.encode_basestring_ascii  # what json.dumps does to a str

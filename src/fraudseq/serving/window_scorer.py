@@ -31,10 +31,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from fraudseq.features import EncodedFrame
 from fraudseq.fraud_model import FraudModel
 from fraudseq.models.neural import NeuralWindowModel
-from fraudseq.training import WindowSet, WindowSource
+from fraudseq.training import padded_windows
 
 log = logging.getLogger("fraudseq")
 
@@ -92,17 +91,7 @@ class WindowScorer:
         return self._decision_function(numeric, codes, lengths)
 
     def _decision_function(self, numeric, codes, lengths) -> np.ndarray:
-        valid = np.arange(numeric.shape[1])[None, :] < lengths[:, None]
-        rows_numeric, rows_codes = numeric[valid], codes[valid]  # windows one after another
-        window_starts = np.zeros(len(lengths), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=window_starts[1:])
-        encoded = EncodedFrame(
-            np.ascontiguousarray(rows_numeric, dtype=np.float32),
-            np.ascontiguousarray(rows_codes, dtype=np.int64),
-            np.arange(len(rows_numeric), dtype=np.int64),
-            np.repeat(window_starts, lengths),
-        )
-        windows = WindowSet(WindowSource(encoded, self.window), window_starts + lengths - 1)
+        windows = padded_windows(numeric, codes, lengths, self.window)
         return np.asarray(self.model.decision_function(windows), dtype=np.float32).reshape(-1)
 
 
