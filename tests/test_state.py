@@ -278,8 +278,8 @@ def counterparty_features(cps: list[str], own: np.ndarray, table, delay: int) ->
     from fraudseq.features.kernel import Buckets, Chunk, Context
     from fraudseq.features.state import StateTable
 
-    index = table.index
-    codes = np.array([index.get(cp, len(index)) for cp in cps], dtype=np.int64)
+    index = dict(table.index)
+    codes = np.array([index.setdefault(cp, len(index)) for cp in cps], dtype=np.int64)
     n = len(cps)
     chunk = Chunk(np.zeros(n, np.int64), own * COUNTERPARTY_BUCKET_NS, np.zeros(n), [], codes)
     stored = Buckets(table.code, table.bucket, table.count, table.fraud)
