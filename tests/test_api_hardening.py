@@ -476,6 +476,21 @@ def test_the_server_closes_slow_and_oversized_requests(limited_server):
         assert whole_response(ok).startswith(b"HTTP/1.1 200 ")
 
 
+def test_a_large_body_sent_with_its_headers_is_not_taken_for_headers(limited_server):
+    """A batch of 1,000 is ~200 KB: headers and body often arrive in one read, and only
+    the bytes before the end of the headers count against the header limit."""
+    body = json.dumps({"transactions": [tx(i) for i in range(800)]}).encode()
+    assert len(body) > 100_000
+    request = (
+        b"POST /v1/score/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with socket.create_connection(("127.0.0.1", limited_server)) as sock:
+        sock.sendall(request)
+        answer = whole_response(sock)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+
+
 # ------------------------------------------------------------------ text fields and times
 
 CONTROL = ["\t", "\n", "\r", "\x00", "\x1b[31m", "\x7f", "\x85", "\x9b"]

@@ -102,15 +102,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._awaiting_headers:
+            room = self.max_header_bytes - self._header_bytes
             self._header_bytes += len(data)
-            if self._header_bytes > self.max_header_bytes:
-                self._headers_done()
-                self._refuse(
-                    431,
-                    b"Request Header Fields Too Large",
-                    f"the request line and headers exceed {self.max_header_bytes} bytes",
-                )
-                return
+            if len(data) > room:
+                # The bytes within the limit may end the headers and start the body (a
+                # large batch often arrives in one read with its headers): parse them first.
+                head, data = data[: max(room, 0)], data[max(room, 0) :]
+                if head and not self.transport.is_closing():
+                    super().data_received(head)
+                if self._awaiting_headers:
+                    self._headers_done()
+                    self._refuse(
+                        431,
+                        b"Request Header Fields Too Large",
+                        f"the request line and headers exceed {self.max_header_bytes} bytes",
+                    )
+                    return
         if self.transport.is_closing():
             return
         super().data_received(data)
