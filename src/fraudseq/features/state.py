@@ -69,8 +69,10 @@ _SECTIONS = [
     (name, dtype, (*factors, None)[:2], np.dtype(dtype).itemsize)
     for name, dtype, factors in SECTIONS
 ]
-#: Sections an AccountState holds as Python lists (the others as arrays or bytes).
+#: The leading SECTIONS, which an AccountState holds as Python lists: one struct call packs
+#: or reads them all (the others are arrays or bytes).
 _LISTS = ("times", "amounts", "new_totals", "id_lengths")
+assert tuple(name for name, _, _ in SECTIONS[: len(_LISTS)]) == _LISTS
 
 
 @functools.lru_cache(maxsize=1 << 16)  # categorical values repeat: hash each one once
@@ -136,14 +138,15 @@ class AccountState:
             len(self.times), len(self.new_totals), *numeric.shape, codes.shape[1],
             len(self.seen),
         )  # fmt: skip
-        values = {
-            "times": self.times, "amounts": self.amounts, "new_totals": self.new_totals,
-            "id_lengths": [len(i) for i in ids], "numeric": numeric, "codes": codes,
-            "id_bytes": b"".join(ids), "firsts": bytes(self.firsts),
-        }  # fmt: skip
-        parts = [_HEADER.pack(*header)]
-        for name, dtype, _ in SECTIONS:
-            parts.append(_pack(values[name], dtype))
+        lengths = [len(i) for i in ids]
+        lists = _lists_struct(len(self.times), len(self.new_totals), len(lengths))
+        values = {"numeric": numeric, "codes": codes, "id_bytes": b"".join(ids),
+                  "firsts": bytes(self.firsts)}  # fmt: skip
+        parts = [
+            _HEADER.pack(*header),
+            lists.pack(*self.times, *self.amounts, *self.new_totals, *lengths),
+            *(_pack(values[name], dtype) for name, dtype, _ in SECTIONS[len(_LISTS) :]),
+        ]
         for seen in self.seen:
             k = len(seen)
             parts.append(struct.pack(f"<I{k}Q{k}q", k, *seen, *seen.values()))
@@ -167,24 +170,27 @@ class AccountState:
 
     def _read_sections(self, blob: bytes, offset: int, counts: dict) -> int:
         """Read SECTIONS (those format 1 lacks are empty there); the offset after them."""
-        for name, dtype, factors, itemsize in _SECTIONS:
+        m, n_new, rows = counts["m"], counts["n_new"], counts["rows"]
+        lists = _lists_struct(m, n_new, rows)
+        values = lists.unpack_from(blob, offset)
+        offset += lists.size
+        self.times, self.amounts = list(values[:m]), list(values[m : 2 * m])
+        self.new_totals = list(values[2 * m : 2 * m + n_new])
+        for name, dtype, factors, itemsize in _SECTIONS[len(_LISTS) :]:
             if name == "id_bytes":
                 ids = []
-                for length in self.id_lengths:
+                for length in values[2 * m + n_new :]:
                     ids.append(blob[offset : offset + length].decode())
                     offset += length
                 self.ids = ids
                 continue
             items = counts.get(factors[0], 0) * (counts.get(factors[1], 0) if factors[1] else 1)
-            if name in _LISTS:
-                setattr(self, name, list(struct.unpack_from(_format(dtype, items), blob, offset)))
-            elif name == "firsts":
+            if name == "firsts":
                 self.firsts = bytearray(blob[offset : offset + items])
             else:
                 array = np.frombuffer(blob, dtype, items, offset)
-                setattr(self, name, array.reshape(counts["rows"], counts[factors[1]]))
+                setattr(self, name, array.reshape(rows, counts[factors[1]]))
             offset += itemsize * items
-        del self.id_lengths
         return offset
 
     @classmethod
@@ -210,8 +216,12 @@ class AccountState:
 
 
 @functools.lru_cache(maxsize=4096)
-def _format(dtype: str, items: int) -> str:
-    return f"<{items}{_STRUCT_CODES[dtype]}"
+def _lists_struct(m: int, n_new: int, rows: int) -> struct.Struct:
+    """The struct of the list sections for these header counts."""
+    counts = {"m": m, "n_new": n_new, "rows": rows}
+    return struct.Struct(
+        "<" + "".join(f"{counts[f[0]]}{_STRUCT_CODES[d]}" for _, d, f in SECTIONS[: len(_LISTS)])
+    )
 
 
 def _pack(values, dtype: str) -> bytes:
@@ -220,7 +230,7 @@ def _pack(values, dtype: str) -> bytes:
         return values
     if isinstance(values, np.ndarray):
         return np.ascontiguousarray(values, dtype=dtype).tobytes()
-    return struct.pack(_format(dtype, len(values)), *values)
+    return struct.pack(f"<{len(values)}{_STRUCT_CODES[dtype]}", *values)
 
 
 @dataclass
