@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from fraudseq.features.constants import COUNTERPARTY_BUCKET_NS, NOVELTY_WINDOW
+from fraudseq.features.constants import COUNTERPARTY_BUCKET_NS, NOVELTY_WINDOW, VELOCITY_CAP
 from fraudseq.features.segments import (
     Combined,
     group_ids,
@@ -163,14 +163,40 @@ def compute(blocks, context: Context) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class Retention:
-    """What an entity's state keeps (derived from the blocks' declared needs and the
-    window): the latest `keep_last` events, every event within `retain_span` ns of the
-    latest (at most `cap`), the new-value totals of the latest `zone` events."""
+    """What an entity's state keeps (`Retention.of` the blocks' declared needs): the latest
+    `keep_last` events, every event within `retain_span` ns of the latest (at most `cap`),
+    the new-value totals of the latest `zone` events."""
 
     keep_last: int
     retain_span: int
     cap: int
     zone: int
+    novelty: bool  # the seen values and new-value totals are kept
+    counterparty: bool  # the counterparty buckets are read
+
+    @classmethod
+    def of(cls, blocks, categorical, has_counterparty: bool, rows: int = 0, lateness_ns: int = 0):
+        """What the state of `blocks` keeps for data of this shape, from their declared
+        needs: besides the `rows` latest events whose encoded rows a window keeps, the
+        events each block reads back, and every event within its span plus `lateness_ns`
+        (so a late event can be inserted before them)."""
+        needs = [
+            n for b in blocks if b.applies(tuple(categorical), has_counterparty) for n in b.needs
+        ]
+        kinds = {need.kind for need in needs}
+        novelty = "novelty" in kinds
+        # Each row's new-value window reaches NOVELTY_WINDOW - 1 events back.
+        zone = rows + NOVELTY_WINDOW - 1 if novelty else 0
+        last = max([need.last for need in needs if need.kind == "events"], default=1)
+        span = max([need.span_ns for need in needs if need.kind == "events"], default=0)
+        return cls(
+            keep_last=max(rows + last, zone, 1),
+            retain_span=span + lateness_ns if span else 0,
+            cap=VELOCITY_CAP,
+            zone=zone,
+            novelty=novelty,
+            counterparty="counterparty" in kinds,
+        )
 
 
 def advance(context: Context, retention: Retention) -> StateTable:

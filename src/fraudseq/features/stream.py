@@ -13,26 +13,14 @@ from fraudseq.features.constants import (
     BUCKETS_PER_DAY,
     COUNTERPARTY_BUCKET_NS,
     COUNTERPARTY_WINDOWS_DAYS,
-    HISTORY_LAST_N,
-    NOVELTY_WINDOW,
     NS_PER_SECOND,
     SECONDS_PER_DAY,
-    VELOCITY_CAP,
-    VELOCITY_WINDOWS_NS,
     label_delay_buckets,
 )
 from fraudseq.features.kernel import Buckets, Chunk, Context, Retention, advance, compute
 from fraudseq.features.state import StateTable, value_hashes
 from fraudseq.schema import Schema
 from fraudseq.windows import entity_order
-
-#: What a carried state keeps: exactly what the blocks read of an entity's past.
-CARRIED = Retention(
-    keep_last=max(HISTORY_LAST_N, NOVELTY_WINDOW - 1),
-    retain_span=max(VELOCITY_WINDOWS_NS.values()),
-    cap=VELOCITY_CAP,
-    zone=NOVELTY_WINDOW - 1,
-)
 
 
 class FeatureStream:
@@ -43,6 +31,8 @@ class FeatureStream:
     def __init__(self, schema: Schema, blocks: tuple[str, ...], label_delay_days: float) -> None:
         self.schema = schema
         self.blocks = [BLOCKS[name] for name in blocks]
+        # Exactly what the blocks read of an entity's past (no window rows, no lateness).
+        self.retention = Retention.of(self.blocks, schema.categorical, bool(schema.counterparty))
         self.delay = label_delay_buckets(int(label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND))
         self.entities: dict[str, int] = {}
         self.counterparties: dict[str, int] = {}
@@ -68,7 +58,7 @@ class FeatureStream:
             chunk.counterparty = self._codes(self.counterparties, frame[schema.counterparty])[order]
         context = Context(self.state, chunk, schema.categorical, self.delay, self.buckets)
         raw = compute(self.blocks, context)
-        self.state = advance(context, CARRIED)
+        self.state = advance(context, self.retention)
         if schema.counterparty:
             self.buckets = self._carried_buckets(chunk)
         inverse = np.empty_like(order)

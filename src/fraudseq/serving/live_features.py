@@ -40,7 +40,6 @@ from fraudseq.features.blocks.counterparty import CounterpartyTotals
 from fraudseq.features.constants import (
     BUCKETS_PER_DAY,
     COUNTERPARTY_WINDOWS_DAYS,
-    NOVELTY_WINDOW,
     NS_PER_SECOND,
     SECONDS_PER_DAY,
     SEEN_CAP,
@@ -124,10 +123,15 @@ class LiveEncoder:
         self.window = window
         self.blocks = [BLOCKS[name] for name in encoder.blocks]
         categorical, has_cp = tuple(self.schema.categorical), self.schema.counterparty is not None
-        needs = [need for b in self.blocks if b.applies(categorical, has_cp) for need in b.needs]
-        kinds = {need.kind for need in needs}
-        self.novelty = "novelty" in kinds
-        self.counterparty = "counterparty" in kinds
+        # What the state keeps, from the blocks' declared needs: rows of the latest events
+        # (windows) and enough events to recompute every stored row when a late event is
+        # inserted before it (LiveEncoder.insert): LATE_ROWS more rows, LATENESS_NS more span.
+        self.rows_kept = window - 1 + LATE_ROWS if window > 1 else 0
+        retention = Retention.of(self.blocks, categorical, has_cp, self.rows_kept, LATENESS_NS)
+        self.retention = retention
+        self.novelty, self.counterparty = retention.novelty, retention.counterparty
+        self.zone, self.keep_last = retention.zone, retention.keep_last
+        self.retain_span = retention.retain_span  # 0: only the latest keep_last events
         self.names = list(encoder.numeric_names_)
         self.means = np.asarray(encoder.means_, dtype=np.float64)
         self.scales = np.asarray(encoder.scales_, dtype=np.float64)
@@ -139,19 +143,6 @@ class LiveEncoder:
         self.delay_buckets = label_delay_buckets(
             int(encoder.label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND)
         )
-        # What the state keeps, from the blocks' declared needs: rows of the latest events
-        # (windows), the novelty zone (each row's new-value window reaches 15 events back)
-        # and the events: enough to recompute every stored row when a late event is
-        # inserted before it (LiveEncoder.insert).
-        self.rows_kept = window - 1 + LATE_ROWS if window > 1 else 0
-        self.zone = self.rows_kept + NOVELTY_WINDOW - 1 if self.novelty else 0
-        last = max([need.last for need in needs if need.kind == "events"], default=1)
-        span = max([need.span_ns for need in needs if need.kind == "events"], default=0)
-        self.keep_last = max(self.rows_kept + last, self.zone, 1)
-        # Events within this of the latest stay in `times`: the windows of every event a
-        # late insertion can reach (0: only the latest keep_last events).
-        self.retain_span = span + LATENESS_NS if span else 0
-        self.retention = Retention(self.keep_last, self.retain_span, VELOCITY_CAP, self.zone)
         self.n_numeric = len(self.names)
         self.n_categorical = len(self.schema.categorical)
         self._novelty_names = [f"new_{column}" for column in self.schema.categorical]
