@@ -145,7 +145,6 @@ class LiveEncoder:
         )
         self.n_numeric = len(self.names)
         self.n_categorical = len(self.schema.categorical)
-        self._novelty_names = [f"new_{column}" for column in self.schema.categorical]
         self.columns = tuple(self.schema.categorical) if self.novelty else ()
         self._numeric_names = [f"numeric:{column}" for column in self.schema.numeric]
         # The features that depend on the account's earlier events: a late insertion
