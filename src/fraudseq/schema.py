@@ -558,15 +558,16 @@ def ignored_columns(columns: Iterable[Any], schema: Schema | None = None) -> lis
 class _Rows:
     """Turns positions of offending rows into what the user sees."""
 
-    def __init__(self, source_name: str, index: pd.Index | None) -> None:
+    def __init__(self, source_name: str, index: pd.Index | None, first_row: int = 0) -> None:
         self.source_name = source_name
         self.index = index  # None: file (1-based data rows); else DataFrame index labels
+        self.first_row = first_row  # a chunk of a file: the position of its first row
 
     def describe(self, positions: np.ndarray, values: list[Any]) -> str:
         total = len(positions)
         shown = positions[:_MAX_ROWS_SHOWN]
         if self.index is None:
-            labels = [str(int(p) + 1) for p in shown]
+            labels = [str(self.first_row + int(p) + 1) for p in shown]
             word = "row" if total == 1 else "rows"
             kind = "1-based data rows, header not counted"
         else:
@@ -877,6 +878,53 @@ def load_transactions(
     Raises:
         DataValidationError: naming the file, column, first offending rows and a fix.
     """
+    table = open_table(source, schema, require_label=require_label)
+    schema, name = table.schema, table.name
+    if isinstance(source, pd.DataFrame):
+        dupes = [c for c in table.present if int((source.columns == c).sum()) > 1]
+        if dupes:
+            raise DataValidationError(
+                f"{name}: column(s) {', '.join(map(repr, dupes))} appear more than once. "
+                f"Fix: drop or rename the duplicates."
+            )
+        frame = source
+    else:
+        frame = _read_file(table.path, table.fmt, name, table.present, schema.string_columns)
+    if len(frame) == 0:
+        raise DataValidationError(
+            f"{name}: no transactions (the table has a header but no rows). Fix: check the "
+            f"export or the filter that produced it."
+        )
+    result = canonical_rows(table, frame, require_label=require_label)
+    ticks = result[schema.time].to_numpy().view("int64")
+    if not bool(np.all(ticks[1:] >= ticks[:-1])):
+        order = np.argsort(ticks, kind="stable")
+        result = result.take(order).reset_index(drop=True)
+    # A file's load is news; a frame is usually one loaded (and logged) already.
+    level = logging.DEBUG if isinstance(source, pd.DataFrame) else logging.INFO
+    logger.log(level, "%s: loaded %d transactions", name, len(result))
+    return result
+
+
+@dataclass(frozen=True)
+class Table:
+    """A transactions source checked against its schema before any row is read: the
+    columns to read (`present`), and for a file its path and format."""
+
+    schema: Schema
+    name: str
+    present: list[str]
+    path: Path | None = None
+    fmt: str | None = None
+
+
+def open_table(
+    source: str | Path | pd.DataFrame,
+    schema: Schema | str | Path | None = None,
+    *,
+    require_label: bool = False,
+) -> Table:
+    """The `Table` of `source`: raises DataValidationError naming the missing columns."""
     default_schema = schema is None
     if isinstance(schema, str | Path):
         schema = Schema.from_toml(schema)
@@ -919,25 +967,6 @@ def load_transactions(
             )
         )
     present = [c for c in wanted if c in available_set]
-    if isinstance(source, pd.DataFrame):
-        dupes = [c for c in present if int((source.columns == c).sum()) > 1]
-        if dupes:
-            raise DataValidationError(
-                f"{name}: column(s) {', '.join(map(repr, dupes))} appear more than once. "
-                f"Fix: drop or rename the duplicates."
-            )
-        frame = source
-        rows = _Rows(name, source.index)
-    else:
-        frame = _read_file(path, fmt, name, present, schema.string_columns)
-        rows = _Rows(name, None)
-
-    n = len(frame)
-    if n == 0:
-        raise DataValidationError(
-            f"{name}: no transactions (the table has a header but no rows). Fix: check the "
-            f"export or the filter that produced it."
-        )
     ignored = ignored_columns(available, schema)
     if ignored:
         logger.info(
@@ -947,6 +976,19 @@ def load_transactions(
             ", ".join(map(str, ignored)),
         )
 
+    if isinstance(source, pd.DataFrame):
+        return Table(schema, name, present)
+    return Table(schema, name, present, path, fmt)
+
+
+def canonical_rows(
+    table: Table, frame: pd.DataFrame, *, first_row: int = 0, require_label: bool = False
+) -> pd.DataFrame:
+    """`frame`'s rows validated and in canonical form, in their order (see
+    `load_transactions`): all of a DataFrame source, or of a file from its data row
+    `first_row` (0-based; errors name the file's rows)."""
+    schema, name, present, n = table.schema, table.name, table.present, len(frame)
+    rows = _Rows(name, frame.index) if table.path is None else _Rows(name, None, first_row)
     # Positional views (a DataFrame's own index is only used to report rows).
     raw = {c: frame[c].reset_index(drop=True) for c in present}
     out: dict[str, Any] = {}
@@ -1037,13 +1079,6 @@ def load_transactions(
 
     result = pd.DataFrame({c: out[c] for c in schema.columns(with_label=True) if c in out})
     result.index = pd.RangeIndex(n)
-    ticks = result[schema.time].to_numpy().view("int64")
-    if not bool(np.all(ticks[1:] >= ticks[:-1])):
-        order = np.argsort(ticks, kind="stable")
-        result = result.take(order).reset_index(drop=True)
-    # A file's load is news; a frame is usually one loaded (and logged) already.
-    level = logging.DEBUG if isinstance(source, pd.DataFrame) else logging.INFO
-    logger.log(level, "%s: loaded %d transactions", name, n)
     return result
 
 
@@ -1062,7 +1097,8 @@ def _reloaded(schema: Schema, columns: list) -> Schema:
 def _load_ids(schema: Schema, raw: dict, rows: _Rows, n: int) -> pd.Series:
     """Unique text ids; without an id column, the 1-based data row numbers."""
     if schema.id is None:
-        return pd.Series(np.arange(1, n + 1).astype(str), dtype=STRING_DTYPE)
+        first = rows.first_row + 1
+        return pd.Series(np.arange(first, first + n).astype(str), dtype=STRING_DTYPE)
     ids_raw = raw[schema.id]
     ids_missing = _missing(ids_raw)
     if ids_missing.any():
