@@ -22,6 +22,7 @@ from fraudseq.artifacts import load_model_dir, save_model_dir
 from fraudseq.errors import ConfigError, FraudseqError, ModelDirectoryError
 from fraudseq.features import FeatureEncoder
 from fraudseq.features.blocks import BLOCKS as FEATURE_BLOCKS
+from fraudseq.features.kernel import CounterpartyTable
 from fraudseq.losses import make_loss
 from fraudseq.models import build_model, check_family, learns_from_fraud
 from fraudseq.models.ensemble import COMBINERS, parse_members
@@ -316,13 +317,17 @@ class FraudModel:
         """Metrics on labelled transactions with time in [start, end)."""
         frame, scored = self._scored(data, start, end, require_label=True)
         labels = frame[self.schema_.label].to_numpy()[scored.rows]
-        result = metrics.summary(labels, scored.probability, self.threshold_)
+        return self.evaluation(labels, scored.probability, start, end)
+
+    def evaluation(self, labels: np.ndarray, probability: np.ndarray, start, end) -> dict:
+        """The metrics `evaluate` reports, of scored transactions of [start, end)."""
+        result = metrics.summary(labels, probability, self.threshold_)
         result["strategy"] = self.threshold_strategy()
         result["at_thresholds"] = {
             strategy: {
                 "threshold": value,
-                "alerts": int(np.sum(scored.probability >= value)),
-                **metrics.precision_recall_f1(metrics.confusion(labels, scored.probability, value)),
+                "alerts": int(np.sum(probability >= value)),
+                **metrics.precision_recall_f1(metrics.confusion(labels, probability, value)),
             }
             for strategy, value in self.thresholds_.items()
         }
@@ -338,18 +343,23 @@ class FraudModel:
             frame = frame.reset_index(drop=True)
         rows = np.flatnonzero(in_period(frame[schema.time], start, None))
         if len(rows) == 0:
-            raise FraudseqError(
-                f"no transactions in [{_text(start)}, {_text(end)}); check --from/--until"
-            )
+            raise no_transactions(start, end)
         return frame, rows
 
     def _scored(self, data, start, end, *, require_label: bool):
         self._check_fitted()
         frame, rows = self._period(data, start, end, require_label=require_label)
-        source = WindowSource(self.encoder_.transform(frame), self.window)
+        return frame, _Scored(rows, self.probabilities(frame, rows))
+
+    def probabilities(
+        self, frame: pd.DataFrame, rows: np.ndarray, counterparty: CounterpartyTable | None = None
+    ) -> np.ndarray:
+        """Fraud probabilities of the rows `rows` of a loaded `frame` (its earlier rows are
+        their history); `counterparty` as in `FeatureEncoder.transform`."""
+        self._check_fitted()
+        source = WindowSource(self.encoder_.transform(frame, counterparty), self.window)
         windows = WindowSet(source, source.positions_of(rows))
-        probability = _sigmoid(self.model_.decision_function(windows))
-        return frame, _Scored(rows, probability)
+        return _sigmoid(self.model_.decision_function(windows))
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -585,6 +595,10 @@ def _split(
             f"come from training data; {fix}"
         )
     return train_rows, valid_rows, end
+
+
+def no_transactions(start, end) -> FraudseqError:
+    return FraudseqError(f"no transactions in [{_text(start)}, {_text(end)}); check --from/--until")
 
 
 def data_range(times: pd.Series, labels: np.ndarray) -> str:

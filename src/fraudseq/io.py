@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import math
 import os
@@ -66,17 +67,63 @@ def write_table(df: pd.DataFrame, path: str | Path, *, for_spreadsheets: bool = 
     A CSV whose text holds a carriage return ends its lines with CR LF, as RFC 4180 does:
     Python's csv writer quotes a cell only for the characters of the line ending, and a
     bare CR left unquoted would start a new row in a spreadsheet."""
-    path = Path(path)
-    fmt = table_format(path)
-    with atomic_path(path) as tmp:
-        if fmt == "parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            compression = "gzip" if path.name.lower().endswith(".gz") else None
-            out = spreadsheet_safe(df) if for_spreadsheets else df
-            ending = "\r\n" if _holds_carriage_return(out) else "\n"
-            out.to_csv(tmp, index=False, compression=compression, lineterminator=ending)
-    return path
+    crlf = _holds_carriage_return(df)
+    with TableWriter(path, for_spreadsheets=for_spreadsheets, crlf=crlf) as writer:
+        writer.write(df)
+    return Path(path)
+
+
+class TableWriter:
+    """`write_table` in parts: each `write(part)` appends rows of the same columns; the
+    file appears, whole, when the block ends without error. `crlf`: end CSV lines with
+    CR LF (say so when any text cell holds a carriage return, see `write_table`)."""
+
+    def __init__(self, path: str | Path, *, for_spreadsheets: bool = False, crlf: bool = False):
+        self.path = Path(path)
+        self.format = table_format(self.path)
+        self.for_spreadsheets = for_spreadsheets
+        self.ending = "\r\n" if crlf else "\n"
+        self._writer = None
+        self._handle = None
+
+    def __enter__(self) -> TableWriter:
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        return self
+
+    def write(self, part: pd.DataFrame) -> None:
+        try:
+            if self.format == "parquet":
+                self._write_parquet(part)
+            else:
+                self._write_csv(part)
+        except OSError as exc:
+            raise FraudseqError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def _write_parquet(self, part: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, table.schema)
+        self._writer.write_table(table.cast(self._writer.schema))
+
+    def _write_csv(self, part: pd.DataFrame) -> None:
+        header = self._handle is None
+        if header:
+            gz = self.path.name.lower().endswith(".gz")
+            self._handle = (gzip.open if gz else open)(self._tmp, "wt", newline="")
+        out = spreadsheet_safe(part) if self.for_spreadsheets else part
+        out.to_csv(self._handle, index=False, header=header, lineterminator=self.ending)
+
+    def __exit__(self, *exc) -> None:
+        try:
+            for closing in (self._writer, self._handle):
+                if closing is not None:
+                    closing.close()
+        finally:
+            self._atomic.__exit__(*exc)
 
 
 #: What makes a spreadsheet read a cell as a formula (OWASP's CSV injection rule).

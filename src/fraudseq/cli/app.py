@@ -200,6 +200,19 @@ FromOpt = Annotated[
         "--from", callback=time_option, help="Start: YYYY-MM-DD or ISO 8601 time (inclusive)."
     ),
 ]
+WorkDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--work-dir",
+        help="Stream the data through shards by entity written under this directory: memory "
+        "bounded by a shard rather than the file (same results). A finished run's shards "
+        "are reused.",
+    ),
+]
+ShardsOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Shards with --work-dir (default: about 1M transactions each)."),
+]
 UntilOpt = Annotated[
     str | None,
     typer.Option(

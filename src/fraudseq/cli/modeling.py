@@ -13,7 +13,9 @@ from fraudseq.cli.app import (
     DataArg,
     FromOpt,
     ModelDirArg,
+    ShardsOpt,
     UntilOpt,
+    WorkDirOpt,
     app,
     check_output_parent,
     check_outputs,
@@ -313,6 +315,8 @@ def score(
     ],
     start: FromOpt = None,
     end: UntilOpt = None,
+    work_dir: WorkDirOpt = None,
+    shards: ShardsOpt = None,
 ) -> None:
     """Score transactions in [--from, --until); earlier ones serve as history.
 
@@ -323,6 +327,15 @@ def score(
     from fraudseq.io import write_table
 
     check_outputs({"--out": out}, inputs={"the transactions file": data}, model_dir=model_dir)
-    scores = FraudModel.load(model_dir).score(data, start=start, end=end)
-    write_table(scores, out, for_spreadsheets=True)
-    log.info("scored %d transactions (%d alerts) into %s", len(scores), scores["alert"].sum(), out)
+    model = FraudModel.load(model_dir)
+    if work_dir is not None:
+        from fraudseq.scale.scoring import score_file
+        from fraudseq.scale.shards import ShardSet
+
+        sharded = ShardSet.build(data, model.schema_, work_dir, shards=shards)
+        n, alerts = score_file(model, sharded, out, start=start, end=end)
+    else:
+        scores = model.score(data, start=start, end=end)
+        write_table(scores, out, for_spreadsheets=True)
+        n, alerts = len(scores), int(scores["alert"].sum())
+    log.info("scored %d transactions (%d alerts) into %s", n, alerts, out)

@@ -15,7 +15,9 @@ from fraudseq.cli.app import (
     DataArg,
     FromOpt,
     ModelDirArg,
+    ShardsOpt,
     UntilOpt,
+    WorkDirOpt,
     app,
     check_outputs,
     output_console,
@@ -91,6 +93,8 @@ def evaluate(
             "(from the training start to the test day minus delay+1 days).",
         ),
     ] = True,
+    work_dir: WorkDirOpt = None,
+    shards: ShardsOpt = None,
 ) -> None:
     """Print a model's metrics on labelled data, or run prequential validation.
 
@@ -126,7 +130,17 @@ def evaluate(
         )
         output_console().print(prequential_table(result))
     else:
-        result = model.evaluate(data, start=start, end=end)
+        if work_dir is not None:  # one pass: the labels and scores give the intervals too
+            from fraudseq.scale.scoring import scored_labels
+            from fraudseq.scale.shards import ShardSet
+
+            sharded = ShardSet.build(
+                data, model.schema_, work_dir, shards=shards, require_label=True
+            )
+            labels, scores = scored_labels(model, sharded, start=start, end=end)
+            result = model.evaluation(labels, scores, start, end)
+        else:
+            result = model.evaluate(data, start=start, end=end)
         if result["n_fraud"] == 0:
             log.warning(
                 "no fraud among the %d transactions evaluated: AUC ROC, AP and recall at 1%% "
@@ -138,9 +152,11 @@ def evaluate(
             from fraudseq import metrics
             from fraudseq.report.data import score_period
 
-            scored = score_period(model, data, start=start, end=end)
+            if work_dir is None:
+                scored = score_period(model, data, start=start, end=end)
+                labels, scores = scored.labels, scored.score
             intervals = metrics.bootstrap_ci(
-                scored.labels, scored.score, n_resamples=resamples, level=ci_level, seed=seed
+                labels, scores, n_resamples=resamples, level=ci_level, seed=seed
             )
             result["intervals"] = intervals
         for strategy, at in result["at_thresholds"].items():  # say why it never alerts

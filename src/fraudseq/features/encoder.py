@@ -16,7 +16,7 @@ import pandas as pd
 from fraudseq.errors import FraudseqError
 from fraudseq.features.blocks import BLOCKS
 from fraudseq.features.constants import NS_PER_SECOND, SECONDS_PER_DAY, label_delay_buckets
-from fraudseq.features.kernel import Chunk, Context, compute
+from fraudseq.features.kernel import Chunk, Context, CounterpartyTable, compute
 from fraudseq.features.state import StateTable
 from fraudseq.schema import Schema
 from fraudseq.windows import entity_order, group_starts
@@ -110,10 +110,16 @@ class FeatureEncoder:
         return sorted(str(value) for value in frequent)
 
     # -- transforming --------------------------------------------------------------------
-    def transform(self, frame: pd.DataFrame) -> EncodedFrame:
-        """Encode every row of `frame` (training, validation or scoring data alike)."""
+    def transform(
+        self, frame: pd.DataFrame, counterparty: CounterpartyTable | None = None
+    ) -> EncodedFrame:
+        """Encode every row of `frame` (training, validation or scoring data alike).
+
+        `counterparty`: the counterparty buckets of a whole file of which `frame` holds
+        some entities' complete histories (a shard): the frame's own rows are taken out
+        and enter as the chunk's, so the features are those of the whole file."""
         self._check_fitted()
-        raw, sorted_frame = self._raw_numeric(frame)
+        raw, sorted_frame = self._raw_numeric(frame, counterparty)
         order = sorted_frame.order
         values = np.column_stack([raw[name] for name in self.numeric_names_])
         numeric = clean_features((values - self.means_) / self.scales_, self.feature_range)
@@ -129,14 +135,21 @@ class FeatureEncoder:
         lookup = np.where(lookup < 0, OOV_CODE, lookup + 2)
         return lookup[sorted_frame.chunk.categorical[self.schema.categorical.index(column)]]
 
-    def _raw_numeric(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], _Sorted]:
-        """Every block's kernel over the whole frame from an empty state, and the frame's
-        extra numeric columns, in entity-sorted order."""
-        sorted_frame = _sort_by_entity(frame, self.schema)
+    def _raw_numeric(
+        self, frame: pd.DataFrame, counterparty: CounterpartyTable | None = None
+    ) -> tuple[dict[str, np.ndarray], _Sorted]:
+        """Every block's kernel over the whole frame from an empty state (and the others'
+        counterparty buckets), and the frame's extra numeric columns, in entity order."""
+        sorted_frame = _sort_by_entity(frame, self.schema, counterparty)
         chunk = sorted_frame.chunk
         delay_ns = int(self.label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND)
         state = StateTable.empty(sorted_frame.entities, len(chunk.categorical))
-        context = Context(state, chunk, self.schema.categorical, label_delay_buckets(delay_ns))
+        others = None
+        if counterparty is not None and chunk.counterparty is not None:
+            others = counterparty.without(chunk.counterparty, chunk.time_ns, chunk.label)
+        context = Context(
+            state, chunk, self.schema.categorical, label_delay_buckets(delay_ns), others
+        )
         raw = compute([BLOCKS[b] for b in self.blocks], context)
         for column in self.schema.numeric:
             raw[f"numeric:{column}"] = frame[column].to_numpy(dtype=np.float64)[sorted_frame.order]
@@ -213,7 +226,9 @@ class _Sorted:
     uniques: dict[str, np.ndarray]  # categorical column -> its distinct values, by code
 
 
-def _sort_by_entity(frame: pd.DataFrame, schema: Schema) -> _Sorted:
+def _sort_by_entity(
+    frame: pd.DataFrame, schema: Schema, counterparty: CounterpartyTable | None = None
+) -> _Sorted:
     entity_codes, _ = pd.factorize(frame[schema.entity_column], sort=False)
     time_ns = frame[schema.time].to_numpy(dtype="datetime64[ns]").view(np.int64)
     order = entity_order(entity_codes, time_ns)
@@ -226,17 +241,20 @@ def _sort_by_entity(frame: pd.DataFrame, schema: Schema) -> _Sorted:
         time_ns=time_ns[order],
         amount=frame[schema.amount].to_numpy(dtype=np.float64)[order],
         categorical=[codes[order].astype(np.int64) for codes, _ in factorized.values()],
-        counterparty=(
-            _factorized(frame[schema.counterparty])[order] if schema.counterparty else None
-        ),
+        counterparty=_counterparty_codes(frame, schema, counterparty, order),
         label=frame[schema.label].to_numpy(dtype=np.float64)[order] if has_label else None,
     )
     uniques = {c: np.asarray(u) for c, (_, u) in factorized.items()}
     return _Sorted(order, starts, int(entity[-1]) + 1 if len(entity) else 0, chunk, uniques)
 
 
-def _factorized(values: pd.Series) -> np.ndarray:
-    return pd.factorize(values, sort=False)[0].astype(np.int64)
+def _counterparty_codes(frame, schema: Schema, table: CounterpartyTable | None, order):
+    """The rows' counterparty codes (entity order): the table's, or the frame's own."""
+    if not schema.counterparty:
+        return None
+    values = frame[schema.counterparty]
+    codes = table.codes(values) if table is not None else pd.factorize(values, sort=False)[0]
+    return codes.astype(np.int64)[order]
 
 
 #: No fitted range: `clean_features` clips at +-FEATURE_LIMIT only.

@@ -17,7 +17,15 @@ from fraudseq.features.constants import (
     SECONDS_PER_DAY,
     label_delay_buckets,
 )
-from fraudseq.features.kernel import Buckets, Chunk, Context, Retention, advance, compute
+from fraudseq.features.kernel import (
+    Buckets,
+    Chunk,
+    Context,
+    Retention,
+    advance,
+    compute,
+    known_frauds,
+)
 from fraudseq.features.state import StateTable, value_hashes
 from fraudseq.schema import Schema
 from fraudseq.windows import entity_order
@@ -86,9 +94,7 @@ class FeatureStream:
     def _carried_buckets(self, chunk: Chunk) -> Buckets:
         """The buckets after the chunk, without those no later row can see."""
         known = chunk.counterparty >= 0
-        fraud = np.zeros(len(chunk), dtype=np.int64)
-        if chunk.label is not None:
-            fraud = (np.nan_to_num(chunk.label) > 0.5).astype(np.int64)
+        fraud = known_frauds(chunk.label, len(chunk))
         old = self.buckets
         code = np.concatenate([old.code, chunk.counterparty[known]])
         bucket = np.concatenate([old.bucket, chunk.time_ns[known] // COUNTERPARTY_BUCKET_NS])

@@ -30,6 +30,7 @@ from fraudseq.features.constants import (
     COUNTERPARTY_WINDOWS_DAYS,
 )
 from fraudseq.features.declaration import Block, StateNeed
+from fraudseq.features.kernel import known_frauds
 
 
 def _names(categorical, has_counterparty) -> list[str]:
@@ -93,9 +94,7 @@ def _kernel(ctx) -> dict:
     code = np.asarray(chunk.counterparty, dtype=np.int64)
     own = ctx.t // COUNTERPARTY_BUCKET_NS
     known = code >= 0
-    fraud = np.zeros(n, dtype=np.int64)
-    if chunk.label is not None:
-        fraud = (np.nan_to_num(np.asarray(chunk.label, dtype=np.float64)) > 0.5).astype(np.int64)
+    fraud = known_frauds(chunk.label, n)
     out = {name: np.zeros(n) for name in _names((), True)}
     if not known.any():
         return out

@@ -1,0 +1,100 @@
+"""A transactions file read in chunks of rows: each chunk validated and canonical, as
+`load_transactions` gives the whole file, with the file position of each row (`ROW`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fraudseq.errors import DataValidationError
+from fraudseq.schema import Schema, Table, canonical_rows, open_table
+
+#: Column added to each chunk: the row's 0-based position among the file's data rows.
+ROW = "_row"
+
+
+def read_chunks(
+    source: str | Path,
+    schema: Schema | str | Path | None = None,
+    *,
+    rows: int = 500_000,
+    require_label: bool = False,
+) -> Iterator[pd.DataFrame]:
+    """Canonical chunks of about `rows` rows of a .csv, .csv.gz or .parquet file (or a
+    Parquet dataset directory), in file order. Raises DataValidationError as
+    `load_transactions` does, naming the file's rows."""
+    table = open_table(source, schema, require_label=require_label)
+    batches = _parquet_batches(table, rows) if table.fmt == "parquet" else _csv_batches(table, rows)
+    first = 0
+    for frame in batches:
+        if not len(frame):
+            continue
+        chunk = canonical_rows(table, frame, first_row=first, require_label=require_label)
+        chunk[ROW] = np.arange(first, first + len(chunk), dtype=np.int64)
+        first += len(chunk)
+        yield chunk
+    if first == 0:
+        raise DataValidationError(
+            f"{table.name}: no transactions (the table has a header but no rows). Fix: check "
+            f"the export or the filter that produced it."
+        )
+
+
+def _parquet_batches(table: Table, rows: int) -> Iterator[pd.DataFrame]:
+    import pyarrow.dataset as ds
+
+    dataset = ds.dataset(table.path, format="parquet")
+    for batch in dataset.to_batches(columns=table.present, batch_size=rows):
+        yield batch.to_pandas()
+
+
+def _csv_batches(table: Table, rows: int) -> Iterator[pd.DataFrame]:
+    """CSV blocks of about `rows` rows. Text roles are read as text (ids keep their zeros);
+    the other columns' types are those of the first block, widened so that a later block
+    cannot fail on a value the first block did not show: integers to floats (a 12.5 after
+    12s; numeric times to int64, which floats would round), empty columns to text."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from fraudseq.schema import _open_csv, _unreadable
+
+    text = {c: pa.string() for c in table.present if c in table.schema.string_columns}
+    probe = 1 << 20
+    try:
+        with _open_csv(table.path) as stream:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(block_size=probe),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=table.present, column_types=text
+                ),
+            )
+            first = reader.read_next_batch()
+        types = {f.name: _widened(f.type, f.name == table.schema.time) for f in first.schema}
+        mean_bytes = probe / max(first.num_rows, 1)
+        block = int(min(max(rows * mean_bytes, 1 << 16), 1 << 30))
+        with _open_csv(table.path) as stream:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(block_size=block),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=table.present, column_types=types
+                ),
+            )
+            for batch in reader:
+                yield batch.to_pandas()
+    except StopIteration:
+        return
+    except (pa.ArrowInvalid, OSError, EOFError) as err:
+        raise _unreadable(table.name, "csv", err) from None
+
+
+def _widened(arrow_type, is_time: bool):
+    import pyarrow as pa
+
+    if pa.types.is_integer(arrow_type):
+        return pa.int64() if is_time else pa.float64()
+    return pa.string() if pa.types.is_null(arrow_type) else arrow_type
