@@ -15,6 +15,7 @@ import fraudseq
 from fraudseq.cli import app
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.scale.chunks import ROW, read_chunks
+from fraudseq.scale.keyed import keyed_features
 from fraudseq.scale.scoring import score_file, scored_labels
 from fraudseq.scale.shards import ShardSet
 from fraudseq.schema import Schema, load_transactions
@@ -89,19 +90,19 @@ def test_sharded_scores_equal_the_whole_file(tmp_path, trained, unlabelled_csv, 
 
 
 def test_sharded_features_equal_the_whole_file(tmp_path, trained, unlabelled_csv):
-    """Each shard's encoded rows (with the file's counterparty buckets) are those rows of
-    the whole file's encoding, every feature to 1e-6."""
+    """Each shard's encoded rows (with the keyed stage's counterparty features) are those
+    rows of the whole file's encoding, every feature to 1e-6."""
     whole = load_transactions(unlabelled_csv, trained.schema_)
     encoded = trained.encoder_.transform(whole)
     by_id = pd.Series(np.arange(len(whole)), index=whole["tx_id"])
     expected = np.empty_like(encoded.numeric)
     expected[encoded.order] = encoded.numeric  # back to frame order
     built = ShardSet.build(unlabelled_csv, trained.schema_, tmp_path / "w", shards=4)
-    table = built.counterparty()
-    assert table is not None
+    keyed = keyed_features(built, trained.encoder_)
+    assert "cp_risk_7d" in keyed.names
     for i in range(len(built)):
         frame = built.frame(i)
-        part = trained.encoder_.transform(frame, table)
+        part = trained.encoder_.transform(frame, keyed.of(i, frame[ROW].to_numpy()))
         numeric = np.empty_like(part.numeric)
         numeric[part.order] = part.numeric
         rows = by_id[frame["tx_id"]].to_numpy()
@@ -183,7 +184,15 @@ def test_cli_score_and_evaluate_with_a_work_dir(tmp_path, tiny_xgboost):
     memory = runner.invoke(app, [*base, "--out", str(tmp_path / "a.csv")])
     sharded = runner.invoke(
         app,
-        [*base, "--out", str(tmp_path / "b.csv"), "--work-dir", str(tmp_path / "w"), "--shards", "3"],
+        [
+            *base,
+            "--out",
+            str(tmp_path / "b.csv"),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--shards",
+            "3",
+        ],
     )
     assert memory.exit_code == 0 and sharded.exit_code == 0, sharded.output
     a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")

@@ -22,7 +22,6 @@ from fraudseq.artifacts import load_model_dir, save_model_dir
 from fraudseq.errors import ConfigError, FraudseqError, ModelDirectoryError
 from fraudseq.features import FeatureEncoder
 from fraudseq.features.blocks import BLOCKS as FEATURE_BLOCKS
-from fraudseq.features.kernel import CounterpartyTable
 from fraudseq.losses import make_loss
 from fraudseq.models import build_model, check_family, learns_from_fraud
 from fraudseq.models.ensemble import COMBINERS, parse_members
@@ -352,12 +351,12 @@ class FraudModel:
         return frame, _Scored(rows, self.probabilities(frame, rows))
 
     def probabilities(
-        self, frame: pd.DataFrame, rows: np.ndarray, counterparty: CounterpartyTable | None = None
+        self, frame: pd.DataFrame, rows: np.ndarray, given: dict | None = None
     ) -> np.ndarray:
         """Fraud probabilities of the rows `rows` of a loaded `frame` (its earlier rows are
-        their history); `counterparty` as in `FeatureEncoder.transform`."""
+        their history); `given` as in `FeatureEncoder.transform`."""
         self._check_fitted()
-        source = WindowSource(self.encoder_.transform(frame, counterparty), self.window)
+        source = WindowSource(self.encoder_.transform(frame, given), self.window)
         windows = WindowSet(source, source.positions_of(rows))
         return _sigmoid(self.model_.decision_function(windows))
 

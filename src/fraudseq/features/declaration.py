@@ -42,6 +42,12 @@ class Block:
     needs: tuple[StateNeed, ...] = ()
     history: bool = True
 
+    @property
+    def by_counterparty(self) -> bool:
+        """Whether it reads only its row's counterparty state: then it can run keyed by
+        counterparty over a whole file, apart from the entities (`fraudseq.scale.keyed`)."""
+        return bool(self.needs) and all(need.kind == "counterparty" for need in self.needs)
+
     def applies(self, categorical: tuple[str, ...], has_counterparty: bool) -> bool:
         """Whether the block yields any feature for data of this shape."""
         return bool(self.names(categorical, has_counterparty))

@@ -16,7 +16,7 @@ import pandas as pd
 from fraudseq.errors import FraudseqError
 from fraudseq.features.blocks import BLOCKS
 from fraudseq.features.constants import NS_PER_SECOND, SECONDS_PER_DAY, label_delay_buckets
-from fraudseq.features.kernel import Chunk, Context, CounterpartyTable, compute
+from fraudseq.features.kernel import Chunk, Context, compute
 from fraudseq.features.state import StateTable
 from fraudseq.schema import Schema
 from fraudseq.windows import entity_order, group_starts
@@ -111,15 +111,15 @@ class FeatureEncoder:
 
     # -- transforming --------------------------------------------------------------------
     def transform(
-        self, frame: pd.DataFrame, counterparty: CounterpartyTable | None = None
+        self, frame: pd.DataFrame, given: dict[str, np.ndarray] | None = None
     ) -> EncodedFrame:
         """Encode every row of `frame` (training, validation or scoring data alike).
 
-        `counterparty`: the counterparty buckets of a whole file of which `frame` holds
-        some entities' complete histories (a shard): the frame's own rows are taken out
-        and enter as the chunk's, so the features are those of the whole file."""
+        `given`: raw features computed elsewhere, by name, in frame order: the blocks keyed
+        by counterparty, computed over a whole file when `frame` is a shard of it (see
+        `fraudseq.scale.keyed`). Blocks all of whose features are given do not run."""
         self._check_fitted()
-        raw, sorted_frame = self._raw_numeric(frame, counterparty)
+        raw, sorted_frame = self._raw_numeric(frame, given)
         order = sorted_frame.order
         values = np.column_stack([raw[name] for name in self.numeric_names_])
         numeric = clean_features((values - self.means_) / self.scales_, self.feature_range)
@@ -136,24 +136,31 @@ class FeatureEncoder:
         return lookup[sorted_frame.chunk.categorical[self.schema.categorical.index(column)]]
 
     def _raw_numeric(
-        self, frame: pd.DataFrame, counterparty: CounterpartyTable | None = None
+        self, frame: pd.DataFrame, given: dict[str, np.ndarray] | None = None
     ) -> tuple[dict[str, np.ndarray], _Sorted]:
-        """Every block's kernel over the whole frame from an empty state (and the others'
-        counterparty buckets), and the frame's extra numeric columns, in entity order."""
-        sorted_frame = _sort_by_entity(frame, self.schema, counterparty)
+        """Every block's kernel over the whole frame from an empty state (or the `given`
+        features), and the frame's extra numeric columns, in entity-sorted order."""
+        sorted_frame = _sort_by_entity(frame, self.schema)
         chunk = sorted_frame.chunk
-        delay_ns = int(self.label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND)
         state = StateTable.empty(sorted_frame.entities, len(chunk.categorical))
-        others = None
-        if counterparty is not None and chunk.counterparty is not None:
-            others = counterparty.without(chunk.counterparty, chunk.time_ns, chunk.label)
-        context = Context(
-            state, chunk, self.schema.categorical, label_delay_buckets(delay_ns), others
-        )
-        raw = compute([BLOCKS[b] for b in self.blocks], context)
+        context = Context(state, chunk, self.schema.categorical, self.delay_buckets)
+        given = given or {}
+        shape = (self.schema.categorical, bool(self.schema.counterparty))
+        raw: dict[str, np.ndarray] = {}
+        for block in (BLOCKS[b] for b in self.blocks):
+            names = block.names(*shape)
+            if names and set(names) <= set(given):
+                raw.update({n: np.asarray(given[n], np.float64)[sorted_frame.order] for n in names})
+            else:
+                raw.update(compute([block], context))
         for column in self.schema.numeric:
             raw[f"numeric:{column}"] = frame[column].to_numpy(dtype=np.float64)[sorted_frame.order]
         return raw, sorted_frame
+
+    @property
+    def delay_buckets(self) -> int:
+        """The label delay in counterparty buckets."""
+        return label_delay_buckets(int(self.label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND))
 
     @property
     def cardinalities(self) -> list[int]:
@@ -226,9 +233,7 @@ class _Sorted:
     uniques: dict[str, np.ndarray]  # categorical column -> its distinct values, by code
 
 
-def _sort_by_entity(
-    frame: pd.DataFrame, schema: Schema, counterparty: CounterpartyTable | None = None
-) -> _Sorted:
+def _sort_by_entity(frame: pd.DataFrame, schema: Schema) -> _Sorted:
     entity_codes, _ = pd.factorize(frame[schema.entity_column], sort=False)
     time_ns = frame[schema.time].to_numpy(dtype="datetime64[ns]").view(np.int64)
     order = entity_order(entity_codes, time_ns)
@@ -241,20 +246,17 @@ def _sort_by_entity(
         time_ns=time_ns[order],
         amount=frame[schema.amount].to_numpy(dtype=np.float64)[order],
         categorical=[codes[order].astype(np.int64) for codes, _ in factorized.values()],
-        counterparty=_counterparty_codes(frame, schema, counterparty, order),
+        counterparty=(
+            _factorized(frame[schema.counterparty])[order] if schema.counterparty else None
+        ),
         label=frame[schema.label].to_numpy(dtype=np.float64)[order] if has_label else None,
     )
     uniques = {c: np.asarray(u) for c, (_, u) in factorized.items()}
     return _Sorted(order, starts, int(entity[-1]) + 1 if len(entity) else 0, chunk, uniques)
 
 
-def _counterparty_codes(frame, schema: Schema, table: CounterpartyTable | None, order):
-    """The rows' counterparty codes (entity order): the table's, or the frame's own."""
-    if not schema.counterparty:
-        return None
-    values = frame[schema.counterparty]
-    codes = table.codes(values) if table is not None else pd.factorize(values, sort=False)[0]
-    return codes.astype(np.int64)[order]
+def _factorized(values: pd.Series) -> np.ndarray:
+    return pd.factorize(values, sort=False)[0].astype(np.int64)
 
 
 #: No fitted range: `clean_features` clips at +-FEATURE_LIMIT only.

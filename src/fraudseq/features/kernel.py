@@ -64,30 +64,6 @@ class Buckets:
         return cls(*(np.zeros(0, dtype=np.int64) for _ in range(4)))
 
 
-@dataclass
-class CounterpartyTable:
-    """Every row's counterparty as (count, frauds) per hour bucket, over the whole file:
-    `names[code]` is a counterparty, `buckets` its entries (one per code and bucket)."""
-
-    names: pd.Index
-    buckets: Buckets
-
-    def codes(self, values: pd.Series) -> np.ndarray:
-        return self.names.get_indexer(values.astype(object)).astype(np.int64)
-
-    def without(self, codes: np.ndarray, time_ns: np.ndarray, label) -> Buckets:
-        """The buckets of every row but these (entries of one key add up, so these rows
-        enter negated): what a chunk of them reads as the others' counterparty state."""
-        frauds = known_frauds(label, len(codes))
-        b = self.buckets
-        return Buckets(
-            np.concatenate([b.code, codes]),
-            np.concatenate([b.bucket, time_ns // COUNTERPARTY_BUCKET_NS]),
-            np.concatenate([b.count, -np.ones(len(codes), dtype=np.int64)]),
-            np.concatenate([b.fraud, -frauds]),
-        )
-
-
 def known_frauds(label, n: int) -> np.ndarray:
     """1 for rows labelled fraud, else 0 (NaN: not known yet)."""
     if label is None:

@@ -2,10 +2,11 @@
 
 One pass over the file in chunks writes each row to the shard of its entity, so a shard
 holds whole entity histories and the feature kernel runs per shard exactly as over the
-whole file. What crosses entities is gathered in the same pass: the counterparties'
-(count, frauds) per hour bucket (`CounterpartyTable`), the ids (duplicates are refused,
-as `load_transactions` does) and the number of rows per day (to merge outputs in time
-order).
+whole file. The same pass writes each row's counterparty, time and label to the partition
+of its counterparty (`counterparty_partition`), where the blocks keyed by counterparty
+run over the whole file (`fraudseq.scale.keyed`), and gathers what else crosses entities:
+the ids (duplicates are refused, as `load_transactions` does) and the rows per day (to
+merge outputs in time order).
 
 The shards of a source are written under `work_dir/shards-<fingerprint>`, first as
 `<name>.partial` and renamed when complete, so a finished directory is always whole: a
@@ -26,13 +27,14 @@ import numpy as np
 import pandas as pd
 
 from fraudseq.errors import DataValidationError, FraudseqError
-from fraudseq.features.constants import COUNTERPARTY_BUCKET_NS, NS_PER_DAY
-from fraudseq.features.kernel import Buckets, CounterpartyTable, known_frauds
+from fraudseq.features.constants import NS_PER_DAY
 from fraudseq.scale.chunks import ROW, read_chunks
 from fraudseq.schema import Schema, open_table
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: Column of a counterparty partition: the shard of the row's entity.
+SHARD = "_shard"
 #: Rows per shard aimed at when the shard count is chosen from the file's size.
 SHARD_ROWS = 1_000_000
 
@@ -68,17 +70,12 @@ class ShardSet:
             frame[label] = frame[label].astype(np.int8)  # as load_transactions gives it
         return frame
 
-    def counterparty(self) -> CounterpartyTable | None:
-        if not self.schema.counterparty:
-            return None
+    def counterparty_partition(self, i: int) -> pd.DataFrame:
+        """Counterparty partition i: `ROW`, `SHARD`, the counterparty, time and label (if
+        any) of every row whose counterparty hashes to it."""
         import pyarrow.parquet as pq
 
-        names = pq.read_table(self.directory / "counterparties.parquet").column("name")
-        entries = pq.read_table(self.directory / "buckets.parquet").to_pandas()
-        columns = (
-            entries[c].to_numpy(dtype=np.int64) for c in ("code", "bucket", "count", "fraud")
-        )
-        return CounterpartyTable(pd.Index(names.to_pylist(), dtype=object), Buckets(*columns))
+        return pq.read_table(self.directory / self.manifest["counterparty"][i]).to_pandas()
 
     def day_counts(self) -> pd.Series:
         """Rows per UTC day (days since the epoch), sorted by day."""
@@ -151,58 +148,80 @@ def _fingerprint(path: Path, schema: Schema, shards: int, require_label: bool) -
 
 
 def _write(source, schema: Schema, directory: Path, shards: int, chunk_rows: int, require_label):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     files = [f"shard-{i:05d}.parquet" for i in range(shards)]
-    writers: list = [None] * shards
+    by_counterparty = [f"counterparty-{i:05d}.parquet" for i in range(shards)]
     gathered = _Gathered(schema, str(source))
-    try:
+    with (
+        _Partitions(directory, files) as entity_parts,
+        _Partitions(directory, by_counterparty) as counterparty_parts,
+    ):
         for chunk in read_chunks(source, schema, rows=chunk_rows, require_label=require_label):
             gathered.add(chunk)
             if schema.label in chunk.columns:  # one type in every chunk (NaN: not known)
                 chunk[schema.label] = chunk[schema.label].astype(np.float64)
-            shard = _shard_of(chunk[schema.entity_column], shards)
-            order = np.argsort(shard, kind="stable")
-            bounds = np.searchsorted(shard[order], np.arange(shards + 1))
-            for i in range(shards):
-                rows = order[bounds[i] : bounds[i + 1]]
-                if not len(rows):
-                    continue
-                part = pa.Table.from_pandas(chunk.iloc[rows], preserve_index=False)
-                if writers[i] is None:
-                    writers[i] = pq.ParquetWriter(directory / files[i], part.schema)
-                writers[i].write_table(part)
-    finally:
-        for writer in writers:
+            shard = _partition_of(chunk[schema.entity_column], shards)
+            entity_parts.write(chunk, shard)
+            if schema.counterparty:
+                keyed = [ROW, schema.counterparty, schema.time]
+                keyed += [schema.label] if schema.label in chunk.columns else []
+                part = chunk[keyed].assign(**{SHARD: shard.astype(np.int32)})
+                counterparty_parts.write(part, _partition_of(chunk[schema.counterparty], shards))
+    manifest = gathered.finish(directory, files)
+    manifest["counterparty"] = by_counterparty if schema.counterparty else []
+    return manifest
+
+
+class _Partitions:
+    """One Parquet writer per partition file; a partition without rows gets an empty file
+    of the same columns."""
+
+    def __init__(self, directory: Path, files: list[str]) -> None:
+        self.directory, self.files = directory, files
+        self.writers: list = [None] * len(files)
+
+    def __enter__(self) -> _Partitions:
+        return self
+
+    def write(self, frame: pd.DataFrame, partition: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        order = np.argsort(partition, kind="stable")
+        bounds = np.searchsorted(partition[order], np.arange(len(self.files) + 1))
+        for i in np.flatnonzero(np.diff(bounds)):
+            part = pa.Table.from_pandas(
+                frame.iloc[order[bounds[i] : bounds[i + 1]]], preserve_index=False
+            )
+            if self.writers[i] is None:
+                self.writers[i] = pq.ParquetWriter(self.directory / self.files[i], part.schema)
+            self.writers[i].write_table(part)
+
+    def __exit__(self, *exc) -> None:
+        import pyarrow.parquet as pq
+
+        for writer in self.writers:
             if writer is not None:
                 writer.close()
-    empty = None
-    for i, writer in enumerate(writers):
-        if writer is None:  # no entity hashed here: an empty shard of the same columns
-            empty = empty or pq.read_schema(
-                directory / files[next(j for j, w in enumerate(writers) if w)]
-            )
-            pq.write_table(empty.empty_table(), directory / files[i])
-    return gathered.finish(directory, files)
+        if exc[0] is None and any(w is not None for w in self.writers):
+            columns = next(w.schema for w in self.writers if w is not None)
+            for file, writer in zip(self.files, self.writers, strict=True):
+                if writer is None:
+                    pq.write_table(columns.empty_table(), self.directory / file)
 
 
-def _shard_of(entities: pd.Series, shards: int) -> np.ndarray:
-    """Each entity's shard: a stable 64-bit hash of its key, modulo the shard count."""
-    hashes = pd.util.hash_pandas_object(entities, index=False).to_numpy()
-    return (hashes % np.uint64(shards)).astype(np.int64)
+def _partition_of(keys: pd.Series, partitions: int) -> np.ndarray:
+    """Each key's partition: a stable 64-bit hash of it, modulo the partition count."""
+    hashes = pd.util.hash_pandas_object(keys, index=False).to_numpy()
+    return (hashes % np.uint64(partitions)).astype(np.int64)
 
 
 class _Gathered:
-    """What crosses entities, gathered chunk by chunk: id hashes, rows per day and the
-    counterparty buckets."""
+    """What else crosses entities, gathered chunk by chunk: id hashes and rows per day."""
 
     def __init__(self, schema: Schema, name: str) -> None:
         self.schema, self.name = schema, name
         self.ids: list[np.ndarray] = []
         self.days: list[pd.Series] = []
-        self.names: dict[str, int] = {}
-        self.entries: list[pd.DataFrame] = []
         self.rows = 0
         self.carriage_return = False
 
@@ -214,33 +233,10 @@ class _Gathered:
         time_ns = chunk[s.time].to_numpy(dtype="datetime64[ns]").view(np.int64)
         self.days.append(pd.Series(time_ns // NS_PER_DAY).value_counts())
         self.rows += len(chunk)
-        if s.counterparty:
-            index, distinct = pd.factorize(chunk[s.counterparty].astype(object))
-            codes = np.array([self.names.setdefault(v, len(self.names)) for v in distinct])
-            label = chunk[s.label] if s.label in chunk.columns else None
-            entries = pd.DataFrame(
-                {
-                    "code": codes[index].astype(np.int64),
-                    "bucket": time_ns // COUNTERPARTY_BUCKET_NS,
-                    "count": np.ones(len(chunk), dtype=np.int64),
-                    "fraud": known_frauds(label, len(chunk)),
-                }
-            )
-            self.entries.append(_summed(entries))
 
     def finish(self, directory: Path, files: list[str]) -> dict:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         self._check_unique_ids(directory, files)
         days = pd.concat(self.days).groupby(level=0).sum().sort_index()
-        if self.schema.counterparty:
-            names = pa.table({"name": pa.array(list(self.names), type=pa.string())})
-            pq.write_table(names, directory / "counterparties.parquet")
-            entries = _summed(pd.concat(self.entries, ignore_index=True))
-            pq.write_table(
-                pa.Table.from_pandas(entries, preserve_index=False), directory / "buckets.parquet"
-            )
         return {
             "format_version": FORMAT_VERSION,
             "rows": self.rows,
@@ -279,8 +275,3 @@ class _Gathered:
                 f"must be unique; remove duplicated rows (e.g. a file loaded twice) or point "
                 f"'id' at a truly unique column."
             )
-
-
-def _summed(entries: pd.DataFrame) -> pd.DataFrame:
-    """One entry per (code, bucket), sorted."""
-    return entries.groupby(["code", "bucket"], sort=True, as_index=False)[["count", "fraud"]].sum()
