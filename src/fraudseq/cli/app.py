@@ -13,6 +13,7 @@ import sys
 import tempfile
 import unicodedata
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -212,6 +213,25 @@ WorkDirOpt = Annotated[
 ShardsOpt = Annotated[
     int | None,
     typer.Option(min=1, help="Shards with --work-dir (default: about 1M transactions each)."),
+]
+
+
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(help="ray: process the shards as Ray tasks (see --ray-address); local: here."),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="With --engine ray: the cluster to join (ray://host:10001, or auto); default a "
+        "local Ray instance started and stopped with the command. --work-dir must then be a "
+        "path every node sees."
+    ),
 ]
 UntilOpt = Annotated[
     str | None,

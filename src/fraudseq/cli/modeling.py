@@ -11,8 +11,11 @@ import typer
 from fraudseq.choices import COMBINERS, LOSSES, MEMBERS, MODELS
 from fraudseq.cli.app import (
     DataArg,
+    Engine,
+    EngineOpt,
     FromOpt,
     ModelDirArg,
+    RayAddressOpt,
     ShardsOpt,
     UntilOpt,
     WorkDirOpt,
@@ -317,6 +320,8 @@ def score(
     end: UntilOpt = None,
     work_dir: WorkDirOpt = None,
     shards: ShardsOpt = None,
+    engine: EngineOpt = Engine.local,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Score transactions in [--from, --until); earlier ones serve as history.
 
@@ -328,12 +333,13 @@ def score(
 
     check_outputs({"--out": out}, inputs={"the transactions file": data}, model_dir=model_dir)
     model = FraudModel.load(model_dir)
-    if work_dir is not None:
+    if work_dir is not None or engine is not Engine.local:
+        from fraudseq.scale.engines import sharded_run
         from fraudseq.scale.scoring import score_file
-        from fraudseq.scale.shards import ShardSet
 
-        sharded = ShardSet.build(data, model.schema_, work_dir, shards=shards)
-        n, alerts = score_file(model, sharded, out, start=start, end=end)
+        options = {"shards": shards, "engine": engine.value, "ray_address": ray_address}
+        with sharded_run(data, model.schema_, work_dir=work_dir, **options) as (built, mapper):
+            n, alerts = score_file(model, built, out, start=start, end=end, mapper=mapper)
     else:
         scores = model.score(data, start=start, end=end)
         write_table(scores, out, for_spreadsheets=True)

@@ -13,8 +13,11 @@ from rich.table import Table
 
 from fraudseq.cli.app import (
     DataArg,
+    Engine,
+    EngineOpt,
     FromOpt,
     ModelDirArg,
+    RayAddressOpt,
     ShardsOpt,
     UntilOpt,
     WorkDirOpt,
@@ -95,6 +98,8 @@ def evaluate(
     ] = True,
     work_dir: WorkDirOpt = None,
     shards: ShardsOpt = None,
+    engine: EngineOpt = Engine.local,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Print a model's metrics on labelled data, or run prequential validation.
 
@@ -130,14 +135,16 @@ def evaluate(
         )
         output_console().print(prequential_table(result))
     else:
-        if work_dir is not None:  # one pass: the labels and scores give the intervals too
+        sharded = work_dir is not None or engine is not Engine.local
+        if sharded:  # one pass: the labels and scores give the intervals too
+            from fraudseq.scale.engines import sharded_run
             from fraudseq.scale.scoring import scored_labels
-            from fraudseq.scale.shards import ShardSet
 
-            sharded = ShardSet.build(
-                data, model.schema_, work_dir, shards=shards, require_label=True
-            )
-            labels, scores = scored_labels(model, sharded, start=start, end=end)
+            options = {"shards": shards, "engine": engine.value, "ray_address": ray_address}
+            with sharded_run(
+                data, model.schema_, work_dir=work_dir, require_label=True, **options
+            ) as (built, mapper):
+                labels, scores = scored_labels(model, built, start=start, end=end, mapper=mapper)
             result = model.evaluation(labels, scores, start, end)
         else:
             result = model.evaluate(data, start=start, end=end)
@@ -152,7 +159,7 @@ def evaluate(
             from fraudseq import metrics
             from fraudseq.report.data import score_period
 
-            if work_dir is None:
+            if not sharded:
                 scored = score_period(model, data, start=start, end=end)
                 labels, scores = scored.labels, scored.score
             intervals = metrics.bootstrap_ci(

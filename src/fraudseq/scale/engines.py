@@ -1,0 +1,76 @@
+"""Where the shards of a run are processed: this process, or a Ray cluster.
+
+An engine is a `Mapper`: it runs a module-level function over task tuples and returns the
+results in order. Locally that is the builtin `map`; on Ray, one task per item
+(`ray_mapper`). The first pass (reading the file into shards) runs in this process either
+way, so the work directory must be one the Ray workers see at the same path: any path on
+one machine, a shared file system (NFS, a mounted bucket) on a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from fraudseq.errors import FraudseqError
+from fraudseq.scale.keyed import Mapper
+from fraudseq.scale.shards import ShardSet
+
+ENGINES = ("local", "ray")
+
+
+@contextlib.contextmanager
+def sharded_run(
+    data,
+    schema,
+    *,
+    work_dir: Path | None,
+    shards: int | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    require_label: bool = False,
+) -> Iterator[tuple[ShardSet, Mapper]]:
+    """The shards of `data` (under `work_dir`, else a temporary directory removed at the
+    end) and the engine's mapper, for the length of the block."""
+    if engine not in ENGINES:
+        raise FraudseqError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    with contextlib.ExitStack() as stack:
+        if work_dir is None:
+            work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraudseq-")))
+        built = ShardSet.build(data, schema, work_dir, shards=shards, require_label=require_label)
+        mapper = map if engine == "local" else stack.enter_context(ray_mapper(ray_address))
+        yield built, mapper
+
+
+@contextlib.contextmanager
+def ray_mapper(address: str | None = None, workers: int | None = None) -> Iterator[Mapper]:
+    """A mapper running each item as a Ray task: on the cluster at `address`, else on a
+    local Ray instance (`workers` CPUs, default all) started and stopped with the block.
+    A failed task fails the whole map with the worker's error."""
+    try:
+        import ray
+    except ImportError:
+        raise FraudseqError("--engine ray needs Ray: pip install 'fraudseq[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        options = {"address": address} if address else {"num_cpus": workers}
+        ray.init(**options, include_dashboard=False, log_to_driver=False)
+    try:
+        yield lambda function, items: _ray_map(ray, function, items)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_map(ray, function: Callable, items: Iterable) -> list:
+    remote = ray.remote(num_cpus=1, max_retries=0)(function)
+    refs = [remote.remote(item) for item in items]
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayError as err:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        cause = getattr(err, "cause", None) or err
+        raise FraudseqError(f"a Ray worker failed: {type(cause).__name__}: {cause}") from err
