@@ -1,0 +1,116 @@
+"""Peak memory and wall time of the CLI at growing data sizes: in memory against sharded.
+
+    .venv/bin/python benchmarks/scale_memory.py [--sizes 4,16,40] [--data-dir DIR]
+        [--memory-up-to 4] [--steps score,evaluate] [--out FILE]
+
+Builds simulated Parquet files of about 4M, 16M and 40M transactions (`--data-dir`, kept
+for later runs): pieces of `fraudseq.simulate(accounts=20000, days=120)`, about 3.98M rows
+each, with their own seeds, card and transaction ids (the file is not in time order
+across pieces: the sharded path sorts each shard). An XGBoost model is trained once on the
+first piece. Each step then runs as its own `fraudseq` process, and its peak resident
+memory (the kernel's maximum RSS of the child) and wall time are recorded:
+- `score` and `evaluate` with `--work-dir` (fresh, so sharding is included) at every size;
+- the same in memory up to `--memory-up-to` millions (about 1.7 KB per transaction).
+The issue-19 goals: peak RSS at 40M under 8 GB; the 40M wall time at most 12x the 4M one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe, save_results  # noqa: E402
+
+PIECE = {"accounts": 20_000, "days": 120}
+
+
+def build_file(path: Path, millions: int) -> int:
+    """A Parquet file of pieces of about 3.98M simulated rows (whole pieces, at least
+    `millions` M rows in total); its row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import fraudseq
+
+    if path.exists():
+        return pq.ParquetFile(path).metadata.num_rows
+    tmp = path.with_suffix(".tmp")
+    rows, writer, seed = 0, None, 0
+    while rows < millions * 1_000_000 * 0.99:
+        frame = fraudseq.simulate(**PIECE, seed=seed)
+        for column in ("tx_id", "card_id"):
+            frame[column] = f"p{seed}-" + frame[column].astype(str)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        writer = writer or pq.ParquetWriter(tmp, table.schema)
+        writer.write_table(table)
+        rows, seed = rows + len(frame), seed + 1
+    writer.close()
+    os.replace(tmp, path)
+    return rows
+
+
+def run(command: list[str]) -> dict:
+    """Run a command as a child; its wall seconds and peak RSS (GB)."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed: {' '.join(command)}\n{child.stderr.read().decode()[-2000:]}")
+    return {"seconds": round(seconds, 1), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="4,16,40", help="Millions of transactions.")
+    parser.add_argument("--data-dir", type=Path, default=Path("bench_data/scale"))
+    parser.add_argument("--memory-up-to", type=int, default=4)
+    parser.add_argument("--steps", default="score,evaluate")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    print(describe())
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    cli = [sys.executable, "-m", "fraudseq"]
+    model = args.data_dir / "model"
+    if not model.exists():
+        first = args.data_dir / "piece-0.parquet"
+        build_file(first, 1)
+        run([*cli, "train", str(first), "--model", "xgboost", "--out", str(model),
+             "--train-until", "2026-04-01"])  # fmt: skip
+    results = []
+    for millions in (int(s) for s in args.sizes.split(",")):
+        data = args.data_dir / f"tx-{millions}M.parquet"
+        rows = build_file(data, millions)
+        for step in args.steps.split(","):
+            out = args.data_dir / ("scores.parquet" if step == "score" else "metrics.json")
+            tail = ["--out", str(out)] if step == "score" else ["--json", str(out)]
+            command = [*cli, step, str(model), str(data), "--from", "2026-04-01", *tail]
+            modes = ["sharded"] + (["memory"] if millions <= args.memory_up_to else [])
+            for mode in modes:
+                work = args.data_dir / "work"
+                shutil.rmtree(work, ignore_errors=True)
+                extra = ["--work-dir", str(work)] if mode == "sharded" else []
+                measured = run(command + extra)
+                shutil.rmtree(work, ignore_errors=True)
+                record = {"step": step, "mode": mode, "rows": rows, **measured}
+                record["rows_per_s"] = round(rows / measured["seconds"])
+                record["load_average"] = os.getloadavg()[0]
+                print(record, flush=True)
+                results.append(record)
+    sharded = {(r["step"], r["rows"]): r["seconds"] for r in results if r["mode"] == "sharded"}
+    ratios = {}
+    for step in args.steps.split(","):
+        sizes = sorted(rows for s, rows in sharded if s == step)
+        if len(sizes) > 1:
+            ratios[step] = round(sharded[step, sizes[-1]] / sharded[step, sizes[0]], 2)
+    save_results("scale_memory", {"runs": results, "largest_to_smallest_wall": ratios}, args.out)
+
+
+if __name__ == "__main__":
+    main()
