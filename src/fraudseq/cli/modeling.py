@@ -334,8 +334,8 @@ def score(
     check_outputs({"--out": out}, inputs={"the transactions file": data}, model_dir=model_dir)
     model = FraudModel.load(model_dir)
     if work_dir is not None or engine is not Engine.local:
-        from fraudseq.scale.engines import sharded_run
-        from fraudseq.scale.scoring import score_file
+        from fraudseq.engine.run import sharded_run
+        from fraudseq.engine.scoring import score_file
 
         options = {"shards": shards, "engine": engine.value, "ray_address": ray_address}
         with sharded_run(data, model.schema_, work_dir=work_dir, **options) as (built, mapper):

@@ -137,8 +137,8 @@ def evaluate(
     else:
         sharded = work_dir is not None or engine is not Engine.local
         if sharded:  # one pass: the labels and scores give the intervals too
-            from fraudseq.scale.engines import sharded_run
-            from fraudseq.scale.scoring import scored_labels
+            from fraudseq.engine.run import sharded_run
+            from fraudseq.engine.scoring import scored_labels
 
             options = {"shards": shards, "engine": engine.value, "ray_address": ray_address}
             with sharded_run(

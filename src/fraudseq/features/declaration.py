@@ -45,7 +45,7 @@ class Block:
     @property
     def by_counterparty(self) -> bool:
         """Whether it reads only its row's counterparty state: then it can run keyed by
-        counterparty over a whole file, apart from the entities (`fraudseq.scale.keyed`)."""
+        counterparty over a whole file, apart from the entities (`fraudseq.engine.keyed`)."""
         return bool(self.needs) and all(need.kind == "counterparty" for need in self.needs)
 
     def applies(self, categorical: tuple[str, ...], has_counterparty: bool) -> bool:

@@ -117,7 +117,7 @@ class FeatureEncoder:
 
         `given`: raw features computed elsewhere, by name, in frame order: the blocks keyed
         by counterparty, computed over a whole file when `frame` is a shard of it (see
-        `fraudseq.scale.keyed`). Blocks all of whose features are given do not run."""
+        `fraudseq.engine.keyed`). Blocks all of whose features are given do not run."""
         self._check_fitted()
         raw, sorted_frame = self._raw_numeric(frame, given)
         order = sorted_frame.order

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fraudseq.cli import app, main
+from fraudseq.engine.keyed import keyed_features
+from fraudseq.engine.run import ray_mapper, sharded_run
+from fraudseq.engine.scoring import score_file, scored_labels
 from fraudseq.errors import FraudseqError
-from fraudseq.scale.engines import ray_mapper, sharded_run
-from fraudseq.scale.keyed import keyed_features
-from fraudseq.scale.scoring import score_file, scored_labels
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'fraudseq[ray]')")
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fraudseq.engine.chunks import ROW
+from fraudseq.engine.shards import SHARD, ShardSet
 from fraudseq.features.blocks import BLOCKS
 from fraudseq.features.encoder import FeatureEncoder
 from fraudseq.features.kernel import Chunk, Context, compute
 from fraudseq.features.state import StateTable
-from fraudseq.scale.chunks import ROW
-from fraudseq.scale.shards import SHARD, ShardSet
 
 #: Runs a function over items: the builtin `map` in this process, or an engine's.
 Mapper = Callable[[Callable, Iterable], Iterable]

@@ -14,9 +14,9 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from fraudseq.engine.keyed import Mapper
+from fraudseq.engine.shards import ShardSet
 from fraudseq.errors import FraudseqError
-from fraudseq.scale.keyed import Mapper
-from fraudseq.scale.shards import ShardSet
 
 ENGINES = ("local", "ray")
 

@@ -1,9 +1,9 @@
 """Scoring and evaluating a file shard by shard, in memory bounded by a shard.
 
 Each shard holds whole entity histories and gets the counterparty features of the whole
-file from the keyed stage (`fraudseq.scale.keyed`), so its probabilities equal those of
+file from the keyed stage (`fraudseq.engine.keyed`), so its probabilities equal those of
 `FraudModel.score` over the whole file. Shards run through a `Mapper`: the builtin `map`
-in this process, or an engine's (`fraudseq.scale.ray_engine`). The scores file is merged
+in this process, or Ray tasks (`fraudseq.engine.run.ray_mapper`). The scores file is merged
 in time order (ties in file order, as `score` gives them) a slice of days at a time.
 """
 
@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fraudseq.engine.chunks import ROW
+from fraudseq.engine.keyed import KeyedFeatures, Mapper, keyed_features
+from fraudseq.engine.shards import ShardSet
 from fraudseq.features.constants import NS_PER_DAY
 from fraudseq.fraud_model import FraudModel, no_transactions
 from fraudseq.io import TableWriter
-from fraudseq.scale.chunks import ROW
-from fraudseq.scale.keyed import KeyedFeatures, Mapper, keyed_features
-from fraudseq.scale.shards import ShardSet
 from fraudseq.splits import in_period, parse_time
 
 

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 import fraudseq
 from fraudseq.cli import app
+from fraudseq.engine.chunks import ROW, read_chunks
+from fraudseq.engine.keyed import keyed_features
+from fraudseq.engine.scoring import score_file, scored_labels
+from fraudseq.engine.shards import ShardSet
 from fraudseq.errors import DataValidationError, FraudseqError
-from fraudseq.scale.chunks import ROW, read_chunks
-from fraudseq.scale.keyed import keyed_features
-from fraudseq.scale.scoring import score_file, scored_labels
-from fraudseq.scale.shards import ShardSet
 from fraudseq.schema import Schema, load_transactions
 
 PERIOD = {"start": "2026-01-25", "end": "2026-02-07"}

@@ -4,7 +4,7 @@ One pass over the file in chunks writes each row to the shard of its entity, so 
 holds whole entity histories and the feature kernel runs per shard exactly as over the
 whole file. The same pass writes each row's counterparty, time and label to the partition
 of its counterparty (`counterparty_partition`), where the blocks keyed by counterparty
-run over the whole file (`fraudseq.scale.keyed`), and gathers what else crosses entities:
+run over the whole file (`fraudseq.engine.keyed`), and gathers what else crosses entities:
 the ids (duplicates are refused, as `load_transactions` does) and the rows per day (to
 merge outputs in time order).
 
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fraudseq.engine.chunks import ROW, read_chunks
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.features.constants import NS_PER_DAY
-from fraudseq.scale.chunks import ROW, read_chunks
 from fraudseq.schema import Schema, open_table
 
 FORMAT_VERSION = 1
