@@ -1,4 +1,5 @@
-"""`MemoryStore`: every piece of state in dicts of this process (tests, notebooks)."""
+"""`MemoryStore`: every piece of state in this process (tests, notebooks): dicts, and the
+counterparty buckets as sorted columns (`BucketColumns`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from fraudseq.serving.stores.bucket_columns import BucketColumns
 
 
 class MemoryStore:
-    """Everything in dicts of this process, behind one lock. For tests and notebooks."""
+    """Everything in this process, behind one lock. For tests and notebooks."""
 
     def __init__(
         self, *, ttl_seconds: int | None = None, retention_buckets: int | None = None
