@@ -199,14 +199,12 @@ def test_purges_follow_the_clock_not_the_newest_time_claimed(tmp_path):
 
         for i, day in enumerate([850, 899, 900, 950, 1000, 10**6]):  # 10**6: far future
             put(f"t{i}", day)
-        put("t-new", 1001)  # memory prunes when a bucket is created
-        if isinstance(store, SQLiteStore):
-            store.purge()
+        put("t-new", 1001)
+        store.purge()
         assert set(store.counterparty_buckets("M")) == {900, 950, 1000, 1001, 10**6}
         store.clock = lambda: None  # a "data" clock before any transaction: prune nothing
         put("t-old", 800)
-        if isinstance(store, SQLiteStore):
-            store.purge()
+        store.purge()
         assert 800 in store.counterparty_buckets("M")
         store.close()
 

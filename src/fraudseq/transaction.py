@@ -414,17 +414,23 @@ def parse_batch(txs, schema: Schema) -> TransactionColumns:
     return TransactionColumns.from_rows(rows, schema)
 
 
+#: Exact types the column-at-a-time parser accepts (`set(map(type, ...))` checks a column
+#: in C; subclasses such as bool go to the row parser).
+_STR, _DICT = {str}, {dict}
+_NUMBER, _NUMBER_OR_NONE = {float, int}, {float, int, type(None)}
+
+
 def _clean_text(values: list) -> bool:
     """Every value is a str with a non-blank character (so canonical as it is)."""
-    return all(type(v) is str for v in values) and all(map(str.strip, values))
+    return set(map(type, values)) <= _STR and all(map(str.strip, values))
 
 
 def _fast_columns(txs, schema: Schema) -> TransactionColumns | None:
     """The columns of the common case, or None (then the row-by-row parser decides)."""
-    if not all(type(tx) is dict for tx in txs):
+    if not set(map(type, txs)) <= _DICT:
         return None
     required = request_columns(schema)
-    if not all(len(tx) >= len(required) for tx in txs):
+    if min(map(len, txs), default=len(required)) < len(required):
         return None
     column = {c: [tx[c] for tx in txs] for c in required}  # KeyError: a missing field
     ids = column[schema.id_column]
@@ -432,7 +438,7 @@ def _fast_columns(txs, schema: Schema) -> TransactionColumns | None:
     if entities is None or not _clean_text(ids):
         return None
     amounts = column[schema.amount]
-    if not all(type(v) is float or type(v) is int for v in amounts):
+    if not set(map(type, amounts)) <= _NUMBER:
         return None
     amount = np.array(amounts, dtype=np.float64)
     if not (np.abs(amount) < MAX_ABS_AMOUNT).all():  # the row parser names the bad one
@@ -449,7 +455,7 @@ def _fast_columns(txs, schema: Schema) -> TransactionColumns | None:
     numeric = []
     for c in schema.numeric:  # plain numbers or null; the row parser reads bools and text
         values = column[c]
-        if not all(v is None or type(v) is float or type(v) is int for v in values):
+        if not set(map(type, values)) <= _NUMBER_OR_NONE:
             return None
         values = [math.nan if v is None or v != v else float(v) for v in values]
         if np.isinf(values).any():  # the row parser names the bad one
@@ -501,12 +507,12 @@ def _fast_entities(column: dict, txs, schema: Schema) -> list[str] | None:
 def _fast_times(times: list, schema: Schema) -> np.ndarray | None:
     """Naive-UTC int64 nanoseconds of ISO strings (or, with the schema's [time] table, of
     plain numbers), or None (the row parser decides)."""
-    if schema.time_unit is not None and all(type(v) is float or type(v) is int for v in times):
+    if schema.time_unit is not None and set(map(type, times)) <= _NUMBER:
         values, bad = numeric_times(
             np.array(times, dtype=np.float64), schema.time_unit, schema.time_origin
         )
         return None if bad.any() else values.view(np.int64)
-    if not all(type(v) is str for v in times):
+    if not set(map(type, times)) <= _STR:
         return None
     times = [v.strip() for v in times]
     match = _ISO_MICROSECONDS.fullmatch

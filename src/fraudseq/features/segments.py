@@ -15,14 +15,17 @@ def starts_of(lengths: np.ndarray) -> np.ndarray:
     return out
 
 
-def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ranges [starts[i], starts[i] + lengths[i])."""
+def ranges(starts: np.ndarray, lengths: np.ndarray, step: int = 1) -> np.ndarray:
+    """Concatenated ranges starts[i] + step * [0, lengths[i])."""
     lengths = np.asarray(lengths, dtype=np.int64)
     total = int(lengths.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64)
-    offsets = np.asarray(starts, dtype=np.int64) - starts_of(lengths)
-    return np.repeat(offsets, lengths) + np.arange(total, dtype=np.int64)
+    offsets = np.asarray(starts, dtype=np.int64) - step * starts_of(lengths)
+    out = np.arange(total, dtype=np.int64)
+    if step != 1:
+        out *= step
+    return np.repeat(offsets, lengths) + out
 
 
 def group_ids(lengths: np.ndarray) -> np.ndarray:

@@ -558,7 +558,8 @@ class Detector:
                 )
                 for (cp, bucket), count in run_counts.items():
                     added[cp, bucket] = added.get((cp, bucket), 0) + count
-                buckets = buckets.adding(run_counts)  # later runs see this one
+                if stop < n:  # later runs see this one
+                    buckets = buckets.adding(run_counts)
 
         with single_thread():
             logits = self._window.logits(window_numeric, window_codes, lengths)

@@ -43,15 +43,20 @@ def _kernel(ctx) -> dict:
     rank[by_time] = np.maximum.accumulate(np.where(run_first, np.arange(n), 0))
     base = group * (n + 1)
     key = base + rank
-    floor = np.maximum(ctx.events.starts[group], np.arange(n) - VELOCITY_CAP)
+    floor = np.maximum(ctx.events.starts[group[pos]], pos - VELOCITY_CAP)
+    # Only the chunk's events are queried (live, most events are stored history), in time
+    # order and then in key order: searchsorted is fastest on sorted queries.
+    wanted = np.zeros(n, dtype=bool)
+    wanted[pos] = True
+    queried = by_time[wanted[by_time]]
+    query_time = times[queried]
+    lower = np.empty(n, dtype=np.int64)
     out = {}
     for width, count_name, amount_name in WINDOWS:
-        # Per event, the first event of its entity within (t - width, t]: queries made for
-        # every event, in time and then key order (searchsorted is fastest on sorted ones).
-        lower = np.empty(n, dtype=np.int64)
-        lower[by_time] = np.searchsorted(sorted_time, sorted_time - width, side="right")
-        first = np.searchsorted(key, base + lower, side="left")
-        first = np.clip(first, floor, np.arange(n))[pos]
+        # Per event, the first event of its entity within (t - width, t].
+        lower[queried] = np.searchsorted(sorted_time, query_time - width, side="right")
+        first = np.searchsorted(key, base[pos] + lower[pos], side="left")
+        first = np.clip(first, floor, pos)
         out[count_name] = np.log1p((pos - first).astype(np.float64))
         if amount_name:
             out[amount_name] = signed_log1p(window_sums(ctx.event_amount, first, pos))

@@ -1,4 +1,5 @@
-"""`MemoryStore`: every piece of state in dicts of this process (tests, notebooks)."""
+"""`MemoryStore`: every piece of state in this process (tests, notebooks): dicts, and the
+counterparty buckets as sorted columns (`BucketColumns`)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,20 @@ from fraudseq.serving.stores.base import (
     PURGE_EVERY,
     BatchSnapshot,
     BatchUpdate,
-    BucketTable,
     LabelChange,
     Snapshot,
     StateStoreError,
     Update,
     counterparty_totals,
     dumps,
-    in_range,
     label_delta,
     purge_limit,
 )
+from fraudseq.serving.stores.bucket_columns import BucketColumns
 
 
 class MemoryStore:
-    """Everything in dicts of this process, behind one lock. For tests and notebooks."""
+    """Everything in this process, behind one lock. For tests and notebooks."""
 
     def __init__(
         self, *, ttl_seconds: int | None = None, retention_buckets: int | None = None
@@ -38,7 +38,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._accounts: dict[str, tuple[float, bytes]] = {}
         self._records: dict[str, tuple[float, str]] = {}
-        self._buckets: dict[str, dict[int, list[int]]] = {}
+        self._buckets = BucketColumns()
         self._labels: dict[str, int] = {}
         self._meta: dict[str, str] = {}
         self._writes = 0
@@ -57,7 +57,11 @@ class MemoryStore:
             self._check_open()
             now = time.time()
             text = self._fresh(self._records.get(tx_id), now)
-            stored = self._buckets.get(counterparty, {}) if counterparty is not None else {}
+            stored = (
+                self._buckets.of(counterparty, buckets)
+                if counterparty is not None and buckets is not None
+                else {}
+            )
             snapshot = Snapshot(
                 record=json.loads(text) if text is not None else None,
                 account=self._fresh(self._accounts.get(entity), now),
@@ -70,7 +74,7 @@ class MemoryStore:
             if update.account is not None:
                 self._accounts[entity] = (now, update.account)
             if counterparty is not None and update.counterparty_bucket is not None:
-                self._add_bucket(counterparty, update.counterparty_bucket, 1)
+                self._buckets.add({(counterparty, update.counterparty_bucket): 1})
             self._writes += 1
             if self._writes % PURGE_EVERY == 0:
                 self.purge()
@@ -90,33 +94,18 @@ class MemoryStore:
                 blob = self._fresh(self._accounts.get(entity), now)
                 if blob is not None:
                     accounts[entity] = blob
-            read = {}
-            if buckets is not None:
-                read = {cp: in_range(self._buckets.get(cp, {}), buckets) for cp in counterparties}
-            update = compute(BatchSnapshot(records, accounts, BucketTable.from_dicts(read)))
+            read = self._buckets.read(counterparties if buckets else [], buckets or (0, 0))
+            update = compute(BatchSnapshot(records, accounts, read))
             for tx_id, _, _, text in update.records:
                 self._records[tx_id] = (now, text)
             for entity, blob in update.accounts.items():
                 self._accounts[entity] = (now, blob)
-            for (cp, bucket), count in update.counterparty_buckets.items():
-                self._add_bucket(cp, bucket, count)
+            self._buckets.add(update.counterparty_buckets)
             before = self._writes
             self._writes += len(update.records)
             if self._writes // PURGE_EVERY != before // PURGE_EVERY:
                 self.purge()
             return update
-
-    def _add_bucket(self, counterparty: str, bucket: int, count: int) -> None:
-        """Count transactions in a bucket; a new bucket prunes the counterparty's buckets
-        older than the clock's retention limit."""
-        stored = self._buckets.setdefault(counterparty, {})
-        if bucket not in stored:
-            stored[bucket] = [0, 0]
-            limit = purge_limit(self.clock, self.retention_buckets)
-            if limit is not None:
-                for old in [b for b in stored if b < limit and b != bucket]:
-                    del stored[old]
-        stored[bucket][0] += count
 
     def label(self, tx_id: str, label: int) -> LabelChange | None:
         with self._lock:
@@ -135,9 +124,7 @@ class MemoryStore:
             delta = label_delta(previous, label)
             cp = record.get("counterparty")
             if delta and cp is not None and record.get("counted"):
-                bucket = self._buckets.get(cp, {}).get(record["day"])
-                if bucket is not None:
-                    bucket[1] += delta
+                self._buckets.add_fraud(cp, record["day"], delta)
             return LabelChange(previous, True)
 
     def meta(self, key: str, value: str) -> str:
@@ -160,13 +147,17 @@ class MemoryStore:
     def counterparty_buckets(self, counterparty: str) -> dict[int, tuple[int, int]]:
         """The counterparty's stored {hour bucket: (count, frauds)}."""
         with self._lock:
-            return {b: (v[0], v[1]) for b, v in self._buckets.get(counterparty, {}).items()}
+            return self._buckets.of(counterparty)
 
     def purge(self) -> None:
-        """Drop accounts and records older than the TTL."""
-        if self.ttl is None:
-            return
+        """Drop counterparty buckets older than the clock's retention limit (see
+        `purge_limit`) and accounts and records older than the TTL."""
         with self._lock:
+            limit = purge_limit(self.clock, self.retention_buckets)
+            if limit is not None:
+                self._buckets.prune(limit)
+            if self.ttl is None:
+                return
             limit = time.time() - self.ttl
             for table in (self._accounts, self._records):
                 for key in [k for k, (touched, _) in table.items() if touched < limit]:
