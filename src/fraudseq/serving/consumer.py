@@ -252,9 +252,8 @@ class StreamConsumer:
             if entries:
                 self.process(entries)
                 last_entry = time.monotonic()
-            elif self.max_idle_s is not None and time.monotonic() - last_entry >= self.max_idle_s:
-                if self._pending() == 0:
-                    break
+            elif self._drained(last_entry):
+                break
             self._progress()
         self._progress(final=True)
         return self.stats
@@ -376,6 +375,13 @@ class StreamConsumer:
         if not reply:
             return []
         return reply[0][1]
+
+    def _drained(self, last_entry: float) -> bool:
+        """With `max_idle_s`: no entry for that long and none pending in the group (a
+        dead consumer's are claimed first, once idle for `claim_idle_ms`)."""
+        if self.max_idle_s is None or time.monotonic() - last_entry < self.max_idle_s:
+            return False
+        return self._pending() == 0
 
     def _pending(self) -> int:
         reply = self._redis(lambda: self.client.xpending(self.stream, self.group))
