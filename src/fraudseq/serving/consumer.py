@@ -150,7 +150,10 @@ def default_consumer_name() -> str:
 class ConsumerStats:
     """What a consumer did: entries read (claimed ones included), transactions scored (new
     or answered from their stored result), error entries, entries claimed from other
-    consumers, output entries written, transient failures retried, and the wall-clock times
+    consumers, output entries written, transient failures retried, batch commits the store
+    refused because another consumer changed one of the batch's accounts meanwhile (the
+    batch is then read and computed again: the cost of consumers sharing accounts), and the
+    wall-clock times
     of its first read entry and its last acknowledgement (None before any)."""
 
     read: int = 0
@@ -159,6 +162,7 @@ class ConsumerStats:
     claimed: int = 0
     written: int = 0
     retries: int = 0
+    store_conflicts: int = 0
     first_entry_at: float | None = None
     last_ack_at: float | None = None
     _progress: dict = field(default_factory=dict, repr=False)
@@ -303,6 +307,7 @@ class StreamConsumer:
             retry_while_stopping=True,
         )
         self.stats.written += int(written or 0)
+        self.stats.store_conflicts = getattr(self.detector.store, "conflicts", 0)
         self.stats.last_ack_at = time.time()
         return written
 
