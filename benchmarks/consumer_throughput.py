@@ -127,7 +127,8 @@ def run(args, url: str, model_dir: Path, texts: list[str], clock: str, consumers
         "transactions_per_s": round(len(texts) / (last - first), 1),
         "wall_seconds_with_startup": round(wall, 3),
         "per_consumer": [
-            {k: r[k] for k in ("read", "scored", "written", "store_conflicts", "seconds")} for r in reports
+            {k: r[k] for k in ("read", "scored", "written", "store_conflicts", "seconds")}
+            for r in reports
         ],
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
