@@ -10,7 +10,10 @@ consumer, then by 2. The consumers start on the empty stream; once all have join
 group, every transaction is written in one pipeline, and each consumer exits once the
 stream is drained (--max-idle-s). Throughput = transactions / (the last acknowledgement
 of any consumer - the first entry read by any), from the consumers' own reports, so
-model loading is left out; the wall time including it is reported too. Each run checks
+model loading is left out; the wall time including it is reported too, and so is the
+throughput per CPU second the consumers used (what they would reach with the cores to
+themselves), and the batch commits redone because the other consumer changed one of the
+batch's accounts meanwhile (work done twice). Each run checks
 that every transaction id is in the output stream exactly once.
 
 Consumers, Redis and this script share the machine: with 2 cores, 2 consumers compete
@@ -125,9 +128,12 @@ def run(args, url: str, model_dir: Path, texts: list[str], clock: str, consumers
         "transactions": len(texts),
         "seconds": round(last - first, 3),
         "transactions_per_s": round(len(texts) / (last - first), 1),
+        # Per CPU second of the consumers: what they would do with the cores to themselves.
+        "transactions_per_cpu_s": round(len(texts) / sum(r["cpu_seconds"] for r in reports), 1),
         "wall_seconds_with_startup": round(wall, 3),
         "per_consumer": [
-            {k: r[k] for k in ("read", "scored", "written", "store_conflicts", "seconds")}
+            {k: r[k] for k in ("read", "scored", "written", "store_conflicts")}
+            | {"seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"]}
             for r in reports
         ],
         "load_average_before": [round(x, 2) for x in load_before],
@@ -136,7 +142,8 @@ def run(args, url: str, model_dir: Path, texts: list[str], clock: str, consumers
     print(
         f"{consumers} consumer(s): {result['transactions_per_s']:.0f} transactions/s "
         f"({len(texts)} in {result['seconds']:.1f}s; {wall:.1f}s with startup; "
-        f"{sum(r['store_conflicts'] for r in reports)} batch commits redone), "
+        f"{sum(r['store_conflicts'] for r in reports)} batch commits redone; "
+        f"{result['transactions_per_cpu_s']:.0f} per consumer CPU second), "
         f"load average {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}"
     )
     return result

@@ -244,19 +244,21 @@ def test_two_consumers_one_killed_score_every_transaction_once(redis_url, names,
     workers = [consume_process(model_dir, url, *claim) for _ in range(2)]
     try:
         victim = workers[0]
-        deadline = time.monotonic() + 60
+        name = f"{socket.gethostname()}-{victim.pid}"
+        deadline, held = time.monotonic() + 60, 0
         while time.monotonic() < deadline:  # kill it while it holds entries, mid-stream
-            held = {
-                c["name"].decode(): c["pending"] for c in client.xinfo_consumers(names.stream, "g")
-            }
-            mine = held.get(f"{socket.gethostname()}-{victim.pid}", 0)
-            if mine and client.xlen(names.output) > len(txs) // 5:
-                break
+            if client.xlen(names.output) > len(txs) // 5:
+                victim.send_signal(signal.SIGSTOP)  # frozen: what it holds stays held
+                consumers = client.xinfo_consumers(names.stream, "g")
+                held = next((c["pending"] for c in consumers if c["name"].decode() == name), 0)
+                if held:
+                    break
+                victim.send_signal(signal.SIGCONT)
             time.sleep(0.005)
         written_before = client.xlen(names.output)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
-        assert 0 < written_before < len(txs) * 9 // 10 and mine > 0  # mid-stream
+        assert held > 0 and written_before < len(txs) * 9 // 10  # mid-stream
         workers.append(consume_process(model_dir, url, *claim))
         reports = []
         for worker in workers[1:]:
@@ -267,7 +269,7 @@ def test_two_consumers_one_killed_score_every_transaction_once(redis_url, names,
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
-    assert sum(r["claimed"] for r in reports) >= mine
+    assert sum(r["claimed"] for r in reports) >= held
     out = outputs(client, names.output)
     ids = [o["transaction_id"] for o in out]
     assert len(ids) == len(set(ids)) == len(txs) and set(ids) == {tx["tx_id"] for tx in txs}
@@ -316,3 +318,30 @@ def test_two_consumers_one_killed_score_every_transaction_once(redis_url, names,
     finally:
         store.close()
         client.close()
+
+
+def test_sigterm_finishes_the_batch_and_exits_0(redis_url, names, model_dir, small_frame):
+    import redis
+
+    txs, _ = transactions(accounts_slice(small_frame, 0, 40))
+    client = redis.Redis.from_url(names.redis_url)
+    client.xgroup_create(names.stream, "g", "0", mkstream=True)
+    produce(client, names.stream, txs)
+    url = f"{names.state_url.replace('?', f'?stream={names.stream}&', 1)}"
+    worker = consume_process(model_dir, url, "--max-idle-s", "600")
+    try:
+        deadline = time.monotonic() + 60
+        while client.xlen(names.output) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        worker.send_signal(signal.SIGTERM)
+        stdout, stderr = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, stderr[-2000:]
+    assert "stopping after the current batch" in stderr
+    report = json.loads(stdout.strip().splitlines()[-1])
+    assert 100 <= report["written"] == client.xlen(names.output) < len(txs)
+    assert report["read"] == report["written"]  # all it read is acknowledged
+    assert client.xpending(names.stream, "g")["pending"] == 0
+    client.close()

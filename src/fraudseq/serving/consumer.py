@@ -165,12 +165,16 @@ class ConsumerStats:
     store_conflicts: int = 0
     first_entry_at: float | None = None
     last_ack_at: float | None = None
+    #: This process's CPU time (time.process_time) at the same two moments.
+    first_entry_cpu: float | None = None
+    last_ack_cpu: float | None = None
     _progress: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         if self.first_entry_at is not None and self.last_ack_at is not None:
             out["seconds"] = round(self.last_ack_at - self.first_entry_at, 6)
+            out["cpu_seconds"] = round(self.last_ack_cpu - self.first_entry_cpu, 6)
         return out
 
 
@@ -294,7 +298,7 @@ class StreamConsumer:
         """Score the entries [(id, fields)], then acknowledge and write them; returns how
         many output entries were written (fewer when another consumer finished some)."""
         if self.stats.first_entry_at is None:
-            self.stats.first_entry_at = time.time()
+            self.stats.first_entry_at, self.stats.first_entry_cpu = time.time(), time.process_time()
         self.stats.read += len(entries)
         outputs = self._score(entries)
         if outputs is None:  # stopped while a store was failing: nothing acknowledged
@@ -308,7 +312,7 @@ class StreamConsumer:
         )
         self.stats.written += int(written or 0)
         self.stats.store_conflicts = getattr(self.detector.store, "conflicts", 0)
-        self.stats.last_ack_at = time.time()
+        self.stats.last_ack_at, self.stats.last_ack_cpu = time.time(), time.process_time()
         return written
 
     def _score(self, entries: list[tuple]) -> list[tuple] | None:
