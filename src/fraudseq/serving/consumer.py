@@ -52,8 +52,10 @@ Entries whose payload was deleted meanwhile (XDEL, trimming) are acknowledged.
 **Failures.** A transient state store or Redis error (unreachable, loading, read-only
 during a failover) acknowledges nothing: the consumer backs off (0.1 s doubling to 10 s) and
 retries the same entries. A permanent one (refused credentials, a bad database) stops it
-with the error, its entries pending for the next consumer. SIGTERM and SIGINT finish the
-current batch, then the loop returns.
+with the error, its entries pending for the next consumer. So does any other error (a bug,
+a model that gives NaN): such an entry would stop every consumer that claims it, so these
+are left loud rather than turned into error entries. SIGTERM and SIGINT finish the current
+batch, then the loop returns.
 """
 
 from __future__ import annotations
@@ -252,10 +254,8 @@ class StreamConsumer:
             now = time.monotonic()
             if now - last_claim >= self.claim_every_s:
                 last_claim = now
-                claimed = self.claim()
-                if claimed:
+                if self.claim():
                     last_entry = time.monotonic()
-                    continue  # more may be waiting: claim again before reading
             entries = self._read()
             if entries:
                 self.process(entries)
