@@ -345,3 +345,16 @@ def test_sigterm_finishes_the_batch_and_exits_0(redis_url, names, model_dir, sma
     assert report["read"] == report["written"]  # all it read is acknowledged
     assert client.xpending(names.stream, "g")["pending"] == 0
     client.close()
+
+
+def test_the_command_refuses_a_url_without_a_stream(model_dir, monkeypatch, capsys):
+    from fraudseq.cli import main
+
+    url = "redis://:hunter2@127.0.0.1:1/0?prefix=x:"
+    monkeypatch.setattr(sys, "argv", ["fraudseq", "consume", str(model_dir), "--stream", url])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    assert "names no stream" in text and "hunter2" not in text
