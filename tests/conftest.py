@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -9,6 +12,7 @@ from fraudseq.simulate import simulate
 
 SMALL = {"accounts": 300, "days": 40, "seed": 7}
 TRAIN_UNTIL = "2026-01-31"  # simulate() starts on 2026-01-01
+REDIS_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "redis-server.sh"
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +80,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL printed by scripts/redis-server.sh, which installs redis-server if needed and
+    starts it on 127.0.0.1:6399 (or $REDIS_PORT). Skipped only if the script cannot."""
+    pytest.importorskip("redis", reason="redis-py is not installed (pip install 'redis>=5')")
+    try:
+        done = subprocess.run(
+            ["bash", str(REDIS_SCRIPT)], capture_output=True, text=True, timeout=600, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        pytest.skip(f"scripts/redis-server.sh could not run: {err}")
+    if done.returncode != 0:
+        pytest.skip(
+            f"scripts/redis-server.sh could not install/start redis-server: "
+            f"{done.stderr.strip()[-500:]}"
+        )
+    return done.stdout.strip().splitlines()[-1]

@@ -25,27 +25,7 @@ from test_state import (
     transactions,
 )
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "redis-server.sh"
-
 pytest.importorskip("redis", reason="redis-py is not installed (pip install 'redis>=5')")
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The URL printed by scripts/redis-server.sh, which installs redis-server if needed and
-    starts it on 127.0.0.1:6399 (or $REDIS_PORT). Skipped only if the script cannot."""
-    try:
-        done = subprocess.run(
-            ["bash", str(SCRIPT)], capture_output=True, text=True, timeout=600, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        pytest.skip(f"scripts/redis-server.sh could not run: {err}")
-    if done.returncode != 0:
-        pytest.skip(
-            f"scripts/redis-server.sh could not install/start redis-server: "
-            f"{done.stderr.strip()[-500:]}"
-        )
-    return done.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture

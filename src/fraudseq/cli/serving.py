@@ -197,3 +197,130 @@ def _redacted_log_config() -> dict:
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact")
     return config
+
+
+@app.command()
+def consume(
+    model_dir: ModelDirArg,
+    stream: Annotated[
+        str,
+        typer.Option(
+            help="The input Redis Stream: redis://[:password@]host:port/db?stream=NAME "
+            "[&output=NAME (default NAME:results)][&prefix=STATE_PREFIX (default fraudseq:)]. "
+            "Each entry's field 'transaction' holds one transaction's JSON (the fields of "
+            "POST /v1/score).",
+        ),
+    ],
+    group: Annotated[
+        str, typer.Option(help="Consumer group; consumers of one group split the stream.")
+    ] = "fraudseq",
+    consumer: Annotated[
+        str | None,
+        typer.Option(help="This consumer's name in the group (default: hostname-pid)."),
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            help="State store URL (default: the --stream server with its ?prefix=). Every "
+            "consumer of the group must use the same one.",
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Entries read and scored at a time.")] = 100,
+    claim_idle_ms: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Claim entries another consumer has held unacknowledged this long (a "
+            "crashed consumer's); checked at start and every half of it.",
+        ),
+    ] = 30_000,
+    max_idle_s: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Exit once no entry arrived for this many seconds and none is pending in "
+            "the group (backfills, tests). Default: run until SIGTERM/SIGINT.",
+        ),
+    ] = None,
+    min_history: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Earlier transactions an account needs before its scores are trusted."
+        ),
+    ] = 3,
+    ttl_seconds: Annotated[
+        int | None,
+        typer.Option(min=1, help="Forget an account's state after this long without activity."),
+    ] = None,
+    reasons: Annotated[
+        Reasons,
+        typer.Option(help="Which results list reasons: alerts, all or none (fastest)."),
+    ] = Reasons.alerts,
+    clock: Annotated[
+        str,
+        typer.Option(
+            help="What transaction times are checked against: 'wall', 'data' (replays of "
+            "history in time order) or a fixed ISO 8601 time; as in fraudseq serve.",
+        ),
+    ] = "wall",
+) -> None:
+    """Score transactions from a Redis Stream with a consumer group; results go to an output
+    stream.
+
+    Each output entry has transaction_id, entry (the input entry's id) and result (the
+    score's JSON) or error (why the entry could not be scored: such entries are
+    acknowledged too). An entry is acknowledged and its output written in one atomic step
+    after its state is stored, and the transaction id is the idempotency key, so with any
+    number of consumers, crashes and restarts, each transaction is scored and written once.
+    Entries left pending by a crashed consumer are claimed after --claim-idle-ms.
+    SIGTERM/SIGINT finish the current batch, then exit 0. Prints the consumer's counts
+    as JSON on exit.
+    """
+    import json
+    import signal
+
+    import redis
+
+    from fraudseq.redaction import RedactingFilter, redact
+    from fraudseq.serving import Detector
+    from fraudseq.serving.consumer import StreamAddress, StreamConsumer
+    from fraudseq.serving.event_time import EventClock
+
+    EventClock(clock)
+    address = StreamAddress.parse(stream)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+    state_url = state if state is not None else address.state_url
+    detector = Detector.load(
+        model_dir, state_url, min_history=min_history, ttl_seconds=ttl_seconds, clock=clock
+    )
+    try:
+        detector.explain = reasons.value
+        # Longer than a blocking read (1 s), so a quiet stream is no timeout.
+        client = redis.Redis.from_url(
+            address.redis_url, socket_timeout=15, socket_connect_timeout=5
+        )
+        loop = StreamConsumer(
+            detector,
+            client,
+            stream=address.stream,
+            output=address.output,
+            group=group,
+            consumer=consumer,
+            batch=batch,
+            claim_idle_ms=claim_idle_ms,
+            max_idle_s=max_idle_s,
+        )
+        log.info(
+            "model %s from %s, stream %s, state %s, clock %s",
+            detector.model_version, model_dir, redact(address.redis_url), redact(state_url), clock,
+        )  # fmt: skip
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, loop.stop)
+        try:
+            stats = loop.run()
+        finally:
+            client.close()
+    finally:
+        detector.close()
+    typer.echo(json.dumps({"consumer": loop.consumer, **stats.to_dict()}))
