@@ -762,10 +762,10 @@ def _header(path: Path, fmt: str, name: str) -> list[str]:
             return list(pq.read_schema(path).names)
         import pyarrow.csv as pacsv
 
-        with _open_csv(path) as stream:
+        with open_csv(path) as stream:
             return list(pacsv.open_csv(stream).schema.names)
     except (pa.ArrowInvalid, OSError, EOFError) as err:
-        raise _unreadable(name, fmt, err) from None
+        raise unreadable(name, fmt, err) from None
 
 
 def table_file(path: Path, name: str) -> str:
@@ -794,14 +794,14 @@ def table_file(path: Path, name: str) -> str:
     return fmt
 
 
-def _open_csv(path: Path) -> Any:
+def open_csv(path: Path) -> Any:
     import pyarrow as pa
 
     compression = "gzip" if path.name.lower().endswith(".gz") else None
     return pa.input_stream(str(path), compression=compression)
 
 
-def _unreadable(name: str, fmt: str, err: BaseException) -> DataValidationError:
+def unreadable(name: str, fmt: str, err: BaseException) -> DataValidationError:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if "empty" in text.lower():
         return DataValidationError(
@@ -834,7 +834,7 @@ def _read_file(
         text_types = {c: pa.string() for c in present if c in text_columns}
 
         def read(column_types: dict[str, Any]) -> pd.DataFrame:
-            with _open_csv(path) as stream:
+            with open_csv(path) as stream:
                 table = pacsv.read_csv(
                     stream,
                     convert_options=pacsv.ConvertOptions(
@@ -852,7 +852,7 @@ def _read_file(
             # fit: read everything as text and let validation name the offending rows.
             return read({c: pa.string() for c in present})
     except (pa.ArrowInvalid, OSError, EOFError) as err:
-        raise _unreadable(name, fmt, err) from None
+        raise unreadable(name, fmt, err) from None
 
 
 def load_transactions(

@@ -27,10 +27,10 @@ from fraudseq.schema import (
     Schema,
     _header,
     _missing,
-    _open_csv,
     _to_time,
-    _unreadable,
+    open_csv,
     table_file,
+    unreadable,
 )
 
 __all__ = ["SAMPLE_ROWS", "ColumnFacts", "Suggestion", "read_sample", "suggest_schema"]
@@ -271,7 +271,7 @@ def read_sample(path: str | Path, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
         text = {name: pa.string() for name in _header(path, fmt, str(path))}
         batches_read: list[Any] = []
         n = 0
-        with _open_csv(path) as stream:
+        with open_csv(path) as stream:
             reader = pacsv.open_csv(
                 stream,
                 convert_options=pacsv.ConvertOptions(column_types=text, strings_can_be_null=True),
@@ -284,7 +284,7 @@ def read_sample(path: str | Path, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
         table = pa.Table.from_batches(batches_read, schema=reader.schema)
         return table.slice(0, rows).to_pandas()
     except (pa.ArrowInvalid, OSError, EOFError) as err:
-        raise _unreadable(str(path), fmt, err) from None
+        raise unreadable(str(path), fmt, err) from None
 
 
 # ----------------------------------------------------------------------------- facts

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fraudseq.errors import DataValidationError
-from fraudseq.schema import Schema, Table, canonical_rows, open_table
+from fraudseq.schema import Schema, Table, canonical_rows, open_csv, open_table, unreadable
 
 #: Column added to each chunk: the row's 0-based position among the file's data rows.
 ROW = "_row"
@@ -61,39 +61,32 @@ def _csv_batches(table: Table, rows: int) -> Iterator[pd.DataFrame]:
     cannot fail on a value the first block did not show: integers to floats (a 12.5 after
     12s; numeric times to int64, which floats would round), empty columns to text."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    from fraudseq.schema import _open_csv, _unreadable
 
     text = {c: pa.string() for c in table.present if c in table.schema.string_columns}
     probe = 1 << 20
     try:
-        with _open_csv(table.path) as stream:
-            reader = pacsv.open_csv(
-                stream,
-                read_options=pacsv.ReadOptions(block_size=probe),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=table.present, column_types=text
-                ),
-            )
-            first = reader.read_next_batch()
+        probing = _csv_blocks(table, probe, text)
+        first = next(probing, None)
+        probing.close()  # closes the file
+        if first is None:
+            return
         types = {f.name: _widened(f.type, f.name == table.schema.time) for f in first.schema}
-        mean_bytes = probe / max(first.num_rows, 1)
-        block = int(min(max(rows * mean_bytes, 1 << 16), 1 << 30))
-        with _open_csv(table.path) as stream:
-            reader = pacsv.open_csv(
-                stream,
-                read_options=pacsv.ReadOptions(block_size=block),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=table.present, column_types=types
-                ),
-            )
-            for batch in reader:
-                yield batch.to_pandas()
-    except StopIteration:
-        return
+        block = int(min(max(rows * probe / max(first.num_rows, 1), 1 << 16), 1 << 30))
+        for batch in _csv_blocks(table, block, types):
+            yield batch.to_pandas()
     except (pa.ArrowInvalid, OSError, EOFError) as err:
-        raise _unreadable(table.name, "csv", err) from None
+        raise unreadable(table.name, "csv", err) from None
+
+
+def _csv_blocks(table: Table, block_size: int, types: dict):
+    import pyarrow.csv as pacsv
+
+    with open_csv(table.path) as stream:
+        yield from pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(block_size=block_size),
+            convert_options=pacsv.ConvertOptions(include_columns=table.present, column_types=types),
+        )
 
 
 def _widened(arrow_type, is_time: bool):
