@@ -183,7 +183,15 @@ def test_cli_score_and_evaluate_with_a_work_dir(tmp_path, tiny_xgboost):
     memory = runner.invoke(app, [*base, "--out", str(tmp_path / "a.csv")])
     sharded = runner.invoke(
         app,
-        [*base, "--out", str(tmp_path / "b.csv"), "--work-dir", str(tmp_path / "w"), "--shards", "3"],
+        [
+            *base,
+            "--out",
+            str(tmp_path / "b.csv"),
+            "--work-dir",
+            str(tmp_path / "w"),
+            "--shards",
+            "3",
+        ],
     )
     assert memory.exit_code == 0 and sharded.exit_code == 0, sharded.output
     a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")

@@ -155,6 +155,8 @@ def train(
         int, typer.Option(min=1, help="lstm-attention: attention heads.")
     ] = 4,
     seed: SeedOpt = 0,
+    work_dir: WorkDirOpt = None,
+    shards: ShardsOpt = None,
 ) -> None:
     """Train a model on labelled transactions before --train-until."""
     from fraudseq.fraud_model import FraudModel
@@ -193,6 +195,8 @@ def train(
         train_from=train_from,
         train_until=train_until,
         valid_days=valid_days,
+        work_dir=work_dir,
+        shards=shards,
     )
     fitted.save(out)
     m = fitted.validation_metrics_

@@ -13,6 +13,8 @@ from fraudseq.training import WindowSet
 log = logging.getLogger("fraudseq")
 BOOSTER_FILE = "booster.ubj"
 _CHUNK = 65_536
+#: Histogram bins per feature: XGBoost's default for `hist` (DMatrix) and QuantileDMatrix.
+MAX_BIN = 256
 
 
 def window_summary(windows: WindowSet) -> np.ndarray:
@@ -41,6 +43,27 @@ def window_summary(windows: WindowSet) -> np.ndarray:
             ).numpy()
         )
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+class _Summaries(xgb.DataIter):
+    """The window summaries and labels of a set of windows, one part at a time."""
+
+    def __init__(self, windows) -> None:
+        self.windows = windows
+        self._parts = None
+        super().__init__()
+
+    def reset(self) -> None:
+        self._parts = None
+
+    def next(self, input_data) -> bool:
+        if self._parts is None:
+            self._parts = self.windows.parts()
+        part = next(self._parts, None)
+        if part is None:
+            return False
+        input_data(data=window_summary(part), label=part.labels)
+        return True
 
 
 class BoostedWindowModel:
@@ -87,10 +110,21 @@ class BoostedWindowModel:
         }
 
     def fit(self, train: WindowSet, valid: WindowSet | None) -> BoostedWindowModel:
-        dtrain = xgb.DMatrix(window_summary(train), label=train.labels)
+        """Train on the windows' summaries: one DMatrix for windows in memory; for windows
+        on disk (a `ShardedWindowSet`), a QuantileDMatrix fed one part (shard) at a time,
+        which keeps the binned summaries only, never the summaries as one dense matrix."""
+        in_memory = isinstance(train, WindowSet)
+        if in_memory:
+            dtrain = xgb.DMatrix(window_summary(train), label=train.labels)
+        else:
+            dtrain = xgb.QuantileDMatrix(_Summaries(train), max_bin=MAX_BIN)
         evals, stopping = [(dtrain, "train")], None
         if valid is not None and len(valid) and valid.labels.sum() > 0:
-            evals.append((xgb.DMatrix(window_summary(valid), label=valid.labels), "valid"))
+            if in_memory:
+                dvalid = xgb.DMatrix(window_summary(valid), label=valid.labels)
+            else:
+                dvalid = xgb.QuantileDMatrix(_Summaries(valid), max_bin=MAX_BIN, ref=dtrain)
+            evals.append((dvalid, "valid"))
             stopping = self.early_stopping
         record: dict = {}
         self.booster_ = xgb.train(
@@ -114,8 +148,11 @@ class BoostedWindowModel:
         return self
 
     def decision_function(self, windows: WindowSet) -> np.ndarray:
-        matrix = xgb.DMatrix(window_summary(windows))
-        return self.booster_.predict(matrix, output_margin=True).astype(np.float32)
+        margins = [
+            self.booster_.predict(xgb.DMatrix(window_summary(part)), output_margin=True)
+            for part in windows.parts()
+        ]
+        return np.concatenate(margins).astype(np.float32) if margins else np.zeros(0, np.float32)
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, bytes]]:
         return {}, {BOOSTER_FILE: bytes(self.booster_.save_raw("ubj"))}

@@ -53,14 +53,20 @@ class ShardSet:
     def rows(self) -> int:
         return int(self.manifest["rows"])
 
-    def frame(self, i: int, *, until_ns: int | None = None) -> pd.DataFrame:
+    def frame(
+        self, i: int, *, until_ns: int | None = None, columns: list[str] | None = None
+    ) -> pd.DataFrame:
         """Shard i's rows with time before `until_ns`, sorted stably by time (file order
-        within a time), index 0..n-1."""
+        within a time), index 0..n-1; only `columns` (and the time and `ROW`) if given."""
         import pyarrow.parquet as pq
 
         time = self.schema.time
         filters = [(time, "<", pd.Timestamp(until_ns))] if until_ns is not None else None
-        frame = pq.read_table(self.directory / self.manifest["shards"][i], filters=filters)
+        if columns is not None:
+            columns = list(dict.fromkeys([*columns, time, ROW]))
+        frame = pq.read_table(
+            self.directory / self.manifest["shards"][i], columns=columns, filters=filters
+        )
         frame = frame.to_pandas()
         frame = frame.sort_values([time, ROW], kind="stable").reset_index(drop=True)
         label = self.schema.label
@@ -216,17 +222,19 @@ class _Gathered:
         self.rows += len(chunk)
         if s.counterparty:
             index, distinct = pd.factorize(chunk[s.counterparty].astype(object))
-            codes = np.array([self.names.setdefault(v, len(self.names)) for v in distinct])
+            # a missing counterparty (index -1) gets code -1: counted nowhere, as in memory
+            codes = [self.names.setdefault(v, len(self.names)) for v in distinct]
+            codes = np.array([*codes, -1], dtype=np.int64)
             label = chunk[s.label] if s.label in chunk.columns else None
             entries = pd.DataFrame(
                 {
-                    "code": codes[index].astype(np.int64),
+                    "code": codes[index],
                     "bucket": time_ns // COUNTERPARTY_BUCKET_NS,
                     "count": np.ones(len(chunk), dtype=np.int64),
                     "fraud": known_frauds(label, len(chunk)),
                 }
             )
-            self.entries.append(_summed(entries))
+            self.entries.append(_summed(entries[entries["code"] >= 0]))
 
     def finish(self, directory: Path, files: list[str]) -> dict:
         import pyarrow as pa
