@@ -222,19 +222,17 @@ class _Gathered:
         self.rows += len(chunk)
         if s.counterparty:
             index, distinct = pd.factorize(chunk[s.counterparty].astype(object))
-            # a missing counterparty (index -1) gets code -1: counted nowhere, as in memory
-            codes = [self.names.setdefault(v, len(self.names)) for v in distinct]
-            codes = np.array([*codes, -1], dtype=np.int64)
+            codes = np.array([self.names.setdefault(v, len(self.names)) for v in distinct])
             label = chunk[s.label] if s.label in chunk.columns else None
             entries = pd.DataFrame(
                 {
-                    "code": codes[index],
+                    "code": codes[index].astype(np.int64),
                     "bucket": time_ns // COUNTERPARTY_BUCKET_NS,
                     "count": np.ones(len(chunk), dtype=np.int64),
                     "fraud": known_frauds(label, len(chunk)),
                 }
             )
-            self.entries.append(_summed(entries[entries["code"] >= 0]))
+            self.entries.append(_summed(entries))
 
     def finish(self, directory: Path, files: list[str]) -> dict:
         import pyarrow as pa
