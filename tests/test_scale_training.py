@@ -84,6 +84,19 @@ def assert_same_history(got, expected) -> None:
     assert strip(got) == strip(expected)
 
 
+def test_xgboost_fed_in_batches_trains_the_same_trees(tmp_path, small_csv, monkeypatch):
+    """The QuantileDMatrix iterator feeds a shard's windows in batches (bounding the dense
+    summaries); here 13 batches of 1000 windows bin as one DMatrix does."""
+    import fraudseq.models.boosted as boosted
+
+    monkeypatch.setattr(boosted, "SUMMARY_BATCH", 1_000)
+    memory = fit("xgboost", small_csv, n_estimators=20)
+    sharded = fit("xgboost", small_csv, tmp_path / "w", 1, n_estimators=20)
+    assert memory.training_period_["n_train"] > 12_000
+    expected, got = memory.score(small_csv, **TEST), sharded.score(small_csv, **TEST)
+    np.testing.assert_array_equal(got["score"].to_numpy(), expected["score"].to_numpy())
+
+
 def test_xgboost_on_shards_ranks_the_test_period_as_in_memory(tmp_path, small_csv, small_frame):
     """Several shards: not the same trees. The training matrix holds the windows shard
     after shard rather than in time order, so `subsample` (0.8, by row) draws other rows,

@@ -73,7 +73,7 @@ class WindowSet:
         yield self
 
     def select(self, mask: np.ndarray) -> WindowSet:
-        """The windows where `mask` (over this set's windows) is true."""
+        """The windows `mask` (a boolean mask over this set's windows, or a slice) picks."""
         labels = None if self.labels is None else self.labels[mask]
         return WindowSet(self.source, self.positions[mask], labels)
 

@@ -15,15 +15,19 @@ BOOSTER_FILE = "booster.ubj"
 _CHUNK = 65_536
 #: Histogram bins per feature: XGBoost's default for `hist` (DMatrix) and QuantileDMatrix.
 MAX_BIN = 256
+#: Windows per batch of the QuantileDMatrix iterator, and per window_summary step in it.
+SUMMARY_BATCH = 262_144
+SUMMARY_CHUNK = 16_384
 
 
-def window_summary(windows: WindowSet) -> np.ndarray:
+def window_summary(windows: WindowSet, chunk: int = _CHUNK) -> np.ndarray:
     """Per window: the last event's numeric and categorical codes, the mean and max of each
-    numeric feature over the valid steps, and the window length."""
+    numeric feature over the valid steps, and the window length (`chunk` windows at a
+    time: the same numbers for any `chunk`)."""
     parts = []
-    for start in range(0, len(windows), _CHUNK):
+    for start in range(0, len(windows), chunk):
         numeric, categorical, lengths = windows.source.batch(
-            windows.positions[start : start + _CHUNK]
+            windows.positions[start : start + chunk]
         )
         last = (lengths - 1).long()
         rows = torch.arange(len(lengths))
@@ -46,24 +50,30 @@ def window_summary(windows: WindowSet) -> np.ndarray:
 
 
 class _Summaries(xgb.DataIter):
-    """The window summaries and labels of a set of windows, one part at a time."""
+    """The window summaries and labels of a set of windows, `batch` windows of one part
+    at a time: what is dense at once is one batch's summaries, whatever the part's size."""
 
-    def __init__(self, windows) -> None:
-        self.windows = windows
-        self._parts = None
+    def __init__(self, windows, batch: int | None = None) -> None:
+        self.windows, self.batch = windows, batch or SUMMARY_BATCH
+        self._batches = None
         super().__init__()
 
     def reset(self) -> None:
-        self._parts = None
+        self._batches = None
 
     def next(self, input_data) -> bool:
-        if self._parts is None:
-            self._parts = self.windows.parts()
-        part = next(self._parts, None)
-        if part is None:
+        if self._batches is None:
+            self._batches = self._each_batch()
+        batch = next(self._batches, None)
+        if batch is None:
             return False
-        input_data(data=window_summary(part), label=part.labels)
+        input_data(data=window_summary(batch, chunk=SUMMARY_CHUNK), label=batch.labels)
         return True
+
+    def _each_batch(self):
+        for part in self.windows.parts():
+            for start in range(0, len(part), self.batch):
+                yield part.select(slice(start, start + self.batch))
 
 
 class BoostedWindowModel:

@@ -108,7 +108,7 @@ def fit_sharded(
             valid.add(i, shard, rows.of(valid_rows, i), label)
             picked = np.flatnonzero(rows.of(calibrate_rows, i))
             calibration.append(frame[[s.time, ROW, s.amount, s.label]].iloc[picked])
-        del counterparty
+        del counterparty, frame, shard  # the model's training holds one shard at a time
         model._fit_windows(train, valid)
         # without validation (--valid-days 0) the threshold can only be chosen in-sample
         windows, period = (valid, len(valid)) if len(valid) else (train, 0)
