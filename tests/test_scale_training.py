@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import TRAIN_UNTIL
 from fraudseq.cli import app
+from fraudseq.errors import FraudseqError
 from fraudseq.fraud_model import FraudModel
 from fraudseq.metrics import average_precision
 from fraudseq.scale.scoring import score_file
@@ -177,3 +178,8 @@ def test_a_failure_mid_training_leaves_no_model_and_no_encoded_shards(
     assert isinstance(result.exception, RuntimeError)
     assert not out.exists()
     assert [p.name.split("-")[0] for p in (tmp_path / "w").iterdir()] == ["shards"]
+
+
+def test_a_frame_in_memory_is_not_streamed(tmp_path, small_frame):
+    with pytest.raises(FraudseqError, match="give the path of a CSV or Parquet file"):
+        fit("xgboost", small_frame, tmp_path / "w")

@@ -156,6 +156,13 @@ class FraudModel:
         if work_dir is not None:
             from fraudseq.scale.training import fit_sharded
 
+            if not isinstance(data, str | Path):
+                raise FraudseqError(
+                    "work_dir streams a file through shards: give the path of a CSV or Parquet "
+                    f"file, not a {type(data).__name__} (already in memory: fit without "
+                    "work_dir)"
+                )
+
             return fit_sharded(
                 self,
                 data,

@@ -16,7 +16,7 @@ _CHUNK = 65_536
 #: Histogram bins per feature: XGBoost's default for `hist` (DMatrix) and QuantileDMatrix.
 MAX_BIN = 256
 #: Windows per batch of the QuantileDMatrix iterator, and per window_summary step in it.
-SUMMARY_BATCH = 262_144
+SUMMARY_BATCH = 65_536
 SUMMARY_CHUNK = 16_384
 
 
