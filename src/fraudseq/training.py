@@ -312,7 +312,7 @@ class Trainer:
         return total / max(count, 1)
 
 
-def _batches(windows, batch_size: int) -> int | None:
+def _batches(windows, batch_size: int) -> int:
     """Batches of an epoch, for the progress bar: exact for windows in memory without a
     sampler, else about (the sampler changes the count)."""
     return -(-len(windows) // batch_size)
