@@ -86,8 +86,8 @@ def fit_sharded(
     # 2. and 3. the encoder
     fit_table = _counterparty_of(shard_set, end_ns, rows, fit_rows)
     fit_frames = (
-        (frame[rows.of(fit_rows, i)], fit_table)
-        for i, frame in ((i, shard_set.frame(i, until_ns=end_ns)) for i in range(len(shard_set)))
+        (shard_set.frame(i, until_ns=end_ns)[rows.of(fit_rows, i)], fit_table)
+        for i in range(len(shard_set))
     )
     model.encoder_ = model._new_encoder().fit_parts(fit_frames)
     del fit_table
