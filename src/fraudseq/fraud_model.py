@@ -137,6 +137,8 @@ class FraudModel:
         train_until=None,
         valid_days: float = 7,
         valid_period: tuple | None = None,
+        work_dir: str | Path | None = None,
+        shards: int | None = None,
     ) -> FraudModel:
         """Train on labelled transactions with time in [train_from, train_until).
 
@@ -144,20 +146,42 @@ class FraudModel:
         `valid_period=(from, until)`. Earlier transactions serve as history only; later ones
         are dropped before anything is computed. The encoder is fitted on training-period
         rows only, never on validation rows.
+
+        With `work_dir`, `data` (a file) is streamed through `shards` shards by entity
+        written there, in memory bounded by a shard (`fraudseq.engine.training`).
         """
         self._check_params()
         schema = schema or Schema.simulator()
+        if work_dir is not None:
+            from fraudseq.engine.training import fit_sharded
+
+            if not isinstance(data, str | Path):
+                raise FraudseqError(
+                    "work_dir streams a file through shards: give the path of a CSV or Parquet "
+                    f"file, not a {type(data).__name__} (already in memory: fit without "
+                    "work_dir)"
+                )
+
+            return fit_sharded(
+                self,
+                data,
+                schema,
+                work_dir,
+                shards=shards,
+                train_from=train_from,
+                train_until=train_until,
+                valid_days=valid_days,
+                valid_period=valid_period,
+            )
         frame = load_transactions(data, schema, require_label=True)
         until = parse_time(train_until, "--train-until") or frame[schema.time].max() + _ONE_NS
-        train_rows, valid_rows, end = _split(
+        train_rows, valid_rows, end = self._periods(
             frame[schema.time],
+            frame[schema.label].to_numpy(),
             train_from,
             until,
             valid_days,
             valid_period,
-            labels=frame[schema.label].to_numpy(),
-            train_needs_fraud=learns_from_fraud(self.model, self.members),
-            valid_needs_fraud=needs_fraud(self.threshold_strategy()),
         )
         keep = (frame[schema.time] < end).to_numpy()
         frame, train_rows, valid_rows = (
@@ -167,17 +191,51 @@ class FraudModel:
         )
         self.schema_ = schema
         fit_rows = (frame[schema.time] < until).to_numpy() & ~valid_rows
-        self.encoder_ = FeatureEncoder(
-            schema,
-            blocks=self.features if self.features is not None else default_features(self.model),
-            min_count=self.min_count,
-            max_vocabulary=self.max_vocabulary,
-            label_delay_days=self.label_delay_days,
-        ).fit(frame[fit_rows])
+        self.encoder_ = self._new_encoder().fit(frame[fit_rows])
         source = WindowSource(self.encoder_.transform(frame), self.window)
         labels = frame[schema.label].to_numpy()
         train = _window_set(source, train_rows, labels)
         valid = _window_set(source, valid_rows, labels)
+        self._fit_windows(train, valid)
+        # without validation (--valid-days 0) the threshold can only be chosen in-sample
+        self._calibrate(
+            frame,
+            valid_rows if len(valid) else train_rows,
+            source,
+            period=calibration_period(len(valid)),
+        )
+        self._set_training_period(
+            train_from, until, frame[schema.time][valid_rows], len(train), len(valid)
+        )
+        return self
+
+    def _periods(
+        self, times: pd.Series, labels: np.ndarray, train_from, until, valid_days, valid_period
+    ):
+        """`_split` of these times and labels, with what this model's family and threshold
+        strategy need of the periods."""
+        return _split(
+            times,
+            train_from,
+            until,
+            valid_days,
+            valid_period,
+            labels=labels,
+            train_needs_fraud=learns_from_fraud(self.model, self.members),
+            valid_needs_fraud=needs_fraud(self.threshold_strategy()),
+        )
+
+    def _new_encoder(self) -> FeatureEncoder:
+        return FeatureEncoder(
+            self.schema_,
+            blocks=self.features if self.features is not None else default_features(self.model),
+            min_count=self.min_count,
+            max_vocabulary=self.max_vocabulary,
+            label_delay_days=self.label_delay_days,
+        )
+
+    def _fit_windows(self, train, valid) -> None:
+        """Build the window model and train it on these windows (in memory or on disk)."""
         log.info(
             "training %s on %d windows (%d fraud), validating on %d (%d fraud)",
             self.model,
@@ -190,24 +248,16 @@ class FraudModel:
         self.model_ = self._build()
         self.model_.fit(train, valid if len(valid) else None)
         self.history_ = self.model_.history_
-        # without validation (--valid-days 0) the threshold can only be chosen in-sample
-        self._calibrate(
-            frame,
-            valid_rows if len(valid) else train_rows,
-            source,
-            period="validation" if len(valid) else "the training data (no validation)",
-        )
+
+    def _set_training_period(self, train_from, until, valid_times: pd.Series, n_train, n_valid):
         self.training_period_ = {
             "train_from": str(parse_time(train_from)) if train_from is not None else None,
-            "valid_from": str(frame[schema.time][valid_rows].min()) if valid_rows.any() else None,
-            "valid_end": str(frame[schema.time][valid_rows].max() + _ONE_NS)
-            if valid_rows.any()
-            else None,
+            "valid_from": str(valid_times.min()) if len(valid_times) else None,
+            "valid_end": str(valid_times.max() + _ONE_NS) if len(valid_times) else None,
             "train_until": str(until),
-            "n_train": len(train),
-            "n_valid": len(valid),
+            "n_train": n_train,
+            "n_valid": n_valid,
         }
-        return self
 
     def threshold_strategy(self) -> str:
         """The threshold strategy: as given, else the family's default."""
@@ -228,17 +278,26 @@ class FraudModel:
         windows = _window_set(source, rows, frame[s.label].to_numpy())
         probability = _sigmoid(self.model_.decision_function(windows))
         amount = frame[s.amount].to_numpy()[rows]
-        days = _period_days(frame[s.time][rows])
+        self._choose_thresholds(windows.labels, probability, amount, frame[s.time][rows], period)
+
+    def _choose_thresholds(
+        self,
+        labels: np.ndarray,
+        probability: np.ndarray,
+        amount: np.ndarray,
+        times: pd.Series,
+        period: str,
+    ) -> None:
+        """`_calibrate` from the labels, probabilities, amounts and times of its rows."""
+        days = _period_days(times)
         strategies = dict.fromkeys([self.threshold_strategy(), *REPORTED_STRATEGIES])
         choices = {
-            strategy: choose(
-                strategy, windows.labels, probability, amount=amount, days=days, period=period
-            )
+            strategy: choose(strategy, labels, probability, amount=amount, days=days, period=period)
             for strategy in strategies
         }
         self.thresholds_ = {strategy: c.threshold for strategy, c in choices.items()}
         self.threshold_ = self.thresholds_[self.threshold_strategy()]
-        self.validation_metrics_ = metrics.summary(windows.labels, probability, self.threshold_)
+        self.validation_metrics_ = metrics.summary(labels, probability, self.threshold_)
         self.validation_metrics_["days"] = days  # its length, as budget:K counts days
         # why each strategy whose threshold is +inf alerts on nothing
         self.unreachable_ = {
@@ -594,6 +653,11 @@ def _split(
             f"come from training data; {fix}"
         )
     return train_rows, valid_rows, end
+
+
+def calibration_period(n_valid: int) -> str:
+    """Where the threshold is chosen: validation, or in-sample without it."""
+    return "validation" if n_valid else "the training data (no validation)"
 
 
 def no_transactions(start, end) -> FraudseqError:

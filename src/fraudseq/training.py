@@ -7,6 +7,7 @@ import copy
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
@@ -63,6 +64,18 @@ class WindowSet:
 
     def __len__(self) -> int:
         return len(self.positions)
+
+    def parts(self, rng: np.random.Generator | None = None) -> Iterator[WindowSet]:
+        """The windows as parts small enough to hold in memory, each a WindowSet: this one.
+        A set of windows on disk (`fraudseq.scale.training.ShardedWindowSet`) yields one
+        part per shard, in an order `rng` shuffles (fixed without it). Whatever trains or
+        predicts on any set of windows goes through this."""
+        yield self
+
+    def select(self, mask: np.ndarray) -> WindowSet:
+        """The windows `mask` (a boolean mask over this set's windows, or a slice) picks."""
+        labels = None if self.labels is None else self.labels[mask]
+        return WindowSet(self.source, self.positions[mask], labels)
 
 
 class Objective(Protocol):
@@ -270,33 +283,55 @@ class Trainer:
         return epoch_indices(labels, rng, oversample=self.oversample, fraud_ratio=self.fraud_ratio)
 
     def _train_epoch(self, net, train, loss_fn, optimizer, epoch) -> float:
+        """One pass over the training windows, part by part (a set in memory is one part):
+        the parts in an order shuffled per epoch, each part's windows drawn by the sampler
+        and shuffled, in batches. One generator seeded by (seed, epoch) draws every part's
+        windows in turn, so one part gives the same batches as the windows in memory."""
         net.train()
-        labels = torch.from_numpy(train.labels.astype(np.float32))
-        permutation = self._epoch_indices(train.labels, epoch)
-        batches = range(0, len(permutation), self.batch_size)
+        rng = np.random.default_rng([self.seed, epoch])
+        order = np.random.default_rng([self.seed, epoch, 1])
         total, count = 0.0, 0
-        with _progress(self.progress, f"epoch {epoch}", len(batches)) as advance:
-            for start in batches:
-                picked = permutation[start : start + self.batch_size]
-                numeric, categorical, lengths = train.source.batch(train.positions[picked])
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(net(numeric, categorical, lengths), labels[picked])
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(picked)
-                count += len(picked)
-                advance()
+        with _progress(
+            self.progress, f"epoch {epoch}", _batches(train, self.batch_size)
+        ) as advance:
+            for part in train.parts(order):
+                labels = torch.from_numpy(part.labels.astype(np.float32))
+                permutation = epoch_indices(
+                    part.labels, rng, oversample=self.oversample, fraud_ratio=self.fraud_ratio
+                )
+                for start in range(0, len(permutation), self.batch_size):
+                    picked = permutation[start : start + self.batch_size]
+                    numeric, categorical, lengths = part.source.batch(part.positions[picked])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = loss_fn(net(numeric, categorical, lengths), labels[picked])
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.item() * len(picked)
+                    count += len(picked)
+                    advance()
         return total / max(count, 1)
 
 
+def _batches(windows, batch_size: int) -> int:
+    """Batches of an epoch, for the progress bar: exact for windows in memory without a
+    sampler, else about (the sampler changes the count)."""
+    return -(-len(windows) // batch_size)
+
+
 @torch.inference_mode()
-def predict_logits(net: nn.Module, windows: WindowSet, batch_size: int = 4096) -> np.ndarray:
-    """Logits for every window, in the order of `windows.positions`.
+def predict_logits(net: nn.Module, windows, batch_size: int = 4096) -> np.ndarray:
+    """Logits for every window, in the order of `windows.positions` (of a set on disk: its
+    parts in their fixed order).
 
     Networks with `embed` and `forward_events` get every event embedded once, then windows
     gathered from the embeddings: the same numbers, without re-embedding each event K times.
     """
     net.eval()
+    outputs = [_part_logits(net, part, batch_size) for part in windows.parts()]
+    return np.concatenate(outputs) if outputs else np.empty(0, dtype=np.float32)
+
+
+def _part_logits(net: nn.Module, windows: WindowSet, batch_size: int) -> np.ndarray:
     source = windows.source
     events = None
     if hasattr(net, "forward_events") and len(windows) > len(source.numeric) // source.window:

@@ -73,6 +73,18 @@ EpochsOpt = Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopp
 SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the same model.")]
 
 
+TrainWorkDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--work-dir",
+        help="Stream the data through shards by entity written under this directory: memory "
+        "bounded by a shard rather than the file. The same encoder; with one shard the same "
+        "model, with several the windows come shard by shard (a different training order). "
+        "A finished run's shards are reused; the encoded shards are removed after training.",
+    ),
+]
+
+
 def _model_dir(param: typer.CallbackParam, value: Path) -> Path:
     """A model directory to write, checked before training rather than after it: new,
     empty or a fraudseq model directory and nothing else (artifacts.check_replaceable)."""
@@ -158,6 +170,8 @@ def train(
         int, typer.Option(min=1, help="lstm-attention: attention heads.")
     ] = 4,
     seed: SeedOpt = 0,
+    work_dir: TrainWorkDirOpt = None,
+    shards: ShardsOpt = None,
 ) -> None:
     """Train a model on labelled transactions before --train-until."""
     from fraudseq.fraud_model import FraudModel
@@ -196,6 +210,8 @@ def train(
         train_from=train_from,
         train_until=train_until,
         valid_days=valid_days,
+        work_dir=work_dir,
+        shards=shards,
     )
     fitted.save(out)
     m = fitted.validation_metrics_

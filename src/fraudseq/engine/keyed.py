@@ -13,6 +13,7 @@ name made of both, written whole or not at all (like the shards).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -53,10 +54,16 @@ class KeyedFeatures:
 
 
 def keyed_features(
-    shards: ShardSet, encoder: FeatureEncoder, mapper: Mapper = map
+    shards: ShardSet,
+    encoder: FeatureEncoder,
+    mapper: Mapper = map,
+    *,
+    among: np.ndarray | None = None,
 ) -> KeyedFeatures:
     """The features of `encoder`'s blocks keyed by counterparty, for every row of `shards`:
-    computed per counterparty partition (by `mapper`), or found from an earlier run."""
+    computed per counterparty partition (by `mapper`), or found from an earlier run.
+    `among`: a mask over the file's rows (by `ROW`): the features of these rows as if the
+    file held only them (the encoder's training rows, which `fit` sees as their own frame)."""
     schema = shards.schema
     blocks = [name for name in encoder.blocks if BLOCKS[name].by_counterparty]
     shape = (schema.categorical, bool(schema.counterparty))
@@ -64,12 +71,17 @@ def keyed_features(
     if not names:
         return KeyedFeatures(None, [])
     delay = encoder.delay_buckets
-    directory = shards.directory / f"keyed-{'-'.join(blocks)}-{delay}"
+    name = f"keyed-{'-'.join(blocks)}-{delay}"
+    packed = None
+    if among is not None:
+        packed = np.packbits(np.asarray(among, dtype=bool))
+        name += f"-among-{hashlib.sha256(packed.tobytes()).hexdigest()[:16]}"
+    directory = shards.directory / name
     if not directory.is_dir():
         partial = directory.with_name(directory.name + f".partial-{os.getpid()}")
         try:
             partial.mkdir()
-            tasks = [(shards, i, tuple(blocks), delay, partial) for i in range(len(shards))]
+            tasks = [(shards, i, tuple(blocks), delay, packed, partial) for i in range(len(shards))]
             list(mapper(_partition_features, tasks))
             os.replace(partial, directory)  # a concurrent run may have won: same content
         except OSError:
@@ -82,9 +94,12 @@ def keyed_features(
 
 def _partition_features(task) -> int:
     """Counterparty partition i's keyed features into `out`, sorted by shard and row."""
-    shards, i, blocks, delay, out = task
+    shards, i, blocks, delay, among, out = task
     schema = shards.schema
     part = shards.counterparty_partition(i)
+    if among is not None:
+        rows = part[ROW].to_numpy()
+        part = part[np.unpackbits(among, count=shards.rows).astype(bool)[rows]]
     n = len(part)
     label = part[schema.label].to_numpy(np.float64) if schema.label in part.columns else None
     chunk = Chunk(

@@ -55,14 +55,20 @@ class ShardSet:
     def rows(self) -> int:
         return int(self.manifest["rows"])
 
-    def frame(self, i: int, *, until_ns: int | None = None) -> pd.DataFrame:
+    def frame(
+        self, i: int, *, until_ns: int | None = None, columns: list[str] | None = None
+    ) -> pd.DataFrame:
         """Shard i's rows with time before `until_ns`, sorted stably by time (file order
-        within a time), index 0..n-1."""
+        within a time), index 0..n-1; only `columns` (and the time and `ROW`) if given."""
         import pyarrow.parquet as pq
 
         time = self.schema.time
         filters = [(time, "<", pd.Timestamp(until_ns))] if until_ns is not None else None
-        frame = pq.read_table(self.directory / self.manifest["shards"][i], filters=filters)
+        if columns is not None:
+            columns = list(dict.fromkeys([*columns, time, ROW]))
+        frame = pq.read_table(
+            self.directory / self.manifest["shards"][i], columns=columns, filters=filters
+        )
         frame = frame.to_pandas()
         frame = frame.sort_values([time, ROW], kind="stable").reset_index(drop=True)
         label = self.schema.label

@@ -8,6 +8,7 @@ passed to `fit`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,12 +99,62 @@ class FeatureEncoder:
         }
         return self
 
+    def fit_parts(self, parts: Iterable[tuple[pd.DataFrame, dict | None]]) -> FeatureEncoder:
+        """`fit` on training rows given in parts, none held with another: each part
+        complete entity histories (a shard's training rows) with the keyed features those
+        rows have among all training rows (`given`, as `transform` takes it), so that its
+        raw features are those of the whole training frame. Learns what `fit` on their
+        concatenation learns:
+
+        - means and scales: per part the count, mean and sum of squared deviations of each
+          feature's non-NaN values, merged pairwise (Chan et al.): nanmean and nanstd of
+          the whole, to rounding (about 1e-15 relative), without its cancellation;
+        - the range: each feature's cleaned scaled value is a non-decreasing function of its
+          raw value (subtraction, division by a positive scale, clipping and the float32
+          cast all are; NaN and infinities become 0, which the range always holds), so
+          its min and max are those of the smallest and largest finite raw values, exactly;
+        - vocabularies: from each column's value counts summed over the parts.
+        """
+        unknown = [b for b in self.blocks if b not in BLOCKS]
+        if unknown:
+            raise FraudseqError(f"unknown feature blocks {unknown}; known: {list(BLOCKS)}")
+        moments = None
+        counts: dict[str, pd.Series] = {}
+        for frame, given in parts:
+            if not len(frame):
+                continue
+            raw, _ = self._raw_numeric(frame, given)
+            self.numeric_names_ = list(raw)
+            values = np.column_stack([raw[name] for name in self.numeric_names_])
+            part = _Moments.of(values)
+            moments = part if moments is None else moments.merge(part)
+            for column in self.schema.categorical:
+                new = frame[column].value_counts(sort=False)
+                old = counts.get(column)
+                counts[column] = new if old is None else _summed_counts(old, new)
+        if moments is None:
+            raise FraudseqError("cannot fit the feature encoder on zero training rows")
+        self.means_ = moments.mean
+        scales = moments.std
+        self.scales_ = np.where(scales > 1e-9, scales, 1.0)
+        extremes = np.vstack([moments.low, moments.high])
+        with np.errstate(invalid="ignore"):
+            scaled = (extremes - self.means_) / self.scales_
+        self.low_, self.high_ = _fitted_range(clean_features(scaled, NO_RANGE))
+        self.vocabularies_ = {
+            column: self._frequent(counts[column]) for column in self.schema.categorical
+        }
+        return self
+
     def _vocabulary(self, values: pd.Series) -> list[str]:
         """Values seen `min_count` times. A column with more such values than
         `max_vocabulary` is an identifier (card, device, terminal): embedding its values
         memorises training-period entities, so it gets an empty vocabulary and contributes
         through the novelty and counterparty features instead."""
-        counts = values.value_counts(sort=False)
+        return self._frequent(values.value_counts(sort=False))
+
+    def _frequent(self, counts: pd.Series) -> list[str]:
+        """`_vocabulary` of values with these counts."""
         frequent = counts.index[counts >= self.min_count]
         if len(frequent) > self.max_vocabulary:
             return []
@@ -222,6 +273,50 @@ class FeatureEncoder:
         encoder.low_ = np.asarray(state.get("low", [-FEATURE_LIMIT] * n), dtype=np.float64)
         encoder.high_ = np.asarray(state.get("high", [FEATURE_LIMIT] * n), dtype=np.float64)
         return encoder
+
+
+@dataclass
+class _Moments:
+    """Per column: the number of non-NaN values, their mean and sum of squared deviations,
+    and the smallest and largest finite value (+inf and -inf when there is none)."""
+
+    n: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> _Moments:
+        present = ~np.isnan(values)
+        n = present.sum(axis=0).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(present, values, 0.0).sum(axis=0) / n
+            m2 = np.where(present, (values - mean) ** 2, 0.0).sum(axis=0)
+        finite = np.isfinite(values)
+        low = np.where(finite, values, np.inf).min(axis=0)
+        high = np.where(finite, values, -np.inf).max(axis=0)
+        return cls(n, mean, m2, low, high)
+
+    def merge(self, other: _Moments) -> _Moments:
+        n = self.n + other.n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = other.mean - self.mean
+            mean = np.where(other.n == 0, self.mean, self.mean + delta * (other.n / n))
+            mean = np.where(self.n == 0, other.mean, mean)
+            m2 = self.m2 + other.m2 + delta**2 * (self.n * other.n / n)
+        m2 = np.where(self.n == 0, other.m2, np.where(other.n == 0, self.m2, m2))
+        low, high = np.minimum(self.low, other.low), np.maximum(self.high, other.high)
+        return _Moments(n, mean, m2, low, high)
+
+    @property
+    def std(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.sqrt(self.m2 / self.n)
+
+
+def _summed_counts(a: pd.Series, b: pd.Series) -> pd.Series:
+    return pd.concat([a, b]).groupby(level=0, sort=False).sum()
 
 
 @dataclass

@@ -174,8 +174,10 @@ class AutoencoderWindowModel:
         self.history_: list[dict] = []
 
     def fit(self, train: WindowSet, valid: WindowSet | None) -> AutoencoderWindowModel:
-        positions = train.positions if train.labels is None else train.positions[train.labels == 0]
-        legit = WindowSet(train.source, positions, np.zeros(len(positions), dtype=np.float32))
+        if train.labels is None:
+            legit = WindowSet(train.source, train.positions, np.zeros(len(train), np.float32))
+        else:
+            legit = train.select(train.labels == 0)
         if len(legit) == 0:
             raise ValueError("the autoencoder needs legitimate (label 0) training windows")
         log.info("autoencoder: training on %d legitimate windows of %d", len(legit), len(train))

@@ -13,15 +13,21 @@ from fraudseq.training import WindowSet
 log = logging.getLogger("fraudseq")
 BOOSTER_FILE = "booster.ubj"
 _CHUNK = 65_536
+#: Histogram bins per feature: XGBoost's default for `hist` (DMatrix) and QuantileDMatrix.
+MAX_BIN = 256
+#: Windows per batch of the QuantileDMatrix iterator, and per window_summary step in it.
+SUMMARY_BATCH = 65_536
+SUMMARY_CHUNK = 16_384
 
 
-def window_summary(windows: WindowSet) -> np.ndarray:
+def window_summary(windows: WindowSet, chunk: int = _CHUNK) -> np.ndarray:
     """Per window: the last event's numeric and categorical codes, the mean and max of each
-    numeric feature over the valid steps, and the window length."""
+    numeric feature over the valid steps, and the window length (`chunk` windows at a
+    time: the same numbers for any `chunk`)."""
     parts = []
-    for start in range(0, len(windows), _CHUNK):
+    for start in range(0, len(windows), chunk):
         numeric, categorical, lengths = windows.source.batch(
-            windows.positions[start : start + _CHUNK]
+            windows.positions[start : start + chunk]
         )
         last = (lengths - 1).long()
         rows = torch.arange(len(lengths))
@@ -41,6 +47,33 @@ def window_summary(windows: WindowSet) -> np.ndarray:
             ).numpy()
         )
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+class _Summaries(xgb.DataIter):
+    """The window summaries and labels of a set of windows, `batch` windows of one part
+    at a time: what is dense at once is one batch's summaries, whatever the part's size."""
+
+    def __init__(self, windows, batch: int | None = None) -> None:
+        self.windows, self.batch = windows, batch or SUMMARY_BATCH
+        self._batches = None
+        super().__init__()
+
+    def reset(self) -> None:
+        self._batches = None
+
+    def next(self, input_data) -> bool:
+        if self._batches is None:
+            self._batches = self._each_batch()
+        batch = next(self._batches, None)
+        if batch is None:
+            return False
+        input_data(data=window_summary(batch, chunk=SUMMARY_CHUNK), label=batch.labels)
+        return True
+
+    def _each_batch(self):
+        for part in self.windows.parts():
+            for start in range(0, len(part), self.batch):
+                yield part.select(slice(start, start + self.batch))
 
 
 class BoostedWindowModel:
@@ -87,10 +120,21 @@ class BoostedWindowModel:
         }
 
     def fit(self, train: WindowSet, valid: WindowSet | None) -> BoostedWindowModel:
-        dtrain = xgb.DMatrix(window_summary(train), label=train.labels)
+        """Train on the windows' summaries: one DMatrix for windows in memory; for windows
+        on disk (a `ShardedWindowSet`), a QuantileDMatrix fed one part (shard) at a time,
+        which keeps the binned summaries only, never the summaries as one dense matrix."""
+        in_memory = isinstance(train, WindowSet)
+        if in_memory:
+            dtrain = xgb.DMatrix(window_summary(train), label=train.labels)
+        else:
+            dtrain = xgb.QuantileDMatrix(_Summaries(train), max_bin=MAX_BIN)
         evals, stopping = [(dtrain, "train")], None
         if valid is not None and len(valid) and valid.labels.sum() > 0:
-            evals.append((xgb.DMatrix(window_summary(valid), label=valid.labels), "valid"))
+            if in_memory:
+                dvalid = xgb.DMatrix(window_summary(valid), label=valid.labels)
+            else:
+                dvalid = xgb.QuantileDMatrix(_Summaries(valid), max_bin=MAX_BIN, ref=dtrain)
+            evals.append((dvalid, "valid"))
             stopping = self.early_stopping
         record: dict = {}
         self.booster_ = xgb.train(
@@ -114,8 +158,11 @@ class BoostedWindowModel:
         return self
 
     def decision_function(self, windows: WindowSet) -> np.ndarray:
-        matrix = xgb.DMatrix(window_summary(windows))
-        return self.booster_.predict(matrix, output_margin=True).astype(np.float32)
+        margins = [
+            self.booster_.predict(xgb.DMatrix(window_summary(part)), output_margin=True)
+            for part in windows.parts()
+        ]
+        return np.concatenate(margins).astype(np.float32) if margins else np.zeros(0, np.float32)
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, bytes]]:
         return {}, {BOOSTER_FILE: bytes(self.booster_.save_raw("ubj"))}

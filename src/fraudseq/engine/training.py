@@ -1,0 +1,227 @@
+"""Training on a file's shards (`fraudseq train --work-dir`), in memory bounded by a shard.
+
+`fit_sharded` does what `FraudModel.fit` does over the whole file, in passes over the
+shards (`ShardSet`), holding one shard at a time:
+
+1. every row's time and label (9 bytes a row): the training and validation periods, by
+   the same `_split` as in memory;
+2. the keyed features of the encoder's training rows (the rows `fit` sees in memory, as
+   their own frame): their counterparty features are those of these rows alone;
+3. the encoder fitted shard by shard (`FeatureEncoder.fit_parts`): the same means,
+   scales, ranges and vocabularies as in memory, to rounding;
+4. each shard encoded with the whole file's keyed features (the features of the whole
+   file, as `engine.scoring` scores) and written once as .npy files under a temporary
+   directory of the work directory, with its training and validation windows as positions
+   in it. Encoding is most of the cost of a pass, so it is done once rather than each
+   epoch; the files take about 4 bytes per numeric and 8 per categorical feature a row.
+
+The window model then trains on `ShardedWindowSet`s, which yield one shard's windows at a
+time (`WindowSet.parts`): torch families through the one `Trainer` loop (shard order
+shuffled each epoch, windows shuffled within a shard, samplers per shard), XGBoost through
+a `QuantileDMatrix` fed shard by shard. The threshold is chosen on the validation rows'
+labels and probabilities gathered shard by shard, in the whole file's row order.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fraudseq.engine.chunks import ROW
+from fraudseq.engine.keyed import keyed_features
+from fraudseq.engine.shards import ShardSet
+from fraudseq.features import EncodedFrame
+from fraudseq.fraud_model import _ONE_NS, FraudModel, _sigmoid, calibration_period
+from fraudseq.splits import parse_time
+from fraudseq.training import WindowSet, WindowSource
+
+log = logging.getLogger("fraudseq")
+
+ARRAYS = ("numeric", "categorical", "order", "starts")
+
+
+def fit_sharded(
+    model: FraudModel,
+    data,
+    schema,
+    work_dir,
+    *,
+    shards: int | None = None,
+    train_from=None,
+    train_until=None,
+    valid_days: float = 7,
+    valid_period: tuple | None = None,
+) -> FraudModel:
+    """`model.fit(data, ...)` through shards under `work_dir` (see the module docstring)."""
+    shard_set = ShardSet.build(data, schema, work_dir, shards=shards, require_label=True)
+    s = shard_set.schema
+    model.schema_ = s
+    # 1. the periods
+    times, labels, sizes, file_rows = [], [], [], []
+    for i in range(len(shard_set)):
+        part = shard_set.frame(i, columns=[s.label])
+        times.append(part[s.time])
+        labels.append(part[s.label].to_numpy())
+        sizes.append(len(part))
+        file_rows.append(part[ROW].to_numpy())
+    times = pd.concat(times, ignore_index=True)
+    file_rows = np.concatenate(file_rows)
+    labels = np.concatenate(labels)
+    until = parse_time(train_until, "--train-until") or times.max() + _ONE_NS
+    train_rows, valid_rows, end = model._periods(
+        times, labels, train_from, until, valid_days, valid_period
+    )
+    keep = (times < end).to_numpy()
+    fit_rows = keep & (times < until).to_numpy() & ~valid_rows
+    calibrate_rows = valid_rows if valid_rows.any() else train_rows
+    valid_times = times[valid_rows]
+    del times, labels
+    rows = _ShardRows(np.r_[0, np.cumsum(sizes)], keep)
+    end_ns = pd.Timestamp(end).value
+    # 2. and 3. the encoder
+    encoder = model._new_encoder()
+    among = np.zeros(shard_set.rows, dtype=bool)
+    among[file_rows[fit_rows]] = True
+    del file_rows
+    fit_keyed = keyed_features(shard_set, encoder, among=among)
+    model.encoder_ = encoder.fit_parts(_fit_parts(shard_set, end_ns, rows, fit_rows, fit_keyed))
+    # 4. the windows
+    directory = Path(tempfile.mkdtemp(prefix="train-", dir=shard_set.directory.parent))
+    try:
+        encoded = EncodedShards(directory, model.window)
+        train = ShardedWindowSet(encoded)
+        valid = ShardedWindowSet(encoded)
+        calibration = []
+        keyed = keyed_features(shard_set, model.encoder_)
+        for i in range(len(shard_set)):
+            frame = shard_set.frame(i, until_ns=end_ns)
+            shard = model.encoder_.transform(frame, keyed.of(i, frame[ROW].to_numpy()))
+            encoded.write(i, shard)
+            label = frame[s.label].to_numpy()
+            train.add(i, shard, rows.of(train_rows, i), label)
+            valid.add(i, shard, rows.of(valid_rows, i), label)
+            picked = np.flatnonzero(rows.of(calibrate_rows, i))
+            calibration.append(frame[[s.time, ROW, s.amount, s.label]].iloc[picked])
+        del frame, shard  # the model's training holds one shard at a time
+        model._fit_windows(train, valid)
+        # without validation (--valid-days 0) the threshold can only be chosen in-sample
+        windows, period = (valid, len(valid)) if len(valid) else (train, 0)
+        _calibrate(model, windows, pd.concat(calibration), calibration_period(period))
+        model._set_training_period(train_from, until, valid_times, len(train), len(valid))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return model
+
+
+@dataclass
+class _ShardRows:
+    """Masks over the rows of every shard (shard after shard, each in its time order) cut
+    to one shard's rows before the end of the data."""
+
+    bounds: np.ndarray
+    keep: np.ndarray
+
+    def of(self, mask: np.ndarray, i: int) -> np.ndarray:
+        lo, hi = self.bounds[i], self.bounds[i + 1]
+        return mask[lo:hi][self.keep[lo:hi]]
+
+
+def _fit_parts(shard_set: ShardSet, end_ns: int, rows: _ShardRows, fit_rows, keyed):
+    """Each shard's training rows for the encoder, with their keyed features."""
+    for i in range(len(shard_set)):
+        frame = shard_set.frame(i, until_ns=end_ns)
+        frame = frame[rows.of(fit_rows, i)].reset_index(drop=True)
+        yield frame, keyed.of(i, frame[ROW].to_numpy())
+
+
+def _calibrate(
+    model: FraudModel, windows: ShardedWindowSet, rows: pd.DataFrame, period: str
+) -> None:
+    """`FraudModel._calibrate` on these windows, whose rows (time, ROW, amount, label, in
+    the windows' order) are put in the whole file's order, as in memory."""
+    s = model.schema_
+    probability = _sigmoid(model.model_.decision_function(windows))
+    order = np.lexsort((rows[ROW].to_numpy(), rows[s.time].to_numpy()))
+    rows = rows.iloc[order]
+    model._choose_thresholds(
+        windows.labels[order],
+        probability[order],
+        rows[s.amount].to_numpy(),
+        rows[s.time].reset_index(drop=True),
+        period,
+    )
+
+
+class EncodedShards:
+    """Each shard's encoded rows as .npy files under `directory`, written once and read
+    back one shard at a time (the last one read is kept)."""
+
+    def __init__(self, directory: Path, window: int) -> None:
+        self.directory, self.window = Path(directory), window
+        self._loaded: tuple[int, WindowSource] | None = None
+
+    def write(self, i: int, encoded: EncodedFrame) -> None:
+        for name in ARRAYS:
+            np.save(self.directory / f"{i:05d}-{name}.npy", getattr(encoded, name))
+
+    def source(self, i: int) -> WindowSource:
+        if self._loaded is None or self._loaded[0] != i:
+            self._loaded = None  # the previous shard's arrays go before the next are read
+            arrays = [
+                np.load(self.directory / f"{i:05d}-{name}.npy", allow_pickle=False)
+                for name in ARRAYS
+            ]
+            self._loaded = (i, WindowSource(EncodedFrame(*arrays), self.window))
+        return self._loaded[1]
+
+
+@dataclass
+class ShardedWindowSet:
+    """Windows in several shards' encoded rows on disk: per shard, the positions of their
+    last events and their labels. `parts(rng)` yields one shard's windows at a time as a
+    `WindowSet` (see `WindowSet.parts`); `positions` and `labels` are every shard's, one
+    shard after another, the order of every output on the set."""
+
+    shards: EncodedShards
+    pieces: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def add(self, i: int, encoded: EncodedFrame, rows: np.ndarray, labels: np.ndarray) -> None:
+        """The windows ending at the rows of shard i (`encoded`) where `rows` (a mask)
+        holds; `labels` of every row of the shard."""
+        picked = np.flatnonzero(rows)
+        if len(picked):
+            positions = encoded.positions_of(picked)
+            self.pieces.append((i, positions, labels[picked].astype(np.float32)))
+
+    def __len__(self) -> int:
+        return sum(len(p) for _, p, _ in self.pieces)
+
+    @property
+    def labels(self) -> np.ndarray:
+        if not self.pieces:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate([labels for _, _, labels in self.pieces])
+
+    def parts(self, rng: np.random.Generator | None = None):
+        order = range(len(self.pieces))
+        if rng is not None and len(self.pieces) > 1:
+            order = rng.permutation(len(self.pieces))
+        for k in order:
+            i, positions, labels = self.pieces[k]
+            yield WindowSet(self.shards.source(i), positions, labels)
+
+    def select(self, mask: np.ndarray) -> ShardedWindowSet:
+        chosen = ShardedWindowSet(self.shards)
+        start = 0
+        for i, positions, labels in self.pieces:
+            part = mask[start : start + len(positions)]
+            start += len(positions)
+            if part.any():
+                chosen.pieces.append((i, positions[part], labels[part]))
+        return chosen
