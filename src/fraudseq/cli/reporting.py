@@ -318,7 +318,12 @@ def report(
     engine: EngineOpt = Engine.local,
     ray_address: RayAddressOpt = None,
 ) -> None:
-    """Write a self-contained HTML report of the model on labelled [--from, --until)."""
+    """Write a self-contained HTML report of the model on labelled [--from, --until).
+
+    With --work-dir (or --engine ray) the data is read shard by shard: memory holds a shard
+    and the period's scored rows (a few columns each), never the earlier history; the same
+    report as in memory.
+    """
     import contextlib
 
     from fraudseq.fraud_model import FraudModel
