@@ -313,29 +313,57 @@ def report(
     ] = None,
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    work_dir: WorkDirOpt = None,
+    shards: ShardsOpt = None,
+    engine: EngineOpt = Engine.local,
+    ray_address: RayAddressOpt = None,
 ) -> None:
-    """Write a self-contained HTML report of the model on labelled [--from, --until)."""
+    """Write a self-contained HTML report of the model on labelled [--from, --until).
+
+    With --work-dir (or --engine ray) the data is read shard by shard: memory holds a shard
+    and the period's scored rows (a few columns each), never the earlier history; the same
+    report as in memory.
+    """
+    import contextlib
+
     from fraudseq.fraud_model import FraudModel
     from fraudseq.report import write_model_report
 
     check_outputs({"--out": out}, inputs={"the transactions file": data}, model_dir=model_dir)
     model = FraudModel.load(model_dir)
-    path = write_model_report(
-        out,
-        model,
-        data,
-        start=start,
-        end=end,
-        model_dir=model_dir,
-        title=title,
-        top=top,
-        n_resamples=resamples,
-        level=ci_level,
-        seed=seed,
-        cost_fp=cost_fp,
-        cost_fn=cost_fn,
-        cost_by_amount=cost_by_amount,
-    )
+    options = {
+        "start": start,
+        "end": end,
+        "model_dir": model_dir,
+        "title": title,
+        "top": top,
+        "n_resamples": resamples,
+        "level": ci_level,
+        "seed": seed,
+        "cost_fp": cost_fp,
+        "cost_fn": cost_fn,
+        "cost_by_amount": cost_by_amount,
+    }
+    with contextlib.ExitStack() as stack:
+        if work_dir is not None or engine is not Engine.local:
+            # Shard by shard: the period's rows only, and the top alerts' entities read
+            # from their shards while the report is built (the shards stay until then).
+            from fraudseq.engine.report import sharded_period
+            from fraudseq.engine.run import sharded_run
+
+            built, mapper = stack.enter_context(
+                sharded_run(
+                    data,
+                    model.schema_,
+                    work_dir=work_dir,
+                    shards=shards,
+                    engine=engine.value,
+                    ray_address=ray_address,
+                    require_label=True,
+                )
+            )
+            options["scored"] = sharded_period(model, built, start=start, end=end, mapper=mapper)
+        path = write_model_report(out, model, data, **options)
     log.info("report written to %s", path)
     print(path.resolve())
 

@@ -56,25 +56,40 @@ class ShardSet:
         return int(self.manifest["rows"])
 
     def frame(
-        self, i: int, *, until_ns: int | None = None, columns: list[str] | None = None
+        self,
+        i: int,
+        *,
+        until_ns: int | None = None,
+        columns: list[str] | None = None,
+        entities: list | None = None,
     ) -> pd.DataFrame:
-        """Shard i's rows with time before `until_ns`, sorted stably by time (file order
-        within a time), index 0..n-1; only `columns` (and the time and `ROW`) if given."""
+        """Shard i's rows with time before `until_ns` (of the entities `entities` only, when
+        given: their whole histories), sorted stably by time (file order within a time),
+        index 0..n-1; only `columns` (and the time and `ROW`) if given."""
         import pyarrow.parquet as pq
 
         time = self.schema.time
-        filters = [(time, "<", pd.Timestamp(until_ns))] if until_ns is not None else None
+        filters = [(time, "<", pd.Timestamp(until_ns))] if until_ns is not None else []
+        if entities is not None:
+            filters.append((self.schema.entity_column, "in", list(entities)))
         if columns is not None:
             columns = list(dict.fromkeys([*columns, time, ROW]))
-        frame = pq.read_table(
-            self.directory / self.manifest["shards"][i], columns=columns, filters=filters
-        )
-        frame = frame.to_pandas()
+        path = self.directory / self.manifest["shards"][i]
+        frame = pq.read_table(path, columns=columns, filters=filters or None).to_pandas()
         frame = frame.sort_values([time, ROW], kind="stable").reset_index(drop=True)
         label = self.schema.label
         if label in frame.columns and not frame[label].isna().any():
             frame[label] = frame[label].astype(np.int8)  # as load_transactions gives it
         return frame
+
+    def count(self, i: int, *, until_ns: int) -> int:
+        """How many of shard i's rows have time before `until_ns` (reads the time column)."""
+        import pyarrow.parquet as pq
+
+        time = self.schema.time
+        path = self.directory / self.manifest["shards"][i]
+        table = pq.read_table(path, columns=[time], filters=[(time, "<", pd.Timestamp(until_ns))])
+        return table.num_rows
 
     def counterparty_partition(self, i: int) -> pd.DataFrame:
         """Counterparty partition i: `ROW`, `SHARD`, the counterparty, time and label (if

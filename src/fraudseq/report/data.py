@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,10 @@ class ScoredPeriod:
 
     `rows` are the scored rows of `frame` in scoring order and `score` their fraud
     probabilities, exactly as `FraudModel.score` (and so `fraudseq score`) returns them.
+
+    A sharded run (`fraudseq.engine.report.sharded_period`) keeps only the scored rows in
+    `frame` and counts the earlier ones in `history_rows`; it overrides `explained`, which
+    gives the frame the report's explanations read.
     """
 
     schema: Schema
@@ -27,9 +32,23 @@ class ScoredPeriod:
     threshold: float
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
+    history_rows: int | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def history(self) -> int:
+        """How many transactions before the period (up to `end`) were loaded as history."""
+        if self.history_rows is not None:
+            return self.history_rows
+        return len(self.frame) - len(self.rows)
+
+    def explained(self, model, picked: np.ndarray):
+        """What `explain_rows` needs to explain the scored rows `picked` (indices into
+        `rows`): a loaded frame holding their histories, the model encoder's transform of
+        it, and their rows in it. Here: the whole frame."""
+        return self.frame, model.encoder_.transform(self.frame), self.rows[picked]
 
     def column(self, name: str | None) -> np.ndarray | None:
         """A column's values for the scored rows, or None when the data lacks it."""
@@ -69,15 +88,7 @@ class ScoredPeriod:
     def subset(self, keep: np.ndarray) -> ScoredPeriod:
         """The same period restricted to scored rows where `keep` is true."""
         keep = np.asarray(keep, dtype=bool)
-        return ScoredPeriod(
-            self.schema,
-            self.frame,
-            self.rows[keep],
-            self.score[keep],
-            self.threshold,
-            self.start,
-            self.end,
-        )
+        return dataclasses.replace(self, rows=self.rows[keep], score=self.score[keep])
 
 
 def score_period(

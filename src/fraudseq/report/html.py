@@ -168,16 +168,20 @@ def build_model_report(
     cost_by_amount: bool | None = None,
     comparison: dict[str, dict] | None = None,
     notes: dict[str, str] | None = None,
+    scored: ScoredPeriod | None = None,
 ) -> str:
     """The report's HTML for fitted `model` on labelled `data` in [start, end).
 
     `comparison` maps other models' names to `FraudModel.evaluate` results on the same period
     (shown in a small table); `notes` adds lines to the summary card. Costs left at None
     come from the model's `cost:FN,FP[,amount]` threshold strategy, else the package defaults
-    (see `report_costs`); the report says which.
+    (see `report_costs`); the report says which. `scored`: the period already scored
+    (`fraudseq.engine.report.sharded_period` gives it shard by shard, in bounded memory),
+    else `data` is loaded and scored here.
     """
     started = time.perf_counter()
-    scored = score_period(model, data, start=start, end=end)
+    if scored is None:
+        scored = score_period(model, data, start=start, end=end)
     y, score = scored.labels, scored.score
     if len(y) == 0:
         raise fraudseq.FraudseqError("no transactions to report on; check --from/--until")
@@ -282,7 +286,7 @@ def _summary_section(
             f"{len(scored):,} ({len(np.unique(scored.entity)):,} {schema.entity_column})"
         ),
         "fraud": f"{n_fraud:,} ({n_fraud / max(len(scored), 1):.2%})",
-        "earlier history": f"{len(scored.frame) - len(scored):,} transactions",
+        "earlier history": f"{scored.history:,} transactions",
     }
     if notes:
         data_facts.update(notes)
@@ -463,11 +467,9 @@ def _alerts_section(model, scored: ScoredPeriod, top: int) -> str:
     if top <= 0:
         return ""
     picked = np.argsort(-scored.score, kind="stable")[:top]
-    rows = scored.rows[picked]
     try:
-        explanations = explain_rows(
-            model, scored.frame, model.encoder_.transform(scored.frame), rows
-        )
+        frame, encoded, rows = scored.explained(model, picked)
+        explanations = explain_rows(model, frame, encoded, rows)
     except Exception as err:  # a report must render even if a new family cannot be explained
         log.warning("explanations unavailable: %s", err)
         return _section("Top alerts", f"<p class='muted'>Explanations unavailable: {_esc(err)}</p>")
