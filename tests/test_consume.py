@@ -19,7 +19,13 @@ import numpy as np
 import pytest
 
 from fraudseq.serving import AccountState, Detector, open_store
-from fraudseq.serving.consumer import StreamAddress, StreamConsumer
+from fraudseq.serving.consumer import (
+    StreamAddress,
+    StreamConsumer,
+    partition_of,
+    partition_stream,
+)
+from fraudseq.serving.consumer import produce as produce_partitioned
 from test_state import CLOCK, accounts_slice, transactions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -44,6 +50,9 @@ def names(redis_url):
     yield StreamAddress.parse(url)
     client = redis.Redis.from_url(redis_url)
     client.delete(stream, f"{stream}:results")
+    keys = list(client.scan_iter(f"{stream}:*", count=1000))  # partitions, leases
+    if keys:
+        client.delete(*keys)
     client.close()
     store = open_store(f"{redis_url}?prefix={prefix}")
     store.clear()
@@ -85,6 +94,85 @@ def test_stream_url():
         StreamAddress.parse("redis://:secret@h/0?output=b")
     with pytest.raises(FraudseqError, match="expected redis://"):
         StreamAddress.parse("sqlite:///x.db?stream=a")
+    assert address.partitions == 1
+    address = StreamAddress.parse("redis://h/0?stream=tx&partitions=4&prefix=m:")
+    assert address.partitions == 4 and address.stream == "tx"
+    assert address.state_url == "redis://h/0?prefix=m:" and address.redis_url == "redis://h/0"
+    for bad in ("0", "x", "-2"):
+        with pytest.raises(FraudseqError, match="partitions must be"):
+            StreamAddress.parse(f"redis://h/0?stream=tx&partitions={bad}")
+
+
+def test_partition_of_is_crc32_of_the_utf8_entity_key(redis_url, names, model_dir, small_frame):
+    """The documented producer rule, reproducible anywhere: CRC-32 (IEEE) of the UTF-8
+    entity key mod P; `produce` puts every transaction of an account in one partition, in
+    the order given."""
+    import zlib
+
+    import redis
+
+    from fraudseq.fraud_model import FraudModel
+
+    assert zlib.crc32(b"123456789") == 0xCBF43926  # the CRC-32 check value
+    assert partition_of("123456789", 7) == 0xCBF43926 % 7
+    assert partition_of("carte-é", 5) == zlib.crc32("carte-é".encode()) % 5
+    assert partition_of("anything", 1) == 0
+    assert partition_stream("tx", 2, 4) == "tx:2" and partition_stream("tx", 0, 1) == "tx"
+    schema = FraudModel.load(model_dir).schema_
+    txs, _ = transactions(accounts_slice(small_frame, 0, 30))
+    client = redis.Redis.from_url(names.redis_url)
+    ids = produce_partitioned(client, names.stream, txs, schema, partitions=4)
+    assert len(ids) == len(txs)
+    seen: dict[str, int] = {}
+    for p in range(4):
+        for _, fields in client.xrange(f"{names.stream}:{p}", "-", "+"):
+            tx = json.loads(fields[b"transaction"])
+            assert seen.setdefault(tx["card_id"], p) == p
+            assert p == partition_of(str(tx["card_id"]), 4)
+    assert len(seen) == len({tx["card_id"] for tx in txs}) and len(set(seen.values())) == 4
+    client.close()
+
+
+def test_partition_leases_fair_share_and_a_lost_lease_writes_nothing(
+    redis_url, names, model_dir, small_frame
+):
+    """Leases in one process: the first consumer takes all 4 partitions, gives 2 up when a
+    second appears, and takes them back when the second's heartbeat and leases expire. A
+    consumer whose lease passed to another acknowledges and writes nothing; the new owner
+    claims the entries it read (pending) before reading new ones, in id order."""
+    import redis
+
+    schema_txs, _ = transactions(accounts_slice(small_frame, 0, 40))
+    client = redis.Redis.from_url(names.redis_url)
+    with Detector.load(model_dir, names.state_url, clock=CLOCK) as detector:
+        detector.explain = "none"
+        schema = detector.schema
+        produce_partitioned(client, names.stream, schema_txs, schema, partitions=4)
+        a = consumer(detector, client, names, consumer="a", partitions=4, lease_ms=600)
+        b = consumer(detector, client, names, consumer="b", partitions=4, lease_ms=600)
+        a.ensure_group()
+        assert a._balance("balance") == [0, 1, 2, 3] and a.owned == [0, 1, 2, 3]
+        assert b._balance("balance") == [] and b.owned == []  # none free yet
+        assert a._balance("balance") == [] and a.owned == [0, 1]  # 2 released
+        assert b._balance("balance") == [2, 3] and b.owned == [2, 3]
+        # b reads partition 2's first entries, then pauses past its lease; a takes over.
+        reply = b._read_script(keys=[b.streams[2], b.leases[2]], args=["g", "b", b.lease_ms, 5])
+        read = [(i, dict(zip(f[::2], f[1::2], strict=True))) for i, f in reply[0][2]]
+        assert len(read) == 5
+        for _ in range(4):  # a keeps its leases (and heartbeat) alive, b does not
+            time.sleep(0.2)
+            a._balance("renew")
+        assert a._balance("balance") == [2, 3] and a.owned == [0, 1, 2, 3]
+        assert b.process(read, 2) == -1 and b.stats.leases_lost == 1
+        assert client.xlen(names.output) == 0
+        assert client.xpending(b.streams[2], "g")["pending"] == 5  # still b's, unacked
+        assert a._recover(2) == 5 and a.stats.claimed == 5
+        got = [o["entry"] for o in outputs(client, names.output)]
+        assert got == [i.decode() for i, _ in read]
+        assert client.xpending(b.streams[2], "g")["pending"] == 0
+        a._release()
+        assert not any(client.exists(k) for k in a.leases)
+    client.close()
 
 
 def test_a_consumer_scores_like_the_detector_and_answers_bad_entries(
