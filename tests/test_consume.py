@@ -408,6 +408,107 @@ def test_two_consumers_one_killed_score_every_transaction_once(redis_url, names,
         client.close()
 
 
+def test_two_consumers_on_four_partitions_one_killed_score_in_order_exactly_once(
+    redis_url, names, model_dir
+):
+    """The issue's test with partitions=4: two `fraudseq consume` processes; one is killed
+    with SIGKILL while it holds entries and is restarted. Its partitions are taken over
+    once its leases expire, their pending entries claimed first. Every transaction is in
+    the output once, the store holds one record per id, nothing stays pending, no lease is
+    left, and EVERY score equals batch FraudModel.score to 1e-6: each account's events
+    were scored in time order (none late, none inserted), and every account's final state
+    is that of time order."""
+    import redis
+
+    from fraudseq.fraud_model import FraudModel
+    from fraudseq.simulate import simulate
+
+    frame = simulate(accounts=700, days=3, seed=11)
+    txs, _ = transactions(frame)  # in time order, as producers write them
+    frame = frame.drop(columns=["is_fraud", "fraud_type"])
+    model = FraudModel.load(model_dir)
+    batch = model.score(frame)  # no labels: none fed back live either
+    client = redis.Redis.from_url(names.redis_url)
+    produce_partitioned(client, names.stream, txs, model.schema_, partitions=4)
+    streams = [partition_stream(names.stream, p, 4) for p in range(4)]
+    leases = [f"{names.stream}:lease:g:{p}" for p in range(4)]
+    url = names.state_url.replace("?", f"?stream={names.stream}&partitions=4&", 1)
+    options = ["--lease-ms", "3000"]
+
+    def held_by(name: str) -> int:
+        held = 0
+        for stream in streams:
+            try:
+                consumers = client.xinfo_consumers(stream, "g")
+            except redis.ResponseError:  # no group yet
+                continue
+            held += sum(c["pending"] for c in consumers if c["name"].decode() == name)
+        return held
+
+    workers = [consume_process(model_dir, url, *options) for _ in range(2)]
+    try:
+        victim = workers[0]
+        name = f"{socket.gethostname()}-{victim.pid}"
+        deadline, held, owned = time.monotonic() + 90, 0, []
+        while time.monotonic() < deadline:  # kill it while it holds entries, mid-stream
+            if client.xlen(names.output) > len(txs) // 5:
+                victim.send_signal(signal.SIGSTOP)  # frozen: what it holds stays held
+                held = held_by(name)
+                owned = [p for p, key in enumerate(leases) if client.get(key) == name.encode()]
+                if held and owned:
+                    break
+                victim.send_signal(signal.SIGCONT)
+            time.sleep(0.005)
+        written_before = client.xlen(names.output)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        assert held > 0 and owned and written_before < len(txs) * 9 // 10  # mid-stream
+        workers.append(consume_process(model_dir, url, *options))
+        reports = []
+        for worker in workers[1:]:
+            stdout, stderr = worker.communicate(timeout=180)
+            assert worker.returncode == 0, stderr[-2000:]
+            reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    assert sum(r["claimed"] for r in reports) >= held
+    taken = [p for r in reports for p in r["partitions_taken"]]
+    assert set(owned) <= set(taken)
+    assert sum(r["leases_lost"] for r in reports) == 0
+    assert not any(client.exists(key) for key in leases)  # released on exit
+    out = outputs(client, names.output)
+    ids = [o["transaction_id"] for o in out]
+    assert len(ids) == len(set(ids)) == len(txs) and set(ids) == {tx["tx_id"] for tx in txs}
+    assert not any("error" in o for o in out)
+    assert all(client.xpending(stream, "g")["pending"] == 0 for stream in streams)
+    store = open_store(names.state_url)
+    try:
+        prefix = names.state_url.split("prefix=")[1]
+        assert sum(1 for _ in client.scan_iter(f"{prefix}t:*", count=1000)) == len(txs)
+        results = {o["transaction_id"]: json.loads(o["result"]) for o in out}
+        assert not any(r["out_of_order"] for r in results.values())
+        live = batch["transaction_id"].map(lambda i: results[i]["fraud_probability"])
+        difference = np.abs(live.to_numpy() - batch["score"].to_numpy())
+        print(
+            f"max |live - batch| = {difference.max():.3g} over {len(difference)} "
+            f"transactions; {held} entries held by the killed consumer, partitions {owned}; "
+            f"reports {reports}"
+        )
+        assert difference.max() <= TOLERANCE
+        with Detector.load(model_dir, "memory", clock=CLOCK) as reference:
+            reference.explain = "none"
+            reference.score_batch(txs)
+            for entity in frame["card_id"].unique():
+                want = AccountState.from_bytes(reference.store.account(entity))
+                got = AccountState.from_bytes(store.account(entity))
+                assert (got.n, got.times, got.ids) == (want.n, want.times, want.ids), entity
+    finally:
+        store.close()
+        client.close()
+
+
 def test_sigterm_finishes_the_batch_and_exits_0(redis_url, names, model_dir, small_frame):
     import redis
 
