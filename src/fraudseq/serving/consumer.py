@@ -5,9 +5,11 @@ stream between them; they share account state through the Redis state store, so 
 consumer can score any account.
 
 **The stream URL.** ``redis://[user:password@]host:port/db?stream=NAME[&output=NAME]
-[&prefix=name:]`` (``rediss://`` for TLS). ``stream`` is the input stream (required),
-``output`` the stream results are written to (default ``NAME:results``), ``prefix`` the
-state store's key prefix (default ``fraudseq:``; one prefix per model). Other query
+[&prefix=name:][&partitions=P]`` (``rediss://`` for TLS). ``stream`` is the input stream
+(required), ``output`` the stream results are written to (default ``NAME:results``),
+``prefix`` the state store's key prefix (default ``fraudseq:``; one prefix per model),
+``partitions`` the number of partition streams (default 1: the one stream ``NAME``; see
+Partitions). Other query
 parameters go to redis-py. Unless a separate state URL is given, the state lives on the same
 server: the stream URL without ``stream`` and ``output``.
 
@@ -44,9 +46,50 @@ and every later score are those of time order; the later transaction scored befo
 the score it got without it. With events of an account seconds apart or more, as in live
 traffic, this is rare; it is what a crash costs.
 
-**Crash recovery.** On start, and every ``claim_idle_ms / 2`` (at least once a second)
-while running, a consumer claims with XAUTOCLAIM the entries pending longer than
-``claim_idle_ms`` for any consumer of the group (a dead one's) and scores them first.
+**Partitions: per-account order.** With ``partitions=P`` (P > 1) the input is the P streams
+``NAME:0`` .. ``NAME:{P-1}``, each with the consumer group. Producers write each transaction
+to partition `partition_of` (CRC-32 of the UTF-8 entity key, mod P; `produce` does it), so
+all of an account's events are in one partition, in the order the producer wrote them. Each
+partition is read by one consumer at a time, in stream order, so an account's events are
+scored in that order and two consumers never touch one account (no store conflicts). If
+producers write each account's events in time order, every score is that of time order.
+
+Ownership is a lease per partition, all in Redis, all changed by Lua scripts (atomic):
+
+- keys ``NAME:lease:GROUP:p`` (value: the owning consumer's name, with a TTL of
+  ``lease_ms``) and ``NAME:consumers:GROUP`` (a sorted set: each live consumer with the
+  server time its heartbeat expires; dead members are dropped by whoever next looks);
+- every loop, the balance script refreshes this consumer's heartbeat, counts the live
+  consumers n, and with share = ceil(P / n): renews the leases it holds, releases those
+  beyond the share (highest partitions first; nothing of them is in flight between loops),
+  and takes free ones (``SET NX PX``) up to the share. A newcomer is therefore given
+  partitions within one loop of the holders; a dead consumer's partitions are free once its
+  leases expire (``lease_ms`` after its last renewal), and the live ones take them;
+- every read, claim and acknowledgement goes through a script that first checks that the
+  partition's lease still names this consumer (and renews it): XREADGROUP and XAUTOCLAIM of
+  a partition whose lease passed to another do nothing, and the ack-and-write script
+  refuses (nothing acknowledged, nothing written; `ConsumerStats.leases_lost`). So a
+  consumer paused past its lease (GC, SIGSTOP, a network partition) cannot read, claim or
+  write a partition after its new owner took it; at most it scores again entries the new
+  owner also scores, and the transaction id makes that a replay of the stored result;
+- on taking a partition the consumer first claims that partition's pending entries (the
+  previous owner's, dead or paused: XAUTOCLAIM with min-idle 0) and processes them in id
+  order, then reads new ones (``>``). The pending entries are all older than any entry not
+  yet delivered, so the partition's order holds across the takeover;
+- on a clean exit (SIGTERM, drained) the consumer deletes its leases and heartbeat, so the
+  others take its partitions at once.
+
+``lease_ms`` must exceed a loop (a blocking wait of ``block_ms`` plus scoring a batch per
+held partition) with margin: a consumer slower than its lease loses the partition (safe,
+but its batch is scored again by the new owner). ``claim_idle_ms`` is not used with
+partitions: pending entries are claimed on takeover. The number of partitions bounds the
+number of busy consumers; choose P as a multiple of the consumers you expect, and keep it:
+changing P moves accounts between partitions (drain the streams first).
+
+**Crash recovery.** (Without partitions; with them, see above.) On start, and every
+``claim_idle_ms / 2`` (at least once a second) while running, a consumer claims with
+XAUTOCLAIM the entries pending longer than ``claim_idle_ms`` for any consumer of the group
+(a dead one's) and scores them first.
 Entries whose payload was deleted meanwhile (XDEL, trimming) are acknowledged.
 
 **Failures.** A transient state store or Redis error (unreachable, loading, read-only
