@@ -148,6 +148,10 @@ def test_partition_leases_fair_share_and_a_lost_lease_writes_nothing(
         detector.explain = "none"
         schema = detector.schema
         produce_partitioned(client, names.stream, schema_txs, schema, partitions=4)
+        from fraudseq.errors import FraudseqError
+
+        with pytest.raises(FraudseqError, match="lease_ms .* at least 3 x block_ms"):
+            consumer(detector, client, names, partitions=4, lease_ms=299)  # block_ms 100
         a = consumer(detector, client, names, consumer="a", partitions=4, lease_ms=600)
         b = consumer(detector, client, names, consumer="b", partitions=4, lease_ms=600)
         a.ensure_group()
