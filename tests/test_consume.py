@@ -540,6 +540,41 @@ def test_sigterm_finishes_the_batch_and_exits_0(redis_url, names, model_dir, sma
     client.close()
 
 
+def test_sigterm_with_partitions_finishes_and_releases_the_leases(
+    redis_url, names, model_dir, small_frame
+):
+    """With partitions=4, SIGTERM finishes what was read, acknowledges it, and deletes the
+    consumer's leases and heartbeat, so others can take its partitions at once."""
+    import redis
+
+    txs, _ = transactions(accounts_slice(small_frame, 0, 40))
+    client = redis.Redis.from_url(names.redis_url)
+    with Detector.load(model_dir, "memory", clock=CLOCK) as detector:
+        produce_partitioned(client, names.stream, txs, detector.schema, partitions=4)
+    streams = [partition_stream(names.stream, p, 4) for p in range(4)]
+    url = names.state_url.replace("?", f"?stream={names.stream}&partitions=4&", 1)
+    worker = consume_process(model_dir, url, "--max-idle-s", "600", "--lease-ms", "5000")
+    try:
+        deadline = time.monotonic() + 60
+        while client.xlen(names.output) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert all(client.get(f"{names.stream}:lease:g:{p}") for p in range(4))
+        worker.send_signal(signal.SIGTERM)
+        stdout, stderr = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, stderr[-2000:]
+    report = json.loads(stdout.strip().splitlines()[-1])
+    assert report["partitions_taken"] == [0, 1, 2, 3]
+    assert 100 <= report["written"] == client.xlen(names.output) < len(txs)
+    assert report["read"] == report["written"]  # all it read is acknowledged
+    assert all(client.xpending(stream, "g")["pending"] == 0 for stream in streams)
+    assert not any(client.exists(f"{names.stream}:lease:g:{p}") for p in range(4))
+    assert client.zcard(f"{names.stream}:consumers:g") == 0
+    client.close()
+
+
 def test_the_command_refuses_a_url_without_a_stream(model_dir, monkeypatch, capsys):
     from fraudseq.cli import main
 
