@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -415,8 +416,10 @@ def test_two_consumers_one_killed_score_every_transaction_once(redis_url, names,
 def test_two_consumers_on_four_partitions_one_killed_score_in_order_exactly_once(
     redis_url, names, model_dir
 ):
-    """The issue's test with partitions=4: two `fraudseq consume` processes; one is killed
-    with SIGKILL while it holds entries and is restarted. Its partitions are taken over
+    """The issue's test with partitions=4: two `fraudseq consume` processes split the 4
+    partitions 2 and 2; the transactions are then written in time order, a twelfth at a
+    time (a live stream); one consumer is killed with SIGKILL while it holds entries and
+    is restarted. Its partitions are taken over
     once its leases expire, their pending entries claimed first. Every transaction is in
     the output once, the store holds one record per id, nothing stays pending, no lease is
     left, and EVERY score equals batch FraudModel.score to 1e-6: each account's events
@@ -433,7 +436,6 @@ def test_two_consumers_on_four_partitions_one_killed_score_in_order_exactly_once
     model = FraudModel.load(model_dir)
     batch = model.score(frame)  # no labels: none fed back live either
     client = redis.Redis.from_url(names.redis_url)
-    produce_partitioned(client, names.stream, txs, model.schema_, partitions=4)
     streams = [partition_stream(names.stream, p, 4) for p in range(4)]
     leases = [f"{names.stream}:lease:g:{p}" for p in range(4)]
     url = names.state_url.replace("?", f"?stream={names.stream}&partitions=4&", 1)
@@ -449,8 +451,26 @@ def test_two_consumers_on_four_partitions_one_killed_score_in_order_exactly_once
             held += sum(c["pending"] for c in consumers if c["name"].decode() == name)
         return held
 
+    def write(chunks: int = 12) -> None:  # in time order, a chunk every 0.4 s
+        size = -(-len(txs) // chunks)
+        for start in range(0, len(txs), size):
+            produce_partitioned(
+                client, names.stream, txs[start : start + size], schema, partitions=4
+            )
+            time.sleep(0.4)
+
+    schema = model.schema_
+    writer = threading.Thread(target=write)
     workers = [consume_process(model_dir, url, *options) for _ in range(2)]
     try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # both joined, the partitions split 2 and 2
+            holders = [client.get(key) for key in leases]
+            if None not in holders and sorted(map(holders.count, set(holders))) == [2, 2]:
+                break
+            time.sleep(0.05)
+        assert None not in holders and len(set(holders)) == 2, holders
+        writer.start()
         victim = workers[0]
         name = f"{socket.gethostname()}-{victim.pid}"
         deadline, held, owned = time.monotonic() + 90, 0, []
@@ -468,6 +488,7 @@ def test_two_consumers_on_four_partitions_one_killed_score_in_order_exactly_once
         victim.wait(timeout=10)
         assert held > 0 and owned and written_before < len(txs) * 9 // 10  # mid-stream
         workers.append(consume_process(model_dir, url, *options))
+        writer.join()
         reports = []
         for worker in workers[1:]:
             stdout, stderr = worker.communicate(timeout=180)
@@ -477,7 +498,10 @@ def test_two_consumers_on_four_partitions_one_killed_score_in_order_exactly_once
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
+        if writer.is_alive():
+            writer.join()
     assert sum(r["claimed"] for r in reports) >= held
+    assert 0 < sum(r["written"] for r in reports) < len(txs)  # the victim wrote the rest
     taken = [p for r in reports for p in r["partitions_taken"]]
     assert set(owned) <= set(taken)
     assert sum(r["leases_lost"] for r in reports) == 0
