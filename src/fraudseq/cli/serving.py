@@ -234,7 +234,8 @@ def consume(
         typer.Option(
             min=1,
             help="Claim entries another consumer has held unacknowledged this long (a "
-            "crashed consumer's); checked at start and every half of it.",
+            "crashed consumer's); checked at start and every half of it. Not used with "
+            "partitions (a taken partition's pending entries are claimed at once).",
         ),
     ] = 30_000,
     lease_ms: Annotated[
