@@ -227,7 +227,7 @@ def test_parse_batch_equals_parse_transaction_for_every_shape():
     table and numeric columns: the column parser (used, not the row parser) gives
     parse_transaction's values and digests; an invalid row is named by the row parser."""
     from fraudseq.schema import Schema
-    from fraudseq.transaction import _fast_columns
+    from fraudseq.transaction import _fast_columns, request_entity
 
     shapes = {
         "no id": Schema(entity="card_id", time="ts", amount="amount", categorical=("mcc",)),
@@ -255,6 +255,10 @@ def test_parse_batch_equals_parse_transaction_for_every_shape():
         columns = parse_batch(batch, schema)
         assert [columns.row(i) for i in range(len(batch))] == [
             parse_transaction(tx, schema) for tx in batch
+        ], name
+        # The producer side's entity key (consume partitions) is the parsed one.
+        assert [request_entity(tx, schema) for tx in batch] == [
+            parse_transaction(tx, schema).entity for tx in batch
         ], name
     composite = [{c: row[c] for c in _request_columns(shapes["composite"])} for row in rows]
     composite[3] = {**composite[3], "card1": None, "addr1": " "}

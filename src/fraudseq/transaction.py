@@ -51,6 +51,7 @@ __all__ = [
     "parse_batch",
     "parse_transaction",
     "request_columns",
+    "request_entity",
 ]
 
 # ISO 8601 with at most microseconds (datetime.fromisoformat would drop nanoseconds).
@@ -149,6 +150,24 @@ def _role(schema: Schema, column: str) -> str:
     ]
     roles += [role for role in ("categorical", "numeric") if column in getattr(schema, role)]
     return "/".join(roles) or "column"
+
+
+def request_entity(tx: dict, schema: Schema) -> str:
+    """The entity key of a request dict, as `parse_transaction` forms it (and
+    `load_transactions` from a file): the one entity column's text, `entity_key` of a
+    composite key's parts, or `STREAM_KEY` without an entity. Only the entity's fields are
+    read (a producer partitioning by account needs no more). Raises DataValidationError."""
+    if not isinstance(tx, dict):
+        raise DataValidationError(
+            f"a transaction must be a JSON object / dict keyed by column name, got "
+            f"{type(tx).__name__}"
+        )
+    for column in schema.entity_parts:
+        if column not in tx:
+            raise DataValidationError(
+                f"transaction {_id_hint(tx, schema)}: missing field {column!r} (entity)"
+            )
+    return _entity(tx, schema)
 
 
 def _entity(tx: dict, schema: Schema) -> str:

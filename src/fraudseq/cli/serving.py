@@ -206,9 +206,12 @@ def consume(
         str,
         typer.Option(
             help="The input Redis Stream: redis://[:password@]host:port/db?stream=NAME "
-            "[&output=NAME (default NAME:results)][&prefix=STATE_PREFIX (default fraudseq:)]. "
-            "Each entry's field 'transaction' holds one transaction's JSON (the fields of "
-            "POST /v1/score).",
+            "[&output=NAME (default NAME:results)][&prefix=STATE_PREFIX (default fraudseq:)]"
+            "[&partitions=P (default 1)]. Each entry's field 'transaction' holds one "
+            "transaction's JSON (the fields of POST /v1/score). With P > 1 the input is the "
+            "streams NAME:0 .. NAME:P-1, an account's transactions all in partition "
+            "crc32(utf-8 entity key) mod P, and each partition is read by one consumer at a "
+            "time, in order.",
         ),
     ],
     group: Annotated[
@@ -231,9 +234,19 @@ def consume(
         typer.Option(
             min=1,
             help="Claim entries another consumer has held unacknowledged this long (a "
-            "crashed consumer's); checked at start and every half of it.",
+            "crashed consumer's); checked at start and every half of it. Not used with "
+            "partitions (a taken partition's pending entries are claimed at once).",
         ),
     ] = 30_000,
+    lease_ms: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With partitions: how long a partition's lease lasts without renewal (it is "
+            "renewed every loop; at least 3 s). A dead consumer's partitions are taken over "
+            "after it.",
+        ),
+    ] = 10_000,
     max_idle_s: Annotated[
         float | None,
         typer.Option(
@@ -272,7 +285,9 @@ def consume(
     acknowledged too). An entry is acknowledged and its output written in one atomic step
     after its state is stored, and the transaction id is the idempotency key, so with any
     number of consumers, crashes and restarts, each transaction is scored and written once.
-    Entries left pending by a crashed consumer are claimed after --claim-idle-ms.
+    Entries left pending by a crashed consumer are claimed after --claim-idle-ms; with
+    partitions, a crashed consumer's partitions are taken over after --lease-ms, their
+    pending entries first.
     SIGTERM/SIGINT finish the current batch, then exit 0. Prints the consumer's counts
     as JSON on exit.
     """
@@ -310,6 +325,8 @@ def consume(
             batch=batch,
             claim_idle_ms=claim_idle_ms,
             max_idle_s=max_idle_s,
+            partitions=address.partitions,
+            lease_ms=lease_ms,
         )
         log.info(
             "model %s from %s, stream %s, state %s, clock %s",

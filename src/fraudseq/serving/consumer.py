@@ -5,9 +5,11 @@ stream between them; they share account state through the Redis state store, so 
 consumer can score any account.
 
 **The stream URL.** ``redis://[user:password@]host:port/db?stream=NAME[&output=NAME]
-[&prefix=name:]`` (``rediss://`` for TLS). ``stream`` is the input stream (required),
-``output`` the stream results are written to (default ``NAME:results``), ``prefix`` the
-state store's key prefix (default ``fraudseq:``; one prefix per model). Other query
+[&prefix=name:][&partitions=P]`` (``rediss://`` for TLS). ``stream`` is the input stream
+(required), ``output`` the stream results are written to (default ``NAME:results``),
+``prefix`` the state store's key prefix (default ``fraudseq:``; one prefix per model),
+``partitions`` the number of partition streams (default 1: the one stream ``NAME``; see
+Partitions). Other query
 parameters go to redis-py. Unless a separate state URL is given, the state lives on the same
 server: the stream URL without ``stream`` and ``output``.
 
@@ -44,9 +46,50 @@ and every later score are those of time order; the later transaction scored befo
 the score it got without it. With events of an account seconds apart or more, as in live
 traffic, this is rare; it is what a crash costs.
 
-**Crash recovery.** On start, and every ``claim_idle_ms / 2`` (at least once a second)
-while running, a consumer claims with XAUTOCLAIM the entries pending longer than
-``claim_idle_ms`` for any consumer of the group (a dead one's) and scores them first.
+**Partitions: per-account order.** With ``partitions=P`` (P > 1) the input is the P streams
+``NAME:0`` .. ``NAME:{P-1}``, each with the consumer group. Producers write each transaction
+to partition `partition_of` (CRC-32 of the UTF-8 entity key, mod P; `produce` does it), so
+all of an account's events are in one partition, in the order the producer wrote them. Each
+partition is read by one consumer at a time, in stream order, so an account's events are
+scored in that order and two consumers never touch one account (no store conflicts). If
+producers write each account's events in time order, every score is that of time order.
+
+Ownership is a lease per partition, all in Redis, all changed by Lua scripts (atomic):
+
+- keys ``NAME:lease:GROUP:p`` (value: the owning consumer's name, with a TTL of
+  ``lease_ms``) and ``NAME:consumers:GROUP`` (a sorted set: each live consumer with the
+  server time its heartbeat expires; dead members are dropped by whoever next looks);
+- every loop, the balance script refreshes this consumer's heartbeat, counts the live
+  consumers n, and with share = ceil(P / n): renews the leases it holds, releases those
+  beyond the share (highest partitions first; nothing of them is in flight between loops),
+  and takes free ones (``SET NX PX``) up to the share. A newcomer is therefore given
+  partitions within one loop of the holders; a dead consumer's partitions are free once its
+  leases expire (``lease_ms`` after its last renewal), and the live ones take them;
+- every read, claim and acknowledgement goes through a script that first checks that the
+  partition's lease still names this consumer (and renews it): XREADGROUP and XAUTOCLAIM of
+  a partition whose lease passed to another do nothing, and the ack-and-write script
+  refuses (nothing acknowledged, nothing written; `ConsumerStats.leases_lost`). So a
+  consumer paused past its lease (GC, SIGSTOP, a network partition) cannot read, claim or
+  write a partition after its new owner took it; at most it scores again entries the new
+  owner also scores, and the transaction id makes that a replay of the stored result;
+- on taking a partition the consumer first claims that partition's pending entries (the
+  previous owner's, dead or paused: XAUTOCLAIM with min-idle 0) and processes them in id
+  order, then reads new ones (``>``). The pending entries are all older than any entry not
+  yet delivered, so the partition's order holds across the takeover;
+- on a clean exit (SIGTERM, drained) the consumer deletes its leases and heartbeat, so the
+  others take its partitions at once.
+
+``lease_ms`` must exceed a loop (a blocking wait of ``block_ms`` plus scoring a batch per
+held partition) with margin: a consumer slower than its lease loses the partition (safe,
+but its batch is scored again by the new owner). ``claim_idle_ms`` is not used with
+partitions: pending entries are claimed on takeover. The number of partitions bounds the
+number of busy consumers; choose P as a multiple of the consumers you expect, and keep it:
+changing P moves accounts between partitions (drain the streams first).
+
+**Crash recovery.** (Without partitions; with them, see above.) On start, and every
+``claim_idle_ms / 2`` (at least once a second) while running, a consumer claims with
+XAUTOCLAIM the entries pending longer than ``claim_idle_ms`` for any consumer of the group
+(a dead one's) and scores them first.
 Entries whose payload was deleted meanwhile (XDEL, trimming) are acknowledged.
 
 **Failures.** A transient state store or Redis error (unreachable, loading, read-only
@@ -65,6 +108,7 @@ import logging
 import os
 import socket
 import time
+import zlib
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -83,12 +127,19 @@ PROGRESS_SECONDS = 10.0
 #: Backoff after a transient error: from this many seconds, doubling, up to MAX_BACKOFF.
 FIRST_BACKOFF, MAX_BACKOFF = 0.1, 10.0
 
-# Acknowledge and write, atomically. KEYS: the input stream, the output stream. ARGV: the
-# group, then per entry its id, its number of fields and the fields (name, value, ...).
-# An entry is written only if this XACK acknowledged it (see the module docstring).
+# Acknowledge and write, atomically. KEYS: the input stream, the output stream, and with
+# partitions the partition's lease key. ARGV: the group, this consumer, the lease in ms, then
+# per entry its id, its number of fields and the fields (name, value, ...). An entry is
+# written only if this XACK acknowledged it (see the module docstring). With a lease key:
+# nothing is acknowledged or written, and -1 returned, unless the lease names this consumer
+# (it is renewed then).
 _ACK_AND_WRITE = """
+if #KEYS > 2 then
+  if redis.call('GET', KEYS[3]) ~= ARGV[2] then return -1 end
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
 local written = 0
-local i = 2
+local i = 4
 while i <= #ARGV do
   local id, n = ARGV[i], tonumber(ARGV[i + 1])
   if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
@@ -102,6 +153,115 @@ end
 return written
 """
 
+# Heartbeat and partition leases. KEYS: the heartbeat sorted set (member: consumer, score:
+# when its heartbeat expires, ms of the server's clock), then the P lease keys in partition
+# order. ARGV: this consumer, the lease in ms, the mode: 'renew' (heartbeat, renew own
+# leases) or 'balance' (also release own leases beyond the fair share, the highest
+# partitions first, and take free ones up to it, the lowest first). Returns {owned partitions,
+# partitions taken now} (0-based).
+_BALANCE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local me, lease = ARGV[1], tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + lease, me)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], 2 * lease)
+local partitions = #KEYS - 1
+local share = math.ceil(partitions / redis.call('ZCARD', KEYS[1]))
+local mine, taken = {}, {}
+for p = 0, partitions - 1 do
+  if redis.call('GET', KEYS[p + 2]) == me then table.insert(mine, p) end
+end
+if ARGV[3] == 'balance' then
+  while #mine > share do redis.call('DEL', KEYS[table.remove(mine) + 2]) end
+end
+for _, p in ipairs(mine) do redis.call('PEXPIRE', KEYS[p + 2], lease) end
+if ARGV[3] == 'balance' then
+  for p = 0, partitions - 1 do
+    if #mine >= share then break end
+    if redis.call('SET', KEYS[p + 2], me, 'NX', 'PX', lease) then
+      table.insert(mine, p)
+      table.insert(taken, p)
+    end
+  end
+end
+return {mine, taken}
+"""
+
+# Read new entries of the partitions whose lease names this consumer. KEYS: per partition
+# its stream and its lease key. ARGV: the group, this consumer, the lease in ms, the count.
+# Returns per partition {stream, 1 and its entries [id, [field, value, ...]]} or
+# {stream, 0} when the lease names another consumer or none (nothing read then).
+_READ = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  if redis.call('GET', KEYS[i + 1]) == ARGV[2] then
+    redis.call('PEXPIRE', KEYS[i + 1], ARGV[3])
+    local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[4],
+                         'STREAMS', KEYS[i], '>')
+    table.insert(out, {KEYS[i], 1, r and r[1][2] or {}})
+  else
+    table.insert(out, {KEYS[i], 0, {}})
+  end
+end
+return out
+"""
+
+# XAUTOCLAIM (min-idle 0) of a partition whose lease names this consumer. KEYS: the stream,
+# the lease key. ARGV: the group, this consumer, the lease in ms, the start id, the count.
+# Returns XAUTOCLAIM's reply, or -1 (nothing claimed) when the lease is not this consumer's.
+_CLAIM = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[4], 'COUNT', ARGV[5])
+"""
+
+# Release this consumer's leases and heartbeat (a clean exit). KEYS: the heartbeat set,
+# then the lease keys. ARGV: this consumer.
+_RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
+return 1
+"""
+
+
+def partition_of(entity_key: str, partitions: int) -> int:
+    """The partition of an entity: CRC-32 (zlib's, the IEEE polynomial of zip and PNG,
+    unsigned) of the UTF-8 bytes of the entity key, modulo `partitions`. The entity key is
+    the one `fraudseq.transaction.request_entity` forms from a request (for one entity
+    column, its text, e.g. the card id ``"C1"``). In SQL or other languages: Java
+    ``java.util.zip.CRC32``, Go ``hash/crc32.ChecksumIEEE``, Node ``zlib.crc32``."""
+    if partitions < 1:
+        raise FraudseqError(f"partitions must be >= 1, got {partitions}")
+    return zlib.crc32(entity_key.encode("utf-8")) % partitions
+
+
+def partition_stream(stream: str, partition: int, partitions: int) -> str:
+    """The stream of a partition: ``NAME:p``, or ``NAME`` itself with one partition."""
+    return stream if partitions == 1 else f"{stream}:{partition}"
+
+
+def produce(client, stream: str, transactions, schema, *, partitions: int = 1) -> list:
+    """The producer side: XADD each transaction (a dict keyed by the schema's columns, or
+    its JSON text) as the ``transaction`` field of an entry of its partition's stream
+    (`partition_of` its `request_entity`), in one pipeline; returns the entry ids.
+    Write each account's transactions in time order: consumers score a partition in
+    stream order."""
+    from fraudseq.transaction import request_entity
+
+    pipe = client.pipeline(transaction=False)
+    for tx in transactions:
+        text = tx if isinstance(tx, str) else json.dumps(tx)
+        if partitions == 1:
+            target = stream
+        else:
+            entity = request_entity(json.loads(tx) if isinstance(tx, str) else tx, schema)
+            target = partition_stream(stream, partition_of(entity, partitions), partitions)
+        pipe.xadd(target, {TRANSACTION_FIELD: text})
+    return pipe.execute()
+
 
 @dataclass(frozen=True)
 class StreamAddress:
@@ -111,7 +271,8 @@ class StreamAddress:
     redis_url: str  # the connection: the URL without stream, output and prefix
     stream: str
     output: str
-    state_url: str  # the URL without stream and output
+    state_url: str  # the URL without stream, output and partitions
+    partitions: int = 1  # the input is NAME:0 .. NAME:{P-1} (NAME itself when 1)
 
     @classmethod
     def parse(cls, url: str) -> StreamAddress:
@@ -132,14 +293,28 @@ class StreamAddress:
         output = options.get("output", "").strip() or f"{stream}:results"
         if output == stream:
             raise FraudseqError(f"--stream: the output stream must differ from {stream!r}")
-        ours = ("stream", "output")
+        try:
+            partitions = int(options.get("partitions", "1").strip() or "1")
+        except ValueError:
+            partitions = 0
+        if partitions < 1:
+            raise FraudseqError(
+                f"--stream: partitions must be a whole number >= 1, got {options['partitions']!r}"
+            )
+        ours = ("stream", "output", "partitions")
 
         def without(names: tuple[str, ...]) -> str:
             kept = [q for q in query if q[0] not in names]
             return urlunsplit(parts._replace(query=urlencode(kept, safe=":")))
 
         state, connection = without(ours), without((*ours, "prefix"))
-        return cls(redis_url=connection, stream=stream, output=output, state_url=state)
+        return cls(
+            redis_url=connection,
+            stream=stream,
+            output=output,
+            state_url=state,
+            partitions=partitions,
+        )
 
 
 def default_consumer_name() -> str:
@@ -165,6 +340,11 @@ class ConsumerStats:
     written: int = 0
     retries: int = 0
     store_conflicts: int = 0
+    #: With partitions: the partitions this consumer took, in order (a partition again
+    #: after it was released or lost), and the batches it dropped because its lease on
+    #: their partition had passed to another consumer before the acknowledgement.
+    partitions_taken: list = field(default_factory=list)
+    leases_lost: int = 0
     first_entry_at: float | None = None
     last_ack_at: float | None = None
     #: This process's CPU time (time.process_time) at the same two moments.
@@ -201,9 +381,18 @@ class StreamConsumer:
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
         max_idle_s: float | None = None,
+        partitions: int = 1,
+        lease_ms: int = 10_000,
     ) -> None:
         if batch < 1:
             raise FraudseqError(f"batch must be >= 1, got {batch}")
+        if partitions < 1:
+            raise FraudseqError(f"partitions must be >= 1, got {partitions}")
+        if partitions > 1 and lease_ms < 3 * block_ms:
+            raise FraudseqError(
+                f"lease_ms ({lease_ms}) must be at least 3 x block_ms ({block_ms}): a lease "
+                f"is renewed once a loop, and a loop waits up to block_ms for entries"
+            )
         self.detector = detector
         self.client = client
         self.stream, self.output, self.group = stream, output, group
@@ -213,9 +402,18 @@ class StreamConsumer:
         self.claim_idle_ms = claim_idle_ms
         self.claim_every_s = max(claim_idle_ms / 2000, 1.0)
         self.max_idle_s = max_idle_s
+        self.partitions, self.lease_ms = partitions, lease_ms
+        self.streams = [partition_stream(stream, p, partitions) for p in range(partitions)]
+        self.leases = [f"{stream}:lease:{group}:{p}" for p in range(partitions)]
+        self.heartbeats = f"{stream}:consumers:{group}"
+        self.owned: list[int] = []
         self.stats = ConsumerStats()
         self._stopping = False
         self._ack_and_write = client.register_script(_ACK_AND_WRITE)
+        self._balance_script = client.register_script(_BALANCE)
+        self._read_script = client.register_script(_READ)
+        self._claim_script = client.register_script(_CLAIM)
+        self._release_script = client.register_script(_RELEASE)
         import redis
 
         self._redis_errors = redis.exceptions
@@ -229,19 +427,23 @@ class StreamConsumer:
 
     def ensure_group(self) -> None:
         """Create the group (and the stream) if missing, reading from the stream's start
-        (id 0): a group created after producers started still sees every entry."""
+        (id 0): a group created after producers started still sees every entry. With
+        partitions, on each partition's stream."""
 
-        def create() -> None:
+        def create(stream: str) -> None:
             try:
-                self.client.xgroup_create(self.stream, self.group, "0", mkstream=True)
+                self.client.xgroup_create(stream, self.group, "0", mkstream=True)
             except self._redis_errors.ResponseError as err:
                 if "BUSYGROUP" not in str(err):  # BUSYGROUP: it exists
                     raise
 
-        self._redis(create)
+        for stream in self.streams:
+            self._redis(lambda s=stream: create(s))
 
     def run(self) -> ConsumerStats:
         """Consume until stopped (or drained, with `max_idle_s`); returns the stats."""
+        if self.partitions > 1:
+            return self._run_partitions()
         self.ensure_group()
         log.info(
             "consumer %s of group %s: %s -> %s, batch %d",
@@ -265,6 +467,177 @@ class StreamConsumer:
             self._progress()
         self._progress(final=True)
         return self.stats
+
+    # -- partitions --------------------------------------------------------------------------
+    def _run_partitions(self) -> ConsumerStats:
+        """The loop with partitions: balance (heartbeat, renew, release extras, take free
+        partitions), recover each partition just taken (its pending entries, in id order),
+        then read new entries of the partitions held, all under the lease checks."""
+        self.ensure_group()
+        log.info(
+            "consumer %s of group %s: %s:0..%d -> %s, batch %d, lease %d ms",
+            self.consumer, self.group, self.stream, self.partitions - 1, self.output,
+            self.batch, self.lease_ms,
+        )  # fmt: skip
+        last_entry = time.monotonic()
+        self.stats._progress.update(at=time.monotonic(), read=0)
+        try:
+            while not self._stopping:
+                taken = self._balance("balance")
+                for partition in taken:
+                    if self._stopping:
+                        break
+                    if self._recover(partition):
+                        last_entry = time.monotonic()
+                if self._stopping:
+                    break
+                if not self.owned:
+                    if self._drained_partitions(last_entry):
+                        break
+                    self._sleep(min(self.block_ms / 1000, 0.2))
+                    continue
+                if self._read_partitions():
+                    last_entry = time.monotonic()
+                elif self._drained_partitions(last_entry):
+                    break
+                self._progress()
+        finally:
+            self._release()
+        self._progress(final=True)
+        return self.stats
+
+    def _balance(self, mode: str) -> list[int]:
+        """Run the balance script (see `_BALANCE`); sets `owned`, returns the partitions
+        taken now."""
+        reply = self._redis(
+            lambda: self._balance_script(
+                keys=[self.heartbeats, *self.leases], args=[self.consumer, self.lease_ms, mode]
+            )
+        )
+        if reply is None:  # stopped while Redis was failing
+            return []
+        before = set(self.owned)
+        self.owned = sorted(int(p) for p in reply[0])
+        taken = [int(p) for p in reply[1]]
+        released = sorted(before - set(self.owned))
+        if released:
+            log.info("consumer %s: released partitions %s", self.consumer, released)
+        if taken:
+            log.info("consumer %s: took partitions %s", self.consumer, taken)
+            self.stats.partitions_taken += taken
+        return taken
+
+    def _recover(self, partition: int) -> int:
+        """Claim a partition's pending entries (its previous owner is dead or released it)
+        and process them in id order, before any new entry of it is read. Returns how many
+        were claimed."""
+        total, start = 0, "0-0"
+        stream, lease = self.streams[partition], self.leases[partition]
+        while not self._stopping:
+            reply = self._redis(
+                lambda s=start: self._claim_script(
+                    keys=[stream, lease],
+                    args=[self.group, self.consumer, self.lease_ms, s, self.batch],
+                )
+            )
+            if reply is None:
+                break
+            if not isinstance(reply, list):  # -1: the lease passed to another consumer
+                self._lost(partition)
+                break
+            start, entries = reply[0], reply[1]
+            deleted = reply[2] if len(reply) > 2 else []
+            if deleted:  # their payload is gone: nothing to score, acknowledge them
+                self._redis(lambda d=deleted: self.client.xack(stream, self.group, *d))
+            live = [(i, _fields(f)) for i, f in entries if f is not None]
+            if live:
+                log.info(
+                    "consumer %s: claimed %d pending entries of partition %d",
+                    self.consumer, len(live), partition,
+                )  # fmt: skip
+                self.stats.claimed += len(live)
+                total += len(live)
+                if self.process(live, partition) < 0:
+                    break
+                self._balance("renew")
+            if start in (b"0-0", "0-0"):
+                break
+        return total
+
+    def _read_partitions(self) -> int:
+        """Read up to `batch` new entries of each partition held (lease-checked, in one
+        script) and process each partition's; if none, wait up to `block_ms` for one.
+        Returns how many entries were read."""
+        keys = []
+        for partition in self.owned:
+            keys += [self.streams[partition], self.leases[partition]]
+        reply = self._redis(
+            lambda: self._read_script(
+                keys=keys, args=[self.group, self.consumer, self.lease_ms, self.batch]
+            )
+        )
+        if reply is None:
+            return 0
+        read = 0
+        for partition, (_stream, held, entries) in zip(list(self.owned), reply, strict=True):
+            if not int(held):
+                self._lost(partition)
+                continue
+            if entries:  # processed even when stopping: the current batch is finished
+                read += len(entries)
+                self.process([(i, _fields(f)) for i, f in entries], partition)
+        if read == 0 and self.owned and not self._stopping:
+            # Nothing new: block until an entry arrives on a held partition. An entry added
+            # between the script's read and this wait is read on the next loop, at most
+            # block_ms later.
+            streams = {self.streams[p]: "$" for p in self.owned}
+            self._redis(lambda: self.client.xread(streams, count=1, block=self.block_ms))
+        return read
+
+    def _lost(self, partition: int | None) -> None:
+        self.stats.leases_lost += 1
+        log.warning(
+            "consumer %s: partition %s passed to another consumer (lease expired); its "
+            "unacknowledged entries are the new owner's",
+            self.consumer, partition,
+        )  # fmt: skip
+        if partition in self.owned:
+            self.owned.remove(partition)
+
+    def _release(self) -> None:
+        """Give up this consumer's leases and heartbeat (a clean exit): others take its
+        partitions at once instead of after the lease."""
+        try:
+            self._release_script(keys=[self.heartbeats, *self.leases], args=[self.consumer])
+        except self._redis_errors.RedisError as err:
+            log.warning("consumer %s: leases not released (%s)", self.consumer, redact(str(err)))
+        self.owned = []
+
+    def _drained_partitions(self, last_entry: float) -> bool:
+        """With `max_idle_s`: no entry for that long, and every partition's group has
+        delivered its stream's last entry and has none pending."""
+        if self.max_idle_s is None or time.monotonic() - last_entry < self.max_idle_s:
+            return False
+
+        def check() -> bool:
+            pipe = self.client.pipeline(transaction=False)
+            for stream in self.streams:
+                pipe.xinfo_stream(stream)
+                pipe.xinfo_groups(stream)
+            replies = pipe.execute()
+            for info, groups in zip(replies[::2], replies[1::2], strict=True):
+                group = next(g for g in groups if _text(g["name"]) == self.group)
+                last = _text(info["last-generated-id"])
+                if group["pending"] or _text(group["last-delivered-id"]) != last:
+                    return False
+            return True
+
+        return bool(self._redis(check))
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < end:
+            time.sleep(min(0.05, seconds))
 
     # -- one step ----------------------------------------------------------------------------
     def claim(self) -> int:
@@ -294,22 +667,31 @@ class StreamConsumer:
                 break
         return total
 
-    def process(self, entries: list[tuple]) -> int:
+    def process(self, entries: list[tuple], partition: int | None = None) -> int:
         """Score the entries [(id, fields)], then acknowledge and write them; returns how
-        many output entries were written (fewer when another consumer finished some)."""
+        many output entries were written (fewer when another consumer finished some). With
+        partitions, the entries are `partition`'s: they are acknowledged only if this
+        consumer still holds its lease (else nothing is, and -1 is returned)."""
         if self.stats.first_entry_at is None:
             self.stats.first_entry_at, self.stats.first_entry_cpu = time.time(), time.process_time()
         self.stats.read += len(entries)
         outputs = self._score(entries)
         if outputs is None:  # stopped while a store was failing: nothing acknowledged
             return 0
-        args = [self.group]
+        args = [self.group, self.consumer, self.lease_ms]
         for entry_id, fields in outputs:
             args += [entry_id, len(fields) // 2, *fields]
+        if partition is None:
+            keys = [self.stream, self.output]
+        else:
+            keys = [self.streams[partition], self.output, self.leases[partition]]
         written = self._redis(
-            lambda: self._ack_and_write(keys=[self.stream, self.output], args=args),
+            lambda: self._ack_and_write(keys=keys, args=args),
             retry_while_stopping=True,
         )
+        if written is not None and int(written) < 0:
+            self._lost(partition)
+            return -1
         self.stats.written += int(written or 0)
         self.stats.store_conflicts = getattr(self.detector.store, "conflicts", 0)
         self.stats.last_ack_at, self.stats.last_ack_cpu = time.time(), time.process_time()
@@ -465,6 +847,13 @@ def _transaction(fields: dict) -> tuple[dict | None, str | None]:
     if not isinstance(tx, dict):
         return None, f"the {TRANSACTION_FIELD!r} field is not a JSON object"
     return tx, None
+
+
+def _fields(raw) -> dict:
+    """An entry's fields from a script's reply ([name, value, ...]) or redis-py's (a dict)."""
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[::2], raw[1::2], strict=True))
 
 
 def _text(value) -> str:
