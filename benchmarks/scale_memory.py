@@ -7,8 +7,9 @@ Builds simulated Parquet files of about 4M, 16M and 40M transactions (`--data-di
 for later runs): pieces of `fraudseq.simulate(accounts=20000, days=120)`, about 3.98M rows
 each, with their own seeds, card and transaction ids (the file is not in time order
 across pieces: the sharded path sorts each shard). An XGBoost model is trained once on a
-small simulated file (2,000 cards, 120 days). Each step then runs as its own `fraudseq` process, and its peak resident
-memory (the kernel's maximum RSS of the child) and wall time are recorded:
+small simulated file (2,000 cards, 120 days). Each step then runs as its own `fraudseq`
+process, and its peak resident memory (the kernel's maximum RSS of the child) and wall
+time are recorded:
 - `score`, `evaluate` and `report` (default `--top 5`, 200 bootstrap resamples) with
   `--work-dir` (fresh, so sharding is included) at every size;
 - the same in memory up to `--memory-up-to` millions (about 1.7 KB per transaction).
