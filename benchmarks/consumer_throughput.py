@@ -39,11 +39,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe, save_results  # noqa: E402
+from serving import train  # noqa: E402  (the serving benchmark's small models)
 
 import fraudseq  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAIN_UNTIL = "2026-01-24"
 
 
 def redis_url() -> str:
@@ -59,17 +59,6 @@ def redis_url() -> str:
 def redis_cpu(client) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-def train(model_dir: Path, family: str) -> None:
-    started = time.perf_counter()
-    frame = fraudseq.simulate(accounts=500, days=30, seed=0)
-    if family == "xgboost":
-        model = fraudseq.FraudModel("xgboost", n_estimators=100, seed=0)
-    else:
-        model = fraudseq.FraudModel(family, epochs=2, seed=0, progress=False)
-    model.fit(frame, train_until=TRAIN_UNTIL).save(model_dir)
-    print(f"trained {family} in {time.perf_counter() - started:.1f}s -> {model_dir}")
 
 
 def payloads(accounts: int, days: int) -> tuple[list[str], str]:
@@ -191,7 +180,7 @@ def main() -> None:
         model_dir = args.model_dir
         if model_dir is None:
             model_dir = Path(tmp) / "model"
-            train(model_dir, args.model)
+            train(model_dir, args.model, fraudseq.simulate(accounts=500, days=30, seed=0))
         texts, clock = payloads(args.accounts, args.days)
         print(f"{len(texts)} transactions, {args.accounts} accounts over {args.days} days")
         schema = fraudseq.FraudModel.load(model_dir).schema_

@@ -313,6 +313,16 @@ def consume_process(model_dir, url, *options) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def exit_reports(workers: list[subprocess.Popen], timeout: float) -> list[dict]:
+    """Wait for consumers to drain and exit 0; the JSON counts each prints last."""
+    reports = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=timeout)
+        assert worker.returncode == 0, stderr[-2000:]
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    return reports
+
+
 def test_two_consumers_one_killed_score_every_transaction_once(redis_url, names, model_dir):
     """The issue's test: two `fraudseq consume` processes on one group; one is killed with
     SIGKILL while it holds entries and is restarted; its pending entries are claimed.
@@ -353,11 +363,7 @@ def test_two_consumers_one_killed_score_every_transaction_once(redis_url, names,
         victim.wait(timeout=10)
         assert held > 0 and written_before < len(txs) * 9 // 10  # mid-stream
         workers.append(consume_process(model_dir, url, *claim))
-        reports = []
-        for worker in workers[1:]:
-            stdout, stderr = worker.communicate(timeout=120)
-            assert worker.returncode == 0, stderr[-2000:]
-            reports.append(json.loads(stdout.strip().splitlines()[-1]))
+        reports = exit_reports(workers[1:], timeout=120)
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -489,11 +495,7 @@ def test_two_consumers_on_four_partitions_one_killed_score_in_order_exactly_once
         assert held > 0 and owned and written_before < len(txs) * 9 // 10  # mid-stream
         workers.append(consume_process(model_dir, url, *options))
         writer.join()
-        reports = []
-        for worker in workers[1:]:
-            stdout, stderr = worker.communicate(timeout=180)
-            assert worker.returncode == 0, stderr[-2000:]
-            reports.append(json.loads(stdout.strip().splitlines()[-1]))
+        reports = exit_reports(workers[1:], timeout=180)
     finally:
         for worker in workers:
             if worker.poll() is None:

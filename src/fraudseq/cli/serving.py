@@ -1,4 +1,5 @@
-"""`fraudseq serve`: the HTTP scoring API (FastAPI on uvicorn)."""
+"""`fraudseq serve` (the HTTP scoring API, FastAPI on uvicorn) and `fraudseq consume` (a
+Redis Stream consumer)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,18 @@ class Reasons(StrEnum):
     alerts = "alerts"
     all = "all"
     none = "none"
+
+
+MinHistoryOpt = Annotated[
+    int,
+    typer.Option(
+        min=0, help="Earlier transactions an account needs before its scores are trusted."
+    ),
+]
+TtlOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Forget an account's state after this long without activity."),
+]
 
 
 @app.command()
@@ -52,16 +65,8 @@ def serve(
         int | None,
         typer.Option(min=1, help="Request body limit (default: 4 KiB x --max-batch, >= 1 MiB)."),
     ] = None,
-    min_history: Annotated[
-        int,
-        typer.Option(
-            min=0, help="Earlier transactions an account needs before its scores are trusted."
-        ),
-    ] = 3,
-    ttl_seconds: Annotated[
-        int | None,
-        typer.Option(min=1, help="Forget an account's state after this long without activity."),
-    ] = None,
+    min_history: MinHistoryOpt = 3,
+    ttl_seconds: TtlOpt = None,
     reasons: Annotated[
         Reasons,
         typer.Option(
@@ -255,16 +260,8 @@ def consume(
             "the group (backfills, tests). Default: run until SIGTERM/SIGINT.",
         ),
     ] = None,
-    min_history: Annotated[
-        int,
-        typer.Option(
-            min=0, help="Earlier transactions an account needs before its scores are trusted."
-        ),
-    ] = 3,
-    ttl_seconds: Annotated[
-        int | None,
-        typer.Option(min=1, help="Forget an account's state after this long without activity."),
-    ] = None,
+    min_history: MinHistoryOpt = 3,
+    ttl_seconds: TtlOpt = None,
     reasons: Annotated[
         Reasons,
         typer.Option(help="Which results list reasons: alerts, all or none (fastest)."),
