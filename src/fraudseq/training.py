@@ -67,7 +67,7 @@ class WindowSet:
 
     def parts(self, rng: np.random.Generator | None = None) -> Iterator[WindowSet]:
         """The windows as parts small enough to hold in memory, each a WindowSet: this one.
-        A set of windows on disk (`fraudseq.scale.training.ShardedWindowSet`) yields one
+        A set of windows on disk (`fraudseq.engine.training.ShardedWindowSet`) yields one
         part per shard, in an order `rng` shuffles (fixed without it). Whatever trains or
         predicts on any set of windows goes through this."""
         yield self
