@@ -32,3 +32,8 @@ COUNTERPARTY_BUCKET_NS = NS_PER_DAY // BUCKETS_PER_DAY
 def label_delay_buckets(label_delay_ns: int) -> int:
     """The label delay in whole counterparty buckets (hours), rounded up, at least 0."""
     return max(0, -(-int(label_delay_ns) // COUNTERPARTY_BUCKET_NS))
+
+
+def delay_buckets_of_days(label_delay_days: float) -> int:
+    """`label_delay_buckets` of a label delay given in days (as models store it)."""
+    return label_delay_buckets(int(label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from fraudseq.errors import FraudseqError
 from fraudseq.features.blocks import BLOCKS
-from fraudseq.features.constants import NS_PER_SECOND, SECONDS_PER_DAY, label_delay_buckets
+from fraudseq.features.constants import delay_buckets_of_days
 from fraudseq.features.kernel import Chunk, Context, compute
 from fraudseq.features.state import StateTable
 from fraudseq.schema import Schema
@@ -211,7 +211,7 @@ class FeatureEncoder:
     @property
     def delay_buckets(self) -> int:
         """The label delay in counterparty buckets."""
-        return label_delay_buckets(int(self.label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND))
+        return delay_buckets_of_days(self.label_delay_days)
 
     @property
     def cardinalities(self) -> list[int]:

@@ -13,9 +13,7 @@ from fraudseq.features.constants import (
     BUCKETS_PER_DAY,
     COUNTERPARTY_BUCKET_NS,
     COUNTERPARTY_WINDOWS_DAYS,
-    NS_PER_SECOND,
-    SECONDS_PER_DAY,
-    label_delay_buckets,
+    delay_buckets_of_days,
 )
 from fraudseq.features.kernel import (
     Buckets,
@@ -41,7 +39,7 @@ class FeatureStream:
         self.blocks = [BLOCKS[name] for name in blocks]
         # Exactly what the blocks read of an entity's past (no window rows, no lateness).
         self.retention = Retention.of(self.blocks, schema.categorical, bool(schema.counterparty))
-        self.delay = label_delay_buckets(int(label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND))
+        self.delay = delay_buckets_of_days(label_delay_days)
         self.entities: dict[str, int] = {}
         self.counterparties: dict[str, int] = {}
         self.state = StateTable.empty(0, len(schema.categorical))

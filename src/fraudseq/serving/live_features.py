@@ -44,7 +44,6 @@ from fraudseq.features.constants import (
     SECONDS_PER_DAY,
     SEEN_CAP,
     VELOCITY_CAP,
-    label_delay_buckets,
 )
 from fraudseq.features.encoder import OOV_CODE, FeatureEncoder, clean_features
 from fraudseq.features.kernel import Point, Retention
@@ -140,9 +139,7 @@ class LiveEncoder:
             {value: i + 2 for i, value in enumerate(encoder.vocabularies_[c])}
             for c in self.schema.categorical
         ]
-        self.delay_buckets = label_delay_buckets(
-            int(encoder.label_delay_days * SECONDS_PER_DAY * NS_PER_SECOND)
-        )
+        self.delay_buckets = encoder.delay_buckets
         self.n_numeric = len(self.names)
         self.n_categorical = len(self.schema.categorical)
         self.columns = tuple(self.schema.categorical) if self.novelty else ()
