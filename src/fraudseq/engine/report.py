@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fraudseq.engine.chunks import ROW
+from fraudseq.engine.chunks import ROW, file_order
 from fraudseq.engine.keyed import KeyedFeatures, Mapper, keyed_features
 from fraudseq.engine.scoring import score_shard
 from fraudseq.engine.shards import SHARD, ShardSet
@@ -47,7 +47,7 @@ class ShardedPeriod(ScoredPeriod):
             parts.append(part)
             given.append(self.keyed.of(int(shard), part[ROW].to_numpy()))
         frame = pd.concat(parts, ignore_index=True)
-        order = np.lexsort((frame[ROW].to_numpy(), frame[self.schema.time].to_numpy()))
+        order = file_order(frame, self.schema.time)
         frame = frame.iloc[order].reset_index(drop=True)
         names = given[0].keys()
         features = {n: np.concatenate([g[n] for g in given])[order] for n in names}
@@ -67,7 +67,7 @@ def sharded_period(
     if not len(frame):
         raise no_transactions(start, end)
     score = np.concatenate([p[1] for p in parts])
-    order = np.lexsort((frame[ROW].to_numpy(), frame[shards.schema.time].to_numpy()))
+    order = file_order(frame, shards.schema.time)
     frame = frame.iloc[order].reset_index(drop=True)
     return ShardedPeriod(
         shards.schema,

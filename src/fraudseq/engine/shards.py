@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraudseq.engine.chunks import ROW, read_chunks
+from fraudseq.engine.chunks import ROW, file_order, read_chunks
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.features.constants import NS_PER_DAY
 from fraudseq.schema import Schema, open_table
@@ -76,7 +76,7 @@ class ShardSet:
             columns = list(dict.fromkeys([*columns, time, ROW]))
         path = self.directory / self.manifest["shards"][i]
         frame = pq.read_table(path, columns=columns, filters=filters or None).to_pandas()
-        frame = frame.sort_values([time, ROW], kind="stable").reset_index(drop=True)
+        frame = frame.iloc[file_order(frame, time)].reset_index(drop=True)
         label = self.schema.label
         if label in frame.columns and not frame[label].isna().any():
             frame[label] = frame[label].astype(np.int8)  # as load_transactions gives it

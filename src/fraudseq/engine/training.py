@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraudseq.engine.chunks import ROW
+from fraudseq.engine.chunks import ROW, file_order
 from fraudseq.engine.keyed import keyed_features
 from fraudseq.engine.shards import ShardSet
 from fraudseq.features import EncodedFrame
@@ -147,7 +147,7 @@ def _calibrate(
     the windows' order) are put in the whole file's order, as in memory."""
     s = model.schema_
     probability = _sigmoid(model.model_.decision_function(windows))
-    order = np.lexsort((rows[ROW].to_numpy(), rows[s.time].to_numpy()))
+    order = file_order(rows, s.time)
     rows = rows.iloc[order]
     model._choose_thresholds(
         windows.labels[order],
