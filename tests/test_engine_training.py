@@ -49,8 +49,10 @@ def assert_same_encoder(got, expected):
         {"train_until": TRAIN_UNTIL, "valid_days": 7},
         # validation inside the training period: the encoder's rows are not a prefix in time
         {"train_until": TRAIN_UNTIL, "valid_period": ("2026-01-15", "2026-01-22")},
+        # the whole file: the data ends 1 ns after its last row, which must stay in
+        {"valid_days": 7},
     ],
-    ids=["last-days", "valid-period-inside"],
+    ids=["last-days", "valid-period-inside", "whole-file"],
 )
 def test_streamed_encoder_fit_equals_in_memory(tmp_path, small_csv, split):
     memory = fit("xgboost", small_csv, n_estimators=2, split=dict(split))
