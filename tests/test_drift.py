@@ -221,13 +221,36 @@ def test_monitor_never_writes_over_its_inputs(model_dir, frame, tmp_path):
 
 
 # -- the model's stored reference ---------------------------------------------------------------
-def test_training_stores_the_score_reference(model_dir, model):
+def test_training_stores_the_reference(model_dir, model):
     stored = json.loads((model_dir / "model.json").read_text())["reference"]
     assert stored == model.reference_
+    assert set(stored["features"]["numeric"]) == set(model.encoder_.numeric_names_)
+    assert set(stored["features"]["categorical"]) == set(model.schema_.categorical)
     score = drift.score_reference(model)
     assert len(score.edges) <= 9 and score.shares.sum() == pytest.approx(1)
     assert len(score.values) == drift.STORED_QUANTILES and score.n == 3894
     assert 0 < stored["alert_rate"] < 0.05
+
+
+def test_the_stored_reference_gives_the_data_s_psi(model, frame, results):
+    """Without the reference period in the file: what training stored of the validation
+    period. The same PSI; the distances from 200 stored quantiles, close to the exact ones."""
+    current = shifted(frame)
+    current = current[current.ts >= "2026-02-10"]  # the validation period is not in it
+    with pytest.raises(FraudseqError, match="--reference-from/--reference-until"):
+        drift.monitor(model, current, **CURRENT)
+    result = drift.monitor(model, current, **CURRENT, stored=True)
+    assert result["reference"]["source"] == "stored in the model: the model's validation period"
+    assert result["reference"]["n"] == 3894
+    exact = by_name(results["shifted"])
+    # the history before 2026-02-10 is missing, so compare the features that need none
+    for name in ("country", "mcc", "channel", "amount", "log_amount", "hour_sin", "dow_cos"):
+        got, want = by_name(result)[name], exact[name]
+        assert got["psi"] == pytest.approx(want["psi"], abs=1e-12), name
+        assert got["distance"] == pytest.approx(want["distance"], abs=0.01), name
+        assert got["drifted"] == want["drifted"], name
+    with pytest.raises(FraudseqError, match="takes no --reference-from"):
+        drift.monitor(model, frame, stored=True, reference_start="2026-02-01")
 
 
 def test_a_model_saved_before_the_reference_loads(model_dir):
@@ -237,6 +260,8 @@ def test_a_model_saved_before_the_reference_loads(model_dir):
     del config["reference"]
     old = FraudModel._from_config(model_dir, config, tensors, files)
     assert old.reference_ is None and drift.score_reference(old) is None
+    with pytest.raises(FraudseqError, match="stores no feature reference"):
+        drift.stored_reference(old)
     # the expected alert rate then comes from the validation confusion counts
     new = FraudModel.load(model_dir)
     assert drift.expected_alert_rate(old)[0] == pytest.approx(new.reference_["alert_rate"])

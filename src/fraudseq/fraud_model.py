@@ -279,7 +279,11 @@ class FraudModel:
         windows = _window_set(source, rows, frame[s.label].to_numpy())
         probability = _sigmoid(self.model_.decision_function(windows))
         amount = frame[s.amount].to_numpy()[rows]
-        self._choose_thresholds(windows.labels, probability, amount, frame[s.time][rows], period)
+        encoded = source.encoded
+        features = encoded.numeric[windows.positions], encoded.categorical[windows.positions]
+        self._choose_thresholds(
+            windows.labels, probability, amount, frame[s.time][rows], period, features
+        )
 
     def _choose_thresholds(
         self,
@@ -288,8 +292,10 @@ class FraudModel:
         amount: np.ndarray,
         times: pd.Series,
         period: str,
+        features: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        """`_calibrate` from the labels, probabilities, amounts and times of its rows."""
+        """`_calibrate` from the labels, probabilities, amounts and times of its rows, and
+        their encoded (numeric, categorical) `features` for the stored drift reference."""
         days = _period_days(times)
         strategies = dict.fromkeys([self.threshold_strategy(), *REPORTED_STRATEGIES])
         choices = {
@@ -301,7 +307,7 @@ class FraudModel:
         self.validation_metrics_ = metrics.summary(labels, probability, self.threshold_)
         self.validation_metrics_["days"] = days  # its length, as budget:K counts days
         # what `fraudseq monitor` and the service's drift gauges compare scores with
-        self.reference_ = training_reference(probability, self.threshold_)
+        self.reference_ = training_reference(probability, self.threshold_, self.encoder_, features)
         # why each strategy whose threshold is +inf alerts on nothing
         self.unreachable_ = {
             strategy: c.reason for strategy, c in choices.items() if c.threshold == math.inf

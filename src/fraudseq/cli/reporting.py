@@ -504,6 +504,14 @@ def monitor(
             "--reference-until", callback=time_option, help="End of the reference period."
         ),
     ] = None,
+    stored_reference: Annotated[
+        bool,
+        typer.Option(
+            "--stored-reference",
+            help="Compare with the distributions training stored in the model (of its "
+            "validation period) instead of reading a reference period from DATA.",
+        ),
+    ] = False,
     json_out: Annotated[
         Path | None,
         typer.Option("--json", callback=output_file, help="Also write the drift as JSON."),
@@ -556,6 +564,7 @@ def monitor(
         end=end,
         reference_start=reference_start,
         reference_end=reference_end,
+        stored=stored_reference,
         thresholds=thresholds,
     )
     console = output_console()
