@@ -97,7 +97,7 @@ def fit_sharded(
         encoded = EncodedShards(directory, model.window)
         train = ShardedWindowSet(encoded)
         valid = ShardedWindowSet(encoded)
-        calibration = []
+        calibration, features = [], []  # the calibration rows' encoded features
         keyed = keyed_features(shard_set, model.encoder_)
         for i in range(len(shard_set)):
             frame = shard_set.frame(i, until_ns=end_ns)
@@ -108,11 +108,19 @@ def fit_sharded(
             valid.add(i, shard, rows.of(valid_rows, i), label)
             picked = np.flatnonzero(rows.of(calibrate_rows, i))
             calibration.append(frame[[s.time, ROW, s.amount, s.label]].iloc[picked])
+            at = shard.positions_of(picked)
+            features.append((shard.numeric[at], shard.categorical[at]))
         del frame, shard  # the model's training holds one shard at a time
         model._fit_windows(train, valid)
         # without validation (--valid-days 0) the threshold can only be chosen in-sample
         windows, period = (valid, len(valid)) if len(valid) else (train, 0)
-        _calibrate(model, windows, pd.concat(calibration), calibration_period(period))
+        _calibrate(
+            model,
+            windows,
+            pd.concat(calibration),
+            calibration_period(period),
+            tuple(np.concatenate(part) for part in zip(*features, strict=True)),
+        )
         model._set_training_period(train_from, until, valid_times, len(train), len(valid))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -141,10 +149,11 @@ def _fit_parts(shard_set: ShardSet, end_ns: int, rows: _ShardRows, fit_rows, key
 
 
 def _calibrate(
-    model: FraudModel, windows: ShardedWindowSet, rows: pd.DataFrame, period: str
+    model: FraudModel, windows: ShardedWindowSet, rows: pd.DataFrame, period: str, features
 ) -> None:
     """`FraudModel._calibrate` on these windows, whose rows (time, ROW, amount, label, in
-    the windows' order) are put in the whole file's order, as in memory."""
+    the windows' order) are put in the whole file's order, as in memory; `features`: their
+    encoded (numeric, categorical) features, in any order (for the drift reference)."""
     s = model.schema_
     probability = _sigmoid(model.model_.decision_function(windows))
     order = file_order(rows, s.time)
@@ -155,6 +164,7 @@ def _calibrate(
         rows[s.amount].to_numpy(),
         rows[s.time].reset_index(drop=True),
         period,
+        features,
     )
 
 

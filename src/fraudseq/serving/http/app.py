@@ -80,7 +80,7 @@ from fraudseq.serving.http.errors import (
     error_responses,
     internal_error,
 )
-from fraudseq.serving.http.metrics import Metrics
+from fraudseq.serving.http.metrics import DRIFT_EVERY, DRIFT_WINDOW, Metrics, ScoreDriftGauges
 from fraudseq.serving.http.middleware import (
     API_KEY_HEADER,
     ApiKeyMiddleware,
@@ -306,6 +306,8 @@ def create_app(
     reasons: str | None = None,
     registry: CollectorRegistry | None = None,
     freeze_gc: bool = False,
+    drift_window: int = DRIFT_WINDOW,
+    drift_every: int = DRIFT_EVERY,
 ) -> FastAPI:
     """The FastAPI app over `detector`, or over a Detector loaded in the lifespan.
 
@@ -328,6 +330,8 @@ def create_app(
             app) out of the cyclic garbage collector's reach and score with one torch thread
             (see :func:`_freeze_long_lived_objects`). Process-wide settings, so off by
             default; ``fraudseq serve`` (ServeSettings.app_kwargs) turns it on.
+        drift_window, drift_every: the score drift gauges look at the last `drift_window`
+            new scores, recomputed every `drift_every` (see ScoreDriftGauges).
     """
     if (detector is None) == (model_dir is None):
         raise ValueError("create_app needs exactly one of detector and model_dir")
@@ -349,6 +353,7 @@ def create_app(
     ground_truth = {c for c in (schema.label, schema.scenario) if c is not None}
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     serving = _Serving(metrics=metrics)
+    drift = ScoreDriftGauges(metrics.registry, window=drift_window, every=drift_every)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -379,6 +384,7 @@ def create_app(
             serving.probe_executor = probe_executor
             serving._probe = None
             metrics.model_info.labels(str(serving.detector.model_version)).set(1)
+            drift.set_model(getattr(serving.detector, "model", None))
             if freeze_gc:
                 _freeze_long_lived_objects()
             yield
@@ -411,6 +417,7 @@ def create_app(
     )
     app.state.serving = serving
     app.state.metrics = metrics
+    app.state.drift = drift
     app.state.settings = {"max_batch": max_batch, "max_body_bytes": body_limit}
 
     secured = []
@@ -487,6 +494,7 @@ def create_app(
         ):
             if counts[key]:
                 counter.inc(counts[key])
+        drift.observe_call(result, counts)
         return result
 
     # Replies are serialised with json.dumps (allow_nan=False) and returned as a Response,
