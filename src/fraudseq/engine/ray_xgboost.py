@@ -15,9 +15,10 @@ distributed AUC-PR is the mean of the workers' own AUC-PRs, weighted by whether 
 positives and negatives, so with one evaluating worker early stopping sees the AP of the
 whole validation set, as in one process.
 
-Not the single-process trees: XGBoost's row subsample (0.8) draws by a worker's local row
-index, and the histogram cuts come from sketches merged over workers; see docs/scale.md
-("XGBoost on Ray") for the measured differences.
+With one worker, the single-process booster. With several, not its trees: XGBoost's row
+subsample (0.8) draws by a worker's local row index, and the histogram cuts come from
+sketches merged over workers (with the single-process cuts and no subsample, the scores
+were measured equal); see docs/scale.md ("XGBoost on Ray") for the numbers.
 """
 
 from __future__ import annotations
