@@ -14,7 +14,7 @@ from fraudseq.fraud_model import FraudModel
 from fraudseq.models.boosted import BoostedWindowModel, window_summary
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'fraudseq[ray]')")
-from fraudseq.engine.ray_xgboost import _split, fit_xgboost_ray  # noqa: E402
+from fraudseq.engine.ray_xgboost import _run, _split, fit_xgboost_ray  # noqa: E402
 
 TEST = {"start": TRAIN_UNTIL}
 SHARDS = 3
@@ -99,6 +99,14 @@ def test_a_failed_worker_fails_the_training_with_its_error(tmp_path, small_csv, 
 
     with pytest.raises(FraudseqError, match=r"a Ray worker failed: ValueError: .*pickled"):
         fit(small_csv, tmp_path / "w", damaged)
+
+
+def test_more_workers_than_the_cluster_has_cpus_are_refused(mapper):
+    """The workers wait on each other: all of them must run at once."""
+    import ray
+
+    with pytest.raises(FraudseqError, match="needs 3 CPUs at once; the cluster has 2"):
+        _run(ray, [()] * 3, [])
 
 
 def test_only_the_xgboost_family_trains_on_ray(tmp_path, small_csv, mapper):
