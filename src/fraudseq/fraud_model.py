@@ -237,6 +237,11 @@ class FraudModel:
 
     def _fit_windows(self, train, valid) -> None:
         """Build the window model and train it on these windows (in memory or on disk)."""
+        self._new_window_model(train, valid).fit(train, valid if len(valid) else None)
+        self.history_ = self.model_.history_
+
+    def _new_window_model(self, train, valid):
+        """The window model for these windows, built (`model_`) and not yet trained."""
         log.info(
             "training %s on %d windows (%d fraud), validating on %d (%d fraud)",
             self.model,
@@ -247,8 +252,7 @@ class FraudModel:
         )
         torch.manual_seed(self.seed)
         self.model_ = self._build()
-        self.model_.fit(train, valid if len(valid) else None)
-        self.history_ = self.model_.history_
+        return self.model_
 
     def _set_training_period(self, train_from, until, valid_times: pd.Series, n_train, n_valid):
         self.training_period_ = {
