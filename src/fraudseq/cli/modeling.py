@@ -16,6 +16,7 @@ from fraudseq.cli.app import (
     FromOpt,
     ModelDirArg,
     RayAddressOpt,
+    RewrittenModelDirArg,
     ShardsOpt,
     UntilOpt,
     WorkDirOpt,
@@ -234,7 +235,7 @@ def _schema(path: Path | None):
 
 @app.command()
 def threshold(
-    model_dir: ModelDirArg,
+    model_dir: RewrittenModelDirArg,
     data: DataArg,
     strategy: Annotated[str, typer.Option(callback=strategy_option, help=STRATEGY_HELP)],
     start: FromOpt = None,
