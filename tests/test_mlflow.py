@@ -131,7 +131,7 @@ def test_score_and_evaluate_accept_a_models_uri(registered, small_csv, cli_score
     assert json.loads(metrics.read_text())["n"] == len(cli_scores)
 
 
-def test_serve_loads_a_models_uri(registered, tiny_lstm_dir, small_frame, monkeypatch):
+def test_serve_loads_a_models_uri(registered, tiny_lstm_dir, small_frame, monkeypatch, capsys):
     """`fraudseq serve models:/NAME@ALIAS` builds the app on the downloaded directory; the
     app is run here with TestClient instead of uvicorn."""
     import uvicorn
@@ -152,6 +152,13 @@ def test_serve_loads_a_models_uri(registered, tiny_lstm_dir, small_frame, monkey
     assert [r.status_code for r in replies] == [200] * 3, replies[0].text
     manifest = json.loads((tiny_lstm_dir / MANIFEST).read_text())
     assert replies[0].json()["model_version"] == manifest["files"][MODEL_JSON][:12]
+    assert f"from models:/{NAME}@champion" in capsys.readouterr().err  # named by its URI
+
+
+def test_export_accepts_a_models_uri(registered, tmp_path, monkeypatch):
+    out = tmp_path / "onnx"
+    assert run(monkeypatch, "export", f"models:/{NAME}/1", "--out", out) in (0, None)
+    assert json.loads((out / "inputs.json").read_text())["source"] == f"models:/{NAME}/1"
 
 
 def test_resolved_directory_loads_in_a_detector(registered, tiny_lstm_dir):

@@ -209,7 +209,19 @@ def model_source(param: typer.CallbackParam, value: Path) -> Path:
         raise FraudseqError(
             f"{text}: an MLflow model URI needs MLflow ({exc}); pip install 'fraudseq[mlflow]'"
         ) from None
-    return resolve_model_uri(text)
+    path = resolve_model_uri(text)
+    _RESOLVED[path] = text
+    return path
+
+
+#: Directories downloaded by `model_source`, and the URI each came from.
+_RESOLVED: dict[Path, str] = {}
+
+
+def model_label(model_dir: Path) -> str:
+    """How messages and reports name a model: its MLflow URI when it was given as one, else
+    its directory."""
+    return _RESOLVED.get(model_dir, str(model_dir))
 
 
 def model_dir_to_rewrite(param: typer.CallbackParam, value: Path) -> Path:

@@ -23,6 +23,7 @@ from fraudseq.cli.app import (
     app,
     check_output_parent,
     check_outputs,
+    model_label,
     one_of,
     output_console,
     output_file,
@@ -395,4 +396,4 @@ def export(
     )  # fmt: skip
     check_output_parent(out, "--out")
     model = FraudModel.load(model_dir)
-    export_model(model, out, source=str(model_dir))
+    export_model(model, out, source=model_label(model_dir))

@@ -23,6 +23,7 @@ from fraudseq.cli.app import (
     WorkDirOpt,
     app,
     check_outputs,
+    model_label,
     output_console,
     output_file,
     printable,
@@ -334,7 +335,7 @@ def report(
     options = {
         "start": start,
         "end": end,
-        "model_dir": model_dir,
+        "model_dir": model_label(model_dir),
         "title": title,
         "top": top,
         "n_resamples": resamples,

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from fraudseq.cli.app import ModelDirArg, app
+from fraudseq.cli.app import ModelDirArg, app, model_label
 from fraudseq.errors import FraudseqError
 
 log = logging.getLogger("fraudseq")
@@ -149,7 +149,7 @@ def serve(
     set_reasons(detector, reasons.value)
     log.info(
         "model %s from %s, state %s, clock %s",
-        detector.model_version, model_dir, redact_state_url(state), clock,
+        detector.model_version, model_label(model_dir), redact_state_url(state), clock,
     )  # fmt: skip
     if not api_key_env and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key (see --api-key-env)", host)
@@ -327,7 +327,8 @@ def consume(
         )
         log.info(
             "model %s from %s, stream %s, state %s, clock %s",
-            detector.model_version, model_dir, redact(address.redis_url), redact(state_url), clock,
+            detector.model_version, model_label(model_dir), redact(address.redis_url),
+            redact(state_url), clock,
         )  # fmt: skip
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, loop.stop)
