@@ -155,6 +155,14 @@ def test_serve_loads_a_models_uri(registered, tiny_lstm_dir, small_frame, monkey
     assert f"from models:/{NAME}@champion" in capsys.readouterr().err  # named by its URI
 
 
+def test_report_names_the_model_by_its_uri(registered, small_csv, tmp_path, monkeypatch):
+    out = tmp_path / "report.html"
+    args = ("report", f"models:/{NAME}/1", small_csv, "--from", TRAIN_UNTIL, "--out", out)
+    assert run(monkeypatch, *args, "--top", 1, "--resamples", 10) in (0, None)
+    text = out.read_text(encoding="utf-8")
+    assert f"models:/{NAME}/1" in text and "fraudseq-model-" not in text
+
+
 def test_export_accepts_a_models_uri(registered, tmp_path, monkeypatch):
     out = tmp_path / "onnx"
     assert run(monkeypatch, "export", f"models:/{NAME}/1", "--out", out) in (0, None)
