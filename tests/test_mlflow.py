@@ -102,7 +102,10 @@ def test_an_alias_loads_the_same_model(registered, small_csv, cli_scores):
 
 
 def test_the_logged_files_are_the_model_directory_and_no_pickle(registered, tiny_lstm_dir):
+    import fraudseq.mlflow
     from fraudseq.mlflow import ARTIFACT, resolve_model_uri
+
+    assert fraudseq.mlflow.mlflow is mlflow  # `import mlflow` in fraudseq/mlflow.py is MLflow
 
     path = resolve_model_uri(f"models:/{NAME}/1")
     assert path.name == ARTIFACT
