@@ -576,7 +576,7 @@ def monitor(
     if out is not None:
         from fraudseq.report.drift import write_drift_page
 
-        write_drift_page(result, out, model_dir=model_dir)
+        write_drift_page(result, out, model_dir=model_label(model_dir))
         log.info("drift page written to %s", out)
 
 
