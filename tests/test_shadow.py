@@ -270,3 +270,54 @@ def test_the_rolling_rank_correlation_is_spearman_over_the_last_pairs():
     # Recomputed once 7 or more pairs came since the last time: after 8, 16, ..., 96 pairs.
     assert window.value == pytest.approx(spearmanr(a[66:96], b[66:96]).statistic, abs=1e-12)
     assert math.isnan(spearman(np.ones((5, 2))))
+
+
+# ------------------------------------------------------------------ fraudseq serve --shadow
+
+
+def test_serve_refuses_a_shadow_with_several_workers(tmp_path, monkeypatch, capsys):
+    from test_serve_cli import run
+
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    args = ("serve", tmp_path, "--state", state, "--workers", 2, "--shadow", tmp_path)
+    assert run(monkeypatch, *args) == 1
+    assert "--shadow runs with one worker" in capsys.readouterr().err
+
+
+def test_serve_with_a_shadow_over_http(models, tmp_path):
+    from test_serve_cli import KEY_VAR, Server
+
+    champion_dir, challenger_dir, txs = models
+    server = Server(
+        str(champion_dir),
+        "--shadow",
+        str(challenger_dir),
+        "--state",
+        f"sqlite:///{tmp_path / 'state.db'}",
+        "--api-key-env",
+        KEY_VAR,
+        "--clock",
+        "data",
+        log=tmp_path / "server.log",
+        env={KEY_VAR: KEY},
+    )
+    try:
+        server.wait_ready()
+        import httpx
+
+        with httpx.Client(base_url=server.url, headers=KEYED, timeout=30) as client:
+            batch = client.post("/v1/score/batch", json={"transactions": txs[:20]})
+            assert batch.status_code == 200, batch.text
+            champion = batch.json()["results"][0]["model_version"]
+            promoted = client.post("/v1/admin/promote").json()
+            assert promoted["challenger"] == champion
+            text = client.get("/metrics").text  # promote waited for the shadow's calls
+            reply = client.post("/v1/score", json=txs[20]).json()
+            assert reply["model_version"] == promoted["champion"]
+        assert metric(text, "fraudseq_shadow_pairs_total") == 20
+        assert metric(text, "fraudseq_shadow_promotions_total") == 1
+    finally:
+        code = server.stop()
+    assert code == 0, server.output()
+    assert (tmp_path / f"state.{promoted['champion']}.db").is_file()
+    assert "shadow {" in server.output() and KEY not in server.output()
