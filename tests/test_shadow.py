@@ -321,3 +321,34 @@ def test_serve_with_a_shadow_over_http(models, tmp_path):
     assert code == 0, server.output()
     assert (tmp_path / f"state.{promoted['champion']}.db").is_file()
     assert "shadow {" in server.output() and KEY not in server.output()
+
+
+def test_the_challenger_has_its_own_redis_prefix(models, redis_url):
+    import uuid
+
+    from fraudseq.serving.stores import open_store
+
+    champion_dir, challenger_dir, txs = models
+    state = f"{redis_url}?prefix=fraudseq-test-{uuid.uuid4().hex[:8]}:"
+    app = create_app(
+        model_dir=champion_dir,
+        state=state,
+        detector_options={"clock": "data"},
+        shadow_dir=challenger_dir,
+    )
+    ours = open_store(state)
+    try:
+        with TestClient(app) as client:
+            serve(client, txs[:10])
+            drain(client)
+            version = client.app.state.serving.detector.challenger.model_version
+        theirs = open_store(shadow_state(state, version))
+        assert theirs.prefix == f"{ours.prefix}{version}:"
+        for store in (ours, theirs):
+            assert all(store.record(t["tx_id"]) is not None for t in txs[:10])
+            assert store.labels() == {txs[0]["tx_id"]: 1, txs[1]["tx_id"]: 0}
+        assert theirs.meta("state_fingerprint", "") != ours.meta("state_fingerprint", "")
+        theirs.close()
+    finally:
+        ours.clear()  # the challenger's keys too: its prefix extends this one
+        ours.close()
