@@ -352,3 +352,11 @@ def test_the_challenger_has_its_own_redis_prefix(models, redis_url):
     finally:
         ours.clear()  # the challenger's keys too: its prefix extends this one
         ours.close()
+
+
+def test_a_challenger_with_another_schema_is_refused():
+    from test_api import NO_ID, FakeDetector
+
+    app = create_app(FakeDetector(), shadow=FakeDetector(NO_ID))
+    with pytest.raises(FraudseqError, match="another schema"), TestClient(app):
+        pass

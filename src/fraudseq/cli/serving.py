@@ -184,7 +184,7 @@ def serve(
     if shadow is not None:
         try:
             options = {"min_history": min_history, "ttl_seconds": ttl_seconds, "clock": clock}
-            challenger = load_challenger(shadow, state, options)
+            challenger = load_challenger(detector, shadow, state, options)
         except BaseException:
             detector.close()
             raise

@@ -402,7 +402,7 @@ def create_app(
             challenger = shadow
             if shadow_dir is not None:
                 owned_shadow = challenger = await loop.run_in_executor(
-                    executor, load_challenger, str(shadow_dir), state, options
+                    executor, load_challenger, champion, str(shadow_dir), state, options
                 )
             if challenger is not None:
                 pair = ShadowPair(
@@ -421,7 +421,7 @@ def create_app(
             serving.executor = None
             probe_executor.shutdown(wait=False, cancel_futures=True)  # a probe may hang
             if pair is not None:
-                pair.stop()
+                await loop.run_in_executor(executor, pair.stop)
             for model in (owned, owned_shadow):
                 if model is not None:
                     try:

@@ -197,11 +197,7 @@ class ShadowPair:
     def __init__(
         self, champion: Any, challenger: Any, metrics: ShadowMetrics, options: ShadowOptions
     ) -> None:
-        if challenger.schema != champion.schema:
-            raise FraudseqError(
-                f"the shadow model {challenger.model_version} has another schema than the "
-                f"served model {champion.model_version}: both must read the same requests"
-            )
+        check_pair(champion, challenger)
         self.champion, self.challenger = champion, challenger
         self.metrics, self.options = metrics, options
         self._queue: queue.Queue = queue.Queue(options.queue_size)
@@ -390,6 +386,15 @@ def _scored(result: dict, version: Any) -> dict:
     }
 
 
+def check_pair(champion: Any, challenger: Any) -> None:
+    """Both models read the same requests: the same schema."""
+    if challenger.schema != champion.schema:
+        raise FraudseqError(
+            f"the shadow model {challenger.model_version} has another schema than the "
+            f"served model {champion.model_version}: both must read the same requests"
+        )
+
+
 # -- the challenger's state and loading ---------------------------------------------------
 def shadow_state(state: str, version: str) -> str:
     """The challenger's state URL: `state`'s namespace with `version` added (see the module
@@ -411,13 +416,20 @@ def shadow_state(state: str, version: str) -> str:
     return f"{base}?{query}" if query else base
 
 
-def load_challenger(model_dir: str | Path, state: str, detector_options: dict | None = None) -> Any:
-    """The challenger's Detector: its state in :func:`shadow_state`'s namespace, no reasons
-    (explanations of shadow scores are never returned)."""
+def load_challenger(
+    champion: Any, model_dir: str | Path, state: str, detector_options: dict | None = None
+) -> Any:
+    """The challenger's Detector for `champion`: its state in :func:`shadow_state`'s
+    namespace, no reasons (explanations of shadow scores are never returned)."""
     from fraudseq.serving.detector import Detector, model_version
 
     url = shadow_state(state, model_version(model_dir))
     detector = Detector.load(model_dir, url, **(detector_options or {}))
+    try:
+        check_pair(champion, detector)
+    except BaseException:
+        detector.close()
+        raise
     detector.explain = "none"
     log.info("shadow model %s from %s, state %s", detector.model_version, model_dir, redact(url))
     return detector
