@@ -156,7 +156,8 @@ class ShadowMetrics:
 
 class RankWindow:
     """The last `size` (champion, challenger) probability pairs in a ring buffer, and their
-    Spearman rank correlation, recomputed (vectorised) once every `every` new pairs."""
+    Spearman rank correlation, recomputed (vectorised: two rankings and a correlation) once
+    `every` or more pairs came since the last time, so not on every request."""
 
     def __init__(self, size: int, every: int) -> None:
         self.size, self.every = size, every
@@ -269,7 +270,8 @@ class ShadowPair:
         return swapped
 
     def stop(self, timeout: float = 5.0) -> None:
-        """End the shadow thread after the calls queued (waits `timeout` at most)."""
+        """End the shadow thread once the calls queued are done; waits `timeout` at most. With
+        the queue full, the oldest calls are dropped (and counted) to make room."""
         if not self._thread.is_alive():
             return
         while True:  # make room for the sentinel: what is still queued is dropped
@@ -282,10 +284,12 @@ class ShadowPair:
 
     def _drop_one(self) -> None:
         try:
-            self._queue.get_nowait()
-            self._queue.task_done()
+            item = self._queue.get_nowait()
         except queue.Empty:
-            pass
+            return
+        self._queue.task_done()
+        if item is not None:
+            self.metrics.dropped.labels(item[0]).inc()
 
     def _drained(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
