@@ -29,7 +29,8 @@ not counted again), ``fraudseq_shadow_pairs_total`` and
 one structured line (JSON) is logged on ``fraudseq.shadow``, and the pair of probabilities
 enters a rolling window of the last ``ShadowOptions.window`` pairs. Spearman's rank
 correlation over it, ``fraudseq_shadow_rank_correlation`` (NaN until ``every`` pairs came,
-or while either model's scores are all equal), is recomputed every ``every`` pairs.
+or while either model's scores are all equal; a promote empties the window), is
+recomputed every ``every`` pairs.
 
 **Promote.** :meth:`ShadowPair.promote` swaps the two models. It runs on the detector
 thread, which runs every champion call one at a time, so no request sees a mixed pair; it
