@@ -166,9 +166,15 @@ class ScoreDriftGauges:
         self.size = gauge("fraudseq_drift_window_scores", "Scores in the drift window.")
 
     def set_model(self, model) -> None:
-        """The reference of `model` (a FraudModel, or anything without one: no reference)."""
+        """The reference of `model` (a FraudModel, or anything without one: no reference),
+        with an empty window: another model's scores (before a promote) are not compared."""
         from fraudseq.drift import expected_alert_rate, score_reference
 
+        self._scores[:] = float("nan")
+        self._next = self._filled = self._since = 0
+        for gauge in (self.psi, self.wasserstein, self.alert_rate):
+            gauge.set(float("nan"))
+        self.size.set(0)
         has_model = hasattr(model, "training_period_")
         self.reference = score_reference(model) if has_model else None
         self.expected.set(expected_alert_rate(model)[0] if has_model else float("nan"))
