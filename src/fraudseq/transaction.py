@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 import numbers
 import re
@@ -35,6 +36,7 @@ from fraudseq.schema import (
     MAX_ABS_AMOUNT,
     MISSING_CATEGORY,
     STREAM_KEY,
+    STRING_DTYPE,
     TIME_UNITS,
     TIME_YEARS,
     Schema,
@@ -48,6 +50,8 @@ __all__ = [
     "LiveTransaction",
     "TransactionColumns",
     "content_digest",
+    "history_frame",
+    "history_json",
     "parse_batch",
     "parse_transaction",
     "request_columns",
@@ -80,6 +84,10 @@ class LiveTransaction(NamedTuple):
     def bucket(self) -> int:
         """The counterparty bucket (UTC hour) this transaction counts in."""
         return self.time_ns // COUNTERPARTY_BUCKET_NS
+
+    def history_json(self) -> str:
+        """This transaction as a store's history log keeps it (`history_json`)."""
+        return json.dumps([self[:HISTORY_FIELDS]], separators=(",", ":"))
 
 
 def parse_transaction(tx, schema: Schema) -> LiveTransaction:
@@ -393,6 +401,21 @@ class TransactionColumns:
         """Counterparty buckets (UTC hours), as `LiveTransaction.bucket`."""
         return self.time_ns // COUNTERPARTY_BUCKET_NS
 
+    def history_json(self) -> str:
+        """These transactions as a store's history log keeps them (`history_json`)."""
+        n = len(self)
+        rows = zip(
+            self.ids,
+            self.entities,
+            self.time_ns.tolist(),
+            self.amount.tolist(),
+            zip(*self.categorical, strict=True) if self.categorical else [()] * n,
+            zip(*self.numeric, strict=True) if self.numeric else [()] * n,
+            self.counterparty if self.counterparty is not None else [None] * n,
+            strict=True,
+        )
+        return json.dumps(list(rows), separators=(",", ":"))
+
     @classmethod
     def from_rows(cls, rows: list[LiveTransaction], schema: Schema) -> TransactionColumns:
         return cls(
@@ -539,3 +562,44 @@ def _fast_times(times: list, schema: Schema) -> np.ndarray | None:
         return None
     stamps = pd.to_datetime(pd.Series(times, dtype=object), format="ISO8601", utc=True)
     return stamps.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64)
+
+
+# -- the history log: scored transactions as a store keeps them ---------------------------
+
+#: A logged transaction is the first fields of `LiveTransaction` (all but the digest):
+#: ``[id, entity, time_ns, amount, [categorical...], [numeric...], counterparty]``, a JSON
+#: array; a log entry is the JSON array of the transactions of one score or one batch.
+HISTORY_FIELDS = 7
+
+
+def history_json(transactions: LiveTransaction | TransactionColumns) -> str:
+    """The log entry of one transaction or a batch (see HISTORY_FIELDS); extra numeric
+    values that are missing are written as NaN, which `history_frame` reads back."""
+    return transactions.history_json()
+
+
+def history_frame(entries: list[str], schema: Schema) -> pd.DataFrame:
+    """The transactions of log entries (`history_json` texts) as a canonical frame:
+    `schema.columns(with_label=False)` without the scenario, in the entries' order. All
+    entries are parsed by one `json.loads` and transposed by `zip`: no loop per row."""
+    rows = [row for entry in json.loads("[" + ",".join(entries) + "]") for row in entry]
+    if rows:
+        ids, entities, times, amounts, cats, nums, cps = map(list, zip(*rows, strict=True))
+    else:
+        ids, entities, times, amounts, cats, nums, cps = ([] for _ in range(HISTORY_FIELDS))
+    out: dict = {
+        schema.id_column: pd.Series(ids, dtype=STRING_DTYPE),
+        schema.entity_column: pd.Series(entities, dtype=STRING_DTYPE),
+        schema.time: np.array(times, dtype=np.int64).view("datetime64[ns]"),
+        schema.amount: np.array(amounts, dtype=np.float64),
+    }
+    categorical = np.array(cats, dtype=object).reshape(len(rows), len(schema.categorical))
+    for j, column in enumerate(schema.categorical):
+        out[column] = pd.Series(categorical[:, j], dtype=STRING_DTYPE)
+    numeric = np.array(nums, dtype=np.float64).reshape(len(rows), len(schema.numeric))
+    for j, column in enumerate(schema.numeric):
+        out[column] = numeric[:, j]
+    if schema.counterparty and schema.counterparty not in out:
+        out[schema.counterparty] = pd.Series(cps, dtype=STRING_DTYPE)
+    columns = [c for c in schema.columns(with_label=False) if c in out]
+    return pd.DataFrame({c: out[c] for c in columns})
