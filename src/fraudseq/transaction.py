@@ -22,6 +22,7 @@ import numbers
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -86,8 +87,18 @@ class LiveTransaction(NamedTuple):
         return self.time_ns // COUNTERPARTY_BUCKET_NS
 
     def history_json(self) -> str:
-        """This transaction as a store's history log keeps it (`history_json`)."""
-        return json.dumps([self[:HISTORY_FIELDS]], separators=(",", ":"))
+        """This transaction as a store's history log keeps it (`history_json`): the
+        columns of a batch of one."""
+        columns = [
+            [self.id],
+            [self.entity],
+            [self.time_ns],
+            [self.amount],
+            [[value] for value in self.categorical],
+            [[value] for value in self.numeric],
+            None if self.counterparty is None else [self.counterparty],
+        ]
+        return json.dumps(columns, separators=(",", ":"))
 
 
 def parse_transaction(tx, schema: Schema) -> LiveTransaction:
@@ -403,18 +414,16 @@ class TransactionColumns:
 
     def history_json(self) -> str:
         """These transactions as a store's history log keeps them (`history_json`)."""
-        n = len(self)
-        rows = zip(
+        columns = [
             self.ids,
             self.entities,
             self.time_ns.tolist(),
             self.amount.tolist(),
-            zip(*self.categorical, strict=True) if self.categorical else [()] * n,
-            zip(*self.numeric, strict=True) if self.numeric else [()] * n,
-            self.counterparty if self.counterparty is not None else [None] * n,
-            strict=True,
-        )
-        return json.dumps(list(rows), separators=(",", ":"))
+            self.categorical,
+            self.numeric,
+            self.counterparty,
+        ]
+        return json.dumps(columns, separators=(",", ":"))
 
     @classmethod
     def from_rows(cls, rows: list[LiveTransaction], schema: Schema) -> TransactionColumns:
@@ -566,40 +575,40 @@ def _fast_times(times: list, schema: Schema) -> np.ndarray | None:
 
 # -- the history log: scored transactions as a store keeps them ---------------------------
 
-#: A logged transaction is the first fields of `LiveTransaction` (all but the digest):
-#: ``[id, entity, time_ns, amount, [categorical...], [numeric...], counterparty]``, a JSON
-#: array; a log entry is the JSON array of the transactions of one score or one batch.
-HISTORY_FIELDS = 7
-
 
 def history_json(transactions: LiveTransaction | TransactionColumns) -> str:
-    """The log entry of one transaction or a batch (see HISTORY_FIELDS); extra numeric
-    values that are missing are written as NaN, which `history_frame` reads back."""
+    """The log entry of one transaction or a batch: the JSON array of the columns of
+    `TransactionColumns` but the digests, ``[ids, entities, time_ns, amount, [categorical
+    columns], [numeric columns], counterparty or null]`` (one transaction: columns of
+    one). Columns, not rows: json encodes lists of plain values in C, about twice as fast
+    as a list per transaction. Missing numeric values are written as NaN, which
+    `history_frame` reads back."""
     return transactions.history_json()
 
 
 def history_frame(entries: list[str], schema: Schema) -> pd.DataFrame:
     """The transactions of log entries (`history_json` texts) as a canonical frame:
     `schema.columns(with_label=False)` without the scenario, in the entries' order. All
-    entries are parsed by one `json.loads` and transposed by `zip`: no loop per row."""
-    rows = [row for entry in json.loads("[" + ",".join(entries) + "]") for row in entry]
-    if rows:
-        ids, entities, times, amounts, cats, nums, cps = map(list, zip(*rows, strict=True))
-    else:
-        ids, entities, times, amounts, cats, nums, cps = ([] for _ in range(HISTORY_FIELDS))
+    entries are parsed by one `json.loads` and their columns joined by `chain`: a loop per
+    entry and column, none per transaction."""
+    logged = json.loads("[" + ",".join(entries) + "]")
+
+    def joined(field: int, column: int | None = None) -> list:
+        if column is None:
+            return list(chain.from_iterable(entry[field] for entry in logged))
+        return list(chain.from_iterable(entry[field][column] for entry in logged))
+
     out: dict = {
-        schema.id_column: pd.Series(ids, dtype=STRING_DTYPE),
-        schema.entity_column: pd.Series(entities, dtype=STRING_DTYPE),
-        schema.time: np.array(times, dtype=np.int64).view("datetime64[ns]"),
-        schema.amount: np.array(amounts, dtype=np.float64),
+        schema.id_column: pd.Series(joined(0), dtype=STRING_DTYPE),
+        schema.entity_column: pd.Series(joined(1), dtype=STRING_DTYPE),
+        schema.time: np.array(joined(2), dtype=np.int64).view("datetime64[ns]"),
+        schema.amount: np.array(joined(3), dtype=np.float64),
     }
-    categorical = np.array(cats, dtype=object).reshape(len(rows), len(schema.categorical))
     for j, column in enumerate(schema.categorical):
-        out[column] = pd.Series(categorical[:, j], dtype=STRING_DTYPE)
-    numeric = np.array(nums, dtype=np.float64).reshape(len(rows), len(schema.numeric))
+        out[column] = pd.Series(joined(4, j), dtype=STRING_DTYPE)
     for j, column in enumerate(schema.numeric):
-        out[column] = numeric[:, j]
+        out[column] = np.array(joined(5, j), dtype=np.float64)
     if schema.counterparty and schema.counterparty not in out:
-        out[schema.counterparty] = pd.Series(cps, dtype=STRING_DTYPE)
+        out[schema.counterparty] = pd.Series(joined(6), dtype=STRING_DTYPE)
     columns = [c for c in schema.columns(with_label=False) if c in out]
     return pd.DataFrame({c: out[c] for c in columns})
