@@ -14,9 +14,11 @@ import pytest
 
 from fraudseq.cli import main
 from fraudseq.errors import FraudseqError
+from fraudseq.io import write_table
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.serving import Detector, open_store
-from fraudseq.serving.export_history import LABEL_TIME, export_history
+from fraudseq.serving.export_history import LABEL_TIME, export_history, history_table
+from fraudseq.serving.stores import History
 from fraudseq.transaction import history_frame, parse_batch, parse_transaction
 from test_state import accounts_slice, transactions
 
@@ -189,3 +191,30 @@ def test_no_log_and_bad_inputs_are_clear_errors(model_dir, stream, tmp_path, mon
     assert not (tmp_path / "absent.db").exists()
     code = run(monkeypatch, "export-history", state, "--out", tmp_path / "state.db")
     assert code != 0 and (tmp_path / "state.db").stat().st_size > 0
+
+
+def test_composite_entity_and_numeric_time_are_written_as_their_columns(tmp_path):
+    """A file of a schema with a composite entity (parts holding the separator, a missing
+    part) and a numeric time reads back into the same canonical transactions."""
+    schema = Schema(
+        id="id", entity=("card", "addr"), time="t", amount="amount", label="y",
+        categorical=("mcc",), numeric=("x",), time_unit="s", time_origin="2026-01-01",
+    )  # fmt: skip
+    txs = [
+        {"id": "a", "card": "C|1", "addr": "A\\1", "t": 10, "amount": 1.5, "mcc": "5411", "x": 2},
+        {"id": "b", "card": "C|1", "addr": None, "t": 3600, "amount": -2.0, "mcc": None, "x": None},
+        {"id": "c", "card": "C2", "addr": "A2", "t": 7200.5, "amount": 3.0, "mcc": "1", "x": 1},
+    ]
+    entries = [
+        parse_batch(txs[:2], schema).history_json(),
+        parse_transaction(txs[2], schema).history_json(),
+    ]
+    history = History(entries, {"a": 1, "c": 0}, {"a": 1.7e9, "c": 1.7e9 + 1}, {})
+    frame, counts = history_table(history, schema, label_delay_days=0, unlabelled="drop")
+    assert counts["labelled"] == 2 and counts["left_out"] == 1
+    path = tmp_path / "out.csv"
+    write_table(frame, path)
+    got = load_transactions(path, schema, require_label=True)
+    expected = load_transactions(pd.DataFrame([txs[0], txs[2]]).assign(y=[1, 0]), schema)
+    pd.testing.assert_frame_equal(got, expected)
+    assert pd.read_csv(path)[LABEL_TIME].notna().all()
