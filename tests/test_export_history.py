@@ -156,6 +156,8 @@ def test_the_retention_bound_drops_old_transactions(kind, model_dir, stream, tmp
         detector.store.purge()
         kept = history_frame(detector.store.history().entries, SCHEMA)
         clock_bucket = detector.clock.now_ns() // 3_600_000_000_000
+        written = export_history(detector.store, tmp_path / "kept.csv", unlabelled="keep")
+        assert written.rows == len(kept)
     buckets = kept["ts"].to_numpy().view(np.int64) // 3_600_000_000_000
     assert 0 < len(kept) < len(txs)
     assert (buckets >= clock_bucket - 5 * 24).all()
@@ -189,6 +191,8 @@ def test_no_log_and_bad_inputs_are_clear_errors(model_dir, stream, tmp_path, mon
     with pytest.raises(FraudseqError, match="no such SQLite state file"):
         export_history(f"sqlite:///{tmp_path / 'absent.db'}", tmp_path / "out.csv")
     assert not (tmp_path / "absent.db").exists()
+    with pytest.raises(FraudseqError, match="lives only in the process"):
+        export_history("memory", tmp_path / "out.csv")
     code = run(monkeypatch, "export-history", state, "--out", tmp_path / "state.db")
     assert code != 0 and (tmp_path / "state.db").stat().st_size > 0
 

@@ -166,6 +166,12 @@ def export_history(
     from fraudseq.serving.stores import open_store
 
     url = state if isinstance(state, str) else getattr(state, "url", "the state store")
+    if isinstance(state, str) and state.strip() in ("memory", "memory://"):
+        raise FraudseqError(
+            "a memory state store lives only in the process that scored with it: export "
+            "from a SQLite or Redis store, or pass that process's store "
+            "(export_history(detector.store, ...))"
+        )
     if isinstance(state, str):
         _check_sqlite_exists(state)
     store = open_store(state)
