@@ -47,6 +47,11 @@ Semantics:
 - **Concurrency.** Each score is one atomic store transaction on its account (SQLite's
   write lock, Redis's compare-and-set), and the state does not depend on arrival order, so
   concurrent clients, workers and retries racing a batch lose no event.
+- **History.** Every new transaction (not a retry) is also appended, as received and
+  canonicalised, to the store's history log in the same atomic write, kept `history_days`
+  behind the clock (default the state's retention; 0 keeps none), with the model's schema
+  and label delay in the store's meta: `fraudseq export-history` writes it, with the
+  feedback labels, as a training file (`fraudseq.serving.export_history`).
 - **Reasons.** For alerts, `reasons` lists the strongest reasons towards fraud from
   `fraudseq.explain` (occlusion of window events and current features, ~ms per alert);
   other transactions get ``[]``. Set `Detector.explain` to "all" or "none" to change that.
