@@ -159,6 +159,24 @@ def entity_key(parts: Iterable[str]) -> str:
     )
 
 
+def entity_key_parts(key: str) -> list[str]:
+    """The parts of a composite entity key: the inverse of :func:`entity_key`."""
+    parts, current, escaped = [], [], False
+    for ch in key:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ENTITY_SEPARATOR:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
 def entity_keys(parts: list[pd.Series]) -> pd.Series:
     """:func:`entity_key` of every row, vectorised: parts escaped, joined by '|'."""
     escaped = [

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 import numbers
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -35,6 +37,7 @@ from fraudseq.schema import (
     MAX_ABS_AMOUNT,
     MISSING_CATEGORY,
     STREAM_KEY,
+    STRING_DTYPE,
     TIME_UNITS,
     TIME_YEARS,
     Schema,
@@ -48,6 +51,8 @@ __all__ = [
     "LiveTransaction",
     "TransactionColumns",
     "content_digest",
+    "history_frame",
+    "history_json",
     "parse_batch",
     "parse_transaction",
     "request_columns",
@@ -80,6 +85,20 @@ class LiveTransaction(NamedTuple):
     def bucket(self) -> int:
         """The counterparty bucket (UTC hour) this transaction counts in."""
         return self.time_ns // COUNTERPARTY_BUCKET_NS
+
+    def history_json(self) -> str:
+        """This transaction as a store's history log keeps it (`history_json`): the
+        columns of a batch of one."""
+        columns = [
+            [self.id],
+            [self.entity],
+            [self.time_ns],
+            [self.amount],
+            [[value] for value in self.categorical],
+            [[value] for value in self.numeric],
+            None if self.counterparty is None else [self.counterparty],
+        ]
+        return json.dumps(columns, separators=(",", ":"))
 
 
 def parse_transaction(tx, schema: Schema) -> LiveTransaction:
@@ -393,6 +412,19 @@ class TransactionColumns:
         """Counterparty buckets (UTC hours), as `LiveTransaction.bucket`."""
         return self.time_ns // COUNTERPARTY_BUCKET_NS
 
+    def history_json(self) -> str:
+        """These transactions as a store's history log keeps them (`history_json`)."""
+        columns = [
+            self.ids,
+            self.entities,
+            self.time_ns.tolist(),
+            self.amount.tolist(),
+            self.categorical,
+            self.numeric,
+            self.counterparty,
+        ]
+        return json.dumps(columns, separators=(",", ":"))
+
     @classmethod
     def from_rows(cls, rows: list[LiveTransaction], schema: Schema) -> TransactionColumns:
         return cls(
@@ -539,3 +571,44 @@ def _fast_times(times: list, schema: Schema) -> np.ndarray | None:
         return None
     stamps = pd.to_datetime(pd.Series(times, dtype=object), format="ISO8601", utc=True)
     return stamps.dt.tz_localize(None).to_numpy().astype("datetime64[ns]").view(np.int64)
+
+
+# -- the history log: scored transactions as a store keeps them ---------------------------
+
+
+def history_json(transactions: LiveTransaction | TransactionColumns) -> str:
+    """The log entry of one transaction or a batch: the JSON array of the columns of
+    `TransactionColumns` but the digests, ``[ids, entities, time_ns, amount, [categorical
+    columns], [numeric columns], counterparty or null]`` (one transaction: columns of
+    one). Columns, not rows: json encodes lists of plain values in C, about twice as fast
+    as a list per transaction. Missing numeric values are written as NaN, which
+    `history_frame` reads back."""
+    return transactions.history_json()
+
+
+def history_frame(entries: list[str], schema: Schema) -> pd.DataFrame:
+    """The transactions of log entries (`history_json` texts) as a canonical frame:
+    `schema.columns(with_label=False)` without the scenario, in the entries' order. All
+    entries are parsed by one `json.loads` and their columns joined by `chain`: a loop per
+    entry and column, none per transaction."""
+    logged = json.loads("[" + ",".join(entries) + "]")
+
+    def joined(field: int, column: int | None = None) -> list:
+        if column is None:
+            return list(chain.from_iterable(entry[field] for entry in logged))
+        return list(chain.from_iterable(entry[field][column] for entry in logged))
+
+    out: dict = {
+        schema.id_column: pd.Series(joined(0), dtype=STRING_DTYPE),
+        schema.entity_column: pd.Series(joined(1), dtype=STRING_DTYPE),
+        schema.time: np.array(joined(2), dtype=np.int64).view("datetime64[ns]"),
+        schema.amount: np.array(joined(3), dtype=np.float64),
+    }
+    for j, column in enumerate(schema.categorical):
+        out[column] = pd.Series(joined(4, j), dtype=STRING_DTYPE)
+    for j, column in enumerate(schema.numeric):
+        out[column] = np.array(joined(5, j), dtype=np.float64)
+    if schema.counterparty and schema.counterparty not in out:
+        out[schema.counterparty] = pd.Series(joined(6), dtype=STRING_DTYPE)
+    columns = [c for c in schema.columns(with_label=False) if c in out]
+    return pd.DataFrame({c: out[c] for c in columns})

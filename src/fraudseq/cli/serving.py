@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,6 +34,15 @@ MinHistoryOpt = Annotated[
 TtlOpt = Annotated[
     int | None,
     typer.Option(min=1, help="Forget an account's state after this long without activity."),
+]
+HistoryDaysOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Keep the transactions scored in the state store's history log this many days "
+        "(by the --clock), for `fraudseq export-history`; 0 keeps none. Default: the "
+        "state's retention, the model's label delay + 37 days.",
+    ),
 ]
 
 
@@ -122,6 +132,7 @@ def serve(
         float,
         typer.Option(min=0.001, help="Seconds after which a challenger call is counted slow."),
     ] = 1.0,
+    history_days: HistoryDaysOpt = None,
 ) -> None:
     """Serve the model over HTTP with per-account state.
 
@@ -150,6 +161,7 @@ def serve(
         min_history=min_history,
         ttl_seconds=ttl_seconds,
         reasons=reasons.value,
+        history_days=history_days,
     )
     # Refuse to start on a bad configuration before any worker is spawned.
     resolve_api_key(api_key_env)
@@ -177,13 +189,23 @@ def serve(
     # Loading the detector here turns a bad model directory or state store into one clear
     # error message before the server starts.
     detector = Detector.load(
-        model_dir, state, min_history=min_history, ttl_seconds=ttl_seconds, clock=clock
+        model_dir,
+        state,
+        min_history=min_history,
+        ttl_seconds=ttl_seconds,
+        clock=clock,
+        history_days=history_days,
     )
     set_reasons(detector, reasons.value)
     challenger = None
     if shadow is not None:
         try:
-            options = {"min_history": min_history, "ttl_seconds": ttl_seconds, "clock": clock}
+            options = {
+                "min_history": min_history,
+                "ttl_seconds": ttl_seconds,
+                "clock": clock,
+                "history_days": history_days,  # its store is whole: it serves once promoted
+            }
             challenger = load_challenger(detector, shadow, state, options)
         except BaseException:
             detector.close()
@@ -319,6 +341,7 @@ def consume(
             "history in time order) or a fixed ISO 8601 time; as in fraudseq serve.",
         ),
     ] = "wall",
+    history_days: HistoryDaysOpt = None,
 ) -> None:
     """Score transactions from a Redis Stream with a consumer group; results go to an output
     stream.
@@ -350,7 +373,12 @@ def consume(
         handler.addFilter(RedactingFilter())
     state_url = state if state is not None else address.state_url
     detector = Detector.load(
-        model_dir, state_url, min_history=min_history, ttl_seconds=ttl_seconds, clock=clock
+        model_dir,
+        state_url,
+        min_history=min_history,
+        ttl_seconds=ttl_seconds,
+        clock=clock,
+        history_days=history_days,
     )
     try:
         detector.explain = reasons.value
@@ -385,3 +413,99 @@ def consume(
     finally:
         detector.close()
     typer.echo(json.dumps({"consumer": loop.consumer, **stats.to_dict()}))
+
+
+class Unlabelled(StrEnum):
+    mature = "mature"
+    drop = "drop"
+    keep = "keep"
+
+
+@app.command("export-history")
+def export_history(
+    state_url: Annotated[
+        str,
+        typer.Argument(
+            help="The state store the service scored with: sqlite:///path/state.db or "
+            "redis://host:port/db[?prefix=...].",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(help="File to write: .csv, .csv.gz or .parquet (replaced only on success)."),
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model that served (default: the schema and label delay the store "
+            "holds); its schema must be the stored one.",
+        ),
+    ] = None,
+    schema: Annotated[
+        Path | None,
+        typer.Option(help="Schema TOML (default: the one the store holds); must be that one."),
+    ] = None,
+    unlabelled: Annotated[
+        Unlabelled,
+        typer.Option(
+            help="Transactions without a label: 'mature' (those older than the newest minus "
+            "the label delay are written as legitimate, 0, with an empty label_time; newer "
+            "ones are left out), 'drop' (left out) or 'keep' (written with an empty label; "
+            "`train` then refuses the file).",
+        ),
+    ] = Unlabelled.mature,
+    label_delay_days: Annotated[
+        float | None,
+        typer.Option(min=0, help="For 'mature' (default: the model's label delay)."),
+    ] = None,
+) -> None:
+    """Write the transactions the state store's history log holds, with the labels sent to
+    /v1/feedback and when they arrived (label_time), as a file `fraudseq train` reads with
+    the model's schema."""
+    import json
+
+    from fraudseq.cli.app import check_outputs
+    from fraudseq.schema import Schema
+    from fraudseq.serving.export_history import export_history as export
+    from fraudseq.serving.stores.base import sqlite_path
+
+    if model is not None and schema is not None:
+        raise FraudseqError("give --model or --schema, not both")
+    stored_file = sqlite_path(state_url.strip())
+    check_outputs(
+        {"--out": out},
+        inputs={
+            "the state store": Path(stored_file) if stored_file else None,
+            "the schema": schema,
+        },
+        model_dir=model,
+    )
+    given = None
+    if model is not None:
+        from fraudseq.fraud_model import FraudModel
+
+        fitted = FraudModel.load(model)
+        given = fitted.schema_
+        if label_delay_days is None:
+            label_delay_days = float(fitted.label_delay_days)
+    elif schema is not None:
+        given = Schema.from_toml(schema)
+    summary = export(
+        state_url,
+        out,
+        schema=given,
+        label_delay_days=label_delay_days,
+        unlabelled=unlabelled.value,
+    )
+    typer.echo(
+        json.dumps(
+            {
+                "out": str(summary.path),
+                "rows": summary.rows,
+                "labelled": summary.labelled,
+                "assumed_legitimate": summary.assumed_legitimate,
+                "left_out": summary.left_out,
+                "labels_without_transaction": summary.labels_without_transaction,
+            }
+        )
+    )

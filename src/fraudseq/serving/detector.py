@@ -47,6 +47,11 @@ Semantics:
 - **Concurrency.** Each score is one atomic store transaction on its account (SQLite's
   write lock, Redis's compare-and-set), and the state does not depend on arrival order, so
   concurrent clients, workers and retries racing a batch lose no event.
+- **History.** Every new transaction (not a retry) is also appended, as received and
+  canonicalised, to the store's history log in the same atomic write, kept `history_days`
+  behind the clock (default the state's retention; 0 keeps none), with the model's schema
+  and label delay in the store's meta: `fraudseq export-history` writes it, with the
+  feedback labels, as a training file (`fraudseq.serving.export_history`).
 - **Reasons.** For alerts, `reasons` lists the strongest reasons towards fraud from
   `fraudseq.explain` (occlusion of window events and current features, ~ms per alert);
   other transactions get ``[]``. Set `Detector.explain` to "all" or "none" to change that.
@@ -70,7 +75,7 @@ import pandas as pd
 from fraudseq.artifacts import MODEL_JSON, model_manifest, verify_model_dir
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.explain import described_features, occlude, rank_reasons
-from fraudseq.features.constants import COUNTERPARTY_BUCKET_NS
+from fraudseq.features.constants import BUCKETS_PER_DAY, COUNTERPARTY_BUCKET_NS
 from fraudseq.features.state import decode_states, encode_states
 from fraudseq.fraud_model import FraudModel
 from fraudseq.schema import Schema
@@ -93,7 +98,7 @@ from fraudseq.serving.stores import (
     Update,
     open_store,
 )
-from fraudseq.serving.stores.base import dumps
+from fraudseq.serving.stores.base import HISTORY_META, dumps
 from fraudseq.serving.window_scorer import WindowScorer, single_thread
 from fraudseq.transaction import LiveTransaction, TransactionColumns, parse_batch, parse_transaction
 
@@ -130,6 +135,7 @@ class Detector:
         model_version: str,
         min_history: int = 3,
         clock: EventClock | None = None,
+        history_days: float | None = None,
     ) -> None:
         model._check_fitted()
         if min_history < 0:
@@ -151,6 +157,12 @@ class Detector:
             # The model decides how far back its counterparty features read, also for a
             # store made by hand: a store has no retention of its own.
             store.retention_buckets = self.live.counterparty_retention_buckets
+        #: The history log's retention in hour buckets: `history_days` (0: no log), by
+        #: default the state's (label delay + 37 days). The log is kept when the store can.
+        self.history_buckets = history_retention_buckets(self.live, history_days)
+        self._history = self.history_buckets > 0 and hasattr(store, "history_buckets")
+        if hasattr(store, "history_buckets"):
+            store.history_buckets = self.history_buckets
         # Throttled info lines: (when the last was logged, how many since) per kind.
         self._reports = {"late": [-math.inf, 0], "time": [-math.inf, 0]}
         self._late_lock = threading.Lock()
@@ -173,6 +185,8 @@ class Detector:
                 f"with the model's encoder, so each model needs its own store: use a new SQLite "
                 f"file or Redis prefix, and warm it by replaying recent transactions."
             )
+        if self._history:  # what `export-history` needs to write the log for `train`
+            store.meta(HISTORY_META, self.history_meta())
 
     @classmethod
     def load(
@@ -185,6 +199,7 @@ class Detector:
         clock="wall",
         max_future=DEFAULT_MAX_FUTURE,
         max_age=None,
+        history_days: float | None = None,
     ) -> Detector:
         """Load a model directory (verified against its manifest) and open the state store:
         "memory", "sqlite:///relative.db" / "sqlite:////absolute.db", "redis://host:port/db",
@@ -195,7 +210,9 @@ class Detector:
         historical data), a fixed time (ISO 8601 text, datetime) or a callable returning
         the time. `max_future` (timedelta or seconds, default 1 day): how far ahead of the
         clock a time may be; `max_age` (default the state's retention, label delay + 37
-        days): how far behind it."""
+        days): how far behind it. `history_days`: how long the store's history log keeps
+        the transactions scored, for `export-history` (default the state's retention; 0
+        keeps no log)."""
         model = FraudModel.load(model_dir)
         version = model_version(model_dir)
         if not isinstance(state, str) and ttl_seconds is not None:
@@ -206,7 +223,12 @@ class Detector:
         store = open_store(state, ttl_seconds=ttl_seconds)
         try:
             return cls(
-                model, store, model_version=version, min_history=min_history, clock=event_clock
+                model,
+                store,
+                model_version=version,
+                min_history=min_history,
+                clock=event_clock,
+                history_days=history_days,
             )
         except BaseException:
             if isinstance(state, str):
@@ -228,6 +250,19 @@ class Detector:
             sort_keys=True,
         )
         return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+    def history_meta(self) -> str:
+        """What the store keeps for `export-history` (meta ``history``): the model's schema,
+        its label delay and the log's retention, as JSON."""
+        return json.dumps(
+            {
+                "schema": self.schema.to_document(),
+                "label_delay_days": self.model.label_delay_days,
+                "history_buckets": self.history_buckets,
+                "model_version": self.model_version,
+            },
+            sort_keys=True,
+        )
 
     # -- scoring -------------------------------------------------------------------------
     def score(self, tx: dict) -> dict:
@@ -424,6 +459,8 @@ class Detector:
             record_json=text,
             account=state,
             counterparty_bucket=tx.bucket if live.counterparty else None,
+            history=tx.history_json() if self._history else None,
+            history_bucket=tx.bucket,
         )
 
     def _stored_result(self, tx: LiveTransaction, record: dict) -> dict:
@@ -628,6 +665,8 @@ class Detector:
             records=records,
             accounts=dict(zip(entities, blobs, strict=True)),
             counterparty_buckets=added,
+            history=fresh.history_json() if self._history else None,
+            history_bucket=int(own.max()),
         )
 
     # -- feedback ------------------------------------------------------------------------
@@ -752,6 +791,16 @@ def record_json(
         f'"model_version":{version_json},'
         f'"reasons":{dumps(reasons) if reasons else "[]"}}}}}'
     )
+
+
+def history_retention_buckets(live: LiveEncoder, days: float | None) -> int:
+    """The history log's retention in hour buckets: `days` (0: no log), by default the
+    state's retention (`LiveEncoder.counterparty_retention_buckets`)."""
+    if days is None:
+        return live.counterparty_retention_buckets
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days < 1e6:
+        raise FraudseqError(f"history_days must be a number of days >= 0 or None, got {days!r}")
+    return math.ceil(days * BUCKETS_PER_DAY)
 
 
 def stored_result(record: dict) -> dict:

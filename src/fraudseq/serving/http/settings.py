@@ -49,8 +49,12 @@ class ServeSettings:
     body_timeout: int = int(BODY_TIMEOUT_SECONDS)
     reasons: str = "alerts"
     clock: str = "wall"
+    history_days: int | None = None
 
-    _INT_FIELDS = ("max_batch", "max_body_bytes", "min_history", "ttl_seconds", "body_timeout")
+    _INT_FIELDS = (
+        "max_batch", "max_body_bytes", "min_history", "ttl_seconds", "body_timeout",
+        "history_days",
+    )  # fmt: skip
 
     def to_env(self) -> dict[str, str]:
         out = {}
@@ -97,6 +101,7 @@ class ServeSettings:
                 "min_history": self.min_history,
                 "ttl_seconds": self.ttl_seconds,
                 "clock": self.clock,
+                "history_days": self.history_days,
             },
             "reasons": self.reasons,
             "freeze_gc": True,  # a serving process (see create_app)

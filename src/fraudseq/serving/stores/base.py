@@ -31,8 +31,18 @@ What a store holds:
   retention is the model's (`LiveEncoder.counterparty_retention_buckets`), set by the
   Detector. A store has no retention of its own: without a clock (None, or a clock that
   returns None) or a retention it prunes nothing;
-- **labels**: transaction id -> 0/1, every label received, for retraining (never expires);
-- **meta**: the fingerprint of the encoder the state was built with.
+- **labels**: transaction id -> 0/1, every label received, for retraining (never expires),
+  with the time it arrived (wall clock, Unix seconds);
+- **history**: a log of the transactions scored, as received (`fraudseq.transaction.
+  history_json`: id, entity, time, amount, the schema's other columns), one entry per score
+  or batch, written in the same atomic unit as the state. Account states are bounded
+  summaries and cannot give the transactions back; this log is what `fraudseq
+  export-history` writes, with the labels, for retraining. Bounded by `history_buckets`
+  (hour buckets, set by the Detector: by default the model's state retention, label delay
+  + 37 days; 0 keeps no log): entries whose newest transaction is older than the clock's
+  bucket minus that are pruned (with the counterparty buckets, by the same clock);
+- **meta**: the fingerprint of the encoder the state was built with (and, for
+  `export-history`, the model's schema and label delay under ``history``).
 
 Every score is one atomic unit: `transact` reads the transaction record, the account and the
 counterparty's buckets, calls `compute(snapshot)` and writes what it returns, all or nothing.
@@ -103,6 +113,10 @@ class Update:
     account: bytes | None = None
     counterparty_bucket: int | None = None
     record_json: str | None = None  # `dumps(record)`, when compute already wrote it
+    #: The history log's entry for this transaction (`history_json`), None for no log;
+    #: `history_bucket` is its hour bucket (what the log's retention compares).
+    history: str | None = None
+    history_bucket: int | None = None
 
     def record_text(self) -> str:
         """The record as the JSON text the stores keep."""
@@ -190,6 +204,23 @@ class BatchUpdate:
     records: list[tuple[str, str, bool, str]] = field(default_factory=list)
     accounts: dict[str, bytes] = field(default_factory=dict)
     counterparty_buckets: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: The history log's entry for the new transactions (`history_json`), None for no log;
+    #: `history_bucket` is the hour bucket of the newest of them.
+    history: str | None = None
+    history_bucket: int | None = None
+
+
+@dataclass
+class History:
+    """What `StateStore.history` returns for `export-history`: the log's entries (JSON
+    texts of `fraudseq.transaction.history_json`, in the order written), every label
+    received, the time each arrived (Unix seconds; absent when not recorded) and the
+    store's meta entries."""
+
+    entries: list[str]
+    labels: dict[str, int]
+    label_times: dict[str, float]
+    meta: dict[str, str]
 
 
 @dataclass
@@ -213,6 +244,11 @@ class StateStore(Protocol):
     buckets in [buckets[0], buckets[1]) at once, call `compute(BatchSnapshot)` and write
     everything it returns in one atomic unit; read and compute again if any of the
     accounts changed concurrently. The three stores here implement it.
+
+    And the optional history log (the three stores here keep it): a ``history_buckets``
+    attribute (the log's retention, set by the Detector; None or 0 keeps no log), writing
+    `Update.history` / `BatchUpdate.history` with the rest, and ``history() -> History``
+    for `export-history`.
     """
 
     url: str
@@ -291,8 +327,7 @@ def _store_at(url: str, **options) -> StateStore:
     if parsed.scheme == "sqlite":
         from fraudseq.serving.stores.sqlite import SQLiteStore
 
-        # SQLAlchemy's convention: sqlite:///relative/path.db, sqlite:////absolute/path.db.
-        path = url[len("sqlite:///") :].split("?", 1)[0] if url.startswith("sqlite:///") else ""
+        path = sqlite_path(url)
         if not path:
             raise FraudseqError(
                 f"{url}: no database path; write sqlite:///relative/state.db or "
@@ -309,6 +344,17 @@ def _store_at(url: str, **options) -> StateStore:
     )
 
 
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///`` URL ("" when it names none). SQLAlchemy's convention:
+    sqlite:///relative/path.db, sqlite:////absolute/path.db."""
+    return url[len("sqlite:///") :].split("?", 1)[0] if url.startswith("sqlite:///") else ""
+
+
+#: The meta key under which a Detector keeps what `export-history` needs (its
+#: `Detector.history_meta`: the model's schema and label delay).
+HISTORY_META = "history"
+
+
 def purge_limit(clock: Callable[[], int | None] | None, retention: int | None) -> int | None:
     """The oldest counterparty bucket kept: the clock's bucket minus `retention` buckets;
     None (prune nothing) without a clock, before it has a time, or without a retention
@@ -317,6 +363,12 @@ def purge_limit(clock: Callable[[], int | None] | None, retention: int | None) -
     if now is None or retention is None:
         return None
     return now // COUNTERPARTY_BUCKET_NS - retention
+
+
+def history_limit(store) -> int | None:
+    """The oldest hour bucket the store's history log keeps (`purge_limit` with its
+    `history_buckets`); None: prune nothing."""
+    return purge_limit(store.clock, getattr(store, "history_buckets", None))
 
 
 def label_delta(previous: int | None, label: int) -> int:

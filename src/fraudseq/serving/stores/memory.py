@@ -12,12 +12,14 @@ from fraudseq.serving.stores.base import (
     PURGE_EVERY,
     BatchSnapshot,
     BatchUpdate,
+    History,
     LabelChange,
     Snapshot,
     StateStoreError,
     Update,
     counterparty_totals,
     dumps,
+    history_limit,
     label_delta,
     purge_limit,
 )
@@ -33,6 +35,8 @@ class MemoryStore:
         self.url = "memory"
         self.ttl = ttl_seconds
         self.retention_buckets = retention_buckets
+        #: The history log's retention in hour buckets (set by the Detector; None or 0: no log).
+        self.history_buckets: int | None = None
         #: Counterparty buckets are pruned by this clock (see `purge_limit`).
         self.clock: Callable[[], int | None] | None = None
         self._lock = threading.RLock()
@@ -40,6 +44,8 @@ class MemoryStore:
         self._records: dict[str, tuple[float, str]] = {}
         self._buckets = BucketColumns()
         self._labels: dict[str, int] = {}
+        self._label_times: dict[str, float] = {}
+        self._history: list[tuple[int, str]] = []  # (newest hour bucket, entry)
         self._meta: dict[str, str] = {}
         self._writes = 0
         self._closed = False
@@ -75,6 +81,7 @@ class MemoryStore:
                 self._accounts[entity] = (now, update.account)
             if counterparty is not None and update.counterparty_bucket is not None:
                 self._buckets.add({(counterparty, update.counterparty_bucket): 1})
+            self._log(update)
             self._writes += 1
             if self._writes % PURGE_EVERY == 0:
                 self.purge()
@@ -101,6 +108,7 @@ class MemoryStore:
             for entity, blob in update.accounts.items():
                 self._accounts[entity] = (now, blob)
             self._buckets.add(update.counterparty_buckets)
+            self._log(update)
             before = self._writes
             self._writes += len(update.records)
             if self._writes // PURGE_EVERY != before // PURGE_EVERY:
@@ -117,6 +125,7 @@ class MemoryStore:
             record = json.loads(text)
             previous = record.get("label")
             self._labels[tx_id] = label
+            self._label_times[tx_id] = now
             if previous == label:
                 return LabelChange(previous, False)
             record["label"] = label
@@ -149,6 +158,20 @@ class MemoryStore:
         with self._lock:
             return self._buckets.of(counterparty)
 
+    def _log(self, update) -> None:
+        """Append the update's history entry, if any (inside the write's lock)."""
+        if update.history is not None:
+            self._history.append((update.history_bucket, update.history))
+
+    def history(self) -> History:
+        with self._lock:
+            return History(
+                [entry for _, entry in self._history],
+                dict(self._labels),
+                dict(self._label_times),
+                dict(self._meta),
+            )
+
     def purge(self) -> None:
         """Drop counterparty buckets older than the clock's retention limit (see
         `purge_limit`) and accounts and records older than the TTL."""
@@ -156,6 +179,9 @@ class MemoryStore:
             limit = purge_limit(self.clock, self.retention_buckets)
             if limit is not None:
                 self._buckets.prune(limit)
+            limit = history_limit(self)
+            if limit is not None:
+                self._history = [item for item in self._history if item[0] >= limit]
             if self.ttl is None:
                 return
             limit = time.time() - self.ttl

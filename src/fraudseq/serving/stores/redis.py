@@ -3,7 +3,10 @@
 Keys (``prefix`` defaults to ``fraudseq:``): ``{prefix}a:{entity}`` the account's state
 bytes, ``{prefix}t:{transaction id}`` the transaction record (JSON), ``{prefix}c:{counterparty}``
 a hash of ``{bucket}:n`` / ``{bucket}:f`` counters per hour bucket, ``{prefix}labels:all`` a
-hash of labels and ``{prefix}meta:all`` a hash of fingerprints.
+hash of labels, ``{prefix}labels:at`` a hash of their arrival times (Unix seconds),
+``{prefix}h:all`` the history log (a sorted set of entries scored by the hour bucket of their
+newest transaction, so retention is one ZREMRANGEBYSCORE) and ``{prefix}meta:all`` a hash of
+fingerprints.
 
 A score reads the record, the account and the counterparty's buckets in one round trip, computes
 the features and the model's score in Python, then commits with a Lua script (atomic in
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,12 +30,14 @@ from fraudseq.serving.stores.base import (
     BatchSnapshot,
     BatchUpdate,
     BucketTable,
+    History,
     LabelChange,
     Snapshot,
     StateStoreError,
     Update,
     counterparty_totals,
     dumps,
+    history_limit,
     in_range,
     label_delta,
     purge_limit,
@@ -72,6 +78,10 @@ if ARGV[7] ~= '' then
     end
   end
 end
+if ARGV[9] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[10], ARGV[9])
+  if ARGV[11] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[11]) end
+end
 return {0}
 """
 
@@ -80,7 +90,9 @@ return {0}
 # n, a, c, ttl, the oldest bucket kept ('' = prune nothing), number of counter increments;
 # then per record its JSON; per
 # account its expected SHA-1 ('' = absent), whether to write it, and its new bytes; per
-# increment the counterparty's index (1-based among the c keys), the bucket and the count.
+# increment the counterparty's index (1-based among the c keys), the bucket and the count;
+# then the history log's entry ('' = none), its bucket and the oldest bucket it keeps ('' =
+# prune nothing), written to the last key.
 _COMMIT_BATCH = """
 local n, a, c = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ttl, limit, k = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -127,6 +139,12 @@ for q = 1, k do
     end
   end
 end
+base = base + 3 * k
+if ARGV[base + 1] ~= '' then
+  local log, oldest = KEYS[n + a + c + 1], ARGV[base + 3]
+  redis.call('ZADD', log, ARGV[base + 2], ARGV[base + 1])
+  if oldest ~= '' then redis.call('ZREMRANGEBYSCORE', log, '-inf', '(' .. oldest) end
+end
 return 0
 """
 
@@ -153,6 +171,8 @@ class RedisStore:
         self.url = redact(url)  # for messages and logs: the password masked
         self.ttl = ttl_seconds
         self.retention_buckets = retention_buckets
+        #: The history log's retention in hour buckets (set by the Detector; None or 0: no log).
+        self.history_buckets: int | None = None
         #: Counterparty buckets are pruned by this clock (`base.purge_limit`).
         self.clock: Callable[[], int | None] | None = None
         self.prefix = prefix
@@ -221,7 +241,7 @@ class RedisStore:
                     return update
                 bucket = update.counterparty_bucket
                 outcome = self._commit(
-                    keys=[t_key, a_key, c_key],
+                    keys=[t_key, a_key, c_key, self._key("h", "all")],
                     args=[
                         "1" if account is not None else "0",
                         account if account is not None else b"",
@@ -231,6 +251,7 @@ class RedisStore:
                         self.ttl or 0,
                         str(bucket) if counterparty is not None and bucket is not None else "",
                         _limit_arg(self.clock, self.retention_buckets),
+                        *self._history_args(update),
                     ],
                 )
                 status = int(outcome[0])
@@ -293,7 +314,9 @@ class RedisStore:
                 position = {cp: i + 1 for i, cp in enumerate(counterparties)}
                 for (cp, bucket), count in update.counterparty_buckets.items():
                     args += [position[cp], bucket, count]
-                status = int(self._commit_batch(keys=record_keys + a_keys + c_keys, args=args))
+                args += self._history_args(update)
+                keys = record_keys + a_keys + c_keys + [self._key("h", "all")]
+                status = int(self._commit_batch(keys=keys, args=args))
                 if status == 0:
                     return update
                 self.conflicts += 1  # a record or an account changed meanwhile: again
@@ -326,6 +349,7 @@ class RedisStore:
             )
             pipe.multi()
             pipe.hset(self._key("labels", "all"), tx_id, label)
+            pipe.hset(self._key("labels", "at"), tx_id, repr(time.time()))
             if changed:
                 record["label"] = label
                 pipe.set(t_key, dumps(record), keepttl=True)
@@ -359,6 +383,32 @@ class RedisStore:
     def labels(self) -> dict[str, int]:
         stored = self._client.hgetall(self._key("labels", "all"))
         return {k.decode(): int(v) for k, v in stored.items()}
+
+    def _history_args(self, update) -> list:
+        """The commit scripts' history arguments: the entry ('' for none), its bucket and
+        the oldest bucket the log keeps ('' for no pruning)."""
+        if update.history is None:
+            return ["", 0, ""]
+        limit = history_limit(self)
+        return [update.history, update.history_bucket, "" if limit is None else str(limit)]
+
+    def history(self) -> History:
+        self._check_open()
+        try:
+            pipe = self._client.pipeline(transaction=True)  # one moment: MULTI/EXEC
+            pipe.zrange(self._key("h", "all"), 0, -1)
+            pipe.hgetall(self._key("labels", "all"))
+            pipe.hgetall(self._key("labels", "at"))
+            pipe.hgetall(self._key("meta", "all"))
+            entries, labels, times, meta = pipe.execute()
+        except self._errors as err:
+            raise self._failure(err) from None
+        return History(
+            [entry.decode() for entry in entries],
+            {k.decode(): int(v) for k, v in labels.items()},
+            {k.decode(): float(v) for k, v in times.items()},
+            {k.decode(): v.decode() for k, v in meta.items()},
+        )
 
     def counterparty_buckets(self, counterparty: str) -> dict[int, tuple[int, int]]:
         """The counterparty's stored {hour bucket: (count, frauds)}."""

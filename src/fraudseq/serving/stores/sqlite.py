@@ -52,12 +52,14 @@ from fraudseq.serving.stores.base import (
     BatchSnapshot,
     BatchUpdate,
     BucketTable,
+    History,
     LabelChange,
     Snapshot,
     StateStoreError,
     Update,
     add_rows,
     dumps,
+    history_limit,
     label_delta,
     purge_limit,
 )
@@ -101,6 +103,14 @@ CREATE TABLE IF NOT EXISTS labels (
     label INTEGER NOT NULL,
     labelled_at REAL NOT NULL
 ) WITHOUT ROWID;
+-- The history log (`base` module docstring): one entry per score or batch, in the order
+-- written; `newest` is the hour bucket of its newest transaction, what retention prunes by.
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY,
+    newest INTEGER NOT NULL,
+    entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_newest ON history (newest);
 """
 
 _LONGEST = max(COUNTERPARTY_WINDOWS_DAYS) * BUCKETS_PER_DAY
@@ -210,6 +220,8 @@ class SQLiteStore:
         self.url = url or f"sqlite:///{self.path}"
         self.ttl = ttl_seconds
         self.retention_buckets = retention_buckets
+        #: The history log's retention in hour buckets (set by the Detector; None or 0: no log).
+        self.history_buckets: int | None = None
         self.synchronous = synchronous
         if self.path != ":memory:" and Path(self.path).is_dir():
             raise FraudseqError(
@@ -243,6 +255,7 @@ class SQLiteStore:
         #: Counterparty buckets are pruned by this clock (`base.purge_limit`).
         self.clock: Callable[[], int | None] | None = None
         self._pruned_before: int | None = None  # counterparty buckets < this are gone
+        self._history_pruned_before: int | None = None  # history entries < this are gone
         self._swept: dict[str, str] = {}  # per table, the last key the TTL sweep looked at
         self._closed = False
         self._checkpointer: _Checkpointer | None = None
@@ -295,6 +308,7 @@ class SQLiteStore:
                         "DO UPDATE SET n = n + 1",
                         (counterparty, bucket),
                     )
+                _log(db, update)
             self._wrote(1)
             return update
 
@@ -338,6 +352,7 @@ class SQLiteStore:
                     "DO UPDATE SET n = n + excluded.n",
                     [(cp, b, count) for (cp, b), count in update.counterparty_buckets.items()],
                 )
+                _log(db, update)
             self._wrote(len(update.records))
             return update
 
@@ -499,6 +514,26 @@ class SQLiteStore:
         with self._lock:
             return dict(self._connection().execute("SELECT id, label FROM labels"))
 
+    def history(self) -> History:
+        with self._lock:
+            db = self._connection()
+            try:
+                with db:  # one read transaction: entries and labels of the same moment
+                    db.execute("BEGIN")
+                    logged = db.execute("SELECT entry FROM history ORDER BY seq").fetchall()
+                    rows = db.execute("SELECT id, label, labelled_at FROM labels").fetchall()
+                    meta = dict(db.execute("SELECT key, value FROM meta"))
+            except sqlite3.Error as err:
+                raise sqlite_failure(self.path, err, "cannot read the history") from err
+            ids, labels, times = zip(*rows, strict=True) if rows else ((), (), ())
+            entries = [entry for (entry,) in logged]
+            return History(
+                entries,
+                dict(zip(ids, labels, strict=True)),
+                dict(zip(ids, times, strict=True)),
+                meta,
+            )
+
     def counterparty_buckets(self, counterparty: str) -> dict[int, tuple[int, int]]:
         """The counterparty's stored {hour bucket: (count, frauds)}."""
         with self._lock:
@@ -527,6 +562,12 @@ class SQLiteStore:
                 ):
                     db.execute("DELETE FROM counterparty_days WHERE day < ?", (limit,))
                     self._pruned_before = limit
+                limit = history_limit(self)  # the history log, by the same clock
+                if limit is not None and (
+                    self._history_pruned_before is None or limit > self._history_pruned_before
+                ):
+                    db.execute("DELETE FROM history WHERE newest < ?", (limit,))
+                    self._history_pruned_before = limit
 
     def _sweep(self, db, table: str, key: str, expired: float) -> None:
         """Delete the expired rows among the next PURGE_SCAN keys of `table` after where
@@ -627,6 +668,15 @@ def sqlite_failure(path: str, err: sqlite3.Error, doing: str = "SQLite error") -
     if primary in TRANSIENT_HINTS:
         return StateStoreError(f"{path}: {doing}: {TRANSIENT_HINTS[primary]} ({words})")
     return StateStoreError(f"{path}: {doing}: {err}")
+
+
+def _log(db, update) -> None:
+    """Append the update's history entry, if any, in the write's transaction."""
+    if update.history is not None:
+        db.execute(
+            "INSERT INTO history (newest, entry) VALUES (?, ?)",
+            (update.history_bucket, update.history),
+        )
 
 
 def _chunks(keys: list[str], size: int = 500):
