@@ -139,6 +139,9 @@ class FraudModel:
         valid_period: tuple | None = None,
         work_dir: str | Path | None = None,
         shards: int | None = None,
+        engine: str = "local",
+        ray_address: str | None = None,
+        ray_workers: int = 2,
     ) -> FraudModel:
         """Train on labelled transactions with time in [train_from, train_until).
 
@@ -149,17 +152,21 @@ class FraudModel:
 
         With `work_dir`, `data` (a file) is streamed through `shards` shards by entity
         written there, in memory bounded by a shard (`fraudseq.engine.training`).
+        `engine="ray"` streams it so too (through a temporary directory without
+        `work_dir`), with the feature passes as Ray tasks and a torch family trained on
+        `ray_workers` Ray Train workers (`fraudseq.engine.ray_train`), on the cluster at
+        `ray_address` or a local Ray instance started and stopped with the call.
         """
         self._check_params()
         schema = schema or Schema.simulator()
-        if work_dir is not None:
+        if work_dir is not None or engine != "local":
             from fraudseq.engine.training import fit_sharded
 
             if not isinstance(data, str | Path):
                 raise FraudseqError(
-                    "work_dir streams a file through shards: give the path of a CSV or Parquet "
-                    f"file, not a {type(data).__name__} (already in memory: fit without "
-                    "work_dir)"
+                    "work_dir (and engine='ray') stream a file through shards: give the path "
+                    f"of a CSV or Parquet file, not a {type(data).__name__} (already in "
+                    "memory: fit without them)"
                 )
 
             return fit_sharded(
@@ -172,6 +179,9 @@ class FraudModel:
                 train_until=train_until,
                 valid_days=valid_days,
                 valid_period=valid_period,
+                engine=engine,
+                ray_address=ray_address,
+                ray_workers=ray_workers,
             )
         frame = load_transactions(data, schema, require_label=True)
         until = parse_time(train_until, "--train-until") or frame[schema.time].max() + _ONE_NS
@@ -234,8 +244,9 @@ class FraudModel:
             label_delay_days=self.label_delay_days,
         )
 
-    def _fit_windows(self, train, valid) -> None:
-        """Build the window model and train it on these windows (in memory or on disk)."""
+    def _fit_windows(self, train, valid, fit: Callable | None = None) -> None:
+        """Build the window model and train it on these windows (in memory or on disk):
+        here, or by `fit(window_model, train, valid)` (`engine.ray_train.fit_on_ray`)."""
         log.info(
             "training %s on %d windows (%d fraud), validating on %d (%d fraud)",
             self.model,
@@ -246,7 +257,11 @@ class FraudModel:
         )
         torch.manual_seed(self.seed)
         self.model_ = self._build()
-        self.model_.fit(train, valid if len(valid) else None)
+        valid = valid if len(valid) else None
+        if fit is None:
+            self.model_.fit(train, valid)
+        else:
+            fit(self.model_, train, valid)
         self.history_ = self.model_.history_
 
     def _set_training_period(self, train_from, until, valid_times: pd.Series, n_train, n_valid):
@@ -347,13 +362,13 @@ class FraudModel:
             raise ConfigError(f"invalid loss={self.loss!r}: {exc}") from None
 
     def _build(self):
-        return build_model(
-            self.model,
-            self.encoder_.n_numeric,
-            self.encoder_.cardinalities,
-            self.get_params(),
-            self.seed,
-        )
+        return build_model(*self.build_args())
+
+    def build_args(self) -> tuple:
+        """`build_model`'s arguments for this fitted encoder: what a Ray Train worker builds
+        the same window model from (`engine.ray_train`)."""
+        encoder = self.encoder_
+        return (self.model, encoder.n_numeric, encoder.cardinalities, self.get_params(), self.seed)
 
     # -- scoring -------------------------------------------------------------------------
     def score(self, data, *, start=None, end=None) -> pd.DataFrame:
