@@ -131,6 +131,9 @@ def train(
     window: Annotated[int, typer.Option(min=1, help="Events per window.")] = 16,
     batch_size: Annotated[int, typer.Option(min=1)] = 512,
     hidden_size: Annotated[int, typer.Option(min=1)] = 32,
+    dropout: Annotated[
+        float, typer.Option(min=0, max=1, help="Dropout rate of the networks (below 1).")
+    ] = 0.1,
     learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
     loss: Annotated[str, typer.Option(callback=one_of(LOSSES), help="bce or focal.")] = "bce",
     focal_alpha: Annotated[float, typer.Option(min=0, max=1)] = 0.25,
@@ -204,6 +207,7 @@ def train(
         epochs=epochs,
         batch_size=batch_size,
         hidden_size=hidden_size,
+        dropout=dropout,
         learning_rate=learning_rate,
         loss=loss,
         focal_alpha=focal_alpha,
