@@ -42,6 +42,7 @@ def sharded_run(
     with contextlib.ExitStack() as stack:
         if work_dir is None:
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraudseq-")))
+        work_dir = Path(work_dir).absolute()  # the path Ray workers are given
         built = ShardSet.build(data, schema, work_dir, shards=shards, require_label=require_label)
         cpus = None if ray_workers is None else max(ray_workers, os.cpu_count() or 1)
         mapper = map if engine == "local" else stack.enter_context(ray_mapper(ray_address, cpus))

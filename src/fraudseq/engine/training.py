@@ -20,6 +20,10 @@ time (`WindowSet.parts`): torch families through the one `Trainer` loop (shard o
 shuffled each epoch, windows shuffled within a shard, samplers per shard), XGBoost through
 a `QuantileDMatrix` fed shard by shard. The threshold is chosen on the validation rows'
 labels and probabilities gathered shard by shard, in the whole file's row order.
+
+The passes over shards (2 and 4) are tasks given to the run's mapper (`engine.run`): this
+process, or Ray tasks with `engine="ray"`, where a torch family then trains on Ray Train
+(`engine.ray_train`) from the encoded shards in the shared work directory.
 """
 
 from __future__ import annotations
@@ -129,7 +133,7 @@ def _fit_shards(model: FraudModel, shard_set: ShardSet, mapper, periods, ray_wor
         keyed = keyed_features(shard_set, model.encoder_, mapper)
         masks = (train_rows, valid_rows, calibrate_rows)
         tasks = [
-            (shard_set, i, end_ns, model.encoder_, keyed, directory, [rows.of(m, i) for m in masks])
+            (shard_set, i, end_ns, model.encoder_, keyed, encoded, [rows.of(m, i) for m in masks])
             for i in range(len(shard_set))
         ]
         calibration = []
@@ -148,14 +152,14 @@ def _fit_shards(model: FraudModel, shard_set: ShardSet, mapper, periods, ray_wor
 
 
 def _encode_shard(task):
-    """Shard i encoded (with its keyed features) into `directory` as .npy files: the
-    positions and labels of the windows ending at the rows of each of the first two masks
-    (training, validation), and the calibration rows (the third) for `_calibrate`."""
-    shard_set, i, end_ns, encoder, keyed, directory, masks = task
+    """Shard i encoded (with its keyed features) and written to `encoded`: the positions
+    and labels of the windows ending at the rows of each of the first two masks (training,
+    validation), and the calibration rows (the third) for `_calibrate`."""
+    shard_set, i, end_ns, encoder, keyed, encoded, masks = task
     s = shard_set.schema
     frame = shard_set.frame(i, until_ns=end_ns)
     shard = encoder.transform(frame, keyed.of(i, frame[ROW].to_numpy()))
-    EncodedShards(directory, 0).write(i, shard)
+    encoded.write(i, shard)
     label = frame[s.label].to_numpy()
     windows = [_windows(shard, np.flatnonzero(mask), label) for mask in masks[:2]]
     calibration = frame[[s.time, ROW, s.amount, s.label]].iloc[np.flatnonzero(masks[2])]
