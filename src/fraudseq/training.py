@@ -126,8 +126,6 @@ class Replicas:
     (`fraudseq.engine.ray_train.DataParallel`) gives each of several processes its slice
     of each batch of the same sequence, so that `Trainer.fit` is one loop either way."""
 
-    rank = 0
-
     def wrap(self, module: nn.Module) -> nn.Module:
         """The module the training steps run (validation runs the module itself)."""
         return module
