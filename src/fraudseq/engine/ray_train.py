@@ -71,24 +71,20 @@ class DataParallel(Replicas):
 
 
 def fit_on_ray(window_model, train, valid, *, build: tuple, workers: int, storage: Path) -> None:
-    """Train `window_model` (made by `build_model(*build)`) on Ray: torch families on
-    `workers` Ray Train workers (checkpoints under `storage`), XGBoost by
-    `engine.ray_xgboost` where it exists."""
-    if build[0] == "xgboost":
-        return ray_trainer("xgboost")(window_model, train, valid, workers=workers)
-    ray_trainer(build[0])
-    config = {"build": build, "train": train, "valid": valid}
-    tensors, history = _train_on_workers(config, workers, storage)
-    window_model.load_state(tensors, {})
-    window_model.history_ = history
+    """Train `window_model` (made by `build_model(*build)`) on `workers` Ray workers, by
+    what `ray_trainer` gives for its family."""
+    trainer = ray_trainer(build[0])
+    options = {"build": build, "storage": storage} if trainer is fit_torch else {}
+    trainer(window_model, train, valid, workers=workers, **options)
 
 
 def ray_trainer(family: str):
-    """What trains `family` on Ray, or a FraudseqError saying it cannot: the torch families
-    here (`fit_on_ray`); XGBoost by `engine.ray_xgboost.fit_xgboost_ray`, the one place it
-    plugs in, where that module exists. Checked before any work is done."""
+    """What trains `family` on Ray, or a FraudseqError saying it cannot (checked before any
+    work is done): `fit_torch` for the torch families; for XGBoost
+    `engine.ray_xgboost.fit_xgboost_ray(model, train, valid, *, workers)`, the one place it
+    plugs in, where that module exists."""
     if family in TORCH_FAMILIES:
-        return fit_on_ray
+        return fit_torch
     local = "train it with --engine local (--work-dir keeps memory bounded)"
     if family != "xgboost":
         raise FraudseqError(
@@ -103,6 +99,15 @@ def ray_trainer(family: str):
     from fraudseq.engine.ray_xgboost import fit_xgboost_ray
 
     return fit_xgboost_ray
+
+
+def fit_torch(window_model, train, valid, *, workers: int, build: tuple, storage: Path) -> None:
+    """Train a torch `window_model` with `TorchTrainer` on `workers` workers (checkpoints
+    under `storage`) and load the first worker's trained state into it."""
+    config = {"build": build, "train": train, "valid": valid}
+    tensors, history = _train_on_workers(config, workers, storage)
+    window_model.load_state(tensors, {})
+    window_model.history_ = history
 
 
 def _train_on_workers(config: dict, workers: int, storage: Path):
