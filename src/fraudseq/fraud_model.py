@@ -246,7 +246,7 @@ class FraudModel:
 
     def _fit_windows(self, train, valid, fit: Callable | None = None) -> None:
         """Build the window model and train it on these windows (in memory or on disk):
-        here, or by `fit(window_model, train, valid)` (`engine.ray_train.fit_on_ray`)."""
+        here, or by `fit(window_model, train, valid)` (`engine.ray_train.fit_torch`)."""
         log.info(
             "training %s on %d windows (%d fraud), validating on %d (%d fraud)",
             self.model,

@@ -19,6 +19,7 @@ worker's trained state comes back through Ray Train's checkpoint: a directory wi
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -70,19 +71,23 @@ class DataParallel(Replicas):
         return bool(decision.item())
 
 
-def fit_on_ray(window_model, train, valid, *, build: tuple, workers: int, storage: Path) -> None:
-    """Train `window_model` (made by `build_model(*build)`) on `workers` Ray workers, by
-    what `ray_trainer` gives for its family."""
-    trainer = ray_trainer(build[0])
-    options = {"build": build, "storage": storage} if trainer is fit_torch else {}
-    trainer(window_model, train, valid, workers=workers, **options)
+def fit_on_ray(model, train, valid, *, workers: int, storage: Path) -> None:
+    """`model._fit_windows(train, valid)` (`model` a FraudModel) on `workers` Ray workers,
+    by what `ray_trainer` gives for its family; torch checkpoints under `storage`."""
+    trainer = ray_trainer(model.model)
+    if trainer is not fit_torch:
+        return trainer(model, train, valid, workers=workers)
+    build = model.build_args()
+    fit = functools.partial(fit_torch, workers=workers, build=build, storage=storage)
+    model._fit_windows(train, valid, fit)
 
 
 def ray_trainer(family: str):
     """What trains `family` on Ray, or a FraudseqError saying it cannot (checked before any
-    work is done): `fit_torch` for the torch families; for XGBoost
-    `engine.ray_xgboost.fit_xgboost_ray(model, train, valid, *, workers)`, the one place it
-    plugs in, where that module exists."""
+    work is done): `fit_torch` for the torch families, trained inside
+    `FraudModel._fit_windows`; for XGBoost `engine.ray_xgboost.fit_xgboost_ray(model, train,
+    valid, *, workers)` (`model` the FraudModel), the one place it plugs in, where that
+    module exists."""
     if family in TORCH_FAMILIES:
         return fit_torch
     local = "train it with --engine local (--work-dir keeps memory bounded)"

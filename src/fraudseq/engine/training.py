@@ -28,7 +28,6 @@ process, or Ray tasks with `engine="ray"`, where a torch family then trains on R
 
 from __future__ import annotations
 
-import functools
 import logging
 import shutil
 import tempfile
@@ -141,7 +140,12 @@ def _fit_shards(model: FraudModel, shard_set: ShardSet, mapper, periods, ray_wor
             train.add(i, *train_windows)
             valid.add(i, *valid_windows)
             calibration.append(picked)
-        model._fit_windows(train, valid, _ray_fit(model, ray_workers, directory / "ray-train"))
+        if ray_workers is None:
+            model._fit_windows(train, valid)
+        else:
+            from fraudseq.engine.ray_train import fit_on_ray
+
+            fit_on_ray(model, train, valid, workers=ray_workers, storage=directory / "ray-train")
         # without validation (--valid-days 0) the threshold can only be chosen in-sample
         windows, period = (valid, len(valid)) if len(valid) else (train, 0)
         _calibrate(model, windows, pd.concat(calibration), calibration_period(period))
@@ -169,16 +173,6 @@ def _encode_shard(task):
 def _windows(encoded: EncodedFrame, picked: np.ndarray, labels: np.ndarray):
     """The positions of the windows ending at rows `picked` of `encoded`, and their labels."""
     return encoded.positions_of(picked), labels[picked].astype(np.float32)
-
-
-def _ray_fit(model: FraudModel, workers: int | None, storage: Path):
-    """`FraudModel._fit_windows`'s `fit` on `workers` Ray Train workers (None: here)."""
-    if workers is None:
-        return None
-    from fraudseq.engine.ray_train import fit_on_ray
-
-    build = model.build_args()
-    return functools.partial(fit_on_ray, build=build, workers=workers, storage=storage)
 
 
 @dataclass
