@@ -1,7 +1,7 @@
 """Peak memory and wall time of the CLI at growing data sizes: in memory against sharded.
 
     .venv/bin/python benchmarks/scale_memory.py [--sizes 4,16,40] [--data-dir DIR]
-        [--memory-up-to 4] [--steps score,evaluate,report] [--out FILE]
+        [--memory-up-to 4] [--steps train,score,evaluate,report] [--out FILE]
 
 Builds simulated Parquet files of about 4M, 16M and 40M transactions (`--data-dir`, kept
 for later runs): pieces of `fraudseq.simulate(accounts=20000, days=120)`, about 3.98M rows
@@ -10,8 +10,9 @@ across pieces: the sharded path sorts each shard). An XGBoost model is trained o
 small simulated file (2,000 cards, 120 days). Each step then runs as its own `fraudseq`
 process, and its peak resident memory (the kernel's maximum RSS of the child) and wall
 time are recorded:
-- `score`, `evaluate` and `report` (default `--top 5`, 200 bootstrap resamples) with
-  `--work-dir` (fresh, so sharding is included) at every size;
+- `train` (XGBoost with its defaults and the default 7 validation days, on the whole
+  file), `score`, `evaluate` and `report` (default `--top 5`, 200 bootstrap resamples)
+  with `--work-dir` (fresh, so sharding is included) at every size;
 - the same in memory up to `--memory-up-to` millions (about 1.7 KB per transaction).
 The issue-19 goals: peak RSS at 40M under 8 GB; the 40M wall time at most 12x the 4M one.
 """
@@ -30,7 +31,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe, save_results  # noqa: E402
 
 PIECE = {"accounts": 20_000, "days": 120}
-OUTPUTS = {"score": "scores.parquet", "evaluate": "metrics.json", "report": "report.html"}
+OUTPUTS = {
+    "train": "trained",
+    "score": "scores.parquet",
+    "evaluate": "metrics.json",
+    "report": "report.html",
+}
 
 
 def build_file(path: Path, millions: int) -> int:
@@ -58,6 +64,14 @@ def build_file(path: Path, millions: int) -> int:
     return rows
 
 
+def step_command(cli: list[str], step: str, model: Path, data: Path, out: Path) -> list[str]:
+    """The CLI command of one step on `data`, writing `out`."""
+    if step == "train":
+        return [*cli, "train", str(data), "--model", "xgboost", "--out", str(out)]
+    tail = ["--json", str(out)] if step == "evaluate" else ["--out", str(out)]
+    return [*cli, step, str(model), str(data), "--from", "2026-04-01", *tail]
+
+
 def run(command: list[str]) -> dict:
     """Run a command as a child; its wall seconds and peak RSS (GB)."""
     started = time.perf_counter()
@@ -74,7 +88,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="4,16,40", help="Millions of transactions.")
     parser.add_argument("--data-dir", type=Path, default=Path("bench_data/scale"))
     parser.add_argument("--memory-up-to", type=int, default=4)
-    parser.add_argument("--steps", default="score,evaluate,report")
+    parser.add_argument("--steps", default="train,score,evaluate,report")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     print(describe())
@@ -94,14 +108,13 @@ def main() -> None:
         data = args.data_dir / f"tx-{millions}M.parquet"
         rows = build_file(data, millions)
         for step in args.steps.split(","):
-            out = args.data_dir / OUTPUTS[step]
-            tail = ["--json", str(out)] if step == "evaluate" else ["--out", str(out)]
-            command = [*cli, step, str(model), str(data), "--from", "2026-04-01", *tail]
+            command = step_command(cli, step, model, data, args.data_dir / OUTPUTS[step])
             modes = ["sharded"] + (["memory"] if millions <= args.memory_up_to else [])
             for mode in modes:
                 work = args.data_dir / "work"
                 shutil.rmtree(work, ignore_errors=True)
                 extra = ["--work-dir", str(work)] if mode == "sharded" else []
+                shutil.rmtree(args.data_dir / OUTPUTS["train"], ignore_errors=True)
                 measured = run(command + extra)
                 shutil.rmtree(work, ignore_errors=True)
                 record = {"step": step, "mode": mode, "rows": rows, **measured}

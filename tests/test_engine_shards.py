@@ -147,6 +147,17 @@ def test_finished_shards_are_reused_and_a_crashed_run_is_refused(tmp_path, small
     assert left.exists()  # refused, never removed: it may be another run's
 
 
+def test_a_bound_one_nanosecond_after_the_last_row_keeps_it(tmp_path, small_csv):
+    """Times at whole seconds: a bound 1 ns after the last row (the end of a training
+    run on the whole file) is exact, not cut to the microsecond before it."""
+    built = ShardSet.build(small_csv, None, tmp_path, shards=2)
+    for i in range(2):
+        last = built.frame(i)[built.schema.time].max().value
+        assert len(built.frame(i, until_ns=last + 1)) == len(built.frame(i))
+        assert built.count(i, until_ns=last + 1) == len(built.frame(i))
+        assert built.count(i, until_ns=last) == len(built.frame(i)) - 1
+
+
 def test_a_full_disk_keeps_nothing_and_says_so(tmp_path, small_csv, monkeypatch):
     import pyarrow.parquet as pq
 

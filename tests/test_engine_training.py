@@ -49,8 +49,10 @@ def assert_same_encoder(got, expected):
         {"train_until": TRAIN_UNTIL, "valid_days": 7},
         # validation inside the training period: the encoder's rows are not a prefix in time
         {"train_until": TRAIN_UNTIL, "valid_period": ("2026-01-15", "2026-01-22")},
+        # the whole file: the data ends 1 ns after its last row, which must stay in
+        {"valid_days": 7},
     ],
-    ids=["last-days", "valid-period-inside"],
+    ids=["last-days", "valid-period-inside", "whole-file"],
 )
 def test_streamed_encoder_fit_equals_in_memory(tmp_path, small_csv, split):
     memory = fit("xgboost", small_csv, n_estimators=2, split=dict(split))
@@ -70,6 +72,23 @@ def test_one_shard_trains_the_in_memory_model(tmp_path, small_csv, family):
     np.testing.assert_array_equal(got["score"].to_numpy(), expected["score"].to_numpy())
     assert sharded.thresholds_ == memory.thresholds_
     assert_same_history(sharded.history_, memory.history_)
+    assert_close(sharded.reference_, memory.reference_)  # the drift reference
+
+
+def assert_close(got, expected) -> None:
+    """Nested dicts and lists equal, their floats to 1e-6."""
+    if isinstance(expected, dict):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert_close(got[key], expected[key])
+    elif isinstance(expected, list):
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected, strict=True):
+            assert_close(a, b)
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, rel=1e-6, abs=1e-9, nan_ok=True)
+    else:
+        assert got == expected
 
 
 def assert_same_history(got, expected) -> None:

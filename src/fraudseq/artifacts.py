@@ -16,6 +16,7 @@ reads every file once: the bytes it checks are the bytes it uses.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -23,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -87,11 +89,7 @@ def save_model_dir(
     bad = [name for name in (extra_files or {}) if not MODEL_FILE.fullmatch(name)]
     if bad:  # check_replaceable would not recognise the directory as a model afterwards
         raise ValueError(f"not model file names: {bad}; see artifacts.MODEL_FILE")
-    check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    os.chmod(staging, default_mode(0o777))
-    try:
+    with atomic_directory(out, check_replaceable) as staging:
         text = json.dumps(json_safe(config), indent=2, sort_keys=True, allow_nan=False)
         (staging / MODEL_JSON).write_text(text + "\n")
         if tensors:
@@ -106,11 +104,24 @@ def save_model_dir(
         if key is not None:
             signature = {"algorithm": "hmac-sha256", "manifest": _hmac(key, manifest_bytes)}
             (staging / SIGNATURE).write_text(json.dumps(signature, indent=2) + "\n")
-        _swap_in(staging, out)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_directory(out: Path, check: Callable[[Path], None]) -> Iterator[Path]:
+    """Yield a new empty directory beside `out`; when the block succeeds it replaces `out`
+    as a whole, else it is deleted. `check(out)` raises unless `out` may be replaced; it
+    runs before the block and again just before the swap."""
+    check(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    os.chmod(staging, default_mode(0o777))
+    try:
+        yield staging
+        _swap_in(staging, out, check)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out
 
 
 def check_replaceable(out: str | Path) -> None:
@@ -188,9 +199,9 @@ def _link_target(path: Path) -> Path:
     return target
 
 
-def _swap_in(staging: Path, out: Path) -> None:
+def _swap_in(staging: Path, out: Path, check: Callable[[Path], None]) -> None:
     """Replace `out` by `staging`, keeping the old directory until the rename succeeded."""
-    check_replaceable(out)
+    check(out)
     if not out.exists():
         os.replace(staging, out)
         return

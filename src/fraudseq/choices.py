@@ -22,3 +22,7 @@ COMBINERS = ("average", "stacker")
 #: judges a file against; tests/test_check.py keeps them equal.
 VALID_DAYS = 7.0
 LABEL_DELAY_DAYS = 7.0
+
+#: MLflow model URIs that commands reading a model accept instead of a model directory
+#: (models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/PATH; see fraudseq.mlflow).
+MODEL_URI_SCHEMES = ("models:/", "runs:/")

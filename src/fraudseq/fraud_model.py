@@ -19,8 +19,9 @@ import torch
 import fraudseq
 from fraudseq import metrics
 from fraudseq.artifacts import load_model_dir, save_model_dir
+from fraudseq.drift import training_reference
 from fraudseq.errors import ConfigError, FraudseqError, ModelDirectoryError
-from fraudseq.features import FeatureEncoder
+from fraudseq.features import EncodedFrame, FeatureEncoder
 from fraudseq.features.blocks import BLOCKS as FEATURE_BLOCKS
 from fraudseq.losses import make_loss
 from fraudseq.models import build_model, check_family, learns_from_fraud
@@ -244,9 +245,13 @@ class FraudModel:
             label_delay_days=self.label_delay_days,
         )
 
-    def _fit_windows(self, train, valid, fit: Callable | None = None) -> None:
-        """Build the window model and train it on these windows (in memory or on disk):
-        here, or by `fit(window_model, train, valid)` (`engine.ray_train.fit_torch`)."""
+    def _fit_windows(self, train, valid) -> None:
+        """Build the window model and train it on these windows (in memory or on disk)."""
+        self._new_window_model(train, valid).fit(train, valid if len(valid) else None)
+        self.history_ = self.model_.history_
+
+    def _new_window_model(self, train, valid):
+        """The window model for these windows, built (`model_`) and not yet trained."""
         log.info(
             "training %s on %d windows (%d fraud), validating on %d (%d fraud)",
             self.model,
@@ -257,12 +262,7 @@ class FraudModel:
         )
         torch.manual_seed(self.seed)
         self.model_ = self._build()
-        valid = valid if len(valid) else None
-        if fit is None:
-            self.model_.fit(train, valid)
-        else:
-            fit(self.model_, train, valid)
-        self.history_ = self.model_.history_
+        return self.model_
 
     def _set_training_period(self, train_from, until, valid_times: pd.Series, n_train, n_valid):
         self.training_period_ = {
@@ -293,7 +293,11 @@ class FraudModel:
         windows = _window_set(source, rows, frame[s.label].to_numpy())
         probability = _sigmoid(self.model_.decision_function(windows))
         amount = frame[s.amount].to_numpy()[rows]
-        self._choose_thresholds(windows.labels, probability, amount, frame[s.time][rows], period)
+        encoded = source.encoded
+        features = encoded.numeric[windows.positions], encoded.categorical[windows.positions]
+        self._choose_thresholds(
+            windows.labels, probability, amount, frame[s.time][rows], period, features
+        )
 
     def _choose_thresholds(
         self,
@@ -302,8 +306,10 @@ class FraudModel:
         amount: np.ndarray,
         times: pd.Series,
         period: str,
+        features: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        """`_calibrate` from the labels, probabilities, amounts and times of its rows."""
+        """`_calibrate` from the labels, probabilities, amounts and times of its rows, and
+        their encoded (numeric, categorical) `features` for the stored drift reference."""
         days = _period_days(times)
         strategies = dict.fromkeys([self.threshold_strategy(), *REPORTED_STRATEGIES])
         choices = {
@@ -314,6 +320,8 @@ class FraudModel:
         self.threshold_ = self.thresholds_[self.threshold_strategy()]
         self.validation_metrics_ = metrics.summary(labels, probability, self.threshold_)
         self.validation_metrics_["days"] = days  # its length, as budget:K counts days
+        # what `fraudseq monitor` and the service's drift gauges compare scores with
+        self.reference_ = training_reference(probability, self.threshold_, self.encoder_, features)
         # why each strategy whose threshold is +inf alerts on nothing
         self.unreachable_ = {
             strategy: c.reason for strategy, c in choices.items() if c.threshold == math.inf
@@ -430,7 +438,11 @@ class FraudModel:
         """Fraud probabilities of the rows `rows` of a loaded `frame` (its earlier rows are
         their history); `given` as in `FeatureEncoder.transform`."""
         self._check_fitted()
-        source = WindowSource(self.encoder_.transform(frame, given), self.window)
+        return self.encoded_probabilities(self.encoder_.transform(frame, given), rows)
+
+    def encoded_probabilities(self, encoded: EncodedFrame, rows: np.ndarray) -> np.ndarray:
+        """`probabilities` from the frame already encoded by this model's encoder."""
+        source = WindowSource(encoded, self.window)
         windows = WindowSet(source, source.positions_of(rows))
         return _sigmoid(self.model_.decision_function(windows))
 
@@ -453,6 +465,7 @@ class FraudModel:
             "validation_metrics": self.validation_metrics_,
             "history": self.history_,
             "training_period": self.training_period_,
+            "reference": getattr(self, "reference_", None),
             "versions": versions(),
         }
         tensors, files = self.model_.state()
@@ -492,6 +505,7 @@ class FraudModel:
         model.validation_metrics_ = _non_finite(config["validation_metrics"])
         model.history_ = _non_finite(config["history"])
         model.training_period_ = config["training_period"]
+        model.reference_ = config.get("reference")  # None: saved before it was kept
         return model
 
     @classmethod
@@ -675,8 +689,8 @@ def calibration_period(n_valid: int) -> str:
     return "validation" if n_valid else "the training data (no validation)"
 
 
-def no_transactions(start, end) -> FraudseqError:
-    return FraudseqError(f"no transactions in [{_text(start)}, {_text(end)}); check --from/--until")
+def no_transactions(start, end, options: str = "--from/--until") -> FraudseqError:
+    return FraudseqError(f"no transactions in [{_text(start)}, {_text(end)}); check {options}")
 
 
 def data_range(times: pd.Series, labels: np.ndarray) -> str:

@@ -193,8 +193,66 @@ def printable(text: object, *, newlines: bool = False) -> str:
     return "".join(out)
 
 
+def model_source(param: typer.CallbackParam, value: Path) -> Path:
+    """A model to read: its directory, or an MLflow model URI (models:/NAME/VERSION,
+    models:/NAME@ALIAS, runs:/RUN_ID/PATH) downloaded to a temporary directory, removed when
+    the command exits (fraudseq.mlflow.resolve_model_uri). Either way the directory is then
+    loaded, and verified, as usual. The one resolver of every command that reads a model."""
+    from fraudseq.choices import MODEL_URI_SCHEMES
+
+    text = str(value)
+    if not text.startswith(MODEL_URI_SCHEMES):
+        return value
+    try:
+        from fraudseq.mlflow import resolve_model_uri
+    except ImportError as exc:
+        raise FraudseqError(
+            f"{text}: an MLflow model URI needs MLflow ({exc}); pip install 'fraudseq[mlflow]'"
+        ) from None
+    path = resolve_model_uri(text)
+    _RESOLVED[path] = text
+    return path
+
+
+#: Directories downloaded by `model_source`, and the URI each came from.
+_RESOLVED: dict[Path, str] = {}
+
+
+def model_label(model_dir: Path) -> str:
+    """How messages and reports name a model: its MLflow URI when it was given as one, else
+    its directory."""
+    return _RESOLVED.get(model_dir, str(model_dir))
+
+
+def model_dir_to_rewrite(param: typer.CallbackParam, value: Path) -> Path:
+    """A model directory that the command rewrites: an MLflow URI cannot be."""
+    from fraudseq.choices import MODEL_URI_SCHEMES
+
+    if str(value).startswith(MODEL_URI_SCHEMES):
+        raise FraudseqError(
+            f"{value}: this command rewrites a model directory, and a model in MLflow cannot "
+            "be changed in place; download it (mlflow artifacts download), run the command on "
+            "the directory, then log it as a new version (fraudseq.mlflow.log_model)"
+        )
+    return value
+
+
 DataArg = Annotated[Path, typer.Argument(help="Transactions file: CSV, CSV.gz or Parquet.")]
-ModelDirArg = Annotated[Path, typer.Argument(help="Model directory written by `fraudseq train`.")]
+ModelDirArg = Annotated[
+    Path,
+    typer.Argument(
+        callback=model_source,
+        help="Model directory written by `fraudseq train`, or an MLflow model URI: "
+        "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH, from the tracking "
+        "server MLFLOW_TRACKING_URI names (needs the mlflow extra).",
+    ),
+]
+RewrittenModelDirArg = Annotated[
+    Path,
+    typer.Argument(
+        callback=model_dir_to_rewrite, help="Model directory written by `fraudseq train`."
+    ),
+]
 FromOpt = Annotated[
     str | None,
     typer.Option(

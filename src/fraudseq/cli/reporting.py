@@ -23,6 +23,7 @@ from fraudseq.cli.app import (
     WorkDirOpt,
     app,
     check_outputs,
+    model_label,
     output_console,
     output_file,
     printable,
@@ -334,7 +335,7 @@ def report(
     options = {
         "start": start,
         "end": end,
-        "model_dir": model_dir,
+        "model_dir": model_label(model_dir),
         "title": title,
         "top": top,
         "n_resamples": resamples,
@@ -482,3 +483,138 @@ def feature_table(explanation, top: int) -> Table:
         value = f"{row.value:.4g}" if isinstance(row.value, float) else printable(row.value)
         table.add_row(printable(row.feature), value, f"{row.attribution:+.3f}")
     return table
+
+
+@app.command()
+def monitor(
+    model_dir: ModelDirArg,
+    data: DataArg,
+    start: FromOpt = None,
+    end: UntilOpt = None,
+    reference_start: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-from",
+            callback=time_option,
+            help="Start of the reference period (default: the model's validation period).",
+        ),
+    ] = None,
+    reference_end: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-until", callback=time_option, help="End of the reference period."
+        ),
+    ] = None,
+    stored_reference: Annotated[
+        bool,
+        typer.Option(
+            "--stored-reference",
+            help="Compare with the distributions training stored in the model (of its "
+            "validation period) instead of reading a reference period from DATA.",
+        ),
+    ] = False,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", callback=output_file, help="Also write the drift as JSON."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(callback=output_file, help="Also write an HTML page (the report's style)."),
+    ] = None,
+    psi_threshold: Annotated[
+        float, typer.Option(help="PSI from which a feature has drifted (moderate).")
+    ] = 0.1,
+    psi_significant: Annotated[
+        float, typer.Option(help="PSI from which the drift is called significant.")
+    ] = 0.25,
+    distance_threshold: Annotated[
+        float,
+        typer.Option(help="Normed Wasserstein or Jensen-Shannon distance from which it drifted."),
+    ] = 0.1,
+    alert_rate_ratio: Annotated[
+        float,
+        typer.Option(help="The alert rate drifted at this many times the expected, or 1/it."),
+    ] = 2.0,
+    top: Annotated[int, typer.Option(min=1, help="Features in the table (worst first).")] = 15,
+) -> None:
+    """Drift of a model's features, score and alert rate on [--from, --until) against a
+    reference period: PSI, and the normed Wasserstein distance (numeric) or Jensen-Shannon
+    distance (categorical); worst features first. Labels are not needed.
+    """
+    from fraudseq.drift import Thresholds
+    from fraudseq.drift import monitor as run_monitor
+    from fraudseq.errors import FraudseqError
+    from fraudseq.fraud_model import FraudModel
+    from fraudseq.io import write_json
+
+    if out is not None and out.suffix.lower() == ".json":
+        raise FraudseqError(f"--out {out} writes the HTML page; write the JSON with --json {out}")
+    thresholds = Thresholds(psi_threshold, psi_significant, distance_threshold, alert_rate_ratio)
+    check_outputs(
+        {"--json": json_out, "--out": out},
+        inputs={"the transactions file": data},
+        model_dir=model_dir,
+    )
+    if json_out is not None and out is not None and json_out.resolve() == out.resolve():
+        raise FraudseqError(f"--json and --out both name {out}; give two files")
+    model = FraudModel.load(model_dir)
+    result = run_monitor(
+        model,
+        data,
+        start=start,
+        end=end,
+        reference_start=reference_start,
+        reference_end=reference_end,
+        stored=stored_reference,
+        thresholds=thresholds,
+    )
+    console = output_console()
+    console.print(drift_table(result, top))
+    console.print(alert_rate_line(result["alert_rate"]), highlight=False)
+    if json_out is not None:
+        write_json(result, json_out)
+    if out is not None:
+        from fraudseq.report.drift import write_drift_page
+
+        write_drift_page(result, out, model_dir=model_label(model_dir))
+        log.info("drift page written to %s", out)
+
+
+def drift_table(result: dict, top: int) -> Table:
+    """The score's and the `top` worst features' drift."""
+    ref, cur, t = result["reference"], result["current"], result["thresholds"]
+    n_drifted = len(result["drifted_features"])
+    table = Table(
+        title=(
+            f"drift of [{cur['from'] or 'start'}, {cur['until'] or 'end'}) ({cur['n']:,} tx) "
+            f"against [{ref['from'] or 'start'}, {ref['until'] or 'end'}) ({ref['n']:,} tx, "
+            f"{ref['source']})"
+        ),
+        caption=(
+            f"{n_drifted} of {len(result['features'])} features drifted; drifted: PSI >= "
+            f"{t['psi']:g} (significant >= {t['psi_significant']:g}) or distance >= "
+            f"{t['distance']:g}"
+        ),
+    )
+    for name in ("feature", "PSI", "level", "distance", "kind", "drifted"):
+        table.add_column(name, justify="left" if name in ("feature", "level", "kind") else "right")
+    for e in [result["score"], *result["features"][:top]]:
+        table.add_row(
+            printable(e["name"]),
+            f"{e['psi']:.4f}",
+            e["psi_level"],
+            f"{e['distance']:.4f}",
+            e["distance_kind"],
+            "DRIFT" if e["drifted"] else "",
+            style="bold" if e["name"] == "score" and e is result["score"] else None,
+        )
+    return table
+
+
+def alert_rate_line(a: dict) -> str:
+    ratio = "n/a" if a["ratio"] is None or math.isnan(a["ratio"]) else f"{a['ratio']:.2f}x"
+    return (
+        f"alert rate {a['rate']:.4%} ({a['alerts']:,} of {a['n']:,} at threshold "
+        f"{a['threshold']:.4f}) against {a['expected']:.4%} expected ({a['expected_from']}): "
+        f"{ratio}{' DRIFT' if a['drifted'] else ''}"
+    )

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from fraudseq.cli.app import ModelDirArg, app
+from fraudseq.cli.app import ModelDirArg, app, model_label
 from fraudseq.errors import FraudseqError
 
 log = logging.getLogger("fraudseq")
@@ -102,10 +102,31 @@ def serve(
             "transaction may pass it by 1 day at most) or a fixed ISO 8601 time.",
         ),
     ] = "wall",
+    shadow: Annotated[
+        str | None,
+        typer.Option(
+            help="A challenger model directory: it scores every request in the background, "
+            "with its own state (the --state namespace plus its version); only the served "
+            "model's replies are returned. POST /v1/admin/promote swaps them (needs "
+            "--api-key-env). One worker only.",
+        ),
+    ] = None,
+    shadow_queue: Annotated[
+        int, typer.Option(min=1, help="Challenger calls waiting at most; more are dropped.")
+    ] = 1000,
+    shadow_window: Annotated[
+        int,
+        typer.Option(min=2, help="Scored pairs in the rolling window of the rank correlation."),
+    ] = 1000,
+    shadow_timeout: Annotated[
+        float,
+        typer.Option(min=0.001, help="Seconds after which a challenger call is counted slow."),
+    ] = 1.0,
 ) -> None:
     """Serve the model over HTTP with per-account state.
 
-    POST /v1/score, /v1/score/batch, /v1/feedback; GET /healthz, /readyz, /metrics, /docs.
+    POST /v1/score, /v1/score/batch, /v1/feedback, /v1/admin/promote; GET /healthz, /readyz,
+    /metrics, /docs.
     """
     import uvicorn
 
@@ -115,6 +136,7 @@ def serve(
     from fraudseq.serving.event_time import EventClock
     from fraudseq.serving.http.app import create_app, redact_state_url, set_reasons
     from fraudseq.serving.http.settings import ServeSettings, resolve_api_key
+    from fraudseq.serving.http.shadow import ShadowOptions, load_challenger
 
     EventClock(clock)  # a bad --clock is one clear error before anything starts
     settings = ServeSettings(
@@ -137,6 +159,17 @@ def serve(
             f"account histories. Fix: use a shared store, e.g. --state sqlite:///state.db, "
             f"or --workers 1."
         )
+    if workers > 1 and shadow is not None:
+        raise FraudseqError(
+            f"--shadow runs with one worker: with --workers {workers} each worker would hold "
+            f"its own pair, and a promote would swap only one. Fix: --workers 1."
+        )
+    shadow_options = ShadowOptions(
+        queue_size=shadow_queue,
+        window=shadow_window,
+        every=min(100, shadow_window),
+        timeout=shadow_timeout,
+    )
     # Every log line of this process and of the workers is redacted (state URLs carry
     # passwords), uvicorn's included.
     for handler in logging.getLogger().handlers:
@@ -147,9 +180,17 @@ def serve(
         model_dir, state, min_history=min_history, ttl_seconds=ttl_seconds, clock=clock
     )
     set_reasons(detector, reasons.value)
+    challenger = None
+    if shadow is not None:
+        try:
+            options = {"min_history": min_history, "ttl_seconds": ttl_seconds, "clock": clock}
+            challenger = load_challenger(detector, shadow, state, options)
+        except BaseException:
+            detector.close()
+            raise
     log.info(
         "model %s from %s, state %s, clock %s",
-        detector.model_version, model_dir, redact_state_url(state), clock,
+        detector.model_version, model_label(model_dir), redact_state_url(state), clock,
     )  # fmt: skip
     if not api_key_env and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key (see --api-key-env)", host)
@@ -171,9 +212,14 @@ def serve(
             app_kwargs = settings.app_kwargs()
             for name in ("model_dir", "state", "detector_options", "reasons"):
                 del app_kwargs[name]
-            uvicorn.run(create_app(detector, **app_kwargs), **run)
+            app = create_app(
+                detector, shadow=challenger, shadow_options=shadow_options, **app_kwargs
+            )
+            uvicorn.run(app, **run)
         finally:
             detector.close()
+            if challenger is not None:
+                challenger.close()
         return
     detector.close()  # each worker loads its own
 
@@ -327,7 +373,8 @@ def consume(
         )
         log.info(
             "model %s from %s, stream %s, state %s, clock %s",
-            detector.model_version, model_dir, redact(address.redis_url), redact(state_url), clock,
+            detector.model_version, model_label(model_dir), redact(address.redis_url),
+            redact(state_url), clock,
         )  # fmt: skip
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, loop.stop)

@@ -1,7 +1,7 @@
 """Training a window model on Ray (`fraudseq train --engine ray`): torch families with Ray
 Train's `TorchTrainer`, data-parallel (DDP on gloo, CPU).
 
-Every worker builds the same network (the same seed, as `FraudModel._fit_windows` does)
+Every worker builds the same network (the same seed, as `FraudModel._new_window_model`)
 and runs the one `Trainer` loop with `DataParallel` replicas: each draws the same seeded
 sequence of batches as a single process would (the same part order, the same shuffles and
 samplers), takes its contiguous 1/W slice of every batch, and weighs its mean loss by
@@ -19,7 +19,6 @@ worker's trained state comes back through Ray Train's checkpoint: a directory wi
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import logging
@@ -77,17 +76,19 @@ def fit_on_ray(model, train, valid, *, workers: int, storage: Path) -> None:
     trainer = ray_trainer(model.model)
     if trainer is not fit_torch:
         return trainer(model, train, valid, workers=workers)
-    build = model.build_args()
-    fit = functools.partial(fit_torch, workers=workers, build=build, storage=storage)
-    model._fit_windows(train, valid, fit)
+    window_model = model._new_window_model(train, valid)
+    valid = valid if len(valid) else None
+    fit_torch(
+        window_model, train, valid, workers=workers, build=model.build_args(), storage=storage
+    )
+    model.history_ = window_model.history_
 
 
 def ray_trainer(family: str):
     """What trains `family` on Ray, or a FraudseqError saying it cannot (checked before any
-    work is done): `fit_torch` for the torch families, trained inside
-    `FraudModel._fit_windows`; for XGBoost `engine.ray_xgboost.fit_xgboost_ray(model, train,
-    valid, *, workers)` (`model` the FraudModel), the one place it plugs in, where that
-    module exists."""
+    work is done): `fit_torch` for the torch families; for XGBoost
+    `engine.ray_xgboost.fit_xgboost_ray(model, train, valid, *, workers)` (`model` the
+    FraudModel), the one place it plugs in, where that module exists."""
     if family in TORCH_FAMILIES:
         return fit_torch
     local = "train it with --engine local (--work-dir keeps memory bounded)"
@@ -162,7 +163,7 @@ def _worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     build = config["build"]
-    torch.manual_seed(build[-1])  # the seed, as FraudModel._fit_windows seeds the build
+    torch.manual_seed(build[-1])  # the seed, as FraudModel._new_window_model seeds the build
     window_model = build_model(*build)
     window_model.trainer.replicas = DataParallel(rank, world)
     window_model.trainer.progress = False

@@ -54,6 +54,15 @@ def ray_mapper(address: str | None = None, workers: int | None = None) -> Iterat
     """A mapper running each item as a Ray task: on the cluster at `address`, else on a
     local Ray instance (`workers` CPUs, default all) started and stopped with the block.
     A failed task fails the whole map with the worker's error."""
+    with ray_session(address, workers) as ray:
+        yield lambda function, items: _ray_map(ray, function, items)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, workers: int | None = None):
+    """The `ray` module, initialised for the block: the Ray already initialised in this
+    process, else one started (on the cluster at `address`, else a local instance of
+    `workers` CPUs) and stopped with the block."""
     try:
         import ray
     except ImportError:
@@ -63,7 +72,7 @@ def ray_mapper(address: str | None = None, workers: int | None = None) -> Iterat
         options = {"address": address} if address else {"num_cpus": workers}
         ray.init(**options, include_dashboard=False, log_to_driver=False)
     try:
-        yield lambda function, items: _ray_map(ray, function, items)
+        yield ray
     finally:
         if started:
             ray.shutdown()
@@ -75,7 +84,12 @@ def _ray_map(ray, function: Callable, items: Iterable) -> list:
     try:
         return ray.get(refs)
     except ray.exceptions.RayError as err:
-        for ref in refs:
-            ray.cancel(ref, force=True)
-        cause = getattr(err, "cause", None) or err
-        raise FraudseqError(f"a Ray worker failed: {type(cause).__name__}: {cause}") from err
+        raise worker_failed(ray, err, refs) from err
+
+
+def worker_failed(ray, err, refs) -> FraudseqError:
+    """The error of a failed Ray task (`err`), after cancelling the other tasks (`refs`)."""
+    for ref in refs:
+        ray.cancel(ref, force=True)
+    cause = getattr(err, "cause", None) or err
+    return FraudseqError(f"a Ray worker failed: {type(cause).__name__}: {cause}")

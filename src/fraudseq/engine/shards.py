@@ -69,7 +69,7 @@ class ShardSet:
         import pyarrow.parquet as pq
 
         time = self.schema.time
-        filters = [(time, "<", pd.Timestamp(until_ns))] if until_ns is not None else []
+        filters = [_before(time, until_ns)] if until_ns is not None else []
         if entities is not None:
             filters.append((self.schema.entity_column, "in", list(entities)))
         if columns is not None:
@@ -88,7 +88,7 @@ class ShardSet:
 
         time = self.schema.time
         path = self.directory / self.manifest["shards"][i]
-        table = pq.read_table(path, columns=[time], filters=[(time, "<", pd.Timestamp(until_ns))])
+        table = pq.read_table(path, columns=[time], filters=[_before(time, until_ns)])
         return table.num_rows
 
     def counterparty_partition(self, i: int) -> pd.DataFrame:
@@ -300,3 +300,12 @@ class _Gathered:
                 f"must be unique; remove duplicated rows (e.g. a file loaded twice) or point "
                 f"'id' at a truly unique column."
             )
+
+
+def _before(time: str, until_ns: int) -> tuple:
+    """A Parquet filter for times before `until_ns`, exact to the nanosecond: a
+    `pd.Timestamp` bound goes through microseconds and would drop a row at the bound's
+    last microsecond (such as the last row, with `until` = the last time + 1 ns)."""
+    import pyarrow as pa
+
+    return (time, "<", pa.scalar(int(until_ns), pa.timestamp("ns")))

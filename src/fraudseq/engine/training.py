@@ -135,11 +135,14 @@ def _fit_shards(model: FraudModel, shard_set: ShardSet, mapper, periods, ray_wor
             (shard_set, i, end_ns, model.encoder_, keyed, encoded, [rows.of(m, i) for m in masks])
             for i in range(len(shard_set))
         ]
-        calibration = []
-        for i, (train_windows, valid_windows, picked) in enumerate(mapper(_encode_shard, tasks)):
+        calibration, features = [], []  # the calibration rows and their encoded features
+        for i, (train_windows, valid_windows, picked, at) in enumerate(
+            mapper(_encode_shard, tasks)
+        ):
             train.add(i, *train_windows)
             valid.add(i, *valid_windows)
             calibration.append(picked)
+            features.append(at)
         if ray_workers is None:
             model._fit_windows(train, valid)
         else:
@@ -148,7 +151,13 @@ def _fit_shards(model: FraudModel, shard_set: ShardSet, mapper, periods, ray_wor
             fit_on_ray(model, train, valid, workers=ray_workers, storage=directory / "ray-train")
         # without validation (--valid-days 0) the threshold can only be chosen in-sample
         windows, period = (valid, len(valid)) if len(valid) else (train, 0)
-        _calibrate(model, windows, pd.concat(calibration), calibration_period(period))
+        _calibrate(
+            model,
+            windows,
+            pd.concat(calibration),
+            calibration_period(period),
+            tuple(np.concatenate(part) for part in zip(*features, strict=True)),
+        )
         model._set_training_period(train_from, until, valid_times, len(train), len(valid))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -158,7 +167,8 @@ def _fit_shards(model: FraudModel, shard_set: ShardSet, mapper, periods, ray_wor
 def _encode_shard(task):
     """Shard i encoded (with its keyed features) and written to `encoded`: the positions
     and labels of the windows ending at the rows of each of the first two masks (training,
-    validation), and the calibration rows (the third) for `_calibrate`."""
+    validation), and the calibration rows (the third) with their encoded (numeric,
+    categorical) features, for `_calibrate`."""
     shard_set, i, end_ns, encoder, keyed, encoded, masks = task
     s = shard_set.schema
     frame = shard_set.frame(i, until_ns=end_ns)
@@ -166,8 +176,10 @@ def _encode_shard(task):
     encoded.write(i, shard)
     label = frame[s.label].to_numpy()
     windows = [_windows(shard, np.flatnonzero(mask), label) for mask in masks[:2]]
-    calibration = frame[[s.time, ROW, s.amount, s.label]].iloc[np.flatnonzero(masks[2])]
-    return *windows, calibration
+    picked = np.flatnonzero(masks[2])
+    calibration = frame[[s.time, ROW, s.amount, s.label]].iloc[picked]
+    at = shard.positions_of(picked)
+    return *windows, calibration, (shard.numeric[at], shard.categorical[at])
 
 
 def _windows(encoded: EncodedFrame, picked: np.ndarray, labels: np.ndarray):
@@ -197,10 +209,11 @@ def _fit_parts(shard_set: ShardSet, end_ns: int, rows: _ShardRows, fit_rows, key
 
 
 def _calibrate(
-    model: FraudModel, windows: ShardedWindowSet, rows: pd.DataFrame, period: str
+    model: FraudModel, windows: ShardedWindowSet, rows: pd.DataFrame, period: str, features
 ) -> None:
     """`FraudModel._calibrate` on these windows, whose rows (time, ROW, amount, label, in
-    the windows' order) are put in the whole file's order, as in memory."""
+    the windows' order) are put in the whole file's order, as in memory; `features`: their
+    encoded (numeric, categorical) features, in any order (for the drift reference)."""
     s = model.schema_
     probability = _sigmoid(model.model_.decision_function(windows))
     order = file_order(rows, s.time)
@@ -211,6 +224,7 @@ def _calibrate(
         rows[s.amount].to_numpy(),
         rows[s.time].reset_index(drop=True),
         period,
+        features,
     )
 
 

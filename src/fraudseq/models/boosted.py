@@ -76,6 +76,17 @@ class _Summaries(xgb.DataIter):
                 yield part.select(slice(start, start + self.batch))
 
 
+def summary_matrix(windows, ref: xgb.QuantileDMatrix | None = None) -> xgb.QuantileDMatrix:
+    """The QuantileDMatrix of windows on disk (a `ShardedWindowSet`), fed a part at a time;
+    binned with `ref`'s cuts when given."""
+    return xgb.QuantileDMatrix(_Summaries(windows), max_bin=MAX_BIN, ref=ref)
+
+
+def validates(valid) -> bool:
+    """Whether XGBoost early-stops on these validation windows: some, with fraud among them."""
+    return valid is not None and len(valid) > 0 and valid.labels.sum() > 0
+
+
 class BoostedWindowModel:
     """XGBoost with `scale_pos_weight`, early stopping on validation AP, native model file."""
 
@@ -127,18 +138,25 @@ class BoostedWindowModel:
         if in_memory:
             dtrain = xgb.DMatrix(window_summary(train), label=train.labels)
         else:
-            dtrain = xgb.QuantileDMatrix(_Summaries(train), max_bin=MAX_BIN)
-        evals, stopping = [(dtrain, "train")], None
-        if valid is not None and len(valid) and valid.labels.sum() > 0:
+            dtrain = summary_matrix(train)
+        dvalid = None
+        if validates(valid):
             if in_memory:
                 dvalid = xgb.DMatrix(window_summary(valid), label=valid.labels)
             else:
-                dvalid = xgb.QuantileDMatrix(_Summaries(valid), max_bin=MAX_BIN, ref=dtrain)
+                dvalid = summary_matrix(valid, ref=dtrain)
+        return self.train(self._params(train.labels), dtrain, dvalid)
+
+    def train(self, params: dict, dtrain: xgb.DMatrix, dvalid: xgb.DMatrix | None):
+        """`xgb.train` on these matrices, early stopping on `dvalid`'s AP when given, keeping
+        the trees up to the best round; also what each worker of a distributed run does."""
+        evals, stopping = [(dtrain, "train")], None
+        if dvalid is not None:
             evals.append((dvalid, "valid"))
             stopping = self.early_stopping
         record: dict = {}
         self.booster_ = xgb.train(
-            self._params(train.labels),
+            params,
             dtrain,
             num_boost_round=self.n_estimators,
             evals=evals,

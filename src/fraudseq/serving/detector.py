@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraudseq.artifacts import MANIFEST, MODEL_JSON
+from fraudseq.artifacts import MODEL_JSON, model_manifest, verify_model_dir
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.explain import described_features, occlude, rank_reasons
 from fraudseq.features.constants import COUNTERPARTY_BUCKET_NS
@@ -197,8 +197,7 @@ class Detector:
         clock a time may be; `max_age` (default the state's retention, label delay + 37
         days): how far behind it."""
         model = FraudModel.load(model_dir)
-        manifest = json.loads((Path(model_dir) / MANIFEST).read_text())
-        version = manifest["files"][MODEL_JSON][:12]
+        version = model_version(model_dir)
         if not isinstance(state, str) and ttl_seconds is not None:
             raise FraudseqError("ttl_seconds applies to a store URL; configure the store itself")
         live = LiveEncoder(model.encoder_, model.window)
@@ -716,6 +715,16 @@ class Detector:
 
 
 _ESCAPE = json.encoder.encode_basestring_ascii  # what json.dumps does to a str
+
+
+def model_version(model_dir: str | Path) -> str:
+    """A model directory's version: the first 12 hex digits of its model.json's digest in
+    the manifest. Cheap; a directory without a valid manifest is checked in full, which
+    raises ModelDirectoryError naming the problem (`FraudModel.load` verifies every file)."""
+    files = model_manifest(model_dir)
+    if files is None:
+        files = verify_model_dir(model_dir)
+    return files[MODEL_JSON][:12]
 
 
 def record_json(

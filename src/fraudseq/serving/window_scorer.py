@@ -49,17 +49,12 @@ class WindowScorer:
     def __init__(self, model: FraudModel, *, onnx: bool = True) -> None:
         self.window = model.window
         self.model = model.model_
-        self.network = None
         self.session = None
         _single_threaded_boosters(self.model)
-        if (
-            isinstance(self.model, NeuralWindowModel)
-            and type(self.model).decision_function is NeuralWindowModel.decision_function
-        ):
-            self.network = self.model.network.eval()
-            if onnx:
-                with single_thread():
-                    self.session = onnx_session(self.network, model)
+        self.network = window_network(model)
+        if self.network is not None and onnx:
+            with single_thread():
+                self.session = onnx_session(self.network, model)
 
     def logit(self, numeric: np.ndarray, codes: np.ndarray) -> float:
         """The logit of one window: numeric (L, F) and codes (L, C), oldest event first."""
@@ -147,28 +142,56 @@ class OnnxNetwork:
         return binding, *arrays.values(), out
 
 
+def window_network(model: FraudModel) -> torch.nn.Module | None:
+    """The torch network (in eval mode) whose logits are `model`'s decision function, or
+    None for a family whose score is not one network's output (boosted trees, the
+    autoencoder's rank-mapped error, ensembles)."""
+    inner = model.model_
+    if (
+        isinstance(inner, NeuralWindowModel)
+        and type(inner).decision_function is NeuralWindowModel.decision_function
+    ):
+        return inner.network.eval()
+    return None
+
+
+def export_onnx(network: torch.nn.Module, model: FraudModel, *, batch_axis: bool = False) -> bytes:
+    """`network` (see :func:`window_network`) as an ONNX graph: inputs numeric (B, K, F)
+    float32, codes (B, K, C) int64 and lengths (B,) int64 (windows left-aligned and zero
+    padded), output logits (B,). Without `batch_axis` B is fixed at 1 (the live one-window
+    graph, half the nodes); with it B is a dynamic axis named "batch" (`fraudseq export`).
+    An input the graph never reads (codes, without categorical columns) is dropped by the
+    exporter."""
+    example = random_windows(model, np.array([model.window]), seed=0)
+    dynamic = {name: {0: "batch"} for name in (*OnnxNetwork.INPUTS, "logits")}
+    graph = io.BytesIO()
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            network,
+            tuple(torch.from_numpy(x) for x in example),
+            graph,
+            input_names=list(OnnxNetwork.INPUTS),
+            output_names=["logits"],
+            dynamic_axes=dynamic if batch_axis else None,
+            dynamo=False,  # the TorchScript exporter: 0.3 s, and no onnxscript needed
+        )
+    return graph.getvalue()
+
+
 def onnx_session(network: torch.nn.Module, model: FraudModel) -> OnnxNetwork | None:
     """`network` exported to ONNX in memory and verified against torch, or None (with the
     reason logged) when onnxruntime is missing, the export fails or the logits differ."""
     if onnxruntime_module() is None:
         log.info("onnxruntime is not installed; live scoring runs the network in torch")
         return None
-    example = random_windows(model, np.array([model.window]), seed=0)
-    graph = io.BytesIO()
     try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                network,
-                tuple(torch.from_numpy(x) for x in example),
-                graph,
-                input_names=list(OnnxNetwork.INPUTS),
-                output_names=["logits"],
-                dynamo=False,  # the TorchScript exporter: 0.3 s, and no onnxscript needed
-            )
         encoder = model.encoder_
         session = OnnxNetwork(
-            graph.getvalue(), model.window, encoder.n_numeric, len(encoder.cardinalities)
+            export_onnx(network, model),
+            model.window,
+            encoder.n_numeric,
+            len(encoder.cardinalities),
         )
     except Exception as err:  # ONNX is an optimisation only
         log.info("network not exported to ONNX (%s); live scoring runs it in torch", err)

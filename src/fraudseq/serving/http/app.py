@@ -12,6 +12,8 @@ Routes
     ``GET /healthz``          liveness: the process answers
     ``GET /readyz``           readiness: model loaded and state store healthy, else 503
     ``GET /metrics``          Prometheus text format (:mod:`~fraudseq.serving.http.metrics`)
+    ``POST /v1/admin/promote`` with a shadow model: swap champion and challenger
+                              (:mod:`~fraudseq.serving.http.shadow`); needs the API key
     ``GET /docs``, ``GET /openapi.json``
 
 Requests are validated by models built from the model's schema
@@ -79,8 +81,9 @@ from fraudseq.serving.http.errors import (
     error_body,
     error_responses,
     internal_error,
+    promote_responses,
 )
-from fraudseq.serving.http.metrics import Metrics
+from fraudseq.serving.http.metrics import DRIFT_EVERY, DRIFT_WINDOW, Metrics, ScoreDriftGauges
 from fraudseq.serving.http.middleware import (
     API_KEY_HEADER,
     ApiKeyMiddleware,
@@ -93,6 +96,7 @@ from fraudseq.serving.http.requests import (
     FeedbackResult,
     Health,
     NotReady,
+    Promoted,
     Ready,
     ScoreResult,
     request_models,
@@ -102,6 +106,13 @@ from fraudseq.serving.http.settings import (
     DEFAULT_MAX_BATCH,
     ServeSettings,
     default_max_body_bytes,
+)
+from fraudseq.serving.http.shadow import (
+    ShadowBusyError,
+    ShadowMetrics,
+    ShadowOptions,
+    ShadowPair,
+    load_challenger,
 )
 from fraudseq.serving.stores import StateStoreError
 from fraudseq.transaction import request_columns
@@ -196,6 +207,8 @@ class _Serving:
             raise ApiError(404, str(err)) from None
         except StateStoreError as err:  # not the client's fault
             raise self._store_failed(method, err) from None
+        except ShadowBusyError as err:
+            raise ApiError(503, str(err), {"Retry-After": "1"}) from None
         except FraudseqError as err:
             raise ApiError(400, str(err)) from None
         if method in STORE_METHODS:
@@ -306,6 +319,11 @@ def create_app(
     reasons: str | None = None,
     registry: CollectorRegistry | None = None,
     freeze_gc: bool = False,
+    drift_window: int = DRIFT_WINDOW,
+    drift_every: int = DRIFT_EVERY,
+    shadow: Any = None,
+    shadow_dir: str | Path | None = None,
+    shadow_options: ShadowOptions | None = None,
 ) -> FastAPI:
     """The FastAPI app over `detector`, or over a Detector loaded in the lifespan.
 
@@ -328,9 +346,17 @@ def create_app(
             app) out of the cyclic garbage collector's reach and score with one torch thread
             (see :func:`_freeze_long_lived_objects`). Process-wide settings, so off by
             default; ``fraudseq serve`` (ServeSettings.app_kwargs) turns it on.
+        drift_window, drift_every: the score drift gauges look at the last `drift_window`
+            new scores, recomputed every `drift_every` (see ScoreDriftGauges).
+        shadow, shadow_dir: a challenger scoring every call in the background, given (with
+            `detector`; the app does not close it) or loaded from `shadow_dir` (with
+            `model_dir`; its state in its own namespace of `state`, see
+            :mod:`~fraudseq.serving.http.shadow`); `shadow_options` tune it.
     """
     if (detector is None) == (model_dir is None):
         raise ValueError("create_app needs exactly one of detector and model_dir")
+    if (shadow is not None and detector is None) or (shadow_dir is not None and model_dir is None):
+        raise ValueError("a shadow goes with the same kind of champion: detector or model_dir")
     missing = [name for name in DETECTOR_INTERFACE if not hasattr(detector, name)]
     if detector is not None and missing:
         raise TypeError(f"the detector lacks {', '.join(missing)} of the Detector interface")
@@ -349,13 +375,16 @@ def create_app(
     ground_truth = {c for c in (schema.label, schema.scenario) if c is not None}
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     serving = _Serving(metrics=metrics)
+    drift = ScoreDriftGauges(metrics.registry, window=drift_window, every=drift_every)
+    shadowed = shadow is not None or shadow_dir is not None
+    shadow_metrics = ShadowMetrics(metrics.registry) if shadowed else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(1, thread_name_prefix="fraudseq-detector")
         probe_executor = ThreadPoolExecutor(1, thread_name_prefix="fraudseq-probe")
-        owned = None
+        owned = owned_shadow = pair = None
         try:
             if detector is None:
                 started = time.perf_counter()
@@ -374,11 +403,22 @@ def create_app(
                     time.perf_counter() - started,
                     redact_state_url(state),
                 )
-            serving.detector = owned if owned is not None else detector
+            champion = owned if owned is not None else detector
+            challenger = shadow
+            if shadow_dir is not None:
+                owned_shadow = challenger = await loop.run_in_executor(
+                    executor, load_challenger, champion, str(shadow_dir), state, options
+                )
+            if challenger is not None:
+                pair = ShadowPair(
+                    champion, challenger, shadow_metrics, shadow_options or ShadowOptions()
+                )
+            serving.detector = pair if pair is not None else champion
             serving.executor = executor
             serving.probe_executor = probe_executor
             serving._probe = None
             metrics.model_info.labels(str(serving.detector.model_version)).set(1)
+            drift.set_model(getattr(champion, "model", None))
             if freeze_gc:
                 _freeze_long_lived_objects()
             yield
@@ -386,11 +426,14 @@ def create_app(
             serving.detector = None
             serving.executor = None
             probe_executor.shutdown(wait=False, cancel_futures=True)  # a probe may hang
-            if owned is not None:
-                try:
-                    await loop.run_in_executor(executor, owned.close)
-                except Exception:
-                    log.exception("closing the detector failed")
+            if pair is not None:
+                await loop.run_in_executor(executor, pair.stop)
+            for model in (owned, owned_shadow):
+                if model is not None:
+                    try:
+                        await loop.run_in_executor(executor, model.close)
+                    except Exception:
+                        log.exception("closing the detector failed")
             executor.shutdown(wait=True)
 
     app = FastAPI(
@@ -411,6 +454,7 @@ def create_app(
     )
     app.state.serving = serving
     app.state.metrics = metrics
+    app.state.drift = drift
     app.state.settings = {"max_batch": max_batch, "max_body_bytes": body_limit}
 
     secured = []
@@ -487,6 +531,7 @@ def create_app(
         ):
             if counts[key]:
                 counter.inc(counts[key])
+        drift.observe_call(result, counts)
         return result
 
     # Replies are serialised with json.dumps (allow_nan=False) and returned as a Response,
@@ -601,6 +646,32 @@ def create_app(
     )
     async def metrics_route() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/v1/admin/promote",
+        dependencies=secured,
+        summary="Swap the served model and its shadow (needs the API key)",
+        response_model=Promoted,
+        responses=promote_responses(keyed),
+    )
+    async def promote(request: Request) -> Any:
+        if not api_key:
+            raise ApiError(
+                403,
+                "promote needs an API key: start the server with --api-key-env NAME (the "
+                "variable holding the key) and send it in the X-API-Key header",
+            )
+        if not isinstance(serving.detector, ShadowPair):
+            raise ApiError(
+                409, "no shadow model to promote: start the server with --shadow MODEL_DIR"
+            )
+        swapped = await guarded(request, "promote")
+        if isinstance(swapped, Response):
+            return swapped
+        metrics.model_info.clear()
+        metrics.model_info.labels(swapped["champion"]).set(1)
+        drift.set_model(getattr(serving.detector.champion, "model", None))  # its reference
+        return _json_response(request, {"status": "promoted", **swapped})
 
     routes = frozenset(r.path for r in app.routes if hasattr(r, "path"))
     # Added last = outermost: metrics see every response, including 401 and 413.

@@ -32,6 +32,7 @@ __all__ = [
     "error_body",
     "error_responses",
     "internal_error",
+    "promote_responses",
 ]
 
 log = logging.getLogger("fraudseq.serving")
@@ -96,6 +97,20 @@ _ERRORS: dict[int, tuple[type[BaseModel], str]] = {
         "was stored. Transient: Retry-After. Permanent (permanent: true): no Retry-After.",
     ),
 }
+
+
+def promote_responses(keyed: tuple[int, ...]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of POST /v1/admin/promote."""
+    own = {
+        403: "The server runs without an API key, so promote is refused.",
+        409: "No shadow model is configured (--shadow): nothing to promote.",
+        503: "The model is not loaded, or the shadow model's queued calls did not finish "
+        "in time: nothing was swapped (Retry-After).",
+    }
+    out = error_responses(*keyed, 500, 503)
+    for code, description in own.items():
+        out[code] = {**out.get(code, {"model": ErrorBody}), "description": description}
+    return out
 
 
 def _json_content(schema: dict) -> dict:

@@ -74,6 +74,7 @@ __all__ = [
     "FeedbackResult",
     "Health",
     "NotReady",
+    "Promoted",
     "Ready",
     "ScoreResult",
     "StoreHealth",
@@ -414,6 +415,12 @@ class FeedbackResult(BaseModel):
     label: int = Field(description="1 fraud, 0 legitimate.")
     previous_label: int | None = Field(description="The label held before, null if none.")
     changed: bool
+
+
+class Promoted(BaseModel):
+    status: Literal["promoted"]
+    champion: str = Field(description="The model version now answering.")
+    challenger: str = Field(description="The model version now scoring in the shadow.")
 
 
 class Health(BaseModel):
