@@ -140,6 +140,9 @@ class FraudModel:
         valid_period: tuple | None = None,
         work_dir: str | Path | None = None,
         shards: int | None = None,
+        engine: str = "local",
+        ray_address: str | None = None,
+        ray_workers: int = 2,
     ) -> FraudModel:
         """Train on labelled transactions with time in [train_from, train_until).
 
@@ -150,17 +153,21 @@ class FraudModel:
 
         With `work_dir`, `data` (a file) is streamed through `shards` shards by entity
         written there, in memory bounded by a shard (`fraudseq.engine.training`).
+        `engine="ray"` streams it so too (through a temporary directory without
+        `work_dir`), with the feature passes as Ray tasks and a torch family trained on
+        `ray_workers` Ray Train workers (`fraudseq.engine.ray_train`), on the cluster at
+        `ray_address` or a local Ray instance started and stopped with the call.
         """
         self._check_params()
         schema = schema or Schema.simulator()
-        if work_dir is not None:
+        if work_dir is not None or engine != "local":
             from fraudseq.engine.training import fit_sharded
 
             if not isinstance(data, str | Path):
                 raise FraudseqError(
-                    "work_dir streams a file through shards: give the path of a CSV or Parquet "
-                    f"file, not a {type(data).__name__} (already in memory: fit without "
-                    "work_dir)"
+                    "work_dir (and engine='ray') stream a file through shards: give the path "
+                    f"of a CSV or Parquet file, not a {type(data).__name__} (already in "
+                    "memory: fit without them)"
                 )
 
             return fit_sharded(
@@ -173,6 +180,9 @@ class FraudModel:
                 train_until=train_until,
                 valid_days=valid_days,
                 valid_period=valid_period,
+                engine=engine,
+                ray_address=ray_address,
+                ray_workers=ray_workers,
             )
         frame = load_transactions(data, schema, require_label=True)
         until = parse_time(train_until, "--train-until") or frame[schema.time].max() + _ONE_NS
@@ -360,13 +370,13 @@ class FraudModel:
             raise ConfigError(f"invalid loss={self.loss!r}: {exc}") from None
 
     def _build(self):
-        return build_model(
-            self.model,
-            self.encoder_.n_numeric,
-            self.encoder_.cardinalities,
-            self.get_params(),
-            self.seed,
-        )
+        return build_model(*self.build_args())
+
+    def build_args(self) -> tuple:
+        """`build_model`'s arguments for this fitted encoder: what a Ray Train worker builds
+        the same window model from (`engine.ray_train`)."""
+        encoder = self.encoder_
+        return (self.model, encoder.n_numeric, encoder.cardinalities, self.get_params(), self.seed)
 
     # -- scoring -------------------------------------------------------------------------
     def score(self, data, *, start=None, end=None) -> pd.DataFrame:

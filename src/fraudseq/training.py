@@ -120,6 +120,35 @@ class ClassifierObjective:
         return ("valid_ap", False) if valid.labels.sum() > 0 else ("valid_loss", True)
 
 
+class Replicas:
+    """How many processes train one model, and this one's part: here, one process that
+    takes every window of every batch. A data-parallel subclass
+    (`fraudseq.engine.ray_train.DataParallel`) gives each of several processes its slice
+    of each batch of the same sequence, so that `Trainer.fit` is one loop either way."""
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """The module the training steps run (validation runs the module itself)."""
+        return module
+
+    def share(self, picked: np.ndarray) -> tuple[np.ndarray, int]:
+        """This process's windows of a batch `picked` and how many of them count (a process
+        left without any runs one window with weight 0, so that every process steps)."""
+        return picked, len(picked)
+
+    def weight(self, mine: int, batch: int) -> float:
+        """The factor on the mean loss of `mine` of a batch's `batch` windows that makes the
+        processes' averaged gradient the whole batch's."""
+        return 1.0
+
+    def total(self, loss_sum: float, count: int) -> tuple[float, int]:
+        """An epoch's summed loss and window count over every process."""
+        return loss_sum, count
+
+    def agree(self, stop: bool) -> bool:
+        """One decision for every process (the first process's)."""
+        return stop
+
+
 class Callback:
     """Hooks into `Trainer.fit`; override the ones needed."""
 
@@ -208,12 +237,14 @@ class Trainer:
     progress: bool | None = None
     objective: Objective | None = None
     callbacks: list[Callback] | None = None
+    replicas: Replicas = field(default_factory=Replicas)
     history_: list[dict] = field(default_factory=list, init=False)
 
     @classmethod
     def from_params(cls, params: dict, seed: int, objective: Objective | None = None) -> Trainer:
         """A Trainer from a FraudModel's hyperparameters (it takes the ones it knows)."""
-        names = {f.name for f in fields(cls) if f.init} - {"seed", "objective", "callbacks"}
+        given = {"seed", "objective", "callbacks", "replicas"}
+        names = {f.name for f in fields(cls) if f.init} - given
         known = {k: v for k, v in params.items() if k in names}
         return cls(seed=seed, objective=objective, **known)
 
@@ -225,6 +256,7 @@ class Trainer:
         objective = self.objective or self._classifier_objective(train.labels)
         callbacks = self._callbacks(objective, valid)
         model = objective.module(net)
+        trained = self.replicas.wrap(model)
         optimizer = torch.optim.Adam(
             net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
@@ -232,20 +264,22 @@ class Trainer:
             callback.on_train_begin(net)
         self.history_ = []
         for epoch in range(1, self.epochs + 1):
-            record = self._epoch(model, objective, optimizer, train, valid, epoch)
+            record = self._epoch((trained, model), objective, optimizer, train, valid, epoch)
             self.history_.append(record)
             log.info(_epoch_line(record, self.epochs))
             # Every callback sees every epoch, even after one of them asked to stop.
-            if any([callback.on_epoch_end(net, record) for callback in callbacks]):
+            if self.replicas.agree(any([c.on_epoch_end(net, record) for c in callbacks])):
                 break
         for callback in callbacks:
             callback.on_train_end(net)
         return net
 
-    def _epoch(self, model, objective, optimizer, train, valid, epoch) -> dict:
-        """One epoch's training steps and validation: its history record."""
+    def _epoch(self, modules, objective, optimizer, train, valid, epoch) -> dict:
+        """One epoch's training steps (on `modules`' first, the one wrapped by `replicas`)
+        and validation (on the second): its history record."""
         started = time.perf_counter()
-        train_loss = self._train_epoch(model, train, objective.loss, optimizer, epoch)
+        trained, model = modules
+        train_loss = self._train_epoch(trained, train, objective.loss, optimizer, epoch)
         record = {"epoch": epoch, "train_loss": train_loss}
         if valid is not None:
             outputs = predict_logits(model, valid, self.batch_size * 4)
@@ -283,33 +317,41 @@ class Trainer:
         return epoch_indices(labels, rng, oversample=self.oversample, fraud_ratio=self.fraud_ratio)
 
     def _train_epoch(self, net, train, loss_fn, optimizer, epoch) -> float:
-        """One pass over the training windows, part by part (a set in memory is one part):
-        the parts in an order shuffled per epoch, each part's windows drawn by the sampler
-        and shuffled, in batches. One generator seeded by (seed, epoch) draws every part's
-        windows in turn, so one part gives the same batches as the windows in memory."""
+        """One pass over the training windows in `batches`, each process (`replicas`) taking
+        its share of every batch: the mean training loss over the epoch's windows."""
         net.train()
-        rng = np.random.default_rng([self.seed, epoch])
-        order = np.random.default_rng([self.seed, epoch, 1])
         total, count = 0.0, 0
         with _progress(
             self.progress, f"epoch {epoch}", _batches(train, self.batch_size)
         ) as advance:
-            for part in train.parts(order):
-                labels = torch.from_numpy(part.labels.astype(np.float32))
-                permutation = epoch_indices(
-                    part.labels, rng, oversample=self.oversample, fraud_ratio=self.fraud_ratio
-                )
-                for start in range(0, len(permutation), self.batch_size):
-                    picked = permutation[start : start + self.batch_size]
-                    numeric, categorical, lengths = part.source.batch(part.positions[picked])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = loss_fn(net(numeric, categorical, lengths), labels[picked])
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.item() * len(picked)
-                    count += len(picked)
-                    advance()
+            for part, labels, picked in self.batches(train, epoch):
+                mine, counted = self.replicas.share(picked)
+                numeric, categorical, lengths = part.source.batch(part.positions[mine])
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(net(numeric, categorical, lengths), labels[mine])
+                (loss * self.replicas.weight(counted, len(picked))).backward()
+                optimizer.step()
+                total += loss.item() * counted
+                count += counted
+                advance()
+        total, count = self.replicas.total(total, count)
         return total / max(count, 1)
+
+    def batches(self, train, epoch: int) -> Iterator[tuple[WindowSet, torch.Tensor, np.ndarray]]:
+        """An epoch's batches: (part, its labels, the batch's indices into the part), part by
+        part (a set in memory is one part), the parts in an order shuffled per epoch, each
+        part's windows drawn by the sampler and shuffled. One generator seeded by (seed,
+        epoch) draws every part's windows in turn, so one part gives the same batches as the
+        windows in memory, and every process of a data-parallel run the same batches."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = np.random.default_rng([self.seed, epoch, 1])
+        for part in train.parts(order):
+            labels = torch.from_numpy(part.labels.astype(np.float32))
+            permutation = epoch_indices(
+                part.labels, rng, oversample=self.oversample, fraud_ratio=self.fraud_ratio
+            )
+            for start in range(0, len(permutation), self.batch_size):
+                yield part, labels, permutation[start : start + self.batch_size]
 
 
 def _batches(windows, batch_size: int) -> int:

@@ -133,6 +133,9 @@ def train(
     window: Annotated[int, typer.Option(min=1, help="Events per window.")] = 16,
     batch_size: Annotated[int, typer.Option(min=1)] = 512,
     hidden_size: Annotated[int, typer.Option(min=1)] = 32,
+    dropout: Annotated[
+        float, typer.Option(min=0, max=1, help="Dropout rate of the networks (below 1).")
+    ] = 0.1,
     learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
     loss: Annotated[str, typer.Option(callback=one_of(LOSSES), help="bce or focal.")] = "bce",
     focal_alpha: Annotated[float, typer.Option(min=0, max=1)] = 0.25,
@@ -174,8 +177,23 @@ def train(
     seed: SeedOpt = 0,
     work_dir: TrainWorkDirOpt = None,
     shards: ShardsOpt = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="ray: the feature passes as Ray tasks and a torch family trained with Ray "
+            "Train (DDP on --ray-workers workers; see --ray-address); local: here."
+        ),
+    ] = Engine.local,
+    ray_address: RayAddressOpt = None,
+    ray_workers: Annotated[
+        int, typer.Option(min=1, help="With --engine ray: Ray Train workers (processes).")
+    ] = 2,
 ) -> None:
-    """Train a model on labelled transactions before --train-until."""
+    """Train a model on labelled transactions before --train-until.
+
+    With --engine ray the data streams through shards (under --work-dir, else a temporary
+    directory), and the model trains on --ray-workers Ray Train workers, each taking its
+    slice of every batch: the single-process computation (see docs/scale.md)."""
     from fraudseq.fraud_model import FraudModel
 
     check_outputs(
@@ -191,6 +209,7 @@ def train(
         epochs=epochs,
         batch_size=batch_size,
         hidden_size=hidden_size,
+        dropout=dropout,
         learning_rate=learning_rate,
         loss=loss,
         focal_alpha=focal_alpha,
@@ -214,6 +233,9 @@ def train(
         valid_days=valid_days,
         work_dir=work_dir,
         shards=shards,
+        engine=engine.value,
+        ray_address=ray_address,
+        ray_workers=ray_workers,
     )
     fitted.save(out)
     m = fitted.validation_metrics_

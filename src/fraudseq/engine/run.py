@@ -10,6 +10,7 @@ one machine, a shared file system (NFS, a mounted bucket) on a cluster.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -30,17 +31,21 @@ def sharded_run(
     shards: int | None = None,
     engine: str = "local",
     ray_address: str | None = None,
+    ray_workers: int | None = None,
     require_label: bool = False,
 ) -> Iterator[tuple[ShardSet, Mapper]]:
     """The shards of `data` (under `work_dir`, else a temporary directory removed at the
-    end) and the engine's mapper, for the length of the block."""
+    end) and the engine's mapper, for the length of the block. A local Ray instance gets
+    every CPU, and at least `ray_workers` (the Ray Train workers of `fraudseq train`)."""
     if engine not in ENGINES:
         raise FraudseqError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     with contextlib.ExitStack() as stack:
         if work_dir is None:
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fraudseq-")))
+        work_dir = Path(work_dir).absolute()  # the path Ray workers are given
         built = ShardSet.build(data, schema, work_dir, shards=shards, require_label=require_label)
-        mapper = map if engine == "local" else stack.enter_context(ray_mapper(ray_address))
+        cpus = None if ray_workers is None else max(ray_workers, os.cpu_count() or 1)
+        mapper = map if engine == "local" else stack.enter_context(ray_mapper(ray_address, cpus))
         yield built, mapper
 
 

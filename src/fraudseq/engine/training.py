@@ -20,6 +20,10 @@ time (`WindowSet.parts`): torch families through the one `Trainer` loop (shard o
 shuffled each epoch, windows shuffled within a shard, samplers per shard), XGBoost through
 a `QuantileDMatrix` fed shard by shard. The threshold is chosen on the validation rows'
 labels and probabilities gathered shard by shard, in the whole file's row order.
+
+The passes over shards (2 and 4) are tasks given to the run's mapper (`engine.run`): this
+process, or Ray tasks with `engine="ray"`, where a torch family then trains on Ray Train
+(`engine.ray_train`) from the encoded shards in the shared work directory.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import pandas as pd
 
 from fraudseq.engine.chunks import ROW, file_order
 from fraudseq.engine.keyed import keyed_features
+from fraudseq.engine.run import sharded_run
 from fraudseq.engine.shards import ShardSet
 from fraudseq.features import EncodedFrame
 from fraudseq.fraud_model import _ONE_NS, FraudModel, _sigmoid, calibration_period
@@ -57,9 +62,36 @@ def fit_sharded(
     train_until=None,
     valid_days: float = 7,
     valid_period: tuple | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    ray_workers: int = 2,
 ) -> FraudModel:
-    """`model.fit(data, ...)` through shards under `work_dir` (see the module docstring)."""
-    shard_set = ShardSet.build(data, schema, work_dir, shards=shards, require_label=True)
+    """`model.fit(data, ...)` through shards under `work_dir` (a temporary directory if
+    None; see the module docstring). With `engine="ray"`, the feature passes run as Ray
+    tasks and the window model trains on `ray_workers` Ray Train workers
+    (`engine.ray_train`), on the cluster at `ray_address` or a local Ray instance."""
+    if engine == "ray":
+        from fraudseq.engine.ray_train import ray_trainer
+
+        ray_trainer(model.model)  # fails before any work for a family Ray cannot train
+    run = sharded_run(
+        data,
+        schema,
+        work_dir=work_dir,
+        shards=shards,
+        engine=engine,
+        ray_address=ray_address,
+        ray_workers=ray_workers,
+        require_label=True,
+    )
+    with run as (shard_set, mapper):
+        periods = (train_from, train_until, valid_days, valid_period)
+        workers = None if engine == "local" else ray_workers
+        return _fit_shards(model, shard_set, mapper, periods, workers)
+
+
+def _fit_shards(model: FraudModel, shard_set: ShardSet, mapper, periods, ray_workers):
+    train_from, train_until, valid_days, valid_period = periods
     s = shard_set.schema
     model.schema_ = s
     # 1. the periods
@@ -89,7 +121,7 @@ def fit_sharded(
     among = np.zeros(shard_set.rows, dtype=bool)
     among[file_rows[fit_rows]] = True
     del file_rows
-    fit_keyed = keyed_features(shard_set, encoder, among=among)
+    fit_keyed = keyed_features(shard_set, encoder, mapper, among=among)
     model.encoder_ = encoder.fit_parts(_fit_parts(shard_set, end_ns, rows, fit_rows, fit_keyed))
     # 4. the windows
     directory = Path(tempfile.mkdtemp(prefix="train-", dir=shard_set.directory.parent))
@@ -97,21 +129,26 @@ def fit_sharded(
         encoded = EncodedShards(directory, model.window)
         train = ShardedWindowSet(encoded)
         valid = ShardedWindowSet(encoded)
-        calibration, features = [], []  # the calibration rows' encoded features
-        keyed = keyed_features(shard_set, model.encoder_)
-        for i in range(len(shard_set)):
-            frame = shard_set.frame(i, until_ns=end_ns)
-            shard = model.encoder_.transform(frame, keyed.of(i, frame[ROW].to_numpy()))
-            encoded.write(i, shard)
-            label = frame[s.label].to_numpy()
-            train.add(i, shard, rows.of(train_rows, i), label)
-            valid.add(i, shard, rows.of(valid_rows, i), label)
-            picked = np.flatnonzero(rows.of(calibrate_rows, i))
-            calibration.append(frame[[s.time, ROW, s.amount, s.label]].iloc[picked])
-            at = shard.positions_of(picked)
-            features.append((shard.numeric[at], shard.categorical[at]))
-        del frame, shard  # the model's training holds one shard at a time
-        model._fit_windows(train, valid)
+        keyed = keyed_features(shard_set, model.encoder_, mapper)
+        masks = (train_rows, valid_rows, calibrate_rows)
+        tasks = [
+            (shard_set, i, end_ns, model.encoder_, keyed, encoded, [rows.of(m, i) for m in masks])
+            for i in range(len(shard_set))
+        ]
+        calibration, features = [], []  # the calibration rows and their encoded features
+        for i, (train_windows, valid_windows, picked, at) in enumerate(
+            mapper(_encode_shard, tasks)
+        ):
+            train.add(i, *train_windows)
+            valid.add(i, *valid_windows)
+            calibration.append(picked)
+            features.append(at)
+        if ray_workers is None:
+            model._fit_windows(train, valid)
+        else:
+            from fraudseq.engine.ray_train import fit_on_ray
+
+            fit_on_ray(model, train, valid, workers=ray_workers, storage=directory / "ray-train")
         # without validation (--valid-days 0) the threshold can only be chosen in-sample
         windows, period = (valid, len(valid)) if len(valid) else (train, 0)
         _calibrate(
@@ -125,6 +162,29 @@ def fit_sharded(
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return model
+
+
+def _encode_shard(task):
+    """Shard i encoded (with its keyed features) and written to `encoded`: the positions
+    and labels of the windows ending at the rows of each of the first two masks (training,
+    validation), and the calibration rows (the third) with their encoded (numeric,
+    categorical) features, for `_calibrate`."""
+    shard_set, i, end_ns, encoder, keyed, encoded, masks = task
+    s = shard_set.schema
+    frame = shard_set.frame(i, until_ns=end_ns)
+    shard = encoder.transform(frame, keyed.of(i, frame[ROW].to_numpy()))
+    encoded.write(i, shard)
+    label = frame[s.label].to_numpy()
+    windows = [_windows(shard, np.flatnonzero(mask), label) for mask in masks[:2]]
+    picked = np.flatnonzero(masks[2])
+    calibration = frame[[s.time, ROW, s.amount, s.label]].iloc[picked]
+    at = shard.positions_of(picked)
+    return *windows, calibration, (shard.numeric[at], shard.categorical[at])
+
+
+def _windows(encoded: EncodedFrame, picked: np.ndarray, labels: np.ndarray):
+    """The positions of the windows ending at rows `picked` of `encoded`, and their labels."""
+    return encoded.positions_of(picked), labels[picked].astype(np.float32)
 
 
 @dataclass
@@ -176,6 +236,10 @@ class EncodedShards:
         self.directory, self.window = Path(directory), window
         self._loaded: tuple[int, WindowSource] | None = None
 
+    def __getstate__(self) -> dict:
+        """What a Ray worker is sent: the directory, not the shard last read."""
+        return {**self.__dict__, "_loaded": None}
+
     def write(self, i: int, encoded: EncodedFrame) -> None:
         for name in ARRAYS:
             np.save(self.directory / f"{i:05d}-{name}.npy", getattr(encoded, name))
@@ -201,13 +265,10 @@ class ShardedWindowSet:
     shards: EncodedShards
     pieces: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
 
-    def add(self, i: int, encoded: EncodedFrame, rows: np.ndarray, labels: np.ndarray) -> None:
-        """The windows ending at the rows of shard i (`encoded`) where `rows` (a mask)
-        holds; `labels` of every row of the shard."""
-        picked = np.flatnonzero(rows)
-        if len(picked):
-            positions = encoded.positions_of(picked)
-            self.pieces.append((i, positions, labels[picked].astype(np.float32)))
+    def add(self, i: int, positions: np.ndarray, labels: np.ndarray) -> None:
+        """Windows of shard i: the positions of their last events, and their labels."""
+        if len(positions):
+            self.pieces.append((i, positions, labels))
 
     def __len__(self) -> int:
         return sum(len(p) for _, p, _ in self.pieces)
