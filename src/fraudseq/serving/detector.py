@@ -522,7 +522,11 @@ class Detector:
             vector = run[fast[run]]
             if len(vector):
                 encoded, table = encode_batch(
-                    live, fresh.take(vector.tolist()), table, account[vector], buckets
+                    live,
+                    fresh if len(vector) == n else fresh.take(vector.tolist()),
+                    table,
+                    account[vector],
+                    buckets,
                 )
                 window_numeric[vector] = encoded.window_numeric
                 window_codes[vector] = encoded.window_codes
