@@ -198,8 +198,8 @@ def encode_batch(
     run = EncodedRun(
         numeric=numeric[inverse],
         codes=codes[inverse],
-        window_numeric=rows_numeric[index][inverse],
-        window_codes=rows_codes[index][inverse],
+        window_numeric=rows_numeric[index[inverse]],
+        window_codes=rows_codes[index[inverse]],
         lengths=lengths[inverse],
         n_previous=context.n_prev[inverse],
         row_position=rpos[inverse],
