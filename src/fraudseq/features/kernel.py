@@ -134,8 +134,14 @@ class Context:
             stored, counts = self.state.seen[j], self.state.seen_counts[j]
             code, _ = pd.factorize(np.concatenate([stored, _as_hash(values)]))
             width = int(code.max(initial=0)) + 1
-            stored_keys = group_ids(counts) * width + code[: len(stored)]
-            keys = self.entity * width + code[len(stored) :]
+            stored_code, chunk_code = code[: len(stored)], code[len(stored) :]
+            # Only stored values that occur in the chunk can match: a linear filter keeps
+            # the membership test (a sort) to those, not every value every entity has seen.
+            in_chunk = np.zeros(width, dtype=bool)
+            in_chunk[chunk_code] = True
+            relevant = in_chunk[stored_code]
+            stored_keys = group_ids(counts)[relevant] * width + stored_code[relevant]
+            keys = self.entity * width + chunk_code
             _, first = np.unique(keys, return_index=True)  # rows are grouped: the earliest
             earlier = np.ones(len(keys), dtype=bool)
             earlier[first] = False

@@ -84,7 +84,12 @@ def value_hash(value: str) -> int:
 def value_hashes(values) -> np.ndarray:
     """`value_hash` of each value (uint64), hashing each distinct value once."""
     index, distinct = pd.factorize(np.asarray(values, dtype=object))
-    return np.fromiter(map(value_hash, distinct.tolist()), np.uint64, len(distinct))[index]
+    return distinct_hashes(distinct)[index]
+
+
+def distinct_hashes(distinct: np.ndarray) -> np.ndarray:
+    """`value_hash` of each of `distinct` (values already distinct, as pd.factorize gives)."""
+    return np.fromiter(map(value_hash, distinct.tolist()), np.uint64, len(distinct))
 
 
 def first_mark(value_hash: int) -> int:

@@ -33,7 +33,7 @@ import pandas as pd
 from fraudseq.features.encoder import OOV_CODE, clean_features
 from fraudseq.features.kernel import Buckets, Chunk, Context, advance, compute
 from fraudseq.features.segments import Combined, group_ids, ranges, starts_of
-from fraudseq.features.state import StateTable, value_hashes
+from fraudseq.features.state import StateTable, distinct_hashes
 from fraudseq.serving.live_features import (
     SEEN_CAP,
     LiveEncoder,
@@ -137,7 +137,7 @@ def encode_batch(
     hashes = []
     if live.novelty:
         for distinct, index in distinct_values:
-            hashes.append(value_hashes(distinct)[index])
+            hashes.append(distinct_hashes(distinct)[index])
     chunk = Chunk(account[order], txs.time_ns[order], txs.amount[order], hashes)
     buckets = None
     if live.counterparty:
@@ -198,8 +198,8 @@ def encode_batch(
     run = EncodedRun(
         numeric=numeric[inverse],
         codes=codes[inverse],
-        window_numeric=rows_numeric[index][inverse],
-        window_codes=rows_codes[index][inverse],
+        window_numeric=rows_numeric[index[inverse]],
+        window_codes=rows_codes[index[inverse]],
         lengths=lengths[inverse],
         n_previous=context.n_prev[inverse],
         row_position=rpos[inverse],
@@ -216,13 +216,11 @@ def _counterparty_codes(
 ) -> tuple[np.ndarray, Buckets]:
     """The batch's counterparties (in `order`) as codes of the stored table's names (new
     ones after them), and the stored buckets as the kernel's."""
-    index = stored.index
-    names = [txs.counterparty[i] for i in order.tolist()]
-    codes = [index.get(name, -1) for name in names]
-    unknown = [i for i, code in enumerate(codes) if code < 0]
-    if unknown:
-        extra, _ = pd.factorize(np.array([names[i] for i in unknown], dtype=object))
-        for i, code in zip(unknown, extra.tolist(), strict=True):
-            codes[i] = len(stored.names) + code
+    names = np.array(txs.counterparty, dtype=object)[order]
+    row_code, distinct = pd.factorize(names, use_na_sentinel=False)
+    get = stored.index.get  # one look-up per distinct name; new names in order of appearance
+    code = np.fromiter((get(name, -1) for name in distinct.tolist()), np.int64, len(distinct))
+    unknown = code < 0
+    code[unknown] = len(stored.names) + np.arange(int(unknown.sum()))
     buckets = Buckets(stored.code, stored.bucket, stored.count, stored.fraud)
-    return np.array(codes, dtype=np.int64), buckets
+    return code[row_code], buckets

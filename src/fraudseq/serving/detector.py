@@ -354,8 +354,9 @@ class Detector:
             ],
         )
         self.clock.accepted(int(columns.time_ns.max()))
-        ids = columns.ids
-        return [{"transaction_id": ids[i], **results[position[j]]} for i, j in enumerate(source)]
+        if len(unique_rows) == len(columns):
+            return results  # each result already starts with its transaction's id
+        return [dict(results[position[j]]) for j in source]  # repeated ids: copies
 
     def _score(self, tx: LiveTransaction) -> dict:
         counterparty = tx.counterparty if self.live.counterparty else None
@@ -516,7 +517,7 @@ class Detector:
             elif record.get("digest") != txs.digests[i]:
                 raise _conflict(tx_id)
             else:
-                results[i] = stored_result(record)
+                results[i] = {"transaction_id": tx_id, **stored_result(record)}
         if not new:
             return BatchUpdate(results=results)
         fresh = txs.take(new) if len(new) < len(txs) else txs
@@ -536,7 +537,6 @@ class Detector:
         fast = fast_account[account]
 
         buckets = snapshot.counterparty
-        added: dict[tuple[str, int], int] = {}
         k = self.model.window
         window_numeric = np.zeros((n, k, live.n_numeric), dtype=np.float32)
         window_codes = np.zeros((n, k, live.n_categorical), dtype=np.int64)
@@ -549,13 +549,20 @@ class Detector:
         run_of = np.full(n, -1, dtype=np.int64)  # vectorised: its run and index there
         index_in_run = np.zeros(n, dtype=np.int64)
         own = fresh.bucket  # each transaction's hour bucket
+        added = (  # the batch's transactions per (counterparty, bucket), counted in C
+            Counter(zip(fresh.counterparty, own.tolist(), strict=True)) if live.counterparty else {}
+        )
         chunks = day_chunks(own, live.delay_buckets) if live.counterparty else [(0, n)]
         for start, stop in chunks:
             run = np.arange(start, stop)
             vector = run[fast[run]]
             if len(vector):
                 encoded, table = encode_batch(
-                    live, fresh.take(vector.tolist()), table, account[vector], buckets
+                    live,
+                    fresh if len(vector) == n else fresh.take(vector.tolist()),
+                    table,
+                    account[vector],
+                    buckets,
                 )
                 window_numeric[vector] = encoded.window_numeric
                 window_codes[vector] = encoded.window_codes
@@ -588,14 +595,11 @@ class Detector:
                     live.insert(state, tx, features)
                 else:
                     places[i] = NOT_INSERTED
-            if live.counterparty:  # this run's transactions per (counterparty, bucket)
+            if live.counterparty and stop < n:  # later runs see this one's transactions
                 run_counts = Counter(
                     zip(fresh.counterparty[start:stop], own[start:stop].tolist(), strict=True)
                 )
-                for (cp, bucket), count in run_counts.items():
-                    added[cp, bucket] = added.get((cp, bucket), 0) + count
-                if stop < n:  # later runs see this one
-                    buckets = buckets.adding(run_counts)
+                buckets = buckets.adding(run_counts)
 
         with single_thread():
             logits = self._window.logits(window_numeric, window_codes, lengths)
@@ -604,15 +608,24 @@ class Detector:
         probability = _sigmoids(logits)
         alert = probability >= self.threshold
         insufficient = n_previous < self.min_history
-        records = []
-        counted = live.counterparty
-        cps = fresh.counterparty if counted else None
-        times = fresh.time_ns
-        version = self._version_json
-        scored = []
-        explained = []  # reasons for all alerts: one forward pass over all their occlusions
-        for i, (p, is_alert, short, ordered, place) in enumerate(
-            zip(
+        threshold, version = self.threshold, self.model_version
+        # One result per transaction (the id first, as score_batch returns it): a dict
+        # literal of per-transaction values and constants, nothing else per row.
+        scored = [
+            {
+                "transaction_id": tx_id,
+                "fraud_probability": p,
+                "score": round(100.0 * p, 2),
+                "alert": is_alert,
+                "threshold": threshold,
+                "insufficient_history": short,
+                "out_of_order": not ordered,
+                "history": place,
+                "model_version": version,
+                "reasons": [],
+            }
+            for tx_id, p, is_alert, short, ordered, place in zip(
+                fresh.ids,
                 probability.tolist(),
                 alert.tolist(),
                 insufficient.tolist(),
@@ -620,43 +633,61 @@ class Detector:
                 places,
                 strict=True,
             )
-        ):
-            result = {
-                "fraud_probability": p,
-                "score": round(100.0 * p, 2),
-                "alert": is_alert,
-                "threshold": self.threshold,
-                "insufficient_history": short,
-                "out_of_order": not ordered,
-                "history": place,
-                "model_version": self.model_version,
-                "reasons": [],
-            }
-            if self._wants_reasons(is_alert):
-                if run_of[i] >= 0:
-                    found = runs[run_of[i]].earlier_events(int(index_in_run[i]))
-                else:
-                    found = events[i]
-                length = int(lengths[i])
-                window = (window_numeric[i, :length], window_codes[i, :length])
-                explained.append((result, (fresh.row(i), *window, found, float(logits[i]))))
-            results[new[i]] = result
-            scored.append(result)
+        ]
+        explain = self.explain
+        wanted = (  # as _wants_reasons, for the whole batch
+            np.flatnonzero(alert) if explain == "alerts" else range(n) if explain == "all" else []
+        )
+        explained = []  # reasons for all alerts: one forward pass over all their occlusions
+        for i in map(int, wanted):
+            if run_of[i] >= 0:
+                found = runs[run_of[i]].earlier_events(int(index_in_run[i]))
+            else:
+                found = events[i]
+            length = int(lengths[i])
+            window = (window_numeric[i, :length], window_codes[i, :length])
+            explained.append((scored[i], (fresh.row(i), *window, found, float(logits[i]))))
         if explained:
             with single_thread():
                 reasons = self._reasons_many([item for _, item in explained])
             for (result, _), found in zip(explained, reasons, strict=True):
                 result["reasons"] = found
-        for i, (tx_id, place, result) in enumerate(zip(fresh.ids, places, scored, strict=True)):
-            inserted = place != NOT_INSERTED
-            if inserted:
-                text = record_json(
-                    fresh.digests[i], fresh.entities[i], int(times[i]),
-                    cps[i] if counted else None, counted, result, version,
-                )  # fmt: skip
-            else:
-                text = dumps(self._record(fresh.row(i), False, result))
-            records.append((tx_id, fresh.entities[i], inserted, text))
+        if len(new) == len(txs):
+            results = scored
+        else:
+            for i, result in zip(new, scored, strict=True):
+                results[i] = result
+        counted = live.counterparty
+        version_json = self._version_json
+        records = [
+            (
+                tx_id,
+                entity,
+                True,
+                record_json(
+                    digest,
+                    entity,
+                    time_ns,
+                    cp if counted else None,
+                    counted,
+                    result,
+                    version_json,
+                ),
+            )  # fmt: skip
+            for tx_id, entity, digest, time_ns, cp, result in zip(
+                fresh.ids,
+                fresh.entities,
+                fresh.digests,
+                fresh.time_ns.tolist(),
+                fresh.counterparty if counted else fresh.ids,
+                scored,
+                strict=True,
+            )
+        ]
+        for i in [i for i, place in enumerate(places) if place == NOT_INSERTED]:  # rare
+            result = {k: v for k, v in scored[i].items() if k != "transaction_id"}
+            text = dumps(self._record(fresh.row(i), False, result))
+            records[i] = (fresh.ids[i], fresh.entities[i], False, text)
         blobs = encode_states(table, live)
         for a, state in slow_states.items():
             blobs[a] = state.to_bytes()

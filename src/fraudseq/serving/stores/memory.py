@@ -58,6 +58,16 @@ class MemoryStore:
             return None
         return value
 
+    def _fresh_many(self, table: dict, keys, now: float) -> list[tuple[str, object]]:
+        """(key, value) of the `keys` in `table` that are fresh (`_fresh`), looked up in one
+        pass (most keys of a batch are new transactions, absent)."""
+        get = table.get
+        found = [(key, entry) for key in keys if (entry := get(key)) is not None]
+        if self.ttl is None:
+            return [(key, value) for key, (_, value) in found]
+        oldest = now - self.ttl
+        return [(key, value) for key, (touched, value) in found if touched >= oldest]
+
     def transact(self, tx_id, entity, counterparty, buckets, compute) -> Update:
         with self._lock:
             self._check_open()
@@ -91,22 +101,14 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             now = time.time()
-            records = {}
-            for tx_id in tx_ids:
-                text = self._fresh(self._records.get(tx_id), now)
-                if text is not None:
-                    records[tx_id] = json.loads(text)
-            accounts = {}
-            for entity in entities:
-                blob = self._fresh(self._accounts.get(entity), now)
-                if blob is not None:
-                    accounts[entity] = blob
+            records = {
+                key: json.loads(text) for key, text in self._fresh_many(self._records, tx_ids, now)
+            }
+            accounts = dict(self._fresh_many(self._accounts, entities, now))
             read = self._buckets.read(counterparties if buckets else [], buckets or (0, 0))
             update = compute(BatchSnapshot(records, accounts, read))
-            for tx_id, _, _, text in update.records:
-                self._records[tx_id] = (now, text)
-            for entity, blob in update.accounts.items():
-                self._accounts[entity] = (now, blob)
+            self._records.update((tx_id, (now, text)) for tx_id, _, _, text in update.records)
+            self._accounts.update((entity, (now, blob)) for entity, blob in update.accounts.items())
             self._buckets.add(update.counterparty_buckets)
             self._log(update)
             before = self._writes

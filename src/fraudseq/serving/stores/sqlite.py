@@ -120,6 +120,13 @@ _READ_SQL = (
     "SELECT (SELECT record FROM transactions WHERE id = ?1 AND touched >= ?3), "
     "(SELECT state FROM accounts WHERE entity = ?2 AND touched >= ?3)"
 )
+# The same read as a row of `_counterparty_rows`'s statement (code -1; parameters: the
+# record's id, the oldest fresh time, the account's entity, the oldest fresh time), so a
+# score with a counterparty reads everything in one statement.
+_READ_ROW = (
+    "SELECT -1, (SELECT record FROM transactions WHERE id = ? AND touched >= ?), "
+    "(SELECT state FROM accounts WHERE entity = ? AND touched >= ?), NULL"
+)
 
 
 def uniform_regions(lo: int, hi: int) -> list[tuple[int, int]]:
@@ -149,12 +156,13 @@ _CHUNK = 500
 
 
 @functools.lru_cache(maxsize=32)
-def _rows_sql(counterparties: int, gaps: int, regions: int) -> str:
+def _rows_sql(counterparties: int, gaps: int, regions: int, read: bool = False) -> str:
     """`_counterparty_rows`'s statement: the buckets with a fraud in the whole range one by
     one (by the fraud index), the fraud-free ones in each gap one by one (by primary key),
     and per region the sum of its fraud-free ones at its first bucket (0 for none: an entry
     that adds nothing, cheaper than filtering, which would make SQLite sum twice).
-    Counterparties are numbered in SQL (a VALUES list) so rows hold integers only."""
+    Counterparties are numbered in SQL (a VALUES list) so rows hold integers only; with
+    `read`, a first part (`_READ_ROW`) adds one score's record and state."""
     each = (
         "SELECT wanted.code, c.day, c.n, c.fraud FROM wanted JOIN counterparty_days AS c "
         "{} ON c.counterparty = wanted.counterparty AND c.day >= ? AND c.day < ? AND c.fraud {}"
@@ -165,7 +173,7 @@ def _rows_sql(counterparties: int, gaps: int, regions: int) -> str:
         "FROM wanted"
     )
     frauds = each.format("INDEXED BY counterparty_fraud_days", "> 0")
-    parts = [frauds] + [each.format("", "= 0")] * gaps + [summed] * regions
+    parts = [_READ_ROW] * read + [frauds] + [each.format("", "= 0")] * gaps + [summed] * regions
     wanted = ",".join(["(?,?)"] * counterparties)
     return f"WITH wanted(code, counterparty) AS (VALUES {wanted}) " + " UNION ALL ".join(parts)
 
@@ -268,10 +276,9 @@ class SQLiteStore:
         with self._lock:
             now = time.time()
             with self._immediate() as db:
-                record, account = db.execute(
-                    _READ_SQL, (tx_id, entity, self._oldest(now))
-                ).fetchone()
-                totals = self._totals(db, counterparty, buckets)
+                record, account, totals = self._read(
+                    db, tx_id, entity, counterparty, buckets, self._oldest(now)
+                )
                 update = compute(
                     Snapshot(
                         record=json.loads(record) if record is not None else None,
@@ -356,17 +363,29 @@ class SQLiteStore:
             self._wrote(len(update.records))
             return update
 
-    def _totals(self, db, counterparty: str | None, span) -> CounterpartyTotals:
-        """One score's `CounterpartyTotals`: its windows end at span[1] (as in
+    def _read(self, db, tx_id, entity, counterparty: str | None, span, oldest: float):
+        """One score's stored record, account state (fresh since `oldest`) and
+        `CounterpartyTotals`, in one statement: its windows end at span[1] (as in
         `base.counterparty_totals`), so it reads the longest one."""
         if counterparty is None or span is None:
-            return CounterpartyTotals.from_buckets({}, 0)
+            record, account = db.execute(_READ_SQL, (tx_id, entity, oldest)).fetchone()
+            return record, account, CounterpartyTotals.from_buckets({}, 0)
         hi = span[1]
-        rows = self._counterparty_rows(db, [counterparty], (hi - _LONGEST, hi))
-        return CounterpartyTotals.from_buckets(add_rows(row[1:] for row in rows), hi)
+        rows = self._counterparty_rows(
+            db, [counterparty], (hi - _LONGEST, hi), (tx_id, oldest, entity, oldest)
+        )
+        (_, record, account, _) = next(row for row in rows if row[0] < 0)
+        buckets = add_rows(row[1:] for row in rows if row[0] >= 0)
+        return record, account, CounterpartyTotals.from_buckets(buckets, hi)
+
+    def _totals(self, db, counterparty: str | None, span) -> CounterpartyTotals:
+        """One score's `CounterpartyTotals` (`_read` without a record or account)."""
+        return self._read(db, None, None, counterparty, span, math.inf)[2]
 
     @staticmethod
-    def _counterparty_rows(db, counterparties: list[str], span) -> list[tuple[int, ...]]:
+    def _counterparty_rows(
+        db, counterparties: list[str], span, read: tuple = ()
+    ) -> list[tuple[int, ...]]:
         """The counterparties' buckets in [span[0], span[1]) as (code, bucket, count, frauds)
         rows, code the index in `counterparties`: the one store method that does feature
         arithmetic, in SQL for speed (`check_counterparty_reads` in tests/test_state.py
@@ -378,7 +397,8 @@ class SQLiteStore:
         sums are unchanged, and a busy counterparty's hundreds of hour buckets come back
         as a few rows (Python pays about 1 us per row fetched, SQLite 0.1 us per row summed).
         Buckets between the regions come back one by one, and so do those with a fraud
-        (through their partial index): each bucket is read once."""
+        (through their partial index): each bucket is read once. With `read` (`_READ_ROW`'s
+        parameters), one more row: (-1, record, state, None)."""
         if not span:
             return []
         regions = uniform_regions(*span)
@@ -392,8 +412,9 @@ class SQLiteStore:
         for first in range(0, len(counterparties), _CHUNK):
             chunk = counterparties[first : first + _CHUNK]
             codes = [x for code, cp in enumerate(chunk, first) for x in (code, cp)]
-            sql = _rows_sql(len(chunk), len(gaps), len(regions))
-            rows += db.execute(sql, (*codes, *bounds)).fetchall()
+            first_read = read if not first else ()
+            sql = _rows_sql(len(chunk), len(gaps), len(regions), bool(first_read))
+            rows += db.execute(sql, (*codes, *first_read, *bounds)).fetchall()
         return rows
 
     def _oldest(self, now: float) -> float:

@@ -1,0 +1,122 @@
+"""Where a live batch's time goes next to the offline path's, per transaction, in one run.
+
+    .venv/bin/python benchmarks/live_batch_costs.py --model-dir DIR [--accounts 3000]
+        [--days 45] [--batch 1000] [--out FILE]
+
+The data and calls of benchmarks/live_batch_vs_offline.py (memory store, reasons off, one
+torch thread). Wraps, without changing them, the stages both paths share - the feature
+kernel (`kernel.compute`) and the model's forward pass - and the live path's own: request
+parsing (`parse_batch`), the state codec (`decode_states`, `encode_states`), the state
+update (`kernel.advance`); everything else in `Detector.score_batch` is "other" (records,
+results, store reads and writes, the window gather). Times are the thread's CPU time (one
+torch thread runs on it), the offline figure the median of three runs made before the
+replay and after each of its first two thirds. Reports microseconds per transaction of
+each stage in both paths, so the share of the live batch that the 50% goal leaves to
+anything but the shared stages can be read off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe, save_results  # noqa: E402
+
+import fraudseq  # noqa: E402
+import fraudseq.features.encoder as encoder_module  # noqa: E402
+import fraudseq.serving.batch as batch_module  # noqa: E402
+import fraudseq.serving.detector as detector_module  # noqa: E402
+from fraudseq.serving import Detector  # noqa: E402
+from fraudseq.serving.window_scorer import WindowScorer  # noqa: E402
+
+#: Thread CPU seconds per stage (torch runs on the calling thread: CPU time barely moves
+#: with the machine's load, where wall-clock time does).
+SPENT: dict[str, float] = defaultdict(float)
+
+
+def timed(name: str, function):
+    def wrapper(*args, **kwargs):
+        started = time.thread_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            SPENT[name] += time.thread_time() - started
+
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--accounts", type=int, default=3000)
+    parser.add_argument("--days", type=int, default=45)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    print(describe())
+    frame = fraudseq.simulate(accounts=args.accounts, days=args.days, seed=1)
+    model = fraudseq.FraudModel.load(args.model_dir)
+    n = len(frame)
+    for module in (encoder_module, batch_module):
+        module.compute = timed("kernel", module.compute)
+    batch_module.advance = timed("state update (advance)", batch_module.advance)
+    detector_module.parse_batch = timed("parse", detector_module.parse_batch)
+    detector_module.decode_states = timed("state decode", detector_module.decode_states)
+    detector_module.encode_states = timed("state encode", detector_module.encode_states)
+    WindowScorer.logits = timed("model", WindowScorer.logits)
+    network = type(model.model_)
+    network.decision_function = timed("model", network.decision_function)
+
+    loaded = fraudseq.load_transactions(frame).drop(columns=["is_fraud", "fraud_type"])
+    loaded["ts"] = loaded["ts"].map(lambda t: t.isoformat())
+    txs = loaded.to_dict("records")
+    starts = list(range(0, len(txs), args.batch))
+    offline_runs, live, live_total = [], defaultdict(float), 0.0
+    with Detector.load(args.model_dir, "memory", clock="data") as detector:
+        detector.explain = "none"
+        for part in range(3):  # offline, a third of the replay, ..., offline at the end
+            SPENT.clear()
+            started = time.thread_time()
+            model.score(frame)
+            offline_runs.append((time.thread_time() - started, dict(SPENT)))
+            SPENT.clear()
+            started = time.thread_time()
+            for start in starts[part * len(starts) // 3 : (part + 1) * len(starts) // 3]:
+                detector.score_batch(txs[start : start + args.batch])
+            live_total += time.thread_time() - started
+            for name, spent in SPENT.items():
+                live[name] += spent
+    offline_total, offline = sorted(offline_runs, key=lambda run: run[0])[1]  # the median
+
+    def per_tx(spent: dict, total: float) -> dict:
+        out = {name: round(1e6 * s / n, 2) for name, s in sorted(spent.items())}
+        out["other"] = round(1e6 * (total - sum(spent.values())) / n, 2)
+        out["total"] = round(1e6 * total / n, 2)
+        return out
+
+    results = {
+        "clock": "thread CPU time",
+        "offline_runs_cpu_s": [round(total, 3) for total, _ in offline_runs],
+        "transactions": n,
+        "batch": args.batch,
+        "offline_us_per_tx": per_tx(offline, offline_total),
+        "live_batch_memory_us_per_tx": per_tx(live, live_total),
+        "memory_to_offline": round(offline_total / live_total, 3),
+    }
+    shared = sum(live.get(k, 0.0) for k in ("kernel", "model")) * 1e6 / n
+    results["live_shared_stages_us_per_tx"] = round(shared, 2)
+    results["goal_live_us_per_tx"] = round(2e6 * offline_total / n, 2)
+    for key, value in results.items():
+        print(f"{key}: {value}")
+    save_results("live_batch_costs", results, args.out)
+
+
+if __name__ == "__main__":
+    main()
