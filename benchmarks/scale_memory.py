@@ -1,7 +1,8 @@
 """Peak memory and wall time of the CLI at growing data sizes: in memory against sharded.
 
     .venv/bin/python benchmarks/scale_memory.py [--sizes 4,16,40] [--data-dir DIR]
-        [--memory-up-to 4] [--steps train,score,evaluate,report] [--out FILE]
+        [--memory-up-to 4] [--steps train,score,evaluate,report] [--train-trees 50]
+        [--out FILE]
 
 Builds simulated Parquet files of about 4M, 16M and 40M transactions (`--data-dir`, kept
 for later runs): pieces of `fraudseq.simulate(accounts=20000, days=120)`, about 3.98M rows
@@ -10,8 +11,9 @@ across pieces: the sharded path sorts each shard). An XGBoost model is trained o
 small simulated file (2,000 cards, 120 days). Each step then runs as its own `fraudseq`
 process, and its peak resident memory (the kernel's maximum RSS of the child) and wall
 time are recorded:
-- `train` (XGBoost with its defaults and the default 7 validation days, on the whole
-  file), `score`, `evaluate` and `report` (default `--top 5`, 200 bootstrap resamples)
+- `train` (XGBoost on the whole file, the default 7 validation days, at most
+  `--train-trees` rounds, 50 by default: the same bound at every size keeps the times
+  comparable), `score`, `evaluate` and `report` (default `--top 5`, 200 bootstrap resamples)
   with `--work-dir` (fresh, so sharding is included) at every size;
 - the same in memory up to `--memory-up-to` millions (about 1.7 KB per transaction).
 The issue-19 goals: peak RSS at 40M under 8 GB; the 40M wall time at most 12x the 4M one.
@@ -64,10 +66,13 @@ def build_file(path: Path, millions: int) -> int:
     return rows
 
 
-def step_command(cli: list[str], step: str, model: Path, data: Path, out: Path) -> list[str]:
+def step_command(
+    cli: list[str], step: str, model: Path, data: Path, out: Path, trees: int
+) -> list[str]:
     """The CLI command of one step on `data`, writing `out`."""
     if step == "train":
-        return [*cli, "train", str(data), "--model", "xgboost", "--out", str(out)]
+        return [*cli, "train", str(data), "--model", "xgboost", "--n-estimators", str(trees),
+                "--out", str(out)]  # fmt: skip
     tail = ["--json", str(out)] if step == "evaluate" else ["--out", str(out)]
     return [*cli, step, str(model), str(data), "--from", "2026-04-01", *tail]
 
@@ -90,6 +95,7 @@ def main() -> None:
     parser.add_argument("--memory-up-to", type=int, default=4)
     parser.add_argument("--steps", default="train,score,evaluate,report")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--train-trees", type=int, default=50, help="train's --n-estimators.")
     args = parser.parse_args()
     print(describe())
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +114,8 @@ def main() -> None:
         data = args.data_dir / f"tx-{millions}M.parquet"
         rows = build_file(data, millions)
         for step in args.steps.split(","):
-            command = step_command(cli, step, model, data, args.data_dir / OUTPUTS[step])
+            out = args.data_dir / OUTPUTS[step]
+            command = step_command(cli, step, model, data, out, args.train_trees)
             modes = ["sharded"] + (["memory"] if millions <= args.memory_up_to else [])
             for mode in modes:
                 work = args.data_dir / "work"

@@ -74,7 +74,7 @@ def test_serve_feedback_export_train_shadow_promote(served_xgboost, tmp_path, mo
     # 3. train a challenger on it
     challenger = tmp_path / "challenger"
     run(monkeypatch, "train", history, "--schema", SCHEMA_FILE, "--model", "xgboost",
-        "--valid-days", 3, "--out", challenger)  # fmt: skip
+        "--n-estimators", 20, "--valid-days", 3, "--out", challenger)  # fmt: skip
 
     # 4. serve with the challenger in shadow, then 5. promote it
     with service(champion, state, shadow_dir=challenger) as client:

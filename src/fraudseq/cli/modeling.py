@@ -174,6 +174,14 @@ def train(
     attention_heads: Annotated[
         int, typer.Option(min=1, help="lstm-attention: attention heads.")
     ] = 4,
+    n_estimators: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="xgboost (and an ensemble's): boosting rounds at most; early stopping "
+            "on the validation AP may end sooner.",
+        ),
+    ] = 600,
     seed: SeedOpt = 0,
     work_dir: TrainWorkDirOpt = None,
     shards: ShardsOpt = None,
@@ -223,6 +231,7 @@ def train(
         combiner=combiner,
         bidirectional=bidirectional,
         attention_heads=attention_heads,
+        n_estimators=n_estimators,
         seed=seed,
     )
     fitted.fit(
