@@ -4,29 +4,21 @@ torch on random windows of every length, for every family with a window network.
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from fraudseq.cli import main
 from fraudseq.errors import FraudseqError
 from fraudseq.export import EXPORT_TOLERANCE, export_model, run_graph
 from fraudseq.fraud_model import FraudModel
 from fraudseq.serving.window_scorer import random_windows
+from test_cli import run
 from test_state import TINY, TRAIN_UNTIL, accounts_slice
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NETWORK_FAMILIES = ("lstm", "gru", "rnn", "lstm-attention", "bilstm-attention")
-
-
-def run(monkeypatch, *args) -> int:
-    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ retention bound."""
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 
@@ -12,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraudseq.cli import main
 from fraudseq.errors import FraudseqError
 from fraudseq.io import write_table
 from fraudseq.schema import Schema, load_transactions
@@ -20,6 +18,7 @@ from fraudseq.serving import Detector, open_store
 from fraudseq.serving.export_history import LABEL_TIME, export_history, history_table
 from fraudseq.serving.stores import History
 from fraudseq.transaction import history_frame, parse_batch, parse_transaction
+from test_cli import run
 from test_state import accounts_slice, transactions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,13 +49,6 @@ def redis_state(redis_url):
     store = open_store(url)
     store.clear()
     store.close()
-
-
-def run(monkeypatch, *args) -> int:
-    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code
 
 
 def serve(detector: Detector, txs: list[dict], labels: list[int]) -> dict[str, int]:

@@ -6,7 +6,6 @@ model."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pandas as pd
 import pytest
@@ -14,8 +13,8 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 
 from fraudseq.artifacts import MANIFEST, MODEL_JSON  # noqa: E402
-from fraudseq.cli import main  # noqa: E402
 from fraudseq.errors import FraudseqError  # noqa: E402
+from test_cli import run  # noqa: E402
 from test_state import TRAIN_UNTIL  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,13 +31,6 @@ class Echo(mlflow.pyfunc.PythonModel):
 
 mlflow.models.set_model(Echo())
 """
-
-
-def run(monkeypatch, *args) -> int:
-    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code
 
 
 @pytest.fixture(scope="module")

@@ -2,26 +2,18 @@
 end-to-end `fraudseq evaluate --protocol prequential` run."""
 
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fraudseq.cli import main
 from fraudseq.errors import FraudseqError
 from fraudseq.fraud_model import FraudModel
 from fraudseq.prequential import known_fraud_mask, prequential, prequential_folds
 from fraudseq.schema import Schema
+from test_cli import run
 
 DAY = pd.Timedelta(days=1)
-
-
-def run(monkeypatch, *args) -> int:
-    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code
 
 
 def test_folds_anchored_at_start_shift_back_by_the_test_period():

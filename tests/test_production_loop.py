@@ -4,29 +4,21 @@ serve -> feedback -> export-history -> train a challenger -> serve with --shadow
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from fraudseq.cli import main
 from fraudseq.serving.http.app import create_app
 from test_api import KEY, as_json
+from test_cli import run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 KEYED = {"X-API-Key": KEY}
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "simulator.toml"
 SPLIT = "2026-01-24"  # the champion trained before it; the service sees the rest
-
-
-def run(monkeypatch, *args) -> None:
-    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 0
 
 
 def service(champion, state, **options):
@@ -62,7 +54,7 @@ def test_serve_feedback_export_train_shadow_promote(served_xgboost, tmp_path, mo
 
     # 2. export-history: the scored transactions with their labels, as a training file
     history = tmp_path / "history.parquet"
-    run(monkeypatch, "export-history", f"sqlite:///{state}", "--out", history,
+    assert 0 == run(monkeypatch, "export-history", f"sqlite:///{state}", "--out", history,
         "--model", champion)  # fmt: skip
     exported = pd.read_parquet(history)
     assert set(exported["tx_id"]) <= set(live["tx_id"])
@@ -73,7 +65,7 @@ def test_serve_feedback_export_train_shadow_promote(served_xgboost, tmp_path, mo
 
     # 3. train a challenger on it
     challenger = tmp_path / "challenger"
-    run(monkeypatch, "train", history, "--schema", SCHEMA_FILE, "--model", "xgboost",
+    assert 0 == run(monkeypatch, "train", history, "--schema", SCHEMA_FILE, "--model", "xgboost",
         "--n-estimators", 20, "--valid-days", 3, "--out", challenger)  # fmt: skip
 
     # 4. serve with the challenger in shadow, then 5. promote it

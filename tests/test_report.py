@@ -5,14 +5,12 @@ import base64
 import copy
 import html
 import re
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from fraudseq import metrics
-from fraudseq.cli import main
 from fraudseq.errors import FraudseqError
 from fraudseq.fraud_model import FraudModel
 from fraudseq.models import MODELS
@@ -21,6 +19,7 @@ from fraudseq.report.costs import report_costs
 from fraudseq.report.data import score_period
 from fraudseq.report.screenshot import chromium_path, png_stats, render_failures, screenshot
 from fraudseq.simulate import simulate
+from test_cli import run
 
 TRAIN_UNTIL = "2026-01-31"  # as in conftest.py
 SECTIONS = (
@@ -33,13 +32,6 @@ SECTIONS = (
     "Recall by scenario",
     "alerts, explained",
 )
-
-
-def run(monkeypatch, *args) -> int:
-    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code
 
 
 @pytest.fixture(scope="module")

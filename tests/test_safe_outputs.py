@@ -4,26 +4,18 @@ the data (issue 17, items 4 and 9)."""
 
 import json
 import os
-import sys
 
 import pandas as pd
 import pytest
 
 from fraudseq.artifacts import save_model_dir
-from fraudseq.cli import main
 from fraudseq.errors import ModelDirectoryError
+from test_cli import run
 
 
 @pytest.fixture(autouse=True)
 def _no_model_key(monkeypatch):
     monkeypatch.delenv("FRAUDSEQ_MODEL_KEY", raising=False)
-
-
-def run(monkeypatch, *args) -> int:
-    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code
 
 
 def snapshot(directory) -> dict:

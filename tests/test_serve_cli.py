@@ -10,16 +10,9 @@ import time
 import httpx
 import pytest
 
-from fraudseq.cli import main
+from test_cli import run
 
 KEY_VAR = "FRAUDSEQ_TEST_SERVE_KEY"
-
-
-def run(monkeypatch, *args) -> int:
-    monkeypatch.setattr(sys, "argv", ["fraudseq", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    return exit_info.value.code
 
 
 def test_serve_refuses_an_unset_or_empty_api_key_variable(tmp_path, monkeypatch, capsys):
