@@ -19,7 +19,6 @@ worker's trained state comes back through Ray Train's checkpoint: a directory wi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import tempfile
@@ -88,7 +87,7 @@ def ray_trainer(family: str):
     """What trains `family` on Ray, or a FraudseqError saying it cannot (checked before any
     work is done): `fit_torch` for the torch families; for XGBoost
     `engine.ray_xgboost.fit_xgboost_ray(model, train, valid, *, workers)` (`model` the
-    FraudModel), the one place it plugs in, where that module exists."""
+    FraudModel)."""
     if family in TORCH_FAMILIES:
         return fit_torch
     local = "train it with --engine local (--work-dir keeps memory bounded)"
@@ -96,11 +95,6 @@ def ray_trainer(family: str):
         raise FraudseqError(
             f"--engine ray trains the torch families ({', '.join(TORCH_FAMILIES)}) and "
             f"xgboost, not {family}: {local}"
-        )
-    if importlib.util.find_spec("fraudseq.engine.ray_xgboost") is None:
-        raise FraudseqError(
-            "--engine ray trains torch families; xgboost on Ray is not available in this "
-            f"fraudseq (no fraudseq.engine.ray_xgboost): {local}"
         )
     from fraudseq.engine.ray_xgboost import fit_xgboost_ray
 
