@@ -18,7 +18,13 @@ from fastapi.testclient import TestClient
 from fraudseq.errors import FraudseqError
 from fraudseq.serving import Detector
 from fraudseq.serving.http.app import create_app
-from fraudseq.serving.http.shadow import RankWindow, ShadowOptions, shadow_state, spearman
+from fraudseq.serving.http.shadow import (
+    RankWindow,
+    ShadowOptions,
+    shadow_state,
+    spearman,
+    warm_up,
+)
 from test_api import KEY, as_json
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -360,3 +366,21 @@ def test_a_challenger_with_another_schema_is_refused():
     app = create_app(FakeDetector(), shadow=FakeDetector(NO_ID))
     with pytest.raises(FraudseqError, match="another schema"), TestClient(app):
         pass
+
+
+def test_a_new_challenger_replays_the_champion_log_and_scores_as_if_it_had_served(models, tmp_path):
+    champion_dir, challenger_dir, txs = models
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    with load(champion_dir, state) as champion, load(challenger_dir) as challenger:
+        champion.score_batch(txs[:60])
+        champion.feedback(txs[0]["tx_id"], 1)
+        assert warm_up(challenger, champion, batch=25) == (60, 1)
+        assert warm_up(challenger, champion) == (0, 0)  # it has a log now: left as it is
+        replayed = challenger.score_batch(txs[60:])
+    with load(challenger_dir) as direct:  # the challenger as if it had served from the start
+        direct.score_batch(txs[:60])
+        direct.feedback(txs[0]["tx_id"], 1)
+        expected = direct.score_batch(txs[60:])
+    got = [r["fraud_probability"] for r in replayed]
+    want = [r["fraud_probability"] for r in expected]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)

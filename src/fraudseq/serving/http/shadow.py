@@ -21,7 +21,9 @@ given; the challenger's namespace is derived from its model version (the digest 
 model.json, :func:`~fraudseq.serving.detector.model_version`) by :func:`shadow_state`:
 ``memory`` is a store of its own, ``sqlite:///state.db`` becomes
 ``sqlite:///state.<version>.db`` (a file next to it) and a Redis prefix ``fraudseq:``
-becomes ``fraudseq:<version>:``. A model keeps its store when promoted.
+becomes ``fraudseq:<version>:``. A model keeps its store when promoted. A new challenger
+(its store has no history log) first replays the champion's history log (:func:`warm_up`),
+so both score with the same account histories.
 
 **Agreement.** For each transaction both models scored new (the challenger's replays are
 not counted again), ``fraudseq_shadow_pairs_total`` and
@@ -41,6 +43,7 @@ former challenger is never called from two threads, and raises :class:`ShadowBus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -74,6 +77,7 @@ log = logging.getLogger("fraudseq.shadow")
 OPERATIONS = ("score", "score_batch", "feedback")
 AGREEMENTS = ("both", "champion_only", "challenger_only")
 DEFAULT_REDIS_PREFIX = "fraudseq:"
+WARM_BATCH = 1000  # transactions per batch when a challenger replays the champion's log
 
 
 class ShadowBusyError(FraudseqError):
@@ -437,4 +441,53 @@ def load_challenger(
         raise
     detector.explain = "none"
     log.info("shadow model %s from %s, state %s", detector.model_version, model_dir, redact(url))
+    started = time.perf_counter()
+    replayed, labels = warm_up(detector, champion)
+    if replayed:
+        log.info(
+            "shadow model %s: replayed %d transactions and %d labels of the champion's "
+            "history log in %.1fs",
+            detector.model_version, replayed, labels, time.perf_counter() - started,
+        )  # fmt: skip
     return detector
+
+
+def warm_up(challenger: Any, champion: Any, batch: int = WARM_BATCH) -> tuple[int, int]:
+    """Replay the champion store's history log into a challenger whose store has none: its
+    transactions in time order, then the labels received, so that the challenger scores
+    with the same account histories from its first request instead of empty ones. A store
+    that already has a log (a restart) is left as it is. Returns (transactions, labels)
+    replayed; a transaction the challenger refuses (older than its state keeps) is left
+    out."""
+    from fraudseq.serving.export_history import LABEL_TIME, history_table
+
+    if not hasattr(champion, "store") or challenger.store.history().entries:
+        return 0, 0
+    history = champion.store.history()
+    if not history.entries:
+        return 0, 0
+    schema = champion.schema
+    frame, _ = history_table(history, schema, label_delay_days=0, unlabelled="keep")
+    frame = frame.drop(columns=[schema.label or "label", LABEL_TIME])  # as history_table names
+    if pd.api.types.is_datetime64_any_dtype(frame[schema.time]):
+        frame[schema.time] = frame[schema.time].dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    for start in range(0, len(rows), batch):
+        _replay(challenger, rows[start : start + batch])
+    labelled = 0
+    for tx_id, label in history.labels.items():
+        with contextlib.suppress(FraudseqError):  # its transaction left the log
+            challenger.feedback(tx_id, label)
+            labelled += 1
+    return len(rows), labelled
+
+
+def _replay(challenger: Any, rows: list[dict]) -> None:
+    """Score `rows` with the challenger as one batch; if it refuses the batch, one by one,
+    leaving out those it refuses."""
+    try:
+        challenger.score_batch(rows)
+    except FraudseqError:
+        for row in rows:
+            with contextlib.suppress(FraudseqError):
+                challenger.score(row)
