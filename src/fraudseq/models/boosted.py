@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,10 +55,10 @@ class _Summaries(xgb.DataIter):
     """The window summaries and labels of a set of windows, `batch` windows of one part
     at a time: what is dense at once is one batch's summaries, whatever the part's size."""
 
-    def __init__(self, windows, batch: int | None = None) -> None:
+    def __init__(self, windows, batch: int | None = None, cache_prefix: str | None = None) -> None:
         self.windows, self.batch = windows, batch or SUMMARY_BATCH
         self._batches = None
-        super().__init__()
+        super().__init__(cache_prefix=cache_prefix)
 
     def reset(self) -> None:
         self._batches = None
@@ -76,10 +78,19 @@ class _Summaries(xgb.DataIter):
                 yield part.select(slice(start, start + self.batch))
 
 
-def summary_matrix(windows, ref: xgb.QuantileDMatrix | None = None) -> xgb.QuantileDMatrix:
+def summary_matrix(
+    windows, ref: xgb.DMatrix | None = None, cache: Path | None = None
+) -> xgb.DMatrix:
     """The QuantileDMatrix of windows on disk (a `ShardedWindowSet`), fed a part at a time;
-    binned with `ref`'s cuts when given."""
-    return xgb.QuantileDMatrix(_Summaries(windows), max_bin=MAX_BIN, ref=ref)
+    binned with `ref`'s cuts when given. With a `cache` directory, XGBoost's external-memory
+    form: the binned pages go to files there and are read back each round, so memory holds
+    a page rather than every window's bins (2 bytes per summary feature per window, which
+    at 40M transactions would not fit in 8 GB). The same sketch, so the same trees."""
+    if cache is None:
+        return xgb.QuantileDMatrix(_Summaries(windows), max_bin=MAX_BIN, ref=ref)
+    prefix = str(Path(cache) / f"xgboost-{os.getpid()}")
+    pages = _Summaries(windows, cache_prefix=prefix)
+    return xgb.ExtMemQuantileDMatrix(pages, max_bin=MAX_BIN, ref=ref)
 
 
 def validates(valid) -> bool:
@@ -132,13 +143,14 @@ class BoostedWindowModel:
 
     def fit(self, train: WindowSet, valid: WindowSet | None) -> BoostedWindowModel:
         """Train on the windows' summaries: one DMatrix for windows in memory; for windows
-        on disk (a `ShardedWindowSet`), a QuantileDMatrix fed one part (shard) at a time,
-        which keeps the binned summaries only, never the summaries as one dense matrix."""
+        on disk (a `ShardedWindowSet`), an external-memory QuantileDMatrix fed one part
+        (shard) at a time, whose binned pages live in the shards' directory: never the
+        summaries as one dense matrix, nor every window's bins in memory."""
         in_memory = isinstance(train, WindowSet)
         if in_memory:
             dtrain = xgb.DMatrix(window_summary(train), label=train.labels)
         else:
-            dtrain = summary_matrix(train)
+            dtrain = summary_matrix(train, cache=train.shards.directory)
         dvalid = None
         if validates(valid):
             if in_memory:
