@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from fraudseq.drift import score_reference
 from fraudseq.errors import FraudseqError
 from fraudseq.serving import Detector
 from fraudseq.serving.http.app import create_app
@@ -217,6 +218,11 @@ def test_promote_swaps_the_models_behind_the_api_key(models, pair):
         )
         promoted = client.post("/v1/admin/promote", headers=KEYED)
         assert promoted.status_code == 200, promoted.text
+        # the drift gauges now compare the new champion's scores with its own reference
+        drift = client.app.state.drift
+        expected_edges = score_reference(challenger.model).edges
+        np.testing.assert_array_equal(drift.reference.edges, expected_edges)
+        assert drift._filled == 0  # the former champion's score left the window
         assert promoted.json() == {
             "status": "promoted",
             "champion": challenger.model_version,
