@@ -323,6 +323,22 @@ def exit_reports(workers: list[subprocess.Popen], timeout: float) -> list[dict]:
     return reports
 
 
+def stop_after(worker: subprocess.Popen, client, output: str, written: int, check=None) -> tuple:
+    """Wait until `written` results are out, run `check`, send SIGTERM and collect the
+    exit; the worker is killed if anything fails first. Returns (stdout, stderr)."""
+    try:
+        deadline = time.monotonic() + 60
+        while client.xlen(output) < written and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if check is not None:
+            check()
+        worker.send_signal(signal.SIGTERM)
+        return worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
 def test_two_consumers_one_killed_score_every_transaction_once(redis_url, names, model_dir):
     """The issue's test: two `fraudseq consume` processes on one group; one is killed with
     SIGKILL while it holds entries and is restarted; its pending entries are claimed.
@@ -548,15 +564,7 @@ def test_sigterm_finishes_the_batch_and_exits_0(redis_url, names, model_dir, sma
     produce(client, names.stream, txs)
     url = f"{names.state_url.replace('?', f'?stream={names.stream}&', 1)}"
     worker = consume_process(model_dir, url, "--max-idle-s", "600")
-    try:
-        deadline = time.monotonic() + 60
-        while client.xlen(names.output) < 100 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        worker.send_signal(signal.SIGTERM)
-        stdout, stderr = worker.communicate(timeout=60)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    stdout, stderr = stop_after(worker, client, names.output, 100)
     assert worker.returncode == 0, stderr[-2000:]
     assert "stopping after the current batch" in stderr
     report = json.loads(stdout.strip().splitlines()[-1])
@@ -580,16 +588,11 @@ def test_sigterm_with_partitions_finishes_and_releases_the_leases(
     streams = [partition_stream(names.stream, p, 4) for p in range(4)]
     url = names.state_url.replace("?", f"?stream={names.stream}&partitions=4&", 1)
     worker = consume_process(model_dir, url, "--max-idle-s", "600", "--lease-ms", "5000")
-    try:
-        deadline = time.monotonic() + 60
-        while client.xlen(names.output) < 100 and time.monotonic() < deadline:
-            time.sleep(0.01)
+
+    def leases_held():
         assert all(client.get(f"{names.stream}:lease:g:{p}") for p in range(4))
-        worker.send_signal(signal.SIGTERM)
-        stdout, stderr = worker.communicate(timeout=60)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+
+    stdout, stderr = stop_after(worker, client, names.output, 100, check=leases_held)
     assert worker.returncode == 0, stderr[-2000:]
     report = json.loads(stdout.strip().splitlines()[-1])
     assert report["partitions_taken"] == [0, 1, 2, 3]
