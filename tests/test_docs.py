@@ -4,6 +4,7 @@
   anchor, a page missing from the nav's files, an API reference to a name that no longer
   exists or a docstring that does not match its signature fails.
 - Every ``fraudseq ...`` command in a ```bash or ```console block of README.md and docs/*.md
+  (and in examples/*.sh)
   is parsed by the real command line (the command exists, each option exists and takes the
   value given, each value passes the option's checks: dates, strategies, model names,
   writable output paths); see `test_every_documented_command_parses`.
@@ -98,9 +99,13 @@ def synopsis_variants(words: list[str]) -> list[list[str]]:
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
+    """The commands of the documents' shell blocks, and of the example scripts they show."""
     found = []
-    for path in DOCUMENTS:
-        for line in shell_lines(path.read_text(encoding="utf-8")):
+    for path in [*DOCUMENTS, *sorted((ROOT / "examples").glob("*.sh"))]:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".sh":
+            text = f"```bash\n{text}```\n"
+        for line in shell_lines(text):
             words = command_words(line)
             if words is not None:
                 where = f"{path.name}: {line.strip()[:90]}"
