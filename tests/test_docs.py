@@ -3,14 +3,15 @@
 - The site (mkdocs.yml over docs/) builds with ``mkdocs build --strict``: a broken link or
   anchor, a page missing from the nav's files, an API reference to a name that no longer
   exists or a docstring that does not match its signature fails.
-- Every ``fraudseq ...`` command in a ```bash or ```console block of README.md and docs/*.md
-  (and in examples/*.sh)
-  is parsed by the real command line (the command exists, each option exists and takes the
-  value given, each value passes the option's checks: dates, strategies, model names,
-  writable output paths); see `test_every_documented_command_parses`.
+- Every ``fraudseq ...`` command in a ```bash or ```console block of README.md and docs/*.md,
+  and in examples/*.sh, is parsed by the real command line (the command exists, each option
+  exists and takes the value given, each value passes the option's checks: dates,
+  strategies, model names, writable output paths); see `test_every_documented_command_parses`.
 - The getting-started sequence (docs/getting-started.md, the block after the marker comment)
   runs as written, in a temporary directory, through the real entry point; README.md's
   Python block then runs on its outputs.
+- Every schema example (```toml) loads; every ```python block compiles and its fraudseq
+  imports exist.
 """
 
 from __future__ import annotations
