@@ -233,7 +233,7 @@ def test_site_builds_strict(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # about 7 s of CPU; minutes of wall time on a loaded machine
         check=False,
     )
     assert done.returncode == 0, (
