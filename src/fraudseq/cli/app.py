@@ -313,8 +313,30 @@ class _CurrentStderr(logging.StreamHandler):
         pass  # always the current sys.stderr
 
 
+def _print_version(value: bool) -> None:
+    """`fraudseq --version`: the installed distribution's version, then exit."""
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("fraudseq")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from fraudseq import __version__ as installed
+        print(f"fraudseq {installed}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _setup(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print fraudseq's version and exit.",
+        ),
+    ] = False,
     verbose: Annotated[
         bool,
         typer.Option(

@@ -331,11 +331,14 @@ def create_app(
         detector: an object with the Detector interface (schema, model_version, counts,
             score, score_batch, feedback, ready, close). The app uses it but does not close
             it.
-        model_dir, state, detector_options, reasons: otherwise the app loads
+        model_dir: otherwise the app loads
             ``Detector.load(model_dir, state, **detector_options)`` when it starts (and
-            applies :func:`set_reasons`) and closes it when it stops. The schema is read
-            from model.json right away, so the request models (and OpenAPI) exist before
-            the model is loaded.
+            applies :func:`set_reasons` with `reasons`) and closes it when it stops. The
+            schema is read from model.json right away, so the request models (and OpenAPI)
+            exist before the model is loaded.
+        state: with `model_dir`, the state store URL of that Detector.
+        detector_options: with `model_dir`, more keyword arguments of ``Detector.load``.
+        reasons: with `model_dir`, which transactions get reasons (see :func:`set_reasons`).
         api_key: require it in the X-API-Key header on every route but /healthz, /readyz.
         max_batch: transactions per /v1/score/batch request.
         max_body_bytes: request body limit (default 4 KiB per batch transaction, >= 1 MiB).
@@ -346,12 +349,14 @@ def create_app(
             app) out of the cyclic garbage collector's reach and score with one torch thread
             (see :func:`_freeze_long_lived_objects`). Process-wide settings, so off by
             default; ``fraudseq serve`` (ServeSettings.app_kwargs) turns it on.
-        drift_window, drift_every: the score drift gauges look at the last `drift_window`
-            new scores, recomputed every `drift_every` (see ScoreDriftGauges).
-        shadow, shadow_dir: a challenger scoring every call in the background, given (with
-            `detector`; the app does not close it) or loaded from `shadow_dir` (with
-            `model_dir`; its state in its own namespace of `state`, see
-            :mod:`~fraudseq.serving.http.shadow`); `shadow_options` tune it.
+        drift_window: the score drift gauges look at the last `drift_window` new scores
+            (see ScoreDriftGauges).
+        drift_every: new scores between two recomputations of those gauges.
+        shadow: with `detector`, a challenger scoring every call in the background (the
+            app does not close it).
+        shadow_dir: with `model_dir`, a challenger loaded from this directory, its state in
+            its own namespace of `state` (see :mod:`~fraudseq.serving.http.shadow`).
+        shadow_options: tune the challenger of `shadow` or `shadow_dir` (ShadowOptions).
     """
     if (detector is None) == (model_dir is None):
         raise ValueError("create_app needs exactly one of detector and model_dir")
