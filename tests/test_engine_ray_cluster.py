@@ -32,13 +32,13 @@ from conftest import TRAIN_UNTIL
 from fraudseq.engine.run import reachable
 from fraudseq.errors import FraudseqError
 from fraudseq.fraud_model import FraudModel
+from test_engine_ray_train import same_as_local_training
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'fraudseq[ray]')")
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "ray-cluster.sh"
 SOURCE = Path(fraudseq.__file__).resolve().parent.parent  # the fraudseq the nodes import
-TINY = {"epochs": 2, "hidden_size": 8, "dropout": 0.0, "seed": 0}
-SCORE_TOLERANCE, TRAIN_TOLERANCE = 1e-6, 1e-5  # as tests/test_engine_ray*.py hold them
+SCORE_TOLERANCE = 1e-6  # as tests/test_engine_ray.py holds the local Ray's scores
 UNREACHABLE_SECONDS = 120  # measured 23-45 s at load 8-10 (importing torch and Ray); it was >10 min
 
 
@@ -124,7 +124,7 @@ def ran_on(stderr: str, what: str) -> set[int]:
     return {int(k) for k in re.findall(rf"ran \d+ Ray tasks \({what}\) on (\d+) nodes", stderr)}
 
 
-@pytest.mark.slow  # the cluster's start (35-85 s) and a Ray command (50-70 s), at load 8-12
+@pytest.mark.slow  # measured: cluster start 10-24 s (140 s at load 12), the command 12-47 s
 def test_score_on_a_two_node_cluster_equals_the_single_process_run(cluster, tmp_path, tiny_xgboost):
     model_dir, frame = tiny_xgboost
     data = tmp_path / "tx.csv"
@@ -141,7 +141,7 @@ def test_score_on_a_two_node_cluster_equals_the_single_process_run(cluster, tmp_
     assert cluster.nodes() == 2  # the command left the cluster running
 
 
-@pytest.mark.slow  # Ray Train on the cluster: 2-4 min at load 8-12
+@pytest.mark.slow  # measured 40-88 s at load 2-9: Ray Train's start, and training twice
 def test_ddp_training_on_a_two_node_cluster_is_the_single_process_model(
     cluster, tmp_path, small_csv
 ):
@@ -156,13 +156,7 @@ def test_ddp_training_on_a_two_node_cluster_is_the_single_process_model(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained on 2 Ray Train workers on 2 nodes" in done.stderr, done.stderr[-3000:]
-    distributed = FraudModel.load(out)
-    local = FraudModel("lstm", progress=False, **TINY).fit(
-        small_csv, train_until=TRAIN_UNTIL, valid_days=7, work_dir=tmp_path / "w", shards=2
-    )
-    got = distributed.score(small_csv, start=TRAIN_UNTIL)["score"].to_numpy()
-    expected = local.score(small_csv, start=TRAIN_UNTIL)["score"].to_numpy()
-    np.testing.assert_allclose(got, expected, atol=TRAIN_TOLERANCE, rtol=0)
+    same_as_local_training(FraudModel.load(out), small_csv, tmp_path / "w")  # to 1e-5
     assert cluster.nodes() == 2
 
 
