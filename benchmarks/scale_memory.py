@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/scale_memory.py [--sizes 4,16,40] [--data-dir DIR]
         [--memory-up-to 4] [--steps train,score,evaluate,report] [--train-trees 50]
-        [--out FILE]
+        [--ray-nodes N] [--out FILE]
 
 Builds simulated Parquet files of about 4M, 16M and 40M transactions (`--data-dir`, kept
 for later runs): pieces of `fraudseq.simulate(accounts=20000, days=120)`, about 3.98M rows
@@ -17,15 +17,25 @@ time are recorded:
   with `--work-dir` (fresh, so sharding is included) at every size;
 - the same in memory up to `--memory-up-to` millions (about 1.7 KB per transaction).
 The issue-19 goals: peak RSS at 40M under 8 GB; the 40M wall time at most 12x the 4M one.
+
+With `--ray-nodes N` every step also runs with `--engine ray` (and `--work-dir`): on a
+local Ray instance started by the command (mode `ray-local`, every CPU of the machine),
+and on a Ray cluster of N nodes of 1 CPU each, started once for the run by
+scripts/ray-cluster.sh as separate `ray start` processes and stopped at the end
+(`ray-cluster-N`, `--ray-address`). Their peak RSS is the command's process only, not the
+Ray workers'.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,10 +87,36 @@ def step_command(
     return [*cli, step, str(model), str(data), "--from", "2026-04-01", *tail]
 
 
-def run(command: list[str]) -> dict:
+CLUSTER_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "ray-cluster.sh"
+
+
+@contextlib.contextmanager
+def ray_cluster(nodes: int):
+    """A Ray cluster of `nodes` nodes (1 CPU each) from scripts/ray-cluster.sh, for the
+    block: its address and the environment a client needs (the cluster's token)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    directory = Path(tempfile.mkdtemp(prefix="fq-ray-"))  # short: Ray's socket paths
+    env = {**os.environ, "RAY": str(Path(sys.executable).parent / "ray")}
+    script = ["bash", str(CLUSTER_SCRIPT)]
+    where = ["--port", str(port), "--dir", str(directory)]
+    try:
+        started = subprocess.run([*script, "start", "--nodes", str(nodes), *where], env=env,
+                                 capture_output=True, text=True)  # fmt: skip
+        if started.returncode != 0:
+            raise SystemExit(f"ray-cluster.sh start failed:\n{started.stderr[-2000:]}")
+        token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(directory / "auth_token")}
+        yield f"127.0.0.1:{port}", {**env, **token}
+    finally:
+        subprocess.run([*script, "stop", *where], env=env, check=False)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(command: list[str], env: dict | None = None) -> dict:
     """Run a command as a child; its wall seconds and peak RSS (GB)."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
@@ -96,8 +132,17 @@ def main() -> None:
     parser.add_argument("--steps", default="train,score,evaluate,report")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--train-trees", type=int, default=50, help="train's --n-estimators.")
+    parser.add_argument(
+        "--ray-nodes", type=int, default=0, help="Also on local Ray and a cluster of N nodes."
+    )
     args = parser.parse_args()
     print(describe())
+    with ray_cluster(args.ray_nodes) if args.ray_nodes else contextlib.nullcontext() as cluster:
+        measure(args, cluster)
+
+
+def measure(args, cluster: tuple[str, dict] | None) -> None:
+    """Every step at every size in every mode; the results saved."""
     args.data_dir.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "fraudseq"]
     model = args.data_dir / "model"
@@ -117,12 +162,16 @@ def main() -> None:
             out = args.data_dir / OUTPUTS[step]
             command = step_command(cli, step, model, data, out, args.train_trees)
             modes = ["sharded"] + (["memory"] if millions <= args.memory_up_to else [])
+            modes += ["ray-local", f"ray-cluster-{args.ray_nodes}"] if cluster else []
             for mode in modes:
                 work = args.data_dir / "work"
                 shutil.rmtree(work, ignore_errors=True)
-                extra = ["--work-dir", str(work)] if mode == "sharded" else []
+                extra = ["--work-dir", str(work)] if mode != "memory" else []
+                extra += ["--engine", "ray"] if mode.startswith("ray") else []
+                on_cluster = mode.startswith("ray-cluster")
+                extra += ["--ray-address", cluster[0]] if on_cluster else []
                 shutil.rmtree(args.data_dir / OUTPUTS["train"], ignore_errors=True)
-                measured = run(command + extra)
+                measured = run(command + extra, cluster[1] if on_cluster else None)
                 shutil.rmtree(work, ignore_errors=True)
                 record = {"step": step, "mode": mode, "rows": rows, **measured}
                 record["rows_per_s"] = round(rows / measured["seconds"])

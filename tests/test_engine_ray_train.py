@@ -78,6 +78,18 @@ def test_ddp_slices_make_up_the_single_process_batches(world, sampling):
         assert mine is single[0] and n == len(single[0])
 
 
+def same_as_local_training(distributed: FraudModel, small_csv, work_dir) -> FraudModel:
+    """The local Trainer's lstm (TINY) on the same 2 shards, after checking that its test
+    scores are `distributed`'s to SCORE_TOLERANCE."""
+    local = FraudModel("lstm", progress=False, **TINY).fit(
+        small_csv, train_until=TRAIN_UNTIL, valid_days=7, work_dir=work_dir, shards=2
+    )
+    got = distributed.score(small_csv, start=TRAIN_UNTIL)["score"].to_numpy()
+    expected = local.score(small_csv, start=TRAIN_UNTIL)["score"].to_numpy()
+    np.testing.assert_allclose(got, expected, atol=SCORE_TOLERANCE, rtol=0)
+    return local
+
+
 @pytest.mark.slow  # 48-90 s measured at load average 7-15 on 2 cores: mostly Ray Train startup
 def test_engine_ray_trains_the_single_process_model(tmp_path, small_csv, local_ray):
     """`fraudseq train --engine ray` without --work-dir (a temporary one) against the local
@@ -93,12 +105,7 @@ def test_engine_ray_trains_the_single_process_model(tmp_path, small_csv, local_r
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     distributed = FraudModel.load(out)
-    local = FraudModel("lstm", progress=False, **TINY).fit(
-        small_csv, train_until=TRAIN_UNTIL, valid_days=7, work_dir=tmp_path / "w", shards=2
-    )
-    got = distributed.score(small_csv, start=TRAIN_UNTIL)["score"].to_numpy()
-    expected = local.score(small_csv, start=TRAIN_UNTIL)["score"].to_numpy()
-    np.testing.assert_allclose(got, expected, atol=SCORE_TOLERANCE, rtol=0)
+    local = same_as_local_training(distributed, small_csv, tmp_path / "w")
     for a, b in zip(distributed.history_, local.history_, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
         assert a["valid_ap"] == pytest.approx(b["valid_ap"], rel=1e-6)

@@ -137,6 +137,7 @@ def _train_on_workers(config: dict, workers: int, storage: Path):
 
         tensors = load_file(Path(directory) / WEIGHTS)
         history = json.loads((Path(directory) / HISTORY).read_text())
+    log.info("trained on %d Ray Train workers on %d nodes", workers, result.metrics["nodes"])
     return tensors, history
 
 
@@ -162,6 +163,8 @@ def _worker(config: dict) -> None:
     window_model.trainer.replicas = DataParallel(rank, world)
     window_model.trainer.progress = False
     window_model.fit(config["train"], config["valid"])
+    nodes = [None] * world  # the node of every worker, for the command's log
+    torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
     if rank != 0:
         ray.train.report({}, checkpoint=None)
         return
@@ -170,4 +173,5 @@ def _worker(config: dict) -> None:
         tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
         save_file(tensors, f"{directory}/{WEIGHTS}")
         Path(directory, HISTORY).write_text(json.dumps(window_model.history_))
-        ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report({"nodes": len(set(nodes))}, checkpoint=checkpoint)
