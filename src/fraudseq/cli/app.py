@@ -286,7 +286,7 @@ EngineOpt = Annotated[
 RayAddressOpt = Annotated[
     str | None,
     typer.Option(
-        help="With --engine ray: the cluster to join (ray://host:10001, or auto); default a "
+        help="With --engine ray: the cluster to join (HEAD:6379 from a cluster node, ray://HEAD:10001 through Ray Client, or auto); default a "
         "local Ray instance started and stopped with the command. --work-dir must then be a "
         "path every node sees."
     ),
