@@ -286,9 +286,10 @@ EngineOpt = Annotated[
 RayAddressOpt = Annotated[
     str | None,
     typer.Option(
-        help="With --engine ray: the cluster to join (HEAD:6379 from a cluster node, ray://HEAD:10001 through Ray Client, or auto); default a "
-        "local Ray instance started and stopped with the command. --work-dir must then be a "
-        "path every node sees."
+        help="With --engine ray: the cluster to join (HEAD:6379 from a cluster node, "
+        "ray://HEAD:10001 through Ray Client, or auto); default a local Ray instance "
+        "started and stopped with the command. --work-dir must then be a path every node "
+        "sees."
     ),
 ]
 UntilOpt = Annotated[
