@@ -475,17 +475,10 @@ class Detector:
 
     def _result(self, logit: float, n_previous: int, out_of_order: bool, history: str) -> dict:
         probability = _sigmoid(logit)
-        return {
-            "fraud_probability": probability,
-            "score": round(100.0 * probability, 2),
-            "alert": probability >= self.threshold,
-            "threshold": self.threshold,
-            "insufficient_history": n_previous < self.min_history,
-            "out_of_order": out_of_order,
-            "history": history,
-            "model_version": self.model_version,
-            "reasons": [],
-        }
+        return result_dict(
+            probability, probability >= self.threshold, self.threshold,
+            n_previous < self.min_history, out_of_order, history, self.model_version,
+        )  # fmt: skip
 
     def _wants_reasons(self, alert: bool) -> bool:
         return self.explain == "all" or (self.explain == "alerts" and alert)
@@ -704,17 +697,8 @@ class Detector:
         (threshold, model version) as they were when it was scored."""
         p, is_alert, short, ordered, place = (column[i] for column in columns)
         threshold, version = constants
-        result = {
-            "fraud_probability": p,
-            "score": round(100.0 * p, 2),
-            "alert": is_alert,
-            "threshold": threshold,
-            "insufficient_history": short,
-            "out_of_order": not ordered,
-            "history": place,
-            "model_version": version,
-            "reasons": reasons,
-        }
+        result = result_dict(p, is_alert, threshold, short, not ordered, place, version)
+        result["reasons"] = reasons
         counted = self.live.counterparty
         if place == NOT_INSERTED:  # rare
             return dumps(self._record(fresh.row(i), False, result))
@@ -845,6 +829,30 @@ def record_json(
         f'"model_version":{version_json},'
         f'"reasons":{dumps(reasons) if reasons else "[]"}}}}}'
     )
+
+
+def result_dict(
+    probability: float,
+    alert: bool,
+    threshold: float,
+    insufficient_history: bool,
+    out_of_order: bool,
+    history: str,
+    model_version: str,
+) -> dict:
+    """A score's result (without its transaction id; `reasons` empty). A batch builds its
+    results with the same literal inline (one per transaction, no call)."""
+    return {
+        "fraud_probability": probability,
+        "score": round(100.0 * probability, 2),
+        "alert": alert,
+        "threshold": threshold,
+        "insufficient_history": insufficient_history,
+        "out_of_order": out_of_order,
+        "history": history,
+        "model_version": model_version,
+        "reasons": [],
+    }
 
 
 def history_retention_buckets(live: LiveEncoder, days: float | None) -> int:
