@@ -119,3 +119,36 @@ def test_batch_records_are_the_results_when_scored(tiny_lstm_dir, stream):
             detector.store.record(txs[0]["tx_id"])["result"]["threshold"]
             == (expected[0]["threshold"])
         )
+
+
+def test_expired_batch_records_and_states_are_purged(tiny_lstm_dir, stream, monkeypatch):
+    """With a TTL, a batch's records and account states expire like those kept as text
+    and bytes; the rows a batch's records are made from go with its last record."""
+    from types import SimpleNamespace
+
+    from fraudseq.serving.stores import MemoryStore
+    from fraudseq.serving.stores import memory as memory_module
+
+    now = [1000.0]
+    monkeypatch.setattr(memory_module, "time", SimpleNamespace(time=lambda: now[0]))
+    txs, _ = stream
+    first = txs[:10]
+    second = [tx for tx in txs[10:40] if tx["card_id"] not in {t["card_id"] for t in first}]
+    assert second
+    store = MemoryStore(ttl_seconds=10)
+    with Detector.load(tiny_lstm_dir, store, clock="data") as detector:
+        detector.explain = "none"
+        detector.score_batch(first)
+        now[0] += 6
+        kept = detector.score_batch(second)
+        now[0] += 6
+        store.purge()
+        assert store.record(first[0]["tx_id"]) is None
+        assert store.account(first[0]["card_id"]) is None
+        assert (
+            store.record(second[0]["tx_id"])["result"]["fraud_probability"]
+            == (kept[0]["fraud_probability"])
+        )
+        assert store.account(second[0]["card_id"]) is not None
+        assert len(store._batches) == 1
+        assert first[0]["card_id"] not in store._pool

@@ -50,8 +50,13 @@ class MemoryStore:
         self._accounts: dict[str, tuple[float, bytes | None]] = {}
         self._pool: StatePool | None = None
         self._codec = None  # the shapes the pool's states are encoded with (`AccountStates`)
-        #: tx id -> (touched, record JSON), or (touched, (RecordRows, i)): made when read
-        self._records: dict[str, tuple[float, str | tuple]] = {}
+        #: tx id -> (touched, record JSON), or (touched, batch << 32 | i): the text of row i
+        #: of `_batches[batch]` (a RecordRows), made when read. Tuples of atoms only, which
+        #: the garbage collector stops tracking (a (rows, i) tuple per record cost ~4 us per
+        #: transaction in collections over a replay).
+        self._records: dict[str, tuple[float, str | int]] = {}
+        self._batches: dict[int, RecordRows] = {}
+        self._batch_number = 0
         self._buckets = BucketColumns()
         self._labels: dict[str, int] = {}
         self._label_times: dict[str, float] = {}
@@ -82,7 +87,7 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             now = time.time()
-            text = _text(self._fresh(self._records.get(tx_id), now))
+            text = self._text(self._fresh(self._records.get(tx_id), now))
             stored = (
                 self._buckets.of(counterparty, buckets)
                 if counterparty is not None and buckets is not None
@@ -112,7 +117,7 @@ class MemoryStore:
             self._check_open()
             now = time.time()
             records = {
-                key: json.loads(_text(text))
+                key: json.loads(self._text(text))
                 for key, text in self._fresh_many(self._records, tx_ids, now)
             }
             read = self._buckets.read(counterparties if buckets else [], buckets or (0, 0))
@@ -128,15 +133,22 @@ class MemoryStore:
             return update
 
     def _write_records(self, records, now: float) -> None:
-        """Keep a batch's records: rows whose text is made when read (`RecordRows`) as
-        (rows, i), texts as they are."""
+        """Keep a batch's records: rows whose text is made when read (`RecordRows`) by
+        their batch and row number, texts as they are."""
         if isinstance(records, RecordRows):
-            rows = records
-            self._records.update(
-                zip(rows.ids, zip(repeat(now), zip(repeat(rows), range(len(rows)))), strict=False)
-            )
+            number = self._batch_number
+            self._batch_number += 1
+            self._batches[number] = records
+            codes = range(number << 32, (number << 32) + len(records))
+            self._records.update(zip(records.ids, zip(repeat(now), codes), strict=False))
         else:
             self._records.update((tx_id, (now, text)) for tx_id, _, _, text in records)
+
+    def _text(self, value) -> str | None:
+        """A stored record's JSON text: as kept, or made from its batch's rows."""
+        if value is None or isinstance(value, str):
+            return value
+        return self._batches[value >> 32].text(value & 0xFFFFFFFF)
 
     def _read_accounts(self, entities, now: float) -> dict[str, bytes] | AccountStates:
         """The fresh states of `entities`: those the pool holds decoded (`AccountStates`),
@@ -179,7 +191,7 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             now = time.time()
-            text = _text(self._fresh(self._records.get(tx_id), now))
+            text = self._text(self._fresh(self._records.get(tx_id), now))
             if text is None:
                 return None
             record = json.loads(text)
@@ -206,7 +218,7 @@ class MemoryStore:
 
     def record(self, tx_id: str) -> dict | None:
         with self._lock:
-            text = _text(self._fresh(self._records.get(tx_id), time.time()))
+            text = self._text(self._fresh(self._records.get(tx_id), time.time()))
             return json.loads(text) if text is not None else None
 
     def labels(self) -> dict[str, int]:
@@ -253,6 +265,8 @@ class MemoryStore:
                     del table[key]
                     if table is self._accounts and self._pool is not None:
                         self._pool.drop(key)
+            held = {v >> 32 for _, v in self._records.values() if isinstance(v, int)}
+            self._batches = {k: rows for k, rows in self._batches.items() if k in held}
 
     def ping(self) -> bool:
         return not self._closed
@@ -263,11 +277,3 @@ class MemoryStore:
     def _check_open(self) -> None:
         if self._closed:  # the server is stopping: not the client's fault (503, not 400)
             raise StateStoreError("the state store is closed")
-
-
-def _text(value) -> str | None:
-    """A stored record's JSON text: as kept, or made from its (RecordRows, i)."""
-    if value is None or isinstance(value, str):
-        return value
-    rows, i = value
-    return rows.text(i)
