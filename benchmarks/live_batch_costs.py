@@ -6,8 +6,9 @@
 The data and calls of benchmarks/live_batch_vs_offline.py (memory store, reasons off, one
 torch thread). Wraps, without changing them, the stages both paths share - the feature
 kernel (`kernel.compute`) and the model's forward pass - and the live path's own: request
-parsing (`parse_batch`), the state codec (`decode_states`, `encode_states`), the state
-update (`kernel.advance`); everything else in `Detector.score_batch` is "other" (records,
+parsing (`parse_batch`), the state codec (`decode_states`, `encode_states`), the memory
+store's decoded states (`StatePool.read`, `write`, where it exists), the state update
+(`kernel.advance`); everything else in `Detector.score_batch` is "other" (records,
 results, store reads and writes, the window gather). Times are the thread's CPU time (one
 torch thread runs on it), the offline figure the median of three runs made before the
 replay and after each of its first two thirds. Reports microseconds per transaction of
@@ -28,6 +29,7 @@ from machine import describe, save_results  # noqa: E402
 
 import fraudseq  # noqa: E402
 import fraudseq.features.encoder as encoder_module  # noqa: E402
+import fraudseq.features.state as state_module  # noqa: E402
 import fraudseq.serving.batch as batch_module  # noqa: E402
 import fraudseq.serving.detector as detector_module  # noqa: E402
 from fraudseq.serving import Detector  # noqa: E402
@@ -69,7 +71,18 @@ def main() -> None:
     batch_module.advance = timed("state update (advance)", batch_module.advance)
     detector_module.parse_batch = timed("parse", detector_module.parse_batch)
     detector_module.decode_states = timed("state decode", detector_module.decode_states)
-    detector_module.encode_states = timed("state encode", detector_module.encode_states)
+    # The codec's encoder: called by the Detector (before the memory store held decoded
+    # states) or, on demand, by the stores that keep bytes (`AccountStates`).
+    if hasattr(detector_module, "encode_states"):
+        detector_module.encode_states = timed("state encode", detector_module.encode_states)
+    state_module.encode_states = timed("state encode", state_module.encode_states)
+    try:  # the memory store's decoded states (absent before)
+        from fraudseq.serving.stores.state_pool import StatePool
+    except ImportError:
+        pass
+    else:
+        StatePool.read = timed("state pool read", StatePool.read)
+        StatePool.write = timed("state pool write", StatePool.write)
     WindowScorer.logits = timed("model", WindowScorer.logits)
     network = type(model.model_)
     network.decision_function = timed("model", network.decision_function)

@@ -261,6 +261,32 @@ def test_velocity_matches_reference(seed, budget, monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_velocity_matches_reference_with_time_ranks(seed, monkeypatch):
+    """The keys of time ranks (a file too long for keys of times) give the same features."""
+    from fraudseq.features.blocks import velocity
+
+    monkeypatch.setattr(velocity, "KEY_LIMIT", 0)
+    table = random_table(seed)
+    table["time"][::7] += HOUR // 2
+    check_against(table, "velocity", ref_velocity)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_counterparty_key_order_sorts_with_a_sorted_or_unsorted_head(seed):
+    from fraudseq.features.blocks.counterparty import _key_order
+
+    rng = np.random.default_rng(seed)
+    key = rng.integers(0, 50, 300)
+    for stored, head_sorted in [(0, False), (1, True), (200, True), (200, False), (300, True)]:
+        keys = key.copy()
+        if head_sorted:
+            keys[:stored] = np.sort(keys[:stored])
+        order = _key_order(keys, stored)
+        assert sorted(order.tolist()) == list(range(len(keys)))
+        assert (np.diff(keys[order]) >= 0).all()
+
+
+@pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("delay_ns", [7 * NS_PER_DAY, 0, 3 * NS_PER_DAY // 2, NS_PER_DAY + 1])
 def test_counterparty_risk_matches_reference(seed, delay_ns):
     table = random_table(seed)

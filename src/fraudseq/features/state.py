@@ -307,6 +307,31 @@ class StateTable:
             ],
         )
 
+    def concat(self, other: StateTable) -> StateTable:
+        """The entities of this table, then those of `other` (same columns)."""
+        if not len(other.n):
+            return self
+        if not len(self.n):
+            return other
+
+        def cat(mine, theirs):
+            return np.concatenate([mine, theirs])
+
+        return StateTable(
+            **{
+                name: cat(getattr(self, name), getattr(other, name))
+                for name in self.__dataclass_fields__
+                if name not in ("seen_counts", "seen", "seen_times")
+            },
+            **{
+                name: [
+                    cat(mine, theirs)
+                    for mine, theirs in zip(getattr(self, name), getattr(other, name), strict=True)
+                ]
+                for name in ("seen_counts", "seen", "seen_times")
+            },
+        )
+
     def ids(self, first_row: int, stop_row: int) -> list[str]:
         """Transaction ids of flat rows [first_row, stop_row)."""
         offsets = starts_of(self.id_lengths)

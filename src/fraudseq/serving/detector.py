@@ -76,7 +76,7 @@ from fraudseq.artifacts import MODEL_JSON, model_manifest, verify_model_dir
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.explain import described_features, occlude, rank_reasons
 from fraudseq.features.constants import BUCKETS_PER_DAY, COUNTERPARTY_BUCKET_NS
-from fraudseq.features.state import decode_states, encode_states
+from fraudseq.features.state import decode_states
 from fraudseq.fraud_model import FraudModel
 from fraudseq.schema import Schema
 from fraudseq.serving.batch import (
@@ -91,8 +91,10 @@ from fraudseq.serving.live_features import (
     LiveEncoder,
 )
 from fraudseq.serving.stores import (
+    AccountStates,
     BatchSnapshot,
     BatchUpdate,
+    RecordRows,
     Snapshot,
     StateStore,
     Update,
@@ -335,7 +337,8 @@ class Detector:
             lambda snapshot: self._compute_many(unique, snapshot),
         )
         results = update.results
-        new = {record[0] for record in update.records}
+        records = update.records  # RecordRows: ids without making the texts
+        new = set(records.ids if isinstance(records, RecordRows) else [r[0] for r in records])
         self._count(
             len(new),
             sum(
@@ -472,17 +475,10 @@ class Detector:
 
     def _result(self, logit: float, n_previous: int, out_of_order: bool, history: str) -> dict:
         probability = _sigmoid(logit)
-        return {
-            "fraud_probability": probability,
-            "score": round(100.0 * probability, 2),
-            "alert": probability >= self.threshold,
-            "threshold": self.threshold,
-            "insufficient_history": n_previous < self.min_history,
-            "out_of_order": out_of_order,
-            "history": history,
-            "model_version": self.model_version,
-            "reasons": [],
-        }
+        return result_dict(
+            probability, probability >= self.threshold, self.threshold,
+            n_previous < self.min_history, out_of_order, history, self.model_version,
+        )  # fmt: skip
 
     def _wants_reasons(self, alert: bool) -> bool:
         return self.explain == "all" or (self.explain == "alerts" and alert)
@@ -522,17 +518,31 @@ class Detector:
             return BatchUpdate(results=results)
         fresh = txs.take(new) if len(new) < len(txs) else txs
         n = len(fresh)
-        entity_index: dict[str, int] = {}
+        # Accounts: those the store holds decoded (memory) first, as its table's rows; the
+        # others' bytes decoded after them (an account new to the store: the empty state).
+        stored_accounts, held = snapshot.accounts, []
+        if isinstance(stored_accounts, AccountStates):
+            held = stored_accounts.entities
+            if not set(held) <= set(fresh.entities):  # accounts of retries only: as bytes
+                stored_accounts, held = dict(stored_accounts), []
+        entity_index = {entity: a for a, entity in enumerate(held)}
         account = np.array(
             [entity_index.setdefault(e, len(entity_index)) for e in fresh.entities], np.int64
         )
         entities = list(entity_index)
         empty = self._empty_state
-        blobs = [snapshot.accounts.get(e) or empty for e in entities]
-        table = decode_states(blobs, live)
+        blobs = stored_accounts.blobs if held else stored_accounts
+        others = [blobs.get(e) or empty for e in entities[len(held) :]]
+        table = decode_states(others, live) if others else None
+        if held:
+            table = stored_accounts.table if table is None else stored_accounts.table.concat(table)
+
+        def state_bytes(a: int) -> bytes:
+            return stored_accounts[entities[a]] if a < len(held) else others[a - len(held)]
+
         fast_account = vectorisable(table, account, fresh.time_ns)
         slow_states = {
-            int(a): AccountState.from_bytes(blobs[a]) for a in np.flatnonzero(~fast_account)
+            int(a): AccountState.from_bytes(state_bytes(a)) for a in np.flatnonzero(~fast_account)
         }
         fast = fast_account[account]
 
@@ -609,6 +619,7 @@ class Detector:
         alert = probability >= self.threshold
         insufficient = n_previous < self.min_history
         threshold, version = self.threshold, self.model_version
+        columns = (probability.tolist(), alert.tolist(), insufficient.tolist(), in_order.tolist())
         # One result per transaction (the id first, as score_batch returns it): a dict
         # literal of per-transaction values and constants, nothing else per row.
         scored = [
@@ -625,13 +636,7 @@ class Detector:
                 "reasons": [],
             }
             for tx_id, p, is_alert, short, ordered, place in zip(
-                fresh.ids,
-                probability.tolist(),
-                alert.tolist(),
-                insufficient.tolist(),
-                in_order.tolist(),
-                places,
-                strict=True,
+                fresh.ids, *columns, places, strict=True
             )
         ]
         explain = self.explain
@@ -657,48 +662,50 @@ class Detector:
         else:
             for i, result in zip(new, scored, strict=True):
                 results[i] = result
-        counted = live.counterparty
-        version_json = self._version_json
-        records = [
-            (
-                tx_id,
-                entity,
-                True,
-                record_json(
-                    digest,
-                    entity,
-                    time_ns,
-                    cp if counted else None,
-                    counted,
-                    result,
-                    version_json,
-                ),
-            )  # fmt: skip
-            for tx_id, entity, digest, time_ns, cp, result in zip(
-                fresh.ids,
-                fresh.entities,
-                fresh.digests,
-                fresh.time_ns.tolist(),
-                fresh.counterparty if counted else fresh.ids,
-                scored,
-                strict=True,
-            )
-        ]
-        for i in [i for i, place in enumerate(places) if place == NOT_INSERTED]:  # rare
-            result = {k: v for k, v in scored[i].items() if k != "transaction_id"}
-            text = dumps(self._record(fresh.row(i), False, result))
-            records[i] = (fresh.ids[i], fresh.entities[i], False, text)
-        blobs = encode_states(table, live)
-        for a, state in slow_states.items():
-            blobs[a] = state.to_bytes()
+        # The records' texts are made when a store reads them (`RecordRows`: SQLite and
+        # Redis at once, the memory store when a record is read back), from these columns
+        # and copies of the reasons given, never from the result dicts the caller gets.
+        given = {
+            int(i): json.loads(dumps(result["reasons"]))
+            for i, (result, _) in zip(wanted, explained, strict=False)
+        }
+        records = RecordRows(
+            fresh.ids,
+            fresh.entities,
+            [place != NOT_INSERTED for place in places],
+            lambda i: self._record_text(
+                fresh, i, (*columns, places), (threshold, version), given.get(i, [])
+            ),
+        )
+        # The new states as the table (a store that keeps bytes encodes them on reading);
+        # the accounts scored one at a time as their bytes.
+        slow_blobs = {entities[a]: state.to_bytes() for a, state in slow_states.items()}
         return BatchUpdate(
             results=results,
             records=records,
-            accounts=dict(zip(entities, blobs, strict=True)),
+            accounts=AccountStates(entities, table, slow_blobs, live),
             counterparty_buckets=added,
-            history=fresh.history_json() if self._history else None,
+            history=fresh.history_json if self._history else None,  # made when read
             history_bucket=int(own.max()),
         )
+
+    def _record_text(
+        self, fresh: TransactionColumns, i: int, columns: tuple, constants: tuple, reasons: list
+    ) -> str:
+        """The JSON record of a batch's new transaction i, from `_compute_many`'s columns
+        (probability, alert, insufficient history, in order, history) and constants
+        (threshold, model version) as they were when it was scored."""
+        p, is_alert, short, ordered, place = (column[i] for column in columns)
+        threshold, version = constants
+        result = result_dict(p, is_alert, threshold, short, not ordered, place, version)
+        result["reasons"] = reasons
+        counted = self.live.counterparty
+        if place == NOT_INSERTED:  # rare
+            return dumps(self._record(fresh.row(i), False, result))
+        return record_json(
+            fresh.digests[i], fresh.entities[i], int(fresh.time_ns[i]),
+            fresh.counterparty[i] if counted else None, counted, result, self._version_json,
+        )  # fmt: skip
 
     # -- feedback ------------------------------------------------------------------------
     def feedback(self, transaction_id: str, label: int) -> dict:
@@ -822,6 +829,30 @@ def record_json(
         f'"model_version":{version_json},'
         f'"reasons":{dumps(reasons) if reasons else "[]"}}}}}'
     )
+
+
+def result_dict(
+    probability: float,
+    alert: bool,
+    threshold: float,
+    insufficient_history: bool,
+    out_of_order: bool,
+    history: str,
+    model_version: str,
+) -> dict:
+    """A score's result (without its transaction id; `reasons` empty). A batch builds its
+    results with the same literal inline (one per transaction, no call)."""
+    return {
+        "fraud_probability": probability,
+        "score": round(100.0 * probability, 2),
+        "alert": alert,
+        "threshold": threshold,
+        "insufficient_history": insufficient_history,
+        "out_of_order": out_of_order,
+        "history": history,
+        "model_version": model_version,
+        "reasons": [],
+    }
 
 
 def history_retention_buckets(live: LiveEncoder, days: float | None) -> int:

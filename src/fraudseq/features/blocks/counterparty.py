@@ -108,7 +108,7 @@ def _kernel(ctx) -> dict:
     span = int(max(entry_bucket.max(), own[known].max())) - base + 2
     rel = entry_bucket - base
     key = entry_code * span + rel
-    order = np.argsort(key)  # the order within a key does not matter
+    order = _key_order(key, len(stored.code))  # the order within a key does not matter
     # The rows are entries too: in the entries' order they are the queries in key order
     # (searchsorted is several times faster on sorted queries).
     rows = np.flatnonzero(known)[order[order >= len(stored.code)] - len(stored.code)]
@@ -119,6 +119,24 @@ def _kernel(ctx) -> dict:
     for name, values in stats.items():
         out[name][rows] = values
     return out
+
+
+def _key_order(key: np.ndarray, stored: int) -> np.ndarray:
+    """An order sorting `key` (ties in any order). When the first `stored` keys are already
+    sorted (a live batch's stored buckets come so from the store), only the rest are sorted
+    and merged in: a sort of the chunk's entries, not of every stored bucket."""
+    head = key[:stored]
+    if stored < 2 or not (head[1:] >= head[:-1]).all():
+        return np.argsort(key)
+    tail = np.argsort(key[stored:]) + stored
+    order = np.empty(len(key), dtype=np.int64)
+    # Each tail entry goes after the stored keys <= it and the tail entries before it.
+    at = np.searchsorted(head, key[tail], side="right") + np.arange(len(tail))
+    placed = np.zeros(len(key), dtype=bool)
+    placed[at] = True
+    order[at] = tail
+    order[~placed] = np.arange(stored)
+    return order
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,13 @@ and rows; they compute no features (SQLite's one exception is in `sqlite`).
 from __future__ import annotations
 
 from fraudseq.serving.stores.base import (
+    AccountStates,
     BatchSnapshot,
     BatchUpdate,
     BucketTable,
     History,
     LabelChange,
+    RecordRows,
     Snapshot,
     StateStore,
     StateStoreError,
@@ -22,12 +24,14 @@ from fraudseq.serving.stores.base import (
 from fraudseq.serving.stores.memory import MemoryStore
 
 __all__ = [
+    "AccountStates",
     "BatchSnapshot",
     "BatchUpdate",
     "BucketTable",
     "History",
     "LabelChange",
     "MemoryStore",
+    "RecordRows",
     "RedisStore",
     "SQLiteStore",
     "Snapshot",

@@ -61,7 +61,7 @@ from __future__ import annotations
 import functools
 import json
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlparse
@@ -182,6 +182,68 @@ class BucketTable:
         return add_rows(zip(*(column.tolist() for column in columns), strict=True))
 
 
+class AccountStates(Mapping):
+    """Account states of a batch, decoded: `table` holds those of `entities` (entity i is
+    row i), `blobs` the bytes of others (which win over a table row of the same entity).
+    As a mapping it is entity -> state bytes, the table's rows encoded by the one codec
+    (`encode_states`, with `codec`'s shapes: the Detector's `LiveEncoder`) on first access:
+    a store that keeps bytes (SQLite, Redis) reads it as it reads a dict, the memory store
+    keeps `table` as it is and never encodes it."""
+
+    def __init__(self, entities: list[str], table, blobs: dict[str, bytes], codec) -> None:
+        self.entities, self.table, self.blobs, self.codec = entities, table, blobs, codec
+        self._encoded: dict[str, bytes] | None = None
+
+    def encoded(self) -> dict[str, bytes]:
+        if self._encoded is None:
+            from fraudseq.features.state import encode_states
+
+            rows = encode_states(self.table, self.codec) if self.entities else []
+            self._encoded = {**dict(zip(self.entities, rows, strict=True)), **self.blobs}
+        return self._encoded
+
+    def __getitem__(self, entity: str) -> bytes:
+        return self.encoded()[entity]
+
+    def __iter__(self):
+        return iter(self.encoded())
+
+    def __len__(self) -> int:
+        return len(self.encoded())
+
+
+class RecordRows(Sequence):
+    """A batch's new records as rows (tx id, entity, inserted, the record's JSON text).
+    Each text is made by `make_text(i)`: all of them the first time a row is read (what a
+    store that keeps text does: SQLite, Redis), or one at a time by `text(i)` (the memory
+    store keeps (rows, i) and makes a text only when the record is read back)."""
+
+    def __init__(self, ids: list[str], entities: list[str], inserted: list[bool], make_text):
+        self.ids, self.entities, self.inserted = ids, entities, inserted
+        self._make_text = make_text
+        self._texts: list[str] | None = None
+
+    def text(self, i: int) -> str:
+        return self._texts[i] if self._texts is not None else self._make_text(i)
+
+    def __getitem__(self, i):
+        if self._texts is None:
+            self._texts = [self._make_text(i) for i in range(len(self.ids))]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.ids[i], self.entities[i], self.inserted[i], self._texts[i]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def history_text(update) -> str | None:
+    """An update's history log entry as text (`BatchUpdate.history` may be a callable that
+    makes it: the memory store keeps that and calls it when the log is read)."""
+    history = update.history
+    return history() if callable(history) else history
+
+
 @dataclass
 class BatchSnapshot:
     """What a batch `compute` sees: the stored records of the batch's ids (only those that
@@ -189,7 +251,7 @@ class BatchSnapshot:
     buckets within the requested range."""
 
     records: dict[str, dict]
-    accounts: dict[str, bytes]
+    accounts: Mapping[str, bytes]  # a dict, or `AccountStates` (decoded) from the memory store
     counterparty: BucketTable
 
 
@@ -201,12 +263,15 @@ class BatchUpdate:
     transactions to add)."""
 
     results: list
-    records: list[tuple[str, str, bool, str]] = field(default_factory=list)
-    accounts: dict[str, bytes] = field(default_factory=dict)
+    #: A list, or `RecordRows` (texts made when read)
+    records: Sequence[tuple[str, str, bool, str]] = field(default_factory=list)
+    #: entity -> state bytes: a dict, or `AccountStates` (decoded, bytes on demand)
+    accounts: Mapping[str, bytes] = field(default_factory=dict)
     counterparty_buckets: dict[tuple[str, int], int] = field(default_factory=dict)
-    #: The history log's entry for the new transactions (`history_json`), None for no log;
-    #: `history_bucket` is the hour bucket of the newest of them.
-    history: str | None = None
+    #: The history log's entry for the new transactions (`history_json`; or a callable
+    #: making it, read by `history_text`), None for no log; `history_bucket` is the hour
+    #: bucket of the newest of them.
+    history: str | Callable[[], str] | None = None
     history_bucket: int | None = None
 
 

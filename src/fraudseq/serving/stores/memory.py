@@ -1,5 +1,7 @@
-"""`MemoryStore`: every piece of state in this process (tests, notebooks): dicts, and the
-counterparty buckets as sorted columns (`BucketColumns`)."""
+"""`MemoryStore`: every piece of state in this process (tests, notebooks): dicts, the
+counterparty buckets as sorted columns (`BucketColumns`), and the account states a batch
+wrote as decoded columns (`StatePool`: a batch reads and writes them without the bytes
+codec; a single score, or `account`, gets the bytes)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,16 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from itertools import repeat
 
 from fraudseq.serving.stores.base import (
     PURGE_EVERY,
+    AccountStates,
     BatchSnapshot,
     BatchUpdate,
     History,
     LabelChange,
+    RecordRows,
     Snapshot,
     StateStoreError,
     Update,
@@ -24,6 +29,7 @@ from fraudseq.serving.stores.base import (
     purge_limit,
 )
 from fraudseq.serving.stores.bucket_columns import BucketColumns
+from fraudseq.serving.stores.state_pool import StatePool
 
 
 class MemoryStore:
@@ -40,8 +46,17 @@ class MemoryStore:
         #: Counterparty buckets are pruned by this clock (see `purge_limit`).
         self.clock: Callable[[], int | None] | None = None
         self._lock = threading.RLock()
-        self._accounts: dict[str, tuple[float, bytes]] = {}
-        self._records: dict[str, tuple[float, str]] = {}
+        #: entity -> (touched, state bytes), or (touched, None) when `_pool` holds it
+        self._accounts: dict[str, tuple[float, bytes | None]] = {}
+        self._pool: StatePool | None = None
+        self._codec = None  # the shapes the pool's states are encoded with (`AccountStates`)
+        #: tx id -> (touched, record JSON), or (touched, batch << 32 | i): the text of row i
+        #: of `_batches[batch]` (a RecordRows), made when read. Tuples of atoms only, which
+        #: the garbage collector stops tracking (a (rows, i) tuple per record cost ~4 us per
+        #: transaction in collections over a replay).
+        self._records: dict[str, tuple[float, str | int]] = {}
+        self._batches: dict[int, RecordRows] = {}
+        self._batch_number = 0
         self._buckets = BucketColumns()
         self._labels: dict[str, int] = {}
         self._label_times: dict[str, float] = {}
@@ -72,7 +87,7 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             now = time.time()
-            text = self._fresh(self._records.get(tx_id), now)
+            text = self._text(self._fresh(self._records.get(tx_id), now))
             stored = (
                 self._buckets.of(counterparty, buckets)
                 if counterparty is not None and buckets is not None
@@ -80,7 +95,7 @@ class MemoryStore:
             )
             snapshot = Snapshot(
                 record=json.loads(text) if text is not None else None,
-                account=self._fresh(self._accounts.get(entity), now),
+                account=self._account_bytes(entity, now),
                 counterparty=counterparty_totals(stored, buckets),
             )
             update = compute(snapshot)
@@ -88,7 +103,7 @@ class MemoryStore:
                 return update
             self._records[tx_id] = (now, update.record_text())
             if update.account is not None:
-                self._accounts[entity] = (now, update.account)
+                self._set_bytes(entity, now, update.account)
             if counterparty is not None and update.counterparty_bucket is not None:
                 self._buckets.add({(counterparty, update.counterparty_bucket): 1})
             self._log(update)
@@ -102,13 +117,13 @@ class MemoryStore:
             self._check_open()
             now = time.time()
             records = {
-                key: json.loads(text) for key, text in self._fresh_many(self._records, tx_ids, now)
+                key: json.loads(self._text(text))
+                for key, text in self._fresh_many(self._records, tx_ids, now)
             }
-            accounts = dict(self._fresh_many(self._accounts, entities, now))
             read = self._buckets.read(counterparties if buckets else [], buckets or (0, 0))
-            update = compute(BatchSnapshot(records, accounts, read))
-            self._records.update((tx_id, (now, text)) for tx_id, _, _, text in update.records)
-            self._accounts.update((entity, (now, blob)) for entity, blob in update.accounts.items())
+            update = compute(BatchSnapshot(records, self._read_accounts(entities, now), read))
+            self._write_records(update.records, now)
+            self._write_accounts(update.accounts, now)
             self._buckets.add(update.counterparty_buckets)
             self._log(update)
             before = self._writes
@@ -117,11 +132,66 @@ class MemoryStore:
                 self.purge()
             return update
 
+    def _write_records(self, records, now: float) -> None:
+        """Keep a batch's records: rows whose text is made when read (`RecordRows`) by
+        their batch and row number, texts as they are."""
+        if isinstance(records, RecordRows):
+            number = self._batch_number
+            self._batch_number += 1
+            self._batches[number] = records
+            codes = range(number << 32, (number << 32) + len(records))
+            self._records.update(zip(records.ids, zip(repeat(now), codes), strict=False))
+        else:
+            self._records.update((tx_id, (now, text)) for tx_id, _, _, text in records)
+
+    def _text(self, value) -> str | None:
+        """A stored record's JSON text: as kept, or made from its batch's rows."""
+        if value is None or isinstance(value, str):
+            return value
+        return self._batches[value >> 32].text(value & 0xFFFFFFFF)
+
+    def _read_accounts(self, entities, now: float) -> dict[str, bytes] | AccountStates:
+        """The fresh states of `entities`: those the pool holds decoded (`AccountStates`),
+        the others as bytes."""
+        found = self._fresh_many(self._accounts, entities, now)
+        blobs = {entity: blob for entity, blob in found if blob is not None}
+        if len(blobs) == len(found):
+            return blobs
+        pooled = [entity for entity, blob in found if blob is None]
+        return AccountStates(pooled, self._pool.read(pooled), blobs, self._codec)
+
+    def _write_accounts(self, accounts, now: float) -> None:
+        """Keep a batch's states: decoded ones in the pool, bytes as they are."""
+        blobs = accounts
+        if isinstance(accounts, AccountStates) and accounts.entities:
+            if self._pool is None:
+                self._pool = StatePool(accounts.table)
+            self._pool.write(accounts.entities, accounts.table)
+            self._codec = accounts.codec
+            self._accounts.update((entity, (now, None)) for entity in accounts.entities)
+            blobs = accounts.blobs
+        for entity, blob in blobs.items():
+            self._set_bytes(entity, now, blob)
+
+    def _set_bytes(self, entity: str, now: float, blob: bytes) -> None:
+        self._accounts[entity] = (now, blob)
+        if self._pool is not None:
+            self._pool.drop(entity)
+
+    def _account_bytes(self, entity: str, now: float) -> bytes | None:
+        """The entity's fresh state as bytes (the pool's encoded), None if none."""
+        entry = self._accounts.get(entity)
+        if entry is None or (self.ttl is not None and entry[0] < now - self.ttl):
+            return None
+        if entry[1] is not None:
+            return entry[1]
+        return AccountStates([entity], self._pool.read([entity]), {}, self._codec)[entity]
+
     def label(self, tx_id: str, label: int) -> LabelChange | None:
         with self._lock:
             self._check_open()
             now = time.time()
-            text = self._fresh(self._records.get(tx_id), now)
+            text = self._text(self._fresh(self._records.get(tx_id), now))
             if text is None:
                 return None
             record = json.loads(text)
@@ -144,11 +214,11 @@ class MemoryStore:
 
     def account(self, entity: str) -> bytes | None:
         with self._lock:
-            return self._fresh(self._accounts.get(entity), time.time())
+            return self._account_bytes(entity, time.time())
 
     def record(self, tx_id: str) -> dict | None:
         with self._lock:
-            text = self._fresh(self._records.get(tx_id), time.time())
+            text = self._text(self._fresh(self._records.get(tx_id), time.time()))
             return json.loads(text) if text is not None else None
 
     def labels(self) -> dict[str, int]:
@@ -162,11 +232,14 @@ class MemoryStore:
 
     def _log(self, update) -> None:
         """Append the update's history entry, if any (inside the write's lock)."""
-        if update.history is not None:
+        if update.history is not None:  # a batch's may be a callable, called when read
             self._history.append((update.history_bucket, update.history))
 
     def history(self) -> History:
         with self._lock:
+            self._history = [  # entries made when first read
+                (bucket, entry() if callable(entry) else entry) for bucket, entry in self._history
+            ]
             return History(
                 [entry for _, entry in self._history],
                 dict(self._labels),
@@ -190,6 +263,10 @@ class MemoryStore:
             for table in (self._accounts, self._records):
                 for key in [k for k, (touched, _) in table.items() if touched < limit]:
                     del table[key]
+                    if table is self._accounts and self._pool is not None:
+                        self._pool.drop(key)
+            held = {v >> 32 for _, v in self._records.values() if isinstance(v, int)}
+            self._batches = {k: rows for k, rows in self._batches.items() if k in held}
 
     def ping(self) -> bool:
         return not self._closed

@@ -38,6 +38,7 @@ from fraudseq.serving.stores.base import (
     counterparty_totals,
     dumps,
     history_limit,
+    history_text,
     in_range,
     label_delta,
     purge_limit,
@@ -390,7 +391,7 @@ class RedisStore:
         if update.history is None:
             return ["", 0, ""]
         limit = history_limit(self)
-        return [update.history, update.history_bucket, "" if limit is None else str(limit)]
+        return [history_text(update), update.history_bucket, "" if limit is None else str(limit)]
 
     def history(self) -> History:
         self._check_open()

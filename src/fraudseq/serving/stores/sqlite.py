@@ -60,6 +60,7 @@ from fraudseq.serving.stores.base import (
     add_rows,
     dumps,
     history_limit,
+    history_text,
     label_delta,
     purge_limit,
 )
@@ -696,7 +697,7 @@ def _log(db, update) -> None:
     if update.history is not None:
         db.execute(
             "INSERT INTO history (newest, entry) VALUES (?, ?)",
-            (update.history_bucket, update.history),
+            (update.history_bucket, history_text(update)),
         )
 
 
