@@ -107,6 +107,9 @@ def test_the_bound_counts_only_frauds_older_labels_can_reveal(frame):
     # Each day holds fewer than 100 cards, so CP@100 is the day's fraud cards / 100.
     assert bound["cp_at_100_perfect_ranking"] == pytest.approx(4 / 100 / 5)
     assert bound["revealable_cp_at_100"] == pytest.approx(2 / 100 / 5)
+    # Revealable frauds first, the rest tied: b and f above c and h, d and g tied with them.
+    assert bound["revealable_auc_roc"] == pytest.approx(6 / 8)
+    assert bound["revealable_average_precision"] == pytest.approx(0.5 + 0.5 * 4 / 6)
 
 
 def test_the_tables_come_from_the_results():
@@ -122,6 +125,9 @@ def test_the_tables_come_from_the_results():
             "auc_roc": 0.88 + i / 100,
             "average_precision": 0.72,
             "cp_at_100": 0.30,
+            "revealable_frauds": 300,
+            "revealable_auc_roc": 0.9,
+            "revealable_average_precision": 0.75,
             "revealable_cp_at_100": 0.31,
             "cp_gap_to_bound": 0.01,
         }
@@ -139,4 +145,8 @@ def test_the_tables_come_from_the_results():
     text = hp.report(results)
     assert "| Handbook: XGBoost (published) | 0.869 | 0.687 | 0.303 |" in text
     assert "| **0.885** ± 0.005 | **0.720** ± 0.000 | **0.300** ± 0.000 |" in text
-    assert "| 1 | 08-08..08-14 | 08-08..08-14 | 58,000 | 400 | 0.890 |" in text
+    assert (
+        "| 1 | 08-08..08-14 | 08-08..08-14 | 58,000 | 400 (300) | 0.890 (0.900) | "
+        "0.720 (0.750) | 0.300 (0.310) | +0.010 |"
+    ) in text
+    assert "| 0.900 ± 0.000 | 0.750 ± 0.000 | 0.310 ± 0.000 |" in text  # what labels allow
