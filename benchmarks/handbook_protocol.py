@@ -242,22 +242,28 @@ def label(results: dict) -> str:
     return f"{name}, {settings}" if settings else name
 
 
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
 def headline(results: dict) -> str:
     """The README's table: the published prequential rows and ours, mean ± std over folds."""
     weeks = ", ".join(span(r["test_from"], r["test_until"]) for r in results["folds"])
-    lines = [
-        "| Model | AUC ROC | AP | CP@100 |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, values in PUBLISHED.items():
-        cells = " | ".join(f"{v:.3f}" for v in values)
-        lines.append(f"| Handbook: {name} (published) | {cells} |")
     m, s = results["mean"], results["std"]
-    cells = " | ".join(f"**{m[k]:.3f}** ± {s[k]:.3f}" for k in KEYS)
-    lines.append(f"| {label(results)} | {cells} |")
-    cells = " | ".join(f"{m['revealable_' + k]:.3f} ± {s['revealable_' + k]:.3f}" for k in KEYS)
-    lines.append(f"| What labels ≥ 7 days old allow (revealable frauds first) | {cells} |")
-    return "\n".join(lines) + (
+    rows = [
+        [f"Handbook: {name} (published)", *(f"{v:.3f}" for v in values)]
+        for name, values in PUBLISHED.items()
+    ]
+    rows.append([label(results), *(f"**{m[k]:.3f}** ± {s[k]:.3f}" for k in KEYS)])
+    rows.append(
+        [
+            "What labels ≥ 7 days old allow (revealable frauds first)",
+            *(f"{m['revealable_' + k]:.3f} ± {s['revealable_' + k]:.3f}" for k in KEYS),
+        ]
+    )
+    return table(["Model", *(NAMES[k] for k in KEYS)], rows) + (
         f"\n\nMean ± std over the handbook's four folds (test weeks {weeks}), known "
         "compromised cards removed."
     )
@@ -267,25 +273,29 @@ def per_fold(results: dict) -> str:
     """Per fold: the metrics, and in brackets what labels at least 7 days old allow (AUC ROC
     and AP of the ranking with the revealable frauds first and the rest tied; the CP@100
     bound), and the gap between that bound and CP@100."""
-    lines = [
-        "| Fold | Train | Test | Transactions | Frauds (revealable) | AUC ROC | AP | CP@100 "
-        "| CP@100 gap |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    rows = [
+        [
+            str(r["index"]),
+            span(r["train_from"], r["train_until"]),
+            span(r["test_from"], r["test_until"]),
+            f"{r['n_test']:,}",
+            f"{r['n_fraud']} ({r['revealable_frauds']})",
+            *(f"{r[k]:.3f} ({r['revealable_' + k]:.3f})" for k in KEYS),
+            f"{r['cp_gap_to_bound']:+.3f}",
+        ]
+        for r in results["folds"]
     ]
-    for r in results["folds"]:
-        cells = " | ".join(f"{r[k]:.3f} ({r['revealable_' + k]:.3f})" for k in KEYS)
-        lines.append(
-            f"| {r['index']} | {span(r['train_from'], r['train_until'])} | "
-            f"{span(r['test_from'], r['test_until'])} | {r['n_test']:,} | {r['n_fraud']} "
-            f"({r['revealable_frauds']}) | {cells} | {r['cp_gap_to_bound']:+.3f} |"
-        )
     m, s = results["mean"], results["std"]
-    cells = " | ".join(f"{m[k]:.3f} ± {s[k]:.3f} ({m['revealable_' + k]:.3f})" for k in (*KEYS,))
-    lines.append(
-        f"| mean ± std | | | | | {cells} | {m['cp_gap_to_bound']:+.3f} ± "
-        f"{s['cp_gap_to_bound']:.3f} |"
+    rows.append(
+        [
+            "mean ± std",
+            *[""] * 4,
+            *(f"{m[k]:.3f} ± {s[k]:.3f} ({m['revealable_' + k]:.3f})" for k in KEYS),
+            f"{m['cp_gap_to_bound']:+.3f} ± {s['cp_gap_to_bound']:.3f}",
+        ]
     )
-    return "\n".join(lines)
+    header = ["Fold", "Train", "Test", "Transactions", "Frauds (revealable)"]
+    return table([*header, *(NAMES[k] for k in KEYS), "CP@100 gap"], rows)
 
 
 def report(results: dict) -> str:
