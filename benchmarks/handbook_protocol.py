@@ -39,7 +39,14 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from handbook import ROOT, cp_at_100, revealable, revealable_cp_at_100, test_set  # noqa: E402
+from handbook import (  # noqa: E402
+    ROOT,
+    cp_at_100,
+    ranking,
+    revealable,
+    revealable_cp_at_100,
+    test_set,
+)
 from handbook_prequential import KEYS, PUBLISHED  # noqa: E402
 from machine import describe, save_results  # noqa: E402
 
@@ -121,6 +128,58 @@ def parse_overrides(spec: str) -> dict:
             out[name] = float(value) if value.replace(".", "", 1).isdigit() else value
         else:
             out[name] = value
+    return out
+
+
+def diagnose(args) -> dict:
+    """One fold trained and scored as handbook.py does protocol A (FraudModel.fit, then
+    handbook.ranking), to see where AP is lost: AUC ROC and AP of each kind of fraud
+    against the legitimate transactions (the other frauds left out)."""
+    schema = Schema.from_toml(ROOT / "schemas/handbook.toml")
+    frame = load_transactions(args.data, schema, require_label=True)
+    times = frame[schema.time]
+    plan = folds(times.min(), times.max(), args.start)
+    frame = frame[(times < plan[0].test_until).to_numpy()].reset_index(drop=True)
+    fold = plan[args.diagnose]
+    model = FraudModel(seed=args.seed, **parse_overrides(args.set))
+    model.fit(
+        frame,
+        schema,
+        train_from=fold.train_from,
+        train_until=fold.train_until,
+        valid_period=(fold.valid_from, fold.valid_until),
+    )
+    test = fold_test_set(frame, schema, fold)
+    score = ranking(model, frame, test, schema, fold.test_from)["score"]
+    y = test[schema.label].to_numpy()
+    shown = revealable(frame, test, schema) > 0
+    scenario = test[schema.scenario].astype(str).to_numpy()
+    groups = {
+        "all frauds": y == 1,
+        "revealable frauds": shown,
+        "unrevealable frauds": (y == 1) & ~shown,
+        "scenario 1 (amount)": scenario == "1",
+        "scenario 2, revealable (terminal)": (scenario == "2") & shown,
+        "scenario 2, unrevealable": (scenario == "2") & ~shown,
+        "scenario 3 (customer)": scenario == "3",
+    }
+    out = {"fold": fold.describe(), "cp_at_100": cp_at_100(test, schema, score), "groups": {}}
+    print(f"fold {fold.index}, test {span(fold.test_from, fold.test_until)}:")
+    for name, frauds in groups.items():
+        keep = frauds | (y == 0)
+        row = {
+            "n_fraud": int(frauds.sum()),
+            "auc_roc": metrics.auc_roc(y[keep], score[keep]),
+            "average_precision": metrics.average_precision(y[keep], score[keep]),
+            # how many legitimate transactions score above the group's median fraud
+            "legit_above_median_fraud": int((score[y == 0] > np.median(score[frauds])).sum()),
+        }
+        out["groups"][name] = row
+        print(
+            f"  {name} ({row['n_fraud']}) against the {int((y == 0).sum()):,} legitimate: AUC "
+            f"ROC {row['auc_roc']:.4f} AP {row['average_precision']:.4f}; legitimate above "
+            f"its median fraud: {row['legit_above_median_fraud']:,}"
+        )
     return out
 
 
@@ -316,6 +375,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument(
+        "--diagnose",
+        type=int,
+        metavar="FOLD",
+        help="train and score one fold only, and print AUC ROC and AP per kind of fraud "
+        "(results to handbook_protocol-diagnose-fold<FOLD>.json)",
+    )
+    parser.add_argument(
         "--markdown",
         action="store_true",
         help="print the tables from --out; train nothing",
@@ -326,6 +392,13 @@ def main() -> None:
         if not out.exists():
             raise SystemExit(f"{out} does not exist: run this script without --markdown first")
         print(report(json.loads(out.read_text())))
+        return
+    if args.diagnose is not None:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        machine = describe()
+        if out == RESULTS:
+            out = out.with_name(f"handbook_protocol-diagnose-fold{args.diagnose}.json")
+        save_results(out.stem, {**diagnose(args), "machine": machine}, out)
         return
     if (args.start != START or args.set or args.seed) and out == RESULTS:
         raise SystemExit(
