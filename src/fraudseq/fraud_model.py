@@ -26,6 +26,7 @@ from fraudseq.features.blocks import BLOCKS as FEATURE_BLOCKS
 from fraudseq.losses import make_loss
 from fraudseq.models import build_model, check_family, learns_from_fraud
 from fraudseq.models.ensemble import COMBINERS, parse_members
+from fraudseq.models.transformer import gap_scaling
 from fraudseq.sampling import check_sampling
 from fraudseq.schema import UNKNOWN_LABELS, Schema, load_transactions
 from fraudseq.splits import in_period, parse_time, validation_start
@@ -90,6 +91,8 @@ class FraudModel:
         max_depth: int = 6,
         bidirectional: bool = False,
         attention_heads: int = 4,
+        transformer_layers: int = 2,
+        transformer_heads: int = 2,
         members: tuple[str, ...] = ("lstm", "xgboost"),
         combiner: str = "average",
         min_count: int = 5,
@@ -120,6 +123,8 @@ class FraudModel:
         self.max_depth = max_depth
         self.bidirectional = bidirectional
         self.attention_heads = attention_heads
+        self.transformer_layers = transformer_layers
+        self.transformer_heads = transformer_heads
         self.members = members
         self.combiner = combiner
         self.min_count = min_count
@@ -385,9 +390,11 @@ class FraudModel:
 
     def build_args(self) -> tuple:
         """`build_model`'s arguments for this fitted encoder: what a Ray Train worker builds
-        the same window model from (`engine.ray_train`)."""
+        the same window model from (`engine.ray_train`). The parameters hold `gap` too:
+        where the transformer reads the gaps between a window's events (`gap_scaling`)."""
         encoder = self.encoder_
-        return (self.model, encoder.n_numeric, encoder.cardinalities, self.get_params(), self.seed)
+        params = {**self.get_params(), "gap": gap_scaling(encoder)}
+        return (self.model, encoder.n_numeric, encoder.cardinalities, params, self.seed)
 
     # -- scoring -------------------------------------------------------------------------
     def score(self, data, *, start=None, end=None) -> pd.DataFrame:
@@ -620,6 +627,8 @@ PARAM_RULES = {
     "n_estimators": _integer(1),
     "max_depth": _integer(1),
     "attention_heads": _integer(1),
+    "transformer_layers": _integer(1),
+    "transformer_heads": _integer(1),
     "combiner": _Rule(lambda v: v in COMBINERS, f"one of {', '.join(COMBINERS)}"),
     "min_count": _integer(0),
     "max_vocabulary": _integer(1),
