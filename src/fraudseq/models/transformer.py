@@ -25,7 +25,8 @@ its own, `TransformerClassifier.encoder`, so that a pretrained encoder's weights
 
 `forward_events(events, lengths, return_attention=True)` also returns the scored event's
 attention over the window in the last block, averaged over heads (B, K): it sums to 1 over
-the valid steps and is 0 on padding.
+the valid steps and is 0 on padding. An explanation's occlusion replaces an event's whole
+row, its gap too, so the times of the events before it move with it.
 """
 
 from __future__ import annotations
