@@ -5,6 +5,7 @@ import torch
 from fraudseq.features import FeatureEncoder
 from fraudseq.models import build_model
 from fraudseq.models.attention import AttentionLSTMClassifier, BiLSTMAttentionClassifier
+from fraudseq.models.transformer import TransformerClassifier
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.training import WindowSet, WindowSource, predict_logits
 
@@ -14,6 +15,10 @@ NETWORKS = {
         5, [4, 6], hidden_size=8, bidirectional=True
     ),
     "bilstm-attention": lambda: BiLSTMAttentionClassifier(5, [4, 6], hidden_size=8),
+    # the gaps read from numeric column 1 (scaled: mean 3, scale 2)
+    "transformer": lambda: TransformerClassifier(
+        5, [4, 6], window=K, gap=(1, 3.0, 2.0), hidden_size=8
+    ),
 }
 K = 7
 LENGTHS = torch.tensor([1, 3, 7, 5, 2, 7, 4, 6])
@@ -72,10 +77,11 @@ def source(small_frame):
     return encoder, WindowSource(encoder.transform(frame), 8)
 
 
-@pytest.mark.parametrize("name", ["lstm-attention", "bilstm-attention"])
+@pytest.mark.parametrize("name", ["lstm-attention", "bilstm-attention", "transformer"])
 def test_embed_once_path_and_attention_report(name, source):
     encoder, windows = source
     params = {
+        "window": 8,
         "hidden_size": 8,
         "num_layers": 1,
         "dropout": 0.1,

@@ -187,7 +187,8 @@ def test_check_warns_on_missing_labels_no_fraud_and_id_like_categories(
     assert code == 0, err
     assert f"label coverage │ {1 - 30 / len(frame):.1%} ({len(frame) - 30} rows labelled)" in text
     assert f"30 of {len(frame)} rows (7.5%) have no label in 'is_fraud'" in text
-    assert "drop the unlabelled rows before training" in text
+    assert "train takes them as not known (history, never a training target)" in text
+    assert "evaluate refuses them" in text
     assert f"categorical column 'trans_num' has {len(frame)} distinct values" in text
     assert "an id, not a category" in text and "remove it from categorical" in text
 

@@ -18,7 +18,7 @@ from test_state import TINY, TRAIN_UNTIL, accounts_slice
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-NETWORK_FAMILIES = ("lstm", "gru", "rnn", "lstm-attention", "bilstm-attention")
+NETWORK_FAMILIES = ("lstm", "gru", "rnn", "lstm-attention", "bilstm-attention", "transformer")
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ def test_report_renders_for_other_families(family, tiny_frame):
     for title in SECTIONS:
         assert title in text, (family, title)
     assert text.count("The account's window") == 2
-    if family.endswith("attention"):
+    if family.endswith("attention") or family == "transformer":
         assert "<th>attention</th>" in text and "not an attribution" in text
     else:
         assert "has no attention weights" in text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 RECURRENT = ("lstm", "gru", "rnn")
 ATTENTION = ("lstm-attention", "bilstm-attention")
-MODELS = (*RECURRENT, "xgboost", *ATTENTION, "autoencoder", "ensemble")
+MODELS = (*RECURRENT, "xgboost", *ATTENTION, "transformer", "autoencoder", "ensemble")
 # Trained on legitimate windows only (see models/autoencoder.py): needs no fraud to train on.
 UNSUPERVISED = ("autoencoder",)
 MEMBERS = tuple(m for m in MODELS if m != "ensemble")  # what an ensemble may hold

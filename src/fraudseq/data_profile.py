@@ -233,8 +233,9 @@ def profile_warnings(p: DataProfile) -> list[str]:
             missing = p.rows - p.labelled
             out.append(
                 f"{missing:,} of {p.rows:,} rows ({missing / p.rows:.1%}) have no label in "
-                f"{p.label!r}: train and evaluate refuse them (score takes them as not known "
-                "yet). Fix: fill them in, or drop the unlabelled rows before training."
+                f"{p.label!r}: train takes them as not known (history, never a training "
+                "target) and evaluate refuses them. Fix: evaluate a period whose labels are "
+                "known, or fill them in."
             )
         if p.frauds == 0:
             out.append(

@@ -26,8 +26,9 @@ from fraudseq.features.blocks import BLOCKS as FEATURE_BLOCKS
 from fraudseq.losses import make_loss
 from fraudseq.models import build_model, check_family, learns_from_fraud
 from fraudseq.models.ensemble import COMBINERS, parse_members
+from fraudseq.models.transformer import gap_scaling
 from fraudseq.sampling import check_sampling
-from fraudseq.schema import Schema, load_transactions
+from fraudseq.schema import UNKNOWN_LABELS, Schema, load_transactions
 from fraudseq.splits import in_period, parse_time, validation_start
 from fraudseq.thresholds import choose, needs_fraud, parse_strategy
 from fraudseq.training import WindowSet, WindowSource
@@ -90,6 +91,8 @@ class FraudModel:
         max_depth: int = 6,
         bidirectional: bool = False,
         attention_heads: int = 4,
+        transformer_layers: int = 2,
+        transformer_heads: int = 2,
         members: tuple[str, ...] = ("lstm", "xgboost"),
         combiner: str = "average",
         min_count: int = 5,
@@ -120,6 +123,8 @@ class FraudModel:
         self.max_depth = max_depth
         self.bidirectional = bidirectional
         self.attention_heads = attention_heads
+        self.transformer_layers = transformer_layers
+        self.transformer_heads = transformer_heads
         self.members = members
         self.combiner = combiner
         self.min_count = min_count
@@ -149,7 +154,9 @@ class FraudModel:
         Validation is the last `valid_days` of that period, or the explicit half-open
         `valid_period=(from, until)`. Earlier transactions serve as history only; later ones
         are dropped before anything is computed. The encoder is fitted on training-period
-        rows only, never on validation rows.
+        rows only, never on validation rows. A row whose label is empty (not known) is
+        history, as any transaction, but never a training or validation target; in the
+        counterparty features it is not a known fraud.
 
         With `work_dir`, `data` (a file) is streamed through `shards` shards by entity
         written there, in memory bounded by a shard (`fraudseq.engine.training`).
@@ -184,9 +191,9 @@ class FraudModel:
                 ray_address=ray_address,
                 ray_workers=ray_workers,
             )
-        frame = load_transactions(data, schema, require_label=True)
+        frame = load_transactions(data, schema, require_label=UNKNOWN_LABELS)
         until = parse_time(train_until, "--train-until") or frame[schema.time].max() + _ONE_NS
-        train_rows, valid_rows, end = self._periods(
+        train_rows, valid_rows, end, in_valid = self._periods(
             frame[schema.time],
             frame[schema.label].to_numpy(),
             train_from,
@@ -195,13 +202,15 @@ class FraudModel:
             valid_period,
         )
         keep = (frame[schema.time] < end).to_numpy()
-        frame, train_rows, valid_rows = (
+        frame, train_rows, valid_rows, in_valid = (
             frame[keep].reset_index(drop=True),
             train_rows[keep],
             valid_rows[keep],
+            in_valid[keep],
         )
         self.schema_ = schema
-        fit_rows = (frame[schema.time] < until).to_numpy() & ~valid_rows
+        # every row of the period, labelled or not, but none of the validation period
+        fit_rows = (frame[schema.time] < until).to_numpy() & ~in_valid
         self.encoder_ = self._new_encoder().fit(frame[fit_rows])
         source = WindowSource(self.encoder_.transform(frame), self.window)
         labels = frame[schema.label].to_numpy()
@@ -338,7 +347,14 @@ class FraudModel:
             on = "validation"
         start = start if start is not None else period.get("valid_from")
         end = end if end is not None else period.get("valid_end")
-        frame, rows = self._period(data, start, end, require_label=True)
+        frame, rows = self._period(data, start, end, require_label=UNKNOWN_LABELS)
+        rows = rows[known_labels(frame[self.schema_.label].to_numpy()[rows])]
+        if len(rows) == 0:
+            raise FraudseqError(
+                f"no labelled transactions in [{start}, {end}) to choose a threshold on (every "
+                "label there is empty: not known); choose a period with known labels "
+                "(--from/--until)"
+            )
         if needs_fraud(strategy) and not frame[self.schema_.label].to_numpy()[rows].any():
             raise FraudseqError(
                 f"no fraud in [{start}, {end}) to choose a {strategy!r} threshold on (it would "
@@ -374,9 +390,11 @@ class FraudModel:
 
     def build_args(self) -> tuple:
         """`build_model`'s arguments for this fitted encoder: what a Ray Train worker builds
-        the same window model from (`engine.ray_train`)."""
+        the same window model from (`engine.ray_train`). The parameters hold `gap` too:
+        where the transformer reads the gaps between a window's events (`gap_scaling`)."""
         encoder = self.encoder_
-        return (self.model, encoder.n_numeric, encoder.cardinalities, self.get_params(), self.seed)
+        params = {**self.get_params(), "gap": gap_scaling(encoder)}
+        return (self.model, encoder.n_numeric, encoder.cardinalities, params, self.seed)
 
     # -- scoring -------------------------------------------------------------------------
     def score(self, data, *, start=None, end=None) -> pd.DataFrame:
@@ -609,6 +627,8 @@ PARAM_RULES = {
     "n_estimators": _integer(1),
     "max_depth": _integer(1),
     "attention_heads": _integer(1),
+    "transformer_layers": _integer(1),
+    "transformer_heads": _integer(1),
     "combiner": _Rule(lambda v: v in COMBINERS, f"one of {', '.join(COMBINERS)}"),
     "min_count": _integer(0),
     "max_vocabulary": _integer(1),
@@ -639,10 +659,13 @@ def _split(
     train_needs_fraud: bool,
     valid_needs_fraud: bool,
 ):
-    """Masks of training and validation rows, and the end of the data that fitting may see.
-    Raise when a period cannot do its job: training needs transactions, and fraud too for a
-    model that learns from labels; validation may be empty only when asked for
-    (`valid_days=0`), and needs fraud for a threshold strategy that does."""
+    """Masks of the training and validation targets (the rows of each period whose label is
+    known: an empty label, NaN, is history only), the end of the data that fitting may
+    see, and the mask of every row of the validation period (which the encoder never fits
+    on, labelled or not). Raise when a period cannot do its job: training needs labelled
+    transactions, and fraud too for a model that learns from labels; validation may be
+    empty only when asked for (`valid_days=0`), and needs fraud for a threshold strategy
+    that does."""
     if valid_period is not None:
         valid_from, valid_until = (parse_time(v, "validation period") for v in valid_period)
         valid_rows = in_period(times, valid_from, valid_until)
@@ -661,6 +684,24 @@ def _split(
             f"no training transactions in {training} starting {valid_from}; choose a later "
             "--train-until or fewer --valid-days"
         )
+    known = known_labels(labels)
+    if not known[train_rows].any():
+        raise FraudseqError(
+            f"no labelled transactions in the training period {training} "
+            f"[{valid_from}, {valid_until}): all {int(train_rows.sum()):,} labels there are "
+            "empty (not known), and a row without a label is history only, never a target; "
+            "fill in the labels or choose a period whose labels are known (--train-from / "
+            "--train-until)"
+        )
+    unknown = int((~known & (train_rows | valid_rows)).sum())
+    in_valid = valid_rows
+    train_rows, valid_rows = train_rows & known, valid_rows & known
+    if unknown:
+        log.info(
+            "%d transaction(s) of the training and validation periods have no label: "
+            "history only, never targets",
+            unknown,
+        )
     if train_needs_fraud and not labels[train_rows].any():
         # XGBoost would learn a constant score (every transaction alerts), a network noise.
         raise FraudseqError(
@@ -676,12 +717,19 @@ def _split(
         )
     elif not valid_rows.any() or (valid_needs_fraud and not labels[valid_rows].any()):
         found = "fraud" if valid_rows.any() else "transactions"
+        if in_valid.any() and not valid_rows.any():
+            found = "labelled transactions (every label there is empty: not known)"
         raise FraudseqError(
             f"no {found} in the validation period [{valid_from}, {valid_until}) "
             f"({data_range(times, labels)}), so the threshold and validation metrics would "
             f"come from training data; {fix}"
         )
-    return train_rows, valid_rows, end
+    return train_rows, valid_rows, end, in_valid
+
+
+def known_labels(labels: np.ndarray) -> np.ndarray:
+    """True where a label is known (0 or 1); an empty label, NaN, is not known."""
+    return ~np.isnan(np.asarray(labels, dtype=np.float64))
 
 
 def calibration_period(n_valid: int) -> str:

@@ -43,14 +43,17 @@ time                          ``datetime64[ns]``, naive, in UTC (aware input is 
                               only with a ``[time]`` table giving their unit and origin)
 amount                        ``float64``; finite; zero and negative (refunds) allowed
 numeric                       ``float64``; missing values stay NaN; text/infinity rejected
-label                         ``int8`` holding 0/1
+label                         ``int8`` holding 0/1; ``float64`` with NaN for a label
+                              not known (an empty cell), when some are empty
 ============================  =========================================================
 
 Label and scenario are ground truth: they may be absent from the data (scoring) and are
-then simply not returned. With ``require_label=True`` a missing label column or a missing
-label value is an error; otherwise a label column with missing values is dropped with a
-warning. Columns in the data that the schema does not name are not read (CSV/Parquet) and
-are logged as ignored on the ``"fraudseq"`` logger.
+then simply not returned. With ``require_label=True`` (evaluation) a missing label column
+or a missing label value is an error; with ``require_label=UNKNOWN_LABELS`` (training) the
+column must be there and an empty label is not known (NaN); otherwise (scoring) the column
+is optional and an empty label is not known (NaN), with a warning. Columns in the data
+that the schema does not name are not read (CSV/Parquet) and are logged as ignored on the
+``"fraudseq"`` logger.
 
 Every problem raises :class:`~fraudseq.errors.DataValidationError` (bad data) or
 :class:`~fraudseq.errors.SchemaError` (bad schema) whose message names the file, the
@@ -81,6 +84,7 @@ from fraudseq.io import table_format
 __all__ = [
     "MISSING_CATEGORY",
     "STRING_DTYPE",
+    "UNKNOWN_LABELS",
     "Schema",
     "ignored_columns",
     "load_transactions",
@@ -93,6 +97,11 @@ MISSING_CATEGORY = "<NA>"
 #: Amounts must be smaller than this in absolute value: no payment comes near it, and above
 #: 2**53 (9e15) float64 no longer holds every integer, let alone cents.
 MAX_ABS_AMOUNT = 1e15
+#: `require_label` of training: the label column must be there, but a row's label may be
+#: empty: a label not known (yet), NaN in the frame. Such a row is history (features and
+#: windows use it as any transaction) and never a training or validation target; in the
+#: counterparty features it is not a known fraud. `True` (evaluation) needs every label.
+UNKNOWN_LABELS = "unknown-allowed"
 #: The dtype of every text column returned by :func:`load_transactions` (pandas' default
 #: string dtype: in pandas 3 an Arrow-backed ``StringDtype`` with NaN as missing value).
 STRING_DTYPE = "str"
@@ -877,7 +886,7 @@ def load_transactions(
     source: str | Path | pd.DataFrame,
     schema: Schema | str | Path | None = None,
     *,
-    require_label: bool = False,
+    require_label: bool | str = False,
 ) -> pd.DataFrame:
     """Read, validate and canonicalise a transaction table.
 
@@ -885,8 +894,9 @@ def load_transactions(
         source: path to a .csv, .csv.gz or .parquet file, or a DataFrame (never modified).
         schema: the column roles; None means the built-in simulator's columns; a path is
             read with :meth:`Schema.from_toml`.
-        require_label: raise if the label column is absent or has missing values
-            (training and evaluation); otherwise a missing label column is fine.
+        require_label: True: raise if the label column is absent or has missing values
+            (evaluation); UNKNOWN_LABELS: raise if the column is absent, take an empty
+            label as not known, NaN (training); False: the column is optional (scoring).
 
     Returns:
         A new DataFrame with only the schema's columns, in role order (label and scenario
@@ -940,7 +950,7 @@ def open_table(
     source: str | Path | pd.DataFrame,
     schema: Schema | str | Path | None = None,
     *,
-    require_label: bool = False,
+    require_label: bool | str = False,
 ) -> Table:
     """The `Table` of `source`: raises DataValidationError naming the missing columns."""
     default_schema = schema is None
@@ -1000,7 +1010,7 @@ def open_table(
 
 
 def canonical_rows(
-    table: Table, frame: pd.DataFrame, *, first_row: int = 0, require_label: bool = False
+    table: Table, frame: pd.DataFrame, *, first_row: int = 0, require_label: bool | str = False
 ) -> pd.DataFrame:
     """`frame`'s rows validated and in canonical form, in their order (see
     `load_transactions`): all of a DataFrame source, or of a file from its data row
@@ -1048,23 +1058,27 @@ def canonical_rows(
                 "use 1 for fraud and 0 for legitimate (true/false and 0.0/1.0 are accepted too).",
             )
         if missing.any():
-            if require_label:
+            if require_label is True:
                 raise _fail(
                     rows,
                     label,
                     label_raw,
                     missing,
                     "missing labels",
-                    "training and evaluation need a 0/1 label on every row; fill "
-                    "them in or drop the unlabelled rows.",
+                    "evaluation needs a 0/1 label on every row it measures; fill them in, "
+                    "or evaluate a period whose labels are known (train takes an empty "
+                    "label as not known: history, never a target).",
                 )
-            # Scoring: the known labels still feed the delayed counterparty features;
-            # a missing one is a label not known yet (NaN), never a legitimate transaction.
-            logger.warning(
-                "%s: column %r has %d missing label(s), taken as not known yet",
+            # The known labels still feed the delayed counterparty features; a missing one
+            # is a label not known yet (NaN), never a legitimate transaction. Training uses
+            # such a row as history only, never as a target.
+            logger.log(
+                logging.INFO if require_label == UNKNOWN_LABELS else logging.WARNING,
+                "%s: column %r has %d missing label(s), taken as not known yet%s",
                 name,
                 label,
                 int(missing.sum()),
+                " (history, never a training target)" if require_label else "",
             )
             out[label] = np.where(missing, np.nan, values).astype(np.float64)
         else:

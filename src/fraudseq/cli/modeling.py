@@ -174,6 +174,12 @@ def train(
     attention_heads: Annotated[
         int, typer.Option(min=1, help="lstm-attention: attention heads.")
     ] = 4,
+    transformer_layers: Annotated[
+        int, typer.Option(min=1, help="transformer: blocks (its width is --hidden-size).")
+    ] = 2,
+    transformer_heads: Annotated[
+        int, typer.Option(min=1, help="transformer: attention heads.")
+    ] = 2,
     n_estimators: Annotated[
         int,
         typer.Option(
@@ -231,6 +237,8 @@ def train(
         combiner=combiner,
         bidirectional=bidirectional,
         attention_heads=attention_heads,
+        transformer_layers=transformer_layers,
+        transformer_heads=transformer_heads,
         n_estimators=n_estimators,
         seed=seed,
     )

@@ -26,7 +26,7 @@ def read_chunks(
     schema: Schema | str | Path | None = None,
     *,
     rows: int = 500_000,
-    require_label: bool = False,
+    require_label: bool | str = False,
 ) -> Iterator[pd.DataFrame]:
     """Canonical chunks of about `rows` rows of a .csv, .csv.gz or .parquet file (or a
     Parquet dataset directory), in file order. Raises DataValidationError as

@@ -36,7 +36,7 @@ from fraudseq.training import Replicas
 
 log = logging.getLogger("fraudseq")
 
-TORCH_FAMILIES = (*CELLS, *ATTENTION_NETWORKS, "autoencoder")
+TORCH_FAMILIES = (*CELLS, *ATTENTION_NETWORKS, "transformer", "autoencoder")
 HISTORY = "history.json"
 
 

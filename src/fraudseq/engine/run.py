@@ -37,7 +37,7 @@ def sharded_run(
     engine: str = "local",
     ray_address: str | None = None,
     ray_workers: int | None = None,
-    require_label: bool = False,
+    require_label: bool | str = False,
 ) -> Iterator[tuple[ShardSet, Mapper]]:
     """The shards of `data` (under `work_dir`, else a temporary directory removed at the
     end) and the engine's mapper, for the length of the block. A local Ray instance gets

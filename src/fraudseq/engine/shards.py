@@ -112,7 +112,7 @@ class ShardSet:
         *,
         shards: int | None = None,
         chunk_rows: int = 500_000,
-        require_label: bool = False,
+        require_label: bool | str = False,
     ) -> ShardSet:
         """The shards of `source` under `work_dir`: reused if a finished run made them,
         else written (see the module docstring)."""
@@ -161,7 +161,7 @@ def _shard_count(path: Path) -> int:
     return max(1, math.ceil(rows / SHARD_ROWS))
 
 
-def _fingerprint(path: Path, schema: Schema, shards: int, require_label: bool) -> str:
+def _fingerprint(path: Path, schema: Schema, shards: int, require_label: bool | str) -> str:
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
     stamp = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     text = json.dumps([FORMAT_VERSION, stamp, schema.to_dict(), shards, require_label])

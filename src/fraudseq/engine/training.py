@@ -3,8 +3,8 @@
 `fit_sharded` does what `FraudModel.fit` does over the whole file, in passes over the
 shards (`ShardSet`), holding one shard at a time:
 
-1. every row's time and label (9 bytes a row): the training and validation periods, by
-   the same `_split` as in memory;
+1. every row's time and label (16 bytes a row): the training and validation periods, by
+   the same `_split` as in memory (a row whose label is empty is history, never a target);
 2. the keyed features of the encoder's training rows (the rows `fit` sees in memory, as
    their own frame): their counterparty features are those of these rows alone;
 3. the encoder fitted shard by shard (`FeatureEncoder.fit_parts`): the same means,
@@ -43,6 +43,7 @@ from fraudseq.engine.run import sharded_run
 from fraudseq.engine.shards import ShardSet
 from fraudseq.features import EncodedFrame
 from fraudseq.fraud_model import _ONE_NS, FraudModel, _sigmoid, calibration_period
+from fraudseq.schema import UNKNOWN_LABELS
 from fraudseq.splits import parse_time
 from fraudseq.training import WindowSet, WindowSource
 
@@ -82,7 +83,7 @@ def fit_sharded(
         engine=engine,
         ray_address=ray_address,
         ray_workers=ray_workers,
-        require_label=True,
+        require_label=UNKNOWN_LABELS,
     )
     with run as (shard_set, mapper):
         periods = (train_from, train_until, valid_days, valid_period)
@@ -106,11 +107,11 @@ def _fit_shards(model: FraudModel, shard_set: ShardSet, mapper, periods, ray_wor
     file_rows = np.concatenate(file_rows)
     labels = np.concatenate(labels)
     until = parse_time(train_until, "--train-until") or times.max() + _ONE_NS
-    train_rows, valid_rows, end = model._periods(
+    train_rows, valid_rows, end, in_valid = model._periods(
         times, labels, train_from, until, valid_days, valid_period
     )
     keep = (times < end).to_numpy()
-    fit_rows = keep & (times < until).to_numpy() & ~valid_rows
+    fit_rows = keep & (times < until).to_numpy() & ~in_valid
     calibrate_rows = valid_rows if valid_rows.any() else train_rows
     valid_times = times[valid_rows]
     del times, labels

@@ -23,6 +23,7 @@ from fraudseq.models.boosted import BoostedWindowModel
 from fraudseq.models.ensemble import EnsembleWindowModel, parse_members
 from fraudseq.models.neural import NeuralWindowModel
 from fraudseq.models.recurrent import CELLS, RecurrentClassifier
+from fraudseq.models.transformer import TransformerClassifier
 from fraudseq.training import Trainer
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "NeuralWindowModel",
     "RecurrentClassifier",
     "SequenceAutoencoder",
+    "TransformerClassifier",
     "build_model",
     "check_family",
     "learns_from_fraud",
@@ -78,6 +80,18 @@ def build_model(name: str, n_numeric: int, cardinalities: list[int], params: dic
             network_params["bidirectional"] = bool(params.get("bidirectional", False))
             network_params["heads"] = int(params.get("attention_heads", 4))
         network = ATTENTION_NETWORKS[name](n_numeric, cardinalities, **network_params)
+        return AttentionWindowModel(network, Trainer.from_params(params, seed))
+    if name == "transformer":  # d_model is hidden_size; `gap` comes from the encoder
+        network = TransformerClassifier(
+            n_numeric,
+            cardinalities,
+            window=params["window"],
+            gap=params.get("gap"),
+            hidden_size=params["hidden_size"],
+            layers=int(params.get("transformer_layers", 2)),
+            heads=int(params.get("transformer_heads", 2)),
+            dropout=params["dropout"],
+        )
         return AttentionWindowModel(network, Trainer.from_params(params, seed))
     if name == "autoencoder":
         network = SequenceAutoencoder(n_numeric, cardinalities, **network_params)

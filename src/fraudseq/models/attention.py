@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from fraudseq.models.neural import NeuralWindowModel
-from fraudseq.models.recurrent import EventEmbedding
+from fraudseq.models.recurrent import EventEmbedding, classifier_head
 from fraudseq.training import WindowSet
 
 
@@ -91,12 +91,7 @@ class AttentionLSTMClassifier(nn.Module):
             width, _heads(width, heads), dropout=dropout, batch_first=True
         )
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Sequential(
-            nn.Linear(width + self.embed.out_dim, hidden_size),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_size, 1),
-        )
+        self.head = classifier_head(width + self.embed.out_dim, hidden_size, dropout)
 
     def forward(
         self, numeric: torch.Tensor, categorical: torch.Tensor, lengths: torch.Tensor
@@ -155,12 +150,7 @@ class BiLSTMAttentionClassifier(nn.Module):
         self.value = nn.Linear(width, width)
         self.dropout = nn.Dropout(dropout)
         self.decoder = nn.LSTM(2 * width, hidden_size, batch_first=True)
-        self.head = nn.Sequential(
-            nn.Linear(hidden_size + self.embed.out_dim, hidden_size),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_size, 1),
-        )
+        self.head = classifier_head(hidden_size + self.embed.out_dim, hidden_size, dropout)
 
     def forward(
         self, numeric: torch.Tensor, categorical: torch.Tensor, lengths: torch.Tensor

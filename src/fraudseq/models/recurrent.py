@@ -28,6 +28,17 @@ class EventEmbedding(nn.Module):
         return torch.cat(parts, dim=-1)
 
 
+def classifier_head(in_features: int, hidden_size: int, dropout: float) -> nn.Sequential:
+    """The head every window network ends with: a hidden layer over the sequence summary
+    and the last event's own features, then the logit."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden_size),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden_size, 1),
+    )
+
+
 class RecurrentClassifier(nn.Module):
     """Embeddings, a recurrent layer over the window, and a head on the last valid step.
 
@@ -55,12 +66,7 @@ class RecurrentClassifier(nn.Module):
             batch_first=True,
             dropout=dropout if num_layers > 1 else 0.0,
         )
-        self.head = nn.Sequential(
-            nn.Linear(hidden_size + self.embed.out_dim, hidden_size),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_size, 1),
-        )
+        self.head = classifier_head(hidden_size + self.embed.out_dim, hidden_size, dropout)
 
     def forward(
         self, numeric: torch.Tensor, categorical: torch.Tensor, lengths: torch.Tensor

@@ -9,9 +9,9 @@ its retention (`Detector.history_buckets`; see `fraudseq.serving.stores.base`).
 
 The file has the schema's source columns (the id, the entity's columns, time, amount, the
 categorical, numeric and counterparty columns), the schema's label column and
-``label_time``: when the label arrived (UTC), empty when none did. Training needs a 0/1
-label on every row, and feedback usually reports the frauds and analysts' decisions only,
-so transactions without a label are handled by `unlabelled`:
+``label_time``: when the label arrived (UTC), empty when none did. Training targets only
+rows with a 0/1 label, and feedback usually reports the frauds and analysts' decisions
+only, so transactions without a label are handled by `unlabelled`:
 
 - ``mature`` (default): a transaction older than the newest one exported minus the model's
   label delay, with no label, is taken as legitimate (0: no report arrived within the
@@ -19,8 +19,8 @@ so transactions without a label are handled by `unlabelled`:
   is left out (its label may still come). Only the newest label-delay's transactions are
   left out, so no kept transaction's window loses an earlier event;
 - ``drop``: every transaction without a label is left out;
-- ``keep``: every transaction is written, an unknown label empty (for inspection: `train`
-  refuses missing labels).
+- ``keep``: every transaction is written, an unknown label empty (`train` takes it as not
+  known: history, never a training target).
 """
 
 from __future__ import annotations
