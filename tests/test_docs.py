@@ -7,6 +7,8 @@
   and in examples/*.sh, is parsed by the real command line (the command exists, each option
   exists and takes the value given, each value passes the option's checks: dates,
   strategies, model names, writable output paths); see `test_every_documented_command_parses`.
+  tests/test_docs_run.py then runs them, page by page in a sandbox; the few it only parses
+  are listed there with the reason.
 - The getting-started sequence (docs/getting-started.md, the block after the marker comment)
   runs as written, in a temporary directory, through the real entry point; README.md's
   Python block then runs on its outputs.
