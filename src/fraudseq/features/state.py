@@ -24,7 +24,7 @@ import functools
 import hashlib
 import math
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -292,43 +292,30 @@ class StateTable:
         """This table with `entities` more entities, without any event."""
         if entities <= 0:
             return self
-        more = StateTable.empty(entities, len(self.seen), self.numeric.shape[1])
-
-        def cat(name):
-            return np.concatenate([getattr(self, name), getattr(more, name)])
-
-        per_entity = ("n", "last_time", "sum_log", "max_log", "old_max", "m", "n_new", "rows")
-        return replace(
-            self,
-            **{name: cat(name) for name in per_entity},
-            seen_counts=[
-                np.concatenate([mine, theirs])
-                for mine, theirs in zip(self.seen_counts, more.seen_counts, strict=True)
-            ],
-        )
+        return self.concat(StateTable.empty(entities, len(self.seen), self.numeric.shape[1]))
 
     def concat(self, other: StateTable) -> StateTable:
-        """The entities of this table, then those of `other` (same columns)."""
-        if not len(other.n):
-            return self
-        if not len(self.n):
-            return other
+        """The entities of this table, then those of `other` (same columns). An empty side
+        of a column is not copied: extending by accounts without events keeps the events."""
 
         def cat(mine, theirs):
-            return np.concatenate([mine, theirs])
+            if not len(theirs):
+                return mine
+            return theirs if not len(mine) else np.concatenate([mine, theirs])
 
+        per_column = ("seen_counts", "seen", "seen_times")
         return StateTable(
             **{
                 name: cat(getattr(self, name), getattr(other, name))
                 for name in self.__dataclass_fields__
-                if name not in ("seen_counts", "seen", "seen_times")
+                if name not in per_column
             },
             **{
                 name: [
                     cat(mine, theirs)
                     for mine, theirs in zip(getattr(self, name), getattr(other, name), strict=True)
                 ]
-                for name in ("seen_counts", "seen", "seen_times")
+                for name in per_column
             },
         )
 
