@@ -788,9 +788,10 @@ def _skimmers(
     present = np.flatnonzero(
         (genuine.channel != ONLINE) & eligible & (genuine.ts >= 0.1 * days * DAY)
     )
-    n = int(rng.poisson(present.size * RATE_SKIMMER))
+    # At least one skimmed place when asked for (small simulations would often have none).
+    n = max(int(rng.poisson(present.size * RATE_SKIMMER)), 1)
     none = {"merchant": np.zeros(0, np.int64), "open": np.zeros(0), "close": np.zeros(0)}
-    if n == 0:
+    if present.size == 0:
         return _rows([], [], [], [], [], [], SKIMMER), none
     seed_row = rng.choice(present, size=n)
     opens = genuine.ts[seed_row] - rng.uniform(0, 2, n) * DAY
