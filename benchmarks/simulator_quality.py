@@ -4,9 +4,11 @@ and the transaction's own features only).
 
     .venv/bin/python benchmarks/simulator_quality.py [--accounts 2000 --days 60 --seed 0]
 
-Runs exactly what `make demo` runs (fraudseq.demo.run) in a temporary directory, prints the
+Runs what `make demo` runs (fraudseq.demo.run) in a temporary directory, prints the
 held-out metrics of both models and saves them to benchmarks/results/simulator_quality.json,
-with the run's wall time.
+with the run's wall time. By default on the simulator's default data (the README's numbers);
+`make demo` also simulates the opt-in typologies since issue 23, which `--scenarios
+skimmer,new_scheme` adds here too (results then in simulator_quality-typologies.json).
 """
 
 from __future__ import annotations
@@ -32,12 +34,22 @@ def main() -> None:
     parser.add_argument("--test-days", type=int, default=14)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenarios", default="", help="Opt-in typologies, comma-separated.")
     args = parser.parse_args()
+    scenarios = tuple(s for s in args.scenarios.split(",") if s)
     logging.basicConfig(level=logging.WARNING)
     print("machine:", describe())
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        run(Path(tmp), args.accounts, args.days, args.test_days, args.epochs, args.seed)
+        run(
+            Path(tmp),
+            args.accounts,
+            args.days,
+            args.test_days,
+            args.epochs,
+            args.seed,
+            scenarios=scenarios,
+        )
         results = json.loads((Path(tmp) / "metrics.json").read_text())
     seconds = time.perf_counter() - started
     print(
@@ -52,7 +64,8 @@ def main() -> None:
             f"{r['recall_at_1pct_fpr']:.3f} | {r['n_fraud']} |"
         )
     print(f"simulate, train both, evaluate and report: {seconds:.0f}s")
-    save_results("simulator_quality", {"args": vars(args), "seconds": seconds, "models": results})
+    name = "simulator_quality" + ("-typologies" if scenarios else "")
+    save_results(name, {"args": vars(args), "seconds": seconds, "models": results})
 
 
 if __name__ == "__main__":
