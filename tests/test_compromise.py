@@ -253,6 +253,6 @@ def test_report_section_absent_without_counterparty(trained, small_frame):
     assert "Common points of compromise" in _compromise_section(scored)
     scored.schema = Schema.from_dict({**SCHEMA.to_dict(), "counterparty": None})
     assert _compromise_section(scored) == ""
-    scored.frame = scored.frame.drop(columns=["merchant_id"])  # a sharded period's columns
+    scored.frame = scored.frame.drop(columns=["merchant_id"])  # data without the column
     scored.schema = SCHEMA
     assert _compromise_section(scored) == ""

@@ -465,15 +465,20 @@ def _scenario_section(y, score, threshold, scenario, amount) -> str:
 
 def _compromise_section(scored: ScoredPeriod, top: int = 10) -> str:
     """The counterparties whose visitors in the period later turned fraudulent
-    (`fraudseq.compromise`), when the data has a counterparty and labels; else nothing (a
-    sharded report keeps only the columns its other sections read, so it has none)."""
+    (`fraudseq.compromise`), when the data has a counterparty and labels; else nothing.
+
+    Over the period's (scored) rows alone, which a sharded period holds too, so that both
+    give the same section."""
     from fraudseq.compromise import rank_counterparties
 
-    schema, frame = scored.schema, scored.frame
-    needed = (schema.counterparty, schema.label)
-    if any(name is None or name not in frame.columns for name in needed):
+    schema = scored.schema
+    names = (schema.entity_column, schema.counterparty, schema.label, schema.scenario)
+    columns = {name: scored.column(name) for name in dict.fromkeys(names) if name}
+    if columns.get(schema.counterparty) is None or columns.get(schema.label) is None:
         return ""
-    result = rank_counterparties(frame, schema, start=scored.start, end=scored.end)
+    frame = pd.DataFrame({k: v for k, v in columns.items() if v is not None})
+    frame[schema.time] = scored.time.to_numpy()
+    result = rank_counterparties(frame, schema)
     suspects = result.top(top)
     suspects = suspects[suspects["later_fraud"] > 0]
     if suspects.empty:
@@ -515,8 +520,8 @@ def _compromise_section(scored: ScoredPeriod, top: int = 10) -> str:
     p = result.parameters
     return _section(
         "Common points of compromise",
-        f"<p class='sub'>Counterparties whose visitors in the period had a known fraud within "
-        f"{p['window_days']:g} days after the visit, against the base rate: "
+        f"<p class='sub'>Counterparties whose visitors in the period had a known fraud in "
+        f"it within {p['window_days']:g} days after the visit, against the base rate: "
         f"{result.base_rate:.2%} of {result.visitors:,} (visitor, {_esc(schema.counterparty)}) "
         "pairs. Data stolen at a common point is used elsewhere, where no single account's "
         "history shows it.</p>"
