@@ -189,7 +189,7 @@ def main() -> None:
             args.epochs,
             args.seed,
             heartbeat,
-            scenarios,
+            scenarios=scenarios,
         )
     print(f"\nreport: {report.resolve()}")
 
