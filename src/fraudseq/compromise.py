@@ -164,26 +164,23 @@ def rank_counterparties(
     gap = first_fraud[entity] - t  # > 0 for every visit
     followed = gap <= window_days * DAY_NS
 
-    n_entities = int(first_fraud.size)
-    pair = party.astype(np.int64) * max(n_entities, 1) + entity
-    visitors = np.bincount(np.unique(pair) // max(n_entities, 1), minlength=parties.size)
-    # Later-fraud pairs: the pair's last visit before its fraud (the shortest gap).
-    pairs = pd.DataFrame({"pair": pair[followed], "gap": gap[followed], "t": t[followed]})
-    per_pair = pairs.groupby("pair", sort=False)["gap"].min()
-    later_party = (per_pair.index.to_numpy() // max(n_entities, 1)).astype(np.int64)
+    stride = max(int(first_fraud.size), 1)  # pair code: counterparty * stride + entity
+    pair = party.astype(np.int64) * stride + entity
+    visitors = np.bincount(np.unique(pair) // stride, minlength=parties.size)
+    # Later-fraud pairs, each by its last visit before the fraud (the shortest gap).
+    per_pair = pd.Series(gap[followed]).groupby(pair[followed], sort=False).min()
+    later_party = per_pair.index.to_numpy() // stride
     later = np.bincount(later_party, minlength=parties.size)
-    days_to_fraud = (pd.Series(per_pair.to_numpy() / DAY_NS).groupby(later_party).median()).reindex(
-        range(parties.size)
-    )
-    window = pd.Series(t[followed]).groupby(party[followed]).agg(["min", "max"])
-    window = window.reindex(range(parties.size))
+    days = pd.Series(per_pair.to_numpy() / DAY_NS).groupby(later_party).median()
+    days_to_fraud = days.reindex(range(parties.size)).to_numpy()
+    visited = pd.Series(t[followed].astype("datetime64[ns]"))
+    window = visited.groupby(party[followed]).agg(["min", "max"]).reindex(range(parties.size))
     scenario = None
-    if first_kind is not None:  # ground truth, to read the ranking by: never an input to it
-        kind = first_kind[per_pair.index.to_numpy() % max(n_entities, 1)]
+    if first_kind is not None and parties.size:  # ground truth to read the ranking by
+        kind = first_kind[per_pair.index.to_numpy() % stride]
         counts = pd.crosstab(later_party, kind)
-        top_kind = counts.idxmax(axis=1)
-        text = top_kind.astype(str) + " (" + counts.max(axis=1).astype(str) + ")"
-        scenario = text.reindex(range(parties.size)).to_numpy()
+        text = counts.idxmax(axis=1).astype(str) + " (" + counts.max(axis=1).astype(str) + ")"
+        scenario = text.reindex(range(parties.size)).fillna("").to_numpy()
 
     seen = visitors > 0
     n_visits, n_later = int(visitors.sum()), int(later.sum())
@@ -209,9 +206,9 @@ def rank_counterparties(
             "lift": lift,
             "lift_low": lift_low,
             "lift_high": lift_high,
-            "first_visit": pd.to_datetime(window["min"].to_numpy()),
-            "last_visit": pd.to_datetime(window["max"].to_numpy()),
-            "median_days_to_fraud": days_to_fraud.to_numpy(),
+            "first_visit": window["min"].to_numpy(),
+            "last_visit": window["max"].to_numpy(),
+            "median_days_to_fraud": days_to_fraud,
         }
     )
     if scenario is not None:
