@@ -696,6 +696,31 @@ def _escalation(
     )
 
 
+def _breach_windows(
+    rng: np.random.Generator,
+    genuine: _Rows,
+    merchants: _Merchants,
+    present: np.ndarray,
+    n: int,
+    days: tuple[float, float],
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """`n` windows of `days` (low, high) opened up to 2 days before random rows of `present`
+    (seeding on visits makes busy merchants likelier targets, like real breaches), one per
+    merchant. Returns the merchants with their windows (seconds), and the rows of `present`
+    inside them in time order."""
+    seed_row = rng.choice(present, size=n)
+    opens = genuine.ts[seed_row] - rng.uniform(0, 2, n) * DAY
+    closes = opens + rng.uniform(*days, n) * DAY
+    merchant, keep = np.unique(genuine.merchant[seed_row], return_index=True)
+    w_open = np.full(merchants.size, np.inf)
+    w_close = np.full(merchants.size, -np.inf)
+    w_open[merchant], w_close[merchant] = opens[keep], closes[keep]
+    m = genuine.merchant[present]
+    exposed = present[(genuine.ts[present] >= w_open[m]) & (genuine.ts[present] < w_close[m])]
+    windows = {"merchant": merchant, "open": opens[keep], "close": closes[keep]}
+    return windows, exposed[np.argsort(genuine.ts[exposed], kind="stable")]
+
+
 def _compromised_merchants(
     rng: np.random.Generator,
     accs: _Accounts,
@@ -709,18 +734,7 @@ def _compromised_merchants(
     n = int(rng.poisson(present.size * RATE_COMPROMISE))
     if n == 0 or present.size == 0:
         return _rows([], [], [], [], [], [], COMPROMISED)
-    # Seeding windows on genuine visits makes busy merchants likelier targets, like real breaches.
-    seed_row = rng.choice(present, size=n)
-    opens = genuine.ts[seed_row] - rng.uniform(0, 2, n) * DAY
-    closes = opens + rng.uniform(7, 21, n) * DAY
-    merchant, keep = np.unique(genuine.merchant[seed_row], return_index=True)
-    w_open = np.full(merchants.size, np.inf)
-    w_close = np.full(merchants.size, -np.inf)
-    w_open[merchant], w_close[merchant] = opens[keep], closes[keep]
-
-    m = genuine.merchant[present]
-    exposed = present[(genuine.ts[present] >= w_open[m]) & (genuine.ts[present] < w_close[m])]
-    exposed = exposed[np.argsort(genuine.ts[exposed], kind="stable")]
+    _, exposed = _breach_windows(rng, genuine, merchants, present, n, (7, 21))
 
     # (a) The merchant adds charges on visiting cards: same place, same device, a normal-looking
     # amount. Only the merchant's history (many later-confirmed frauds) reveals them.
@@ -793,18 +807,9 @@ def _skimmers(
     none = {"merchant": np.zeros(0, np.int64), "open": np.zeros(0), "close": np.zeros(0)}
     if present.size == 0:
         return _rows([], [], [], [], [], [], SKIMMER), none
-    seed_row = rng.choice(present, size=n)
-    opens = genuine.ts[seed_row] - rng.uniform(0, 2, n) * DAY
-    closes = opens + rng.uniform(5, 14, n) * DAY
-    merchant, keep = np.unique(genuine.merchant[seed_row], return_index=True)
-    w_open = np.full(merchants.size, np.inf)
-    w_close = np.full(merchants.size, -np.inf)
-    w_open[merchant], w_close[merchant] = opens[keep], closes[keep]
-    skimmed = {"merchant": merchant, "open": opens[keep], "close": closes[keep]}
-
-    m = genuine.merchant[present]
-    exposed = present[(genuine.ts[present] >= w_open[m]) & (genuine.ts[present] < w_close[m])]
-    exposed = exposed[np.argsort(genuine.ts[exposed], kind="stable")]
+    skimmed, exposed = _breach_windows(rng, genuine, merchants, present, n, (5, 14))
+    is_skimmed = np.zeros(merchants.size, dtype=bool)
+    is_skimmed[skimmed["merchant"]] = True
     _, first_visit = np.unique(genuine.acc[exposed], return_index=True)
     hit = exposed[first_visit]
     hit = hit[rng.random(hit.size) < CLONED_SHARE]
@@ -821,7 +826,7 @@ def _skimmers(
     mcc = np.where(_MCC_ONLINE[mcc] >= 1, _MCC["5411"], mcc)
     place = merchants.pick(rng, accs.home[acc], mcc, False, popular=True)
     other = merchants.pick(rng, accs.home[acc], mcc, False, popular=False)
-    place = np.where(np.isfinite(w_open[place]), other, place)  # elsewhere: not skimmed
+    place = np.where(is_skimmed[place], other, place)  # elsewhere: not at a skimmed place
     rows = _rows(
         acc,
         ts,
@@ -831,7 +836,7 @@ def _skimmers(
         accs.device_at(acc, ts),
         SKIMMER,
     )
-    return rows.take(np.flatnonzero(~np.isfinite(w_open[place]))), skimmed
+    return rows.take(np.flatnonzero(~is_skimmed[place])), skimmed
 
 
 def _exchanges(merchants: _Merchants) -> _Merchants:
