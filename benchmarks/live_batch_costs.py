@@ -81,7 +81,11 @@ def main() -> None:
     except ImportError:
         pass
     else:
-        StatePool.read = timed("state pool read", StatePool.read)
+        # `read` goes through `read_slots` where that exists (the memory store calls it)
+        if hasattr(StatePool, "read_slots"):
+            StatePool.read_slots = timed("state pool read", StatePool.read_slots)
+        else:
+            StatePool.read = timed("state pool read", StatePool.read)
         StatePool.write = timed("state pool write", StatePool.write)
     WindowScorer.logits = timed("model", WindowScorer.logits)
     network = type(model.model_)

@@ -26,6 +26,7 @@ buckets; runs are encoded one after the other, each seeing the counts of the run
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -80,12 +81,6 @@ def day_chunks(days: np.ndarray, span: int) -> list[tuple[int, int]]:
 # -- features ----------------------------------------------------------------------------
 
 
-def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct values, index into them) of `values`, as np.unique's return_inverse."""
-    index, distinct = pd.factorize(values)
-    return distinct, index
-
-
 @dataclass
 class EncodedRun:
     """Features, windows and context of one run of vectorised transactions (run order)."""
@@ -130,14 +125,8 @@ def encode_batch(
     order = np.argsort(account, kind="stable")  # grouped by account, batch order within
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
-    # Categorical values: each distinct value is hashed and looked up once.
-    distinct_values = [  # (distinct values, index): factorize hashes, np.unique would sort
-        _factorize(np.array(values, dtype=object)[order]) for values in txs.categorical
-    ]
-    hashes = []
-    if live.novelty:
-        for distinct, index in distinct_values:
-            hashes.append(distinct_hashes(distinct)[index])
+    # Categorical values: a dict look-up each, in C (hashes and vocabulary codes).
+    hashes = [distinct_hashes(values)[order] for values in txs.categorical] if live.novelty else []
     chunk = Chunk(account[order], txs.time_ns[order], txs.amount[order], hashes)
     buckets = None
     if live.counterparty:
@@ -150,33 +139,28 @@ def encode_batch(
     values = np.stack([raw[name] for name in live.names], axis=1)
     numeric = clean_features((values - live.means) / live.scales, (live.low, live.high))
     codes = np.empty((n, live.n_categorical), dtype=np.int32)
-    for j, vocabulary in enumerate(live.vocabularies):
-        distinct, index = distinct_values[j]
-        get = vocabulary.get
-        codes[:, j] = np.array([get(v, OOV_CODE) for v in distinct.tolist()], np.int32)[index]
+    for j, (vocabulary, values) in enumerate(zip(live.vocabularies, txs.categorical, strict=True)):
+        codes[:, j] = np.fromiter(map(vocabulary.get, values, repeat(OOV_CODE)), np.int32, n)[order]
     acc, rank = context.entity, context.rank
 
     # Windows: each account's stored rows (last K - 1 events), then this run's rows.
     rows = Combined(table.rows, context.m, acc, rank)
     pad = rows.size
-    rows_numeric = np.zeros((pad + 1, live.n_numeric), dtype=np.float32)
-    rows_codes = np.zeros((pad + 1, live.n_categorical), dtype=np.int64)
-    rows_numeric[:pad] = rows.fill(table.numeric, numeric)
-    rows_codes[:pad] = rows.fill(table.codes, codes)
+    rows_numeric = _padded(rows, table.numeric, numeric, np.float32)
+    rows_codes = _padded(rows, table.codes, codes, np.int64)
     rpos = rows.new
     steps = np.arange(k, dtype=np.int64)
     lengths = np.minimum(rpos - rows.starts[acc] + 1, k)
     index = (rpos - lengths + 1)[:, None] + steps[None, :]
     index[steps[None, :] >= lengths[:, None]] = pad
-    new_ids = [txs.ids[i].encode() for i in order.tolist()]
-    id_lengths = rows.fill(table.id_lengths, np.array([len(i) for i in new_ids], np.int64))
+    new_lengths, new_bytes = _id_bytes(txs.ids, order)
+    id_lengths = rows.fill(table.id_lengths, new_lengths)
     stored_bytes = Combined(
         np.bincount(group_ids(table.rows), weights=table.id_lengths, minlength=a).astype(np.int64),
-        np.bincount(acc, weights=[len(i) for i in new_ids], minlength=a).astype(np.int64),
+        np.bincount(acc, weights=new_lengths, minlength=a).astype(np.int64),
         np.zeros(0, dtype=np.int64),
         np.zeros(0, dtype=np.int64),
     )
-    new_bytes = np.frombuffer(b"".join(new_ids), dtype=np.uint8)
     id_bytes = np.empty(stored_bytes.size, dtype=np.uint8)
     id_bytes[stored_bytes.stored] = table.id_bytes
     id_bytes[ranges(stored_bytes.starts + stored_bytes.stored_len, stored_bytes.lengths
@@ -211,16 +195,40 @@ def encode_batch(
     return run, state
 
 
+def _padded(rows: Combined, stored: np.ndarray, new: np.ndarray, dtype) -> np.ndarray:
+    """`rows.fill(stored, new)` as `dtype`, with a row of zeros appended (the windows'
+    padding), filled in place."""
+    out = np.empty((rows.size + 1, *stored.shape[1:]), dtype=dtype)
+    out[rows.stored] = stored
+    out[rows.new] = new
+    out[rows.size] = 0
+    return out
+
+
+def _id_bytes(ids: list[str], order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 lengths and bytes of `ids` taken in `order` (ASCII ids, the usual: one
+    encode of them all)."""
+    joined = "".join(ids)
+    if joined.isascii():
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        data = np.frombuffer(joined.encode(), dtype=np.uint8)
+    else:
+        encoded = [tx_id.encode() for tx_id in ids]
+        lengths = np.fromiter(map(len, encoded), np.int64, len(ids))
+        data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    return lengths[order], data[ranges(starts_of(lengths)[order], lengths[order])]
+
+
 def _counterparty_codes(
     txs: TransactionColumns, order: np.ndarray, stored: BucketTable
 ) -> tuple[np.ndarray, Buckets]:
     """The batch's counterparties (in `order`) as codes of the stored table's names (new
     ones after them), and the stored buckets as the kernel's."""
-    names = np.array(txs.counterparty, dtype=object)[order]
-    row_code, distinct = pd.factorize(names, use_na_sentinel=False)
-    get = stored.index.get  # one look-up per distinct name; new names in order of appearance
-    code = np.fromiter((get(name, -1) for name in distinct.tolist()), np.int64, len(distinct))
-    unknown = code < 0
-    code[unknown] = len(stored.names) + np.arange(int(unknown.sum()))
+    names = txs.counterparty
+    code = np.fromiter(map(stored.index.get, names, repeat(-1)), np.int64, len(names))[order]
+    unknown = np.flatnonzero(code < 0)
+    if len(unknown):  # names the table lacks: the next codes, in order of appearance
+        new, _ = pd.factorize(np.array(names, dtype=object)[order[unknown]])
+        code[unknown] = len(stored.names) + new
     buckets = Buckets(stored.code, stored.bucket, stored.count, stored.fraud)
-    return code[row_code], buckets
+    return code, buckets
