@@ -504,3 +504,26 @@ def test_a_retry_with_other_content_in_a_batch_is_a_conflict(model_dir, stream):
         with pytest.raises(ConflictError):
             detector.score_batch([txs[30], dict(txs[30], amount=txs[30]["amount"] + 1)])
         assert detector.score_batch([txs[30], txs[30]]) == [detector.score(txs[30])] * 2
+
+
+def test_value_tables_give_the_vocabulary_codes_and_hashes(monkeypatch):
+    """A batch's categorical codes and hashes come from one look-up per value
+    (`ValueTable`): the vocabulary's code (OOV when unknown) and `value_hash`, through new
+    values, repeats and a table that starts again when full."""
+    from fraudseq.features.encoder import OOV_CODE
+    from fraudseq.features.state import value_hash
+    from fraudseq.serving.batch import ValueTable
+
+    monkeypatch.setattr(ValueTable, "CAP", 50)
+    vocabulary = {f"v{i}": i + 2 for i in range(0, 60, 3)}
+    table = ValueTable(vocabulary)
+    rng = np.random.default_rng(3)
+    largest = 0  # the most distinct values of one batch (a batch's values always fit)
+    for size in (0, 1, 30, 200, 5, 40):
+        values = [f"v{i}" for i in rng.integers(0, 70, size=size).tolist()]
+        codes, hashes = table.lookup(values)
+        assert codes.dtype == np.int32 and hashes.dtype == np.uint64
+        assert codes.tolist() == [vocabulary.get(v, OOV_CODE) for v in values]
+        assert hashes.tolist() == [value_hash(v) for v in values]
+        largest = max(largest, len(set(values)))
+        assert len(table.index) <= max(ValueTable.CAP, largest)

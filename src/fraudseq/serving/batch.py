@@ -25,6 +25,8 @@ buckets; runs are encoded one after the other, each seeing the counts of the run
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass, replace
 from itertools import repeat
 
@@ -41,6 +43,62 @@ from fraudseq.serving.live_features import (
 )
 from fraudseq.serving.stores import BucketTable
 from fraudseq.transaction import TransactionColumns
+
+# -- categorical values -------------------------------------------------------------------
+
+
+class ValueTable:
+    """One categorical column's values seen by a live batch: value -> a row holding its
+    vocabulary code (`OOV_CODE` when unknown) and its `value_hash`, so that a batch's
+    column is one dict look-up per value, in C. Values are added on first sight; past
+    `CAP` values the table starts again. A lock makes it safe for concurrent batches."""
+
+    CAP = 1 << 16
+
+    def __init__(self, vocabulary: dict[str, int]) -> None:
+        self.vocabulary = vocabulary
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.index: dict[str, int] = {}
+        self.codes = np.zeros(1024, dtype=np.int32)
+        self.hashes = np.zeros(1024, dtype=np.uint64)
+
+    def lookup(self, values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The vocabulary codes (int32) and hashes (uint64) of `values`."""
+        with self._lock:
+            row = np.fromiter(map(self.index.get, values, repeat(-1)), np.int64, len(values))
+            missing = np.flatnonzero(row < 0)
+            if len(missing):
+                new = list(dict.fromkeys(values[i] for i in missing.tolist()))
+                if len(self.index) + len(new) > self.CAP:
+                    self._reset()
+                    new = list(dict.fromkeys(values))
+                    missing = np.arange(len(values))
+                start = len(self.index)
+                stop = start + len(new)
+                if stop > len(self.codes):
+                    size = max(stop, 2 * len(self.codes))
+                    self.codes = np.resize(self.codes, size)
+                    self.hashes = np.resize(self.hashes, size)
+                self.codes[start:stop] = [self.vocabulary.get(v, OOV_CODE) for v in new]
+                self.hashes[start:stop] = distinct_hashes(new)
+                self.index.update(zip(new, range(start, stop), strict=True))
+                row[missing] = [self.index[values[i]] for i in missing.tolist()]
+            return self.codes[row], self.hashes[row]
+
+
+#: Each LiveEncoder's ValueTables (one per categorical column), made on its first batch.
+_VALUE_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def value_tables(live: LiveEncoder) -> list[ValueTable]:
+    tables = _VALUE_TABLES.get(live)
+    if tables is None:
+        tables = _VALUE_TABLES[live] = [ValueTable(v) for v in live.vocabularies]
+    return tables
+
 
 # -- account states as one table ---------------------------------------------------------
 
@@ -125,8 +183,11 @@ def encode_batch(
     order = np.argsort(account, kind="stable")  # grouped by account, batch order within
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
-    # Categorical values: a dict look-up each, in C (hashes and vocabulary codes).
-    hashes = [distinct_hashes(values)[order] for values in txs.categorical] if live.novelty else []
+    # Categorical values: one dict look-up each, in C, for both the vocabulary code and the
+    # hash (`ValueTable`).
+    looked_up = [table_of.lookup(values) for table_of, values in zip(
+        value_tables(live), txs.categorical, strict=True)]  # fmt: skip
+    hashes = [value_hash[order] for _, value_hash in looked_up] if live.novelty else []
     chunk = Chunk(account[order], txs.time_ns[order], txs.amount[order], hashes)
     buckets = None
     if live.counterparty:
@@ -139,8 +200,8 @@ def encode_batch(
     values = np.stack([raw[name] for name in live.names], axis=1)
     numeric = clean_features((values - live.means) / live.scales, (live.low, live.high))
     codes = np.empty((n, live.n_categorical), dtype=np.int32)
-    for j, (vocabulary, values) in enumerate(zip(live.vocabularies, txs.categorical, strict=True)):
-        codes[:, j] = np.fromiter(map(vocabulary.get, values, repeat(OOV_CODE)), np.int32, n)[order]
+    for j, (code, _) in enumerate(looked_up):
+        codes[:, j] = code[order]
     acc, rank = context.entity, context.rank
 
     # Windows: each account's stored rows (last K - 1 events), then this run's rows.
