@@ -75,10 +75,24 @@ _LISTS = ("times", "amounts", "new_totals", "id_lengths")
 assert tuple(name for name, _, _ in SECTIONS[: len(_LISTS)]) == _LISTS
 
 
-@functools.lru_cache(maxsize=1 << 16)  # categorical values repeat: hash each one once
+class _Hashes(dict):
+    """value -> `value_hash`, each hashed on first use (categorical values repeat); emptied
+    when it holds 1 << 16. A dict, so a column is looked up in C (`distinct_hashes`)."""
+
+    def __missing__(self, value: str) -> int:
+        if len(self) >= 1 << 16:
+            self.clear()
+        digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
+        out = self[value] = int.from_bytes(digest, "little")
+        return out
+
+
+_HASHES = _Hashes()
+
+
 def value_hash(value: str) -> int:
     """The 8-byte hash a state remembers a categorical value by."""
-    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little")
+    return _HASHES[value]
 
 
 def value_hashes(values) -> np.ndarray:
@@ -87,9 +101,11 @@ def value_hashes(values) -> np.ndarray:
     return distinct_hashes(distinct)[index]
 
 
-def distinct_hashes(distinct: np.ndarray) -> np.ndarray:
-    """`value_hash` of each of `distinct` (values already distinct, as pd.factorize gives)."""
-    return np.fromiter(map(value_hash, distinct.tolist()), np.uint64, len(distinct))
+def distinct_hashes(distinct: np.ndarray | list[str]) -> np.ndarray:
+    """`value_hash` of each of `distinct` (values already distinct, as pd.factorize gives,
+    or a list of values: a dict look-up each)."""
+    values = distinct.tolist() if isinstance(distinct, np.ndarray) else distinct
+    return np.fromiter(map(_HASHES.__getitem__, values), np.uint64, len(values))
 
 
 def first_mark(value_hash: int) -> int:
