@@ -188,6 +188,13 @@ def train(
             "on the validation AP may end sooner.",
         ),
     ] = 600,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="Feature blocks, comma-separated (default: the family's default set); "
+            "opt-in blocks such as exposure are named here with the others.",
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     work_dir: TrainWorkDirOpt = None,
     shards: ShardsOpt = None,
@@ -240,6 +247,7 @@ def train(
         transformer_layers=transformer_layers,
         transformer_heads=transformer_heads,
         n_estimators=n_estimators,
+        features=tuple(features.split(",")) if features else None,
         seed=seed,
     )
     fitted.fit(

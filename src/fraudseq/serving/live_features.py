@@ -122,6 +122,17 @@ class LiveEncoder:
         self.window = window
         self.blocks = [BLOCKS[name] for name in encoder.blocks]
         categorical, has_cp = tuple(self.schema.categorical), self.schema.counterparty is not None
+        unsupported = [
+            b.name
+            for b in self.blocks
+            if b.applies(categorical, has_cp) and any(n.kind == "exposure" for n in b.needs)
+        ]
+        if unsupported:
+            raise FraudseqError(
+                f"feature block {unsupported[0]!r} has no live form yet: this model can train, "
+                "score and evaluate files, but not serve or score live transactions. Fix: "
+                "serve a model trained without it."
+            )
         # What the state keeps, from the blocks' declared needs: rows of the latest events
         # (windows) and enough events to recompute every stored row when a late event is
         # inserted before it (LiveEncoder.insert): LATE_ROWS more rows, LATENESS_NS more span.
