@@ -250,3 +250,64 @@ def test_chunks_with_carried_state_equal_the_whole_beyond_the_visit_cap(seed):
         chunked = np.concatenate([part[name] for part in parts])[sorted_frame.order]
         np.testing.assert_allclose(chunked, values, rtol=1e-12, atol=1e-12, err_msg=name)
     assert len(stream.exposure.entity) <= 3 * 2 * VISIT_CAP
+
+
+# -- live: the state's visits, labels in any order ------------------------------------------
+
+
+def test_account_state_keeps_visits_only_for_a_model_with_the_block():
+    from fraudseq.features.state import AccountState
+
+    plain = AccountState(n=2, last_time=5, sum_log=1.0, max_log=1.0, times=[4, 5],
+                         amounts=[1.0, 2.0], seen=[{7: 4}])  # fmt: skip
+    blob = plain.to_bytes()
+    assert AccountState.from_bytes(blob).visits is None
+    with_visits = AccountState.from_bytes(blob)
+    with_visits.visits = []
+    assert with_visits.to_bytes() == blob + b"\0\0\0\0"  # the same bytes, then the section
+    with_visits.visits = [(2**64 - 1, -3, 2**63 - 1), (5, 20, 500)]
+    again = AccountState.from_bytes(with_visits.to_bytes())
+    assert again.visits == with_visits.visits and again.seen == plain.seen
+
+
+def test_labels_in_any_order_flag_each_visit_with_its_first_later_fraud():
+    from fraudseq.features.blocks.exposure import NO_FRAUD, ExposureBook, add_fraud, add_visit
+
+    visits: list = []
+    book = ExposureBook()
+    for day, cp in ((1, 10), (1, 11), (1, 10), (3, 12)):
+        book.add_visit(add_visit(visits, cp, day * 24 + 5))
+    assert [(c, d) for c, d, _ in visits] == [(10, 1), (11, 1), (12, 3)]
+    assert all(known == NO_FRAUD for _, _, known in visits)
+    book.apply(add_fraud(visits, 6 * 24))  # day 6: all three
+    book.apply(add_fraud(visits, 2 * 24 + 7))  # day 2, arriving later: the day-1 visits
+    assert [known for _, _, known in visits] == [2 * 24 + 7, 2 * 24 + 7, 6 * 24]
+    # One later-fraud visit each, counted at its first fraud's bucket only.
+    totals = book.totals(visits, 20 * 24, 0)
+    assert totals.counts == {10: (1, 1), 11: (1, 1), 12: (1, 1)}
+    assert totals.population == (3, 3)
+    # On day 6 the day-6 fraud is not known yet (its bucket is not before the cut).
+    assert book.totals(visits, 6 * 24, 0).counts == {10: (1, 1), 11: (1, 1), 12: (1, 0)}
+
+
+def test_training_and_scoring_a_file_work_but_serving_and_shards_refuse_the_block(
+    small_frame, small_csv, tmp_path
+):
+    from conftest import TRAIN_UNTIL
+    from fraudseq.errors import FraudseqError
+    from fraudseq.fraud_model import FraudModel
+    from fraudseq.serving.detector import Detector
+    from fraudseq.serving.stores import open_store
+
+    def model():
+        return FraudModel("xgboost", features=("event", "exposure"), n_estimators=5, seed=0,
+                          progress=False)  # fmt: skip
+
+    fitted = model().fit(small_frame, train_until=TRAIN_UNTIL, valid_days=7)
+    assert "exposure_max" in fitted.encoder_.numeric_names_
+    scores = fitted.score(small_frame, start=TRAIN_UNTIL)
+    assert len(scores) and scores["score"].between(0, 1).all()
+    with pytest.raises(FraudseqError, match="'exposure' is not served"):
+        Detector(fitted, open_store("memory"), model_version="test")
+    with pytest.raises(FraudseqError, match="sharded runs"):
+        model().fit(small_csv, train_until=TRAIN_UNTIL, valid_days=7, work_dir=tmp_path / "w")

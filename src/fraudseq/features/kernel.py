@@ -308,6 +308,8 @@ class Point:
     account: object
     counterparty: object
     delay_buckets: int
+    #: The exposure block's `ExposureTotals` of the account's visits (None without it).
+    exposure: object = None
 
     @property
     def bucket(self) -> int:

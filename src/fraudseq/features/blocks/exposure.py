@@ -47,6 +47,7 @@ or by counterparty while the block reads both.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -375,8 +376,137 @@ def _summed(columns: list[np.ndarray], count: np.ndarray, keep: np.ndarray) -> l
     return [*(k.copy() for k in keys), summed.astype(np.int64)]
 
 
+# -- one live transaction at a time ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExposureTotals:
+    """What one live transaction's exposure features read: per counterparty hash of the
+    account's visits, (N, F) at the transaction's cut, and the population's (N0, F0)."""
+
+    counts: dict[int, tuple[int, int]]
+    population: tuple[int, int] = (0, 0)
+
+
+NO_TOTALS = ExposureTotals({})
+
+
+def listed(visits: list, bucket: int) -> list:
+    """The visits of a live list that a transaction in `bucket` reads (its list)."""
+    day = bucket // BUCKETS_PER_DAY
+    return [v for v in visits[-VISIT_CAP:] if v[1] >= day - HORIZON_DAYS]
+
+
 def _scalar(p) -> dict:
-    raise NotImplementedError("the exposure block has no live form yet")
+    if p.exposure is None:
+        return {}
+    mine = listed(p.account.visits or [], p.bucket)
+    out = dict.fromkeys(NAMES, 0.0)
+    out["exposure_visits"] = math.log1p(len(mine))
+    if not mine:
+        return out
+    n0, f0 = p.exposure.population
+    p0 = f0 / max(n0, 1)
+    values, zs = [], []
+    for cp, _, _ in mine:
+        n, f = p.exposure.counts.get(cp, (0, 0))
+        values.append(((f + EXPOSURE_PRIOR * p0) / (n + EXPOSURE_PRIOR), n))
+        zs.append((f - n * p0) / math.sqrt(n * p0 * (1 - p0) + 1))
+    best = max(value for value, _ in values)
+    total = 0.0
+    for value, _ in values:
+        total += value
+    out["exposure_max"] = best
+    out["exposure_mean"] = total / len(values)
+    out["exposure_z_max"] = max(zs)
+    if best > 0:
+        i = max(i for i, (value, _) in enumerate(values) if value == best)
+        out["exposure_days_since_max"] = float(p.bucket // BUCKETS_PER_DAY - mine[i][1])
+        out["exposure_visitors_max"] = math.log1p(values[i][1])
+    return out
+
+
+def new_visit(visits: list, cp: int, bucket: int) -> tuple[int, int] | None:
+    """(counterparty hash, day) of a transaction if it is a new visit of the list."""
+    day = bucket // BUCKETS_PER_DAY
+    for other, other_day, _ in reversed(visits):
+        if other_day < day:
+            break
+        if other == cp and other_day == day:
+            return None
+    return cp, day
+
+
+def add_visit(visits: list, cp: int, bucket: int) -> tuple[int, int] | None:
+    """Add a transaction's visit to a live list (in place; a late one in its day's place)
+    and cut the list as `kept_visits` does; the visit if it is new."""
+    visit = new_visit(visits, cp, bucket)
+    if visit is None:
+        return None
+    at = len(visits)
+    while at and visits[at - 1][1] > visit[1]:
+        at -= 1
+    visits.insert(at, (*visit, int(NO_FRAUD)))
+    latest = visits[-1][1]
+    today = [v for v in visits if v[1] == latest][-VISIT_CAP:]
+    earlier = [v for v in visits if latest - HORIZON_DAYS <= v[1] < latest][-VISIT_CAP:]
+    visits[:] = earlier + today
+    return visit
+
+
+def add_fraud(visits: list, fraud_bucket: int) -> list[tuple[int, int, int, int]]:
+    """A fraud of the list's entity in `fraud_bucket`: the visits it is a later fraud of get
+    it as their known bucket unless they have an earlier one (in place). Returns the
+    changes (counterparty hash, day, old known bucket, new) for the counterparty tables."""
+    day = fraud_bucket // BUCKETS_PER_DAY
+    changes = []
+    earlier = [i for i, v in enumerate(visits) if v[1] < day][-VISIT_CAP:]
+    for i in earlier:
+        cp, visit_day, known = visits[i]
+        if visit_day >= day - HORIZON_DAYS and fraud_bucket < known:
+            visits[i] = (cp, visit_day, fraud_bucket)
+            changes.append((cp, visit_day, known, fraud_bucket))
+    return changes
+
+
+class ExposureBook:
+    """The counterparty tables as dicts, for live scoring one transaction at a time: per
+    counterparty hash, visits by day and later-fraud visits by (day, fraud bucket), and the
+    same over every counterparty (`totals` gives `ExposureTotals`)."""
+
+    def __init__(self) -> None:
+        self.visits: dict[int, dict[int, int]] = {}
+        self.frauds: dict[int, dict[tuple[int, int], int]] = {}
+
+    def add_visit(self, visit: tuple[int, int] | None) -> None:
+        if visit is not None:
+            for key in (visit[0], None):
+                days = self.visits.setdefault(key, {})
+                days[visit[1]] = days.get(visit[1], 0) + 1
+
+    def apply(self, changes) -> None:
+        for cp, day, old, new in changes:
+            for key in (cp, None):
+                entries = self.frauds.setdefault(key, {})
+                if old != NO_FRAUD:
+                    entries[(day, old)] -= 1
+                entries[(day, new)] = entries.get((day, new), 0) + 1
+
+    def _counts(self, key, x: int) -> tuple[int, int]:
+        h = x // BUCKETS_PER_DAY
+        n = sum(c for d, c in self.visits.get(key, {}).items() if h - WINDOW_DAYS <= d < h)
+        f = sum(
+            c
+            for (d, bucket), c in self.frauds.get(key, {}).items()
+            if h - WINDOW_DAYS <= d < h and bucket < x
+        )
+        return n, f
+
+    def totals(self, visits: list, bucket: int, delay: int) -> ExposureTotals:
+        """The totals a transaction in `bucket` reads, of the account's `visits`."""
+        x = bucket - delay
+        counts = {cp: self._counts(cp, x) for cp, _, _ in listed(visits, bucket)}
+        return ExposureTotals(counts, self._counts(None, x))
 
 
 BLOCK = Block(
@@ -385,4 +515,7 @@ BLOCK = Block(
     kernel=_kernel,
     scalar=_scalar,
     needs=(StateNeed("exposure"),),
+    # A late live insertion does not recompute the exposure of the account's later rows
+    # (they keep the values they were scored with).
+    history=False,
 )
