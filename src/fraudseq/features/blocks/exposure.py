@@ -247,6 +247,15 @@ class Exposures:
         self.all = _Tables(np.zeros_like, state)
 
     def __call__(self, cp: np.ndarray, query_bucket: np.ndarray):
+        # Many pairs share a (counterparty, hour): each distinct one is computed once.
+        b0 = int(query_bucket.min()) if len(cp) else 0
+        width = int(query_bucket.max(initial=0)) - b0 + 1
+        index, distinct = pd.factorize(cp * width + (query_bucket - b0))
+        first = np.zeros(len(distinct), dtype=np.int64)
+        first[index[::-1]] = np.arange(len(index))[::-1]
+        return tuple(v[index] for v in self._distinct(cp[first], query_bucket[first]))
+
+    def _distinct(self, cp: np.ndarray, query_bucket: np.ndarray):
         x = query_bucket - self.delay
         n, f = self.each.counts(cp, x)
         index, cuts = pd.factorize(x)
