@@ -311,3 +311,28 @@ def test_training_and_scoring_a_file_work_but_serving_and_shards_refuse_the_bloc
         Detector(fitted, open_store("memory"), model_version="test")
     with pytest.raises(FraudseqError, match="sharded runs"):
         model().fit(small_csv, train_until=TRAIN_UNTIL, valid_days=7, work_dir=tmp_path / "w")
+
+
+def test_train_features_option_selects_the_blocks(tmp_path, monkeypatch, capsys, small_csv):
+    import json
+
+    from test_cli import run
+
+    out = tmp_path / "model"
+    code = run(
+        monkeypatch, "train", small_csv, "--out", out, "--model", "xgboost",
+        "--n-estimators", 5, "--features", "event,recency,exposure",
+        "--train-until", "2026-01-31",
+    )  # fmt: skip
+    assert code == 0
+    stored = json.loads((out / "model.json").read_text())
+    assert stored["params"]["features"] == ["event", "recency", "exposure"]
+    code = run(
+        monkeypatch, "score", out, small_csv, "--out", tmp_path / "s.csv", "--from", "2026-01-31"
+    )
+    assert code == 0 and len((tmp_path / "s.csv").read_text().splitlines()) > 100
+    code = run(
+        monkeypatch, "train", small_csv, "--out", tmp_path / "m2", "--model", "xgboost",
+        "--features", "event,skimming", "--train-until", "2026-01-31",
+    )  # fmt: skip
+    assert code != 0 and "skimming" in capsys.readouterr().err
