@@ -11,8 +11,8 @@ days d = floor(b / 24); D = the label delay in buckets, as in counterparty.py):
   file order), the latest VISIT_CAP of them, those with day >= d(t) - H.
 - A visit (e, c, v) has a *later fraud* known at query bucket B when e has a row labelled
   1 at time f with v < d(f) <= v + H, b(f) < B - D (known exactly when the counterparty
-  block would know that label), and the visit was still in e's list before that row. The
-  fraud bucket kept is that of the first such row (`known`).
+  block would know that label), and the visit is among e's latest VISIT_CAP visits on days
+  before d(f). The fraud bucket kept is that of the first such row (`known`).
 - The *exposure* of counterparty c at a row of time t (B = b(t), X = B - D, day cut
   h = floor(X / 24)): over the visits to c, by any entity, with day in [h - W, h) (all
   strictly older than t - label delay), N = their number and F = the number with a later
@@ -38,11 +38,22 @@ F = #{fraud entries of c with bucket < X} - #{fraud entries of c with day < h - 
 searchsorted on sorted keys.
 
 State (carried from chunk to chunk, `ExposureState`): per entity its list (counterparty
-code, day, known fraud bucket or NO_FRAUD), at most VISIT_CAP visits within H days of its
-latest row; per counterparty its visits (day, count) and later-fraud visits (day, fraud
-bucket, count) within W days of the latest cut. Live scoring does not have this block yet
-(`LiveEncoder` refuses a model with it); nor do sharded runs, which cut the file by entity
-or by counterparty while the block reads both.
+code, day, known fraud bucket or NO_FRAUD) as `kept_visits` cuts it (within H days of its
+latest row: the latest VISIT_CAP visits of earlier days and of that day, so at most
+2 VISIT_CAP); per counterparty its visits (day, count) and later-fraud visits (day, fraud
+bucket, count) within W days of the latest cut. Chunked runs equal the whole file unless an
+entity makes more than VISIT_CAP distinct visits in one day (then a repeat that day may
+count as a new visit).
+
+Live, one transaction at a time: the account's list is `AccountState.visits` (counterparty
+hashes), kept by the same rule (`add_visit`); the counterparty tables are the caller's
+(`ExposureBook`: visits, and `apply` the changes `add_fraud` returns when a fraud label
+arrives; `totals` what `_scalar` reads). Exact when a label arrives before its entity makes
+more than VISIT_CAP visits on later days (labels may arrive in any order: a visit keeps its
+earliest fraud). A late transaction inserted into an account's history does not recompute
+the exposure of its later rows. The state stores do not keep these tables yet, so a
+Detector refuses a model with this block; sharded runs refuse it too (they cut the file by
+entity or by counterparty, and the block reads both).
 """
 
 from __future__ import annotations
