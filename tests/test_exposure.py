@@ -331,6 +331,8 @@ def test_train_features_option_selects_the_blocks(tmp_path, monkeypatch, capsys,
         monkeypatch, "score", out, small_csv, "--out", tmp_path / "s.csv", "--from", "2026-01-31"
     )
     assert code == 0 and len((tmp_path / "s.csv").read_text().splitlines()) > 100
+    assert run(monkeypatch, "evaluate", out, small_csv, "--from", "2026-01-31") == 0
+    assert "metric" in capsys.readouterr().out  # the metrics table
     code = run(
         monkeypatch, "train", small_csv, "--out", tmp_path / "m2", "--model", "xgboost",
         "--features", "event,skimming", "--train-until", "2026-01-31",
