@@ -115,7 +115,11 @@ def ref_exposure(table, r, delay_ns):
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("delay_ns", [7 * NS_PER_DAY, 0, 3 * NS_PER_DAY // 2])
-def test_exposure_matches_reference(seed, delay_ns):
+@pytest.mark.parametrize("dense", [True, False])  # dense day counts, or hashed queries
+def test_exposure_matches_reference(seed, delay_ns, dense, monkeypatch):
+    from fraudseq.features.blocks import exposure
+
+    monkeypatch.setattr(exposure, "DENSE_CELLS", exposure.DENSE_CELLS if dense else 0)
     table = random_table(seed, n=250)
     table["time"][::5] += np.random.default_rng(seed).integers(0, 24, 50) * HOUR
     check_against(
@@ -214,14 +218,18 @@ def test_rows_in_slices_of_pairs_give_the_same_features(monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_chunks_with_carried_state_equal_the_whole_beyond_the_visit_cap(seed):
+@pytest.mark.parametrize("dense", [True, False])
+def test_chunks_with_carried_state_equal_the_whole_beyond_the_visit_cap(seed, dense, monkeypatch):
     """Lists that overflow VISIT_CAP, cut into chunks (the carried lists keep what a later
     fraud or row reads: `kept_visits`)."""
     import pandas as pd
 
     from fraudseq.features import FeatureEncoder
+    from fraudseq.features.blocks import exposure
     from fraudseq.features.stream import FeatureStream
     from fraudseq.schema import Schema, load_transactions
+
+    monkeypatch.setattr(exposure, "DENSE_CELLS", exposure.DENSE_CELLS if dense else 0)
 
     table = random_table(seed, n=600, entities=3, counterparties=150)
     table["time"] = EPOCH + (table["time"] - EPOCH) // 2

@@ -247,17 +247,77 @@ class _Tables:
         return n[index], self.by_bucket.below(cp, x) - old[index]
 
 
+class _Dense:
+    """`_Tables.counts` from dense (counterparty, day) prefix counts over the queries' days
+    [first - W, last]: two gathers per query instead of hashing it, and a search of the
+    (small) fraud table only for queries whose day cut has a fraud entry of its own day."""
+
+    def __init__(self, state: ExposureState, first: int, last: int, width: int) -> None:
+        self.base, self.days, self.width = (
+            first - WINDOW_DAYS,
+            last - first + WINDOW_DAYS + 1,
+            width,
+        )
+        self.visits = self._prefix(state.visit_cp, state.visit_day, state.visit_count)
+        fraud_day_of_bucket = state.fraud_bucket // BUCKETS_PER_DAY
+        self.known = self._prefix(state.fraud_cp, fraud_day_of_bucket, state.fraud_count)
+        self.old = self._prefix(state.fraud_cp, state.fraud_day, state.fraud_count)
+        self.same_day = self._grid(state.fraud_cp, fraud_day_of_bucket, state.fraud_count)
+        self.by_bucket = _Counts(state.fraud_cp, state.fraud_bucket, state.fraud_count)
+
+    def _grid(self, cp, day, count) -> np.ndarray:
+        """Counts per (counterparty, j): j = day - base + 1, clipped to [0, days]."""
+        j = np.clip(day - self.base + 1, 0, self.days)
+        flat = np.bincount(cp * (self.days + 1) + j, weights=count,
+                           minlength=self.width * (self.days + 1))  # fmt: skip
+        return flat.astype(np.int64).reshape(self.width, self.days + 1)
+
+    def _prefix(self, cp, day, count) -> np.ndarray:
+        """Flat (counterparty, k): the entries with day < base + k, k in [0, days)."""
+        return np.cumsum(self._grid(cp, day, count), axis=1)[:, : self.days].reshape(-1)
+
+    def counts(self, cp: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h = x // BUCKETS_PER_DAY
+        at = cp * self.days + (h - self.base)
+        back = at - WINDOW_DAYS
+        n = self.visits[at] - self.visits[back]
+        f = self.known[at] - self.old[back]
+        # Entries of the cut's own day known by x (bucket in [24 h, x)).
+        partial = np.flatnonzero(self.same_day[cp, h - self.base + 1] > 0)
+        if len(partial):
+            c, hx = cp[partial], x[partial]
+            whole = (hx // BUCKETS_PER_DAY) * BUCKETS_PER_DAY
+            f[partial] += self.by_bucket.below(c, hx) - self.by_bucket.below(c, whole)
+        return n, f
+
+
+#: Dense prefix counts (`_Dense`) when counterparties x days is at most this.
+DENSE_CELLS = 1 << 22
+
+
 class Exposures:
     """Per (counterparty, query bucket): the exposure, the visits N and the z-score of the
     later-fraud visits F against the population's rate p0 at the same cut (module
-    docstring), from the counterparty tables of a state."""
+    docstring), from the counterparty tables of a state, for query buckets in [lo, hi]."""
 
-    def __init__(self, state: ExposureState, delay: int) -> None:
+    def __init__(self, state: ExposureState, delay: int, lo: int, hi: int, codes: int = 0) -> None:
         self.delay = delay
         self.each = _Tables(lambda cp: cp, state)
         self.all = _Tables(np.zeros_like, state)
+        # The population's counts at every cut of the range (few: hours).
+        self.x0 = lo - delay
+        cuts = np.arange(lo - delay, hi - delay + 1)
+        n0, f0 = self.all.counts(np.zeros(len(cuts), dtype=np.int64), cuts)
+        self.p0 = f0 / np.maximum(n0, 1)
+        width = max(int(state.visit_cp.max(initial=0)) + 1, codes)  # codes: of the queries
+        first, last = (lo - delay) // BUCKETS_PER_DAY, (hi - delay) // BUCKETS_PER_DAY
+        self.dense = None
+        if width * (last - first + WINDOW_DAYS + 2) <= DENSE_CELLS:
+            self.dense = _Dense(state, first, last, width)
 
     def __call__(self, cp: np.ndarray, query_bucket: np.ndarray):
+        if self.dense is not None:
+            return self._distinct(cp, query_bucket)
         # Many pairs share a (counterparty, hour): each distinct one is computed once.
         b0 = int(query_bucket.min()) if len(cp) else 0
         width = int(query_bucket.max(initial=0)) - b0 + 1
@@ -268,10 +328,9 @@ class Exposures:
 
     def _distinct(self, cp: np.ndarray, query_bucket: np.ndarray):
         x = query_bucket - self.delay
-        n, f = self.each.counts(cp, x)
-        index, cuts = pd.factorize(x)
-        n0, f0 = self.all.counts(np.zeros(len(cuts), dtype=np.int64), np.asarray(cuts))
-        p0 = (f0 / np.maximum(n0, 1))[index]
+        tables = self.dense if self.dense is not None else self.each
+        n, f = tables.counts(cp, x)
+        p0 = self.p0[x - self.x0]
         exposure = (f + EXPOSURE_PRIOR * p0) / (n + EXPOSURE_PRIOR)
         z = (f - n * p0) / np.sqrt(n * p0 * (1 - p0) + 1)
         return exposure, n, z
@@ -303,7 +362,10 @@ def _kernel(ctx) -> dict:
     lo = np.minimum(np.maximum(np.maximum(hi - VISIT_CAP, recent), starts), hi)
     length = hi - lo
     out["exposure_visits"] = np.log1p(length.astype(np.float64))
-    exposures = Exposures(an.state, ctx.delay_buckets)
+    exposures = Exposures(
+        an.state, ctx.delay_buckets, int(bucket.min()), int(bucket.max()),
+        int(an.v_cp.max(initial=0)) + 1,
+    )  # fmt: skip
     # Rows in slices of about PAIRS_PER_SLICE pairs (a row has at most VISIT_CAP).
     total = np.cumsum(length)
     marks = np.arange(PAIRS_PER_SLICE, int(total[-1]), PAIRS_PER_SLICE)
