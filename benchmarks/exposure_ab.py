@@ -3,6 +3,7 @@ to XGBoost, and what it costs.
 
     .venv/bin/python benchmarks/exposure_ab.py [--accounts 4000] [--days 90]
         [--train-until 2026-03-02] [--seed 1] [--work DIR] [--out FILE] [--speed-only]
+        [--scenario skimmer ...]
 
 1. Simulates the data (its compromised_merchant scenario clones cards that visited a
    compromised merchant and uses them elsewhere days later) and writes it to Parquet.
@@ -141,6 +142,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--speed-only", action="store_true", help="only part 4 (the cost)")
+    parser.add_argument(
+        "--scenario", action="append", default=[],
+        help="an opt-in simulator typology to add (skimmer, new_scheme), where simulate has them",
+    )  # fmt: skip
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="exposure-ab-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -149,7 +154,8 @@ def main() -> None:
 
     data = work / "tx.parquet"
     if not data.exists():
-        simulate(accounts=args.accounts, days=args.days, seed=args.seed).to_parquet(data)
+        extra = {"scenarios": tuple(args.scenario)} if args.scenario else {}
+        simulate(accounts=args.accounts, days=args.days, seed=args.seed, **extra).to_parquet(data)
     frame = load_transactions(str(data), Schema.simulator())
     print(f"{len(frame):,} rows; frauds by scenario:")
     print(frame[frame["is_fraud"] == 1]["fraud_type"].value_counts().to_string())
