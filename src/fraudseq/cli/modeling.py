@@ -234,6 +234,13 @@ def train(
             "on the validation AP may end sooner.",
         ),
     ] = 600,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="Feature blocks, comma-separated (default: the family's default set); "
+            "opt-in blocks such as exposure are named here with the others.",
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     work_dir: TrainWorkDirOpt = None,
     shards: ShardsOpt = None,
@@ -309,6 +316,7 @@ def train(
         bidirectional=bidirectional,
         attention_heads=attention_heads,
         n_estimators=n_estimators,
+        features=tuple(features.split(",")) if features else None,
         seed=seed,
     )
     fitted.fit(

@@ -152,6 +152,11 @@ class Detector:
         self.threshold = float(model.threshold_)
         self.min_history = min_history
         self.live = LiveEncoder(model.encoder_, model.window)
+        if self.live.exposure:  # the stores keep no exposure tables yet
+            raise FraudseqError(
+                "feature block 'exposure' is not served yet: the state stores do not keep "
+                "its counterparty tables. Fix: serve a model trained without it."
+            )
         #: The event-time clock and window (see the module docstring); the store purges
         #: counterparty history by it too.
         self.clock = clock if clock is not None else default_clock(self.live)
