@@ -45,7 +45,7 @@ DEFAULT_FEATURES = (
 )  # fmt: skip
 # Built from (delayed) fraud labels: left out of the unsupervised autoencoder's default, so
 # that it needs no labels at all (and it ranks better without them on the simulator).
-LABEL_BLOCKS = ("counterparty_risk",)
+LABEL_BLOCKS = ("counterparty_risk", "exposure")
 
 
 def default_features(model: str) -> tuple[str, ...]:
