@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fraudseq.choices import COMBINERS, LOSSES, MEMBERS, MODELS
+from fraudseq.choices import COMBINERS, LOSSES, MEMBERS, MODELS, PRETRAINABLE
 from fraudseq.cli.app import (
     DataArg,
     Engine,
@@ -73,6 +73,21 @@ ValidDaysOpt = Annotated[
 ]
 EpochsOpt = Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping on AP).")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the same model.")]
+# The network options `train` and `pretrain` share (with --init, train takes the encoder's
+# --window, --hidden-size, --transformer-layers and --transformer-heads unless given).
+WindowOpt = Annotated[int, typer.Option(min=1, help="Events per window.")]
+BatchSizeOpt = Annotated[int, typer.Option(min=1)]
+HiddenSizeOpt = Annotated[int, typer.Option(min=1)]
+DropoutOpt = Annotated[
+    float, typer.Option(min=0, max=1, help="Dropout rate of the networks (below 1).")
+]
+LearningRateOpt = Annotated[float, typer.Option(min=0)]
+TransformerLayersOpt = Annotated[
+    int, typer.Option(min=1, help="transformer: blocks (its width is --hidden-size).")
+]
+TransformerHeadsOpt = Annotated[int, typer.Option(min=1, help="transformer: attention heads.")]
+#: What --init takes from the encoder unless given on the command line.
+ARCHITECTURE_OPTIONS = ("window", "hidden_size", "transformer_layers", "transformer_heads")
 
 
 TrainWorkDirOpt = Annotated[
@@ -114,6 +129,7 @@ def _class_weight(value: str) -> str | float:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: DataArg,
     out: Annotated[
         Path,
@@ -130,13 +146,11 @@ def train(
     train_until: TrainUntilOpt = None,
     valid_days: ValidDaysOpt = 7,
     epochs: EpochsOpt = 10,
-    window: Annotated[int, typer.Option(min=1, help="Events per window.")] = 16,
-    batch_size: Annotated[int, typer.Option(min=1)] = 512,
-    hidden_size: Annotated[int, typer.Option(min=1)] = 32,
-    dropout: Annotated[
-        float, typer.Option(min=0, max=1, help="Dropout rate of the networks (below 1).")
-    ] = 0.1,
-    learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
+    window: WindowOpt = 16,
+    batch_size: BatchSizeOpt = 512,
+    hidden_size: HiddenSizeOpt = 32,
+    dropout: DropoutOpt = 0.1,
+    learning_rate: LearningRateOpt = 1e-3,
     loss: Annotated[str, typer.Option(callback=one_of(LOSSES), help="bce or focal.")] = "bce",
     focal_alpha: Annotated[float, typer.Option(min=0, max=1)] = 0.25,
     focal_gamma: Annotated[float, typer.Option(min=0)] = 2.0,
@@ -174,12 +188,8 @@ def train(
     attention_heads: Annotated[
         int, typer.Option(min=1, help="lstm-attention: attention heads.")
     ] = 4,
-    transformer_layers: Annotated[
-        int, typer.Option(min=1, help="transformer: blocks (its width is --hidden-size).")
-    ] = 2,
-    transformer_heads: Annotated[
-        int, typer.Option(min=1, help="transformer: attention heads.")
-    ] = 2,
+    transformer_layers: TransformerLayersOpt = 2,
+    transformer_heads: TransformerHeadsOpt = 2,
     n_estimators: Annotated[
         int,
         typer.Option(
@@ -202,6 +212,14 @@ def train(
     ray_workers: Annotated[
         int, typer.Option(min=1, help="With --engine ray: Ray Train workers (processes).")
     ] = 2,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fine-tune from this pretrained encoder (`fraudseq pretrain`; lstm, gru, "
+            "transformer): its weights, feature encoder and, unless given, its --window, "
+            "--hidden-size, --transformer-layers and --transformer-heads.",
+        ),
+    ] = None,
 ) -> None:
     """Train a model on labelled transactions before --train-until.
 
@@ -212,17 +230,34 @@ def train(
 
     check_outputs(
         {"--out": out},
-        inputs={"the transactions file": data, "the schema file": schema},
+        inputs={
+            "the transactions file": data,
+            "the schema file": schema,
+            "the encoder directory": init,
+        },
         directory=True,
     )
     if percentile is not None:
         threshold = f"percentile:{percentile}"
-    fitted = FraudModel(
+    architecture = {
+        "window": window,
+        "hidden_size": hidden_size,
+        "transformer_layers": transformer_layers,
+        "transformer_heads": transformer_heads,
+    }
+    if init is None:
+        build = FraudModel
+    else:  # the encoder's architecture, but for the options given on the command line
+        architecture = {k: v for k, v in architecture.items() if _given(ctx, k)}
+
+        def build(family, **params):
+            return FraudModel.from_encoder(init, family, **params)
+
+    fitted = build(
         model,
-        window=window,
+        **architecture,
         epochs=epochs,
         batch_size=batch_size,
-        hidden_size=hidden_size,
         dropout=dropout,
         learning_rate=learning_rate,
         loss=loss,
@@ -237,8 +272,6 @@ def train(
         combiner=combiner,
         bidirectional=bidirectional,
         attention_heads=attention_heads,
-        transformer_layers=transformer_layers,
-        transformer_heads=transformer_heads,
         n_estimators=n_estimators,
         seed=seed,
     )
@@ -265,6 +298,94 @@ def train(
         fitted.threshold_strategy(),
     )
     log.info("model saved to %s", out)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given (on the command line or by its environment variable)
+    rather than left at its default."""
+    source = ctx.get_parameter_source(name)  # by name: typer may bring its own click
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+@app.command()
+def pretrain(
+    data: DataArg,
+    out: Annotated[
+        Path,
+        typer.Option(
+            callback=_model_dir,
+            help="Encoder directory to write (replaced only on success).",
+        ),
+    ],
+    schema: SchemaOpt = None,
+    until: Annotated[
+        str | None,
+        typer.Option(callback=time_option, help="Pretrain on time < this date (default: all)."),
+    ] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            callback=one_of(PRETRAINABLE),
+            help=f"The family whose encoder to pretrain: {', '.join(PRETRAINABLE)}.",
+        ),
+    ] = "transformer",
+    valid_days: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Last days before --until held out: early stopping on their masked loss.",
+        ),
+    ] = 7,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Maximum epochs (early stopping on the held-out loss).")
+    ] = 10,
+    window: WindowOpt = 16,
+    batch_size: BatchSizeOpt = 256,
+    hidden_size: HiddenSizeOpt = 32,
+    dropout: DropoutOpt = 0.1,
+    learning_rate: LearningRateOpt = 2e-3,
+    transformer_layers: TransformerLayersOpt = 2,
+    transformer_heads: TransformerHeadsOpt = 2,
+    windows_per_epoch: Annotated[
+        int, typer.Option(min=1, help="Training windows sampled per epoch (seeded), at most.")
+    ] = 100_000,
+    seed: SeedOpt = 0,
+) -> None:
+    """Pretrain a sequence encoder without labels, by masked-event modelling, on every
+    transaction before --until (labelled or not; the label column is never read).
+
+    `fraudseq train --init OUT` fine-tunes a classifier of the same family from it (see
+    docs/pretraining.md)."""
+    from fraudseq.fraud_model import FraudModel
+    from fraudseq.pretraining import pretrain as run_pretraining
+
+    check_outputs(
+        {"--out": out},
+        inputs={"the transactions file": data, "the schema file": schema},
+        directory=True,
+    )
+    params = FraudModel(
+        model,
+        window=window,
+        epochs=epochs,
+        batch_size=batch_size,
+        hidden_size=hidden_size,
+        dropout=dropout,
+        learning_rate=learning_rate,
+        transformer_layers=transformer_layers,
+        transformer_heads=transformer_heads,
+        seed=seed,
+    )
+    encoder = run_pretraining(
+        data,
+        _schema(schema),
+        params,
+        until=until,
+        valid_days=valid_days,
+        windows_per_epoch=windows_per_epoch,
+    )
+    encoder.save(out)
+    log.info("encoder saved to %s", out)
 
 
 def _schema(path: Path | None):
