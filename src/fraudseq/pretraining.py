@@ -57,6 +57,7 @@ from fraudseq.choices import PRETRAINABLE
 from fraudseq.errors import ConfigError, FraudseqError, ModelDirectoryError
 from fraudseq.features import FeatureEncoder
 from fraudseq.fraud_model import LABEL_BLOCKS, FraudModel, default_features, versions
+from fraudseq.models.autoencoder import AutoencoderObjective
 from fraudseq.models.transformer import GAP_FEATURE
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.splits import parse_time, validation_start
@@ -233,21 +234,13 @@ def _key(name: str) -> str:
     return name.replace(".", "_")
 
 
-class MaskedEventObjective:
-    """The Trainer's objective for pretraining: the mean masked loss of a batch's windows,
-    without labels; the held-out masked loss ranks epochs."""
+class MaskedEventObjective(AutoencoderObjective):
+    """The Trainer's objective for pretraining: as the autoencoder's (the mean of the
+    module's per-window losses, without labels; the held-out loss ranks epochs), with the
+    masked-event network itself as the module."""
 
     def module(self, net: MaskedEventNetwork) -> nn.Module:
         return net
-
-    def loss(self, losses: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return losses.mean()
-
-    def validate(self, losses: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
-        return {"valid_loss": float(losses.astype(np.float64).mean())}
-
-    def monitor(self, valid: WindowSet) -> tuple[str, bool]:
-        return "valid_loss", True
 
 
 @dataclass
