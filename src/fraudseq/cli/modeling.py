@@ -39,6 +39,15 @@ STRATEGY_HELP = "best-f1 | cost:FN,FP[,amount] | recall:R | precision:P | budget
 log = logging.getLogger("fraudseq")
 
 
+def opt_in_scenarios(param: typer.CallbackParam, value: list[str] | None) -> list[str] | None:
+    """Each --scenario is an opt-in typology of the simulator."""
+    from fraudseq.simulate import OPT_IN_SCENARIOS
+
+    for name in value or []:
+        one_of(OPT_IN_SCENARIOS)(param, name)
+    return value
+
+
 @app.command()
 def simulate(
     out: Annotated[
@@ -48,13 +57,42 @@ def simulate(
     days: Annotated[int, typer.Option(min=1, help="Number of days.")] = 60,
     seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     start: Annotated[str, typer.Option(callback=time_option, help="First day.")] = "2026-01-01",
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            callback=opt_in_scenarios,
+            help="Add an opt-in typology (repeat for several): skimmer (cards cloned at a "
+            "skimmed place, used elsewhere 2-20 days later) or new_scheme (a scheme that "
+            "starts only at --new-scheme-start).",
+        ),
+    ] = None,
+    new_scheme_start: Annotated[
+        str | None,
+        typer.Option(
+            callback=time_option,
+            help="When new_scheme starts (default: 70% into the period).",
+        ),
+    ] = None,
 ) -> None:
     """Write simulated card transactions with labelled fraud scenarios."""
     from fraudseq.io import write_table
     from fraudseq.simulate import simulate as run_simulation
 
     check_outputs({"--out": out})
-    frame = run_simulation(accounts=accounts, days=days, seed=seed, start=start)
+    if new_scheme_start is not None and "new_scheme" not in (scenario or []):
+        raise FraudseqError("--new-scheme-start needs --scenario new_scheme")
+    try:
+        frame = run_simulation(
+            accounts=accounts,
+            days=days,
+            seed=seed,
+            start=start,
+            scenarios=tuple(scenario or ()),
+            new_scheme_start=new_scheme_start,
+        )
+    except ValueError as err:  # a start outside the period
+        raise FraudseqError(str(err)) from None
     write_table(frame, out)
     log.info("wrote %d transactions (%d fraud) to %s", len(frame), frame["is_fraud"].sum(), out)
 
