@@ -266,11 +266,11 @@ class MaskedEventNetwork(nn.Module):
         return torch.where(lengths > 1, (own + after) / 2, own)
 
     def surprise(self, numeric, categorical, lengths) -> torch.Tensor:
-        """Each window's surprise (B,): the negative log-likelihood, summed over the fields,
-        of its last event's fields as the heads predict them from the encoder's output at
-        the event before it (the next-event term); a window of one event, from the output
-        at that event masked (nothing but the mask: the population's prior). Deterministic:
-        no random draw, only the last event is masked."""
+        """Each window's surprise per field (B, fields, in `targets.classes()` order): the
+        negative log-likelihood of its last event's field as the heads predict it from the
+        encoder's output at the event before it (the next-event term); a window of one
+        event, from the output at that event masked (nothing but the mask: the population's
+        prior). Deterministic: no random draw, only the last event is masked."""
         events = self.network.embed(numeric, categorical)
         last = lengths - 1
         is_last = torch.arange(events.size(1))[None, :] == last[:, None]
@@ -285,8 +285,9 @@ class MaskedEventNetwork(nn.Module):
                     logits[n], targets[n].gather(1, last.view(-1, 1)).squeeze(1), reduction="none"
                 )
                 for n in logits
-            ]
-        ).sum(dim=0)
+            ],
+            dim=1,
+        )
 
 
 def _window_loss(chosen: torch.Tensor, logits: dict, targets: dict) -> torch.Tensor:
