@@ -39,7 +39,7 @@ from simulator_quality import recall_at_legit_fpr  # noqa: E402
 
 from fraudseq import metrics  # noqa: E402
 from fraudseq.fraud_model import DEFAULT_FEATURES, FraudModel  # noqa: E402
-from fraudseq.models.ensemble import EnsembleWindowModel  # noqa: E402
+from fraudseq.models.ensemble import NOVELTY_BOOSTS, NOVELTY_GATES, EnsembleWindowModel  # noqa: E402
 from fraudseq.schema import Schema, load_transactions  # noqa: E402
 from fraudseq.simulate import OPT_IN_SCENARIOS, simulate  # noqa: E402
 from fraudseq.training import WindowSet, WindowSource  # noqa: E402
@@ -132,7 +132,7 @@ def main() -> None:
     entity = data[loaded.entity].to_numpy()[test_rows]
     day = times.dt.floor("D").to_numpy()[test_rows]
 
-    fitted = dict(zip(model.model_.names, map(Fitted, (m for _, m in model.model_.members))))
+    fitted = {name: Fitted(member) for name, member in model.model_.members}
 
     def measure(score: np.ndarray) -> dict:
         return {
@@ -163,6 +163,7 @@ def main() -> None:
             **measure(ensemble.decision_function(test)),
         }
     alone = {m: measure(fitted[m].decision_function(test)) for m in ("surprise", "autoencoder")}
+    sweep = novelty_sweep(fitted, valid, test, y, scenario)
     seconds = time.perf_counter() - started
     load_end = os.getloadavg()
 
@@ -189,6 +190,14 @@ def main() -> None:
             *(f"{r['recall_at_1pct_fpr_by_scenario'].get(s, float('nan')):.3f}" for s in scenarios),
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    print("surprise fused with every (gate, boost) the ensemble considers (validation AP first):")
+    print("| gate | boost | valid AP | test AP | new_scheme R@1%FPR |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in sweep:
+        print(
+            f"| {r['gate_rank']:g} | {r['boost']:g} | {r['validation_ap']:.4f} | "
+            f"{r['average_precision']:.4f} | {r['new_scheme_recall']:.3f} |"
+        )
     print(
         f"train {trained:.0f} s, all {seconds:.0f} s; load average start {load_start}, "
         f"end {load_end}"
@@ -204,6 +213,7 @@ def main() -> None:
             "n_fraud": int(y.sum()),
             "variants": results,
             "members_alone": alone,
+            "surprise_novelty_sweep": sweep,
             "member_histories": {n: m.history_ for n, m in fitted.items()},
             "seconds": seconds,
             "train_seconds": trained,
@@ -211,6 +221,32 @@ def main() -> None:
             "load_average_end": list(load_end),
         },
     )
+
+
+def novelty_sweep(fitted: dict, valid: WindowSet, test: WindowSet, y, scenario) -> list[dict]:
+    """Validation AP, test AP and test new_scheme recall of lstm + xgboost + surprise for
+    every (gate, boost) of the ensemble's grid: what the validation rule leaves on the table."""
+    ensemble = EnsembleWindowModel([(m, fitted[m]) for m in ("lstm", "xgboost", "surprise")])
+    ensemble.fit(valid, valid)
+    out = []
+    for gate_rank in NOVELTY_GATES:
+        for boost in (0.0, *NOVELTY_BOOSTS):
+            ensemble.novelty_ = (boost, float(np.log(gate_rank / (1 - gate_rank))))
+            score = ensemble.decision_function(test)
+            out.append(
+                {
+                    "gate_rank": gate_rank,
+                    "boost": boost,
+                    "validation_ap": metrics.average_precision(
+                        valid.labels, ensemble.decision_function(valid)
+                    ),
+                    "average_precision": metrics.average_precision(y, score),
+                    "new_scheme_recall": recall_at_legit_fpr(y, score, scenario)["new_scheme"][
+                        "recall"
+                    ],
+                }
+            )
+    return out
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ the parameters' `fields` again at load.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -120,7 +121,7 @@ class SurpriseWindowModel(AutoencoderWindowModel):
             numeric,
             self.buckets,
         )
-        self.network = self._network(targets)
+        self.network, self._scorer = self._network(targets), None
         unlabelled = np.zeros(len(train), np.float32)  # labels are never read
         sample = (
             EpochSample(train.source, train.positions, unlabelled, per_epoch=self.windows_per_epoch)
@@ -143,15 +144,23 @@ class SurpriseWindowModel(AutoencoderWindowModel):
 
     @torch.inference_mode()
     def field_surprise(self, windows: WindowSet) -> np.ndarray:
-        """Each window's surprise per field (N, fields), float32."""
-        self.network.eval()
+        """Each window's surprise per field (N, fields), float64: computed by a float64 copy
+        of the network, since the two rank mappings magnify float32's batch-size-dependent
+        rounding beyond live = batch's 1e-6."""
+        if getattr(self, "_scorer", None) is None:
+            self._scorer = copy.deepcopy(self.network).double().eval()
+
+        def part_surprise(source, positions) -> np.ndarray:
+            numeric, categorical, lengths = source.batch(positions)
+            return self._scorer.surprise(numeric.double(), categorical, lengths).numpy()
+
         out = [
-            self.network.surprise(*part.source.batch(part.positions[i : i + BATCH])).numpy()
+            part_surprise(part.source, part.positions[i : i + BATCH])
             for part in windows.parts()
             for i in range(0, len(part), BATCH)
         ]
         fields = len(self.network.targets.classes())
-        return np.concatenate(out) if out else np.empty((0, fields), np.float32)
+        return np.concatenate(out) if out else np.empty((0, fields), np.float64)
 
     def surprise(self, windows: WindowSet, fields: np.ndarray | None = None) -> np.ndarray:
         """Each window's surprise (the raw anomaly score): the largest over the fields of
@@ -193,7 +202,7 @@ class SurpriseWindowModel(AutoencoderWindowModel):
             tensors.pop(GAP_EDGES).tolist(),
             {names[j]: (j, n) for j, n in tensors.pop(CATEGORICAL).tolist()},
         )
-        self.network = self._network(targets)
+        self.network, self._scorer = self._network(targets), None
         self.network.load_state_dict(tensors)
         self.network.eval()
 
