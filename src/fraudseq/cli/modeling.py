@@ -124,8 +124,6 @@ TransformerLayersOpt = Annotated[
     int, typer.Option(min=1, help="transformer: blocks (its width is --hidden-size).")
 ]
 TransformerHeadsOpt = Annotated[int, typer.Option(min=1, help="transformer: attention heads.")]
-#: What --init takes from the encoder unless given on the command line.
-ARCHITECTURE_OPTIONS = ("window", "hidden_size", "transformer_layers", "transformer_heads")
 
 
 TrainWorkDirOpt = Annotated[
