@@ -94,9 +94,14 @@ def scenario_recall(out: Path) -> dict:
     data = pd.read_csv(out / "transactions.csv.gz", dtype={"tx_id": str})
     joined = scores.merge(data, left_on="transaction_id", right_on="tx_id", validate="1:1")
     y, score = joined["is_fraud"].to_numpy(), joined["score"].to_numpy()
+    return recall_at_legit_fpr(y, score, joined["fraud_type"].to_numpy())
+
+
+def recall_at_legit_fpr(y: np.ndarray, score: np.ndarray, scenario: np.ndarray) -> dict:
+    """Recall per scenario at the threshold where 1% of the legitimate transactions alert."""
     legit = np.sort(score[y == 0])
     threshold = np.nextafter(legit[int(np.ceil(0.99 * legit.size)) - 1], np.inf)
-    return metrics.recall_by_scenario(y, score, threshold, joined["fraud_type"].to_numpy())
+    return metrics.recall_by_scenario(y, score, threshold, scenario)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 RECURRENT = ("lstm", "gru", "rnn")
 ATTENTION = ("lstm-attention", "bilstm-attention")
-MODELS = (*RECURRENT, "xgboost", *ATTENTION, "transformer", "autoencoder", "ensemble")
-# Trained on legitimate windows only (see models/autoencoder.py): needs no fraud to train on.
-UNSUPERVISED = ("autoencoder",)
+MODELS = (
+    *RECURRENT, "xgboost", *ATTENTION, "transformer", "autoencoder", "surprise", "ensemble",
+)  # fmt: skip
+# Learn without fraud labels (models/autoencoder.py: legitimate windows only;
+# models/surprise.py: a next-event model of every window): no fraud needed to train on, and
+# fused into an ensemble as novelty (models/ensemble.py).
+UNSUPERVISED = ("autoencoder", "surprise")
 MEMBERS = tuple(m for m in MODELS if m != "ensemble")  # what an ensemble may hold
 #: The families `fraudseq pretrain` pretrains an encoder for and `train --init` fine-tunes.
 PRETRAINABLE = ("transformer", "lstm", "gru")

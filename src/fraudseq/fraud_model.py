@@ -19,6 +19,7 @@ import torch
 import fraudseq
 from fraudseq import metrics
 from fraudseq.artifacts import load_model_dir, save_model_dir
+from fraudseq.choices import UNSUPERVISED
 from fraudseq.drift import training_reference
 from fraudseq.errors import ConfigError, FraudseqError, ModelDirectoryError
 from fraudseq.features import EncodedFrame, FeatureEncoder
@@ -43,14 +44,14 @@ REPORTED_STRATEGIES = ("best-f1", "recall:0.8", "precision:0.8")
 DEFAULT_FEATURES = (
     "event", "recency", "amount_history", "novelty", "velocity", "counterparty_risk",
 )  # fmt: skip
-# Built from (delayed) fraud labels: left out of the unsupervised autoencoder's default, so
+# Built from (delayed) fraud labels: left out of the unsupervised families' defaults, so
 # that it needs no labels at all (and it ranks better without them on the simulator).
 LABEL_BLOCKS = ("counterparty_risk", "exposure")
 
 
 def default_features(model: str) -> tuple[str, ...]:
     """The feature blocks of `model` when `features` is not given."""
-    if model == "autoencoder":
+    if model in UNSUPERVISED:
         return tuple(b for b in DEFAULT_FEATURES if b not in LABEL_BLOCKS)
     return DEFAULT_FEATURES
 
@@ -343,7 +344,7 @@ class FraudModel:
         """The threshold strategy: as given, else the family's default."""
         if self.threshold is not None:
             return self.threshold
-        return "percentile:99" if self.model == "autoencoder" else "best-f1"
+        return "percentile:99" if self.model in UNSUPERVISED else "best-f1"
 
     def _calibrate(
         self,
@@ -447,9 +448,14 @@ class FraudModel:
     def build_args(self) -> tuple:
         """`build_model`'s arguments for this fitted encoder: what a Ray Train worker builds
         the same window model from (`engine.ray_train`). The parameters hold `gap` too:
-        where the transformer reads the gaps between a window's events (`gap_scaling`)."""
+        where the transformer reads the gaps between a window's events (`gap_scaling`), and
+        `fields`: the column layout the surprise family's targets are fitted from."""
         encoder = self.encoder_
-        params = {**self.get_params(), "gap": gap_scaling(encoder)}
+        fields = {
+            "numeric": list(encoder.numeric_names_),
+            "categorical": list(encoder.schema.categorical),
+        }
+        params = {**self.get_params(), "gap": gap_scaling(encoder), "fields": fields}
         return (self.model, encoder.n_numeric, encoder.cardinalities, params, self.seed)
 
     # -- scoring -------------------------------------------------------------------------
@@ -769,8 +775,8 @@ def _split(
         raise FraudseqError(
             f"no fraud in the training period {training} [{valid_from}, {valid_until}) "
             f"({data_range(times, labels)}), so the model has no fraud to learn from; choose "
-            "an earlier --train-from or a later --train-until (only the autoencoder trains "
-            "without fraud)"
+            "an earlier --train-from or a later --train-until (only the autoencoder and the "
+            "surprise model train without fraud)"
         )
     if valid_period is None and valid_days == 0:
         log.warning(

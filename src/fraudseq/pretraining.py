@@ -112,7 +112,25 @@ class Targets:
 
     @classmethod
     def fit(cls, encoder: FeatureEncoder, numeric: np.ndarray, buckets: int) -> Targets:
-        names = list(encoder.numeric_names_)
+        return cls.fit_columns(
+            list(encoder.numeric_names_),
+            list(encoder.schema.categorical),
+            list(encoder.cardinalities),
+            numeric,
+            buckets,
+        )
+
+    @classmethod
+    def fit_columns(
+        cls,
+        names: list[str],
+        categorical_columns: list[str],
+        sizes: list[int],
+        numeric: np.ndarray,
+        buckets: int,
+    ) -> Targets:
+        """`fit` from the encoder's column layout: its numeric feature names, categorical
+        columns and their cardinalities (what a window model is built with)."""
         if AMOUNT_FEATURE not in names:
             raise ConfigError(
                 f"pretraining predicts the amount from the {AMOUNT_FEATURE!r} feature of the "
@@ -120,10 +138,9 @@ class Targets:
             )
         amount = names.index(AMOUNT_FEATURE)
         gap = names.index(GAP_FEATURE) if GAP_FEATURE in names else None
-        sizes = encoder.cardinalities
         categorical = {
             column: (j, sizes[j])
-            for j, column in enumerate(encoder.schema.categorical)
+            for j, column in enumerate(categorical_columns)
             if sizes[j] > 2  # padding and out-of-vocabulary only: nothing to predict
         }
         return cls(
@@ -247,6 +264,30 @@ class MaskedEventNetwork(nn.Module):
         before = states[:, :-1][following[:, 1:]]
         after = _window_loss(following, self.predict(before), targets)
         return torch.where(lengths > 1, (own + after) / 2, own)
+
+    def surprise(self, numeric, categorical, lengths) -> torch.Tensor:
+        """Each window's surprise per field (B, fields, in `targets.classes()` order): the
+        negative log-likelihood of its last event's field as the heads predict it from the
+        encoder's output at the event before it (the next-event term); a window of one
+        event, from the output at that event masked (nothing but the mask: the population's
+        prior). Deterministic: no random draw, only the last event is masked."""
+        events = self.network.embed(numeric, categorical)
+        last = lengths - 1
+        is_last = torch.arange(events.size(1))[None, :] == last[:, None]
+        events = torch.where(is_last[..., None], self.mask.to(events.dtype), events)
+        states = self.network.states(events, lengths)
+        before = (lengths - 2).clamp(min=0).view(-1, 1, 1).expand(-1, 1, states.size(-1))
+        logits = self.predict(states.gather(1, before).squeeze(1))
+        targets = self.targets.of(numeric, categorical)
+        return torch.stack(
+            [
+                nn.functional.cross_entropy(
+                    logits[n], targets[n].gather(1, last.view(-1, 1)).squeeze(1), reduction="none"
+                )
+                for n in logits
+            ],
+            dim=1,
+        )
 
 
 def _window_loss(chosen: torch.Tensor, logits: dict, targets: dict) -> torch.Tensor:

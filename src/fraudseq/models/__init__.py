@@ -97,6 +97,10 @@ def build_model(name: str, n_numeric: int, cardinalities: list[int], params: dic
         network = SequenceAutoencoder(n_numeric, cardinalities, **network_params)
         trainer = Trainer.from_params(params, seed, objective=AutoencoderObjective())
         return AutoencoderWindowModel(network, trainer)
+    if name == "surprise":  # imported here: fraudseq.pretraining imports FraudModel
+        from fraudseq.models.surprise import build_surprise
+
+        return build_surprise(n_numeric, cardinalities, params, seed)
     if name == "xgboost":
         return BoostedWindowModel(
             n_estimators=params["n_estimators"],

@@ -161,6 +161,15 @@ def error_rank(errors: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.clip(rank, EPS, 1 - EPS)
 
 
+def reference_errors(errors: np.ndarray) -> torch.Tensor:
+    """The sorted reference errors `error_rank` ranks against (at most MAX_REFERENCE evenly
+    spaced order statistics of `errors`)."""
+    errors = np.sort(errors)
+    if len(errors) > MAX_REFERENCE:
+        errors = errors[np.linspace(0, len(errors) - 1, MAX_REFERENCE).round().astype(int)]
+    return torch.from_numpy(errors)
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
@@ -184,10 +193,7 @@ class AutoencoderWindowModel:
         self.trainer.fit(self.network, legit, valid)
         self.history_ = self.trainer.history_
         reference = valid if valid is not None and len(valid) else legit
-        errors = np.sort(self.reconstruction_error(reference))
-        if len(errors) > MAX_REFERENCE:
-            errors = errors[np.linspace(0, len(errors) - 1, MAX_REFERENCE).round().astype(int)]
-        self.reference_ = torch.from_numpy(errors)
+        self.reference_ = reference_errors(self.reconstruction_error(reference))
         return self
 
     def reconstruction_error(self, windows: WindowSet) -> np.ndarray:
