@@ -221,3 +221,18 @@ def test_novelty_state_round_trips_and_old_models_average_every_member():
         )
     finally:
         del FixedMember.state, FixedMember.load_state
+
+
+def test_an_ap_allowance_buys_a_stronger_boost_within_it():
+    labels, supervised, novelty = novelty_case(6)
+    valid = WindowSet(None, np.arange(len(labels)), labels)
+
+    def fitted(allowance: float) -> EnsembleWindowModel:
+        members = [("lstm", FixedMember(supervised)), ("surprise", FixedMember(novelty))]
+        return EnsembleWindowModel(members, novelty_ap_loss=allowance).fit(valid, valid)
+
+    strict, allowed = fitted(0.0), fitted(0.05)
+    lift = [b * (np.log(0.9995 / 0.0005) - g) for b, g in (strict.novelty_, allowed.novelty_)]
+    assert lift[1] > lift[0]
+    base = average_precision(labels, supervised)
+    assert average_precision(labels, allowed.decision_function(valid)) >= base * 0.95

@@ -102,6 +102,7 @@ class FraudModel:
         transformer_heads: int = 2,
         members: tuple[str, ...] = ("lstm", "xgboost"),
         combiner: str = "average",
+        novelty_ap_loss: float = 0.0,
         min_count: int = 5,
         max_vocabulary: int = 300,
         label_delay_days: float = 7,
@@ -135,6 +136,7 @@ class FraudModel:
         self.transformer_heads = transformer_heads
         self.members = members
         self.combiner = combiner
+        self.novelty_ap_loss = novelty_ap_loss
         self.min_count = min_count
         self.max_vocabulary = max_vocabulary
         self.label_delay_days = label_delay_days
@@ -697,6 +699,7 @@ PARAM_RULES = {
     "transformer_layers": _integer(1),
     "transformer_heads": _integer(1),
     "combiner": _Rule(lambda v: v in COMBINERS, f"one of {', '.join(COMBINERS)}"),
+    "novelty_ap_loss": _number(0, 1),
     "min_count": _integer(0),
     "max_vocabulary": _integer(1),
     "label_delay_days": _number(0),

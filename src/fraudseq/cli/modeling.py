@@ -218,6 +218,15 @@ def train(
     combiner: Annotated[
         str, typer.Option(callback=one_of(COMBINERS), help="Ensemble: average or stacker.")
     ] = "average",
+    novelty_ap_loss: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=1,
+            help="Ensemble with an unsupervised member (autoencoder, surprise): the share of "
+            "validation AP its novelty boost may cost (0: none).",
+        ),
+    ] = 0.0,
     bidirectional: Annotated[
         bool, typer.Option(help="lstm-attention: a bidirectional LSTM under the attention.")
     ] = False,
@@ -313,6 +322,7 @@ def train(
         label_delay_days=label_delay_days,
         members=tuple(members.split(",")),
         combiner=combiner,
+        novelty_ap_loss=novelty_ap_loss,
         bidirectional=bidirectional,
         attention_heads=attention_heads,
         n_estimators=n_estimators,

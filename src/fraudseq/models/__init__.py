@@ -116,5 +116,6 @@ def build_model(name: str, n_numeric: int, cardinalities: list[int], params: dic
                 for i, member in enumerate(members)
             ],
             combiner=params.get("combiner", "average"),
+            novelty_ap_loss=params.get("novelty_ap_loss", 0.0),
         )
     raise AssertionError(f"{name!r} is in MODELS but build_model does not build it")

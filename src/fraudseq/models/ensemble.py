@@ -20,11 +20,11 @@ the validation windows (0.99, 0.995 or 0.999):
     logit = combined supervised logit + boost * max(0, n - g)
 
 The gate and boost are chosen on the validation windows, which hold only the known schemes:
-among the pairs whose validation AP is at least the supervised combination's (less
-`NOVELTY_AP_LOSS`, relative), the one that raises a window as unusual as 1 in 2,000 validation
-windows the most. So novelty is added as strongly as the known schemes allow, and not at
-all when every pair costs more. A model saved before this fusion (no `ensemble.novelty`
-tensor) averages every member.
+among the pairs whose validation AP is at least the supervised combination's, less a
+relative allowance (`novelty_ap_loss`, default `NOVELTY_AP_LOSS` = 0), the one that raises
+a window as unusual as 1 in 2,000 validation windows the most. So novelty is added as
+strongly as the known schemes allow, and not at all when every pair costs more. A model
+saved before this fusion (no `ensemble.novelty` tensor) averages every member.
 
 Members' state is stored inside the ensemble's with prefixed names: tensor `m0.xxx`, file
 `m0.booster.ubj` (flat names, no directories).
@@ -56,8 +56,9 @@ NOVELTY_GATES = (0.99, 0.995, 0.999)
 NOVELTY_BOOSTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 #: The pair chosen raises a window this unusual (1 in 2,000) the most.
 NOVELTY_REFERENCE = 0.9995
-#: The share of the supervised validation AP that the novelty boost may cost at most: none,
-#: since a boost that already costs AP on the known schemes costs more on later data.
+#: The share of the supervised validation AP that the novelty boost may cost by default:
+#: none, as the known schemes' AP must not drop. A small allowance buys a stronger boost for a
+#: sharp novelty member (docs/compromise.md measures it) and costs AP with a blunt one.
 NOVELTY_AP_LOSS = 0.0
 
 
@@ -106,13 +107,20 @@ def average_logits(logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
 class EnsembleWindowModel:
     """Window models combined by validation-chosen weights or a logistic stacker."""
 
-    def __init__(self, members: list[tuple[str, object]], *, combiner: str = "average") -> None:
+    def __init__(
+        self,
+        members: list[tuple[str, object]],
+        *,
+        combiner: str = "average",
+        novelty_ap_loss: float = NOVELTY_AP_LOSS,
+    ) -> None:
         if combiner not in COMBINERS:
             raise FraudseqError(f"unknown combiner {combiner!r}; choose one of {COMBINERS}")
         if not members:
             raise FraudseqError("an ensemble needs at least one member")
         self.members = members
         self.combiner = combiner
+        self.novelty_ap_loss = float(novelty_ap_loss)
         self.novelty_: tuple[float, float] | None = None  # (boost, gate), see the docstring
         self.history_: list[dict] = []
 
@@ -203,7 +211,7 @@ class EnsembleWindowModel:
         supervised combination's, the one lifting a NOVELTY_REFERENCE window most; (0, g)
         when every pair costs more."""
         base = self._supervised_logits(logits)
-        floor = average_precision(labels, base) * (1 - NOVELTY_AP_LOSS)
+        floor = average_precision(labels, base) * (1 - self.novelty_ap_loss)
         best, best_lift = (0.0, _rank_logit(NOVELTY_GATES[0])), 0.0
         for gate in map(_rank_logit, NOVELTY_GATES):
             excess = self._novelty_excess(logits, gate)
