@@ -63,7 +63,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from compare_models import SIMULATOR  # noqa: E402
-from handbook import PROTOCOLS, TEST_FROM, TEST_UNTIL, test_set  # noqa: E402
+from handbook import PROTOCOLS, TEST_FROM, TEST_UNTIL, cp_at_100, test_set  # noqa: E402
 from handbook_protocol import DATA as HANDBOOK_DATA  # noqa: E402
 from handbook_protocol import load_average, table  # noqa: E402
 from machine import describe, save_results  # noqa: E402
@@ -191,7 +191,8 @@ def load_dataset(name: str, quick: bool, data: str | None = None) -> Dataset:
     keep = (times < TEST_UNTIL).to_numpy()  # nothing after the test week is read
     if quick:
         customers = np.sort(frame[schema.entity_column].unique())[:300]
-        keep &= (times >= "2018-06-01").to_numpy() & frame[schema.entity_column].isin(customers)
+        keep = keep & (times >= "2018-06-01").to_numpy()
+        keep = keep & frame[schema.entity_column].isin(customers).to_numpy()
     protocol = PROTOCOLS["B"]
     return Dataset(
         name,
@@ -227,20 +228,14 @@ def fraudseq(*args, log: Path) -> float:
 
 
 def held_out_metrics(test: pd.DataFrame, schema: Schema, score: np.ndarray) -> dict:
-    """AP, AUC ROC, recall at 1% FPR and CP@100 of `score` on the test rows (as
-    `fraudseq.comparison` reports them)."""
+    """AP, AUC ROC, recall at 1% FPR and CP@100 of `score` on the test rows (the metrics
+    `fraudseq.comparison` reports; CP@100 by `handbook.cp_at_100`)."""
     y = test[schema.label].to_numpy()
     return {
         "average_precision": metrics.average_precision(y, score),
         "auc_roc": metrics.auc_roc(y, score),
         "recall_at_1pct_fpr": metrics.recall_at_fpr(y, score, 0.01),
-        "cp_at_100": metrics.card_precision_at_k(
-            test[schema.entity_column].to_numpy(),
-            test[schema.time].dt.normalize().to_numpy(),
-            y,
-            score,
-            100,
-        ),
+        "cp_at_100": cp_at_100(test, schema, score),
     }
 
 
@@ -344,7 +339,7 @@ class Runner:
             )
             row["load_average"] = load_average()
             until = ["--until", d.test_until] if d.test_until else []
-            fraudseq(
+            row["score_seconds"] = fraudseq(
                 "score",
                 model_dir,
                 data,
@@ -566,7 +561,7 @@ def main(argv=None) -> None:
             raise SystemExit(f"{args.out} does not exist: run without --markdown first")
         print(report(json.loads(args.out.read_text())))
         return
-    started = datetime.now(UTC).isoformat(timespec="seconds")
+    started, clock = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
     load_start, machine = load_average(), describe()
     print("machine:", machine, "; load average:", load_start, flush=True)
     dataset = load_dataset(args.dataset, args.quick, args.data)
@@ -616,6 +611,7 @@ def main(argv=None) -> None:
         "summary": summary,
         "goals": goals(summary),
         "started": started,
+        "seconds": time.perf_counter() - clock,  # this run's wall time (not merged runs')
         "load_average": {"start": load_start, "end": load_average()},
         "machine": machine,
     }
