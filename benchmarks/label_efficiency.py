@@ -249,22 +249,32 @@ class Runner:
         self.test = dataset.test()
         self.encoders: dict[str, Path | str] = {}  # family -> directory, or why it failed
         self.pretraining: dict[str, dict] = {}
-        self.files: dict[tuple[float, int], tuple[Path, int]] = {}
+        self.files: dict[tuple[float, int], tuple[Path, dict]] = {}
 
     def common(self) -> list[str]:
         a = self.args
         quick = list(QUICK_PARAMS) if a.quick else []
         return ["--schema", self.dataset.schema_file, "--epochs", a.epochs, *quick]
 
-    def blanked(self, fraction: float, seed: int) -> tuple[Path, int]:
-        """The data with `fraction` of the training accounts' labels, as Parquet."""
+    def blanked(self, fraction: float, seed: int) -> tuple[Path, dict]:
+        """The data with `fraction` of the training accounts' labels, as Parquet, and how
+        many accounts, labels and frauds of the emptied period were kept."""
         if (fraction, seed) not in self.files:
-            frame, kept = blank_labels(
-                self.dataset.frame, self.schema, fraction, until=self.dataset.blank_until, seed=seed
-            )
+            d = self.dataset
+            frame, kept = blank_labels(d.frame, self.schema, fraction, until=d.blank_until,
+                                       seed=seed)  # fmt: skip
+            labels = frame[self.schema.label].to_numpy()
+            labels = labels[(frame[self.schema.time] < d.blank_until).to_numpy()]
             path = self.work / f"data-{fraction:g}-{seed}.parquet"
             write_table(frame, path)
-            self.files[(fraction, seed)] = (path, len(kept))
+            self.files[(fraction, seed)] = (
+                path,
+                {
+                    "kept_entities": len(kept),
+                    "kept_labels": int((~np.isnan(labels)).sum()),
+                    "kept_frauds": int(np.nansum(labels)),
+                },
+            )
         return self.files[(fraction, seed)]
 
     def encoder(self, family: str) -> Path:
@@ -317,7 +327,7 @@ class Runner:
         tag = f"{name}-{fraction:g}-{seed}"
         try:
             data, kept = self.blanked(fraction, seed)
-            row["kept_entities"] = kept
+            row.update(kept)
             model_dir, scores = self.work / f"model-{tag}", self.work / f"scores-{tag}.parquet"
             family = ["--model", arm.model] if arm.model else []  # none: the default model
             init = ["--init", self.encoder(arm.init)] if arm.pretrained else []
@@ -586,7 +596,10 @@ def main(argv=None) -> None:
                         f"AP {row['average_precision']:.4f} AUC {row['auc_roc']:.4f}, "
                         f"train {row['train_seconds']:.0f}s (load {row['load_average']})"
                     )
-                    print(f"{name} {fraction:.0%} seed {seed}: {said}", flush=True)
+                    kept = (
+                        f"{row.get('kept_entities')} accounts, {row.get('kept_frauds')} frauds kept"
+                    )
+                    print(f"{name} {fraction:.0%} seed {seed} ({kept}): {said}", flush=True)
         pretraining = runner.pretraining
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     if previous.get("settings") == current:

@@ -102,6 +102,7 @@ def test_quick_run_of_the_arms_without_pretraining(tmp_path, capsys):
         assert "error" not in run, run
         assert 0 < run["average_precision"] <= 1 and 0.5 < run["auc_roc"] <= 1
         assert run["kept_entities"] == (300 if run["fraction"] == 1 else 75)
+        assert 0 < run["kept_frauds"] < run["kept_labels"]
     assert results["n_fraud"] > 0 and results["load_average"]["start"]
     goals = results["goals"]
     assert goals["best_pretrained_at_10pct"]["best_with_every_label"][0] in results["summary"]
