@@ -308,7 +308,11 @@ class Runner:
                     log=self.work / f"pretrain-{family}.log",
                 )
                 self.encoders[family] = out
-                self.pretraining[family] = {"seconds": seconds, "load_average": load_average()}
+                self.pretraining[family] = {
+                    "seconds": seconds,
+                    "epochs": self.args.pretrain_epochs or "fraudseq pretrain's default",
+                    "load_average": load_average(),
+                }
                 print(f"  pretrained {family} in {seconds:.0f}s", flush=True)
             except RuntimeError as error:
                 self.encoders[family] = str(error)
@@ -564,6 +568,16 @@ def settings(args, dataset: Dataset) -> dict:
     }
 
 
+def same_settings(previous: dict | None, current: dict) -> bool:
+    """Whether runs made under `previous` settings can stand beside runs under `current`:
+    everything but the pretraining epochs (recorded with each encoder) must be equal."""
+
+    def runs_depend_on(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k != "pretrain_epochs"}
+
+    return previous is not None and runs_depend_on(previous) == runs_depend_on(current)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.markdown:
@@ -602,7 +616,7 @@ def main(argv=None) -> None:
                     print(f"{name} {fraction:.0%} seed {seed} ({kept}): {said}", flush=True)
         pretraining = runner.pretraining
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-    if previous.get("settings") == current:
+    if same_settings(previous.get("settings"), current):
         ran = {(r["arm"], r["fraction"], r["seed"]) for r in runs}
         kept = [r for r in previous["runs"] if (r["arm"], r["fraction"], r["seed"]) not in ran]
         print(f"kept {len(kept)} runs of {args.out.name} (same settings, other arms)")

@@ -109,3 +109,10 @@ def test_quick_run_of_the_arms_without_pretraining(tmp_path, capsys):
     assert goals["ensemble_with_pretrained_at_100pct"]["met"] is None  # not run
     printed = capsys.readouterr().out
     assert "| Arm | 25% labels | 100% labels |" in printed and "not evaluated" in printed
+
+
+def test_runs_merge_under_the_same_settings_whatever_the_pretraining_epochs():
+    settings = {"dataset": "simulator", "epochs": 10, "pretrain_epochs": None, "n_rows": 5}
+    assert le.same_settings(settings, {**settings, "pretrain_epochs": 3})
+    assert not le.same_settings(settings, {**settings, "epochs": 5})
+    assert not le.same_settings(None, settings)
