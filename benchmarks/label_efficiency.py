@@ -605,7 +605,7 @@ def main(argv=None) -> None:
                     if ARMS[name].full_only and fraction != 1:
                         continue
                     row = runner.run(name, fraction, seed)
-                    runs.append(row)
+                    runs.append({**row, "machine": machine})  # runs of several merge
                     said = row.get("error") or (
                         f"AP {row['average_precision']:.4f} AUC {row['auc_roc']:.4f}, "
                         f"train {row['train_seconds']:.0f}s (load {row['load_average']})"
