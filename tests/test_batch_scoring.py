@@ -438,3 +438,92 @@ def test_grouped_searchsorted_is_bisect_right_per_group(scale):
         ]
         got = _grouped_searchsorted(flat, group, queries, query_group)
         assert got.tolist() == expected
+
+
+def test_whole_second_iso_times_are_read_a_column_at_a_time():
+    """Times that all read YYYY-MM-DDTHH:MM:SS (T or space, optional Z) are checked and
+    read as columns (`_iso_seconds`), giving parse_transaction's nanoseconds; any other
+    shape, or an impossible date, goes to the general path, which names the row."""
+    from fraudseq.schema import Schema
+    from fraudseq.transaction import _iso_seconds
+
+    schema = Schema(id="tx_id", entity="card_id", time="ts", amount="amount")
+    good = ["2026-01-01T00:00:36", "2024-02-29 23:59:59", "1900-01-01T00:00:00",
+            "2099-12-31T23:59:59", "1999-12-31T23:59:59"]  # fmt: skip
+    for times in (good, [t + "Z" for t in good]):
+        expected = [
+            parse_transaction({"tx_id": "T", "card_id": "C", "ts": t, "amount": 1.0}, schema)
+            for t in times
+        ]
+        assert _iso_seconds(times).tolist() == [tx.time_ns for tx in expected]
+        batch = [{"tx_id": f"T{i}", "card_id": "C", "ts": t, "amount": 1.0}
+                 for i, t in enumerate(times)]  # fmt: skip
+        columns = parse_batch(batch, schema)
+        assert [columns.row(i).time_ns for i in range(len(times))] == _iso_seconds(times).tolist()
+    other = ["2026-13-01T00:00:36", "2026-02-30T00:00:00", "2026-01-01T24:00:00",
+             "2026-01-01T23:59:60", "1899-12-31T00:00:00", "2100-01-01T00:00:00",
+             "2026-01-01X00:00:00", "2026-01-01T00:00:3a", "2026-01-01T00-00:00",
+             " 2026-01-01T00:00:0", "2026-01-01T00:00:00+", "2026-01-01", "2026-01-01T00:00:00\x00",
+             "2026-01-01T00:00:36.5", "2026-01-01T00:00:36Y", "२०२६-01-01T00:00:00"]  # fmt: skip
+    for bad in other:
+        assert _iso_seconds(["2026-01-01T00:00:36", bad]) is None, bad
+    assert _iso_seconds(["2026-01-01T00:00:36Z", "2026-01-01T00:00:36"]) is None  # mixed
+    batch = [{"tx_id": f"T{i}", "card_id": "C", "ts": t, "amount": 1.0}
+             for i, t in enumerate(["2026-01-01T00:00:36", "2026-02-30T00:00:00"])]  # fmt: skip
+    with pytest.raises(Exception, match="position 1: .*'ts'"):
+        parse_batch(batch, schema)
+
+
+def test_digests_are_made_when_asked_for(model_dir, stream):
+    """The parser leaves the digests to first use: all of them, one of them, or those of
+    a part (`take`) are parse_transaction's."""
+    txs, _ = stream
+    with Detector.load(model_dir, clock="data") as detector:
+        schema = detector.schema
+    expected = [parse_transaction(tx, schema).digest for tx in txs[:40]]
+    columns = parse_batch(txs[:40], schema)
+    assert columns._digests is None
+    assert [columns.digest(i) for i in (3, 0, 39)] == [expected[i] for i in (3, 0, 39)]
+    part = columns.take([5, 1, 7])
+    assert part.digests == [expected[i] for i in (5, 1, 7)]
+    assert columns.digests == expected
+    assert columns.take([2, 9]).digests == [expected[2], expected[9]]
+
+
+def test_a_retry_with_other_content_in_a_batch_is_a_conflict(model_dir, stream):
+    """Digests made only when needed still catch a changed retry, in the same batch and
+    against a stored record, with the memory store."""
+    txs, _ = stream
+    with Detector.load(model_dir, "memory", clock="data") as detector:
+        detector.explain = "none"
+        first = detector.score_batch(txs[:20])
+        assert detector.score_batch(txs[:20]) == first  # retries: the stored results
+        changed = dict(txs[3], amount=txs[3]["amount"] + 1)
+        with pytest.raises(ConflictError):
+            detector.score_batch([*txs[20:25], changed])
+        with pytest.raises(ConflictError):
+            detector.score_batch([txs[30], dict(txs[30], amount=txs[30]["amount"] + 1)])
+        assert detector.score_batch([txs[30], txs[30]]) == [detector.score(txs[30])] * 2
+
+
+def test_value_tables_give_the_vocabulary_codes_and_hashes(monkeypatch):
+    """A batch's categorical codes and hashes come from one look-up per value
+    (`ValueTable`): the vocabulary's code (OOV when unknown) and `value_hash`, through new
+    values, repeats and a table that starts again when full."""
+    from fraudseq.features.encoder import OOV_CODE
+    from fraudseq.features.state import value_hash
+    from fraudseq.serving.batch import ValueTable
+
+    monkeypatch.setattr(ValueTable, "CAP", 50)
+    vocabulary = {f"v{i}": i + 2 for i in range(0, 60, 3)}
+    table = ValueTable(vocabulary)
+    rng = np.random.default_rng(3)
+    largest = 0  # the most distinct values of one batch (a batch's values always fit)
+    for size in (0, 1, 30, 200, 5, 40):
+        values = [f"v{i}" for i in rng.integers(0, 70, size=size).tolist()]
+        codes, hashes = table.lookup(values)
+        assert codes.dtype == np.int32 and hashes.dtype == np.uint64
+        assert codes.tolist() == [vocabulary.get(v, OOV_CODE) for v in values]
+        assert hashes.tolist() == [value_hash(v) for v in values]
+        largest = max(largest, len(set(values)))
+        assert len(table.index) <= max(ValueTable.CAP, largest)

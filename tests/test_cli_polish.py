@@ -328,14 +328,16 @@ def test_heartbeat_disabled_logs_nothing(caplog):
 def test_demo_main_beats_when_output_is_not_a_terminal(tmp_path, monkeypatch, capsys):
     seen = {}
 
-    def fake_run(out, accounts, days, test_days, epochs, seed, heartbeat):
+    def fake_run(out, accounts, days, test_days, epochs, seed, heartbeat, scenarios):
         heartbeat.stage = "a fake stage"
         seen["enabled"] = heartbeat.enabled
         seen["alive"] = heartbeat._thread.is_alive()
+        seen["scenarios"] = scenarios
         return tmp_path / "report.html"
 
     monkeypatch.setattr(demo, "run", fake_run)
     monkeypatch.setattr(sys, "argv", ["demo", "--out", str(tmp_path)])
     demo.main()  # pytest captures stderr: not a terminal
-    assert seen == {"enabled": True, "alive": True}
+    # the demo simulates the opt-in typologies (issue 23)
+    assert seen == {"enabled": True, "alive": True, "scenarios": ("skimmer", "new_scheme")}
     assert f"report: {tmp_path / 'report.html'}" in capsys.readouterr().out

@@ -78,10 +78,12 @@ def test_ddp_slices_make_up_the_single_process_batches(world, sampling):
         assert mine is single[0] and n == len(single[0])
 
 
-def same_as_local_training(distributed: FraudModel, small_csv, work_dir) -> FraudModel:
-    """The local Trainer's lstm (TINY) on the same 2 shards, after checking that its test
+def same_as_local_training(
+    distributed: FraudModel, small_csv, work_dir, family: str = "lstm"
+) -> FraudModel:
+    """The local Trainer's `family` (TINY) on the same 2 shards, after checking that its test
     scores are `distributed`'s to SCORE_TOLERANCE."""
-    local = FraudModel("lstm", progress=False, **TINY).fit(
+    local = FraudModel(family, progress=False, **TINY).fit(
         small_csv, train_until=TRAIN_UNTIL, valid_days=7, work_dir=work_dir, shards=2
     )
     got = distributed.score(small_csv, start=TRAIN_UNTIL)["score"].to_numpy()
@@ -111,6 +113,16 @@ def test_engine_ray_trains_the_single_process_model(tmp_path, small_csv, local_r
         assert a["valid_ap"] == pytest.approx(b["valid_ap"], rel=1e-6)
     assert distributed.training_period_ == local.training_period_
     assert distributed.threshold_ == pytest.approx(local.threshold_, abs=SCORE_TOLERANCE)
+
+
+@pytest.mark.slow  # 77 s measured at load average 8-10 on 2 cores (mostly Ray Train startup)
+def test_engine_ray_trains_the_transformer_as_the_single_process(tmp_path, small_csv, local_ray):
+    """The transformer (attention, time positions, masks) through DDP: the same model."""
+    distributed = FraudModel("transformer", progress=False, **TINY).fit(
+        small_csv, train_until=TRAIN_UNTIL, valid_days=7, work_dir=tmp_path / "ray", shards=2,
+        engine="ray",
+    )  # fmt: skip
+    same_as_local_training(distributed, small_csv, tmp_path / "local", family="transformer")
 
 
 @pytest.mark.slow  # 43 s measured at load average 7-13 on 2 cores

@@ -66,6 +66,7 @@ def test_the_sharded_period_is_the_scored_rows_alone(tmp_path, trained, small_cs
     # Only the period's rows, with only the columns the report reads (and shard, file row).
     assert len(scored.frame) == len(scored) == len(in_memory)
     report = {s.id_column, s.entity_column, s.time, s.amount, s.label, s.scenario}
+    report.add(s.counterparty)  # the common points of compromise
     assert set(scored.frame.columns) == report | {"_row", "_shard"}
     assert scored.history == in_memory.history == len(in_memory.frame) - len(in_memory) > 0
     assert scored.frame[s.id_column].tolist() == in_memory.column(s.id_column).tolist()
@@ -129,6 +130,7 @@ def test_cli_report_with_a_work_dir_equals_the_in_memory_report(
     document = _deterministic(out.read_text(encoding="utf-8"))
     assert f"Top {TOP} alerts, explained" in document
     assert "Recall by scenario" in document
+    assert "Common points of compromise" in document
     assert document == in_memory_html
 
 

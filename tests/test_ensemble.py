@@ -121,3 +121,103 @@ def test_real_members_round_trip(windows, combiner):
     loaded.load_state(tensors, files)
     np.testing.assert_array_equal(loaded.decision_function(valid), model.decision_function(valid))
     assert (loaded.stacker_ is None) == (combiner == "average")
+
+
+def novelty_case(seed: int, n: int = 20_000):
+    """Known frauds that the supervised member sees, and a novelty member whose logits are
+    the autoencoder's kind (the logit of a rank among validation windows): legitimate
+    windows are uniform in rank, half of the known frauds are unusual too (above 0.99)."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.02).astype(np.float32)
+    supervised = (3.0 * labels + rng.normal(-4, 1, n)).astype(np.float32)
+    unusual = (labels == 1) & (rng.random(n) < 0.5)
+    rank = np.where(unusual, 1 - rng.random(n) * 0.01, rng.random(n))
+    rank = np.clip(rank, 1e-6, 1 - 1e-6)
+    novelty = np.log(rank / (1 - rank)).astype(np.float32)
+    return labels, supervised, novelty
+
+
+def test_novelty_is_fused_not_averaged_and_keeps_the_known_schemes_ap():
+    labels, supervised, novelty = novelty_case(0)
+    members = [("lstm", FixedMember(supervised)), ("autoencoder", FixedMember(novelty))]
+    valid = WindowSet(None, np.arange(len(labels)), labels)
+    ensemble = EnsembleWindowModel(members).fit(valid, valid)
+    assert ensemble.weights_.tolist() == [1.0, 0.0]  # the autoencoder is not averaged in
+    boost, gate = ensemble.novelty_
+    assert boost > 0 and gate >= np.log(99) - 1e-9
+    fused = ensemble.decision_function(valid)
+    base = average_precision(labels, supervised)
+    assert average_precision(labels, fused) >= base
+    # below the gate nothing moves; above it, the score rises with the novelty
+    calm = novelty <= gate
+    np.testing.assert_array_equal(fused[calm], supervised[calm])
+    assert (fused[~calm] > supervised[~calm]).all()
+    assert ensemble.history_[0]["novelty_boost"] == boost
+
+
+def test_an_unseen_scheme_outranks_legitimate_traffic_only_with_the_novelty_member():
+    labels, supervised, novelty = novelty_case(1)
+    valid = WindowSet(None, np.arange(len(labels)), labels)
+    members = [("xgboost", FixedMember(supervised)), ("autoencoder", FixedMember(novelty))]
+    ensemble = EnsembleWindowModel(members).fit(valid, valid)
+    # After the cutoff: 200 windows of a scheme the supervised member never saw (scored like
+    # legitimate traffic) and that is more unusual than 99.9% of the validation windows.
+    rng = np.random.default_rng(2)
+    legit = np.flatnonzero(labels == 0)[:5000]
+    unseen_sup = rng.normal(-4, 1, 200).astype(np.float32)
+    unseen_nov = np.full(200, np.log(0.9995 / 0.0005), np.float32)
+    ensemble.members[0][1].logits = np.r_[supervised[legit], unseen_sup]
+    ensemble.members[1][1].logits = np.r_[novelty[legit], unseen_nov]
+    test = WindowSet(None, np.arange(len(legit) + 200), None)
+    fused = ensemble.decision_function(test)
+    cut = np.quantile(fused[: len(legit)], 0.99)  # the alert line at 1% false positives
+    assert (fused[len(legit) :] > cut).mean() >= 0.5  # the issue's goal: recall 0.5 there
+    alone = np.quantile(supervised[legit], 0.99)
+    assert (unseen_sup > alone).mean() < 0.1
+
+
+def test_a_novelty_member_that_costs_ap_on_known_schemes_gets_no_boost():
+    labels, supervised, _ = novelty_case(3)
+    # novelty that is high exactly on legitimate windows that the supervised member ranks
+    # with the frauds: any boost would push them above the frauds
+    novelty = np.where(labels == 0, 12.0, -5.0).astype(np.float32)
+    members = [("lstm", FixedMember(supervised)), ("autoencoder", FixedMember(novelty))]
+    valid = WindowSet(None, np.arange(len(labels)), labels)
+    ensemble = EnsembleWindowModel(members).fit(valid, valid)
+    assert ensemble.novelty_[0] == 0.0
+    np.testing.assert_array_equal(ensemble.decision_function(valid), supervised)
+
+
+def test_novelty_state_round_trips_and_old_models_average_every_member():
+    labels, supervised, novelty = novelty_case(4)
+    valid = WindowSet(None, np.arange(len(labels)), labels)
+
+    def make():
+        return EnsembleWindowModel(
+            [("lstm", FixedMember(supervised)), ("autoencoder", FixedMember(novelty))]
+        )
+
+    def no_state(self):
+        return {}, {}
+
+    FixedMember.state = no_state
+    FixedMember.load_state = lambda self, tensors, files: None
+    try:
+        fitted = make().fit(valid, valid)
+        tensors, files = fitted.state()
+        loaded = make()
+        loaded.load_state(tensors, files)
+        assert loaded.novelty_ == fitted.novelty_
+        np.testing.assert_array_equal(
+            loaded.decision_function(valid), fitted.decision_function(valid)
+        )
+        # saved before the fusion: no novelty tensor, the weights average both members
+        old = make()
+        old.load_state({"ensemble.weights": torch.tensor([0.5, 0.5], dtype=torch.float64)}, {})
+        assert old.novelty_ is None
+        np.testing.assert_allclose(
+            old.decision_function(valid),
+            average_logits(np.column_stack([supervised, novelty]), np.array([0.5, 0.5])),
+        )
+    finally:
+        del FixedMember.state, FixedMember.load_state

@@ -13,6 +13,7 @@ import pytest
 from fraudseq.errors import DataValidationError, FraudseqError
 from fraudseq.features import BLOCKS as FEATURE_BLOCKS
 from fraudseq.features import FeatureEncoder
+from fraudseq.features.blocks.exposure import ExposureBook
 from fraudseq.schema import STREAM_KEY, Schema, entity_key, load_transactions, numeric_times
 from fraudseq.serving.live_features import (
     LATE_ROWS,
@@ -57,6 +58,7 @@ def replay(encoder: FeatureEncoder, frame: pd.DataFrame, schema: Schema, window:
     live = LiveEncoder(encoder, window)
     accounts: dict[str, bytes] = {}
     buckets: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    book = ExposureBook()
     labels = frame[schema.label].to_numpy()
     numeric = np.zeros((len(frame), encoder.n_numeric), np.float32)
     codes = np.zeros((len(frame), len(schema.categorical)), np.int64)
@@ -71,8 +73,16 @@ def replay(encoder: FeatureEncoder, frame: pd.DataFrame, schema: Schema, window:
         if days is not None:
             stored = buckets[tx.counterparty]
             cp = {d: tuple(stored[d]) for d in range(*days) if d in stored}
-        features = live.encode(tx, account, cp)
-        accounts[tx.entity] = live.append(account, tx, features).to_bytes()
+        totals = None
+        if live.exposure:  # the exposure block: the counterparty tables, as a store keeps them
+            totals = book.totals(account.visits, tx.bucket, live.delay_buckets)
+        features = live.encode(tx, account, cp, totals)
+        visit = live.new_visit(account, tx)
+        account = live.append(account, tx, features)
+        book.add_visit(visit)
+        if labels[i] == 1:
+            book.apply(live.fraud(account, tx.time_ns))
+        accounts[tx.entity] = account.to_bytes()
         if days is not None:
             buckets[tx.counterparty][tx.bucket][0] += 1
             buckets[tx.counterparty][tx.bucket][1] += int(labels[i])

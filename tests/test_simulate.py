@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fraudseq.simulate import FRAUD_TYPES, SIMULATOR_COLUMNS, simulate
+from fraudseq.simulate import FRAUD_TYPES, OPT_IN_SCENARIOS, SIMULATOR_COLUMNS, simulate
 
 STRING_COLUMNS = (
     "tx_id",
@@ -226,3 +230,143 @@ def test_history_makes_fraud_separable(large: pd.DataFrame) -> None:
         scores[name] = (roc_auc_score(y[~train], p), average_precision_score(y[~train], p))
     assert scores["history"][0] > scores["raw"][0] + 0.03
     assert scores["history"][1] > 1.5 * scores["raw"][1]
+
+
+# ---------------------------------------------------------------- opt-in typologies (issue 23)
+
+DEFAULT_SHA256 = "8aa3331e5ce35374f17a385675eafcfe4f9cdfa19ab1affb145623c674601845"
+
+
+@pytest.fixture(scope="module")
+def typologies() -> pd.DataFrame:
+    return simulate(accounts=2000, days=60, seed=0, scenarios=OPT_IN_SCENARIOS)
+
+
+def _share_seen(rows: pd.DataFrame, earlier: pd.DataFrame, column: str) -> float:
+    """The share of `rows` whose card has the same `column` value somewhere in `earlier`."""
+    seen = earlier[["card_id", column]].drop_duplicates()
+    hit = rows[["card_id", column]].merge(seen, how="left", indicator=True)
+    return float((hit["_merge"] == "both").mean())
+
+
+def test_default_frame_is_unchanged_by_the_opt_in_typologies() -> None:
+    """simulate(accounts=200, days=30, seed=1) as CSV, hashed before the typologies existed:
+    the README's and the benchmarks' numbers were measured on the default frame."""
+    for frame in (
+        simulate(accounts=200, days=30, seed=1),
+        simulate(accounts=200, days=30, seed=1, scenarios=()),
+    ):
+        digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+        assert digest == DEFAULT_SHA256
+        assert "skimmed_merchants" not in frame.attrs
+
+
+def test_each_typology_appears_with_its_name(typologies: pd.DataFrame) -> None:
+    counts = typologies["fraud_type"].value_counts()
+    for name in (*FRAUD_TYPES, *OPT_IN_SCENARIOS):
+        assert counts.get(name, 0) >= 50, name
+    assert set(typologies["fraud_type"]) <= {"none", *FRAUD_TYPES, *OPT_IN_SCENARIOS}
+    assert ((typologies["is_fraud"] == 1) == (typologies["fraud_type"] != "none")).all()
+    assert typologies["tx_id"].is_unique and typologies["ts"].is_monotonic_increasing
+    only = simulate(accounts=500, days=45, seed=0, scenarios=["skimmer"])
+    assert "new_scheme" not in set(only["fraud_type"]) and "skimmer" in set(only["fraud_type"])
+
+
+def test_typologies_are_seeded() -> None:
+    args = {"accounts": 300, "days": 40, "seed": 5, "scenarios": OPT_IN_SCENARIOS}
+    first, again = simulate(**args), simulate(**args)
+    pd.testing.assert_frame_equal(first, again)
+    assert first.attrs == again.attrs
+    assert not first.equals(simulate(**{**args, "seed": 6}))
+
+
+def test_new_scheme_starts_at_its_date_and_is_novel_for_everyone() -> None:
+    frame = simulate(
+        accounts=1000, days=60, seed=3, scenarios=("new_scheme",), new_scheme_start="2026-02-10"
+    )
+    scheme = frame[frame["fraud_type"] == "new_scheme"]
+    assert len(scheme) >= 20
+    assert (scheme["ts"] >= pd.Timestamp("2026-02-10")).all()
+    # Its category never occurs before the start, in anyone's history; afterwards a few
+    # legitimate first-time buyers use it too (look-alikes, not a giveaway).
+    category = frame["mcc"].isin(scheme["mcc"].unique())
+    assert not (category & (frame["ts"] < pd.Timestamp("2026-02-10"))).any()
+    assert ((frame["is_fraud"] == 0) & category).sum() > 0
+    assert (scheme["channel"] == "online").all()
+    # The victim's own device (no new-device giveaway) and its home country.
+    earlier = frame[frame["fraud_type"] != "new_scheme"]
+    assert _share_seen(scheme, earlier, "device_id") > 0.9
+    # default start: 70% into the period
+    default = simulate(accounts=1000, days=60, seed=3, scenarios=("new_scheme",))
+    first = default.loc[default["fraud_type"] == "new_scheme", "ts"].min()
+    assert first >= pd.Timestamp("2026-01-01") + pd.Timedelta(days=42)
+
+
+def test_skimmer_victims_visited_a_skimmed_merchant_2_to_20_days_before(
+    typologies: pd.DataFrame,
+) -> None:
+    skimmed = pd.DataFrame(typologies.attrs["skimmed_merchants"])
+    assert len(skimmed) >= 5
+    skimmed["from"], skimmed["until"] = (
+        pd.to_datetime(skimmed["from"]),
+        pd.to_datetime(skimmed["until"]),
+    )
+    genuine = typologies[typologies["is_fraud"] == 0]
+    visits = genuine.merge(skimmed, on="merchant_id")
+    visits = visits[(visits["ts"] >= visits["from"]) & (visits["ts"] < visits["until"])]
+    skim = typologies[typologies["fraud_type"] == "skimmer"]
+    first_fraud = skim.groupby("card_id")["ts"].min().rename("fraud")
+    joined = visits.join(first_fraud, on="card_id", how="inner")
+    lag = joined["fraud"] - joined["ts"]
+    ok = (lag >= pd.Timedelta(days=2)) & (lag <= pd.Timedelta(days=20))
+    victims_ok = joined.loc[ok, "card_id"].unique()
+    assert set(victims_ok) == set(first_fraud.index)
+    # Many cards per skimmed merchant, and a large share of its visitors.
+    per_merchant = joined.loc[ok].groupby("merchant_id")["card_id"].nunique()
+    assert per_merchant.max() >= 10
+    # The skimmed place's own transactions stay genuine (its clones are used elsewhere).
+    assert not skim["merchant_id"].isin(skimmed["merchant_id"]).any()
+    assert set(genuine.merge(skimmed, on="merchant_id")["mcc"]) <= {
+        "5541",
+        "6011",
+        "5411",
+        "5814",
+        "5912",
+        "5999",
+    }
+
+
+def test_skimmer_purchases_look_ordinary_for_the_card(typologies: pd.DataFrame) -> None:
+    skim = typologies[typologies["fraud_type"] == "skimmer"]
+    earlier = typologies[typologies["fraud_type"] != "skimmer"]
+    home = earlier.groupby("card_id")["country"].agg(lambda c: c.value_counts().index[0])
+    assert (skim["country"].to_numpy() == home.loc[skim["card_id"]].to_numpy()).mean() > 0.95
+    assert _share_seen(skim, earlier, "device_id") > 0.95  # the card's own chip profile
+    assert _share_seen(skim, earlier, "mcc") > 0.8  # a category the card uses
+    level = earlier[earlier["is_fraud"] == 0].groupby("card_id")["amount"].median()
+    ratio = skim["amount"].to_numpy() / level.loc[skim["card_id"]].to_numpy()
+    assert 0.3 < np.median(ratio) < 3
+    assert set(skim["channel"]) <= {"pos", "atm"}
+
+
+def test_opt_in_errors_name_the_fix() -> None:
+    with pytest.raises(ValueError, match="opt-in scenarios are skimmer, new_scheme"):
+        simulate(accounts=50, days=10, scenarios=("skimer",))
+    with pytest.raises(ValueError, match="always simulated"):
+        simulate(accounts=50, days=10, scenarios=("card_testing",))
+    with pytest.raises(ValueError, match="outside the simulated period"):
+        simulate(accounts=50, days=10, scenarios=("new_scheme",), new_scheme_start="2027-01-01")
+    with pytest.raises(ValueError, match="new_scheme scenario is not"):
+        simulate(accounts=50, days=10, new_scheme_start="2026-01-05")
+
+
+def test_simulator_stays_vectorised() -> None:
+    """No per-row pandas iteration in the simulator, and the typologies cost little: a large
+    frame with both is simulated in seconds (generous bound for a loaded machine)."""
+    source = Path(simulate.__code__.co_filename).read_text()
+    for pattern in ("iterrows", "itertuples", ".apply(", ".iloc[", "for acc in", "for victim"):
+        assert pattern not in source, pattern
+    started = time.perf_counter()
+    big = simulate(accounts=20_000, days=30, seed=0, scenarios=OPT_IN_SCENARIOS)
+    assert len(big) > 500_000
+    assert time.perf_counter() - started < 60

@@ -152,3 +152,55 @@ def test_expired_batch_records_and_states_are_purged(tiny_lstm_dir, stream, monk
         assert store.account(second[0]["card_id"]) is not None
         assert len(store._batches) == 1
         assert first[0]["card_id"] not in store._pool
+
+
+def test_bucket_counts_add_as_their_dict():
+    """A batch's (counterparty, bucket) columns (`BucketCounts`) add to the memory store's
+    buckets what the dict they count to adds, new counterparties in order of appearance;
+    SQLite and Redis read them as that dict."""
+    from fraudseq.serving.stores import BucketCounts
+    from fraudseq.serving.stores.bucket_columns import BucketColumns
+
+    rng = np.random.default_rng(0)
+    by_columns, by_dict = BucketColumns(), BucketColumns()
+    for _ in range(6):
+        names = [f"M{i}" for i in rng.integers(0, 40, size=200).tolist()]
+        buckets = rng.integers(-5, 30, size=200)
+        counts = BucketCounts(names, buckets)
+        expected: dict[tuple[str, int], int] = {}
+        for key in zip(names, buckets.tolist(), strict=True):
+            expected[key] = expected.get(key, 0) + 1
+        assert dict(counts.items()) == expected and len(counts) == len(expected)
+        by_columns.add(counts)
+        by_dict.add(expected)
+        assert by_columns.index == by_dict.index
+        for name in (by_columns.key, by_columns.count, by_columns.fraud):
+            assert name.dtype == np.int64
+        np.testing.assert_array_equal(by_columns.key, by_dict.key)
+        np.testing.assert_array_equal(by_columns.count, by_dict.count)
+    by_columns.add(BucketCounts([], np.zeros(0, dtype=np.int64)))
+    np.testing.assert_array_equal(by_columns.count, by_dict.count)
+
+
+def test_expired_pooled_states_are_absent_before_a_purge(tiny_lstm_dir, stream, monkeypatch):
+    """A state the pool holds past the TTL is read as absent (by a batch and by `account`)
+    even before `purge` drops it, as a state kept in bytes is."""
+    from types import SimpleNamespace
+
+    from fraudseq.serving.stores import AccountStates, MemoryStore
+    from fraudseq.serving.stores import memory as memory_module
+
+    now = [1000.0]
+    monkeypatch.setattr(memory_module, "time", SimpleNamespace(time=lambda: now[0]))
+    txs, _ = stream
+    store = MemoryStore(ttl_seconds=10)
+    with Detector.load(tiny_lstm_dir, store, clock="data") as detector:
+        detector.explain = "none"
+        detector.score_batch(txs[:30])
+        entities = list(dict.fromkeys(tx["card_id"] for tx in txs[:30]))
+        read = store._read_accounts(entities, now[0])
+        assert isinstance(read, AccountStates) and read.entities == entities
+        now[0] += 11
+        assert store.account(entities[0]) is None
+        assert store._read_accounts(entities, now[0]) == {}
+        assert entities[0] in store._pool  # not purged yet

@@ -45,6 +45,19 @@ KEY_ENV = "FRAUDSEQ_MODEL_KEY"
 MODEL_FILE = re.compile(r"model\.json|weights\.safetensors|(m\d+\.)*booster\.(ubj|json)")
 #: Files the operating system drops into folders; they do not make a folder the user's data.
 OS_FILES = frozenset({".DS_Store"})
+#: What a directory of model files holds, as its manifest's "kind" says (a manifest without
+#: one is a model's): a model scores; an encoder (`fraudseq pretrain`) only fills a model's
+#: encoder (`fraudseq train --init`). Loading checks the kind, so neither passes for the other.
+KINDS = {
+    "model": "a model directory (from `fraudseq train`)",
+    "encoder": "a pretrained encoder (from `fraudseq pretrain`)",
+}
+#: What to do when a directory of one kind is given where `kind` is needed.
+KIND_FIX = {
+    "model": "an encoder scores nothing by itself: fine-tune a model from it with "
+    "`fraudseq train --init ENCODER_DIR` and give that model",
+    "encoder": "give the output of `fraudseq pretrain`",
+}
 
 
 def model_key() -> bytes | None:
@@ -78,9 +91,11 @@ def save_model_dir(
     config: dict,
     tensors: dict[str, torch.Tensor] | None = None,
     extra_files: dict[str, bytes] | None = None,
+    kind: str = "model",
 ) -> Path:
     """Write config (non-finite numbers as null), tensors and extra files to `out`
-    atomically, with a manifest (and its signature when FRAUDSEQ_MODEL_KEY is set).
+    atomically, with a manifest (and its signature when FRAUDSEQ_MODEL_KEY is set) that
+    names its `kind` unless it is a model (see KINDS).
 
     `out` must be new, empty or a model directory (:func:`check_replaceable`); when it is a
     symbolic link, the directory it names is replaced and the link kept."""
@@ -99,6 +114,8 @@ def save_model_dir(
             (staging / name).write_bytes(content)
         files = {p.name: sha256(p) for p in sorted(staging.iterdir())}
         manifest = {"algorithm": "sha256", "files": files}
+        if kind != "model":  # a model's manifest stays as it always was
+            manifest = {"algorithm": "sha256", "kind": kind, "files": files}
         manifest_bytes = (json.dumps(manifest, indent=2) + "\n").encode()
         (staging / MANIFEST).write_bytes(manifest_bytes)
         if key is not None:
@@ -215,19 +232,23 @@ def _swap_in(staging: Path, out: Path, check: Callable[[Path], None]) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def verify_model_dir(path: str | Path) -> dict[str, str]:
+def verify_model_dir(path: str | Path, kind: str = "model") -> dict[str, str]:
     """Check every file against the manifest (and the signature when FRAUDSEQ_MODEL_KEY is
-    set); return the manifest's files, or raise ModelDirectoryError naming the problem."""
-    return _read_verified(Path(path))[0]
+    set) and that the directory is of `kind`; return the manifest's files, or raise
+    ModelDirectoryError naming the problem."""
+    return _read_verified(Path(path), kind)[0]
 
 
-def load_model_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, bytes]]:
-    """Verify a model directory, then read its config, tensors and other files as bytes.
+def load_model_dir(
+    path: str | Path, kind: str = "model"
+) -> tuple[dict, dict[str, torch.Tensor], dict[str, bytes]]:
+    """Verify a directory of `kind` (a model unless told), then read its config, tensors
+    and other files as bytes.
 
     Nothing is unpickled and no code from the directory is executed. Each file is read
     once: what is parsed is what was checked."""
     path = Path(path)
-    files, contents = _read_verified(path)
+    files, contents = _read_verified(path, kind)
     if MODEL_JSON not in files:
         raise ModelDirectoryError(f"{path}: the manifest does not list {MODEL_JSON}")
     try:
@@ -252,8 +273,9 @@ def load_model_dir(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dic
     return config, tensors, others
 
 
-def _read_verified(path: Path) -> tuple[dict[str, str], dict[str, bytes]]:
-    """The manifest's files and their contents, each read once and checked against it."""
+def _read_verified(path: Path, kind: str = "model") -> tuple[dict[str, str], dict[str, bytes]]:
+    """The manifest's files and their contents, each read once and checked against it, of a
+    directory whose manifest names `kind`."""
     if not path.is_dir():
         raise ModelDirectoryError(
             f"{path}: not a model directory (train one with `fraudseq train`)"
@@ -278,6 +300,10 @@ def _read_verified(path: Path) -> tuple[dict[str, str], dict[str, bytes]]:
             "retrain or restore the directory"
         ) from None
     _check_signature(path, root, manifest_bytes)
+    found = manifest.get("kind", "model")
+    if found != kind:
+        what = KINDS.get(found, f"a directory of an unknown kind {found!r}")
+        raise ModelDirectoryError(f"{path} is {what}, not {KINDS[kind]}; {KIND_FIX[kind]}")
     unlisted = sorted(  # e.g. weights dropped from the manifest; dotfiles are the OS's
         p.name
         for p in root.iterdir()

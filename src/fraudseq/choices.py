@@ -14,6 +14,8 @@ MODELS = (*RECURRENT, "xgboost", *ATTENTION, "transformer", "autoencoder", "ense
 # Trained on legitimate windows only (see models/autoencoder.py): needs no fraud to train on.
 UNSUPERVISED = ("autoencoder",)
 MEMBERS = tuple(m for m in MODELS if m != "ensemble")  # what an ensemble may hold
+#: The families `fraudseq pretrain` pretrains an encoder for and `train --init` fine-tunes.
+PRETRAINABLE = ("transformer", "lstm", "gru")
 
 LOSSES = ("bce", "focal")
 COMBINERS = ("average", "stacker")

@@ -45,7 +45,7 @@ DEFAULT_FEATURES = (
 )  # fmt: skip
 # Built from (delayed) fraud labels: left out of the unsupervised autoencoder's default, so
 # that it needs no labels at all (and it ranks better without them on the simulator).
-LABEL_BLOCKS = ("counterparty_risk",)
+LABEL_BLOCKS = ("counterparty_risk", "exposure")
 
 
 def default_features(model: str) -> tuple[str, ...]:
@@ -64,6 +64,12 @@ class FraudModel:
     >>> model = FraudModel("lstm", epochs=3, seed=0)             # doctest: +SKIP
     >>> model.fit("tx.csv", schema, train_until="2026-02-15")    # doctest: +SKIP
     >>> model.score("tx.csv", start="2026-02-15")                # doctest: +SKIP
+
+    `init` is a pretrained encoder directory (`fraudseq pretrain`, `fraudseq.pretraining`):
+    `fit` then starts the lstm, gru or transformer network's encoder from its weights and
+    uses its fitted feature encoder (features, scalers, vocabularies); the family, the
+    architecture (window, hidden_size, num_layers, transformer_layers, transformer_heads)
+    and the schema's columns must be the encoder's, which `FraudModel.from_encoder` takes.
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class FraudModel:
         label_delay_days: float = 7,
         seed: int = 0,
         progress: bool | None = None,
+        init: str | Path | None = None,
     ) -> None:
         self.model = model
         self.window = window
@@ -132,6 +139,7 @@ class FraudModel:
         self.label_delay_days = label_delay_days
         self.seed = seed
         self.progress = progress
+        self.init = init
 
     # -- training ------------------------------------------------------------------------
     def fit(
@@ -167,6 +175,12 @@ class FraudModel:
         """
         self._check_params()
         schema = schema or Schema.simulator()
+        self._pretrained = self._pretrained_encoder(schema)
+        if self._pretrained is not None and (work_dir is not None or engine != "local"):
+            raise FraudseqError(
+                "init (--init) fine-tunes in memory: it does not take work_dir (--work-dir) or "
+                "engine='ray' (--engine ray) yet"
+            )
         if work_dir is not None or engine != "local":
             from fraudseq.engine.training import fit_sharded
 
@@ -211,7 +225,12 @@ class FraudModel:
         self.schema_ = schema
         # every row of the period, labelled or not, but none of the validation period
         fit_rows = (frame[schema.time] < until).to_numpy() & ~in_valid
-        self.encoder_ = self._new_encoder().fit(frame[fit_rows])
+        if self._pretrained is None:
+            self.encoder_ = self._new_encoder().fit(frame[fit_rows])
+        else:  # the encoder's features, scalers and vocabularies, as pretrained
+            self.encoder_ = FeatureEncoder.from_json(
+                self._pretrained.feature_encoder.to_json(), schema
+            )
         source = WindowSource(self.encoder_.transform(frame), self.window)
         labels = frame[schema.label].to_numpy()
         train = _window_set(source, train_rows, labels)
@@ -227,7 +246,40 @@ class FraudModel:
         self._set_training_period(
             train_from, until, frame[schema.time][valid_rows], len(train), len(valid)
         )
+        self.pretrained_ = (
+            None
+            if self._pretrained is None
+            else {"encoder": str(self.init), **self._pretrained.info["pretraining"]}
+        )
+        del self._pretrained
         return self
+
+    def _pretrained_encoder(self, schema: Schema):
+        """The pretrained encoder `init` names, checked against this model and `schema`
+        (a `fraudseq.pretraining.PretrainedEncoder`), or None without `init`."""
+        if self.init is None:
+            return None
+        from fraudseq.pretraining import PretrainedEncoder
+
+        pretrained = PretrainedEncoder.load(self.init)
+        pretrained.check_fits(self, schema)
+        return pretrained
+
+    @classmethod
+    def from_encoder(cls, path: str | Path, model: str | None = None, **params) -> FraudModel:
+        """A model to fine-tune from the pretrained encoder directory at `path`: of the
+        encoder's family (unless `model`), with its architecture and feature blocks unless
+        `params` give them (a different value then stops `fit` with an error naming it),
+        and `params` (epochs, learning_rate, loss, threshold...) as given.
+
+        >>> FraudModel.from_encoder("encoder", epochs=5).fit("tx.csv")  # doctest: +SKIP
+        """
+        from fraudseq.pretraining import ARCHITECTURE, PretrainedEncoder
+
+        pretrained = PretrainedEncoder.load(path)
+        taken = {name: pretrained.model.get_params()[name] for name in ARCHITECTURE}
+        taken["features"] = tuple(pretrained.feature_encoder.blocks)
+        return cls(model or pretrained.family, **{**taken, **params, "init": path})
 
     def _periods(
         self, times: pd.Series, labels: np.ndarray, train_from, until, valid_days, valid_period
@@ -271,6 +323,10 @@ class FraudModel:
         )
         torch.manual_seed(self.seed)
         self.model_ = self._build()
+        pretrained = getattr(self, "_pretrained", None)
+        if pretrained is not None:
+            pretrained.fill(self.model_.network)
+            log.info("the %s encoder starts from %s", self.model, self.init)
         return self.model_
 
     def _set_training_period(self, train_from, until, valid_times: pd.Series, n_train, n_valid):
@@ -486,6 +542,8 @@ class FraudModel:
             "reference": getattr(self, "reference_", None),
             "versions": versions(),
         }
+        if getattr(self, "pretrained_", None):  # the encoder it started from (--init)
+            config["pretrained"] = self.pretrained_
         tensors, files = self.model_.state()
         return save_model_dir(path, config, tensors, files)
 
@@ -524,6 +582,7 @@ class FraudModel:
         model.history_ = _non_finite(config["history"])
         model.training_period_ = config["training_period"]
         model.reference_ = config.get("reference")  # None: saved before it was kept
+        model.pretrained_ = config.get("pretrained")  # the encoder it started from, if any
         return model
 
     @classmethod
@@ -567,6 +626,8 @@ class FraudModel:
         del params["progress"]
         if params["features"] is not None:
             params["features"] = list(params["features"])
+        if params["init"] is not None:
+            params["init"] = str(params["init"])
         params["members"] = list(parse_members(params["members"]))
         return params
 
@@ -634,6 +695,7 @@ PARAM_RULES = {
     "max_vocabulary": _integer(1),
     "label_delay_days": _number(0),
     "seed": _integer(0, SEED_MAX),
+    "init": _Rule(lambda v: v is None or isinstance(v, str | Path), "None or a directory path"),
 }
 
 _ONE_NS = pd.Timedelta(1, "ns")

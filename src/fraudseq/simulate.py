@@ -23,6 +23,20 @@ Generative story
      Handbook's compromised terminals). The merchant itself adds fraudulent charges on the
      cards that visit it, which look like the card's normal purchases and show only in the
      merchant's (delayed) history; some visiting cards are cloned and used elsewhere days later.
+5. **Opt-in typologies** (`scenarios=OPT_IN_SCENARIOS`; the default frame does not change):
+   - `skimmer`: a skimmer at a few card-present places (fuel pumps, ATMs, small shops) for
+     5-14 days. Half the cards that visit then are cloned and used elsewhere 2-20 days
+     later, in purchases that look ordinary for the card: its home country, a category of
+     its usual merchants, its usual amount level, and its own chip profile (`device_id`: a
+     clone copies the card's data, so the authorisation carries the card's profile, not a
+     new device). The skimmed place's own transactions stay genuine. Only the cross-account
+     clue (other cards that visited M have since turned fraudulent) gives it away; the
+     skimmed merchants and windows are in `frame.attrs["skimmed_merchants"]`.
+   - `new_scheme`: from `new_scheme_start` (default 70% into the period) on, phones with
+     remote-access malware buy crypto (`mcc` 6051, quasi-cash, at exchanges that did not
+     exist before) in a burst of round amounts on the victim's own device at home. No
+     transaction before the start has that category, so a model trained before it has no
+     label for it; a few legitimate first-time crypto buyers appear after the start too.
 
 `device_id` is the device fingerprint attached to an authorisation: the customer's phone or
 browser (also for wallet payments in shops), the fraudster's device, or a cloned card's chip
@@ -35,6 +49,7 @@ burst, tiny-then-big, climbing amounts, a merchant with recent fraud). Every dra
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -56,12 +71,15 @@ SIMULATOR_COLUMNS = (
     "fraud_type",
 )
 FRAUD_TYPES = ("card_testing", "account_takeover", "escalation", "compromised_merchant")
+#: Typologies added only on request (`simulate(scenarios=...)`), so that the default frame,
+#: which the README's numbers were measured on, stays the same.
+OPT_IN_SCENARIOS = ("skimmer", "new_scheme")
 
 DAY = 86_400
 HOUR = 3_600
 CHANNELS = ("pos", "online", "atm", "contactless")
 POS, ONLINE, ATM, CONTACTLESS = range(4)
-GENUINE, CARD_TESTING, TAKEOVER, ESCALATION, COMPROMISED = range(5)
+GENUINE, CARD_TESTING, TAKEOVER, ESCALATION, COMPROMISED, SKIMMER, NEW_SCHEME = range(7)
 
 COUNTRIES = ("US", "GB", "DE", "FR", "CA", "ES", "IT", "NL", "MX", "BR", "JP", "AU", "IN")
 HOME_WEIGHTS = np.array([30, 12, 10, 9, 6, 6, 6, 4, 4, 4, 3, 3, 3], dtype=float)
@@ -107,6 +125,16 @@ RATE_CARD_TESTING = 6e-4
 RATE_TAKEOVER = 6e-4
 RATE_ESCALATION = 5e-4
 RATE_COMPROMISE = 2.5e-4
+# Opt-in typologies: skimmers per eligible card-present visit (busy places likelier), the
+# share of the cards visiting a skimmed place that are cloned, and new-scheme victims per
+# account-day after the scheme starts (plus legitimate first-time buyers of its category).
+RATE_SKIMMER = 1.2e-4
+CLONED_SHARE = 0.5
+SKIMMED_MCCS = ("5541", "6011", "5411", "5814", "5912", "5999")  # fuel, ATMs, small shops
+RATE_NEW_SCHEME = 8e-4
+NEW_SCHEME_MCC = "6051"  # quasi-cash: crypto exchanges, a category absent before the scheme
+EXCHANGES_PER_COUNTRY = 3
+LEGIT_NEW_CATEGORY_SHARE = 0.3  # legitimate first-time buyers per new-scheme victim
 
 
 @dataclass
@@ -668,6 +696,31 @@ def _escalation(
     )
 
 
+def _breach_windows(
+    rng: np.random.Generator,
+    genuine: _Rows,
+    merchants: _Merchants,
+    present: np.ndarray,
+    n: int,
+    days: tuple[float, float],
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """`n` windows of `days` (low, high) opened up to 2 days before random rows of `present`
+    (seeding on visits makes busy merchants likelier targets, like real breaches), one per
+    merchant. Returns the merchants with their windows (seconds), and the rows of `present`
+    inside them in time order."""
+    seed_row = rng.choice(present, size=n)
+    opens = genuine.ts[seed_row] - rng.uniform(0, 2, n) * DAY
+    closes = opens + rng.uniform(*days, n) * DAY
+    merchant, keep = np.unique(genuine.merchant[seed_row], return_index=True)
+    w_open = np.full(merchants.size, np.inf)
+    w_close = np.full(merchants.size, -np.inf)
+    w_open[merchant], w_close[merchant] = opens[keep], closes[keep]
+    m = genuine.merchant[present]
+    exposed = present[(genuine.ts[present] >= w_open[m]) & (genuine.ts[present] < w_close[m])]
+    windows = {"merchant": merchant, "open": opens[keep], "close": closes[keep]}
+    return windows, exposed[np.argsort(genuine.ts[exposed], kind="stable")]
+
+
 def _compromised_merchants(
     rng: np.random.Generator,
     accs: _Accounts,
@@ -681,18 +734,7 @@ def _compromised_merchants(
     n = int(rng.poisson(present.size * RATE_COMPROMISE))
     if n == 0 or present.size == 0:
         return _rows([], [], [], [], [], [], COMPROMISED)
-    # Seeding windows on genuine visits makes busy merchants likelier targets, like real breaches.
-    seed_row = rng.choice(present, size=n)
-    opens = genuine.ts[seed_row] - rng.uniform(0, 2, n) * DAY
-    closes = opens + rng.uniform(7, 21, n) * DAY
-    merchant, keep = np.unique(genuine.merchant[seed_row], return_index=True)
-    w_open = np.full(merchants.size, np.inf)
-    w_close = np.full(merchants.size, -np.inf)
-    w_open[merchant], w_close[merchant] = opens[keep], closes[keep]
-
-    m = genuine.merchant[present]
-    exposed = present[(genuine.ts[present] >= w_open[m]) & (genuine.ts[present] < w_close[m])]
-    exposed = exposed[np.argsort(genuine.ts[exposed], kind="stable")]
+    _, exposed = _breach_windows(rng, genuine, merchants, present, n, (7, 21))
 
     # (a) The merchant adds charges on visiting cards: same place, same device, a normal-looking
     # amount. Only the merchant's history (many later-confirmed frauds) reveals them.
@@ -749,6 +791,101 @@ def _compromised_merchants(
     return _Rows.concat([extra, cloned])
 
 
+def _skimmers(
+    rng: np.random.Generator, accs: _Accounts, merchants: _Merchants, genuine: _Rows, days: int
+) -> tuple[_Rows, dict[str, np.ndarray]]:
+    """Skimmed card-present places for 5-14 days; cards that visited are cloned (one incident
+    per card: its first exposed visit) and used 2-20 days later where the card might shop.
+
+    Returns the clones' rows and the skimmed merchants with their windows (seconds)."""
+    eligible = np.isin(merchants.mcc[genuine.merchant], [_MCC[c] for c in SKIMMED_MCCS])
+    present = np.flatnonzero(
+        (genuine.channel != ONLINE) & eligible & (genuine.ts >= 0.1 * days * DAY)
+    )
+    # At least one skimmed place when asked for (small simulations would often have none).
+    n = max(int(rng.poisson(present.size * RATE_SKIMMER)), 1)
+    none = {"merchant": np.zeros(0, np.int64), "open": np.zeros(0), "close": np.zeros(0)}
+    if present.size == 0:
+        return _rows([], [], [], [], [], [], SKIMMER), none
+    skimmed, exposed = _breach_windows(rng, genuine, merchants, present, n, (5, 14))
+    is_skimmed = np.zeros(merchants.size, dtype=bool)
+    is_skimmed[skimmed["merchant"]] = True
+    _, first_visit = np.unique(genuine.acc[exposed], return_index=True)
+    hit = exposed[first_visit]
+    hit = hit[rng.random(hit.size) < CLONED_SHARE]
+    victim, visit = genuine.acc[hit], genuine.ts[hit]
+
+    owner, pos, first = _expand(1 + np.minimum(rng.poisson(1.0, hit.size), 3))
+    acc = victim[owner]
+    gap = np.where(pos == 0, 0.0, 1200 + rng.exponential(3 * HOUR, owner.size))
+    ts = (visit + rng.uniform(2, 19, hit.size) * DAY)[owner] + _group_cumsum(gap, owner, first)
+    # Ordinary for the card: a category of its usual merchants (card-present only), a
+    # popular place of that category at home, the card's amount level, its own chip profile.
+    slot = np.searchsorted(accs.slot_cum, acc + rng.random(acc.size), side="right") - acc * SLOTS
+    mcc = merchants.mcc[accs.slot_merchant[acc, np.minimum(slot, SLOTS - 1)]]
+    mcc = np.where(_MCC_ONLINE[mcc] >= 1, _MCC["5411"], mcc)
+    place = merchants.pick(rng, accs.home[acc], mcc, False, popular=True)
+    other = merchants.pick(rng, accs.home[acc], mcc, False, popular=False)
+    place = np.where(is_skimmed[place], other, place)  # elsewhere: not at a skimmed place
+    rows = _rows(
+        acc,
+        ts,
+        _amounts(rng, accs, acc, merchants.mcc[place]),
+        place,
+        _channel_for(merchants, place),
+        accs.device_at(acc, ts),
+        SKIMMER,
+    )
+    return rows.take(np.flatnonzero(~is_skimmed[place])), skimmed
+
+
+def _exchanges(merchants: _Merchants) -> _Merchants:
+    """`merchants` plus online crypto exchanges (the new scheme's category) in every country,
+    appended after the existing ones (`pick` never returns them)."""
+    n = len(COUNTRIES) * EXCHANGES_PER_COUNTRY
+    return dataclasses.replace(
+        merchants,
+        country=np.concatenate(
+            [merchants.country, np.repeat(np.arange(len(COUNTRIES)), EXCHANGES_PER_COUNTRY)]
+        ),
+        mcc=np.concatenate([merchants.mcc, np.full(n, len(MCC_CODES))]),
+        online=np.concatenate([merchants.online, np.ones(n, dtype=bool)]),
+    )
+
+
+def _new_scheme(
+    rng: np.random.Generator, accs: _Accounts, first_exchange: int, days: int, begin: float
+) -> _Rows:
+    """From `begin` (seconds) on: bursts of round crypto purchases on the victim's own phone,
+    at home; and a few legitimate first-time buyers of that category (look-alikes)."""
+    span = days * DAY - begin
+    victim = _victims(rng, accs.size, max(span / DAY, 0.0), RATE_NEW_SCHEME)
+    k = victim.size
+    start = begin + rng.uniform(0, span, k)
+    exchange = first_exchange + accs.home[victim] * EXCHANGES_PER_COUNTRY
+    favourite = exchange + rng.integers(0, EXCHANGES_PER_COUNTRY, k)
+
+    owner, pos, first = _expand(2 + np.minimum(rng.poisson(2.5, k), 6))
+    acc = victim[owner]
+    gap = np.where(pos == 0, 0.0, 300 + rng.exponential(1800, owner.size))
+    ts = start[owner] + _group_cumsum(gap, owner, first)
+    other = exchange[owner] + rng.integers(0, EXCHANGES_PER_COUNTRY, owner.size)
+    merchant = np.where(rng.random(owner.size) < 0.8, favourite[owner], other)
+    amount = np.maximum(20.0, np.round(accs.level[acc] * rng.uniform(1, 3, owner.size), -1))
+    fraud = _rows(acc, ts, amount, merchant, ONLINE, accs.device_at(acc, ts), NEW_SCHEME)
+
+    n_legit = min(int(rng.poisson(LEGIT_NEW_CATEGORY_SHARE * k)), accs.size)
+    buyer = np.sort(rng.choice(accs.size, size=n_legit, replace=False))
+    owner, _, _ = _expand(1 + rng.binomial(1, 0.3, n_legit))
+    acc = buyer[owner]
+    ts = begin + rng.uniform(0, span, acc.size)
+    merchant = first_exchange + accs.home[acc] * EXCHANGES_PER_COUNTRY
+    merchant = merchant + rng.integers(0, EXCHANGES_PER_COUNTRY, acc.size)
+    amount = np.round(accs.level[acc] * np.exp(rng.normal(0, 0.6, acc.size)), 2)
+    legit = _rows(acc, ts, amount, merchant, ONLINE, accs.device_at(acc, ts), GENUINE)
+    return _Rows.concat([fraud, legit])
+
+
 # ---------------------------------------------------------------------------- assembly
 
 
@@ -758,9 +895,16 @@ def _strings(labels, codes: np.ndarray):
 
 
 def _frame(
-    rows: _Rows, accounts: int, merchants: _Merchants, rng: np.random.Generator, start: pd.Timestamp
+    rows: _Rows,
+    accounts: int,
+    merchants: _Merchants,
+    rng: np.random.Generator,
+    start: pd.Timestamp,
+    skimmed: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """Sort by time, assign tx ids in that order and turn codes into strings."""
+    """Sort by time, assign tx ids in that order and turn codes into strings.
+
+    `skimmed` (merchant indices and window seconds) goes to `attrs["skimmed_merchants"]`."""
     rows = rows.take(np.lexsort((np.arange(rows.acc.size), rows.acc, rows.ts)))
     n = rows.acc.size
     devices, device_idx = np.unique(rows.device, return_inverse=True)
@@ -768,7 +912,9 @@ def _frame(
         rows.ts.astype(np.int64) * 1_000_000_000
     ).astype("timedelta64[ns]")
     card_ids = _format_ids("C", np.arange(accounts), max(6, len(str(accounts - 1))))
-    return pd.DataFrame(
+    device_ids = _random_ids(rng, "D", devices.size, 7)  # drawn before the merchants' ids
+    merchant_ids = _random_ids(rng, "M", merchants.size, 5)
+    frame = pd.DataFrame(
         {
             "tx_id": pd.array(
                 _format_ids("T", np.arange(1, n + 1), max(8, len(str(n)))), dtype="str"
@@ -776,20 +922,42 @@ def _frame(
             "card_id": _strings(card_ids, rows.acc),
             "ts": ts,
             "amount": rows.amount.astype(np.float64),
-            "mcc": _strings(MCC_CODES, merchants.mcc[rows.merchant]),
+            "mcc": _strings((*MCC_CODES, NEW_SCHEME_MCC), merchants.mcc[rows.merchant]),
             "country": _strings(COUNTRIES, merchants.country[rows.merchant]),
             "channel": _strings(CHANNELS, rows.channel),
-            "device_id": _strings(_random_ids(rng, "D", devices.size, 7), device_idx),
-            "merchant_id": _strings(_random_ids(rng, "M", merchants.size, 5), rows.merchant),
+            "device_id": _strings(device_ids, device_idx),
+            "merchant_id": _strings(merchant_ids, rows.merchant),
             "is_fraud": (rows.kind != GENUINE).astype(np.int64),
-            "fraud_type": _strings(("none", *FRAUD_TYPES), rows.kind),
+            "fraud_type": _strings(("none", *FRAUD_TYPES, *OPT_IN_SCENARIOS), rows.kind),
         },
         columns=list(SIMULATOR_COLUMNS),
     )
+    if skimmed is not None:
+        origin = start.to_datetime64().astype("datetime64[s]")
+
+        def when(seconds: np.ndarray) -> list[str]:
+            clipped = np.clip(np.floor(seconds), 0, None).astype(np.int64)
+            return [str(t) for t in origin + clipped.astype("timedelta64[s]")]
+
+        frame.attrs["skimmed_merchants"] = [
+            {"merchant_id": str(m), "from": f, "until": u}
+            for m, f, u in zip(
+                merchant_ids[skimmed["merchant"]],
+                when(skimmed["open"]),
+                when(skimmed["close"]),
+                strict=True,
+            )
+        ]
+    return frame
 
 
 def simulate(
-    accounts: int = 2000, days: int = 60, seed: int = 0, start: str = "2026-01-01"
+    accounts: int = 2000,
+    days: int = 60,
+    seed: int = 0,
+    start: str = "2026-01-01",
+    scenarios: tuple[str, ...] | list[str] = (),
+    new_scheme_start: str | None = None,
 ) -> pd.DataFrame:
     """Simulate card transactions of `accounts` cards over `days` days with labelled fraud.
 
@@ -797,6 +965,13 @@ def simulate(
     `tx_id`), `ts` naive UTC at second resolution within [start, start + days). Fraud rows have
     `is_fraud == 1` and `fraud_type` in `FRAUD_TYPES`; genuine rows have "none". The same
     arguments always give the same frame.
+
+    `scenarios` adds opt-in typologies (`OPT_IN_SCENARIOS`: "skimmer", "new_scheme"; see the
+    module docstring), whose fraud rows have `fraud_type` equal to their name. Without them
+    the frame is exactly what it was before they existed. `new_scheme_start` (a date or ISO
+    time inside the period; default 70% into it, at midnight) is when "new_scheme" begins.
+    With "skimmer", `frame.attrs["skimmed_merchants"]` lists each skimmed merchant_id with
+    its window (`from`, `until`).
     """
     if int(accounts) < 1 or int(days) < 1:
         raise ValueError(f"accounts and days must be >= 1, got accounts={accounts}, days={days}")
@@ -804,6 +979,8 @@ def simulate(
     origin = parse_time(start, "start")  # a clear error for a bad date
     if origin.tzinfo is not None:
         origin = origin.tz_convert("UTC").tz_localize(None)
+    extra = _opt_in(scenarios)
+    begin = _new_scheme_begin(new_scheme_start, origin, days, "new_scheme" in extra)
     rng = np.random.default_rng(seed)
 
     merchants = _merchants(rng, accounts)
@@ -821,7 +998,47 @@ def simulate(
             _compromised_merchants(rng, accs, merchants, genuine, days, devices),
         ]
     )
+    skimmed = None
+    if "skimmer" in extra:
+        clones, skimmed = _skimmers(rng, accs, merchants, genuine, days)
+        rows = _Rows.concat([rows, clones])
+    if "new_scheme" in extra:
+        first_exchange = merchants.size
+        merchants = _exchanges(merchants)
+        rows = _Rows.concat([rows, _new_scheme(rng, accs, first_exchange, days, begin)])
     # Incidents and bookings may spill outside the period: keep what falls inside it.
     rows.ts = np.floor(rows.ts)
     rows = rows.take(np.flatnonzero((rows.ts >= 0) & (rows.ts < days * DAY)))
-    return _frame(rows, accounts, merchants, rng, origin)
+    return _frame(rows, accounts, merchants, rng, origin, skimmed)
+
+
+def _opt_in(scenarios) -> tuple[str, ...]:
+    """The requested opt-in typologies, checked (a clear error names the choices)."""
+    if isinstance(scenarios, str):
+        scenarios = (scenarios,)
+    unknown = [name for name in scenarios if name not in OPT_IN_SCENARIOS]
+    if unknown:
+        default = f" ({unknown[0]} is always simulated)" if unknown[0] in FRAUD_TYPES else ""
+        raise ValueError(
+            f"unknown scenario {unknown[0]!r}{default}; the opt-in scenarios are "
+            f"{', '.join(OPT_IN_SCENARIOS)}"
+        )
+    return tuple(dict.fromkeys(scenarios))
+
+
+def _new_scheme_begin(value, origin: pd.Timestamp, days: int, enabled: bool) -> float:
+    """Seconds from the origin at which the new scheme starts (default 70% into the period,
+    at midnight); a start outside the period is an error."""
+    if value is None:
+        return float(round(0.7 * days) * DAY)
+    if not enabled:
+        raise ValueError("new_scheme_start is given but the new_scheme scenario is not")
+    at = parse_time(value, "new_scheme_start")  # naive UTC
+    seconds = (at - origin).total_seconds()
+    if not 0 <= seconds < days * DAY:
+        end = origin + pd.Timedelta(days=days)
+        raise ValueError(
+            f"new_scheme_start {value} is outside the simulated period [{origin}, {end}); "
+            "give a time inside it"
+        )
+    return float(seconds)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fraudseq.choices import COMBINERS, LOSSES, MEMBERS, MODELS
+from fraudseq.choices import COMBINERS, LOSSES, MEMBERS, MODELS, PRETRAINABLE
 from fraudseq.cli.app import (
     DataArg,
     Engine,
@@ -39,6 +39,15 @@ STRATEGY_HELP = "best-f1 | cost:FN,FP[,amount] | recall:R | precision:P | budget
 log = logging.getLogger("fraudseq")
 
 
+def opt_in_scenarios(param: typer.CallbackParam, value: list[str] | None) -> list[str] | None:
+    """Each --scenario is an opt-in typology of the simulator."""
+    from fraudseq.simulate import OPT_IN_SCENARIOS
+
+    for name in value or []:
+        one_of(OPT_IN_SCENARIOS)(param, name)
+    return value
+
+
 @app.command()
 def simulate(
     out: Annotated[
@@ -48,13 +57,42 @@ def simulate(
     days: Annotated[int, typer.Option(min=1, help="Number of days.")] = 60,
     seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
     start: Annotated[str, typer.Option(callback=time_option, help="First day.")] = "2026-01-01",
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            callback=opt_in_scenarios,
+            help="Add an opt-in typology (repeat for several): skimmer (cards cloned at a "
+            "skimmed place, used elsewhere 2-20 days later) or new_scheme (a scheme that "
+            "starts only at --new-scheme-start).",
+        ),
+    ] = None,
+    new_scheme_start: Annotated[
+        str | None,
+        typer.Option(
+            callback=time_option,
+            help="When new_scheme starts (default: 70% into the period).",
+        ),
+    ] = None,
 ) -> None:
     """Write simulated card transactions with labelled fraud scenarios."""
     from fraudseq.io import write_table
     from fraudseq.simulate import simulate as run_simulation
 
     check_outputs({"--out": out})
-    frame = run_simulation(accounts=accounts, days=days, seed=seed, start=start)
+    if new_scheme_start is not None and "new_scheme" not in (scenario or []):
+        raise FraudseqError("--new-scheme-start needs --scenario new_scheme")
+    try:
+        frame = run_simulation(
+            accounts=accounts,
+            days=days,
+            seed=seed,
+            start=start,
+            scenarios=tuple(scenario or ()),
+            new_scheme_start=new_scheme_start,
+        )
+    except ValueError as err:  # a start outside the period
+        raise FraudseqError(str(err)) from None
     write_table(frame, out)
     log.info("wrote %d transactions (%d fraud) to %s", len(frame), frame["is_fraud"].sum(), out)
 
@@ -73,6 +111,19 @@ ValidDaysOpt = Annotated[
 ]
 EpochsOpt = Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping on AP).")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed; the same seed gives the same model.")]
+# The network options `train` and `pretrain` share (with --init, train takes the encoder's
+# --window, --hidden-size, --transformer-layers and --transformer-heads unless given).
+WindowOpt = Annotated[int, typer.Option(min=1, help="Events per window.")]
+BatchSizeOpt = Annotated[int, typer.Option(min=1)]
+HiddenSizeOpt = Annotated[int, typer.Option(min=1)]
+DropoutOpt = Annotated[
+    float, typer.Option(min=0, max=1, help="Dropout rate of the networks (below 1).")
+]
+LearningRateOpt = Annotated[float, typer.Option(min=0)]
+TransformerLayersOpt = Annotated[
+    int, typer.Option(min=1, help="transformer: blocks (its width is --hidden-size).")
+]
+TransformerHeadsOpt = Annotated[int, typer.Option(min=1, help="transformer: attention heads.")]
 
 
 TrainWorkDirOpt = Annotated[
@@ -114,6 +165,7 @@ def _class_weight(value: str) -> str | float:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: DataArg,
     out: Annotated[
         Path,
@@ -130,13 +182,11 @@ def train(
     train_until: TrainUntilOpt = None,
     valid_days: ValidDaysOpt = 7,
     epochs: EpochsOpt = 10,
-    window: Annotated[int, typer.Option(min=1, help="Events per window.")] = 16,
-    batch_size: Annotated[int, typer.Option(min=1)] = 512,
-    hidden_size: Annotated[int, typer.Option(min=1)] = 32,
-    dropout: Annotated[
-        float, typer.Option(min=0, max=1, help="Dropout rate of the networks (below 1).")
-    ] = 0.1,
-    learning_rate: Annotated[float, typer.Option(min=0)] = 1e-3,
+    window: WindowOpt = 16,
+    batch_size: BatchSizeOpt = 512,
+    hidden_size: HiddenSizeOpt = 32,
+    dropout: DropoutOpt = 0.1,
+    learning_rate: LearningRateOpt = 1e-3,
     loss: Annotated[str, typer.Option(callback=one_of(LOSSES), help="bce or focal.")] = "bce",
     focal_alpha: Annotated[float, typer.Option(min=0, max=1)] = 0.25,
     focal_gamma: Annotated[float, typer.Option(min=0)] = 2.0,
@@ -174,12 +224,8 @@ def train(
     attention_heads: Annotated[
         int, typer.Option(min=1, help="lstm-attention: attention heads.")
     ] = 4,
-    transformer_layers: Annotated[
-        int, typer.Option(min=1, help="transformer: blocks (its width is --hidden-size).")
-    ] = 2,
-    transformer_heads: Annotated[
-        int, typer.Option(min=1, help="transformer: attention heads.")
-    ] = 2,
+    transformer_layers: TransformerLayersOpt = 2,
+    transformer_heads: TransformerHeadsOpt = 2,
     n_estimators: Annotated[
         int,
         typer.Option(
@@ -188,6 +234,13 @@ def train(
             "on the validation AP may end sooner.",
         ),
     ] = 600,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="Feature blocks, comma-separated (default: the family's default set); "
+            "opt-in blocks such as exposure are named here with the others.",
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     work_dir: TrainWorkDirOpt = None,
     shards: ShardsOpt = None,
@@ -202,6 +255,14 @@ def train(
     ray_workers: Annotated[
         int, typer.Option(min=1, help="With --engine ray: Ray Train workers (processes).")
     ] = 2,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fine-tune from this pretrained encoder (`fraudseq pretrain`; lstm, gru, "
+            "transformer): its weights, feature encoder and, unless given, its --window, "
+            "--hidden-size, --transformer-layers and --transformer-heads.",
+        ),
+    ] = None,
 ) -> None:
     """Train a model on labelled transactions before --train-until.
 
@@ -212,17 +273,34 @@ def train(
 
     check_outputs(
         {"--out": out},
-        inputs={"the transactions file": data, "the schema file": schema},
+        inputs={
+            "the transactions file": data,
+            "the schema file": schema,
+            "the encoder directory": init,
+        },
         directory=True,
     )
     if percentile is not None:
         threshold = f"percentile:{percentile}"
-    fitted = FraudModel(
+    architecture = {
+        "window": window,
+        "hidden_size": hidden_size,
+        "transformer_layers": transformer_layers,
+        "transformer_heads": transformer_heads,
+    }
+    if init is None:
+        build = FraudModel
+    else:  # the encoder's architecture, but for the options given on the command line
+        architecture = {k: v for k, v in architecture.items() if _given(ctx, k)}
+
+        def build(family, **params):
+            return FraudModel.from_encoder(init, family, **params)
+
+    fitted = build(
         model,
-        window=window,
+        **architecture,
         epochs=epochs,
         batch_size=batch_size,
-        hidden_size=hidden_size,
         dropout=dropout,
         learning_rate=learning_rate,
         loss=loss,
@@ -237,9 +315,8 @@ def train(
         combiner=combiner,
         bidirectional=bidirectional,
         attention_heads=attention_heads,
-        transformer_layers=transformer_layers,
-        transformer_heads=transformer_heads,
         n_estimators=n_estimators,
+        features=tuple(features.split(",")) if features else None,
         seed=seed,
     )
     fitted.fit(
@@ -265,6 +342,94 @@ def train(
         fitted.threshold_strategy(),
     )
     log.info("model saved to %s", out)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given (on the command line or by its environment variable)
+    rather than left at its default."""
+    source = ctx.get_parameter_source(name)  # by name: typer may bring its own click
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+@app.command()
+def pretrain(
+    data: DataArg,
+    out: Annotated[
+        Path,
+        typer.Option(
+            callback=_model_dir,
+            help="Encoder directory to write (replaced only on success).",
+        ),
+    ],
+    schema: SchemaOpt = None,
+    until: Annotated[
+        str | None,
+        typer.Option(callback=time_option, help="Pretrain on time < this date (default: all)."),
+    ] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            callback=one_of(PRETRAINABLE),
+            help=f"The family whose encoder to pretrain: {', '.join(PRETRAINABLE)}.",
+        ),
+    ] = "transformer",
+    valid_days: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Last days before --until held out: early stopping on their masked loss.",
+        ),
+    ] = 7,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Maximum epochs (early stopping on the held-out loss).")
+    ] = 10,
+    window: WindowOpt = 16,
+    batch_size: BatchSizeOpt = 256,
+    hidden_size: HiddenSizeOpt = 32,
+    dropout: DropoutOpt = 0.1,
+    learning_rate: LearningRateOpt = 2e-3,
+    transformer_layers: TransformerLayersOpt = 2,
+    transformer_heads: TransformerHeadsOpt = 2,
+    windows_per_epoch: Annotated[
+        int, typer.Option(min=1, help="Training windows sampled per epoch (seeded), at most.")
+    ] = 100_000,
+    seed: SeedOpt = 0,
+) -> None:
+    """Pretrain a sequence encoder without labels, by masked-event modelling, on every
+    transaction before --until (labelled or not; the label column is never read).
+
+    `fraudseq train --init OUT` fine-tunes a classifier of the same family from it (see
+    docs/pretraining.md)."""
+    from fraudseq.fraud_model import FraudModel
+    from fraudseq.pretraining import pretrain as run_pretraining
+
+    check_outputs(
+        {"--out": out},
+        inputs={"the transactions file": data, "the schema file": schema},
+        directory=True,
+    )
+    params = FraudModel(
+        model,
+        window=window,
+        epochs=epochs,
+        batch_size=batch_size,
+        hidden_size=hidden_size,
+        dropout=dropout,
+        learning_rate=learning_rate,
+        transformer_layers=transformer_layers,
+        transformer_heads=transformer_heads,
+        seed=seed,
+    )
+    encoder = run_pretraining(
+        data,
+        _schema(schema),
+        params,
+        until=until,
+        valid_days=valid_days,
+        windows_per_epoch=windows_per_epoch,
+    )
+    encoder.save(out)
+    log.info("encoder saved to %s", out)
 
 
 def _schema(path: Path | None):

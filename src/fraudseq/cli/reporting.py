@@ -618,3 +618,97 @@ def alert_rate_line(a: dict) -> str:
         f"{a['threshold']:.4f}) against {a['expected']:.4%} expected ({a['expected_from']}): "
         f"{ratio}{' DRIFT' if a['drifted'] else ''}"
     )
+
+
+@app.command()
+def compromise(
+    data: DataArg,
+    schema: Annotated[
+        Path | None, typer.Option(help="Schema TOML; default: the simulator's columns.")
+    ] = None,
+    start: FromOpt = None,
+    end: UntilOpt = None,
+    window_days: Annotated[
+        float,
+        typer.Option(min=0.001, help="A visitor's fraud counts when within this many days."),
+    ] = 30.0,
+    top: Annotated[int, typer.Option(min=1, help="Counterparties to show and write.")] = 20,
+    level: Annotated[
+        float, typer.Option(min=0.5, max=0.999, help="Simultaneous interval level.")
+    ] = 0.95,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", callback=output_file, help="Also write the ranking as JSON."),
+    ] = None,
+) -> None:
+    """Rank counterparties (merchants, terminals) by evidence of being a common point of
+    compromise: of the entities that visited one in [--from, --until), how many had a known
+    fraud within --window-days after, against the base rate of all visitors (lift, with an
+    exact interval simultaneous over the counterparties; ranked by its lower bound).
+
+    Labels of transactions at or after --until are not known and not used. Needs the
+    schema's counterparty and label columns.
+    """
+    from fraudseq.compromise import check_schema, rank_counterparties
+    from fraudseq.io import write_json
+    from fraudseq.schema import UNKNOWN_LABELS, Schema, load_transactions
+
+    check_outputs(
+        {"--json": json_out}, inputs={"the transactions file": data, "the schema file": schema}
+    )
+    columns = Schema.from_toml(schema) if schema is not None else Schema.simulator()
+    check_schema(columns, [columns.counterparty, columns.label])  # before reading the data
+    frame = load_transactions(data, columns, require_label=UNKNOWN_LABELS)
+    result = rank_counterparties(
+        frame, columns, start=start, end=end, window_days=window_days, level=level
+    )
+    output_console().print(compromise_table(result, top))
+    if json_out is not None:
+        write_json({"data": str(data), **result.to_dict(top)}, json_out)
+
+
+def compromise_table(result, top: int) -> Table:
+    p = result.parameters
+    table = Table(
+        title=(
+            f"common points of compromise by {printable(p['counterparty'])}, "
+            f"[{p['from'] or 'data start'}, {p['until'] or 'data end'}): base rate "
+            f"{result.base_rate:.2%} of {result.visitors:,} visitor pairs had a fraud within "
+            f"{p['window_days']:g} days"
+        ),
+        caption=f"{p['interval']}. Visits: {p['visits']}. Labels: {p['labels']}.",
+    )
+    for name in (
+        "rank",
+        printable(p["counterparty"]),
+        "visitors",
+        "later fraud",
+        "share",
+        "lift",
+        "lift interval",
+        "suspected window (visits)",
+        "days to fraud",
+    ):
+        table.add_column(name, justify="left" if "window" in name else "right")
+    truth = "scenario" in result.table.columns
+    if truth:
+        table.add_column("first frauds' scenario (truth)")
+    for row in result.top(top).itertuples(index=False):
+        window = (
+            f"{row.first_visit:%Y-%m-%d} – {row.last_visit:%Y-%m-%d}" if row.later_fraud else ""
+        )
+        cells = [
+            str(row.rank),
+            printable(row.counterparty),
+            f"{row.visitors:,}",
+            f"{row.later_fraud:,}",
+            f"{row.share:.3f}",
+            f"{row.lift:.2f}",
+            f"{row.lift_low:.2f} – {row.lift_high:.2f}",
+            window,
+            "" if math.isnan(row.median_days_to_fraud) else f"{row.median_days_to_fraud:.1f}",
+        ]
+        if truth:
+            cells.append(printable(row.scenario) if row.later_fraud else "")
+        table.add_row(*cells)
+    return table

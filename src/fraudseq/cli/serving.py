@@ -6,7 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -237,7 +240,8 @@ def serve(
             app = create_app(
                 detector, shadow=challenger, shadow_options=shadow_options, **app_kwargs
             )
-            uvicorn.run(app, **run)
+            with _sigterm_ends_cleanly():
+                uvicorn.run(app, **run)
         finally:
             detector.close()
             if challenger is not None:
@@ -257,6 +261,28 @@ def serve(
     finally:
         if own_metrics_dir is not None:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived after (or before) uvicorn's graceful shutdown."""
+
+
+@contextmanager
+def _sigterm_ends_cleanly() -> Iterator[None]:
+    """uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
+    handler it found. With the default handler that killed the process (exit 143) before the
+    detector and its state store were closed; this handler ends the server normally instead."""
+
+    def stop(signum, frame) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except _Terminated:
+        log.info("stopped by SIGTERM")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _redacted_log_config() -> dict:
@@ -358,7 +384,6 @@ def consume(
     as JSON on exit.
     """
     import json
-    import signal
 
     import redis
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from fraudseq.engine.chunks import ROW
 from fraudseq.engine.shards import SHARD, ShardSet
+from fraudseq.errors import FraudseqError
 from fraudseq.features.blocks import BLOCKS
 from fraudseq.features.encoder import FeatureEncoder
 from fraudseq.features.kernel import Chunk, Context, compute
@@ -65,6 +66,14 @@ def keyed_features(
     `among`: a mask over the file's rows (by `ROW`): the features of these rows as if the
     file held only them (the encoder's training rows, which `fit` sees as their own frame)."""
     schema = shards.schema
+    crossing = [b for b in encoder.blocks if any(n.kind == "exposure" for n in BLOCKS[b].needs)]
+    if crossing and schema.counterparty:
+        raise FraudseqError(
+            f"feature block {crossing[0]!r} reads other entities' histories through the "
+            "counterparties they share, which neither an entity shard nor a counterparty "
+            "partition holds: sharded runs (--work-dir, --engine ray) do not support it. "
+            "Fix: run without --work-dir and --engine ray, or train without that block."
+        )
     blocks = [name for name in encoder.blocks if BLOCKS[name].by_counterparty]
     shape = (schema.categorical, bool(schema.counterparty))
     names = [n for b in blocks for n in BLOCKS[b].names(*shape)]

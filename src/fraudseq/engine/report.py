@@ -90,6 +90,7 @@ def _period_part(task) -> tuple[pd.DataFrame, np.ndarray, int]:
     s = shards.schema
     frame, probability = score_shard(model, shards, i, keyed, start=start, end=end)
     columns = [s.id_column, s.entity_column, s.time, s.amount, s.label, s.scenario]
+    columns.append(s.counterparty)  # the report's common points of compromise
     columns = list(dict.fromkeys(c for c in columns if c and c in frame.columns))
     part = frame[[*columns, ROW]].assign(**{SHARD: np.int32(i)})
     history = 0

@@ -82,8 +82,10 @@ class Context:
         columns: tuple[str, ...] = (),
         delay_buckets: int = 0,
         buckets: Buckets | None = None,
+        exposure=None,
     ) -> None:
         self.state, self.chunk, self.columns = state, chunk, tuple(columns)
+        self.exposure = exposure  # the exposure block's carried state (blocks/exposure.py)
         self.delay_buckets = delay_buckets
         self.buckets = buckets if buckets is not None else Buckets.empty()
         self.entity = np.asarray(chunk.entity, dtype=np.int64)
@@ -306,6 +308,8 @@ class Point:
     account: object
     counterparty: object
     delay_buckets: int
+    #: The exposure block's `ExposureTotals` of the account's visits (None without it).
+    exposure: object = None
 
     @property
     def bucket(self) -> int:

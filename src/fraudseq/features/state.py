@@ -37,8 +37,11 @@ from fraudseq.features.segments import group_ids, ranges, starts_of
 # one entity, `encode_states` / `decode_states` for many): HEADER, then SECTIONS in order,
 # each holding, per entity, the product of the header counts it names of its dtype ("ids":
 # the sum of the entity's id lengths), then per categorical column its seen values (a <u4
-# count, the value hashes <u8, their first-seen times <i8). Format 1 (read, never written)
-# had no old_max, no firsts and no first-seen times.
+# count, the value hashes <u8, their first-seen times <i8), then, only for a model with the
+# exposure block, its visits (a <u4 count, then per visit the counterparty hash <u8, the
+# day <i8 and the known fraud bucket <i8; read by `AccountState` only: the batch codec
+# does not carry them yet). Format 1 (read, never written) had no old_max, no firsts and no
+# first-seen times.
 HEADER = np.dtype(
     [
         ("version", "u1"), ("n", "<i8"), ("last_time", "<i8"), ("sum_log", "<f8"),
@@ -75,10 +78,24 @@ _LISTS = ("times", "amounts", "new_totals", "id_lengths")
 assert tuple(name for name, _, _ in SECTIONS[: len(_LISTS)]) == _LISTS
 
 
-@functools.lru_cache(maxsize=1 << 16)  # categorical values repeat: hash each one once
+class _Hashes(dict):
+    """value -> `value_hash`, each hashed on first use (categorical values repeat); emptied
+    when it holds 1 << 16. A dict, so a column is looked up in C (`distinct_hashes`)."""
+
+    def __missing__(self, value: str) -> int:
+        if len(self) >= 1 << 16:
+            self.clear()
+        digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
+        out = self[value] = int.from_bytes(digest, "little")
+        return out
+
+
+_HASHES = _Hashes()
+
+
 def value_hash(value: str) -> int:
     """The 8-byte hash a state remembers a categorical value by."""
-    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little")
+    return _HASHES[value]
 
 
 def value_hashes(values) -> np.ndarray:
@@ -87,9 +104,11 @@ def value_hashes(values) -> np.ndarray:
     return distinct_hashes(distinct)[index]
 
 
-def distinct_hashes(distinct: np.ndarray) -> np.ndarray:
-    """`value_hash` of each of `distinct` (values already distinct, as pd.factorize gives)."""
-    return np.fromiter(map(value_hash, distinct.tolist()), np.uint64, len(distinct))
+def distinct_hashes(distinct: np.ndarray | list[str]) -> np.ndarray:
+    """`value_hash` of each of `distinct` (values already distinct, as pd.factorize gives,
+    or a list of values: a dict look-up each)."""
+    values = distinct.tolist() if isinstance(distinct, np.ndarray) else distinct
+    return np.fromiter(map(_HASHES.__getitem__, values), np.uint64, len(values))
 
 
 def first_mark(value_hash: int) -> int:
@@ -128,6 +147,9 @@ class AccountState:
     numeric: np.ndarray | None = None  # (r, F) float32
     codes: np.ndarray | None = None  # (r, C) int32
     seen: list[dict[int, int]] = field(default_factory=list)
+    #: The exposure block's visits (counterparty hash, day, known fraud bucket), in order;
+    #: None (and nothing in the bytes) for a model without that block.
+    visits: list[tuple[int, int, int]] | None = None
 
     #: Set on views of the history before a late event (`_Before`): the novelty flags of
     #: an event being recomputed. Never stored.
@@ -155,6 +177,10 @@ class AccountState:
         for seen in self.seen:
             k = len(seen)
             parts.append(struct.pack(f"<I{k}Q{k}q", k, *seen, *seen.values()))
+        if self.visits is not None:  # a trailing section: absent, the format is unchanged
+            k = len(self.visits)
+            flat = [value for visit in self.visits for value in visit]
+            parts.append(struct.pack(f"<I{'Qqq' * k}", k, *flat))
         return b"".join(parts)
 
     @classmethod
@@ -171,6 +197,10 @@ class AccountState:
             values = struct.unpack_from(f"<{count}Q{count}q", blob, offset + 4)
             state.seen.append(dict(zip(values[:count], values[count:], strict=True)))
             offset += 4 + 16 * count
+        if offset < len(blob):  # the exposure block's visits
+            (count,) = struct.unpack_from("<I", blob, offset)
+            flat = struct.unpack_from(f"<{'Qqq' * count}", blob, offset + 4)
+            state.visits = [tuple(flat[i : i + 3]) for i in range(0, 3 * count, 3)]
         return state
 
     def _read_sections(self, blob: bytes, offset: int, counts: dict) -> int:

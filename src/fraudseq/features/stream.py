@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from fraudseq.errors import DataValidationError
-from fraudseq.features.blocks import BLOCKS
+from fraudseq.features.blocks import BLOCKS, exposure
 from fraudseq.features.constants import (
     BUCKETS_PER_DAY,
     COUNTERPARTY_BUCKET_NS,
@@ -44,6 +44,9 @@ class FeatureStream:
         self.counterparties: dict[str, int] = {}
         self.state = StateTable.empty(0, len(schema.categorical))
         self.buckets = Buckets.empty()
+        # The exposure block's entity lists and counterparty tables (blocks/exposure.py).
+        self.exposure = None
+        self._exposure = any(need.kind == "exposure" for b in self.blocks for need in b.needs)
 
     def push(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         schema = self.schema
@@ -62,9 +65,13 @@ class FeatureStream:
         )
         if schema.counterparty:
             chunk.counterparty = self._codes(self.counterparties, frame[schema.counterparty])[order]
-        context = Context(self.state, chunk, schema.categorical, self.delay, self.buckets)
+        context = Context(
+            self.state, chunk, schema.categorical, self.delay, self.buckets, self.exposure
+        )
         raw = compute(self.blocks, context)
         self.state = advance(context, self.retention)
+        if self._exposure:
+            self.exposure = exposure.advance(context)
         if schema.counterparty:
             self.buckets = self._carried_buckets(chunk)
         inverse = np.empty_like(order)

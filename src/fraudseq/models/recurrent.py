@@ -73,10 +73,16 @@ class RecurrentClassifier(nn.Module):
     ) -> torch.Tensor:
         return self.forward_events(self.embed(numeric, categorical), lengths)
 
+    def states(self, events: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The encoder's output (B, K, hidden_size) at every step of embedded windows: what
+        the head reads at the last valid step, and what pretraining (`fraudseq.pretraining`)
+        predicts masked events from. The encoder is every module but `head`."""
+        return self.rnn(events)[0]
+
     def forward_events(self, events: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits from already embedded windows (B, K, D); scoring embeds each event once
         instead of once per window it appears in."""
-        outputs, _ = self.rnn(events)
+        outputs = self.states(events, lengths)
         last = (lengths - 1).view(-1, 1, 1)
         last_output = outputs.gather(1, last.expand(-1, 1, outputs.size(-1))).squeeze(1)
         last_event = events.gather(1, last.expand(-1, 1, events.size(-1))).squeeze(1)

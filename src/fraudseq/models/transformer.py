@@ -208,6 +208,11 @@ class TransformerClassifier(nn.Module):
     ) -> torch.Tensor:
         return self.forward_events(self.embed(numeric, categorical), lengths)
 
+    def states(self, events: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The encoder's states (B, K, hidden_size) of embedded windows (as
+        `RecurrentClassifier.states`: what pretraining predicts masked events from)."""
+        return self.encoder.forward_events(events, lengths)[0]
+
     def forward_events(
         self, events: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False
     ):

@@ -5,7 +5,8 @@ Sections: summary card (model, data period, headline metrics with bootstrap inte
 precision-recall and ROC curves, score distributions by class, the alerting trade-off by
 threshold (precision, recall, money recall, cost), the confusion matrix at the model's
 threshold, the training curves stored in the model, recall per fraud scenario (when the
-schema names one) and the top alerts with their windows and occlusion attributions (and
+schema names one), the common points of compromise (when the data has a counterparty and
+labels: `fraudseq.compromise`) and the top alerts with their windows and occlusion attributions (and
 attention weights for models that have them). Everything is generic over FraudModel: any
 family with the window-model interface renders.
 """
@@ -226,6 +227,7 @@ def build_model_report(
     ]
     if scored.scenario is not None:
         parts.append(_scenario_section(y, score, threshold, scored.scenario, amount))
+    parts.append(_compromise_section(scored))
     parts.append(_alerts_section(model, scored, top))
     parts.append(
         f"<p class='muted'>Report built in {time.perf_counter() - started:.1f} s.</p>"
@@ -458,6 +460,75 @@ def _scenario_section(y, score, threshold, scenario, amount) -> str:
         )
         + "<p class='muted'>At the model's threshold. The scenario column is ground truth and "
         "never a feature; values without fraud show how often legitimate look-alikes alert.</p>",
+    )
+
+
+def _compromise_section(scored: ScoredPeriod, top: int = 10) -> str:
+    """The counterparties whose visitors in the period later turned fraudulent
+    (`fraudseq.compromise`), when the data has a counterparty and labels; else nothing.
+
+    Over the period's (scored) rows alone, which a sharded period holds too, so that both
+    give the same section."""
+    from fraudseq.compromise import rank_counterparties
+
+    schema = scored.schema
+    names = (schema.entity_column, schema.counterparty, schema.label, schema.scenario)
+    columns = {name: scored.column(name) for name in dict.fromkeys(names) if name}
+    if columns.get(schema.counterparty) is None or columns.get(schema.label) is None:
+        return ""
+    frame = pd.DataFrame({k: v for k, v in columns.items() if v is not None})
+    frame[schema.time] = scored.time.to_numpy()
+    result = rank_counterparties(frame, schema)
+    suspects = result.top(top)
+    suspects = suspects[suspects["later_fraud"] > 0]
+    if suspects.empty:
+        return _section(
+            "Common points of compromise",
+            "<p class='muted'>No visitor of any counterparty in the period had a later fraud.</p>",
+        )
+    truth = "scenario" in suspects.columns
+    header = [
+        "rank",
+        schema.counterparty,
+        "visitors",
+        "later fraud",
+        "share",
+        "lift",
+        "lift low",
+        "lift high",
+        "first suspect visit",
+        "last suspect visit",
+        "median days to fraud",
+    ] + (["first frauds' scenario (truth)"] if truth else [])
+    rows = [
+        [
+            int(r.rank),
+            r.counterparty,
+            int(r.visitors),
+            int(r.later_fraud),
+            float(r.share),
+            float(r.lift),
+            float(r.lift_low),
+            float(r.lift_high),
+            pd.Timestamp(r.first_visit),
+            pd.Timestamp(r.last_visit),
+            float(r.median_days_to_fraud),
+        ]
+        + ([r.scenario] if truth else [])
+        for r in suspects.itertuples(index=False)
+    ]
+    p = result.parameters
+    return _section(
+        "Common points of compromise",
+        f"<p class='sub'>Counterparties whose visitors in the period had a known fraud in "
+        f"it within {p['window_days']:g} days after the visit, against the base rate: "
+        f"{result.base_rate:.2%} of {result.visitors:,} (visitor, {_esc(schema.counterparty)}) "
+        "pairs. Data stolen at a common point is used elsewhere, where no single account's "
+        "history shows it.</p>"
+        + _table(header, rows, digits=3)
+        + f"<p class='muted'>Ranked by the lift's lower bound: {_esc(p['interval'])}. Visits: "
+        f"{_esc(p['visits'])}. Labels: the report's period is labelled; {_esc(p['labels'])}. "
+        "`fraudseq compromise` gives the whole ranking for any period.</p>",
     )
 
 

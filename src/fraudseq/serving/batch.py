@@ -25,7 +25,10 @@ buckets; runs are encoded one after the other, each seeing the counts of the run
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass, replace
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -40,6 +43,62 @@ from fraudseq.serving.live_features import (
 )
 from fraudseq.serving.stores import BucketTable
 from fraudseq.transaction import TransactionColumns
+
+# -- categorical values -------------------------------------------------------------------
+
+
+class ValueTable:
+    """One categorical column's values seen by a live batch: value -> a row holding its
+    vocabulary code (`OOV_CODE` when unknown) and its `value_hash`, so that a batch's
+    column is one dict look-up per value, in C. Values are added on first sight; past
+    `CAP` values the table starts again. A lock makes it safe for concurrent batches."""
+
+    CAP = 1 << 16
+
+    def __init__(self, vocabulary: dict[str, int]) -> None:
+        self.vocabulary = vocabulary
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.index: dict[str, int] = {}
+        self.codes = np.zeros(1024, dtype=np.int32)
+        self.hashes = np.zeros(1024, dtype=np.uint64)
+
+    def lookup(self, values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The vocabulary codes (int32) and hashes (uint64) of `values`."""
+        with self._lock:
+            row = np.fromiter(map(self.index.get, values, repeat(-1)), np.int64, len(values))
+            missing = np.flatnonzero(row < 0)
+            if len(missing):
+                new = list(dict.fromkeys(values[i] for i in missing.tolist()))
+                if len(self.index) + len(new) > self.CAP:
+                    self._reset()
+                    new = list(dict.fromkeys(values))
+                    missing = np.arange(len(values))
+                start = len(self.index)
+                stop = start + len(new)
+                if stop > len(self.codes):
+                    size = max(stop, 2 * len(self.codes))
+                    self.codes = np.resize(self.codes, size)
+                    self.hashes = np.resize(self.hashes, size)
+                self.codes[start:stop] = [self.vocabulary.get(v, OOV_CODE) for v in new]
+                self.hashes[start:stop] = distinct_hashes(new)
+                self.index.update(zip(new, range(start, stop), strict=True))
+                row[missing] = [self.index[values[i]] for i in missing.tolist()]
+            return self.codes[row], self.hashes[row]
+
+
+#: Each LiveEncoder's ValueTables (one per categorical column), made on its first batch.
+_VALUE_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def value_tables(live: LiveEncoder) -> list[ValueTable]:
+    tables = _VALUE_TABLES.get(live)
+    if tables is None:
+        tables = _VALUE_TABLES[live] = [ValueTable(v) for v in live.vocabularies]
+    return tables
+
 
 # -- account states as one table ---------------------------------------------------------
 
@@ -78,12 +137,6 @@ def day_chunks(days: np.ndarray, span: int) -> list[tuple[int, int]]:
 
 
 # -- features ----------------------------------------------------------------------------
-
-
-def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct values, index into them) of `values`, as np.unique's return_inverse."""
-    index, distinct = pd.factorize(values)
-    return distinct, index
 
 
 @dataclass
@@ -130,14 +183,11 @@ def encode_batch(
     order = np.argsort(account, kind="stable")  # grouped by account, batch order within
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = np.arange(n)
-    # Categorical values: each distinct value is hashed and looked up once.
-    distinct_values = [  # (distinct values, index): factorize hashes, np.unique would sort
-        _factorize(np.array(values, dtype=object)[order]) for values in txs.categorical
-    ]
-    hashes = []
-    if live.novelty:
-        for distinct, index in distinct_values:
-            hashes.append(distinct_hashes(distinct)[index])
+    # Categorical values: one dict look-up each, in C, for both the vocabulary code and the
+    # hash (`ValueTable`).
+    looked_up = [table_of.lookup(values) for table_of, values in zip(
+        value_tables(live), txs.categorical, strict=True)]  # fmt: skip
+    hashes = [value_hash[order] for _, value_hash in looked_up] if live.novelty else []
     chunk = Chunk(account[order], txs.time_ns[order], txs.amount[order], hashes)
     buckets = None
     if live.counterparty:
@@ -150,33 +200,28 @@ def encode_batch(
     values = np.stack([raw[name] for name in live.names], axis=1)
     numeric = clean_features((values - live.means) / live.scales, (live.low, live.high))
     codes = np.empty((n, live.n_categorical), dtype=np.int32)
-    for j, vocabulary in enumerate(live.vocabularies):
-        distinct, index = distinct_values[j]
-        get = vocabulary.get
-        codes[:, j] = np.array([get(v, OOV_CODE) for v in distinct.tolist()], np.int32)[index]
+    for j, (code, _) in enumerate(looked_up):
+        codes[:, j] = code[order]
     acc, rank = context.entity, context.rank
 
     # Windows: each account's stored rows (last K - 1 events), then this run's rows.
     rows = Combined(table.rows, context.m, acc, rank)
     pad = rows.size
-    rows_numeric = np.zeros((pad + 1, live.n_numeric), dtype=np.float32)
-    rows_codes = np.zeros((pad + 1, live.n_categorical), dtype=np.int64)
-    rows_numeric[:pad] = rows.fill(table.numeric, numeric)
-    rows_codes[:pad] = rows.fill(table.codes, codes)
+    rows_numeric = _padded(rows, table.numeric, numeric, np.float32)
+    rows_codes = _padded(rows, table.codes, codes, np.int64)
     rpos = rows.new
     steps = np.arange(k, dtype=np.int64)
     lengths = np.minimum(rpos - rows.starts[acc] + 1, k)
     index = (rpos - lengths + 1)[:, None] + steps[None, :]
     index[steps[None, :] >= lengths[:, None]] = pad
-    new_ids = [txs.ids[i].encode() for i in order.tolist()]
-    id_lengths = rows.fill(table.id_lengths, np.array([len(i) for i in new_ids], np.int64))
+    new_lengths, new_bytes = _id_bytes(txs.ids, order)
+    id_lengths = rows.fill(table.id_lengths, new_lengths)
     stored_bytes = Combined(
         np.bincount(group_ids(table.rows), weights=table.id_lengths, minlength=a).astype(np.int64),
-        np.bincount(acc, weights=[len(i) for i in new_ids], minlength=a).astype(np.int64),
+        np.bincount(acc, weights=new_lengths, minlength=a).astype(np.int64),
         np.zeros(0, dtype=np.int64),
         np.zeros(0, dtype=np.int64),
     )
-    new_bytes = np.frombuffer(b"".join(new_ids), dtype=np.uint8)
     id_bytes = np.empty(stored_bytes.size, dtype=np.uint8)
     id_bytes[stored_bytes.stored] = table.id_bytes
     id_bytes[ranges(stored_bytes.starts + stored_bytes.stored_len, stored_bytes.lengths
@@ -211,16 +256,40 @@ def encode_batch(
     return run, state
 
 
+def _padded(rows: Combined, stored: np.ndarray, new: np.ndarray, dtype) -> np.ndarray:
+    """`rows.fill(stored, new)` as `dtype`, with a row of zeros appended (the windows'
+    padding), filled in place."""
+    out = np.empty((rows.size + 1, *stored.shape[1:]), dtype=dtype)
+    out[rows.stored] = stored
+    out[rows.new] = new
+    out[rows.size] = 0
+    return out
+
+
+def _id_bytes(ids: list[str], order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 lengths and bytes of `ids` taken in `order` (ASCII ids, the usual: one
+    encode of them all)."""
+    joined = "".join(ids)
+    if joined.isascii():
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        data = np.frombuffer(joined.encode(), dtype=np.uint8)
+    else:
+        encoded = [tx_id.encode() for tx_id in ids]
+        lengths = np.fromiter(map(len, encoded), np.int64, len(ids))
+        data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    return lengths[order], data[ranges(starts_of(lengths)[order], lengths[order])]
+
+
 def _counterparty_codes(
     txs: TransactionColumns, order: np.ndarray, stored: BucketTable
 ) -> tuple[np.ndarray, Buckets]:
     """The batch's counterparties (in `order`) as codes of the stored table's names (new
     ones after them), and the stored buckets as the kernel's."""
-    names = np.array(txs.counterparty, dtype=object)[order]
-    row_code, distinct = pd.factorize(names, use_na_sentinel=False)
-    get = stored.index.get  # one look-up per distinct name; new names in order of appearance
-    code = np.fromiter((get(name, -1) for name in distinct.tolist()), np.int64, len(distinct))
-    unknown = code < 0
-    code[unknown] = len(stored.names) + np.arange(int(unknown.sum()))
+    names = txs.counterparty
+    code = np.fromiter(map(stored.index.get, names, repeat(-1)), np.int64, len(names))[order]
+    unknown = np.flatnonzero(code < 0)
+    if len(unknown):  # names the table lacks: the next codes, in order of appearance
+        new, _ = pd.factorize(np.array(names, dtype=object)[order[unknown]])
+        code[unknown] = len(stored.names) + new
     buckets = Buckets(stored.code, stored.bucket, stored.count, stored.fraud)
-    return code[row_code], buckets
+    return code, buckets

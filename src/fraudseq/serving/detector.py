@@ -67,6 +67,8 @@ import threading
 import time
 from collections import Counter
 from datetime import timedelta
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,7 @@ from fraudseq.serving.stores import (
     AccountStates,
     BatchSnapshot,
     BatchUpdate,
+    BucketCounts,
     RecordRows,
     Snapshot,
     StateStore,
@@ -113,6 +116,7 @@ APPENDED, INSERTED, NOT_INSERTED = "appended", "inserted", "not_inserted"
 #: At most one info line of each kind per this many seconds about transactions refused for
 #: their time or too late to insert.
 LATE_LOG_SECONDS = 10.0
+_HISTORY, _ALERT = itemgetter("history"), itemgetter("alert")
 
 
 class ConflictError(FraudseqError):
@@ -148,6 +152,11 @@ class Detector:
         self.threshold = float(model.threshold_)
         self.min_history = min_history
         self.live = LiveEncoder(model.encoder_, model.window)
+        if self.live.exposure:  # the stores keep no exposure tables yet
+            raise FraudseqError(
+                "feature block 'exposure' is not served yet: the state stores do not keep "
+                "its counterparty tables. Fix: serve a model trained without it."
+            )
         #: The event-time clock and window (see the module docstring); the store purges
         #: counterparty history by it too.
         self.clock = clock if clock is not None else default_clock(self.live)
@@ -311,15 +320,16 @@ class Detector:
                 self.clock.accepted(int(columns.time_ns[i]))
             return out
         # Repeated ids within the batch: the first is scored, later copies get its result.
-        first: dict[str, int] = {}
-        source = [first.setdefault(tx_id, i) for i, tx_id in enumerate(columns.ids)]
-        digests = columns.digests
-        for i, j in enumerate(source):
-            if j != i and digests[j] != digests[i]:
-                raise _conflict(columns.ids[i])
-        unique_rows = list(first.values())
-        unique = columns.take(unique_rows) if len(unique_rows) < len(columns) else columns
-        position = {row: u for u, row in enumerate(unique_rows)}
+        unique, source = columns, None
+        if len(set(columns.ids)) < len(columns):
+            first: dict[str, int] = {}
+            source = [first.setdefault(tx_id, i) for i, tx_id in enumerate(columns.ids)]
+            for i, j in enumerate(source):
+                if j != i and columns.digest(j) != columns.digest(i):
+                    raise _conflict(columns.ids[i])
+            unique_rows = list(first.values())
+            unique = columns.take(unique_rows)
+            position = {row: u for u, row in enumerate(unique_rows)}
         counterparties, buckets = [], None
         if self.live.counterparty:
             counterparties = list(dict.fromkeys(unique.counterparty))
@@ -339,25 +349,27 @@ class Detector:
         results = update.results
         records = update.records  # RecordRows: ids without making the texts
         new = set(records.ids if isinstance(records, RecordRows) else [r[0] for r in records])
-        self._count(
-            len(new),
-            sum(
-                1
-                for tx_id, r in zip(unique.ids, results, strict=True)
-                if tx_id in new and r["alert"]
-            ),
-            len(columns) - len(new),
-        )
-        self._count_late(
-            [r["history"] for tx_id, r in zip(unique.ids, results, strict=True) if tx_id in new],
-            [
+        if len(new) == len(unique):  # all new (the common case): every result counts
+            histories = list(map(_HISTORY, results))
+            alerts = sum(map(_ALERT, results))
+            is_new = None
+        else:
+            is_new = [tx_id in new for tx_id in unique.ids]
+            histories = [r["history"] for r, fresh in zip(results, is_new, strict=True) if fresh]
+            alerts = sum(r["alert"] for r, fresh in zip(results, is_new, strict=True) if fresh)
+        self._count(len(new), alerts, len(columns) - len(new))
+        dropped = []
+        if NOT_INSERTED in histories:  # rare: name them
+            dropped = [
                 (tx_id, entity)
-                for tx_id, entity, r in zip(unique.ids, unique.entities, results, strict=True)
-                if tx_id in new and r["history"] == NOT_INSERTED
-            ],
-        )
+                for tx_id, entity, r, fresh in zip(
+                    unique.ids, unique.entities, results, is_new or repeat(True), strict=False
+                )
+                if fresh and r["history"] == NOT_INSERTED
+            ]
+        self._count_late(histories, dropped)
         self.clock.accepted(int(columns.time_ns.max()))
-        if len(unique_rows) == len(columns):
+        if source is None:
             return results  # each result already starts with its transaction's id
         return [dict(results[position[j]]) for j in source]  # repeated ids: copies
 
@@ -505,12 +517,12 @@ class Detector:
         live = self.live
         results: list[dict | None] = [None] * len(txs)
         stored = snapshot.records
-        new = []
-        for i, tx_id in enumerate(txs.ids):
+        new = [] if stored else list(range(len(txs)))  # no stored record: all new
+        for i, tx_id in enumerate(txs.ids if stored else ()):
             record = stored.get(tx_id)
             if record is None:
                 new.append(i)
-            elif record.get("digest") != txs.digests[i]:
+            elif record.get("digest") != txs.digest(i):
                 raise _conflict(tx_id)
             else:
                 results[i] = {"transaction_id": tx_id, **stored_result(record)}
@@ -547,9 +559,14 @@ class Detector:
         fast = fast_account[account]
 
         buckets = snapshot.counterparty
+        own = fresh.bucket  # each transaction's hour bucket
+        chunks = day_chunks(own, live.delay_buckets) if live.counterparty else [(0, n)]
+        # One run of every transaction (the usual): its windows are used as they are.
+        whole = len(chunks) == 1 and bool(fast.all())
         k = self.model.window
-        window_numeric = np.zeros((n, k, live.n_numeric), dtype=np.float32)
-        window_codes = np.zeros((n, k, live.n_categorical), dtype=np.int64)
+        if not whole:
+            window_numeric = np.zeros((n, k, live.n_numeric), dtype=np.float32)
+            window_codes = np.zeros((n, k, live.n_categorical), dtype=np.int64)
         lengths = np.zeros(n, dtype=np.int64)
         n_previous = np.zeros(n, dtype=np.int64)
         in_order = np.ones(n, dtype=bool)
@@ -558,11 +575,8 @@ class Detector:
         runs = []
         run_of = np.full(n, -1, dtype=np.int64)  # vectorised: its run and index there
         index_in_run = np.zeros(n, dtype=np.int64)
-        own = fresh.bucket  # each transaction's hour bucket
-        added = (  # the batch's transactions per (counterparty, bucket), counted in C
-            Counter(zip(fresh.counterparty, own.tolist(), strict=True)) if live.counterparty else {}
-        )
-        chunks = day_chunks(own, live.delay_buckets) if live.counterparty else [(0, n)]
+        # The batch's transactions per (counterparty, bucket), as columns.
+        added = BucketCounts(fresh.counterparty, own) if live.counterparty else {}
         for start, stop in chunks:
             run = np.arange(start, stop)
             vector = run[fast[run]]
@@ -574,8 +588,11 @@ class Detector:
                     account[vector],
                     buckets,
                 )
-                window_numeric[vector] = encoded.window_numeric
-                window_codes[vector] = encoded.window_codes
+                if whole:
+                    window_numeric, window_codes = encoded.window_numeric, encoded.window_codes
+                else:
+                    window_numeric[vector] = encoded.window_numeric
+                    window_codes[vector] = encoded.window_codes
                 lengths[vector] = encoded.lengths
                 n_previous[vector] = encoded.n_previous
                 run_of[vector] = len(runs)
@@ -620,13 +637,15 @@ class Detector:
         insufficient = n_previous < self.min_history
         threshold, version = self.threshold, self.model_version
         columns = (probability.tolist(), alert.tolist(), insufficient.tolist(), in_order.tolist())
+        # round(100 p, 2) of each (100 p as Python's float product, rounded by Python).
+        scores = list(map(round, (100.0 * probability).tolist(), repeat(2)))
         # One result per transaction (the id first, as score_batch returns it): a dict
         # literal of per-transaction values and constants, nothing else per row.
         scored = [
             {
                 "transaction_id": tx_id,
                 "fraud_probability": p,
-                "score": round(100.0 * p, 2),
+                "score": score,
                 "alert": is_alert,
                 "threshold": threshold,
                 "insufficient_history": short,
@@ -635,8 +654,8 @@ class Detector:
                 "model_version": version,
                 "reasons": [],
             }
-            for tx_id, p, is_alert, short, ordered, place in zip(
-                fresh.ids, *columns, places, strict=True
+            for tx_id, p, score, is_alert, short, ordered, place in zip(
+                fresh.ids, columns[0], scores, *columns[1:], places, strict=True
             )
         ]
         explain = self.explain
@@ -676,6 +695,7 @@ class Detector:
             lambda i: self._record_text(
                 fresh, i, (*columns, places), (threshold, version), given.get(i, [])
             ),
+            prepare=lambda: fresh.digests,  # all texts at once: the digests in one pass
         )
         # The new states as the table (a store that keeps bytes encodes them on reading);
         # the accounts scored one at a time as their bytes.
@@ -703,7 +723,7 @@ class Detector:
         if place == NOT_INSERTED:  # rare
             return dumps(self._record(fresh.row(i), False, result))
         return record_json(
-            fresh.digests[i], fresh.entities[i], int(fresh.time_ns[i]),
+            fresh.digest(i), fresh.entities[i], int(fresh.time_ns[i]),
             fresh.counterparty[i] if counted else None, counted, result, self._version_json,
         )  # fmt: skip
 

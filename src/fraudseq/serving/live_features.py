@@ -36,9 +36,12 @@ import numpy as np
 
 from fraudseq.errors import FraudseqError
 from fraudseq.features.blocks import BLOCKS
+from fraudseq.features.blocks import exposure as exposure_block
 from fraudseq.features.blocks.counterparty import CounterpartyTotals
+from fraudseq.features.blocks.exposure import NO_TOTALS, ExposureTotals
 from fraudseq.features.constants import (
     BUCKETS_PER_DAY,
+    COUNTERPARTY_BUCKET_NS,
     COUNTERPARTY_WINDOWS_DAYS,
     NS_PER_SECOND,
     SECONDS_PER_DAY,
@@ -88,7 +91,7 @@ class _Before:
     `window_rows` and the reasons read, as `AccountState` has them."""
 
     __slots__ = ("n", "last_time", "sum_log", "max_log", "times", "amounts", "new_totals",
-                 "seen", "flags", "numeric", "codes", "ids")  # fmt: skip
+                 "seen", "flags", "numeric", "codes", "ids", "visits")  # fmt: skip
 
 
 @dataclass
@@ -122,6 +125,12 @@ class LiveEncoder:
         self.window = window
         self.blocks = [BLOCKS[name] for name in encoder.blocks]
         categorical, has_cp = tuple(self.schema.categorical), self.schema.counterparty is not None
+        # The exposure block: the account's visits in its state, the counterparty tables
+        # (`features.blocks.exposure.ExposureBook`) with the caller.
+        self.exposure = any(
+            b.applies(categorical, has_cp) and any(n.kind == "exposure" for n in b.needs)
+            for b in self.blocks
+        )
         # What the state keeps, from the blocks' declared needs: rows of the latest events
         # (windows) and enough events to recompute every stored row when a late event is
         # inserted before it (LiveEncoder.insert): LATE_ROWS more rows, LATENESS_NS more span.
@@ -173,6 +182,7 @@ class LiveEncoder:
             numeric=np.zeros((0, self.n_numeric), np.float32),
             codes=np.zeros((0, self.n_categorical), np.int32),
             seen=[{} for _ in self.schema.categorical] if self.novelty else [],
+            visits=[] if self.exposure else None,
         )
 
     def counterparty_buckets(self, tx: LiveTransaction) -> tuple[int, int] | None:
@@ -195,10 +205,12 @@ class LiveEncoder:
         tx: LiveTransaction,
         account: AccountState,
         counterparty: CounterpartyTotals | dict[int, tuple[int, int]] | None = None,
+        exposure: ExposureTotals | None = None,
     ) -> LiveFeatures:
         """Raw and encoded features of `tx` after the account's stored events, given its
-        counterparty's totals or (count, frauds) buckets."""
-        raw, hashes, new, log_amount = self._raw(tx, account, counterparty or {})
+        counterparty's totals or (count, frauds) buckets and, for the exposure block, the
+        `ExposureTotals` of the account's visits (`ExposureBook.totals`)."""
+        raw, hashes, new, log_amount = self._raw(tx, account, counterparty or {}, exposure)
         scaled = np.fromiter(map(raw.__getitem__, self.names), np.float64, self.n_numeric)
         np.subtract(scaled, self.means, out=scaled)  # FeatureEncoder.transform, row of one
         np.divide(scaled, self.scales, out=scaled)
@@ -220,7 +232,7 @@ class LiveEncoder:
         )
 
     def _raw(
-        self, tx: LiveTransaction, account: AccountState, counterparty
+        self, tx: LiveTransaction, account: AccountState, counterparty, exposure=None
     ) -> tuple[dict[str, float], list[int], list[int], float]:
         """Unscaled features by name (every block's scalar form), the categorical hashes,
         whether each value is new, the log-amount."""
@@ -236,6 +248,7 @@ class LiveEncoder:
         point = Point(
             tx.time_ns, amount, log_amount, self.columns, hashes, new, account,
             counterparty if self.counterparty else None, self.delay_buckets,
+            (exposure or NO_TOTALS) if self.exposure else None,
         )  # fmt: skip
         raw: dict[str, float] = {}
         for block in self.blocks:
@@ -266,6 +279,7 @@ class LiveEncoder:
         account.times.append(t)
         account.amounts.append(tx.amount)
         self._retain(account)
+        self.add_visit(account, tx)
         if self.novelty:
             account.new_totals.append(features.new_total)
             marks = self._marks(features)
@@ -284,6 +298,30 @@ class LiveEncoder:
             account.codes = np.concatenate([account.codes, features.codes[None, :]])[-keep:]
             account.ids = [*account.ids, tx.id][-keep:]
         return account
+
+    # -- the exposure block's visits -------------------------------------------------------
+    def new_visit(self, account: AccountState, tx: LiveTransaction) -> tuple[int, int] | None:
+        """(counterparty hash, day) of `tx` if appending it adds a visit to the account's
+        list (the counterparty tables count it: `ExposureBook.add_visit`), else None."""
+        if not self.exposure:
+            return None
+        return exposure_block.new_visit(
+            account.visits or [], value_hash(tx.counterparty), tx.bucket
+        )
+
+    def add_visit(self, account: AccountState, tx: LiveTransaction) -> None:
+        if self.exposure:
+            if account.visits is None:
+                account.visits = []
+            exposure_block.add_visit(account.visits, value_hash(tx.counterparty), tx.bucket)
+
+    def fraud(self, account: AccountState, time_ns: int) -> list[tuple[int, int, int, int]]:
+        """A fraud label of the account's transaction at `time_ns`: its visits that it is a
+        later fraud of (in place), as changes for `ExposureBook.apply`. Exact when it comes
+        before the account makes more than VISIT_CAP visits on later days."""
+        if not self.exposure or not account.visits:
+            return []
+        return exposure_block.add_fraud(account.visits, time_ns // COUNTERPARTY_BUCKET_NS)
 
     def _marks(self, features: LiveFeatures) -> bytes:
         """`firsts` of an event: per column, `first_mark` of its value if new, else 0."""
@@ -343,6 +381,7 @@ class LiveEncoder:
         zone_start = len(times) - len(account.new_totals)
         view.new_totals = account.new_totals[: max(pos - zone_start, 0)]
         view.seen = [_SeenBefore(seen, time_ns) for seen in account.seen]
+        view.visits = account.visits  # all of them: a late event's exposure is approximate
         view.flags = flags
         rows = max(pos - (len(times) - len(account.ids)), 0)
         view.numeric, view.codes, view.ids = (
@@ -371,6 +410,7 @@ class LiveEncoder:
         (its row's history columns are recomputed), and the retention rules are applied."""
         if account.n == 0 or tx.time_ns >= account.last_time:
             return self.append(account, tx, features)
+        self.add_visit(account, tx)
         t = tx.time_ns
         times = account.times
         pos = bisect.bisect_right(times, t)

@@ -6,6 +6,7 @@ from fraudseq.features.blocks import (
     amount_history,
     counterparty,
     event,
+    exposure,
     new_values,
     novelty,
     recency,
@@ -16,5 +17,7 @@ from fraudseq.features.declaration import Block
 #: By name, in the order their features are computed.
 BLOCKS: dict[str, Block] = {
     module.BLOCK.name: module.BLOCK
-    for module in (event, recency, amount_history, novelty, velocity, counterparty, new_values)
-}
+    for module in (
+        event, recency, amount_history, novelty, velocity, counterparty, new_values, exposure,
+    )
+}  # fmt: skip

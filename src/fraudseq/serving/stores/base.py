@@ -61,6 +61,7 @@ from __future__ import annotations
 import functools
 import json
 import numbers
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -182,6 +183,34 @@ class BucketTable:
         return add_rows(zip(*(column.tolist() for column in columns), strict=True))
 
 
+class BucketCounts(Mapping):
+    """A batch's transactions per (counterparty, hour bucket) as columns, one entry per
+    transaction: `names[i]` (a counterparty) and `buckets[i]`. As a mapping it is
+    (counterparty, bucket) -> transactions, counted on first access (what SQLite and Redis
+    read); the memory store adds the columns as they are (`BucketColumns.add`)."""
+
+    def __init__(self, names: list[str], buckets: np.ndarray) -> None:
+        self.names, self.buckets = names, buckets
+        self._counts: dict[tuple[str, int], int] | None = None
+
+    def counts(self) -> dict[tuple[str, int], int]:
+        if self._counts is None:
+            self._counts = Counter(zip(self.names, self.buckets.tolist(), strict=True))
+        return self._counts
+
+    def __getitem__(self, key: tuple[str, int]) -> int:
+        return self.counts()[key]
+
+    def __iter__(self):
+        return iter(self.counts())
+
+    def __len__(self) -> int:
+        return len(self.counts())
+
+    def items(self):
+        return self.counts().items()
+
+
 class AccountStates(Mapping):
     """Account states of a batch, decoded: `table` holds those of `entities` (entity i is
     row i), `blobs` the bytes of others (which win over a table row of the same entity).
@@ -216,18 +245,31 @@ class RecordRows(Sequence):
     """A batch's new records as rows (tx id, entity, inserted, the record's JSON text).
     Each text is made by `make_text(i)`: all of them the first time a row is read (what a
     store that keeps text does: SQLite, Redis), or one at a time by `text(i)` (the memory
-    store keeps (rows, i) and makes a text only when the record is read back)."""
+    store keeps (rows, i) and makes a text only when the record is read back). `prepare`,
+    if given, is called once before all the texts are made (what they share, made in one
+    pass)."""
 
-    def __init__(self, ids: list[str], entities: list[str], inserted: list[bool], make_text):
+    def __init__(
+        self, ids: list[str], entities: list[str], inserted: list[bool], make_text, prepare=None
+    ):
         self.ids, self.entities, self.inserted = ids, entities, inserted
-        self._make_text = make_text
+        self._make_text, self._prepare = make_text, prepare
         self._texts: list[str] | None = None
+        self._position: dict[str, int] | None = None  # id -> row, made when first asked
 
     def text(self, i: int) -> str:
         return self._texts[i] if self._texts is not None else self._make_text(i)
 
+    def text_of(self, tx_id: str) -> str:
+        """The record text of transaction `tx_id` (one of `ids`)."""
+        if self._position is None:
+            self._position = dict(zip(self.ids, range(len(self.ids)), strict=True))
+        return self.text(self._position[tx_id])
+
     def __getitem__(self, i):
         if self._texts is None:
+            if self._prepare is not None:
+                self._prepare()
             self._texts = [self._make_text(i) for i in range(len(self.ids))]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
@@ -267,7 +309,8 @@ class BatchUpdate:
     records: Sequence[tuple[str, str, bool, str]] = field(default_factory=list)
     #: entity -> state bytes: a dict, or `AccountStates` (decoded, bytes on demand)
     accounts: Mapping[str, bytes] = field(default_factory=dict)
-    counterparty_buckets: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: A dict, or `BucketCounts` (columns, counted on first access)
+    counterparty_buckets: Mapping[tuple[str, int], int] = field(default_factory=dict)
     #: The history log's entry for the new transactions (`history_json`; or a callable
     #: making it, read by `history_text`), None for no log; `history_bucket` is the hour
     #: bucket of the newest of them.

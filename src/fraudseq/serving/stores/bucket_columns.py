@@ -8,9 +8,12 @@ calls and hands the rows on as a `BucketTable`, with no Python object per bucket
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from itertools import repeat
+
 import numpy as np
 
-from fraudseq.serving.stores.base import BucketTable
+from fraudseq.serving.stores.base import BucketCounts, BucketTable
 
 #: Hour buckets (ns since the epoch // one hour) lie within +-2**31 for any int64 time.
 _OFFSET = 1 << 31
@@ -42,7 +45,7 @@ class BucketColumns:
     def read(self, names: list[str], span: tuple[int, int]) -> BucketTable:
         """The buckets in the half-open range `span` of `names` (distinct), as a table whose
         names are `names`."""
-        codes = np.fromiter((self.index.get(n, -1) for n in names), np.int64, len(names))
+        codes = np.fromiter(map(self.index.get, names, repeat(-1)), np.int64, len(names))
         known = np.flatnonzero(codes >= 0)
         starts, ends = self._span(codes[known], *span)
         lengths = ends - starts
@@ -68,16 +71,21 @@ class BucketColumns:
         pairs = zip(self.count[start:end].tolist(), self.fraud[start:end].tolist(), strict=True)
         return dict(zip(buckets, pairs, strict=True))
 
-    def add(self, counts: dict[tuple[str, int], int]) -> None:
-        """Add `counts` transactions per (counterparty, bucket); new entries are inserted."""
-        if not counts:
+    def add(self, counts: Mapping[tuple[str, int], int]) -> None:
+        """Add `counts` transactions per (counterparty, bucket); new entries are inserted.
+        `BucketCounts` (a batch's columns) are added without counting them in Python."""
+        if isinstance(counts, BucketCounts):
+            if not len(counts.names):
+                return
+            keys, n = np.unique(self._keys(counts.names, counts.buckets), return_counts=True)
+        elif not counts:
             return
-        index = self.index
-        codes = np.array([index.setdefault(cp, len(index)) for cp, _ in counts], dtype=np.int64)
-        buckets = np.fromiter((b for _, b in counts), np.int64, len(counts))
-        keys = (codes << 32) | (buckets + _OFFSET)
-        order = np.argsort(keys, kind="stable")
-        keys, n = keys[order], np.fromiter(counts.values(), np.int64, len(counts))[order]
+        else:
+            names = [cp for cp, _ in counts]
+            buckets = np.fromiter((b for _, b in counts), np.int64, len(counts))
+            keys = self._keys(names, buckets)
+            order = np.argsort(keys, kind="stable")
+            keys, n = keys[order], np.fromiter(counts.values(), np.int64, len(counts))[order]
         at = np.searchsorted(self.key, keys)
         found = at < len(self.key)
         found[found] = self.key[at[found]] == keys[found]
@@ -87,6 +95,16 @@ class BucketColumns:
             self.key = np.insert(self.key, at[new], keys[new])
             self.count = np.insert(self.count, at[new], n[new])
             self.fraud = np.insert(self.fraud, at[new], 0)
+
+    def _keys(self, names: list[str], buckets: np.ndarray) -> np.ndarray:
+        """The keys of (names[i], buckets[i]); names new to the index get the next codes."""
+        index = self.index
+        codes = np.fromiter(map(index.get, names, repeat(-1)), np.int64, len(names))
+        unknown = np.flatnonzero(codes < 0)
+        if len(unknown):  # in order of first appearance
+            for i in unknown.tolist():
+                codes[i] = index.setdefault(names[i], len(index))
+        return (codes << 32) | (np.asarray(buckets, dtype=np.int64) + _OFFSET)
 
     def add_fraud(self, name: str, bucket: int, delta: int) -> None:
         """Change the fraud count of an existing entry by `delta`; a pruned one stays gone."""

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from itertools import repeat
 
+import numpy as np
+
 from fraudseq.serving.stores.base import (
     PURGE_EVERY,
     AccountStates,
@@ -46,16 +48,17 @@ class MemoryStore:
         #: Counterparty buckets are pruned by this clock (see `purge_limit`).
         self.clock: Callable[[], int | None] | None = None
         self._lock = threading.RLock()
-        #: entity -> (touched, state bytes), or (touched, None) when `_pool` holds it
-        self._accounts: dict[str, tuple[float, bytes | None]] = {}
+        #: entity -> (touched, state bytes); the states a batch wrote are in `_pool` instead
+        #: (decoded, with their times), never in both
+        self._accounts: dict[str, tuple[float, bytes]] = {}
         self._pool: StatePool | None = None
         self._codec = None  # the shapes the pool's states are encoded with (`AccountStates`)
-        #: tx id -> (touched, record JSON), or (touched, batch << 32 | i): the text of row i
-        #: of `_batches[batch]` (a RecordRows), made when read. Tuples of atoms only, which
-        #: the garbage collector stops tracking (a (rows, i) tuple per record cost ~4 us per
-        #: transaction in collections over a replay).
-        self._records: dict[str, tuple[float, str | int]] = {}
-        self._batches: dict[int, RecordRows] = {}
+        #: tx id -> (touched, record JSON), or the number of the batch that wrote it: its
+        #: record is the row of that id in `_batches[number]` = (touched, RecordRows), its
+        #: text made when read. A batch adds one dict entry per record and no object (a
+        #: shared int): no tuple per record to allocate and for the collector to track.
+        self._records: dict[str, tuple[float, str] | int] = {}
+        self._batches: dict[int, tuple[float, RecordRows]] = {}
         self._batch_number = 0
         self._buckets = BucketColumns()
         self._labels: dict[str, int] = {}
@@ -65,17 +68,9 @@ class MemoryStore:
         self._writes = 0
         self._closed = False
 
-    def _fresh(self, entry, now: float):
-        if entry is None:
-            return None
-        touched, value = entry
-        if self.ttl is not None and touched < now - self.ttl:
-            return None
-        return value
-
     def _fresh_many(self, table: dict, keys, now: float) -> list[tuple[str, object]]:
-        """(key, value) of the `keys` in `table` that are fresh (`_fresh`), looked up in one
-        pass (most keys of a batch are new transactions, absent)."""
+        """(key, value) of the `keys` in `table` ((touched, value) entries) that are fresh
+        (written within the TTL), looked up in one pass."""
         get = table.get
         found = [(key, entry) for key in keys if (entry := get(key)) is not None]
         if self.ttl is None:
@@ -83,11 +78,28 @@ class MemoryStore:
         oldest = now - self.ttl
         return [(key, value) for key, (touched, value) in found if touched >= oldest]
 
+    def _record_entry(self, tx_id: str, now: float) -> tuple[float, str] | None:
+        """(touched, JSON text) of the fresh record of `tx_id`, None if none: as kept, or
+        made from its batch's rows."""
+        value = self._records.get(tx_id)
+        if value is None:
+            return None
+        if isinstance(value, int):
+            touched, rows = self._batches[value]
+            value = (touched, rows.text_of(tx_id))
+        if self.ttl is not None and value[0] < now - self.ttl:
+            return None
+        return value
+
+    def _text(self, tx_id: str, now: float) -> str | None:
+        entry = self._record_entry(tx_id, now)
+        return None if entry is None else entry[1]
+
     def transact(self, tx_id, entity, counterparty, buckets, compute) -> Update:
         with self._lock:
             self._check_open()
             now = time.time()
-            text = self._text(self._fresh(self._records.get(tx_id), now))
+            text = self._text(tx_id, now)
             stored = (
                 self._buckets.of(counterparty, buckets)
                 if counterparty is not None and buckets is not None
@@ -116,10 +128,9 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             now = time.time()
-            records = {
-                key: json.loads(self._text(text))
-                for key, text in self._fresh_many(self._records, tx_ids, now)
-            }
+            found = self._records.keys() & tx_ids  # a set operation: most ids are new
+            texts = ((key, self._text(key, now)) for key in found)
+            records = {key: json.loads(text) for key, text in texts if text is not None}
             read = self._buckets.read(counterparties if buckets else [], buckets or (0, 0))
             update = compute(BatchSnapshot(records, self._read_accounts(entities, now), read))
             self._write_records(update.records, now)
@@ -138,27 +149,26 @@ class MemoryStore:
         if isinstance(records, RecordRows):
             number = self._batch_number
             self._batch_number += 1
-            self._batches[number] = records
-            codes = range(number << 32, (number << 32) + len(records))
-            self._records.update(zip(records.ids, zip(repeat(now), codes), strict=False))
+            self._batches[number] = (now, records)
+            self._records.update(zip(records.ids, repeat(number)))
         else:
             self._records.update((tx_id, (now, text)) for tx_id, _, _, text in records)
-
-    def _text(self, value) -> str | None:
-        """A stored record's JSON text: as kept, or made from its batch's rows."""
-        if value is None or isinstance(value, str):
-            return value
-        return self._batches[value >> 32].text(value & 0xFFFFFFFF)
 
     def _read_accounts(self, entities, now: float) -> dict[str, bytes] | AccountStates:
         """The fresh states of `entities`: those the pool holds decoded (`AccountStates`),
         the others as bytes."""
-        found = self._fresh_many(self._accounts, entities, now)
-        blobs = {entity: blob for entity, blob in found if blob is not None}
-        if len(blobs) == len(found):
+        blobs = dict(self._fresh_many(self._accounts, entities, now)) if self._accounts else {}
+        pool = self._pool
+        if pool is None or not len(pool):
             return blobs
-        pooled = [entity for entity, blob in found if blob is None]
-        return AccountStates(pooled, self._pool.read(pooled), blobs, self._codec)
+        slots = pool.slots(entities)
+        held = slots >= 0
+        if self.ttl is not None:
+            held &= pool.touched[slots] >= now - self.ttl
+        if not held.any():
+            return blobs
+        pooled = entities if held.all() else [entities[i] for i in np.flatnonzero(held).tolist()]
+        return AccountStates(pooled, pool.read_slots(slots[held]), blobs, self._codec)
 
     def _write_accounts(self, accounts, now: float) -> None:
         """Keep a batch's states: decoded ones in the pool, bytes as they are."""
@@ -166,9 +176,11 @@ class MemoryStore:
         if isinstance(accounts, AccountStates) and accounts.entities:
             if self._pool is None:
                 self._pool = StatePool(accounts.table)
-            self._pool.write(accounts.entities, accounts.table)
+            self._pool.write(accounts.entities, accounts.table, now)
             self._codec = accounts.codec
-            self._accounts.update((entity, (now, None)) for entity in accounts.entities)
+            if self._accounts:  # their bytes, if any, are replaced by the pool's states
+                for entity in self._accounts.keys() & set(accounts.entities):
+                    del self._accounts[entity]
             blobs = accounts.blobs
         for entity, blob in blobs.items():
             self._set_bytes(entity, now, blob)
@@ -180,20 +192,25 @@ class MemoryStore:
 
     def _account_bytes(self, entity: str, now: float) -> bytes | None:
         """The entity's fresh state as bytes (the pool's encoded), None if none."""
+        oldest = -np.inf if self.ttl is None else now - self.ttl
         entry = self._accounts.get(entity)
-        if entry is None or (self.ttl is not None and entry[0] < now - self.ttl):
+        if entry is not None:
+            return entry[1] if entry[0] >= oldest else None
+        pool = self._pool
+        slot = pool.slot.get(entity) if pool is not None else None
+        if slot is None or pool.touched[slot] < oldest:
             return None
-        if entry[1] is not None:
-            return entry[1]
-        return AccountStates([entity], self._pool.read([entity]), {}, self._codec)[entity]
+        table = pool.read_slots(np.array([slot], dtype=np.int64))
+        return AccountStates([entity], table, {}, self._codec)[entity]
 
     def label(self, tx_id: str, label: int) -> LabelChange | None:
         with self._lock:
             self._check_open()
             now = time.time()
-            text = self._text(self._fresh(self._records.get(tx_id), now))
-            if text is None:
+            entry = self._record_entry(tx_id, now)
+            if entry is None:
                 return None
+            touched, text = entry
             record = json.loads(text)
             previous = record.get("label")
             self._labels[tx_id] = label
@@ -201,7 +218,7 @@ class MemoryStore:
             if previous == label:
                 return LabelChange(previous, False)
             record["label"] = label
-            self._records[tx_id] = (self._records[tx_id][0], dumps(record))
+            self._records[tx_id] = (touched, dumps(record))
             delta = label_delta(previous, label)
             cp = record.get("counterparty")
             if delta and cp is not None and record.get("counted"):
@@ -218,7 +235,7 @@ class MemoryStore:
 
     def record(self, tx_id: str) -> dict | None:
         with self._lock:
-            text = self._text(self._fresh(self._records.get(tx_id), time.time()))
+            text = self._text(tx_id, time.time())
             return json.loads(text) if text is not None else None
 
     def labels(self) -> dict[str, int]:
@@ -260,13 +277,20 @@ class MemoryStore:
             if self.ttl is None:
                 return
             limit = time.time() - self.ttl
-            for table in (self._accounts, self._records):
-                for key in [k for k, (touched, _) in table.items() if touched < limit]:
-                    del table[key]
-                    if table is self._accounts and self._pool is not None:
-                        self._pool.drop(key)
-            held = {v >> 32 for _, v in self._records.values() if isinstance(v, int)}
-            self._batches = {k: rows for k, rows in self._batches.items() if k in held}
+            for key in [k for k, (touched, _) in self._accounts.items() if touched < limit]:
+                del self._accounts[key]
+            if self._pool is not None:
+                for entity in self._pool.written_before(limit):
+                    self._pool.drop(entity)
+            batches = self._batches
+            for key in [
+                k
+                for k, v in self._records.items()
+                if (batches[v][0] if isinstance(v, int) else v[0]) < limit
+            ]:
+                del self._records[key]
+            held = {v for v in self._records.values() if isinstance(v, int)}
+            self._batches = {k: rows for k, rows in batches.items() if k in held}
 
     def ping(self) -> bool:
         return not self._closed

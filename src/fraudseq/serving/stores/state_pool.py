@@ -14,6 +14,8 @@ Not thread-safe: the store holds its lock around every call.
 
 from __future__ import annotations
 
+from itertools import repeat
+
 import numpy as np
 
 from fraudseq.features.segments import group_ids, ranges, starts_of
@@ -40,6 +42,8 @@ class StatePool:
 
     def __init__(self, template: StateTable) -> None:
         self.slot: dict[str, int] = {}
+        #: Per slot, when its state was last written (the store's clock, for its TTL).
+        self.touched = np.zeros(0, dtype=np.float64)
         self._free: list[int] = []
         self._capacity = 0
         self._entity: dict[str, np.ndarray] = {}  # per-entity values by slot
@@ -68,9 +72,18 @@ class StatePool:
     def __contains__(self, entity: str) -> bool:
         return entity in self.slot
 
+    def slots(self, entities: list[str]) -> np.ndarray:
+        """The slot of each entity, -1 for one not held (a dict look-up each, in C)."""
+        return np.fromiter(map(self.slot.get, entities, repeat(-1)), np.int64, len(entities))
+
     def read(self, entities: list[str]) -> StateTable:
         """The states of `entities` (all held), as one table in that order."""
-        slots = np.fromiter(map(self.slot.__getitem__, entities), np.int64, len(entities))
+        return self.read_slots(
+            np.fromiter(map(self.slot.__getitem__, entities), np.int64, len(entities))
+        )
+
+    def read_slots(self, slots: np.ndarray) -> StateTable:
+        """The states in `slots` (held ones, `slots`), as one table in that order."""
         values = {name: self._entity[name][slots] for name in _PER_ENTITY}
         for group, names in self._groups.items():
             counts = self._entity[group][slots]
@@ -88,9 +101,11 @@ class StatePool:
             seen_times=[values[f"seen_times{j}"] for j in range(k)],
         )
 
-    def write(self, entities: list[str], table: StateTable) -> None:
-        """Hold `table`'s states (entity i is row i) for `entities`, replacing theirs."""
+    def write(self, entities: list[str], table: StateTable, touched: float = 0.0) -> None:
+        """Hold `table`'s states (entity i is row i) for `entities`, replacing theirs,
+        written at time `touched`."""
         slots = np.fromiter(map(self._slot, entities), np.int64, len(entities))
+        self.touched[slots] = touched
         columns = _columns(table)
         for group in self._groups:  # the replaced items become dead
             self._live[group] -= int(self._entity[group][slots].sum())
@@ -109,6 +124,12 @@ class StatePool:
             self._used[g] > max(_DEAD_RATIO * self._live[g], _MIN_COMPACT) for g in self._groups
         ):  # amortised: a compaction gathers the live items once per (ratio - 1) x appended
             self._compact()
+
+    def written_before(self, limit: float) -> list[str]:
+        """The entities whose states were written before `limit` (`touched`)."""
+        names = list(self.slot)
+        slots = np.fromiter(self.slot.values(), np.int64, len(names))
+        return [names[i] for i in np.flatnonzero(self.touched[slots] < limit).tolist()]
 
     def drop(self, entity: str) -> None:
         """Forget the entity's state (its items become dead space)."""
@@ -136,6 +157,9 @@ class StatePool:
                 grown = np.zeros(self._capacity, dtype=values.dtype)
                 grown[:old] = values
                 table[name] = grown
+        touched = np.zeros(self._capacity, dtype=np.float64)
+        touched[:old] = self.touched
+        self.touched = touched
         self._free.extend(range(self._capacity - 1, old - 1, -1))
 
     def _reserve(self, group: str, items: int) -> int:
