@@ -118,7 +118,7 @@ def test_runs_merge_under_the_same_settings_whatever_the_pretraining_epochs():
     assert not le.same_settings(None, settings)
 
 
-@pytest.mark.slow  # about 100 s measured at load 2-3.6 on 2 cores: 2 pretrainings, 4 fine-tunings
+@pytest.mark.slow  # 100-212 s measured at load 2-6 on 2 cores: 2 pretrainings, 5 trainings
 def test_quick_run_of_the_pretrained_arms(tmp_path):
     out = tmp_path / "results.json"
     arms = "lstm-pretrained,transformer-pretrained,ensemble-pretrained"
