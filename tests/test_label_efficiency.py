@@ -83,7 +83,7 @@ def test_the_goals_from_a_summary():
     assert {g["met"] for g in missing.values()} == {None}
 
 
-@pytest.mark.slow  # 287-372 s measured at load 3.5-6 on 2 cores: 9 CLI trainings, 9 scorings
+@pytest.mark.slow  # 95-372 s measured at load 2.4-6 on 2 cores: 9 CLI trainings, 9 scorings
 def test_quick_run_of_the_arms_without_pretraining(tmp_path, capsys):
     out, png = tmp_path / "results.json", tmp_path / "plot.png"
     paths = ["--out", str(out), "--plot", str(png)]
