@@ -24,6 +24,7 @@ boost, and each unsupervised member alone. Saves benchmarks/results/scenario_rec
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -39,7 +40,13 @@ from simulator_quality import recall_at_legit_fpr  # noqa: E402
 
 from fraudseq import metrics  # noqa: E402
 from fraudseq.fraud_model import DEFAULT_FEATURES, FraudModel  # noqa: E402
-from fraudseq.models.ensemble import NOVELTY_BOOSTS, NOVELTY_GATES, EnsembleWindowModel  # noqa: E402
+from fraudseq.models.ensemble import (  # noqa: E402
+    NOVELTY_BOOSTS,
+    NOVELTY_GATES,
+    EnsembleWindowModel,
+    pick_novelty,
+    rank_logit,
+)
 from fraudseq.schema import Schema, load_transactions  # noqa: E402
 from fraudseq.simulate import OPT_IN_SCENARIOS, simulate  # noqa: E402
 from fraudseq.training import WindowSet, WindowSource  # noqa: E402
@@ -86,7 +93,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--features", default="", help="+block,... adds to the defaults")
     parser.add_argument("--name", default="", help="results file suffix")
+    parser.add_argument(
+        "--picks",
+        type=Path,
+        help="print what each --novelty-ap-loss picks from a results file's sweep, no training",
+    )
     args = parser.parse_args()
+    if args.picks:
+        print_picks(json.loads(args.picks.read_text())["surprise_novelty_sweep"])
+        return
     logging.basicConfig(level=logging.WARNING)
     print("machine:", describe())
     print("load average at the start:", os.getloadavg())
@@ -198,6 +213,7 @@ def main() -> None:
             f"| {r['gate_rank']:g} | {r['boost']:g} | {r['validation_ap']:.4f} | "
             f"{r['average_precision']:.4f} | {r['new_scheme_recall']:.3f} |"
         )
+    print_picks(sweep)
     print(
         f"train {trained:.0f} s, all {seconds:.0f} s; load average start {load_start}, "
         f"end {load_end}"
@@ -231,7 +247,7 @@ def novelty_sweep(fitted: dict, valid: WindowSet, test: WindowSet, y, scenario) 
     out = []
     for gate_rank in NOVELTY_GATES:
         for boost in (0.0, *NOVELTY_BOOSTS):
-            ensemble.novelty_ = (boost, float(np.log(gate_rank / (1 - gate_rank))))
+            ensemble.novelty_ = (boost, rank_logit(gate_rank))
             score = ensemble.decision_function(test)
             out.append(
                 {
@@ -247,6 +263,26 @@ def novelty_sweep(fitted: dict, valid: WindowSet, test: WindowSet, y, scenario) 
                 }
             )
     return out
+
+
+ALLOWANCES = (0.0, 0.005, 0.01)
+
+
+def print_picks(sweep: list[dict]) -> None:
+    """What the ensemble's rule (`pick_novelty`) chooses from the sweep at each allowance of
+    validation AP (`fraudseq train --novelty-ap-loss`), and its test figures."""
+    rows = {(r["boost"], rank_logit(r["gate_rank"])): r for r in sweep}
+    (base,) = [r for r in sweep if r["boost"] == 0 and r["gate_rank"] == NOVELTY_GATES[0]]
+    candidates = [(b, g, r["validation_ap"]) for (b, g), r in rows.items() if b > 0]
+    print("| --novelty-ap-loss | gate | boost | valid AP | test AP | new_scheme R@1%FPR |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for allowance in ALLOWANCES:
+        boost, gate = pick_novelty(candidates, base["validation_ap"], allowance)
+        r = rows.get((boost, gate), base)
+        print(
+            f"| {allowance:g} | {r['gate_rank']:g} | {boost:g} | {r['validation_ap']:.4f} | "
+            f"{r['average_precision']:.4f} | {r['new_scheme_recall']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

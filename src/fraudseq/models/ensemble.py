@@ -62,8 +62,21 @@ NOVELTY_REFERENCE = 0.9995
 NOVELTY_AP_LOSS = 0.0
 
 
-def _rank_logit(rank: float) -> float:
+def rank_logit(rank: float) -> float:
+    """The novelty logit of a rank among the validation windows (a gate)."""
     return float(np.log(rank / (1 - rank)))
+
+
+def pick_novelty(candidates, base_ap: float, allowance: float) -> tuple[float, float]:
+    """(boost, gate) of the `candidates` — (boost, gate, validation AP) triples — whose AP is
+    at least `base_ap * (1 - allowance)`, lifting a NOVELTY_REFERENCE window most; (0, the
+    first gate) when none is."""
+    best, best_lift = (0.0, rank_logit(NOVELTY_GATES[0])), 0.0
+    for boost, gate, ap in candidates:
+        lift = boost * (rank_logit(NOVELTY_REFERENCE) - gate)
+        if lift > best_lift and ap >= base_ap * (1 - allowance):
+            best, best_lift = (boost, gate), lift
+    return best
 
 
 def parse_members(members) -> list[str]:
@@ -148,7 +161,7 @@ class EnsembleWindowModel:
         self.weights_ = np.zeros(len(self.members))
         self.weights_[supervised] = 1.0 / len(supervised)
         self.stacker_: tuple[np.ndarray, np.ndarray] | None = None
-        self.novelty_ = (0.0, _rank_logit(NOVELTY_GATES[0])) if len(self.unsupervised) else None
+        self.novelty_ = (0.0, rank_logit(NOVELTY_GATES[0])) if len(self.unsupervised) else None
         member_ap = [float("nan")] * len(self.members)
         if not labelled:
             log.warning("ensemble: no labelled validation windows; equal weights, no stacker")
@@ -207,19 +220,17 @@ class EnsembleWindowModel:
         return best
 
     def _novelty_boost(self, logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-        """(boost, gate): of the pairs whose validation AP is within NOVELTY_AP_LOSS of the
-        supervised combination's, the one lifting a NOVELTY_REFERENCE window most; (0, g)
-        when every pair costs more."""
+        """(boost, gate) by `pick_novelty` over every pair of the grid, against the
+        supervised combination's validation AP."""
         base = self._supervised_logits(logits)
-        floor = average_precision(labels, base) * (1 - self.novelty_ap_loss)
-        best, best_lift = (0.0, _rank_logit(NOVELTY_GATES[0])), 0.0
-        for gate in map(_rank_logit, NOVELTY_GATES):
+        candidates = []
+        for gate in map(rank_logit, NOVELTY_GATES):
             excess = self._novelty_excess(logits, gate)
-            for boost in NOVELTY_BOOSTS:
-                lift = boost * (_rank_logit(NOVELTY_REFERENCE) - gate)
-                if lift > best_lift and average_precision(labels, base + boost * excess) >= floor:
-                    best, best_lift = (boost, gate), lift
-        return best
+            candidates += [
+                (boost, gate, average_precision(labels, base + boost * excess))
+                for boost in NOVELTY_BOOSTS
+            ]
+        return pick_novelty(candidates, average_precision(labels, base), self.novelty_ap_loss)
 
     def member_logits(self, windows: WindowSet) -> np.ndarray:
         """(N, M) float32 logits of every member."""
