@@ -118,18 +118,38 @@ def test_init_starts_the_classifier_from_the_pretrained_encoder(encoders, small_
     # a learning rate of 1e-12 moves no weight by more than about 1e-11
     model = FraudModel.from_encoder(encoders["lstm"], epochs=1, learning_rate=1e-12, seed=5)
     assert (model.model, model.hidden_size) == ("lstm", 16)
+    # the label block pretraining never has is added, fitted on the training rows
+    assert model.features == (*encoder.feature_encoder.blocks, "counterparty_risk")
     model.fit(small_frame, train_until=TRAIN_UNTIL)
     fitted = model.model_.network.state_dict()
+    mine, own = model.encoder_, encoder.feature_encoder
+    at = [mine.numeric_names_.index(name) for name in own.numeric_names_]
+    added = [i for i, name in enumerate(mine.numeric_names_) if name.startswith("cp_")]
+    assert added and len(mine.numeric_names_) == len(at) + len(added)
+    for fitted_value in ("means_", "scales_", "low_", "high_"):  # the encoder's scaling
+        assert np.array_equal(getattr(mine, fitted_value)[at], getattr(own, fitted_value))
+    assert mine.vocabularies_ == own.vocabularies_
+    weight = "rnn.weight_ih_l0"  # the input layer: the encoder's columns, zeros for cp_
+    n, m = len(own.numeric_names_), len(mine.numeric_names_)
+    pretrained = encoder.encoder_state()[weight]
+    assert torch.allclose(fitted[weight][:, at], pretrained[:, :n], atol=1e-8)
+    assert torch.allclose(fitted[weight][:, m:], pretrained[:, n:], atol=1e-8)
+    assert fitted[weight][:, added].abs().max() <= 1e-8
     for key, value in encoder.encoder_state().items():
-        assert torch.allclose(fitted[key], value, atol=1e-8), key
+        if key != weight:
+            assert torch.allclose(fitted[key], value, atol=1e-8), key
     assert any(k.startswith(HEAD) for k in fitted)
-    assert model.encoder_.to_json() == encoder.feature_encoder.to_json()
     assert model.pretrained_["encoder"] == str(encoders["lstm"])
+    # with the encoder's blocks only, the encoder's feature encoder as it is
+    same = FraudModel.from_encoder(encoders["lstm"], features=own.blocks, epochs=1, seed=5)
+    same.fit(small_frame, train_until=TRAIN_UNTIL)
+    assert same.encoder_.to_json() == own.to_json()
     scratch = FraudModel("lstm", hidden_size=16, features=encoder.feature_encoder.blocks,
                          epochs=1, learning_rate=1e-12, seed=5)  # fmt: skip
     scratch.fit(small_frame, train_until=TRAIN_UNTIL)
-    weight = "rnn.weight_ih_l0"
-    assert not torch.allclose(scratch.model_.network.state_dict()[weight], fitted[weight])
+    assert not torch.allclose(
+        scratch.model_.network.state_dict()[weight], same.model_.network.state_dict()[weight]
+    )
 
 
 def test_a_fine_tuned_model_scores_and_replays_live_as_in_batch(
@@ -186,5 +206,6 @@ def test_mismatches_stop_before_training_naming_the_mismatch_and_the_fix(
     assert "a pretrained encoder (from `fraudseq pretrain`), not a model" in " ".join(
         capsys.readouterr().err.split()
     )
-    with pytest.raises(FraudseqError, match="feature blocks"):
-        FraudModel.from_encoder(encoders["lstm"], features=DEFAULT_FEATURES).fit(small_csv)
+    without = tuple(b for b in DEFAULT_FEATURES if b != "novelty")
+    with pytest.raises(FraudseqError, match="feature blocks .* without novelty"):
+        FraudModel.from_encoder(encoders["lstm"], features=without).fit(small_csv)

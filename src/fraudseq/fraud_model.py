@@ -230,10 +230,8 @@ class FraudModel:
         fit_rows = (frame[schema.time] < until).to_numpy() & ~in_valid
         if self._pretrained is None:
             self.encoder_ = self._new_encoder().fit(frame[fit_rows])
-        else:  # the encoder's features, scalers and vocabularies, as pretrained
-            self.encoder_ = FeatureEncoder.from_json(
-                self._pretrained.feature_encoder.to_json(), schema
-            )
+        else:  # the encoder's features, scalers and vocabularies, with any blocks added
+            self.encoder_ = self._pretrained.features_for(self._new_encoder(), frame[fit_rows])
         source = WindowSource(self.encoder_.transform(frame), self.window)
         labels = frame[schema.label].to_numpy()
         train = _window_set(source, train_rows, labels)
@@ -273,7 +271,10 @@ class FraudModel:
         """A model to fine-tune from the pretrained encoder directory at `path`: of the
         encoder's family (unless `model`), with its architecture and feature blocks unless
         `params` give them (a different value then stops `fit` with an error naming it),
-        and `params` (epochs, learning_rate, loss, threshold...) as given.
+        and `params` (epochs, learning_rate, loss, threshold...) as given. The feature
+        blocks are the encoder's and the label blocks the family uses by default
+        (`counterparty_risk`), which pretraining never has: they are fitted on the training
+        rows and their input weights start at zero (`PretrainedEncoder.fill`).
 
         >>> FraudModel.from_encoder("encoder", epochs=5).fit("tx.csv")  # doctest: +SKIP
         """
@@ -281,8 +282,13 @@ class FraudModel:
 
         pretrained = PretrainedEncoder.load(path)
         taken = {name: pretrained.model.get_params()[name] for name in ARCHITECTURE}
-        taken["features"] = tuple(pretrained.feature_encoder.blocks)
-        return cls(model or pretrained.family, **{**taken, **params, "init": path})
+        blocks = tuple(pretrained.feature_encoder.blocks)
+        family = model or pretrained.family
+        added = tuple(b for b in default_features(family) if b in LABEL_BLOCKS and b not in blocks)
+        taken["features"] = blocks + added  # the label blocks pretraining never has
+        if params.get("features") is None:  # not given (the CLI passes None)
+            params.pop("features", None)
+        return cls(family, **{**taken, **params, "init": path})
 
     def _periods(
         self, times: pd.Series, labels: np.ndarray, train_from, until, valid_days, valid_period
@@ -328,7 +334,7 @@ class FraudModel:
         self.model_ = self._build()
         pretrained = getattr(self, "_pretrained", None)
         if pretrained is not None:
-            pretrained.fill(self.model_.network)
+            pretrained.fill(self.model_.network, self.encoder_.numeric_names_)
             log.info("the %s encoder starts from %s", self.model, self.init)
         return self.model_
 

@@ -365,10 +365,26 @@ class PretrainedEncoder:
             k: v for k, v in self.network.network.state_dict().items() if not k.startswith(HEAD)
         }
 
-    def fill(self, network: nn.Module) -> None:
+    def features_for(self, fresh: FeatureEncoder, training: pd.DataFrame) -> FeatureEncoder:
+        """The fine-tuned model's feature encoder: the encoder's own (features, scalers and
+        vocabularies, as pretrained) or, when `fresh` (unfitted) has blocks of its own
+        besides, `fresh` fitted on the `training` rows with the encoder's scaling of its
+        features and its vocabularies (`FeatureEncoder.adopt`)."""
+        own = self.feature_encoder
+        if set(fresh.blocks) == set(own.blocks):
+            return FeatureEncoder.from_json(own.to_json(), fresh.schema)
+        return fresh.fit(training).adopt(own)
+
+    def fill(self, network: nn.Module, numeric_names: list[str] | None = None) -> None:
         """Load the encoder's weights into a freshly built classifier of the same family and
-        architecture; its head stays as built."""
-        missing, unexpected = network.load_state_dict(self.encoder_state(), strict=False)
+        architecture; its head stays as built. With `numeric_names`, the classifier's
+        numeric features (the encoder's and blocks added at fine-tuning, `features_for`):
+        the input weights of the added features start at zero, so the classifier starts
+        as the encoder and learns what they add."""
+        state, own = self.encoder_state(), list(self.feature_encoder.numeric_names_)
+        if numeric_names is not None and list(numeric_names) != own:
+            state = _widened(state, network.state_dict(), own, list(numeric_names))
+        missing, unexpected = network.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith(HEAD) for k in missing):
             raise ModelDirectoryError(
                 f"{self.source}: the encoder's tensors do not fit the {self.family} network "
@@ -449,11 +465,13 @@ class PretrainedEncoder:
                     f"pretrain with {option} {mine}"
                 )
         blocks = tuple(self.feature_encoder.blocks)
-        if model.features is not None and set(model.features) != set(blocks):
+        lacking = [b for b in blocks if model.features is not None and b not in model.features]
+        if lacking:
             raise ConfigError(
                 f"{where} was pretrained on the feature blocks {', '.join(blocks)}, but the "
-                f"model asks for {', '.join(model.features)}: leave features out to take "
-                "the encoder's, or pretrain on the same blocks"
+                f"model asks for {', '.join(model.features)}, without {', '.join(lacking)}: "
+                "leave features out to take the encoder's (and the label blocks), or "
+                "pretrain on the blocks you want"
             )
         theirs, mine = self.model.schema_, schema
         for role in ROLES:
@@ -464,6 +482,29 @@ class PretrainedEncoder:
                     "and vocabularies are those of its schema: train with the schema it was "
                     "pretrained with, or pretrain again with this one"
                 )
+
+
+def _widened(state: dict, target: dict, old: list[str], new: list[str]) -> dict:
+    """`state` with each input layer (a tensor whose last axis is an event's inputs:
+    numeric features, then categorical embeddings) widened from the `old` numeric features
+    to the `new` ones, which hold them: each old feature's weights in its new place, the
+    embeddings' after the new features, zeros for the added features."""
+    at = [new.index(name) for name in old]
+    out = {}
+    for key, value in state.items():
+        want = target.get(key)
+        if (
+            want is not None
+            and want.shape != value.shape
+            and want.shape[:-1] == value.shape[:-1]
+            and want.shape[-1] - len(new) == value.shape[-1] - len(old)
+        ):
+            wide = torch.zeros_like(want)
+            wide[..., at] = value[..., : len(old)]
+            wide[..., len(new) :] = value[..., len(old) :]
+            value = wide
+        out[key] = value
+    return out
 
 
 def _columns(theirs, mine) -> str:

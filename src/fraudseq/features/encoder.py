@@ -146,6 +146,19 @@ class FeatureEncoder:
         }
         return self
 
+    def adopt(self, other: FeatureEncoder) -> FeatureEncoder:
+        """Take `other`'s scaling of the features both have, and its vocabularies (a model
+        fine-tuned from a pretrained encoder, with blocks of its own added: the encoder's
+        inputs must mean what they meant in pretraining). Returns self."""
+        self._check_fitted()
+        at = [self.numeric_names_.index(name) for name in other.numeric_names_]
+        for fitted in ("means_", "scales_", "low_", "high_"):
+            values = np.array(getattr(self, fitted), dtype=np.float64)
+            values[at] = getattr(other, fitted)
+            setattr(self, fitted, values)
+        self.vocabularies_ = {k: list(v) for k, v in other.vocabularies_.items()}
+        return self
+
     def _vocabulary(self, values: pd.Series) -> list[str]:
         """Values seen `min_count` times. A column with more such values than
         `max_vocabulary` is an identifier (card, device, terminal): embedding its values
