@@ -23,6 +23,9 @@ label-derived features see only the labels kept; metrics from `fraudseq.metrics`
   where ENCODER is `fraudseq pretrain --model NAME --until TEST_START`, run once per family
   and reused across fractions and seeds, on the transactions before the test period with
   every label emptied (pretraining cannot read a label, let alone a test label);
+- `lstm-label-free`: the LSTM from scratch on the label-free blocks pretraining uses
+  (`--features`, without `counterparty_risk`): what the label block adds. The pretrained arms
+  have it: `train --init` adds it at fine-tuning;
 - at 100% only: `ensemble`, today's default model (`fraudseq train` without `--model`: the
   average of an LSTM and XGBoost), and `ensemble-pretrained`, `train --model ensemble
   --init` the LSTM encoder: the same members, the LSTM fine-tuned from the encoder. (`train
@@ -69,6 +72,7 @@ from handbook_protocol import load_average, table  # noqa: E402
 from machine import describe, save_results  # noqa: E402
 
 from fraudseq import metrics  # noqa: E402
+from fraudseq.fraud_model import default_features  # noqa: E402
 from fraudseq.io import atomic_path, write_table  # noqa: E402
 from fraudseq.schema import Schema, load_transactions  # noqa: E402
 from fraudseq.simulate import simulate  # noqa: E402
@@ -92,18 +96,24 @@ class Arm:
     model: str | None  # None: `train` without --model, today's default
     init: str | None = None
     full_only: bool = False
+    features: tuple[str, ...] | None = None  # `--features`; None: the family's default
 
     @property
     def pretrained(self) -> bool:
         return self.init is not None
 
 
+#: The default blocks without the label blocks: what `fraudseq pretrain` trains on.
+LABEL_FREE = default_features("autoencoder")
 ARMS = {
     "xgboost": Arm("xgboost"),
     "lstm": Arm("lstm"),
     "lstm-pretrained": Arm("lstm", init="lstm"),
     "transformer": Arm("transformer"),
     "transformer-pretrained": Arm("transformer", init="transformer"),
+    # the LSTM from scratch on the blocks pretraining has (no label block): what the label
+    # block adds, which the pretrained arms get at fine-tuning
+    "lstm-label-free": Arm("lstm", features=LABEL_FREE),
     "ensemble": Arm(None, full_only=True),
     # `train --model ensemble --init`: the default members, the LSTM from its encoder
     "ensemble-pretrained": Arm("ensemble", init="lstm", full_only=True),
@@ -339,6 +349,7 @@ class Runner:
             model_dir, scores = self.work / f"model-{tag}", self.work / f"scores-{tag}.parquet"
             family = ["--model", arm.model] if arm.model else []  # none: the default model
             init = ["--init", self.encoder(arm.init)] if arm.pretrained else []
+            init += ["--features", ",".join(arm.features)] if arm.features else []
             row["train_seconds"] = fraudseq(
                 "train",
                 data,
@@ -499,7 +510,7 @@ def plot(results: dict, path: Path) -> None:
         if not points:
             continue
         x, y = zip(*points, strict=True)
-        style = "--" if arm.pretrained else "-"
+        style = "--" if arm.pretrained else (":" if arm.features else "-")
         marker = ("D" if arm.pretrained else "s") if arm.full_only else "o"
         ax.plot(x, y, style, color=COLOURS[arm.model], marker=marker, label=name)
     full = results["goals"]["best_pretrained_at_10pct"]["best_with_every_label"]
