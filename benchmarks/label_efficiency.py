@@ -28,8 +28,7 @@ label-derived features see only the labels kept; metrics from `fraudseq.metrics`
   have it: `train --init` adds it at fine-tuning;
 - at 100% only: `ensemble`, today's default model (`fraudseq train` without `--model`: the
   average of an LSTM and XGBoost), and `ensemble-pretrained`, `train --model ensemble
-  --init` the LSTM encoder: the same members, the LSTM fine-tuned from the encoder. (`train
-  --init` refuses an ensemble today, so this arm records that error until it accepts one.)
+  --init` the LSTM encoder: the same members, the LSTM fine-tuned from the encoder.
 
 Datasets (`--dataset`):
 - `simulator`: `benchmarks/compare_models.py`'s data and split (2000 accounts x 60 days,

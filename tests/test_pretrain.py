@@ -152,6 +152,29 @@ def test_init_starts_the_classifier_from_the_pretrained_encoder(encoders, small_
     )
 
 
+def test_an_ensemble_starts_its_member_of_the_encoders_family_from_it(
+    encoders, small_frame, tmp_path
+):
+    encoder = PretrainedEncoder.load(encoders["lstm"])
+    model = FraudModel.from_encoder(encoders["lstm"], "ensemble", epochs=1, learning_rate=1e-12,
+                                    n_estimators=10, seed=5)  # fmt: skip
+    model.fit(small_frame, train_until=TRAIN_UNTIL)
+    members = dict(model.model_.members)
+    assert set(members) == {"lstm", "xgboost"}
+    fitted = members["lstm"].network.state_dict()
+    for key, value in encoder.encoder_state().items():
+        if key != "rnn.weight_ih_l0":  # widened for counterparty_risk: the test above
+            assert torch.allclose(fitted[key], value, atol=1e-8), key
+    assert model.pretrained_["encoder"] == str(encoders["lstm"])
+    again = FraudModel.load(model.save(tmp_path / "ensemble"))
+    assert again.pretrained_ == model.pretrained_
+    part = accounts_slice(small_frame, 0, 20)
+    assert np.allclose(again.score(part)["score"], model.score(part)["score"], atol=1e-6)
+    with pytest.raises(FraudseqError, match="not a member of the ensemble"):
+        FraudModel.from_encoder(encoders["lstm"], "ensemble", members=("xgboost", "gru"),
+                                epochs=1).fit(small_frame, train_until=TRAIN_UNTIL)  # fmt: skip
+
+
 def test_a_fine_tuned_model_scores_and_replays_live_as_in_batch(
     fine_tuned, small_csv, small_frame, tmp_path, monkeypatch
 ):

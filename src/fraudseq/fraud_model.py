@@ -333,9 +333,12 @@ class FraudModel:
         torch.manual_seed(self.seed)
         self.model_ = self._build()
         pretrained = getattr(self, "_pretrained", None)
-        if pretrained is not None:
-            pretrained.fill(self.model_.network, self.encoder_.numeric_names_)
-            log.info("the %s encoder starts from %s", self.model, self.init)
+        if pretrained is not None:  # the network, or an ensemble's members of its family
+            members = getattr(self.model_, "members", [(self.model, self.model_)])
+            for name, member in members:
+                if name == pretrained.family:
+                    pretrained.fill(member.network, self.encoder_.numeric_names_)
+                    log.info("the %s encoder starts from %s", name, self.init)
         return self.model_
 
     def _set_training_period(self, train_from, until, valid_times: pd.Series, n_train, n_valid):

@@ -67,6 +67,7 @@ from fraudseq.errors import ConfigError, FraudseqError, ModelDirectoryError
 from fraudseq.features import FeatureEncoder
 from fraudseq.fraud_model import LABEL_BLOCKS, FraudModel, default_features, versions
 from fraudseq.models.autoencoder import AutoencoderObjective
+from fraudseq.models.ensemble import parse_members
 from fraudseq.models.transformer import GAP_FEATURE
 from fraudseq.schema import Schema, load_transactions
 from fraudseq.splits import parse_time, validation_start
@@ -448,12 +449,21 @@ class PretrainedEncoder:
         """Raise FraudseqError naming the first thing that keeps `model` (to be trained on
         data of `schema`) from starting from this encoder, and the fix."""
         where = f"--init {self.source}"
-        if model.model != self.family:
+        if model.model == "ensemble":
+            if self.family not in parse_members(model.members):
+                raise ConfigError(
+                    f"{where} was pretrained for the {self.family} family, which is not a "
+                    f"member of the ensemble ({', '.join(parse_members(model.members))}): "
+                    f"train --model {self.family}, add {self.family} to --members, or "
+                    "pretrain with --model of a member"
+                )
+        elif model.model != self.family:
             raise ConfigError(
                 f"{where} was pretrained for the {self.family} family, not {model.model}: "
                 f"train with --model {self.family}, or pretrain with --model {model.model}"
                 if model.model in PRETRAINABLE
-                else f"{where}: --init fine-tunes {', '.join(PRETRAINABLE)} only, not {model.model}"
+                else f"{where}: --init fine-tunes {', '.join(PRETRAINABLE)} (and an ensemble's "
+                f"member of the encoder's family) only, not {model.model}"
             )
         for name in ARCHITECTURE:
             mine, theirs = getattr(model, name), self.model.get_params()[name]

@@ -268,7 +268,8 @@ def train(
         Path | None,
         typer.Option(
             help="Fine-tune from this pretrained encoder (`fraudseq pretrain`; lstm, gru, "
-            "transformer): its weights, feature encoder and, unless given, its --window, "
+            "transformer, or an ensemble's member of the encoder's family): its weights, "
+            "feature encoder (with counterparty_risk added) and, unless given, its --window, "
             "--hidden-size, --transformer-layers and --transformer-heads.",
         ),
     ] = None,
