@@ -134,14 +134,13 @@ class Context:
         out = []
         for j, values in enumerate(self.chunk.categorical):
             stored, counts = self.state.seen[j], self.state.seen_counts[j]
-            code, _ = pd.factorize(np.concatenate([stored, _as_hash(values)]))
-            width = int(code.max(initial=0)) + 1
-            stored_code, chunk_code = code[: len(stored)], code[len(stored) :]
-            # Only stored values that occur in the chunk can match: a linear filter keeps
-            # the membership test (a sort) to those, not every value every entity has seen.
-            in_chunk = np.zeros(width, dtype=bool)
-            in_chunk[chunk_code] = True
-            relevant = in_chunk[stored_code]
+            chunk_code, uniques = pd.factorize(_as_hash(values))
+            width = max(len(uniques), 1)
+            # Only stored values that occur in the chunk can match: probing the chunk's few
+            # values' table with every stored one (not factorizing them all) keeps the
+            # membership test to those.
+            stored_code = pd.Index(uniques).get_indexer(stored)  # -1: not in the chunk
+            relevant = stored_code >= 0
             stored_keys = group_ids(counts)[relevant] * width + stored_code[relevant]
             keys = pd.Index(self.entity * width + chunk_code)
             # Hash tables, not sorts: np.isin's table or sort costs ~20x more here.
